@@ -1,0 +1,96 @@
+"""Project configuration (``activation.yaml``): controller, purposes and destination instances.
+
+The file holds no secret: each destination names the environment variables that hold its base
+URL and token, read by the destination resources at run time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class LegalBasis(StrEnum):
+    """Legal bases a segment may rely on (GDPR Art. 6(1)(a) consent, 6(1)(f) legitimate
+    interest; soft opt-in for email to existing customers under ePrivacy Directive Art. 13(2))."""
+
+    CONSENT = "consent"
+    LEGITIMATE_INTEREST = "legitimate_interest"
+
+
+class DestinationKind(StrEnum):
+    AD = "ad"
+    EMAIL = "email"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Controller(_Strict):
+    """The controller named in the Article 30(1)(a) register."""
+
+    name: str
+    address: str = ""
+    contact: str
+
+
+class Purpose(_Strict):
+    """A declared processing purpose.
+
+    ``consent_validity_days``: days after which a granted consent no longer counts (days).
+    ``legal_bases``: the bases a segment with this purpose may declare.
+    """
+
+    description: str
+    consent_validity_days: int = Field(gt=0)
+    legal_bases: tuple[LegalBasis, ...] = Field(min_length=1)
+
+
+class DestinationConfig(_Strict):
+    """A destination instance: which platform client, which purposes it serves, where its data
+    goes (country and transfer safeguard for the register), and the environment variable names
+    of its base URL and token."""
+
+    platform: str = Field(pattern=r"^(meta|mailchimp)$")
+    kind: DestinationKind
+    purposes: tuple[str, ...] = Field(min_length=1)
+    country: str
+    transfer_safeguard: str
+    base_url_env: str
+    token_env: str
+    normalization: str = Field(default="base", pattern=r"^(base|google)$")
+
+
+class ProjectConfig(_Strict):
+    """The whole ``activation.yaml``."""
+
+    controller: Controller
+    purposes: dict[str, Purpose]
+    destinations: dict[str, DestinationConfig]
+
+    @field_validator("purposes", "destinations")
+    @classmethod
+    def _names_are_identifiers(cls, value: dict) -> dict:
+        import re
+
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"{name!r} must match {NAME_PATTERN}")
+        return value
+
+
+def load_project_config(path: Path) -> ProjectConfig:
+    """Read and validate ``activation.yaml``.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        pydantic.ValidationError: a field is wrong (the message names the field).
+    """
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return ProjectConfig.model_validate(data)

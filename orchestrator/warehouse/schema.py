@@ -1,0 +1,187 @@
+"""Warehouse tables: the source tables the product reads and the tables it writes.
+
+Source tables (schema ``main``, written by the data team or by the demo builder):
+
+``customers``
+    customer_id BIGINT primary key, email VARCHAR (raw, as the CRM holds it: may be messy or
+    NULL), country VARCHAR (ISO 3166-1 alpha-2, NULL when unknown), country_name VARCHAR (as
+    recorded), created_at TIMESTAMP (collection of the record), last_contact_at TIMESTAMP (last
+    inbound action by the person: order, click, reply; NULL when none).
+``events``
+    event_id VARCHAR primary key, customer_id BIGINT, event_type VARCHAR (``purchase`` or
+    ``refund``), occurred_at TIMESTAMP, invoice_no VARCHAR, stock_code VARCHAR, description
+    VARCHAR, quantity INTEGER (negative for refunds), unit_price DOUBLE (GBP), value DOUBLE
+    (quantity * unit_price, GBP).
+``consents``
+    Append-only log. consent_id VARCHAR primary key, customer_id BIGINT, purpose VARCHAR,
+    status VARCHAR (``granted`` or ``withdrawn``), recorded_at TIMESTAMP, source VARCHAR (how:
+    the form or channel), notice_version VARCHAR (the privacy notice shown).
+``privacy_requests``
+    request_id VARCHAR primary key, customer_id BIGINT (NULL when the request came by email
+    only), subject_key VARCHAR (sha256 of the normalized email, NULL when made by customer id),
+    request_type VARCHAR (``erasure``, GDPR Art. 17, or ``objection``, GDPR Art. 21),
+    received_at TIMESTAMP.
+``warehouse_build``
+    key VARCHAR, value VARCHAR: how the demo warehouse was built (as-of date, time shift, seed).
+
+Product tables (schema ``activation``) are created by :func:`create_activation_schema`.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+SOURCE_DDL = """
+CREATE TABLE IF NOT EXISTS customers (
+    customer_id     BIGINT PRIMARY KEY,
+    email           VARCHAR,
+    country         VARCHAR,
+    country_name    VARCHAR,
+    created_at      TIMESTAMP NOT NULL,
+    last_contact_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS events (
+    event_id    VARCHAR PRIMARY KEY,
+    customer_id BIGINT NOT NULL,
+    event_type  VARCHAR NOT NULL,
+    occurred_at TIMESTAMP NOT NULL,
+    invoice_no  VARCHAR,
+    stock_code  VARCHAR,
+    description VARCHAR,
+    quantity    INTEGER,
+    unit_price  DOUBLE,
+    value       DOUBLE
+);
+CREATE TABLE IF NOT EXISTS consents (
+    consent_id     VARCHAR PRIMARY KEY,
+    customer_id    BIGINT NOT NULL,
+    purpose        VARCHAR NOT NULL,
+    status         VARCHAR NOT NULL,
+    recorded_at    TIMESTAMP NOT NULL,
+    source         VARCHAR,
+    notice_version VARCHAR
+);
+CREATE TABLE IF NOT EXISTS privacy_requests (
+    request_id   VARCHAR PRIMARY KEY,
+    customer_id  BIGINT,
+    subject_key  VARCHAR,
+    request_type VARCHAR NOT NULL,
+    received_at  TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS warehouse_build (
+    key   VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+"""
+
+ACTIVATION_DDL = """
+CREATE SCHEMA IF NOT EXISTS activation;
+CREATE TABLE IF NOT EXISTS activation.segment_members (
+    segment     VARCHAR NOT NULL,
+    customer_id BIGINT NOT NULL,
+    computed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (segment, customer_id)
+);
+CREATE TABLE IF NOT EXISTS activation.audience_members (
+    segment      VARCHAR NOT NULL,
+    subject_key  VARCHAR NOT NULL,
+    google_key   VARCHAR NOT NULL,
+    customer_id  BIGINT NOT NULL,
+    email        VARCHAR NOT NULL,
+    legal_basis  VARCHAR NOT NULL,
+    consent_ref  VARCHAR NOT NULL,
+    computed_at  TIMESTAMP NOT NULL,
+    PRIMARY KEY (segment, subject_key)
+);
+CREATE TABLE IF NOT EXISTS activation.audience_exclusions (
+    segment     VARCHAR NOT NULL,
+    customer_id BIGINT NOT NULL,
+    reason      VARCHAR NOT NULL,
+    computed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (segment, customer_id)
+);
+CREATE TABLE IF NOT EXISTS activation.sync_state (
+    segment         VARCHAR NOT NULL,
+    destination     VARCHAR NOT NULL,
+    subject_key     VARCHAR NOT NULL,
+    destination_ref VARCHAR,
+    fields_hash     VARCHAR NOT NULL,
+    synced_at       TIMESTAMP NOT NULL,
+    PRIMARY KEY (segment, destination, subject_key)
+);
+CREATE TABLE IF NOT EXISTS activation.sync_rejections (
+    segment     VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    subject_key VARCHAR NOT NULL,
+    fields_hash VARCHAR NOT NULL,
+    operation   VARCHAR NOT NULL,
+    reason      VARCHAR NOT NULL,
+    permanent   BOOLEAN NOT NULL,
+    rejected_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activation.destination_suppressions (
+    destination     VARCHAR NOT NULL,
+    subject_key     VARCHAR NOT NULL,
+    status          VARCHAR NOT NULL,
+    suppressed_at   TIMESTAMP NOT NULL,
+    PRIMARY KEY (destination, subject_key)
+);
+"""
+
+#: Source table name -> column names, in table order. The segment compiler's catalog of what a
+#: segment may refer to is built on top of this; lineage metadata uses it too.
+SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": (
+        "customer_id",
+        "email",
+        "country",
+        "country_name",
+        "created_at",
+        "last_contact_at",
+    ),
+    "events": (
+        "event_id",
+        "customer_id",
+        "event_type",
+        "occurred_at",
+        "invoice_no",
+        "stock_code",
+        "description",
+        "quantity",
+        "unit_price",
+        "value",
+    ),
+    "consents": (
+        "consent_id",
+        "customer_id",
+        "purpose",
+        "status",
+        "recorded_at",
+        "source",
+        "notice_version",
+    ),
+    "privacy_requests": ("request_id", "customer_id", "subject_key", "request_type", "received_at"),
+}
+
+
+def create_source_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the empty source tables if they do not exist (idempotent)."""
+    con.execute(SOURCE_DDL)
+
+
+def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the product's own tables in schema ``activation`` if they do not exist (idempotent).
+
+    ``segment_members``: one row per (segment, customer_id) in the segment's last computation.
+    ``audience_members``: one row per (segment, subject_key): the consent-filtered,
+    pseudonymized members; ``email`` is the base-normalized address, kept in the warehouse for
+    email destinations only; ``consent_ref`` is the consent_id (or ``purchase:<event_id>`` for
+    soft opt-in) that allowed the member.
+    ``audience_exclusions``: one row per (segment, customer_id) left out, with the reason.
+    ``sync_state``: what each destination acknowledged; ``destination_ref`` is the platform's own
+    member id when it differs from subject_key (Mailchimp: md5 of the lowercase email).
+    ``sync_rejections``: rows a destination refused, with reason and permanence.
+    ``destination_suppressions``: subjects a destination holds as unsubscribed or forgotten;
+    never subscribed again.
+    """
+    con.execute(ACTIVATION_DDL)
