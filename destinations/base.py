@@ -1,0 +1,118 @@
+"""The small protocol every destination client implements.
+
+A sync hands a client batches of at most ``max_batch_size`` rows; the client makes one HTTP
+request per batch (plus retries) and answers with one :class:`RowResult` per row, in the same
+order. Rows the platform refused come back with ``ok=False`` and the platform's reason; a call
+that fails as a whole raises a :class:`destinations.errors.DestinationError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class RemoveReason(StrEnum):
+    """Why a member leaves a destination; email platforms act differently on each.
+
+    ``LEFT_SEGMENT``: no longer matches the segment (email: archive, the contact may come back).
+    ``CONSENT_WITHDRAWN``: consent withdrawn or expired (email: unsubscribe, keeping the
+    platform's suppression). ``OBJECTION``: GDPR Art. 21 objection (unsubscribe, suppressed).
+    ``ERASURE``: GDPR Art. 17 erasure (email: permanent delete where the platform supports it).
+    """
+
+    LEFT_SEGMENT = "left_segment"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+    OBJECTION = "objection"
+    ERASURE = "erasure"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One member to send.
+
+    ``subject_key``: sha256 hex of the base-normalized email (our key for the data subject).
+    ``send_key``: what the platform matches on: a hash for ad platforms (``subject_key`` or the
+    Google-normalized hash), the normalized email address for email platforms.
+    ``fields``: merge fields for email platforms (name -> value); empty for ad platforms.
+    ``destination_ref``: the platform's member id recorded at the last acknowledged send
+    (Mailchimp: md5 of the lowercase email), or None.
+    """
+
+    subject_key: str
+    send_key: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+    destination_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """The platform's answer for one row.
+
+    ``destination_ref``: the platform's member id to store in sync state (None when the platform
+    keys members by the value we sent). ``reason``: the platform's words when refused.
+    ``permanent``: True when resending the same row would be refused again.
+    """
+
+    subject_key: str
+    ok: bool
+    destination_ref: str | None = None
+    reason: str | None = None
+    permanent: bool = False
+
+
+@dataclass
+class CallStats:
+    """What a client did: HTTP requests made (``calls``, retries included), ``retries``,
+    seconds spent waiting on throttling hints (``throttled_seconds``) and request body bytes
+    sent (``bytes_sent``)."""
+
+    calls: int = 0
+    retries: int = 0
+    throttled_seconds: float = 0.0
+    bytes_sent: int = 0
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """A destination client. ``kind`` is ``"ad"`` (hashed identifiers only) or ``"email"``."""
+
+    name: str
+    kind: str
+    max_batch_size: int
+    stats: CallStats
+
+    def add(self, audience_id: str, rows: Sequence[Row]) -> list[RowResult]:
+        """Add (or subscribe) the rows; adding an existing member succeeds."""
+        ...
+
+    def update(self, audience_id: str, rows: Sequence[Row]) -> list[RowResult]:
+        """Update the fields of existing members."""
+        ...
+
+    def remove(
+        self, audience_id: str, rows: Sequence[Row], reason: RemoveReason
+    ) -> list[RowResult]:
+        """Remove the rows for ``reason``; removing an absent member succeeds."""
+        ...
+
+    def member_count(self, audience_id: str) -> int | None:
+        """The platform's own count of members in the audience (None if it has no count)."""
+        ...
+
+
+def results_by_key(results: Sequence[RowResult]) -> dict[str, RowResult]:
+    """Index row results by subject_key."""
+    return {r.subject_key: r for r in results}
+
+
+__all__ = [
+    "CallStats",
+    "Destination",
+    "RemoveReason",
+    "Row",
+    "RowResult",
+    "results_by_key",
+]

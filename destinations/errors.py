@@ -1,0 +1,36 @@
+"""One exception hierarchy for every destination client.
+
+``DestinationError``
+    ``TransientError``: the platform could not take the call now (throttled, 5xx, timeout,
+    dropped connection) and retries ran out; the same call may succeed later.
+    ``PermanentError``: the platform refused the call itself (a non-retryable 4xx); retrying the
+    same request will fail the same way.
+        ``AuthError``: 401/403, the token is missing, wrong or lacks permission.
+
+Messages carry the destination name, HTTP status and the platform's own error words, never the
+token and never a raw email address.
+"""
+
+from __future__ import annotations
+
+
+class DestinationError(Exception):
+    """Base class: a call to a destination failed as a whole (no row was acknowledged)."""
+
+    def __init__(self, destination: str, message: str, status: int | None = None) -> None:
+        self.destination = destination
+        self.status = status
+        prefix = f"{destination}: HTTP {status}: " if status else f"{destination}: "
+        super().__init__(prefix + message)
+
+
+class TransientError(DestinationError):
+    """Throttling, server errors, timeouts or dropped connections that outlasted the retries."""
+
+
+class PermanentError(DestinationError):
+    """A non-retryable refusal of the whole call (4xx other than throttling)."""
+
+
+class AuthError(PermanentError):
+    """The token is missing, invalid or not allowed (HTTP 401/403)."""
