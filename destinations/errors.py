@@ -34,3 +34,8 @@ class PermanentError(DestinationError):
 
 class AuthError(PermanentError):
     """The token is missing, invalid or not allowed (HTTP 401/403)."""
+
+
+class ThrottledError(TransientError):
+    """A :class:`TransientError` whose last failure was throttling (429 or a rate-limit code):
+    the platform wants fewer calls, so a scheduler may back off longer before the next run."""
