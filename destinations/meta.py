@@ -1,0 +1,156 @@
+"""Meta (Facebook) Custom Audiences client: hashed email identifiers only.
+
+Endpoints (Marketing API, Custom Audience Users,
+https://developers.facebook.com/docs/marketing-api/reference/custom-audience/users):
+``POST {base}/{version}/{audience_id}/users`` adds, ``DELETE`` the same path removes, both with
+``{"payload": {"schema": "EMAIL_SHA256", "data": [hash, ...]}}`` and at most 10,000 records per
+request ("You can add an unlimited number of records for an audience, but only a maximum of
+10000 at a time"). ``GET {base}/{version}/{audience_id}?fields=approximate_count`` counts.
+
+Privacy invariant: no raw identifier ever reaches an ad platform. A row whose ``send_key`` is
+not 64 lowercase hex characters is refused here, before any request, and never sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from destinations.base import CallStats, RemoveReason, Row, RowResult
+from destinations.http import HttpClient, RetryPolicy
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+NOT_A_HASH = "not a SHA-256 hex identifier"
+MAX_BATCH_SIZE = 10_000
+
+
+def is_sha256_hex(value: str) -> bool:
+    """True when ``value`` is exactly 64 lowercase hexadecimal characters."""
+    return isinstance(value, str) and SHA256_HEX.fullmatch(value) is not None
+
+
+class MetaAudienceClient:
+    """A Meta Custom Audience destination (``kind == "ad"``).
+
+    ``name``: destination name from ``activation.yaml``. ``base_url``: Graph API root (e.g.
+    ``https://graph.facebook.com`` or the mock's ``/meta``). ``token``: access token, sent as
+    ``Authorization: Bearer``. ``policy``: retries and timeouts. ``destination_ref`` is always
+    None (Meta keys members by the hash we send). ``update`` succeeds without a call: an ad
+    audience has no fields. Every :class:`RemoveReason` is the same ``DELETE``.
+    """
+
+    kind = "ad"
+    max_batch_size = MAX_BATCH_SIZE
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        token: str,
+        api_version: str = "v19.0",
+        *,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.name = name
+        self.stats = CallStats()
+        self._base = base_url.rstrip("/")
+        self._version = api_version
+        self._http = HttpClient(
+            name,
+            secret=token,
+            policy=policy or RetryPolicy(),
+            stats=self.stats,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._http.close()
+
+    def __enter__(self) -> MetaAudienceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, audience_id: str, rows: Sequence[Row]) -> list[RowResult]:
+        """Add hashed rows to the audience, ``max_batch_size`` per request. Rows that are not
+        SHA-256 hex are refused unsent; rows Meta reports invalid are refused (permanent)."""
+        return self._send("POST", audience_id, rows)
+
+    def update(self, audience_id: str, rows: Sequence[Row]) -> list[RowResult]:
+        """No-op success: an ad audience member has no fields to update."""
+        return [RowResult(r.subject_key, ok=True) for r in rows]
+
+    def remove(
+        self, audience_id: str, rows: Sequence[Row], reason: RemoveReason
+    ) -> list[RowResult]:
+        """Remove rows (one ``DELETE`` per batch, whatever the ``reason``); removing an absent
+        member succeeds."""
+        return self._send("DELETE", audience_id, rows)
+
+    def member_count(self, audience_id: str) -> int | None:
+        """Meta's ``approximate_count`` for the audience, or None when it gives none."""
+        url = f"{self._base}/{self._version}/{audience_id}"
+        body = self._http.request("GET", url, params={"fields": "approximate_count"}).body
+        count = body.get("approximate_count") if isinstance(body, dict) else None
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+    # -- internals
+
+    def _send(self, method: str, audience_id: str, rows: Sequence[Row]) -> list[RowResult]:
+        results: dict[int, RowResult] = {}
+        sendable: list[tuple[int, Row]] = []
+        for i, row in enumerate(rows):
+            if is_sha256_hex(row.send_key):
+                sendable.append((i, row))
+            else:
+                results[i] = RowResult(row.subject_key, ok=False, reason=NOT_A_HASH, permanent=True)
+        for start in range(0, len(sendable), self.max_batch_size):
+            chunk = sendable[start : start + self.max_batch_size]
+            answered = self._send_chunk(method, audience_id, [r for _, r in chunk])
+            results.update(zip((i for i, _ in chunk), answered, strict=True))
+        return [results[i] for i in range(len(rows))]
+
+    def _send_chunk(self, method: str, audience_id: str, rows: list[Row]) -> list[RowResult]:
+        url = f"{self._base}/{self._version}/{audience_id}/users"
+        payload = {"payload": {"schema": "EMAIL_SHA256", "data": [r.send_key for r in rows]}}
+        body = self._http.request(method, url, json_body=payload).body
+        return rows_from_response(rows, body if isinstance(body, dict) else {})
+
+
+def rows_from_response(rows: Sequence[Row], body: dict[str, Any]) -> list[RowResult]:
+    """Per-row results from a users-edge response.
+
+    ``body``: ``{"num_received", "num_invalid_entries", "invalid_entry_samples": {value: reason}}``.
+    Rows named in ``invalid_entry_samples`` are refused for good with Meta's reason. When
+    ``num_invalid_entries`` counts more invalid rows than the samples name, the unnamed rows
+    cannot be told apart, so none of them is claimed as acknowledged (``ok=False``,
+    ``permanent=False``): sync state under-claims rather than over-claims.
+    """
+    samples = body.get("invalid_entry_samples") or {}
+    samples = samples if isinstance(samples, dict) else {}
+    named = sum(1 for r in rows if r.send_key in samples)
+    counted = body.get("num_invalid_entries") or 0
+    unnamed = counted - named if isinstance(counted, int) else 0
+    results = []
+    for row in rows:
+        if row.send_key in samples:
+            reason = str(samples[row.send_key] or "invalid entry")
+            results.append(RowResult(row.subject_key, ok=False, reason=reason, permanent=True))
+        elif unnamed > 0:
+            reason = f"Meta counted {counted} invalid entries but named only {named}"
+            results.append(RowResult(row.subject_key, ok=False, reason=reason, permanent=False))
+        else:
+            results.append(RowResult(row.subject_key, ok=True))
+    return results
+
+
+__all__ = [
+    "MAX_BATCH_SIZE",
+    "NOT_A_HASH",
+    "MetaAudienceClient",
+    "is_sha256_hex",
+    "rows_from_response",
+]

@@ -1,0 +1,50 @@
+"""Build a destination client from its ``activation.yaml`` entry."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from destinations.base import Destination
+from destinations.http import RetryPolicy
+from destinations.mailchimp import MailchimpClient
+from destinations.meta import MetaAudienceClient
+from orchestrator.config import DestinationConfig
+
+RETRY_FIELDS = frozenset(f.name for f in fields(RetryPolicy))
+
+
+def build_client(
+    name: str, cfg: DestinationConfig, base_url: str, token: str, **retry_overrides: Any
+) -> Destination:
+    """A client for destination ``name`` of platform ``cfg.platform`` (``meta`` or
+    ``mailchimp``) talking to ``base_url`` with ``token``.
+
+    ``retry_overrides``: :class:`RetryPolicy` fields (``max_attempts``, ``max_total_wait``,
+    ``backoff_multiplier``, ``backoff_max``, ``max_hint_wait``, ``connect_timeout``,
+    ``read_timeout``; seconds) replacing the defaults.
+
+    Raises:
+        ValueError: unknown platform, a kind that does not match the platform, or an unknown
+            retry setting.
+    """
+    unknown = set(retry_overrides) - RETRY_FIELDS
+    if unknown:
+        raise ValueError(f"unknown retry settings: {sorted(unknown)}")
+    policy = RetryPolicy(**retry_overrides)
+    client: Destination
+    if cfg.platform == "meta":
+        client = MetaAudienceClient(name, base_url, token, policy=policy)
+    elif cfg.platform == "mailchimp":
+        client = MailchimpClient(name, base_url, token, policy=policy)
+    else:
+        raise ValueError(f"destination {name!r}: unknown platform {cfg.platform!r}")
+    if client.kind != cfg.kind:
+        raise ValueError(
+            f"destination {name!r}: platform {cfg.platform!r} is kind {client.kind!r}, "
+            f"activation.yaml says {cfg.kind!r}"
+        )
+    return client
+
+
+__all__ = ["RETRY_FIELDS", "build_client"]
