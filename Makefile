@@ -1,0 +1,60 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+export DAGSTER_HOME         ?= $(CURDIR)/.dagster_home
+export ACTIVATION_WAREHOUSE ?= $(CURDIR)/.data/warehouse.duckdb
+export ACTIVATION_STATE_DIR ?= $(CURDIR)/.data/state
+MOCK_PORT      ?= 8765
+MOCK_STATE_DIR ?= $(CURDIR)/.data/mock
+export META_BASE_URL        ?= http://127.0.0.1:$(MOCK_PORT)/meta
+export META_ACCESS_TOKEN    ?= mock-meta-token
+export MAILCHIMP_BASE_URL   ?= http://127.0.0.1:$(MOCK_PORT)/mailchimp/3.0
+export MAILCHIMP_API_KEY    ?= mock-mailchimp-token
+
+.PHONY: venv demo test lint format ui mock mock-stop clean-demo bench browser-deps
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: orchestrator/dagster_home/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp orchestrator/dagster_home/dagster.yaml $@
+
+## Build the demo warehouse (if missing), start the mock destinations, materialize every
+## segment through Dagster and print a summary.
+demo: venv $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m orchestrator.demo --mock-port $(MOCK_PORT) --mock-state-dir $(MOCK_STATE_DIR)
+
+## The whole test suite (lint included), on both cores.
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+lint: venv
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+## The Dagster UI on http://127.0.0.1:3000 with a persistent instance in .dagster_home.
+ui: venv $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+## Start / stop the mock destinations in the background.
+mock: venv
+	$(BIN)/python -m orchestrator.demo --mock-port $(MOCK_PORT) --mock-state-dir $(MOCK_STATE_DIR) --only-mock
+mock-stop:
+	$(BIN)/python -m orchestrator.demo --mock-port $(MOCK_PORT) --mock-state-dir $(MOCK_STATE_DIR) --stop-mock
+
+## Forget the demo: warehouse, sync state, mock audiences and the Dagster instance.
+clean-demo: mock-stop
+	rm -rf .data .dagster_home

@@ -1,0 +1,112 @@
+"""Dagster entry point: ``Definitions`` built from the segment files (see ``workspace.yaml``).
+
+Reads ``activation.yaml`` and ``segments/*.yaml`` at import (nothing else: no DuckDB
+connection). A broken segment file never stops the others from loading: its errors are shown
+on the ``segment_file_errors`` asset in the UI, whose materialization fails with the list.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from orchestrator.assets import (
+    audience_key,
+    build_audience_asset,
+    build_segment_asset,
+    segment_key,
+    source_asset_specs,
+)
+from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
+from orchestrator.settings import Settings
+
+DEFAULT_TIMEZONE = "Europe/Paris"
+ALL_SEGMENTS_JOB = "all_segments_job"
+
+
+def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition:
+    """An asset that makes broken segment files visible in the UI (description + failure)."""
+    lines = [str(e) for e in errors]
+    description = (
+        f"{len(lines)} segment file error(s); these segments are not loaded:\n\n"
+        + "\n".join(f"- `{line}`" for line in lines)
+        if lines
+        else "All segment files are valid."
+    )
+
+    @dg.asset(
+        key=dg.AssetKey(["segment_file_errors"]),
+        group_name="warehouse",
+        description=description,
+        metadata={"error_count": len(lines)},
+    )
+    def _errors(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        if lines:
+            raise dg.Failure(
+                description="Segment files failed validation:\n" + "\n".join(lines),
+                metadata={"error_count": len(lines)},
+            )
+        return dg.MaterializeResult(metadata={"error_count": 0})
+
+    return _errors
+
+
+def segment_job(sid: str) -> dg.UnresolvedAssetJobDefinition:
+    """The job that refreshes one segment end to end (segment, audience, syncs)."""
+    selection = dg.AssetSelection.assets(segment_key(sid), audience_key(sid)).downstream()
+    return dg.define_asset_job(name=f"{sid}_job", selection=selection, tags={"segment": sid})
+
+
+def segment_schedule(loaded: LoadedSegment, job: dg.UnresolvedAssetJobDefinition):
+    """One schedule per segment from its cron, in its time zone; starts STOPPED unless the
+    segment sets ``schedule_running: true`` (a new segment never sends by surprise)."""
+    spec = loaded.spec
+    running = getattr(spec, "schedule_running", False)
+    return dg.ScheduleDefinition(
+        name=f"{spec.id}_schedule",
+        cron_schedule=spec.schedule,
+        execution_timezone=getattr(spec, "timezone", None) or DEFAULT_TIMEZONE,
+        job=job,
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+        ),
+    )
+
+
+def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definitions:
+    """Definitions for every valid segment in ``settings.segments_dir``."""
+    loaded = load_segments(settings.segments_dir, project)
+    assets: list = [*source_asset_specs(), segment_file_errors_asset(loaded.errors)]
+    jobs, schedules = [], []
+    for sid in sorted(loaded.specs):
+        seg = loaded.specs[sid]
+        assets += [build_segment_asset(seg), build_audience_asset(seg, project)]
+        job = segment_job(sid)
+        jobs.append(job)
+        schedules.append(segment_schedule(seg, job))
+    if loaded.specs:
+        everything = dg.AssetSelection.key_prefixes(["segment"], ["audience"], ["sync"])
+        jobs.append(dg.define_asset_job(name=ALL_SEGMENTS_JOB, selection=everything))
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        resources={
+            "warehouse": DuckDBResource(database=str(settings.warehouse_path)),
+        },
+    )
+
+
+def load_definitions() -> dg.Definitions:
+    """Definitions from the environment (``orchestrator.settings``)."""
+    settings = Settings.from_env()
+    return build_definitions(settings, load_project_config(settings.config_path))
+
+
+defs = load_definitions()
+
+
+def all_segments_job_def() -> dg.JobDefinition:
+    """The job refreshing every segment (used by ``make demo`` through ``reconstructable``)."""
+    return defs.resolve_job_def(ALL_SEGMENTS_JOB)

@@ -1,0 +1,49 @@
+"""Where things live, read from the environment at run time (never at import).
+
+Environment variables (all optional; defaults suit a checkout of the repository):
+
+``ACTIVATION_PROJECT_DIR``   folder holding ``activation.yaml`` and ``segments/`` (default: the
+                             repository this package was installed from).
+``ACTIVATION_SEGMENTS_DIR``  segment files folder (default: ``<project>/segments``).
+``ACTIVATION_CONFIG``        project configuration file (default: ``<project>/activation.yaml``).
+``ACTIVATION_WAREHOUSE``     the DuckDB warehouse file (default: ``<project>/.data/warehouse.duckdb``).
+``ACTIVATION_STATE_DIR``     local sync journals and scratch files (default: ``<project>/.data/state``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_project_dir() -> Path:
+    """The repository root this package lives in (``orchestrator/..``)."""
+    return Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved paths: ``project_dir``, ``segments_dir``, ``config_path``, ``warehouse_path``
+    (DuckDB file) and ``state_dir`` (sync journals)."""
+
+    project_dir: Path
+    segments_dir: Path
+    config_path: Path
+    warehouse_path: Path
+    state_dir: Path
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        project = Path(env.get("ACTIVATION_PROJECT_DIR") or default_project_dir())
+        return cls(
+            project_dir=project,
+            segments_dir=Path(env.get("ACTIVATION_SEGMENTS_DIR") or project / "segments"),
+            config_path=Path(env.get("ACTIVATION_CONFIG") or project / "activation.yaml"),
+            warehouse_path=Path(
+                env.get("ACTIVATION_WAREHOUSE") or project / ".data" / "warehouse.duckdb"
+            ),
+            state_dir=Path(env.get("ACTIVATION_STATE_DIR") or project / ".data" / "state"),
+        )
