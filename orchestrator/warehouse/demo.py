@@ -1,0 +1,669 @@
+"""Build the demo warehouse: real UCI Online Retail transactions plus synthetic CRM data.
+
+``build_demo_warehouse`` writes a fresh DuckDB file holding the source tables of
+:mod:`orchestrator.warehouse.schema`:
+
+- ``events`` and the customer facts (country, first and last event) come from the real sample in
+  ``data/uci_online_retail_sample_20k.csv`` (see ``data/ATTRIBUTION.md``), shifted in time so the
+  newest event falls on the day before ``as_of``;
+- ``customers.email``, ``consents`` and ``privacy_requests`` are synthetic, made from ``seed`` and
+  the customer ids only, and deliberately messy the way real CRM exports are.
+
+The build is deterministic: the same source, ``as_of`` and ``seed`` give identical tables. It
+never reads the clock; only the command line (``python -m orchestrator.warehouse.demo``) defaults
+``as_of`` to today (UTC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+import click
+import duckdb
+import pyarrow as pa
+
+from orchestrator.warehouse.countries import DATASET_COUNTRY_CODES, unmapped_country_names
+from orchestrator.warehouse.schema import create_source_schema
+
+DEFAULT_SEED = 20261129
+SOURCE_FILE_NAME = "uci_online_retail_sample_20k.csv"
+SOURCE_TABLES = ("customers", "events", "consents", "privacy_requests")
+
+#: Column types of the UCI Online Retail CSV. InvoiceNo stays text: ``C`` marks a cancellation.
+_CSV_TYPES = {
+    "InvoiceNo": "VARCHAR",
+    "StockCode": "VARCHAR",
+    "Description": "VARCHAR",
+    "Quantity": "BIGINT",
+    "InvoiceDate": "TIMESTAMP",
+    "UnitPrice": "DOUBLE",
+    "CustomerID": "BIGINT",
+    "Country": "VARCHAR",
+}
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What :func:`build_demo_warehouse` wrote.
+
+    ``customers``/``events``/``consents``/``privacy_requests``: row counts of those tables.
+    ``shift_days``: whole days added to every source timestamp (newest event -> as_of - 1 day).
+    ``dropped_rows``: source lines left out because they have no CustomerID.
+    ``source_sha256``: lowercase hex SHA-256 of the source CSV bytes.
+    """
+
+    path: Path
+    as_of: date
+    seed: int
+    shift_days: int
+    customers: int
+    events: int
+    consents: int
+    privacy_requests: int
+    dropped_rows: int
+    source_sha256: str
+
+    def table_counts(self) -> dict[str, int]:
+        """Row count per source table, in :data:`SOURCE_TABLES` order."""
+        return {table: getattr(self, table) for table in SOURCE_TABLES}
+
+
+def default_source_csv() -> Path:
+    """The sample shipped in the repository: ``<repo>/data/uci_online_retail_sample_20k.csv``.
+
+    Raises:
+        FileNotFoundError: the file is not there (for example in an installed wheel).
+    """
+    path = Path(__file__).resolve().parents[2] / "data" / SOURCE_FILE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"demo source data not found at {path}; pass source_csv= (or --source) pointing at "
+            f"a copy of {SOURCE_FILE_NAME} (see data/ATTRIBUTION.md)"
+        )
+    return path
+
+
+def build_demo_warehouse(
+    path: Path,
+    as_of: date,
+    source_csv: Path | None = None,
+    seed: int = DEFAULT_SEED,
+) -> BuildReport:
+    """Build a fresh demo warehouse at ``path`` (replacing any file there) and report counts.
+
+    The file is written under a temporary name in the same folder and moved into place with
+    ``os.replace``, so readers never see a half-built warehouse. Do not build over a warehouse
+    another process has open.
+
+    Args:
+        path: the DuckDB file to write; its folder is created if missing.
+        as_of: the demo's "today": the newest event lands on ``as_of - 1 day`` and every
+            synthetic record is dated at or before ``as_of`` 00:00.
+        source_csv: a CSV shaped like UCI Online Retail; default :func:`default_source_csv`.
+        seed: seed of the synthetic emails, consents and privacy requests.
+
+    Raises:
+        FileNotFoundError: the source CSV is missing.
+        ValueError: the source has no row with a CustomerID, or a country name that
+            :data:`~orchestrator.warehouse.countries.DATASET_COUNTRY_CODES` does not map.
+        duckdb.Error: the CSV cannot be parsed with the expected columns.
+    """
+    source = Path(source_csv) if source_csv is not None else default_source_csv()
+    if not source.is_file():
+        raise FileNotFoundError(f"demo source CSV not found: {source}")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.building")
+    _remove_db_files(tmp)
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            report = _populate(con, path, source, digest, as_of, seed)
+        finally:
+            con.close()
+        _remove_wal(path)  # a stale WAL of the old file must not be replayed onto the new one
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_db_files(tmp)
+        raise
+    return report
+
+
+def _remove_wal(db: Path) -> None:
+    db.with_name(db.name + ".wal").unlink(missing_ok=True)
+
+
+def _remove_db_files(db: Path) -> None:
+    db.unlink(missing_ok=True)
+    _remove_wal(db)
+
+
+def _populate(
+    con: duckdb.DuckDBPyConnection, path: Path, source: Path, digest: str, as_of: date, seed: int
+) -> BuildReport:
+    create_source_schema(con)
+    total_rows, dropped = _load_source(con, source)
+    shift_days = _shift_days(con, as_of)
+    _insert_events(con, shift_days)
+    customers = _customer_facts(con)
+    emails = _synthesize_emails([cid for cid, _ in customers], seed)
+    shared = _share_one_address(emails, seed)
+    consents = _synthesize_consents(customers, as_of, seed, always_valid=shared)
+    requests = _synthesize_privacy_requests(
+        _request_candidates(consents, emails, as_of, exclude=shared), as_of, seed
+    )
+    _insert_customers(con, emails)
+    _insert_consents(con, consents)
+    _insert_privacy_requests(con, requests)
+    _insert_build_info(con, as_of, shift_days, seed, source.name, digest, total_rows, dropped)
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SOURCE_TABLES}
+    return BuildReport(
+        path=path,
+        as_of=as_of,
+        seed=seed,
+        shift_days=shift_days,
+        dropped_rows=dropped,
+        source_sha256=digest,
+        **counts,
+    )
+
+
+# --- real data: load, shift, events, customer facts -------------------------------------------
+
+
+def _load_source(con: duckdb.DuckDBPyConnection, source: Path) -> tuple[int, int]:
+    """Load the CSV into TEMP table ``source_rows`` (``row_no`` = 1-based data line in the file).
+
+    Returns (rows in the file, rows without CustomerID).
+    """
+    con.execute("SET preserve_insertion_order = true")
+    con.execute(
+        "CREATE TEMP TABLE raw_rows AS SELECT * FROM read_csv(?, header = true, nullstr = 'NA', "
+        "columns = ?)",
+        [str(source), _CSV_TYPES],
+    )
+    # rowid follows insertion order, which DuckDB keeps as the file order (asserted in tests).
+    con.execute("CREATE TEMP TABLE source_rows AS SELECT rowid + 1 AS row_no, * FROM raw_rows")
+    con.execute("DROP TABLE raw_rows")
+    total, dropped = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE CustomerID IS NULL) FROM source_rows"
+    ).fetchone()
+    if total == dropped:
+        raise ValueError(f"{source} has no row with a CustomerID")
+    names = [r[0] for r in con.execute("SELECT DISTINCT Country FROM source_rows").fetchall()]
+    unknown = unmapped_country_names(names)
+    if unknown:
+        raise ValueError(f"country names without an ISO 3166-1 code mapping: {unknown}")
+    con.execute("CREATE TEMP TABLE country_map (name VARCHAR PRIMARY KEY, code VARCHAR)")
+    con.executemany("INSERT INTO country_map VALUES (?, ?)", sorted(DATASET_COUNTRY_CODES.items()))
+    return total, dropped
+
+
+def _shift_days(con: duckdb.DuckDBPyConnection, as_of: date) -> int:
+    """Whole days that move the newest event (of a known customer) onto ``as_of - 1 day``."""
+    newest = con.execute(
+        "SELECT max(InvoiceDate) FROM source_rows WHERE CustomerID IS NOT NULL"
+    ).fetchone()[0]
+    return (as_of - timedelta(days=1) - newest.date()).days
+
+
+_EVENTS_SQL = """
+INSERT INTO events
+SELECT InvoiceNo || '-' || CAST(row_no AS VARCHAR)                       AS event_id,
+       CustomerID                                                        AS customer_id,
+       CASE WHEN starts_with(InvoiceNo, 'C') THEN 'refund' ELSE 'purchase' END AS event_type,
+       InvoiceDate + to_days(CAST(? AS INTEGER))                         AS occurred_at,
+       InvoiceNo, StockCode, Description,
+       CAST(Quantity AS INTEGER), UnitPrice,
+       round(Quantity * UnitPrice, 2)                                    AS value
+FROM source_rows
+WHERE CustomerID IS NOT NULL
+ORDER BY row_no
+"""
+
+
+def _insert_events(con: duckdb.DuckDBPyConnection, shift_days: int) -> None:
+    """One event per invoice line of a known customer; id ``<InvoiceNo>-<row_no>``."""
+    con.execute(_EVENTS_SQL, [shift_days])
+
+
+_CUSTOMER_FACTS_SQL = """
+CREATE TEMP TABLE customer_facts AS
+WITH by_country AS (
+    SELECT CustomerID AS customer_id, Country AS country_name, count(*) AS lines
+    FROM source_rows
+    WHERE CustomerID IS NOT NULL
+    GROUP BY ALL
+),
+chosen AS (  -- a customer recorded under two countries: the most frequent, then alphabetical
+    SELECT customer_id, country_name
+    FROM by_country
+    QUALIFY row_number() OVER (
+        PARTITION BY customer_id ORDER BY lines DESC, country_name ASC NULLS LAST) = 1
+),
+times AS (
+    SELECT customer_id, min(occurred_at) AS created_at, max(occurred_at) AS last_contact_at
+    FROM events
+    GROUP BY customer_id
+)
+SELECT t.customer_id, m.code AS country, c.country_name, t.created_at, t.last_contact_at
+FROM times AS t
+JOIN chosen AS c USING (customer_id)
+LEFT JOIN country_map AS m ON m.name = c.country_name
+"""
+
+
+def _customer_facts(con: duckdb.DuckDBPyConnection) -> list[tuple[int, datetime]]:
+    """Create TEMP table ``customer_facts``; return (customer_id, created_at) by customer_id."""
+    con.execute(_CUSTOMER_FACTS_SQL)
+    return con.execute(
+        "SELECT customer_id, created_at FROM customer_facts ORDER BY customer_id"
+    ).fetchall()
+
+
+# --- synthetic emails ------------------------------------------------------------------------
+
+_FIRST_NAMES = (
+    "anna", "ben", "chloe", "daniel", "ella", "felix", "grace", "harry", "isla", "jack",
+    "kate", "liam", "mia", "noah", "olivia", "oscar", "poppy", "ruby", "sam", "sophie",
+    "tom", "zoe", "leo", "max", "lily", "finn", "nina", "omar", "priya", "lucas",
+    "hannah", "elena", "marco", "ines", "jonas", "lea", "paul", "clara", "mateo", "freya",
+)  # fmt: skip
+_LAST_NAMES = (
+    "smith", "jones", "taylor", "brown", "wilson", "evans", "thomas", "roberts", "walker",
+    "wright", "robinson", "white", "hughes", "edwards", "green", "hall", "wood", "harris",
+    "martin", "bernard", "dubois", "muller", "schmidt", "fischer", "garcia", "lopez", "rossi",
+    "bianchi", "jansen", "murphy", "kelly", "silva", "costa", "novak", "nielsen", "berg",
+)  # fmt: skip
+_DOMAINS = ("example.com", "example.org", "gmail.com")
+_DOMAIN_WEIGHTS = (45, 25, 30)
+_GMAIL_TAGS = ("shop", "orders", "news", "gifts", "retail")
+_P_NULL, _P_EMPTY, _P_INVALID = 0.015, 0.01, 0.015
+_P_UPPER, _P_MIXED, _P_PADDED, _P_GMAIL_TAG = 0.06, 0.09, 0.05, 0.3
+
+
+def _synthesize_emails(customer_ids: Sequence[int], seed: int) -> dict[int, str | None]:
+    """customer_id -> email as a messy CRM would hold it (None = NULL). One RNG per customer,
+    so a customer's address does not depend on which other customers exist."""
+    return {cid: _email_for(cid, random.Random(f"{seed}:email:{cid}")) for cid in customer_ids}
+
+
+def _email_for(cid: int, rng: random.Random) -> str | None:
+    # The customer id ends the base local part, so no two customers normalize alike.
+    first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+    local = rng.choice(
+        (f"{first}.{last}{cid}", f"{first}{last}{cid}", f"{first[0]}{last}{cid}",
+         f"{first}_{last[0]}{cid}", f"{last}.{first[0]}{cid}")
+    )  # fmt: skip
+    domain = rng.choices(_DOMAINS, weights=_DOMAIN_WEIGHTS)[0]
+    if domain == "gmail.com" and rng.random() < _P_GMAIL_TAG:
+        local = f"{local}+{rng.choice(_GMAIL_TAGS)}"
+    roll = rng.random()
+    if roll < _P_NULL:
+        return None
+    if roll < _P_NULL + _P_EMPTY:
+        return ""
+    if roll < _P_NULL + _P_EMPTY + _P_INVALID:
+        return rng.choice((f"{local}{domain}", f"{local}@@{domain}", f"{local}@{domain}@x", "n/a"))
+    address = f"{local}@{domain}"
+    roll = rng.random()
+    if roll < _P_UPPER:
+        address = address.upper()
+    elif roll < _P_UPPER + _P_MIXED:
+        address = address.title()
+    if rng.random() < _P_PADDED:
+        address = rng.choice((" {}", "{} ", "\t{}", "{}\t", "  {} ")).format(address)
+    return address
+
+
+def _share_one_address(emails: dict[int, str | None], seed: int) -> frozenset[int]:
+    """Give two customers one address, in different letter case (a household or a re-registered
+    person). Mutates ``emails``; returns the two customer ids."""
+    clean = sorted(
+        cid
+        for cid, email in emails.items()
+        if email
+        and email == email.strip().lower()
+        and email.count("@") == 1
+        and not email.endswith("@gmail.com")
+    )
+    kept, other = sorted(random.Random(f"{seed}:shared-address").sample(clean, 2))
+    emails[other] = emails[kept].title()
+    return frozenset((kept, other))
+
+
+def _looks_valid(email: str | None) -> bool:
+    return (
+        bool(email) and re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]+", email.strip().lower()) is not None
+    )
+
+
+# --- synthetic consent log ------------------------------------------------------------------
+
+
+class _Consent(NamedTuple):
+    customer_id: int
+    purpose: str
+    status: str
+    recorded_at: datetime
+    source: str | None
+    notice_version: str | None
+
+
+@dataclass(frozen=True)
+class _PurposePlan:
+    """How the consent history of one purpose is drawn (shares of customers per scenario)."""
+
+    purpose: str
+    validity_days: int  # as declared in activation.yaml
+    p_none: float
+    p_expired: float
+    expired_age_days: tuple[int, int]
+    p_withdraw: float
+    p_regrant: float
+    grant_sources: tuple[str, ...]
+    withdraw_sources: tuple[str, ...]
+
+
+_PLANS = (
+    _PurposePlan(
+        purpose="email_marketing",
+        validity_days=1095,
+        p_none=0.15,
+        p_expired=0.08,
+        expired_age_days=(1100, 1500),
+        p_withdraw=0.12,
+        p_regrant=0.25,
+        grant_sources=("checkout_form", "checkout_form", "preference_center"),
+        withdraw_sources=("unsubscribe_link", "unsubscribe_link", "preference_center"),
+    ),
+    _PurposePlan(
+        purpose="ad_targeting",
+        validity_days=395,
+        p_none=0.30,
+        p_expired=0.10,
+        expired_age_days=(400, 900),
+        p_withdraw=0.10,
+        p_regrant=0.25,
+        grant_sources=("cookie_banner",),
+        withdraw_sources=("cookie_banner", "preference_center"),
+    ),
+)
+_P_NO_PROOF = 0.02
+_ONE_DAY = timedelta(days=1)
+
+
+def _notice_version(at: datetime) -> str:
+    """The privacy notice in force at ``at``: a new version each January and July."""
+    return f"{at.year}-{'01' if at.month < 7 else '07'}"
+
+
+def _between(rng: random.Random, start: datetime, end: datetime) -> datetime:
+    return start + timedelta(seconds=rng.randrange(int((end - start).total_seconds())))
+
+
+def _grant(rng: random.Random, cid: int, plan: _PurposePlan, at: datetime, source: str) -> _Consent:
+    notice: str | None = _notice_version(at)
+    if rng.random() < _P_NO_PROOF:  # consent without proof: how or under which notice is lost
+        source, notice = (None, notice) if rng.random() < 0.5 else (source, None)
+    return _Consent(cid, plan.purpose, "granted", at, source, notice)
+
+
+def _history(
+    rng: random.Random, cid: int, plan: _PurposePlan, created_at: datetime, end: datetime
+) -> list[_Consent]:
+    """Consent records of one customer for one purpose, oldest first, all before ``end``."""
+    roll = rng.random()
+    if roll < plan.p_none:
+        return []
+    if roll < plan.p_none + plan.p_expired:
+        age = rng.randint(*plan.expired_age_days)
+        at = end - timedelta(days=age, seconds=rng.randrange(86_400))
+        return [_grant(rng, cid, plan, at, plan.grant_sources[0])]
+    source = rng.choice(plan.grant_sources)
+    at = _granted_at(rng, source, created_at, end)
+    records = [_grant(rng, cid, plan, at, source)]
+    if rng.random() < plan.p_withdraw and end - at > 2 * _ONE_DAY:
+        at = _between(rng, at + _ONE_DAY, end)
+        records.append(
+            _Consent(
+                cid,
+                plan.purpose,
+                "withdrawn",
+                at,
+                rng.choice(plan.withdraw_sources),
+                _notice_version(at),
+            )
+        )
+        if rng.random() < plan.p_regrant and end - at > 2 * _ONE_DAY:
+            at = _between(rng, at + _ONE_DAY, end)
+            records.append(_grant(rng, cid, plan, at, "preference_center"))
+    return records
+
+
+def _granted_at(rng: random.Random, source: str, created_at: datetime, end: datetime) -> datetime:
+    """Checkout: at the first order. Cookie banner: on a visit up to 3 days before it.
+    Preference centre: up to 60 days after it (never after ``end``)."""
+    if source == "cookie_banner":
+        return created_at - timedelta(seconds=rng.randrange(3 * 86_400))
+    if source == "preference_center" and end > created_at:
+        return _between(rng, created_at, min(created_at + 60 * _ONE_DAY, end))
+    return created_at
+
+
+def _synthesize_consents(
+    customers: Sequence[tuple[int, datetime]],
+    as_of: date,
+    seed: int,
+    always_valid: Iterable[int] = (),
+) -> list[tuple[str, _Consent]]:
+    """The consent log as (consent_id, record), ids ``c-000001``... in (recorded_at,
+    customer_id, purpose) order. Customers in ``always_valid`` get a plain, proven grant."""
+    end = datetime.combine(as_of, time.min)
+    forced = set(always_valid)
+    records: list[_Consent] = []
+    for cid, created_at in customers:
+        for plan in _PLANS:
+            rng = random.Random(f"{seed}:consent:{plan.purpose}:{cid}")
+            if cid in forced:
+                at = min(created_at, end)
+                source = plan.grant_sources[0]
+                records.append(
+                    _Consent(cid, plan.purpose, "granted", at, source, _notice_version(at))
+                )
+            else:
+                records.extend(_history(rng, cid, plan, created_at, end))
+    records.sort(key=lambda r: (r.recorded_at, r.customer_id, r.purpose, r.status))
+    return [(f"c-{i:06d}", r) for i, r in enumerate(records, start=1)]
+
+
+# --- synthetic privacy requests -------------------------------------------------------------
+
+_ERASURES, _OBJECTIONS = 5, 5
+_REQUEST_WINDOW_DAYS = 20
+
+
+def _request_candidates(
+    consents: Sequence[tuple[str, _Consent]],
+    emails: Mapping[int, str | None],
+    as_of: date,
+    exclude: Iterable[int],
+) -> list[int]:
+    """Customers with a currently valid grant for some purpose and a usable email, so that a
+    request against them visibly removes someone from an audience."""
+    end = datetime.combine(as_of, time.min)
+    validity = {p.purpose: timedelta(days=p.validity_days) for p in _PLANS}
+    latest: dict[tuple[int, str], _Consent] = {}
+    for _, record in consents:  # sorted by recorded_at: the last one seen wins
+        latest[(record.customer_id, record.purpose)] = record
+    skip = set(exclude)
+    return sorted(
+        {
+            r.customer_id
+            for r in latest.values()
+            if r.status == "granted"
+            and r.recorded_at > end - validity[r.purpose]
+            and r.customer_id not in skip
+            and _looks_valid(emails.get(r.customer_id))
+        }
+    )
+
+
+def _synthesize_privacy_requests(
+    candidates: Sequence[int], as_of: date, seed: int
+) -> list[tuple[str, int, str, datetime]]:
+    """(request_id, customer_id, request_type, received_at): erasures (GDPR Art. 17) and
+    objections (Art. 21) received in the last 20 days; ids ``pr-0001``... by received_at."""
+    rng = random.Random(f"{seed}:privacy-requests")
+    chosen = rng.sample(list(candidates), _ERASURES + _OBJECTIONS)
+    end = datetime.combine(as_of, time.min)
+    window = timedelta(days=_REQUEST_WINDOW_DAYS)
+    rows = [
+        (cid, "erasure" if i < _ERASURES else "objection", _between(rng, end - window, end))
+        for i, cid in enumerate(chosen)
+    ]
+    rows.sort(key=lambda r: (r[2], r[0]))
+    return [(f"pr-{i:04d}", cid, kind, at) for i, (cid, kind, at) in enumerate(rows, start=1)]
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _insert_arrow(
+    con: duckdb.DuckDBPyConnection, table: pa.Table, insert_sql: str, view: str
+) -> None:
+    con.register(view, table)
+    try:
+        con.execute(insert_sql)
+    finally:
+        con.unregister(view)
+
+
+def _insert_customers(con: duckdb.DuckDBPyConnection, emails: Mapping[int, str | None]) -> None:
+    ids = sorted(emails)
+    table = pa.table({"customer_id": pa.array(ids, pa.int64()), "email": [emails[c] for c in ids]})
+    _insert_arrow(
+        con,
+        table,
+        "INSERT INTO customers SELECT f.customer_id, e.email, f.country, f.country_name, "
+        "f.created_at, f.last_contact_at FROM customer_facts AS f "
+        "JOIN new_emails AS e USING (customer_id) ORDER BY f.customer_id",
+        "new_emails",
+    )
+
+
+def _insert_consents(
+    con: duckdb.DuckDBPyConnection, consents: Sequence[tuple[str, _Consent]]
+) -> None:
+    table = pa.table(
+        {
+            "consent_id": [cid for cid, _ in consents],
+            "customer_id": pa.array([r.customer_id for _, r in consents], pa.int64()),
+            "purpose": [r.purpose for _, r in consents],
+            "status": [r.status for _, r in consents],
+            "recorded_at": pa.array([r.recorded_at for _, r in consents], pa.timestamp("us")),
+            "source": pa.array([r.source for _, r in consents], pa.string()),
+            "notice_version": pa.array([r.notice_version for _, r in consents], pa.string()),
+        }
+    )
+    sql = "INSERT INTO consents SELECT * FROM new_consents ORDER BY consent_id"
+    _insert_arrow(con, table, sql, "new_consents")
+
+
+def _insert_privacy_requests(
+    con: duckdb.DuckDBPyConnection, requests: Sequence[tuple[str, int, str, datetime]]
+) -> None:
+    con.executemany(
+        "INSERT INTO privacy_requests (request_id, customer_id, subject_key, request_type, "
+        "received_at) VALUES (?, ?, NULL, ?, ?)",
+        [list(r) for r in requests],
+    )
+
+
+def _insert_build_info(
+    con: duckdb.DuckDBPyConnection,
+    as_of: date,
+    shift_days: int,
+    seed: int,
+    source_name: str,
+    digest: str,
+    total_rows: int,
+    dropped: int,
+) -> None:
+    info = {
+        "as_of": as_of.isoformat(),
+        "shift_days": str(shift_days),
+        "seed": str(seed),
+        "source_file": source_name,
+        "source_sha256": digest,
+        "source_rows": str(total_rows),
+        "dropped_rows_without_customer_id": str(dropped),
+        "dataset": "UCI Online Retail (doi:10.24432/C5BW33), CC BY 4.0; see data/ATTRIBUTION.md",
+        "synthetic": "customers.email, consents, privacy_requests",
+    }
+    con.executemany("INSERT INTO warehouse_build VALUES (?, ?)", sorted(info.items()))
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--path",
+    "path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="DuckDB file to (re)build.",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The demo's today, YYYY-MM-DD (default: today, UTC).",
+)
+@click.option(
+    "--source",
+    "source",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Source CSV (default: data/uci_online_retail_sample_20k.csv).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULT_SEED,
+    show_default=True,
+    help="Seed of the synthetic emails, consents and requests.",
+)
+def main(path: Path, as_of: datetime | None, source: Path | None, seed: int) -> None:
+    """Build the demo warehouse and print the row count of each table (never any email)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    day = as_of.date() if as_of is not None else datetime.now(UTC).date()
+    report = build_demo_warehouse(path, day, source, seed)
+    table = Table(title=f"demo warehouse {report.path}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in report.table_counts().items():
+        table.add_row(name, f"{count:,}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"as of {report.as_of}; events shifted by {report.shift_days:+,} days; "
+        f"{report.dropped_rows:,} source rows without CustomerID dropped; seed {report.seed}"
+    )
+
+
+if __name__ == "__main__":
+    main()
