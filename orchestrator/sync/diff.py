@@ -1,0 +1,374 @@
+"""The diff of a segment's audience against what a destination acknowledged, in SQL.
+
+:func:`compute_diff` classifies every subject of the target audience and of ``sync_state`` for
+one (segment, destination) in a temporary table, then exports the rows to send to Parquet files
+(ordered by ``subject_key``, so batches are deterministic) and closes nothing: the caller owns
+the short-lived connection and sends from the files once it is closed.
+
+Target audience, one row per subject (``activation.audience_members`` of the segment, joined to
+``customers`` for merge fields):
+
+``subject_key`` VARCHAR, ``send_key`` VARCHAR (what the platform matches on: ``subject_key``,
+``google_key`` for an ad destination with Google normalization, the base-normalized ``email``
+for an email destination), ``f0 .. fN`` VARCHAR (the mapped ``customers`` columns as text, NULL
+as ''), ``fields_hash`` VARCHAR (sha256 hex of the JSON array ``[send_key, name0, f0, ...]``,
+names sorted, computed in SQL).
+
+Actions (column ``action`` of the classification):
+
+``add``: in the target, not held in state (or held as :data:`PENDING_HASH`, i.e. an earlier send
+of unknown outcome). ``update``: held with another ``fields_hash`` (modes ``upsert`` and
+``mirror``). ``remove``: held, not in the target (mode ``mirror`` only: we remove only what this
+tool added, which is exactly what ``sync_state`` holds). ``unchanged``: held with the same hash
+(and, in mode ``add_only``, held with another hash). ``kept``: held, not in the target, mode not
+``mirror``. ``suppressed``: would be added or updated but the destination holds the subject as
+unsubscribed or forgotten (``destination_suppressions``). ``skipped_rejected``: would be added or
+updated but the destination refused this very row (same ``fields_hash``) for good
+(``sync_rejections.permanent``); it is retried once the row changes.
+
+A subject is in exactly one action, so no key is both added and removed in a run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from destinations.base import RemoveReason
+from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
+from orchestrator.warehouse.schema import SOURCE_COLUMNS
+
+#: ``sync_state.fields_hash`` of a row whose last send has an unknown outcome (sent, but the
+#: answer was never journaled): the destination may or may not hold it. The next diff re-adds
+#: it when still in the audience and removes it (mirror) when not; both calls are idempotent.
+PENDING_HASH = "pending"
+
+MODES = ("mirror", "upsert", "add_only")
+KINDS = ("ad", "email")
+NORMALIZATIONS = ("base", "google")
+SEND_ACTIONS = ("remove", "add", "update")
+
+#: Remove reasons in sending order: the most urgent legal reason first.
+REMOVE_REASON_ORDER = (
+    RemoveReason.ERASURE,
+    RemoveReason.OBJECTION,
+    RemoveReason.CONSENT_WITHDRAWN,
+    RemoveReason.LEFT_SEGMENT,
+)
+
+#: ``audience_exclusions.reason`` values that make a remove ``CONSENT_WITHDRAWN``. Only an
+#: explicit withdrawal: an expired consent is not the person's wish, so it is a
+#: ``LEFT_SEGMENT`` remove (email: archived, not unsubscribed), letting a renewed consent bring
+#: the person back; an unsubscribe would be a suppression we could never lift.
+WITHDRAWN_EXCLUSIONS = ("withdrawn",)
+
+_MERGE_FIELD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
+
+
+@dataclass(frozen=True)
+class DiffParams:
+    """What to diff: plain values, so the Dagster layer adapts its specs to them.
+
+    ``fields``: merge field name -> ``customers`` column (email destinations only).
+    ``mode``: ``mirror`` | ``upsert`` | ``add_only``; ``kind``: ``ad`` | ``email``;
+    ``normalization``: ``base`` | ``google`` (ad destinations).
+    """
+
+    segment: str
+    destination: str
+    mode: str
+    kind: str
+    normalization: str = "base"
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_params(self)
+
+    @property
+    def field_names(self) -> list[str]:
+        """Merge field names in canonical (sorted) order: ``f0`` is the first, and so on."""
+        return sorted(self.fields)
+
+
+def _check_params(p: DiffParams) -> None:
+    """Raise ValueError for values the SQL below cannot take safely."""
+    if p.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {p.mode!r}")
+    if p.kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {p.kind!r}")
+    if p.normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}")
+    if p.kind == "ad" and p.fields:
+        raise ValueError("ad destinations take hashed identifiers only, no merge fields")
+    allowed = SOURCE_COLUMNS["customers"]
+    for name, column in p.fields.items():
+        if not _MERGE_FIELD_PATTERN.match(name):
+            raise ValueError(f"merge field name {name!r} must match {_MERGE_FIELD_PATTERN.pattern}")
+        if column not in allowed:
+            raise ValueError(f"merge field {name!r}: {column!r} is not a customers column")
+
+
+@dataclass(frozen=True)
+class DiffPlan:
+    """The diff's counts and the Parquet files to send.
+
+    ``counts``: action -> number of subjects (every action of the module docstring, 0 when
+    none). ``removes_by_reason``: RemoveReason value -> count. ``files``: (action, reason or
+    None) -> Parquet path, one per non-empty send group, in sending order (removes by
+    :data:`REMOVE_REASON_ORDER`, then adds, then updates). Each file has columns
+    ``subject_key, send_key, destination_ref, fields_hash, f0..fN`` ordered by subject_key.
+    ``field_names``: the merge names of ``f0..fN``.
+    """
+
+    counts: dict[str, int]
+    removes_by_reason: dict[str, int]
+    files: list[tuple[str, str | None, Path]]
+    field_names: list[str]
+
+
+def _send_key_sql(p: DiffParams) -> str:
+    if p.kind == "email":
+        return "am.email"
+    return "am.google_key" if p.normalization == "google" else "am.subject_key"
+
+
+def _target_sql(p: DiffParams) -> tuple[str, list[object]]:
+    """SELECT of the target audience (see module docstring) and its parameters."""
+    names = p.field_names
+    cols = "".join(
+        f", coalesce(CAST(c.\"{p.fields[n]}\" AS VARCHAR), '') AS f{i}" for i, n in enumerate(names)
+    )
+    join = "LEFT JOIN customers c ON c.customer_id = am.customer_id" if names else ""
+    hash_items = "".join(f", ?, f{i}" for i in range(len(names)))
+    sql = f"""
+        SELECT *, sha256(CAST(to_json([send_key{hash_items}]) AS VARCHAR)) AS fields_hash
+        FROM (
+            SELECT am.subject_key, {_send_key_sql(p)} AS send_key{cols}
+            FROM activation.audience_members am {join}
+            WHERE am.segment = ?
+        )
+    """
+    return sql, [*names, p.segment]
+
+
+def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
+    target, target_params = _target_sql(p)
+    fcols = "".join(f", t.f{i}" for i in range(len(p.field_names)))
+    sql = f"""
+        CREATE OR REPLACE TEMP TABLE sync_diff AS
+        WITH target AS ({target}),
+        state AS (
+            SELECT subject_key, destination_ref, fields_hash
+            FROM activation.sync_state WHERE segment = ? AND destination = ?
+        ),
+        suppressed AS (
+            SELECT DISTINCT subject_key FROM activation.destination_suppressions
+            WHERE destination = ?
+        ),
+        refused AS (
+            SELECT DISTINCT subject_key, fields_hash FROM activation.sync_rejections
+            WHERE segment = ? AND destination = ? AND permanent
+        ),
+        joined AS (
+            SELECT coalesce(t.subject_key, s.subject_key) AS subject_key,
+                   t.send_key, s.destination_ref,
+                   coalesce(t.fields_hash, s.fields_hash) AS fields_hash,
+                   t.subject_key IS NOT NULL AS in_target,
+                   s.subject_key IS NOT NULL AS in_state,
+                   s.fields_hash = ? AS pending,
+                   s.fields_hash IS DISTINCT FROM t.fields_hash AS changed,
+                   sp.subject_key IS NOT NULL AS is_suppressed,
+                   rf.subject_key IS NOT NULL AS is_refused
+                   {fcols}
+            FROM target t
+            FULL OUTER JOIN state s ON s.subject_key = t.subject_key
+            LEFT JOIN suppressed sp ON sp.subject_key = coalesce(t.subject_key, s.subject_key)
+            LEFT JOIN refused rf
+                ON rf.subject_key = t.subject_key AND rf.fields_hash = t.fields_hash
+        ),
+        wanted AS (
+            SELECT *, CASE
+                WHEN in_target AND (NOT in_state OR pending) THEN 'add'
+                WHEN in_target AND changed AND ? <> 'add_only' THEN 'update'
+                WHEN in_target THEN 'unchanged'
+                WHEN ? = 'mirror' THEN 'remove'
+                ELSE 'kept'
+            END AS wanted
+            FROM joined
+        )
+        SELECT * EXCLUDE (wanted), CASE
+            WHEN wanted IN ('add', 'update') AND is_suppressed THEN 'suppressed'
+            WHEN wanted IN ('add', 'update') AND is_refused THEN 'skipped_rejected'
+            ELSE wanted
+        END AS action
+        FROM wanted
+    """
+    params = [
+        *target_params,
+        p.segment,
+        p.destination,
+        p.destination,
+        p.segment,
+        p.destination,
+        PENDING_HASH,
+        p.mode,
+        p.mode,
+    ]
+    return sql, params
+
+
+def _requesters_sql(request_type_param: str) -> str:
+    """Subject keys with a privacy request of one type: by subject_key or by customer_id."""
+    return f"""
+        SELECT subject_key FROM privacy_requests
+        WHERE request_type = {request_type_param} AND subject_key IS NOT NULL
+        UNION
+        SELECT {subject_key_sql("c.email")} FROM privacy_requests pr
+        JOIN customers c ON c.customer_id = pr.customer_id
+        WHERE pr.request_type = {request_type_param}
+    """
+
+
+def _reasons_sql(p: DiffParams) -> tuple[str, list[object]]:
+    withdrawn = ", ".join("?" for _ in WITHDRAWN_EXCLUSIONS)
+    sql = f"""
+        CREATE OR REPLACE TEMP TABLE sync_remove_reasons AS
+        WITH erased AS ({_requesters_sql("?")}),
+        objected AS ({_requesters_sql("?")}),
+        withdrew AS (
+            SELECT {subject_key_sql("c.email")} AS subject_key
+            FROM activation.audience_exclusions x
+            JOIN customers c ON c.customer_id = x.customer_id
+            WHERE x.segment = ? AND x.reason IN ({withdrawn})
+        )
+        SELECT d.subject_key, CASE
+            WHEN d.subject_key IN (SELECT subject_key FROM erased) THEN ?
+            WHEN d.subject_key IN (SELECT subject_key FROM objected) THEN ?
+            WHEN d.subject_key IN (SELECT subject_key FROM withdrew) THEN ?
+            ELSE ?
+        END AS reason
+        FROM sync_diff d WHERE d.action = 'remove'
+    """
+    params: list[object] = [
+        "erasure",
+        "erasure",
+        "objection",
+        "objection",
+        p.segment,
+        *WITHDRAWN_EXCLUSIONS,
+        RemoveReason.ERASURE.value,
+        RemoveReason.OBJECTION.value,
+        RemoveReason.CONSENT_WITHDRAWN.value,
+        RemoveReason.LEFT_SEGMENT.value,
+    ]
+    return sql, params
+
+
+def _remove_send_key_sql(p: DiffParams) -> str:
+    """What a remove sends as ``send_key``.
+
+    Ad destinations: the key sent when added (kept in ``destination_ref`` when it differs from
+    subject_key, i.e. Google keys). Email destinations: the address, looked up in any segment's
+    audience, else in ``customers`` by subject key, else '' (the member left the warehouse; the
+    client must remove by ``destination_ref``).
+    """
+    if p.kind == "ad":
+        return "coalesce(d.destination_ref, d.subject_key)"
+    return "coalesce(known.email, crm.email, '')"
+
+
+def _remove_joins_sql(p: DiffParams) -> str:
+    if p.kind == "ad":
+        return ""
+    return f"""
+        LEFT JOIN (
+            SELECT subject_key, min(email) AS email FROM activation.audience_members
+            GROUP BY subject_key
+        ) known ON known.subject_key = d.subject_key
+        LEFT JOIN (
+            SELECT {subject_key_sql("email")} AS subject_key,
+                   min({normalized_email_sql("email")}) AS email
+            FROM customers WHERE email IS NOT NULL GROUP BY 1
+        ) crm ON crm.subject_key = d.subject_key AND known.email IS NULL
+    """
+
+
+def _export_sql(p: DiffParams, action: str) -> str:
+    fcols = "".join(f", d.f{i}" for i in range(len(p.field_names)))
+    if action == "remove":
+        return f"""
+            SELECT d.subject_key, {_remove_send_key_sql(p)} AS send_key,
+                   d.destination_ref, d.fields_hash{fcols}
+            FROM sync_diff d
+            JOIN sync_remove_reasons r ON r.subject_key = d.subject_key
+            {_remove_joins_sql(p)}
+            WHERE d.action = 'remove' AND r.reason = ?
+            ORDER BY d.subject_key
+        """
+    return f"""
+        SELECT d.subject_key, d.send_key, d.destination_ref, d.fields_hash{fcols}
+        FROM sync_diff d WHERE d.action = ? ORDER BY d.subject_key
+    """
+
+
+def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    counts = dict.fromkeys(
+        ("add", "update", "remove", "unchanged", "kept", "suppressed", "skipped_rejected"), 0
+    )
+    for action, n in con.execute("SELECT action, count(*) FROM sync_diff GROUP BY 1").fetchall():
+        counts[action] = n
+    return counts
+
+
+def _removes_by_reason(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    rows = con.execute("SELECT reason, count(*) FROM sync_remove_reasons GROUP BY 1").fetchall()
+    found = dict(rows)
+    return {r.value: found.get(r.value, 0) for r in REMOVE_REASON_ORDER}
+
+
+def compute_diff(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -> DiffPlan:
+    """Classify the subjects and export the send groups to Parquet files in ``scratch_dir``.
+
+    Runs on the caller's connection (read-write: it creates temporary tables) and touches no
+    network. ``scratch_dir`` must exist; files are named ``<action>[_<reason>].parquet``.
+    Returns the :class:`DiffPlan`.
+
+    Raises:
+        duckdb.Error: a source or activation table is missing or malformed.
+    """
+    sql, params = _classify_sql(p)
+    con.execute(sql, params)
+    sql, params = _reasons_sql(p)
+    con.execute(sql, params)
+    counts = _counts(con)
+    by_reason = _removes_by_reason(con)
+    files: list[tuple[str, str | None, Path]] = []
+    groups: list[tuple[str, str | None, int]] = [
+        ("remove", r.value, by_reason[r.value]) for r in REMOVE_REASON_ORDER
+    ]
+    groups += [("add", None, counts["add"]), ("update", None, counts["update"])]
+    for action, reason, n in groups:
+        if n == 0:
+            continue
+        path = Path(scratch_dir) / (f"{action}_{reason}.parquet" if reason else f"{action}.parquet")
+        con.execute(
+            f"COPY ({_export_sql(p, action)}) TO ? (FORMAT parquet)",
+            [reason if reason else action, str(path)],
+        )
+        files.append((action, reason, path))
+    return DiffPlan(counts, by_reason, files, p.field_names)
+
+
+__all__ = [
+    "MODES",
+    "PENDING_HASH",
+    "REMOVE_REASON_ORDER",
+    "WITHDRAWN_EXCLUSIONS",
+    "DiffParams",
+    "DiffPlan",
+    "compute_diff",
+]

@@ -1,0 +1,366 @@
+"""``run_sync``: diff -> Parquet -> batches -> destination -> journal -> ``sync_state``.
+
+The flow, for one (segment, destination) at a time (an ``flock`` keeps a second process out):
+
+1. Open the warehouse briefly: fold any journal a crashed run left (so the diff starts from
+   everything the destination acknowledged), classify the subjects and export the rows to send
+   to Parquet in ``<state_dir>/scratch/<segment>__<destination>/``; close the warehouse.
+2. With no warehouse connection open: stream batches of ``max_batch_size`` rows from the
+   Parquet files (removes first, most urgent reason first, then adds, then updates), and for
+   each batch journal an ``intent``, call the client, journal the answers (each ``fsync``-ed).
+3. Open the warehouse briefly and fold the journal in one transaction; delete the journal and
+   the scratch files.
+
+A crash at any point leaves ``sync_state`` holding only what a destination acknowledged, plus
+rows of unknown outcome marked ``pending`` (never counted as synced): the next run folds the
+journal and converges. A :class:`~destinations.errors.DestinationError` folds what was
+acknowledged so far, then propagates.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from destinations.base import Destination, RemoveReason, Row, RowResult
+from orchestrator.sync import journal
+from orchestrator.sync.diff import DiffParams, DiffPlan, compute_diff
+from orchestrator.sync.state import fold_journal
+from orchestrator.warehouse.connect import connect
+
+_EMAIL_LIKE = re.compile(r"[^\s@\"'<>]+@[^\s@\"'<>]+")
+
+#: Called after each batch is journaled with the number of batches journaled so far in this
+#: run (tests use it to kill the process at a chosen point).
+BatchHook = Callable[[int], None]
+
+
+@dataclass
+class SyncReport:
+    """What one sync did (or, with ``dry_run``, would do).
+
+    Subject counts: ``adds``, ``updates``, ``removes`` (rows sent, or to send in a dry run),
+    ``unchanged`` (in the audience and already synced), ``kept`` (synced, no longer in the
+    audience, kept because the mode is not ``mirror``), ``rejected`` (sent and refused by the
+    destination), ``suppressed`` (not sent: the destination holds them as unsubscribed or
+    forgotten), ``skipped_rejected`` (not sent: refused for good before, unchanged since),
+    ``pending_recovered`` (rows of unknown outcome from an earlier crash, folded first).
+    ``removes_by_reason``: RemoveReason value -> count. Calls: ``api_calls`` (HTTP requests made,
+    retries included), ``min_api_calls`` (the least possible: sum over send groups of
+    ceil(rows / max_batch_size)), ``retries``, ``throttled_seconds`` (s), ``bytes_sent``
+    (request body bytes). ``duration_s``: wall time (s). ``dry_run``: nothing was sent.
+    """
+
+    adds: int = 0
+    removes: int = 0
+    updates: int = 0
+    unchanged: int = 0
+    kept: int = 0
+    rejected: int = 0
+    suppressed: int = 0
+    skipped_rejected: int = 0
+    pending_recovered: int = 0
+    api_calls: int = 0
+    min_api_calls: int = 0
+    retries: int = 0
+    throttled_seconds: float = 0.0
+    bytes_sent: int = 0
+    duration_s: float = 0.0
+    removes_by_reason: dict[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class _Batch:
+    op: str
+    reason: str | None
+    rows: list[Row]
+    hashes: list[str]
+
+
+def _now(as_of: datetime | None) -> str:
+    moment = as_of if as_of is not None else datetime.now(UTC)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat()
+
+
+def _scrub(reason: str | None) -> str | None:
+    """The platform's words without any email address (some platforms echo the address)."""
+    return None if reason is None else _EMAIL_LIKE.sub("<email>", reason)
+
+
+def _read_batches(
+    path: Path, op: str, reason: str | None, field_names: Sequence[str], size: int
+) -> Iterator[_Batch]:
+    """Stream ``size``-row batches of :class:`Row` from one Parquet send file."""
+    for record_batch in pq.ParquetFile(path).iter_batches(batch_size=size):
+        cols = record_batch.to_pydict()
+        rows: list[Row] = []
+        for i, key in enumerate(cols["subject_key"]):
+            fields = {name: cols[f"f{j}"][i] for j, name in enumerate(field_names)}
+            rows.append(Row(key, cols["send_key"][i], fields, cols["destination_ref"][i]))
+        yield _Batch(op, reason, rows, list(cols["fields_hash"]))
+
+
+def _line(run: str, seq: int, kind: str, batch: _Batch, i: int, at: str, **extra) -> dict:
+    row = batch.rows[i]
+    line = {
+        "run": run,
+        "seq": seq,
+        "kind": kind,
+        "op": batch.op,
+        "subject_key": row.subject_key,
+        "fields_hash": batch.hashes[i],
+        "destination_ref": row.destination_ref,
+        "remove_reason": batch.reason,
+        "reason": None,
+        "permanent": False,
+        "at": at,
+    }
+    line.update(extra)
+    return line
+
+
+def _intent_ref(row: Row, kind: str) -> str | None:
+    """The ref to remember for a row: the Google key sent to an ad platform, else the old ref."""
+    if kind == "ad" and row.send_key != row.subject_key:
+        return row.send_key
+    return row.destination_ref
+
+
+def _result_lines(
+    run: str, seq: int, batch: _Batch, results: Sequence[RowResult], kind: str, at: str
+) -> tuple[list[dict], int]:
+    """Journal lines for a batch's answers; rows without an answer stay as intents."""
+    by_key = {r.subject_key: r for r in results}
+    lines, rejected = [], 0
+    for i, row in enumerate(batch.rows):
+        result = by_key.get(row.subject_key)
+        if result is None:
+            continue
+        if result.ok:
+            ref = result.destination_ref or _intent_ref(row, kind)
+            lines.append(_line(run, seq, "ack", batch, i, at, destination_ref=ref))
+        else:
+            rejected += 1
+            extra = {"reason": _scrub(result.reason), "permanent": bool(result.permanent)}
+            lines.append(_line(run, seq, "reject", batch, i, at, **extra))
+    return lines, rejected
+
+
+def _call(client: Destination, audience_id: str, batch: _Batch) -> list[RowResult]:
+    if batch.op == "remove":
+        return client.remove(audience_id, batch.rows, RemoveReason(batch.reason))
+    if batch.op == "add":
+        return client.add(audience_id, batch.rows)
+    return client.update(audience_id, batch.rows)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything one run needs besides the plan (paths, pair, batching, hooks)."""
+
+    warehouse_path: Path
+    journal_path: Path
+    params: DiffParams
+    audience_id: str
+    batch_size: int
+    as_of: datetime | None
+    lock_timeout_s: float
+    on_batch: BatchHook | None
+
+    def fold(self) -> int:
+        """Fold this pair's journal in a short connection; returns rows of unknown outcome."""
+        p = self.params
+        with connect(self.warehouse_path, timeout_s=self.lock_timeout_s) as con:
+            stats = fold_journal(
+                con, self.journal_path, segment=p.segment, destination=p.destination, kind=p.kind
+            )
+        return stats.pending
+
+
+def _send_batch(job: _Job, client: Destination, run: str, seq: int, batch: _Batch) -> int:
+    """Journal the intent, call the client, journal the answers. Returns rows rejected."""
+    kind = job.params.kind
+    at = _now(job.as_of)
+    intents = (
+        _line(run, seq, "intent", batch, i, at, destination_ref=_intent_ref(row, kind))
+        for i, row in enumerate(batch.rows)
+    )
+    journal.append(job.journal_path, intents)
+    results = _call(client, job.audience_id, batch)
+    lines, rejected = _result_lines(run, seq, batch, results, kind, _now(job.as_of))
+    journal.append(job.journal_path, lines)
+    return rejected
+
+
+def _send(job: _Job, plan: DiffPlan, client: Destination) -> int:
+    """Send every batch of the plan in order. Returns the number of rows rejected."""
+    run = journal.new_run_id()
+    seq, rejected = 0, 0
+    for op, reason, path in plan.files:
+        for batch in _read_batches(path, op, reason, plan.field_names, job.batch_size):
+            rejected += _send_batch(job, client, run, seq, batch)
+            seq += 1
+            if job.on_batch is not None:
+                job.on_batch(seq)
+    return rejected
+
+
+def _send_and_fold(job: _Job, plan: DiffPlan, client: Destination, report: SyncReport) -> None:
+    """Send the plan, then fold the journal (also when a call raised), filling ``report``."""
+    stats = client.stats
+    before = (stats.calls, stats.retries, stats.throttled_seconds, stats.bytes_sent)
+    try:
+        report.rejected = _send(job, plan, client)
+    finally:
+        job.fold()
+        report.api_calls = stats.calls - before[0]
+        report.retries = stats.retries - before[1]
+        report.throttled_seconds = stats.throttled_seconds - before[2]
+        report.bytes_sent = stats.bytes_sent - before[3]
+
+
+def _min_calls(plan: DiffPlan, batch_size: int) -> int:
+    total = 0
+    for op, reason, _path in plan.files:
+        n = plan.removes_by_reason[reason] if op == "remove" else plan.counts[op]
+        total += math.ceil(n / batch_size)
+    return total
+
+
+def _report(plan: DiffPlan, batch_size: int, pending: int, dry_run: bool) -> SyncReport:
+    c = plan.counts
+    return SyncReport(
+        adds=c["add"],
+        removes=c["remove"],
+        updates=c["update"],
+        unchanged=c["unchanged"],
+        kept=c["kept"],
+        suppressed=c["suppressed"],
+        skipped_rejected=c["skipped_rejected"],
+        pending_recovered=pending,
+        min_api_calls=_min_calls(plan, batch_size),
+        removes_by_reason=dict(plan.removes_by_reason),
+        dry_run=dry_run,
+    )
+
+
+def run_sync(
+    warehouse_path: Path,
+    state_dir: Path,
+    *,
+    segment: str,
+    destination: str,
+    audience_id: str,
+    mode: str,
+    fields: Mapping[str, str],
+    kind: str,
+    normalization: str = "base",
+    client: Destination | None = None,
+    as_of: datetime | None = None,
+    dry_run: bool = False,
+    batch_size: int | None = None,
+    lock_timeout_s: float = 60,
+    on_batch: BatchHook | None = None,
+) -> SyncReport:
+    """Bring ``audience_id`` at ``destination`` in line with the segment's audience.
+
+    Args:
+        warehouse_path: the DuckDB file (opened briefly, twice; never during HTTP calls).
+        state_dir: local folder for the journal (``journal/``) and scratch Parquet files
+            (``scratch/``); must be on a local disk and the same for every run of the pair.
+        segment, destination: names (``^[a-z][a-z0-9_]*$``), keys of ``sync_state``.
+        audience_id: the platform's audience or list id.
+        mode: ``mirror`` (adds, updates, removes), ``upsert`` (adds, updates) or ``add_only``.
+        fields: merge field name -> ``customers`` column (email destinations; ``{}`` for ad).
+        kind: ``ad`` | ``email``; normalization: ``base`` | ``google`` (which key an ad
+            destination matches on).
+        client: the destination client (required unless ``dry_run``).
+        as_of: timestamp recorded as ``synced_at``/``rejected_at`` (UTC); default: wall clock.
+        dry_run: compute the diff and the report, send nothing (``api_calls`` 0).
+        batch_size: rows per call, at most ``client.max_batch_size`` (default: that maximum).
+        lock_timeout_s: how long to wait for the warehouse lock each time it is opened (s).
+        on_batch: called after each journaled batch with the count of batches so far.
+
+    Returns:
+        The :class:`SyncReport`.
+
+    Raises:
+        ValueError: a bad mode/kind/normalization/field mapping or name, or no client.
+        SyncInProgressError: another process is syncing this pair.
+        destinations.errors.DestinationError: a call failed after the client's retries; what
+            was acknowledged before it is folded into ``sync_state`` first.
+        duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s``.
+    """
+    started = time.monotonic()
+    params = DiffParams(segment, destination, mode, kind, normalization, dict(fields))
+    if client is None and not dry_run:
+        raise ValueError("a client is required unless dry_run")
+    size = min(batch_size or 10**9, client.max_batch_size) if client else batch_size or 10_000
+    if size < 1:
+        raise ValueError("batch_size must be at least 1")
+    jpath = journal.journal_path(Path(state_dir), segment, destination)
+    job = _Job(
+        Path(warehouse_path), jpath, params, audience_id, size, as_of, lock_timeout_s, on_batch
+    )
+    scratch = Path(state_dir) / "scratch" / jpath.stem
+    with journal.pair_lock(Path(state_dir), segment, destination):
+        shutil.rmtree(scratch, ignore_errors=True)  # a crashed run's files (may hold emails)
+        scratch.mkdir(parents=True)
+        try:
+            with connect(job.warehouse_path, timeout_s=lock_timeout_s) as con:
+                recovered = fold_journal(
+                    con, jpath, segment=segment, destination=destination, kind=kind
+                )
+                plan = compute_diff(con, params, scratch)
+            report = _report(plan, size, recovered.pending, dry_run)
+            if not dry_run:
+                _send_and_fold(job, plan, client, report)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def preview_diff(
+    warehouse_path: Path,
+    state_dir: Path,
+    *,
+    segment: str,
+    destination: str,
+    mode: str,
+    fields: Mapping[str, str],
+    kind: str,
+    normalization: str = "base",
+    max_batch_size: int = 10_000,
+    lock_timeout_s: float = 60,
+) -> SyncReport:
+    """What :func:`run_sync` would send, without sending (a dry run; ``min_api_calls`` uses
+    ``max_batch_size``). Folds a leftover journal first, like a real run."""
+    return run_sync(
+        warehouse_path,
+        state_dir,
+        segment=segment,
+        destination=destination,
+        audience_id="",
+        mode=mode,
+        fields=fields,
+        kind=kind,
+        normalization=normalization,
+        dry_run=True,
+        batch_size=max_batch_size,
+        lock_timeout_s=lock_timeout_s,
+    )
+
+
+__all__ = ["BatchHook", "SyncReport", "preview_diff", "run_sync"]

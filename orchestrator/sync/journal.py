@@ -1,0 +1,147 @@
+"""The local, append-only journal of one (segment, destination) sync: crash safety.
+
+The sync never holds the warehouse open while it calls a destination, so what a destination
+answers is first written here, one JSON object per line, appended, flushed and ``fsync``-ed per
+batch, and folded into ``sync_state`` later (:mod:`orchestrator.sync.state`): at the end of the
+run, or first thing in the next run after a crash.
+
+File: ``<state_dir>/journal/<segment>__<destination>.jsonl``. Line fields:
+
+``run`` str: run id, ordered by start time (``<ns since epoch, 20 digits>-<8 hex>``).
+``seq`` int: batch number within the run. ``kind``: ``intent`` (written BEFORE the call: these
+rows are about to be sent), ``ack`` (the destination accepted the row) or ``reject`` (refused).
+``op``: ``add`` | ``update`` | ``remove``. ``subject_key`` str (sha256 hex). ``fields_hash`` str
+(the row's hash; for removes the hash held in state). ``destination_ref`` str | null (platform
+member id, or the Google key sent to an ad platform). ``remove_reason`` str | null (a
+:class:`destinations.base.RemoveReason` value). ``reason`` str | null (platform's words for a
+reject, emails masked). ``permanent`` bool. ``at`` str (ISO 8601, UTC, no offset).
+
+No raw email is ever written here. Only the last line can be torn (a crash mid-write);
+:func:`repair` cuts it off.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from orchestrator.config import NAME_PATTERN
+
+_NAME = re.compile(NAME_PATTERN)
+
+
+class SyncInProgressError(RuntimeError):
+    """Another process is syncing the same (segment, destination) right now."""
+
+
+def new_run_id() -> str:
+    """A run id that sorts by start time: ``<time_ns, 20 digits>-<8 random hex>``."""
+    return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+
+
+def _pair_stem(segment: str, destination: str) -> str:
+    for name in (segment, destination):
+        if not _NAME.match(name):
+            raise ValueError(f"{name!r} must match {NAME_PATTERN}")
+    return f"{segment}__{destination}"
+
+
+def journal_path(state_dir: Path, segment: str, destination: str) -> Path:
+    """``<state_dir>/journal/<segment>__<destination>.jsonl`` (names must match NAME_PATTERN).
+
+    Raises:
+        ValueError: a name that could escape the folder or clash with another pair.
+    """
+    return Path(state_dir) / "journal" / f"{_pair_stem(segment, destination)}.jsonl"
+
+
+@contextmanager
+def pair_lock(state_dir: Path, segment: str, destination: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<journal>.lock`` so one sync per pair runs at a time.
+
+    Raises:
+        SyncInProgressError: another process holds the lock (a sync of this pair is running).
+    """
+    path = journal_path(state_dir, segment, destination).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise SyncInProgressError(
+                f"a sync of {segment} -> {destination} is already running"
+            ) from error
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def repair(path: Path) -> None:
+    """Cut a torn last line (no trailing newline) left by a crash mid-write; no-op otherwise."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if not data or data.endswith(b"\n"):
+            return
+        handle.truncate(data.rfind(b"\n") + 1)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def has_entries(path: Path) -> bool:
+    """True when the journal file exists and holds at least one complete line."""
+    return path.exists() and path.stat().st_size > 0
+
+
+def append(path: Path, lines: Iterable[Mapping[str, object]]) -> None:
+    """Append ``lines`` (one JSON object each), flush and ``fsync`` before returning.
+
+    Once this returns the lines survive a process kill or power loss.
+    """
+    text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+    if not text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repair(path)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def discard(path: Path) -> None:
+    """Delete the journal once folded (and ``fsync`` the folder so the deletion is durable).
+
+    Folding is idempotent, so a crash before the deletion only means the next run folds the
+    same lines again, harmlessly.
+    """
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = [
+    "SyncInProgressError",
+    "append",
+    "discard",
+    "has_entries",
+    "journal_path",
+    "new_run_id",
+    "pair_lock",
+    "repair",
+]

@@ -1,0 +1,161 @@
+"""Folding the journal into sync_state: acks, rejects, unknown outcomes, idempotence."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestrator.sync import journal
+from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.sync.state import fold_journal
+from orchestrator.warehouse.connect import connect
+from tests.sync.helpers import T0, new_warehouse
+
+SEG, DEST = "loyal", "news"
+K = [f"{i:064x}" for i in range(1, 8)]  # stand-in subject keys
+
+
+def line(kind: str, op: str, key: str, seq: int = 0, run: str = "r1", **extra) -> dict:
+    return {
+        "run": run,
+        "seq": seq,
+        "kind": kind,
+        "op": op,
+        "subject_key": key,
+        "fields_hash": extra.pop("fields_hash", "h-new"),
+        "destination_ref": extra.pop("destination_ref", None),
+        "remove_reason": extra.pop("remove_reason", None),
+        "reason": extra.pop("reason", None),
+        "permanent": extra.pop("permanent", False),
+        "at": "2025-01-16T09:00:00",
+    }
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Path:
+    path = tmp_path / "wh.duckdb"
+    new_warehouse(path, [])
+    with connect(path) as con:
+        for key in (K[2], K[3], K[4]):
+            con.execute(
+                "INSERT INTO activation.sync_state VALUES (?, ?, ?, 'ref-old', 'h-old', ?)",
+                [SEG, DEST, key, T0],
+            )
+    return path
+
+
+def tables(path: Path) -> dict[str, list]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {
+            t: con.execute(f"SELECT * EXCLUDE ({ts}) FROM activation.{t} ORDER BY ALL").fetchall()
+            for t, ts in [
+                ("sync_state", "synced_at"),
+                ("sync_rejections", "rejected_at"),
+                ("destination_suppressions", "suppressed_at"),
+            ]
+        }
+    finally:
+        con.close()
+
+
+def fold(wh: Path, jpath: Path, kind: str = "email"):
+    with connect(wh) as con:
+        return fold_journal(con, jpath, segment=SEG, destination=DEST, kind=kind)
+
+
+def test_fold_applies_acks_rejects_and_unknown_outcomes(wh, tmp_path):
+    jpath = journal.journal_path(tmp_path, SEG, DEST)
+    journal.append(
+        jpath,
+        [
+            line("intent", "add", K[0]),
+            line("ack", "add", K[0], destination_ref="ref0"),
+            line("intent", "add", K[1]),
+            line("reject", "add", K[1], reason="looks fake", permanent=True),
+            line("intent", "remove", K[2], seq=1, remove_reason="erasure"),
+            line("ack", "remove", K[2], seq=1, remove_reason="erasure"),
+            line("intent", "update", K[3], seq=2),
+            line("ack", "update", K[3], seq=2),
+            line("intent", "add", K[5], seq=3),  # sent, answer lost
+            line("intent", "remove", K[4], seq=3, remove_reason="left_segment"),  # same
+        ],
+    )
+    stats = fold(wh, jpath)
+    state = {row[2]: (row[3], row[4]) for row in tables(wh)["sync_state"]}
+    assert state == {
+        K[0]: ("ref0", "h-new"),
+        K[3]: ("ref-old", "h-new"),  # an update without a new ref keeps the old one
+        K[4]: ("ref-old", PENDING_HASH),
+        K[5]: (None, PENDING_HASH),
+    }
+    assert tables(wh)["sync_rejections"] == [(SEG, DEST, K[1], "h-new", "add", "looks fake", True)]
+    assert tables(wh)["destination_suppressions"] == [(DEST, K[2], "forgotten")]
+    assert (stats.acked, stats.rejected, stats.pending) == (3, 1, 2)
+    assert not jpath.exists()
+
+
+def test_folding_the_same_journal_twice_changes_nothing(wh, tmp_path):
+    jpath = journal.journal_path(tmp_path, SEG, DEST)
+    journal.append(
+        jpath,
+        [
+            line("ack", "add", K[0]),
+            line("reject", "add", K[1], reason="no", permanent=True),
+            line("ack", "remove", K[2], remove_reason="objection"),
+            line("intent", "add", K[5]),
+        ],
+    )
+    keep = tmp_path / "copy.jsonl"
+    shutil.copy(jpath, keep)
+    fold(wh, jpath)
+    once = tables(wh)
+    shutil.copy(keep, jpath)  # a crash between commit and delete
+    fold(wh, jpath)
+    assert tables(wh) == once
+    assert once["destination_suppressions"] == [(DEST, K[2], "unsubscribed")]
+
+
+def test_a_torn_last_line_is_ignored_and_the_rest_applied(wh, tmp_path):
+    jpath = journal.journal_path(tmp_path, SEG, DEST)
+    journal.append(jpath, [line("ack", "add", K[0])])
+    with open(jpath, "a") as handle:
+        handle.write('{"run":"r1","seq":1,"kind":"ack","op":"add","subject_key":"')
+    fold(wh, jpath)
+    assert {row[2] for row in tables(wh)["sync_state"]} == {K[0], K[2], K[3], K[4]}
+
+
+def test_ad_destinations_record_no_suppressions(wh, tmp_path):
+    jpath = journal.journal_path(tmp_path, SEG, DEST)
+    journal.append(jpath, [line("ack", "remove", K[2], remove_reason="erasure")])
+    fold(wh, jpath, kind="ad")
+    assert tables(wh)["destination_suppressions"] == []
+    assert K[2] not in {row[2] for row in tables(wh)["sync_state"]}
+
+
+def test_later_lines_win_across_runs(wh, tmp_path):
+    jpath = journal.journal_path(tmp_path, SEG, DEST)
+    journal.append(
+        jpath,
+        [
+            line("ack", "add", K[0], run="r1"),
+            line("intent", "remove", K[0], run="r2", remove_reason="left_segment"),
+            line("ack", "remove", K[0], run="r2", remove_reason="left_segment"),
+        ],
+    )
+    fold(wh, jpath)
+    assert K[0] not in {row[2] for row in tables(wh)["sync_state"]}
+
+
+def test_a_malformed_journal_is_kept_and_nothing_applied(wh, tmp_path):
+    jpath = journal.journal_path(tmp_path, SEG, DEST)
+    journal.append(jpath, [line("ack", "add", K[0])])
+    with open(jpath, "a") as handle:
+        handle.write("not json\n")
+    before = tables(wh)
+    with pytest.raises(duckdb.Error):
+        fold(wh, jpath)
+    assert tables(wh) == before and jpath.exists()
