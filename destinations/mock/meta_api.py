@@ -1,0 +1,231 @@
+"""Meta Custom Audiences, as far as a sync needs it (Graph API shapes, under ``/meta``).
+
+Routes (``{version}`` like ``v19.0``; audiences are created on first use):
+- ``POST /meta/{version}/{audience_id}/users``: add members.
+- ``DELETE /meta/{version}/{audience_id}/users``: remove members.
+  Body ``{"payload": {"schema": "EMAIL_SHA256", "data": ["<64 lowercase hex>", ...]}}``, at most
+  10,000 rows; 200 ``{"audience_id", "session_id", "num_received", "num_invalid_entries",
+  "invalid_entry_samples": {value: reason}}``. Invalid rows are reported, not stored; adding an
+  existing member or removing an absent one is a no-op.
+- ``GET /meta/{version}/{audience_id}?fields=approximate_count``: ``{"id", "approximate_count"}``
+  (exact here), plus ``approximate_count_lower_bound`` / ``_upper_bound`` as the real API has.
+
+Source: Meta Marketing API, "Custom Audience Users" (``/{audience_id}/users``, schema
+``EMAIL_SHA256``, 10,000 users per request) and "Handling Errors" (error object, code 100
+invalid parameter, 190 invalid token, 80004/17/4/613 throttling).
+
+A value that looks like a raw email or phone number is counted as a ``raw_identifier``
+violation: an ad destination must only ever receive hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from destinations.mock.store import Store
+from destinations.mock.wire import BadJson, Request, Response, json_response
+
+MAX_ROWS = 10_000
+SCHEMA = "EMAIL_SHA256"
+INVALID_HASH_REASON = "Invalid hash format: expected SHA-256 as 64 lowercase hex characters"
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_PHONE_CHARS = re.compile(r"\+?[0-9 ()\-.]+")
+_USERS = re.compile(r"/meta/(?P<version>v\d+\.\d+)/(?P<audience>[A-Za-z0-9_\-]+)/users")
+_AUDIENCE = re.compile(r"/meta/(?P<version>v\d+\.\d+)/(?P<audience>[A-Za-z0-9_\-]+)")
+
+THROTTLE_MESSAGES = {
+    80004: "(#80004) There have been too many calls to this ad-account. Wait a bit and try again.",
+    17: "(#17) User request limit reached",
+    4: "(#4) Application request limit reached",
+    613: "(#613) Calls to this api have exceeded the rate limit.",
+}
+
+
+def meta_error(
+    status: int, code: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    """Graph API error: ``{"error": {"message", "type": "OAuthException", "code",
+    "fbtrace_id", ...extra}}`` with the given HTTP status."""
+    error = {"message": message, "type": "OAuthException", "code": code, **extra}
+    error["fbtrace_id"] = "Mock" + hashlib.sha1(message.encode()).hexdigest()[:16]
+    return json_response(status, {"error": error}, headers=headers)
+
+
+def unauthorized() -> Response:
+    """401 for a missing or wrong token (Graph API error code 190)."""
+    return meta_error(401, 190, "Invalid OAuth access token.")
+
+
+def throttle_headers(audience_id: str) -> dict[str, str]:
+    """``X-Business-Use-Case-Usage`` as Meta sends it when an ad account is throttled
+    (``estimated_time_to_regain_access`` is in minutes)."""
+    usage = {
+        audience_id: [
+            {
+                "type": "ads_management",
+                "call_count": 100,
+                "total_cputime": 1,
+                "total_time": 1,
+                "estimated_time_to_regain_access": 0,
+            }
+        ]
+    }
+    return {"X-Business-Use-Case-Usage": json.dumps(usage, separators=(",", ":"))}
+
+
+def is_authorized(req: Request, token: str) -> bool:
+    """``Authorization: Bearer <token>`` (or the Graph API's ``access_token`` query param)."""
+    header = req.headers.get("authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    given = given or req.query_params().get("access_token", "")
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def raw_identifier_kind(value: str) -> str | None:
+    """``"email"`` if the value contains '@', ``"phone"`` if it is a phone number (digits with
+    optional + - ( ) . and spaces, 7 to 15 digits), else None."""
+    if "@" in value:
+        return "email"
+    if _PHONE_CHARS.fullmatch(value.strip()):
+        digits = sum(ch.isdigit() for ch in value)
+        if 7 <= digits <= 15:
+            return "phone"
+    return None
+
+
+def redact(value: str) -> str:
+    """A loggable stand-in for a value that may be a raw identifier."""
+    kind = raw_identifier_kind(value)
+    if kind is None:
+        return value[:100]
+    return f"redacted:{kind}:sha256:{hashlib.sha256(value.encode()).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A validated ``payload``: ``data`` as a list of strings (one per row, as sent)."""
+
+    data: list[str]
+
+
+def parse_payload(req: Request) -> Payload | Response:
+    """Validate the body; return the rows or a 400 error response (code 100)."""
+    try:
+        body = req.json()
+    except BadJson:
+        return meta_error(400, 100, "(#100) The request body must be JSON")
+    payload = body.get("payload") if isinstance(body, dict) else None
+    if not isinstance(payload, dict):
+        return meta_error(400, 100, "(#100) The parameter payload is required")
+    schema = payload.get("schema")
+    if schema not in (SCHEMA, [SCHEMA]):
+        return meta_error(400, 100, f"(#100) Invalid schema: expected {SCHEMA}")
+    data = payload.get("data")
+    if not isinstance(data, list) or not data:
+        return meta_error(400, 100, "(#100) The parameter payload.data must be a non-empty list")
+    if len(data) > MAX_ROWS:
+        return meta_error(
+            400, 100, f"(#100) Too many entries in the payload: {len(data)} > {MAX_ROWS}"
+        )
+    rows: list[str] = []
+    for item in data:
+        if isinstance(item, list) and len(item) == 1:
+            item = item[0]  # the multi-key shape with a single key
+        if not isinstance(item, str):
+            return meta_error(400, 100, "(#100) payload.data entries must be strings")
+        rows.append(item)
+    return Payload(rows)
+
+
+def logged_values(req: Request) -> list[str]:
+    """The rows of the request for the request log, raw identifiers redacted ([] if none)."""
+    body = req.json_or_none()
+    payload = body.get("payload") if isinstance(body, dict) else None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, list):
+        return []
+    values = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]
+    return [redact(v) if isinstance(v, str) else repr(v)[:100] for v in values]
+
+
+def count_violations(store: Store, req: Request) -> None:
+    """Count every raw-looking identifier sent in the request, whatever the answer."""
+    body = req.json_or_none()
+    payload = body.get("payload") if isinstance(body, dict) else None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, list):
+        return
+    values = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]
+    samples = [redact(v) for v in values if isinstance(v, str) and raw_identifier_kind(v)]
+    store.add_violations("meta", "raw_identifier", samples)
+
+
+def handle(
+    store: Store, req: Request, token: str, reject_rows: dict[str, str] | None = None
+) -> Response:
+    """Answer one Meta request (auth checked here). ``reject_rows``: value -> reason that a
+    fault wants counted invalid."""
+    if not is_authorized(req, token):
+        return unauthorized()
+    users = _USERS.fullmatch(req.path)
+    if users:
+        if req.method not in ("POST", "DELETE"):
+            return meta_error(400, 100, f"(#100) Unsupported {req.method.lower()} request.")
+        return _change_users(store, req, users["audience"], reject_rows or {})
+    audience = _AUDIENCE.fullmatch(req.path)
+    if audience and req.method == "GET":
+        return _audience(store, audience["audience"])
+    return meta_error(
+        400, 100, f"Unsupported {req.method.lower()} request. Unknown path components."
+    )
+
+
+def _change_users(
+    store: Store, req: Request, audience_id: str, reject_rows: dict[str, str]
+) -> Response:
+    parsed = parse_payload(req)
+    if isinstance(parsed, Response):
+        return parsed
+    invalid: dict[str, str] = {}
+    valid: list[str] = []
+    for value in parsed.data:
+        if value in reject_rows:
+            invalid[value] = reject_rows[value]
+        elif _HEX64.fullmatch(value):
+            valid.append(value)
+        else:
+            invalid[value] = INVALID_HASH_REASON
+    store.meta_apply(audience_id, valid, add=req.method == "POST")
+    body = req.json_or_none() or {}
+    session = body.get("session") if isinstance(body.get("session"), dict) else {}
+    session_id = session.get("session_id") or random.randint(10**17, 10**18 - 1)
+    return json_response(
+        200,
+        {
+            "audience_id": audience_id,
+            "session_id": session_id,
+            "num_received": len(parsed.data),
+            "num_invalid_entries": len(parsed.data) - len(valid),
+            "invalid_entry_samples": invalid,
+        },
+    )
+
+
+def _audience(store: Store, audience_id: str) -> Response:
+    count = store.meta_count(audience_id)
+    return json_response(
+        200,
+        {
+            "id": audience_id,
+            "approximate_count": count,
+            "approximate_count_lower_bound": count,
+            "approximate_count_upper_bound": count,
+        },
+    )
