@@ -15,8 +15,9 @@ Routes (lists are created on first use; member id = md5 of the lowercase email):
 Compliance rules (source: Mailchimp Marketing API "Errors" glossary, titles "Member In
 Compliance State" and "Forgotten Email Not Subscribed"): a contact that unsubscribed or was
 cleaned cannot be set back to ``subscribed`` by the API, and a permanently deleted contact
-cannot be re-imported. Each such attempt is refused AND counted as a violation (``resubscribe``,
-``forgotten_resubscribe``): a correct sync never tries. Error texts here never contain the email
+cannot be re-imported (any status is refused for it). Each attempt to subscribe such a contact
+is refused AND counted as a violation (``resubscribe``, ``forgotten_resubscribe``): a correct
+sync never tries. Error texts here never contain the email
 address (the real API's do); the address is in the ``email_address`` field of the entry.
 """
 
@@ -208,7 +209,11 @@ def _apply_member(
     """The rules for one contact, shared by the batch endpoint and PUT."""
     h = subscriber_hash(email)
     if current is not None and current.status == "forgotten":
-        return _Outcome(None, False, FORGOTTEN, violation="forgotten_resubscribe")
+        # Refused whatever the status (the record cannot come back); only an attempt to
+        # subscribe again is a violation, an unsubscribe of an erased contact is harmless.
+        unsubscribing = (status or status_if_new) == "unsubscribed"
+        violation = None if unsubscribing else "forgotten_resubscribe"
+        return _Outcome(None, False, FORGOTTEN, violation=violation)
     is_new = current is None or current.status == "archived"
     target = (status_if_new or status) if current is None else (status or status_if_new)
     if not is_new:
