@@ -1,0 +1,291 @@
+"""Segment members -> audience: the consent filter and pseudonymization, in SQL inside DuckDB.
+
+Implements the "Segment → audience contract" of ``docs/architecture.md``. For one segment,
+every member of ``activation.segment_members`` ends in exactly one of two tables:
+
+- ``activation.audience_members`` (segment, subject_key, google_key, customer_id, email,
+  legal_basis, consent_ref, computed_at): allowed, with the legal basis actually used and the
+  record that proves it (``consent_id``, or ``purchase:<event_id>`` for soft opt-in);
+- ``activation.audience_exclusions`` (segment, customer_id, reason, computed_at): left out, with
+  the first matching reason of :data:`EXCLUSION_REASONS`.
+
+Rules (everything dated after ``as_of`` is ignored: consents by ``recorded_at``, privacy requests
+by ``received_at``, purchases by ``occurred_at``):
+
+1. ``erasure_requested`` / ``objection``: a privacy request (GDPR Art. 17 / Art. 21) matched by
+   ``customer_id`` or by ``subject_key`` equal to the customer's subject key. A request applies
+   to every purpose. The request's key goes through the same key function as the customer's
+   email (a hash is kept as is, lowercased).
+2. ``invalid_email``: the email does not normalize to a valid address (base rules), or its
+   Google form is empty (``+tag@gmail.com``), or the customer row is missing, or the CRM holds a
+   hash instead of an address (an email destination could not deliver to it).
+3. Consent for the purpose: the latest record per (customer, purpose), ordered by
+   ``recorded_at`` then ``consent_id``, both descending. It is a valid consent when its status is
+   ``granted``, it names its ``source`` and ``notice_version`` (GDPR Art. 7(1): the controller
+   must be able to demonstrate consent) and ``recorded_at > as_of - consent_validity_days``.
+   Otherwise the reason is ``consent_unproven`` (granted without source or notice version),
+   ``no_consent`` (no record), ``withdrawn`` (any status other than ``granted``: the schema
+   allows only ``granted``/``withdrawn``, an unknown status is read as a withdrawal) or
+   ``expired``.
+4. Soft opt-in (legal basis ``legitimate_interest``, ePrivacy Directive Art. 13(2)): without a
+   valid consent, a customer with at least one ``purchase`` event is allowed unless the latest
+   record for the purpose is a withdrawal; consent_ref is ``purchase:<event_id>`` of the latest
+   purchase (``occurred_at`` then ``event_id``, both descending). A valid consent takes
+   precedence (legal_basis ``consent``).
+5. ``duplicate_address``: among allowed customers sharing one subject_key, the lowest
+   customer_id is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+
+from orchestrator.config import LegalBasis, Purpose
+from orchestrator.pseudonymize import (
+    TRIM_CHARS,
+    google_key_sql,
+    normalized_email_sql,
+    subject_key_sql,
+)
+from orchestrator.warehouse.schema import create_activation_schema
+
+#: Exclusion reasons, in the order they are tested (the first that matches is recorded).
+EXCLUSION_REASONS: tuple[str, ...] = (
+    "erasure_requested",
+    "objection",
+    "invalid_email",
+    "consent_unproven",
+    "no_consent",
+    "withdrawn",
+    "expired",
+    "duplicate_address",
+)
+
+_SCRATCH = "audience_classified"
+
+
+@dataclass(frozen=True)
+class AudienceStats:
+    """What :func:`build_audience` wrote for one segment.
+
+    ``members``: rows in ``activation.audience_members``. ``excluded``: rows in
+    ``activation.audience_exclusions`` per reason, every reason of :data:`EXCLUSION_REASONS`
+    present (zero included), in that order.
+    """
+
+    members: int
+    excluded: dict[str, int]
+
+
+def _classify_sql() -> str:
+    """One row per segment member: keys, normalized email, basis, consent_ref, reason."""
+    return f"""
+CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS
+WITH members AS (
+    SELECT sm.customer_id, c.email AS raw_email
+    FROM activation.segment_members AS sm
+    LEFT JOIN main.customers AS c ON c.customer_id = sm.customer_id
+    WHERE sm.segment = $segment
+),
+keyed AS (
+    SELECT customer_id,
+           {normalized_email_sql("raw_email")} AS email,
+           {subject_key_sql("raw_email")} AS subject_key,
+           {google_key_sql("raw_email")} AS google_key
+    FROM members
+),
+requests AS (
+    SELECT request_type, customer_id, {subject_key_sql("subject_key")} AS subject_key
+    FROM main.privacy_requests
+    WHERE received_at <= $as_of
+),
+matched_requests AS (
+    SELECT k.customer_id, r.request_type
+    FROM keyed AS k JOIN requests AS r ON r.customer_id = k.customer_id
+    UNION ALL
+    SELECT k.customer_id, r.request_type
+    FROM keyed AS k JOIN requests AS r ON r.subject_key = k.subject_key
+),
+request_flags AS (
+    SELECT customer_id,
+           bool_or(request_type = 'erasure') AS erasure,
+           bool_or(request_type = 'objection') AS objection
+    FROM matched_requests
+    GROUP BY customer_id
+),
+latest_consent AS (
+    SELECT customer_id, consent_id, status, recorded_at, source, notice_version
+    FROM main.consents
+    WHERE purpose = $purpose AND recorded_at <= $as_of
+      AND customer_id IN (SELECT customer_id FROM members)
+    QUALIFY row_number() OVER (
+        PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
+),
+latest_purchase AS (
+    SELECT customer_id, event_id
+    FROM main.events
+    WHERE event_type = 'purchase' AND occurred_at <= $as_of
+      AND customer_id IN (SELECT customer_id FROM members)
+    QUALIFY row_number() OVER (
+        PARTITION BY customer_id ORDER BY occurred_at DESC, event_id DESC) = 1
+),
+state AS (
+    SELECT k.*, l.consent_id, p.event_id AS purchase_id,
+           coalesce(f.erasure, false) AS erasure,
+           coalesce(f.objection, false) AS objection,
+           CASE
+               WHEN l.customer_id IS NULL THEN 'none'
+               WHEN l.status <> 'granted' THEN 'withdrawn'
+               WHEN coalesce(trim(l.source, $trim_chars), '') = ''
+                 OR coalesce(trim(l.notice_version, $trim_chars), '') = '' THEN 'unproven'
+               WHEN l.recorded_at <= $cutoff THEN 'expired'
+               ELSE 'valid'
+           END AS consent_state
+    FROM keyed AS k
+    LEFT JOIN latest_consent AS l USING (customer_id)
+    LEFT JOIN latest_purchase AS p USING (customer_id)
+    LEFT JOIN request_flags AS f USING (customer_id)
+),
+classified AS (
+    SELECT customer_id, email, subject_key, google_key,
+           CASE WHEN consent_state = 'valid' THEN 'consent'
+                ELSE 'legitimate_interest' END AS legal_basis,
+           CASE WHEN consent_state = 'valid' THEN consent_id
+                ELSE 'purchase:' || purchase_id END AS consent_ref,
+           CASE
+               WHEN erasure THEN 'erasure_requested'
+               WHEN objection THEN 'objection'
+               WHEN email IS NULL OR google_key IS NULL THEN 'invalid_email'
+               WHEN consent_state = 'valid' THEN NULL
+               WHEN $soft_opt_in AND consent_state <> 'withdrawn'
+                    AND purchase_id IS NOT NULL THEN NULL
+               WHEN consent_state = 'unproven' THEN 'consent_unproven'
+               WHEN consent_state = 'none' THEN 'no_consent'
+               WHEN consent_state = 'withdrawn' THEN 'withdrawn'
+               ELSE 'expired'
+           END AS reason
+    FROM state
+)
+SELECT * REPLACE (
+    CASE WHEN reason IS NULL AND row_number() OVER (
+             PARTITION BY reason IS NULL, subject_key ORDER BY customer_id) > 1
+         THEN 'duplicate_address' ELSE reason END AS reason)
+FROM classified
+"""
+
+
+def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: datetime) -> None:
+    """Delete the segment's audience and exclusions, insert the classified rows."""
+    params = {"segment": segment}
+    con.execute("DELETE FROM activation.audience_members WHERE segment = $segment", params)
+    con.execute("DELETE FROM activation.audience_exclusions WHERE segment = $segment", params)
+    params = {"segment": segment, "as_of": as_of}
+    con.execute(
+        f"""
+        INSERT INTO activation.audience_members
+            (segment, subject_key, google_key, customer_id, email, legal_basis, consent_ref,
+             computed_at)
+        SELECT $segment, subject_key, google_key, customer_id, email, legal_basis, consent_ref,
+               $as_of
+        FROM {_SCRATCH} WHERE reason IS NULL
+        """,
+        params,
+    )
+    con.execute(
+        f"""
+        INSERT INTO activation.audience_exclusions (segment, customer_id, reason, computed_at)
+        SELECT $segment, customer_id, reason, $as_of FROM {_SCRATCH} WHERE reason IS NOT NULL
+        """,
+        params,
+    )
+
+
+def _check_basis(purpose: str, legal_basis: LegalBasis, purposes: Mapping[str, Purpose]) -> Purpose:
+    if purpose not in purposes:
+        raise ValueError(f"unknown purpose {purpose!r}; declared: {sorted(purposes)}")
+    declared = purposes[purpose]
+    if legal_basis not in declared.legal_bases:
+        raise ValueError(
+            f"purpose {purpose!r} does not accept legal basis {legal_basis.value!r}; "
+            f"it accepts {[basis.value for basis in declared.legal_bases]}"
+        )
+    return declared
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """Warehouse timestamps are naive UTC: convert an aware datetime, keep a naive one."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _stats(con: duckdb.DuckDBPyConnection) -> AudienceStats:
+    counts = dict(
+        con.execute(f"SELECT coalesce(reason, ''), count(*) FROM {_SCRATCH} GROUP BY 1").fetchall()
+    )
+    return AudienceStats(
+        members=counts.get("", 0),
+        excluded={reason: counts.get(reason, 0) for reason in EXCLUSION_REASONS},
+    )
+
+
+def build_audience(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    segment: str,
+    purpose: str,
+    legal_basis: LegalBasis,
+    purposes: Mapping[str, Purpose],
+    as_of: datetime,
+) -> AudienceStats:
+    """Replace the audience and exclusions of ``segment`` from its current members.
+
+    Reads ``activation.segment_members`` (rows of ``segment``) and the source tables
+    ``customers``, ``consents``, ``events`` and ``privacy_requests``; deletes the segment's rows
+    of ``activation.audience_members`` and ``activation.audience_exclusions`` and inserts the new
+    ones in one transaction (rolled back on any error). ``computed_at`` is ``as_of``.
+
+    Args:
+        con: an open read-write connection to the warehouse (not inside a transaction).
+        segment: segment name, as in ``segment_members.segment``.
+        purpose: the segment's purpose; decides which consent records count.
+        legal_basis: ``consent``, or ``legitimate_interest`` for soft opt-in.
+        purposes: the declared purposes (``ProjectConfig.purposes``).
+        as_of: the evaluation time; naive means UTC, aware is converted to UTC.
+
+    Returns:
+        Member count and exclusion counts per reason.
+
+    Raises:
+        ValueError: the purpose is not declared, or does not accept the legal basis (soft
+            opt-in is for email marketing only: ``ad_targeting`` accepts ``consent`` alone).
+    """
+    legal_basis = LegalBasis(legal_basis)
+    declared = _check_basis(purpose, legal_basis, purposes)
+    as_of = _naive_utc(as_of)
+    create_activation_schema(con)
+    con.begin()
+    try:
+        con.execute(
+            _classify_sql(),
+            {
+                "segment": segment,
+                "purpose": purpose,
+                "as_of": as_of,
+                "cutoff": as_of - timedelta(days=declared.consent_validity_days),
+                "soft_opt_in": legal_basis is LegalBasis.LEGITIMATE_INTEREST,
+                "trim_chars": TRIM_CHARS,
+            },
+        )
+        _replace_segment_rows(con, segment, as_of)
+        stats = _stats(con)
+        con.execute(f"DROP TABLE {_SCRATCH}")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return stats
