@@ -98,17 +98,32 @@ def _scrub(reason: str | None) -> str | None:
     return None if reason is None else _EMAIL_LIKE.sub("<email>", reason)
 
 
+def _rows(path: Path, field_names: Sequence[str], size: int) -> Iterator[tuple[Row, str]]:
+    """(Row, fields_hash) pairs streamed from one Parquet send file, ``size`` rows at a time."""
+    for record_batch in pq.ParquetFile(path).iter_batches(batch_size=size):
+        cols = record_batch.to_pydict()
+        for i, key in enumerate(cols["subject_key"]):
+            fields = {name: cols[f"f{j}"][i] for j, name in enumerate(field_names)}
+            row = Row(key, cols["send_key"][i], fields, cols["destination_ref"][i])
+            yield row, cols["fields_hash"][i]
+
+
 def _read_batches(
     path: Path, op: str, reason: str | None, field_names: Sequence[str], size: int
 ) -> Iterator[_Batch]:
-    """Stream ``size``-row batches of :class:`Row` from one Parquet send file."""
-    for record_batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-        cols = record_batch.to_pydict()
-        rows: list[Row] = []
-        for i, key in enumerate(cols["subject_key"]):
-            fields = {name: cols[f"f{j}"][i] for j, name in enumerate(field_names)}
-            rows.append(Row(key, cols["send_key"][i], fields, cols["destination_ref"][i]))
-        yield _Batch(op, reason, rows, list(cols["fields_hash"]))
+    """Batches of exactly ``size`` rows (the last may be shorter) from one send file.
+
+    Re-chunked here because Parquet record batches stop at row-group boundaries, which would
+    make short batches and more calls than needed.
+    """
+    pending: list[tuple[Row, str]] = []
+    for item in _rows(path, field_names, size):
+        pending.append(item)
+        if len(pending) == size:
+            yield _Batch(op, reason, [r for r, _ in pending], [h for _, h in pending])
+            pending = []
+    if pending:
+        yield _Batch(op, reason, [r for r, _ in pending], [h for _, h in pending])
 
 
 def _line(run: str, seq: int, kind: str, batch: _Batch, i: int, at: str, **extra) -> dict:
