@@ -65,6 +65,9 @@ CONDITION_TAGS: dict[str, str] = {
 #: "List Merge Fields", ``tag``); ``EMAIL`` is the address itself and cannot be mapped.
 MERGE_TAG_PATTERN = r"^[A-Z][A-Z0-9_]{0,9}$"
 AUDIENCE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
+#: Owners become Dagster asset owners: an email address or ``team:<name>`` (the rule of
+#: ``dagster._core.definitions.utils.is_valid_owner``, 1.13; a test compares both).
+OWNER_PATTERN = r"^(?:[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}|team:.+)$"
 
 Problem = tuple[tuple[str | int, ...], str]
 
@@ -579,7 +582,8 @@ def _first_line(error: Exception) -> str:
 class SegmentSpec(_Strict):
     """One segment file.
 
-    Fields: ``name`` (its :attr:`id` is the normalized name), ``description``, ``owner``,
+    Fields: ``name`` (its :attr:`id` is the normalized name), ``description``, ``owner`` (an
+    email address or ``team:<name>``),
     ``purpose`` (declared in the project config), ``legal_basis`` (accepted by the purpose),
     ``retention_days`` (days a member may stay in a destination after leaving, > 0),
     ``schedule`` (5-field cron), ``timezone`` (IANA name, default Europe/Paris), exactly one of
@@ -593,7 +597,7 @@ class SegmentSpec(_Strict):
 
     name: str
     description: Annotated[str, Field(min_length=1)]
-    owner: Annotated[str, Field(min_length=1)]
+    owner: str
     purpose: str
     legal_basis: LegalBasis
     retention_days: _PositiveInt
@@ -627,6 +631,13 @@ class SegmentSpec(_Strict):
                 f"name {value!r} gives id {segment_id!r}, which must start with a letter"
                 f" ({NAME_PATTERN})"
             )
+        return value
+
+    @field_validator("owner")
+    @classmethod
+    def _owner_for_dagster(cls, value: str) -> str:
+        if not re.match(OWNER_PATTERN, value):
+            raise _error(f"owner {value!r} must be an email address or team:<name>")
         return value
 
     @field_validator("purpose")
