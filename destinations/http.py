@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 import requests
 from tenacity import (
+    Future,
     RetryCallState,
     RetryError,
     Retrying,
@@ -358,7 +359,7 @@ class HttpClient:
         try:
             return retrying(self._attempt, method, url, body, params, accept)
         except RetryError as exc:
-            raise self._gave_up(exc.last_attempt, method, url) from None
+            raise self._gave_up(exc.last_attempt) from None
 
     # -- one attempt
 
@@ -420,7 +421,7 @@ class HttpClient:
             wait,
         )
 
-    def _gave_up(self, last, method: str, url: str) -> TransientError:
+    def _gave_up(self, last: Future) -> TransientError:
         failure = last.exception()
         assert isinstance(failure, _Retryable)  # the loop retries nothing else
         attempts = last.attempt_number
