@@ -586,7 +586,8 @@ class SegmentSpec(_Strict):
     email address or ``team:<name>``),
     ``purpose`` (declared in the project config), ``legal_basis`` (accepted by the purpose),
     ``retention_days`` (days a member may stay in a destination after leaving, > 0),
-    ``schedule`` (5-field cron), ``timezone`` (IANA name, default Europe/Paris), exactly one of
+    ``schedule`` (5-field cron), ``timezone`` (IANA name, default Europe/Paris),
+    ``schedule_running`` (default false: the Dagster schedule starts stopped), exactly one of
     ``audience`` (conditions) or ``sql`` (a single SELECT returning ``customer_id``), and
     ``destinations`` (at least one, each destination once).
     """
@@ -603,6 +604,7 @@ class SegmentSpec(_Strict):
     retention_days: _PositiveInt
     schedule: str
     timezone: str = DEFAULT_TIMEZONE
+    schedule_running: StrictBool = False
     audience: Condition | None = None
     sql: str | None = None
     destinations: Annotated[list[DestinationEntry], Field(min_length=1)]

@@ -31,6 +31,7 @@ def test_valid_text_gives_a_spec_with_its_id_and_defaults(project: ProjectConfig
     spec = load_segment_text(VALID_SEGMENT, "segments/recent_buyers_fr.yaml", project)
     assert spec.id == "recent_buyers_fr"
     assert spec.timezone == "Europe/Paris"
+    assert spec.schedule_running is False
     assert spec.destinations[0].mode is SyncMode.MIRROR
     assert spec.destinations[0].fields == {"COUNTRY": "country"}
 
