@@ -13,17 +13,20 @@ The builder never reads files: it takes a :class:`LoadedSegment` and the project
 Every asset that writes the DuckDB file is in pool ``duckdb`` (one writer at a time).
 """
 
-from __future__ import annotations
-
+from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_audience
-from orchestrator.config import ProjectConfig
+from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
+from orchestrator.segments.spec import DestinationEntry
+from orchestrator.sync.engine import run_sync
 from orchestrator.warehouse.schema import create_activation_schema
 
 DUCKDB_POOL = "duckdb"
@@ -38,6 +41,17 @@ class RunConfig(dg.Config):
     """
 
     as_of: str | None = None
+    dry_run: bool = False
+
+
+class SyncStateDir(dg.ConfigurableResource):
+    """The local folder holding sync journals and scratch files (``ACTIVATION_STATE_DIR``).
+
+    It must persist between runs of a (segment, destination) pair: a journal left by a crashed
+    run is folded into ``sync_state`` first thing in the next run.
+    """
+
+    path: str
 
 
 def resolve_as_of(config: RunConfig) -> datetime:
@@ -61,6 +75,10 @@ def segment_key(segment_id: str) -> dg.AssetKey:
 
 def audience_key(segment_id: str) -> dg.AssetKey:
     return dg.AssetKey(["audience", segment_id])
+
+
+def sync_key(segment_id: str, destination: str) -> dg.AssetKey:
+    return dg.AssetKey(["sync", segment_id, destination])
 
 
 def source_asset_specs() -> list[dg.AssetSpec]:
@@ -232,3 +250,103 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
         )
 
     return _audience
+
+
+def sync_column_lineage(
+    sid: str, entry: DestinationEntry, dest: DestinationConfig
+) -> dg.TableColumnLineage:
+    """Destination field <- audience column (and customers columns for merge fields)."""
+    audience = audience_key(sid)
+    if dest.kind is DestinationKind.AD:
+        column = "google_key" if dest.normalization == "google" else "subject_key"
+        return dg.TableColumnLineage(
+            deps_by_column={"EMAIL_SHA256": [dg.TableColumnDep(audience, column)]}
+        )
+    deps = {"email_address": [dg.TableColumnDep(audience, "email")]}
+    for tag, trait in entry.fields.items():
+        deps[tag] = [dg.TableColumnDep(source_key("customers"), trait)]
+    return dg.TableColumnLineage(deps_by_column=deps)
+
+
+def _sync_metadata(report: object) -> dict[str, object]:
+    values = asdict(report)
+    by_reason = values.pop("removes_by_reason", {}) or {}
+    meta: dict[str, object] = {k: v for k, v in values.items() if k != "duration_s"}
+    meta["duration_s"] = round(values["duration_s"], 3)
+    meta["throttled_seconds"] = round(values["throttled_seconds"], 3)
+    for reason, count in sorted(by_reason.items()):
+        meta[f"removes_{reason}"] = count
+    return meta
+
+
+def build_sync_asset(
+    loaded: LoadedSegment, entry: DestinationEntry, project: ProjectConfig
+) -> dg.AssetsDefinition:
+    """The ``sync/<sid>/<destination>`` asset: diff the audience against what the destination
+    acknowledged and send only the changes (removes, then adds, then updates).
+
+    Not in the ``duckdb`` pool: it holds the warehouse only for two short moments (diff export
+    and state fold, waiting for the lock if needed) and never during HTTP calls, so syncs to
+    different destinations run in parallel.
+    """
+    spec = loaded.spec
+    sid = spec.id
+    dest = project.destinations[entry.destination]
+
+    @dg.asset(
+        key=sync_key(sid, entry.destination),
+        deps=[audience_key(sid)],
+        group_name=sid,
+        description=(
+            f"Sync of audience {sid} to {entry.destination} ({dest.platform}, {dest.kind}) "
+            f"audience {entry.audience_id}, mode {entry.mode}."
+        ),
+        owners=[spec.owner],
+        kinds={"duckdb", dest.platform},
+        tags={**_tags(loaded), "destination": entry.destination},
+        metadata={
+            **_definition_metadata(loaded),
+            "destination": entry.destination,
+            "platform": dest.platform,
+            "audience_id": entry.audience_id,
+            "mode": str(entry.mode),
+            "recipient_country": dest.country,
+            "transfer_safeguard": dest.transfer_safeguard,
+            "dagster/column_lineage": sync_column_lineage(sid, entry, dest),
+        },
+    )
+    def _sync(
+        context: dg.AssetExecutionContext,
+        config: RunConfig,
+        warehouse: DuckDBResource,
+        destinations: DestinationsResource,
+        sync_state: SyncStateDir,
+    ) -> dg.MaterializeResult:
+        as_of = resolve_as_of(config)
+        client = None if config.dry_run else destinations.client(entry.destination)
+        try:
+            report = run_sync(
+                Path(warehouse.database),
+                Path(sync_state.path),
+                segment=sid,
+                destination=entry.destination,
+                audience_id=entry.audience_id,
+                mode=str(entry.mode),
+                fields=dict(entry.fields),
+                kind=str(dest.kind),
+                normalization=dest.normalization,
+                client=client,
+                as_of=as_of,
+                dry_run=config.dry_run,
+            )
+        finally:
+            if client is not None and hasattr(client, "close"):
+                client.close()
+        context.log.info(
+            f"sync {sid} -> {entry.destination}: +{report.adds} -{report.removes} "
+            f"~{report.updates}, rejected {report.rejected}, "
+            f"{report.api_calls} API calls (minimum {report.min_api_calls})"
+        )
+        return dg.MaterializeResult(metadata=_sync_metadata(report))
+
+    return _sync

@@ -5,15 +5,19 @@ connection). A broken segment file never stops the others from loading: its erro
 on the ``segment_file_errors`` asset in the UI, whose materialization fails with the list.
 """
 
-from __future__ import annotations
-
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
 from dagster_duckdb import DuckDBResource
 
+from destinations.resources import DestinationsResource
 from orchestrator.assets import (
+    SyncStateDir,
     audience_key,
     build_audience_asset,
     build_segment_asset,
+    build_sync_asset,
     segment_key,
     source_asset_specs,
 )
@@ -52,13 +56,15 @@ def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition
     return _errors
 
 
-def segment_job(sid: str) -> dg.UnresolvedAssetJobDefinition:
+def segment_job(sid: str) -> UnresolvedAssetJobDefinition:
     """The job that refreshes one segment end to end (segment, audience, syncs)."""
     selection = dg.AssetSelection.assets(segment_key(sid), audience_key(sid)).downstream()
     return dg.define_asset_job(name=f"{sid}_job", selection=selection, tags={"segment": sid})
 
 
-def segment_schedule(loaded: LoadedSegment, job: dg.UnresolvedAssetJobDefinition):
+def segment_schedule(
+    loaded: LoadedSegment, job: UnresolvedAssetJobDefinition
+) -> dg.ScheduleDefinition:
     """One schedule per segment from its cron, in its time zone; starts STOPPED unless the
     segment sets ``schedule_running: true`` (a new segment never sends by surprise)."""
     spec = loaded.spec
@@ -82,6 +88,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
     for sid in sorted(loaded.specs):
         seg = loaded.specs[sid]
         assets += [build_segment_asset(seg), build_audience_asset(seg, project)]
+        assets += [build_sync_asset(seg, entry, project) for entry in seg.spec.destinations]
         job = segment_job(sid)
         jobs.append(job)
         schedules.append(segment_schedule(seg, job))
@@ -94,6 +101,8 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         schedules=schedules,
         resources={
             "warehouse": DuckDBResource(database=str(settings.warehouse_path)),
+            "destinations": DestinationsResource(config_path=str(settings.config_path)),
+            "sync_state": SyncStateDir(path=str(settings.state_dir)),
         },
     )
 

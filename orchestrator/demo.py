@@ -57,9 +57,9 @@ def start_mock(port: int, state_dir: Path, console: Console) -> None:
         return
     state_dir.mkdir(parents=True, exist_ok=True)
     log = open(state_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child process
+    command = [sys.executable, "-m", "destinations.mock", "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "destinations.mock", "--port", str(port)]
-        + ["--state-dir", str(state_dir)],
+        [*command, "--state-dir", str(state_dir)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

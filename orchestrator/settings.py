@@ -6,8 +6,10 @@ Environment variables (all optional; defaults suit a checkout of the repository)
                              repository this package was installed from).
 ``ACTIVATION_SEGMENTS_DIR``  segment files folder (default: ``<project>/segments``).
 ``ACTIVATION_CONFIG``        project configuration file (default: ``<project>/activation.yaml``).
-``ACTIVATION_WAREHOUSE``     the DuckDB warehouse file (default: ``<project>/.data/warehouse.duckdb``).
-``ACTIVATION_STATE_DIR``     local sync journals and scratch files (default: ``<project>/.data/state``).
+``ACTIVATION_WAREHOUSE``     the DuckDB warehouse file (default:
+                             ``<project>/.data/warehouse.duckdb``).
+``ACTIVATION_STATE_DIR``     local sync journals and scratch files (default:
+                             ``<project>/.data/state``).
 """
 
 from __future__ import annotations
