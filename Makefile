@@ -34,10 +34,17 @@ demo: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m orchestrator.demo --mock-port $(MOCK_PORT) --mock-state-dir $(MOCK_STATE_DIR)
 
 ## The whole test suite (lint included), on both cores.
-test: venv
+test: venv browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+## Chromium for the browser test of the Dagster UI (tests/ui): Debian's package, installed
+## only when missing and we are root (never a browser download by playwright).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
