@@ -126,6 +126,28 @@ CREATE TABLE IF NOT EXISTS activation.destination_suppressions (
     suppressed_at   TIMESTAMP NOT NULL,
     PRIMARY KEY (destination, subject_key)
 );
+CREATE TABLE IF NOT EXISTS activation.suppression_list (
+    subject_key   VARCHAR NOT NULL PRIMARY KEY,
+    google_key    VARCHAR,
+    request_type  VARCHAR NOT NULL,
+    suppressed_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activation.erasure_receipts (
+    request_id  VARCHAR NOT NULL,
+    segment     VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    audience_id VARCHAR NOT NULL,
+    action      VARCHAR NOT NULL,
+    outcome     VARCHAR NOT NULL,
+    detail      VARCHAR NOT NULL,
+    sent_at     TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activation.request_processing (
+    request_id   VARCHAR NOT NULL PRIMARY KEY,
+    subjects     INTEGER NOT NULL,
+    purged_rows  INTEGER NOT NULL,
+    processed_at TIMESTAMP NOT NULL
+);
 """
 
 #: Source table name -> column names, in table order. The segment compiler's catalog of what a
@@ -183,5 +205,17 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     ``sync_rejections``: rows a destination refused, with reason and permanence.
     ``destination_suppressions``: subjects a destination holds as unsubscribed or forgotten;
     never subscribed again.
+    ``suppression_list``: one row per data subject who objected (GDPR Art. 21(3)) or asked for
+    erasure (Art. 17): hashes and a date only, never an address. ``google_key`` (NULL when
+    unknown) catches Gmail variants of the same mailbox; ``request_type`` is ``erasure`` or
+    ``objection`` (an erasure supersedes an objection). A suppressed subject never re-enters
+    an audience (``orchestrator.audience``).
+    ``erasure_receipts``: one row per attempt to remove a requester from a (segment,
+    destination): ``action`` sent (``remove``, ``unsubscribe``, ``delete_permanent``,
+    ``archive``), ``outcome`` (``ok``, ``refused``, ``error``), ``detail`` (counts and the
+    platform's words, no address), ``sent_at`` (UTC). The latest row per (request, segment,
+    destination) counts.
+    ``request_processing``: one row per privacy request handled: subjects found (``subjects``),
+    rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC).
     """
     con.execute(ACTIVATION_DDL)
