@@ -15,7 +15,10 @@ by ``received_at``, purchases by ``occurred_at``):
 1. ``erasure_requested`` / ``objection``: a privacy request (GDPR Art. 17 / Art. 21) matched by
    ``customer_id`` or by ``subject_key`` equal to the customer's subject key. A request applies
    to every purpose. The request's key goes through the same key function as the customer's
-   email (a hash is kept as is, lowercased).
+   email (a hash is kept as is, lowercased). The same reasons apply to a customer whose
+   subject key or Google key is on ``activation.suppression_list`` (written when a request is
+   recorded or handled: ``orchestrator.privacy.requests``), whatever ``as_of``: a suppression
+   is permanent, and the Google key catches the same Gmail mailbox under another spelling.
 2. ``invalid_email``: the email does not normalize to a valid address (base rules), or its
    Google form is empty (``+tag@gmail.com``), or the customer row is missing, or the CRM holds a
    hash instead of an address (an email destination could not deliver to it).
@@ -109,6 +112,10 @@ matched_requests AS (
     UNION ALL
     SELECT k.customer_id, r.request_type
     FROM keyed AS k JOIN requests AS r ON r.subject_key = k.subject_key
+    UNION ALL
+    SELECT k.customer_id, s.request_type
+    FROM keyed AS k JOIN activation.suppression_list AS s
+      ON s.subject_key = k.subject_key OR s.google_key = k.google_key
 ),
 request_flags AS (
     SELECT customer_id,
