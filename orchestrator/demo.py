@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 import requests
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, Group
 
 from orchestrator.settings import Settings
 
@@ -89,19 +90,44 @@ def stop_mock(state_dir: Path, console: Console) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def materialize_all(console: Console) -> bool:
-    """Run ``all_segments_job`` on the instance in ``DAGSTER_HOME``; True when it succeeded."""
+def materialize_all(console: Console, log_path: Path) -> bool:
+    """Run ``all_segments_job`` on the instance in ``DAGSTER_HOME``; True when it succeeded.
+
+    Dagster's step-by-step log (the steps run in child processes) goes to ``log_path``; the
+    same events are in the Dagster UI (``make ui``).
+    """
     from dagster import DagsterInstance, execute_job, reconstructable
 
     from orchestrator.definitions import all_segments_job_def
 
-    with DagsterInstance.get() as instance:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(log_path, "ab") as log,
+        _stderr_to(log.fileno()),
+        DagsterInstance.get() as instance,
+        console.status("materializing every segment (segment -> audience -> sync)..."),
+    ):
         result = execute_job(reconstructable(all_segments_job_def), instance=instance)
-        console.print(f"dagster run {result.run_id}: {'success' if result.success else 'FAILED'}")
-        return result.success
+    state = "success" if result.success else "FAILED"
+    console.print(f"dagster run {result.run_id}: {state} (log: {log_path})")
+    return result.success
 
 
-def summary_table(console: Console) -> Table:
+@contextmanager
+def _stderr_to(fd: int) -> Iterator[None]:
+    """Point file descriptor 2 (inherited by Dagster's step processes) at ``fd`` for a while."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def summary_table(console: Console) -> Group:
     """Segment, members and exclusions by reason, plus what each sync sent, read from the
     latest materializations recorded in the Dagster instance."""
     from dagster import DagsterInstance
@@ -128,7 +154,8 @@ def main(mock_port: int, mock_state_dir: Path, only_mock: bool, stop: bool) -> N
     if only_mock:
         return
     ensure_warehouse(Settings.from_env(), console)
-    ok = materialize_all(console)
+    settings = Settings.from_env()
+    ok = materialize_all(console, settings.state_dir.parent / "dagster-run.log")
     console.print(summary_table(console))
     console.print(
         f"Mock destinations keep running on http://127.0.0.1:{mock_port} "

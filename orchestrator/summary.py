@@ -1,9 +1,12 @@
-"""The demo's closing table: what Dagster recorded for each segment and sync."""
+"""The demo's closing tables: what Dagster recorded for each audience and each sync."""
 
 from __future__ import annotations
 
 import dagster as dg
+from rich.console import Group
 from rich.table import Table
+
+from orchestrator.audience import EXCLUSION_REASONS
 
 
 def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, object]:
@@ -13,36 +16,40 @@ def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str
     return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
 
 
-def _exclusions(meta: dict[str, object]) -> str:
-    parts = [
-        f"{name.removeprefix('excluded_')} {count}"
-        for name, count in sorted(meta.items())
-        if name.startswith("excluded_") and name != "excluded_total" and count
-    ]
-    return ", ".join(parts) or "-"
-
-
-def summarize(defs: dg.Definitions, instance: dg.DagsterInstance) -> Table:
-    """A rich table: one row per segment (members, exclusions by reason) and one per sync
-    (adds, removes, updates, rejected, API calls made / minimum), from the latest
-    materializations in ``instance``. Counts only: never an identifier."""
-    table = Table(title="Segments and syncs (latest materializations)")
-    for column in ("segment", "members", "excluded by reason", "destination", "sent", "API calls"):
-        table.add_column(column)
-    keys = sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.path)
+def audience_table(keys: list[dg.AssetKey], instance: dg.DagsterInstance) -> Table:
+    """One row per segment: members, then exclusions, one column per reason."""
+    table = Table(title="Audiences: members and exclusions by reason")
+    table.add_column("segment")
+    table.add_column("members", justify="right")
+    for reason in EXCLUSION_REASONS:
+        table.add_column(reason.replace("_", " "), justify="right")
     for key in keys:
-        if key.path[0] != "audience":
-            continue
-        sid = key.path[1]
-        meta = _latest_metadata(instance, key)
-        table.add_row(sid, str(meta.get("dagster/row_count", "?")), _exclusions(meta), "", "", "")
-        for sync_key in keys:
-            if sync_key.path[0] == "sync" and sync_key.path[1] == sid:
-                sm = _latest_metadata(instance, sync_key)
-                sent = (
-                    f"+{sm.get('adds', 0)} -{sm.get('removes', 0)} ~{sm.get('updates', 0)}"
-                    f" rejected {sm.get('rejected', 0)}"
-                )
-                calls = f"{sm.get('api_calls', 0)} / {sm.get('min_api_calls', 0)}"
-                table.add_row("", "", "", sync_key.path[2], sent, calls)
+        if key.path[0] == "audience":
+            meta = _latest_metadata(instance, key)
+            counts = [str(meta.get(f"excluded_{reason}", "-")) for reason in EXCLUSION_REASONS]
+            table.add_row(key.path[1], str(meta.get("dagster/row_count", "-")), *counts)
     return table
+
+
+def sync_table(keys: list[dg.AssetKey], instance: dg.DagsterInstance) -> Table:
+    """One row per (segment, destination): what the latest sync sent and its API calls."""
+    table = Table(title="Syncs: changes sent in the latest run")
+    table.add_column("segment")
+    table.add_column("destination")
+    for column in ("adds", "removes", "updates", "unchanged", "rejected"):
+        table.add_column(column, justify="right")
+    table.add_column("API calls / minimum", justify="right")
+    for key in keys:
+        if key.path[0] == "sync":
+            meta = _latest_metadata(instance, key)
+            counts = [str(meta.get(k, "-")) for k in ("adds", "removes", "updates", "unchanged")]
+            calls = f"{meta.get('api_calls', '-')} / {meta.get('min_api_calls', '-')}"
+            table.add_row(key.path[1], key.path[2], *counts, str(meta.get("rejected", "-")), calls)
+    return table
+
+
+def summarize(defs: dg.Definitions, instance: dg.DagsterInstance) -> Group:
+    """Both tables, from the latest materializations in ``instance``. Counts only: never an
+    identifier."""
+    keys = sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.path)
+    return Group(audience_table(keys, instance), sync_table(keys, instance))
