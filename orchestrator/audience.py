@@ -19,10 +19,15 @@ by ``received_at``, purchases by ``occurred_at``):
    subject key or Google key is on ``activation.suppression_list`` (written when a request is
    recorded or handled: ``orchestrator.privacy.requests``), whatever ``as_of``: a suppression
    is permanent, and the Google key catches the same Gmail mailbox under another spelling.
-2. ``invalid_email``: the email does not normalize to a valid address (base rules), or its
+2. ``retention_expired``: the person's source records are past their retention date
+   (:mod:`orchestrator.privacy.retention`: 3 years by default from the last purchase or inbound
+   contact of a customer, from collection or the last inbound contact of a prospect; CNIL
+   référentiel "gestion des activités commerciales"). Data we may no longer keep is not used,
+   whatever the consent says; a privacy request still comes first, so it is reported.
+3. ``invalid_email``: the email does not normalize to a valid address (base rules), or its
    Google form is empty (``+tag@gmail.com``), or the customer row is missing, or the CRM holds a
    hash instead of an address (an email destination could not deliver to it).
-3. Consent for the purpose: the latest record per (customer, purpose), ordered by
+4. Consent for the purpose: the latest record per (customer, purpose), ordered by
    ``recorded_at`` then ``consent_id``, both descending. It is a valid consent when its status is
    ``granted``, it names its ``source`` and ``notice_version`` (GDPR Art. 7(1): the controller
    must be able to demonstrate consent) and ``recorded_at > as_of - consent_validity_days``.
@@ -30,12 +35,12 @@ by ``received_at``, purchases by ``occurred_at``):
    ``no_consent`` (no record), ``withdrawn`` (any status other than ``granted``: the schema
    allows only ``granted``/``withdrawn``, an unknown status is read as a withdrawal) or
    ``expired``.
-4. Soft opt-in (legal basis ``legitimate_interest``, ePrivacy Directive Art. 13(2)): without a
+5. Soft opt-in (legal basis ``legitimate_interest``, ePrivacy Directive Art. 13(2)): without a
    valid consent, a customer with at least one ``purchase`` event is allowed unless the latest
    record for the purpose is a withdrawal; consent_ref is ``purchase:<event_id>`` of the latest
    purchase (``occurred_at`` then ``event_id``, both descending). A valid consent takes
    precedence (legal_basis ``consent``).
-5. ``duplicate_address``: among allowed customers sharing one subject_key, the lowest
+6. ``duplicate_address``: among allowed customers sharing one subject_key, the lowest
    customer_id is kept.
 """
 
@@ -47,7 +52,8 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from orchestrator.config import LegalBasis, Purpose
+from orchestrator.config import LegalBasis, Purpose, SourceRetention
+from orchestrator.privacy.retention import RETENTION_CLOCK_SQL, retention_params
 from orchestrator.pseudonymize import (
     TRIM_CHARS,
     google_key_sql,
@@ -60,6 +66,7 @@ from orchestrator.warehouse.schema import create_activation_schema
 EXCLUSION_REASONS: tuple[str, ...] = (
     "erasure_requested",
     "objection",
+    "retention_expired",
     "invalid_email",
     "consent_unproven",
     "no_consent",
@@ -132,6 +139,10 @@ latest_consent AS (
     QUALIFY row_number() OVER (
         PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
 ),
+retention AS (
+    SELECT customer_id, expired FROM ({RETENTION_CLOCK_SQL}) AS clock
+    WHERE customer_id IN (SELECT customer_id FROM members)
+),
 latest_purchase AS (
     SELECT customer_id, event_id
     FROM main.events
@@ -144,6 +155,7 @@ state AS (
     SELECT k.*, l.consent_id, p.event_id AS purchase_id,
            coalesce(f.erasure, false) AS erasure,
            coalesce(f.objection, false) AS objection,
+           coalesce(rt.expired, false) AS retention_expired,
            CASE
                WHEN l.customer_id IS NULL THEN 'none'
                WHEN l.status <> 'granted' THEN 'withdrawn'
@@ -156,6 +168,7 @@ state AS (
     LEFT JOIN latest_consent AS l USING (customer_id)
     LEFT JOIN latest_purchase AS p USING (customer_id)
     LEFT JOIN request_flags AS f USING (customer_id)
+    LEFT JOIN retention AS rt USING (customer_id)
 ),
 classified AS (
     SELECT customer_id, email, subject_key, google_key,
@@ -166,6 +179,7 @@ classified AS (
            CASE
                WHEN erasure THEN 'erasure_requested'
                WHEN objection THEN 'objection'
+               WHEN retention_expired THEN 'retention_expired'
                WHEN email IS NULL OR google_key IS NULL THEN 'invalid_email'
                WHEN consent_state = 'valid' THEN NULL
                WHEN $soft_opt_in AND consent_state <> 'withdrawn'
@@ -248,6 +262,7 @@ def build_audience(
     legal_basis: LegalBasis,
     purposes: Mapping[str, Purpose],
     as_of: datetime,
+    retention: SourceRetention | None = None,
 ) -> AudienceStats:
     """Replace the audience and exclusions of ``segment`` from its current members.
 
@@ -263,6 +278,8 @@ def build_audience(
         legal_basis: ``consent``, or ``legitimate_interest`` for soft opt-in.
         purposes: the declared purposes (``ProjectConfig.purposes``).
         as_of: the evaluation time; naive means UTC, aware is converted to UTC.
+        retention: source retention durations (``ProjectConfig.retention``); None means the
+            CNIL defaults of :class:`~orchestrator.config.SourceRetention` (3 years).
 
     Returns:
         Member count and exclusion counts per reason.
@@ -274,6 +291,7 @@ def build_audience(
     legal_basis = LegalBasis(legal_basis)
     declared = _check_basis(purpose, legal_basis, purposes)
     as_of = _naive_utc(as_of)
+    clock = retention_params(retention or SourceRetention(), as_of)
     create_activation_schema(con)
     con.begin()
     try:
@@ -286,6 +304,8 @@ def build_audience(
                 "cutoff": as_of - timedelta(days=declared.consent_validity_days),
                 "soft_opt_in": legal_basis is LegalBasis.LEGITIMATE_INTEREST,
                 "trim_chars": TRIM_CHARS,
+                "prospect_cutoff": clock["prospect_cutoff"],
+                "customer_cutoff": clock["customer_cutoff"],
             },
         )
         _replace_segment_rows(con, segment, as_of)

@@ -67,12 +67,33 @@ class DestinationConfig(_Strict):
     normalization: str = Field(default="base", pattern=r"^(base|google)$")
 
 
+class SourceRetention(_Strict):
+    """How long a person's source records may feed an audience (days), from the last action
+    of the person.
+
+    ``prospect_days``: a person with no purchase, counted from collection
+    (``customers.created_at``) or their last inbound contact (``customers.last_contact_at``),
+    whichever is later. ``customer_days``: a person with a purchase, counted from their last
+    purchase or last inbound contact, whichever is later.
+
+    Defaults: 3 years for both, the CNIL's reference for commercial prospection (CNIL,
+    "Référentiel relatif aux traitements de données à caractère personnel mis en œuvre aux fins
+    de gestion des activités commerciales", 2021, section on retention: prospects 3 years from
+    collection or the last contact coming from the prospect; customers 3 years from the end of
+    the commercial relationship), applying GDPR Art. 5(1)(e) (storage limitation).
+    """
+
+    prospect_days: int = Field(default=1095, gt=0)
+    customer_days: int = Field(default=1095, gt=0)
+
+
 class ProjectConfig(_Strict):
-    """The whole ``activation.yaml``."""
+    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults)."""
 
     controller: Controller
     purposes: dict[str, Purpose]
     destinations: dict[str, DestinationConfig]
+    retention: SourceRetention = SourceRetention()
 
     @field_validator("purposes", "destinations")
     @classmethod

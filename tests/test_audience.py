@@ -21,7 +21,7 @@ import pytest
 from faker import Faker
 
 from orchestrator.audience import EXCLUSION_REASONS, AudienceStats, build_audience
-from orchestrator.config import LegalBasis, Purpose
+from orchestrator.config import LegalBasis, Purpose, SourceRetention
 from orchestrator.pseudonymize import google_key, normalize_email, subject_key
 from orchestrator.warehouse.schema import (
     SOURCE_COLUMNS,
@@ -30,7 +30,9 @@ from orchestrator.warehouse.schema import (
 )
 
 AS_OF = datetime(2024, 6, 1, 12, 0)
-CREATED = datetime(2019, 1, 1)
+CREATED = AS_OF - timedelta(days=300)
+#: Different durations per kind, so a rule reading the wrong one shows up.
+RETENTION = SourceRetention(prospect_days=1095, customer_days=730)
 EMAIL, ADS = "email_marketing", "ad_targeting"
 PURPOSES = {
     EMAIL: Purpose(
@@ -65,8 +67,15 @@ class Warehouse:
         self.events: list[tuple] = []
         self.requests: list[tuple] = []
 
-    def customer(self, cid: int, email: str | None) -> None:
-        self.customers.append((cid, email, "GB", "United Kingdom", CREATED, None))
+    def customer(
+        self,
+        cid: int,
+        email: str | None,
+        *,
+        created: datetime = CREATED,
+        contact: datetime | None = None,
+    ) -> None:
+        self.customers.append((cid, email, "GB", "United Kingdom", created, contact))
 
     def consent(
         self,
@@ -217,6 +226,23 @@ def add_named_cases(w: Warehouse) -> None:
         w.consent(34, purpose, "granted", ago(purpose_config.consent_validity_days))
         inside = ago(purpose_config.consent_validity_days) + timedelta(seconds=1)
         w.consent(35, purpose, "granted", inside)
+    # Source retention (prospects 1095 days, customers 730 days in this file).
+    w.customer(36, "old-prospect@example.com", created=ago(1095))  # retention_expired (boundary)
+    w.grant_both(36, ago(10))
+    w.customer(37, "contacted@example.com", created=ago(2000), contact=ago(1094))  # member
+    w.grant_both(37, ago(10))
+    w.customer(38, "lapsed@example.com", created=ago(5))  # customer: created_at ignored, expired
+    w.event(38, "purchase", ago(731))
+    w.grant_both(38, ago(10))
+    w.customer(39, "replied@example.org", created=ago(2000), contact=ago(5))  # member
+    w.event(39, "purchase", ago(1000))
+    w.grant_both(39, ago(10))
+    w.customer(40, "future-contact@example.com", created=ago(1200), contact=AS_OF + timedelta(2))
+    w.grant_both(40, ago(10))  # a contact after as_of does not count: retention_expired
+    w.customer(41, "old-eraser@example.com", created=ago(2000))  # erasure_requested first
+    w.request("erasure", ago(1), cid=41)
+    w.customer(42, "old-and-broken", created=ago(2000))  # retention_expired before invalid_email
+    w.grant_both(42, ago(10))
 
 
 def add_random_customers(w: Warehouse, count: int) -> None:
@@ -234,7 +260,11 @@ def add_random_customers(w: Warehouse, count: int) -> None:
         email = rng.choice(["", " ", "\t", "\u00a0"]) + email + rng.choice(["", " ", "\n"])
         if rng.random() < 0.03:
             email = rng.choice([None, "", "broken.example.com", "two@@example.com"])
-        w.customer(cid, email)
+        created = AS_OF - timedelta(days=rng.randint(10, 1600))
+        contact = None
+        if rng.random() < 0.4:
+            contact = created + timedelta(days=rng.randint(0, (AS_OF - created).days + 30))
+        w.customer(cid, email, created=created, contact=contact)
         for purpose in (EMAIL, ADS):
             for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
                 at = AS_OF - timedelta(days=rng.randint(-20, 1500))  # some after as_of
@@ -260,6 +290,9 @@ def add_random_customers(w: Warehouse, count: int) -> None:
 def read_sources(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
     return {
         "customers": con.execute("SELECT customer_id, email FROM customers").fetchall(),
+        "customer_dates": con.execute(
+            "SELECT customer_id, created_at, last_contact_at FROM customers"
+        ).fetchall(),
         "consents": con.execute(
             "SELECT consent_id, customer_id, purpose, status, recorded_at, source, "
             "notice_version FROM consents"
@@ -271,6 +304,22 @@ def read_sources(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
             "SELECT customer_id, subject_key, request_type, received_at FROM privacy_requests"
         ).fetchall(),
     }
+
+
+def oracle_retention_expired(src: dict, cid: int) -> bool:
+    """Past the source retention: the person's last own action (purchase or contact for a
+    customer; collection or contact for a prospect) is RETENTION days old or more."""
+    dates = {row[0]: row[1:] for row in src["customer_dates"]}.get(cid)
+    if dates is None:
+        return False
+    created, contact = dates
+    contact = contact if contact is not None and contact <= AS_OF else None
+    bought = [e[3] for e in src["events"] if e[1] == cid and e[2] == "purchase" and e[3] <= AS_OF]
+    if bought:
+        starts, days = [max(bought), contact], RETENTION.customer_days
+    else:
+        starts, days = [created, contact], RETENTION.prospect_days
+    return max(d for d in starts if d is not None) <= AS_OF - timedelta(days=days)
 
 
 def oracle_reason(
@@ -288,6 +337,8 @@ def oracle_reason(
         return "erasure_requested", "", ""
     if "objection" in kinds:
         return "objection", "", ""
+    if oracle_retention_expired(src, cid):
+        return "retention_expired", "", ""
     if normalize_email(raw) is None or google_key(raw) is None:
         return "invalid_email", "", ""
     records = [r for r in src["consents"] if r[1] == cid and r[2] == purpose and r[4] <= AS_OF]
@@ -361,7 +412,13 @@ def con(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 def build(con: duckdb.DuckDBPyConnection, segment: str, purpose: str, basis: LegalBasis):
     return build_audience(
-        con, segment=segment, purpose=purpose, legal_basis=basis, purposes=PURPOSES, as_of=AS_OF
+        con,
+        segment=segment,
+        purpose=purpose,
+        legal_basis=basis,
+        purposes=PURPOSES,
+        as_of=AS_OF,
+        retention=RETENTION,
     )
 
 
@@ -465,6 +522,32 @@ def test_named_cases_soft_opt_in(con) -> None:
     assert excluded[11] == "withdrawn"
     assert excluded[14] == "no_consent"
     assert excluded[15] == "objection"  # a purchase does not override an objection
+
+
+@pytest.mark.parametrize(("purpose", "basis"), COMBINATIONS)
+def test_retention_expired_people_never_enter(con, purpose: str, basis: LegalBasis) -> None:
+    stats = build(con, "everyone", purpose, basis)
+    excluded = exclusion_rows(con, "everyone")
+    members = {row[2] for row in audience_rows(con, "everyone")}
+    assert {cid: excluded.get(cid) for cid in (36, 38, 40, 41, 42)} == {
+        36: "retention_expired",
+        38: "retention_expired",
+        40: "retention_expired",
+        41: "erasure_requested",
+        42: "retention_expired",
+    }
+    assert {37, 39} <= members
+    assert stats.excluded["retention_expired"] > 5  # random customers too
+
+
+def test_default_retention_is_three_years_for_both(con) -> None:
+    stats = build_audience(
+        con, segment="everyone", purpose=EMAIL, legal_basis=LI, purposes=PURPOSES, as_of=AS_OF
+    )
+    excluded = exclusion_rows(con, "everyone")
+    assert excluded[36] == "retention_expired"
+    assert 38 in {row[2] for row in audience_rows(con, "everyone")}  # 731 days < 1095
+    assert stats.excluded["retention_expired"] >= 2
 
 
 def test_consent_ref_is_the_latest_record(con) -> None:
@@ -577,5 +660,6 @@ def test_aware_as_of_means_the_same_instant(con) -> None:
         legal_basis=CONSENT,
         purposes=PURPOSES,
         as_of=(AS_OF + timedelta(hours=2)).replace(tzinfo=paris_summer),
+        retention=RETENTION,
     )
     assert (audience_rows(con, "everyone"), exclusion_rows(con, "everyone")) == naive

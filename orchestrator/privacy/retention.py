@@ -1,0 +1,259 @@
+"""Retention, in SQL: how long a person's source records may feed an audience, and how long a
+member may stay in a destination after leaving its segment (GDPR Art. 5(1)(e)).
+
+Source retention (the CNIL's reference for commercial prospection: "Référentiel relatif aux
+traitements de données à caractère personnel mis en œuvre aux fins de gestion des activités
+commerciales", 2021 — 3 years from collection or the last contact coming from a prospect, 3
+years from the end of the commercial relationship for a customer; durations configurable in
+``activation.yaml`` under ``retention``):
+
+- a *customer* (at least one ``purchase`` event at or before ``as_of``): the clock starts at the
+  later of their last purchase (``events.occurred_at``) and their last inbound contact
+  (``customers.last_contact_at``); expired after ``customer_days``;
+- a *prospect* (no purchase): the clock starts at the later of collection
+  (``customers.created_at``) and their last inbound contact; expired after ``prospect_days``.
+
+Only an action of the person moves the clock: a purchase, or an inbound contact recorded in
+``last_contact_at`` (an order, a click on a link, a reply; the CNIL does not count an email
+open). An import, a CRM update or a re-load of the row never does, so the rule reads event
+times and ``last_contact_at`` and never a row's updated or imported time. For a customer,
+``created_at`` is not used either: a row re-created by a migration must not restart the clock.
+Dates after ``as_of`` are ignored. A clock exactly ``days`` old is expired (as for consent).
+
+Destination retention: a member who leaves a segment may stay in a destination (modes
+``upsert`` and ``add_only`` never remove for leaving) at most the segment's
+``retention_days``. ``activation.departures`` (segment, destination, subject_key, left_at)
+records when each acknowledged member was first seen absent from the audience; it is maintained
+by :func:`track_departures` (run by the ``destination_retention`` check after each sync).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+
+from orchestrator.config import SourceRetention
+
+#: One row per customer: ``customer_id`` BIGINT, ``is_customer`` BOOLEAN (has a purchase),
+#: ``clock_at`` TIMESTAMP (the last action of the person that counts, NULL when none is known),
+#: ``expired`` BOOLEAN (``clock_at`` at or before the cutoff of its kind). Named parameters:
+#: ``$as_of``, ``$prospect_cutoff``, ``$customer_cutoff`` (naive UTC timestamps).
+RETENTION_CLOCK_SQL = """
+SELECT customer_id, is_customer, clock_at,
+       coalesce(clock_at <= CASE WHEN is_customer THEN $customer_cutoff
+                                 ELSE $prospect_cutoff END, false) AS expired
+FROM (
+    SELECT c.customer_id,
+           p.last_purchase_at IS NOT NULL AS is_customer,
+           CASE WHEN p.last_purchase_at IS NULL
+                THEN greatest(c.created_at, lc.last_contact_at)
+                ELSE greatest(p.last_purchase_at, lc.last_contact_at)
+           END AS clock_at
+    FROM main.customers AS c
+    LEFT JOIN (
+        SELECT customer_id, max(occurred_at) AS last_purchase_at
+        FROM main.events
+        WHERE event_type = 'purchase' AND occurred_at <= $as_of
+        GROUP BY customer_id
+    ) AS p ON p.customer_id = c.customer_id
+    LEFT JOIN (
+        SELECT customer_id, last_contact_at FROM main.customers WHERE last_contact_at <= $as_of
+    ) AS lc ON lc.customer_id = c.customer_id
+)
+"""
+
+DEPARTURES_DDL = """
+CREATE SCHEMA IF NOT EXISTS activation;
+CREATE TABLE IF NOT EXISTS activation.departures (
+    segment     VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    subject_key VARCHAR NOT NULL,
+    left_at     TIMESTAMP NOT NULL,
+    PRIMARY KEY (segment, destination, subject_key)
+);
+"""
+
+
+def retention_params(retention: SourceRetention, as_of: datetime) -> dict[str, datetime]:
+    """Named parameters of :data:`RETENTION_CLOCK_SQL` for ``as_of`` (naive UTC)."""
+    return {
+        "as_of": as_of,
+        "prospect_cutoff": as_of - timedelta(days=retention.prospect_days),
+        "customer_cutoff": as_of - timedelta(days=retention.customer_days),
+    }
+
+
+@dataclass(frozen=True)
+class SourceRetentionSummary:
+    """Subjects of ``customers`` past their retention date at ``as_of``.
+
+    ``expired``: all of them; ``expired_prospects`` / ``expired_customers``: by kind;
+    ``oldest_clock_at``: the oldest last action among them (None when there is none);
+    ``checked``: customers rows read.
+    """
+
+    checked: int
+    expired: int
+    expired_prospects: int
+    expired_customers: int
+    oldest_clock_at: datetime | None
+
+
+def source_retention_summary(
+    con: duckdb.DuckDBPyConnection, retention: SourceRetention, as_of: datetime
+) -> SourceRetentionSummary:
+    """Count the subjects past their retention date at ``as_of`` (naive UTC).
+
+    Raises:
+        duckdb.Error: ``customers`` or ``events`` is missing.
+    """
+    row = con.execute(
+        f"""
+        SELECT count(*), count(*) FILTER (expired),
+               count(*) FILTER (expired AND NOT is_customer),
+               count(*) FILTER (expired AND is_customer),
+               min(clock_at) FILTER (expired)
+        FROM ({RETENTION_CLOCK_SQL})
+        """,
+        retention_params(retention, as_of),
+    ).fetchone()
+    return SourceRetentionSummary(*row)
+
+
+def create_departures_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ``activation.departures`` if missing (idempotent): one row per (segment,
+    destination, subject_key) acknowledged by the destination and absent from the audience,
+    ``left_at`` = when the absence was first seen (naive UTC)."""
+    con.execute(DEPARTURES_DDL)
+
+
+def track_departures(
+    con: duckdb.DuckDBPyConnection, *, segment: str, destination: str, now: datetime
+) -> None:
+    """Bring ``activation.departures`` of one (segment, destination) up to date, in one
+    transaction: forget subjects no longer held (not in ``sync_state``) or back in the audience;
+    record the others held but absent from the audience with ``left_at = now``, keeping an
+    earlier ``left_at`` (the clock is never reset while the member stays away)."""
+    create_departures_table(con)
+    pair = {"segment": segment, "destination": destination}
+    con.begin()
+    try:
+        con.execute(
+            """
+            DELETE FROM activation.departures AS d
+            WHERE d.segment = $segment AND d.destination = $destination AND (
+                NOT EXISTS (SELECT 1 FROM activation.sync_state AS s
+                            WHERE s.segment = d.segment AND s.destination = d.destination
+                              AND s.subject_key = d.subject_key)
+                OR EXISTS (SELECT 1 FROM activation.audience_members AS a
+                           WHERE a.segment = d.segment AND a.subject_key = d.subject_key))
+            """,
+            pair,
+        )
+        con.execute(
+            """
+            INSERT INTO activation.departures (segment, destination, subject_key, left_at)
+            SELECT s.segment, s.destination, s.subject_key, $now
+            FROM activation.sync_state AS s
+            WHERE s.segment = $segment AND s.destination = $destination
+              AND NOT EXISTS (SELECT 1 FROM activation.audience_members AS a
+                              WHERE a.segment = s.segment AND a.subject_key = s.subject_key)
+            ON CONFLICT (segment, destination, subject_key) DO NOTHING
+            """,
+            {**pair, "now": now},
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+@dataclass(frozen=True)
+class DestinationRetentionSummary:
+    """What a destination holds beyond its purpose, for one (segment, destination).
+
+    ``departed``: acknowledged members absent from the audience (still at the destination);
+    ``overdue``: of those, gone for ``retention_days`` or more; ``oldest_left_at``: the
+    earliest departure among the overdue (None when none); ``orphan_rows``: ``sync_state`` rows
+    of this segment for destinations the segment no longer lists.
+    """
+
+    departed: int
+    overdue: int
+    oldest_left_at: datetime | None
+    orphan_rows: int
+
+
+def destination_retention_summary(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    segment: str,
+    destination: str,
+    configured: list[str],
+    retention_days: int,
+    now: datetime,
+) -> DestinationRetentionSummary:
+    """Read ``activation.departures`` (call :func:`track_departures` first) and ``sync_state``.
+
+    ``configured``: the destinations the segment file lists now; ``retention_days``: the
+    segment's (days); ``now``: naive UTC.
+    """
+    create_departures_table(con)
+    cutoff = now - timedelta(days=retention_days)
+    departed, overdue, oldest = con.execute(
+        """
+        SELECT count(*), count(*) FILTER (left_at <= $cutoff),
+               min(left_at) FILTER (left_at <= $cutoff)
+        FROM activation.departures WHERE segment = $segment AND destination = $destination
+        """,
+        {"segment": segment, "destination": destination, "cutoff": cutoff},
+    ).fetchone()
+    (orphans,) = con.execute(
+        """
+        SELECT count(*) FROM activation.sync_state
+        WHERE segment = $segment AND NOT list_contains($configured, destination)
+        """,
+        {"segment": segment, "configured": list(configured)},
+    ).fetchone()
+    return DestinationRetentionSummary(departed, overdue, oldest, orphans)
+
+
+def unregistered_state_rows(
+    con: duckdb.DuckDBPyConnection, pairs: list[tuple[str, str]]
+) -> tuple[int, datetime | None]:
+    """``sync_state`` rows whose (segment, destination) is not among ``pairs`` (the pairs the
+    segment files declare): (row count, oldest ``synced_at`` or None). Such rows outlive the
+    purpose they were collected for (a deleted segment, or a destination it no longer lists)."""
+    if not pairs:
+        count, oldest = con.execute(
+            "SELECT count(*), min(synced_at) FROM activation.sync_state"
+        ).fetchone()
+        return count, oldest
+    segments = [segment for segment, _ in pairs]
+    destinations = [destination for _, destination in pairs]
+    count, oldest = con.execute(
+        """
+        SELECT count(*), min(s.synced_at) FROM activation.sync_state AS s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM (SELECT unnest($segments) AS segment,
+                                  unnest($destinations) AS destination) AS p
+            WHERE p.segment = s.segment AND p.destination = s.destination)
+        """,
+        {"segments": segments, "destinations": destinations},
+    ).fetchone()
+    return count, oldest
+
+
+__all__ = [
+    "RETENTION_CLOCK_SQL",
+    "DestinationRetentionSummary",
+    "SourceRetentionSummary",
+    "create_departures_table",
+    "destination_retention_summary",
+    "retention_params",
+    "source_retention_summary",
+    "track_departures",
+    "unregistered_state_rows",
+]
