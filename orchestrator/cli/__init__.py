@@ -1,0 +1,353 @@
+"""The ``activation`` command: validate segments, preview runs, privacy requests and reports.
+
+Installed as the console script ``activation`` (``orchestrator.cli:main``); also runs as
+``python -m orchestrator.cli``. Paths come from the environment (``orchestrator.settings``).
+
+Exit codes: 0 success; 1 an error the user can act on (invalid segment files, unknown segment
+or request, missing warehouse, a command whose module has not landed), printed as one line on
+standard error; 2 a usage error (unknown option, bad ``--as-of``). Output is a table by default
+and JSON with ``--format json``. No command prints an email address: subjects are shown by the
+first characters of their SHA-256 key.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+
+from orchestrator.cli.output import FORMATS, echo_json, error_record, stderr
+from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.segments.loader import (
+    LoadedSegment,
+    LoadResult,
+    SegmentError,
+    SegmentValidationError,
+    load_segment_text,
+    load_segments,
+)
+from orchestrator.settings import Settings
+
+#: Characters of the subject key shown for a person (enough to find them, not to guess them).
+HASH_PREFIX = 12
+
+_format_option = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
+)
+
+
+def _parse_as_of(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime:
+    """``--as-of``: ISO date or date-time; aware values converted to UTC; default now (UTC).
+    Returned naive (the warehouse stores naive UTC)."""
+    if value is None:
+        return datetime.now(UTC).replace(tzinfo=None)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO date-time (e.g. 2026-11-29T06:00:00 or 2026-11-29)"
+        ) from None
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+_as_of_option = click.option(
+    "--as-of",
+    callback=_parse_as_of,
+    metavar="ISO",
+    help="Evaluate the segment at this time (UTC unless an offset is given). Default: now.",
+)
+
+
+def _project(settings: Settings) -> ProjectConfig:
+    """``activation.yaml``, or a one-line error when it is missing or invalid."""
+    try:
+        return load_project_config(settings.config_path)
+    except FileNotFoundError:
+        raise click.ClickException(f"project config not found: {settings.config_path}") from None
+    except ValueError as error:  # pydantic.ValidationError and YAML errors
+        first = str(error).splitlines()[0]
+        raise click.ClickException(f"{settings.config_path} is invalid: {first}") from None
+
+
+def _segments(settings: Settings, project: ProjectConfig) -> LoadResult:
+    return load_segments(settings.segments_dir, project)
+
+
+def _choose(result: LoadResult, wanted: Sequence[str]) -> list[LoadedSegment]:
+    """The loaded segments named in ``wanted``; an unknown name lists the valid ones."""
+    unknown = [name for name in wanted if name not in result.specs]
+    if unknown:
+        valid = ", ".join(sorted(result.specs)) or "none"
+        note = (
+            f" ({len(result.errors)} error(s) in segment files: run `activation validate`)"
+            if result.errors
+            else ""
+        )
+        raise click.ClickException(f"unknown segment {unknown[0]!r}; valid segments: {valid}{note}")
+    return [result.specs[name] for name in dict.fromkeys(wanted)]
+
+
+def _privacy(module: str, command: str) -> ModuleType:
+    """Import ``orchestrator.privacy.<module>`` when the command runs (another team's module)."""
+    name = f"orchestrator.privacy.{module}"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name != name:
+            raise
+        raise click.ClickException(
+            f"`activation {command}` is not available yet: {name} is not installed"
+        ) from None
+
+
+def _require_warehouse(settings: Settings) -> Path:
+    if not settings.warehouse_path.is_file():
+        raise click.ClickException(
+            f"warehouse not found: {settings.warehouse_path} "
+            "(build the demo with `make demo` or set ACTIVATION_WAREHOUSE)"
+        )
+    return settings.warehouse_path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="activation-orchestrator")
+def cli() -> None:
+    """Consent-filtered audience activation: segments, previews and privacy requests."""
+
+
+# --- validate -----------------------------------------------------------------------------
+
+
+def _validate_file(path: Path, project: ProjectConfig) -> list[SegmentError]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return [SegmentError(path, None, "", f"cannot read file: {error}")]
+    try:
+        load_segment_text(text, path, project)
+    except SegmentValidationError as error:
+        return error.errors
+    return []
+
+
+def validate_paths(paths: Sequence[Path], project: ProjectConfig) -> tuple[int, list[SegmentError]]:
+    """Validate segment files and folders (a folder: every ``*.yaml``/``*.yml`` in it, with the
+    cross-file checks). Returns (number of valid segments, errors)."""
+    valid, errors = 0, []
+    for path in paths:
+        if path.is_dir():
+            result = load_segments(path, project)
+            valid += len(result.specs)
+            errors += result.errors
+        elif path.is_file():
+            found = _validate_file(path, project)
+            valid += not found
+            errors += found
+        else:
+            errors.append(SegmentError(path, None, "", "no such file or directory"))
+    return valid, errors
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@_format_option
+def validate(paths: tuple[Path, ...], fmt: str) -> None:
+    """Check segment files (default: the segments folder). Prints each problem as
+    `file:line field: message`; exits 1 when there is any."""
+    settings = Settings.from_env()
+    valid, errors = validate_paths(list(paths) or [settings.segments_dir], _project(settings))
+    if fmt == "json":
+        echo_json([error_record(error) for error in errors])
+    else:
+        for error in errors:
+            click.echo(str(error))
+        status = "ok" if not errors else "FAILED"
+        stderr().print(f"{status}: {valid} valid segment(s), {len(errors)} error(s)")
+    if errors:
+        click.get_current_context().exit(1)
+
+
+# --- preview ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("segments", nargs=-1, required=True)
+@_as_of_option
+@_format_option
+def preview(segments: tuple[str, ...], as_of: datetime, fmt: str) -> None:
+    """Dry run of SEGMENT...: members, audience, exclusions by reason and, per destination, the
+    adds, updates, removes and API calls a run would make. Sends nothing, writes nothing."""
+    import duckdb
+
+    from orchestrator.cli.output import preview_record, preview_tables, stdout
+    from orchestrator.cli.preview import preview_segment
+
+    settings = Settings.from_env()
+    project = _project(settings)
+    chosen = _choose(_segments(settings, project), segments)
+    warehouse = _require_warehouse(settings)
+    results = []
+    with _progress() as progress:
+        task = progress.add_task("previewing", total=len(chosen))
+        for loaded in chosen:
+            progress.update(task, description=f"previewing {loaded.spec.id}")
+            try:
+                results.append(
+                    preview_segment(warehouse, settings.state_dir, loaded, project, as_of)
+                )
+            except duckdb.IOException as error:
+                raise click.ClickException(f"warehouse unavailable: {error}") from None
+            except duckdb.CatalogException as error:
+                first = str(error).splitlines()[0]
+                raise click.ClickException(f"warehouse is missing a table: {first}") from None
+            progress.advance(task)
+    if fmt == "json":
+        echo_json([preview_record(result) for result in results])
+        return
+    console = stdout()
+    for result in results:
+        for table in preview_tables(result):
+            console.print(table)
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=stderr(),
+        transient=True,
+    )
+
+
+# --- privacy ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("email")
+@click.argument("segment")
+@_as_of_option
+@_format_option
+def explain(email: str, segment: str, as_of: datetime, fmt: str) -> None:
+    """Why the person with EMAIL is or is not in SEGMENT (and where they were sent). The
+    address is hashed on entry and never printed."""
+    module = _privacy("explain", "explain")
+    settings = Settings.from_env()
+    project = _project(settings)
+    result = _segments(settings, project)
+    _choose(result, [segment])
+    warehouse = _require_warehouse(settings)
+    found = module.explain(warehouse, email, segment, project, result.specs, as_of)
+    if fmt == "json":
+        echo_json(found)
+    else:
+        click.echo(module.format_explanation(found))
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("markdown", "csv")),
+    default="markdown",
+    show_default=True,
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+def register(fmt: str, output: Path | None) -> None:
+    """The GDPR Article 30 record of processing activities, built from the segment files."""
+    module = _privacy("register", "register")
+    settings = Settings.from_env()
+    project = _project(settings)
+    specs = _segments(settings, project).specs
+    render = module.render_register_csv if fmt == "csv" else module.render_register_markdown
+    text = render(project, specs)
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    output.write_text(text, encoding="utf-8")
+    stderr().print(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("request_id")
+@_format_option
+def receipt(request_id: str, fmt: str) -> None:
+    """The receipt of an erasure or objection request: what was removed where, and when."""
+    module = _privacy("receipts", "receipt")
+    warehouse = _require_warehouse(Settings.from_env())
+    try:
+        found = module.receipt_for(warehouse, request_id)
+    except LookupError:
+        raise click.ClickException(f"unknown request id {request_id!r}") from None
+    if fmt == "json":
+        echo_json(found)
+    else:
+        click.echo(module.format_receipt(found))
+
+
+def _record(email: str, request_type: str, fmt: str) -> None:
+    """Record a privacy request for ``email`` (hashed on entry); print its id and hash prefix."""
+    from orchestrator.pseudonymize import normalize_email, subject_key
+
+    if normalize_email(email) is None:
+        raise click.ClickException("EMAIL is not a valid email address (it is not shown here)")
+    module = _privacy("requests", "forget" if request_type == "erasure" else "object")
+    warehouse = _require_warehouse(Settings.from_env())
+    request_id = module.record_request(warehouse, email, request_type)
+    prefix = (subject_key(email) or "")[:HASH_PREFIX]
+    if fmt == "json":
+        echo_json({"request_id": request_id, "request_type": request_type, "subject": prefix})
+        return
+    click.echo(f"recorded {request_type} request {request_id} for subject {prefix}…")
+    click.echo(f"`activation receipt {request_id}` shows its progress after the next syncs.")
+
+
+@cli.command()
+@click.argument("email")
+@_format_option
+def forget(email: str, fmt: str) -> None:
+    """Record an erasure request for EMAIL: removed from every destination (GDPR Article 17)."""
+    _record(email, "erasure", fmt)
+
+
+@cli.command(name="object")
+@click.argument("email")
+@_format_option
+def object_(email: str, fmt: str) -> None:
+    """Record an objection for EMAIL: no more marketing to them (GDPR Article 21)."""
+    _record(email, "objection", fmt)
+
+
+# --- mock destinations --------------------------------------------------------------------
+
+
+@cli.command(name="mock-destinations")
+@click.option("--port", type=int, default=8765, show_default=True, help="0 picks a free port.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the mock keeps its audiences. Default: <project>/.data/mock.",
+)
+def mock_destinations(port: int, state_dir: Path | None) -> None:
+    """Run the mock ad and email platforms in the foreground until Ctrl-C."""
+    from destinations.mock.__main__ import main as mock_main
+
+    folder = state_dir or Settings.from_env().project_dir / ".data" / "mock"
+    code = mock_main(["--port", str(port), "--state-dir", str(folder)])
+    click.get_current_context().exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="activation")
+
+
+__all__ = ["cli", "main", "validate_paths"]

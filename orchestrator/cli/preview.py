@@ -1,0 +1,286 @@
+"""``activation preview``: what a segment's run would do, computed without changing anything.
+
+The same code as a real run (``compile_segment``, ``build_audience``, ``compute_diff``) works in
+an in-memory DuckDB database laid over the warehouse:
+
+- the warehouse file is attached READ_ONLY (catalog ``wh``) and every table or view of its
+  ``main`` schema is a view of the same name in the in-memory ``main`` schema;
+- the in-memory ``activation`` schema gets the product's tables, filled with the warehouse's
+  ``sync_state`` and ``sync_rejections`` rows of the segment and the ``destination_suppressions``
+  of its destinations;
+- a journal left by a crashed sync is copied and folded into that in-memory state (a real run
+  folds it first too); the journal file itself stays where it is.
+
+So the preview writes nothing to the warehouse or the state folder and sends nothing. It needs
+the warehouse's read lock: while a run writes the file it waits (up to ``lock_timeout_s``).
+
+Shown per destination: the subjects a real sync would add, update and remove (removes by
+reason), and ``api_calls``, the calls it would make at the platform's maximum batch size (the
+sum over send groups of ceil(rows / max_batch_size); retries not counted). Remove send keys
+(the address an email platform is told to archive) are not computed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from orchestrator.audience import build_audience
+from orchestrator.config import ProjectConfig
+from orchestrator.segments.compiler import compile_segment
+from orchestrator.segments.loader import LoadedSegment
+from orchestrator.segments.spec import DestinationEntry
+from orchestrator.sync import journal
+from orchestrator.sync.diff import DiffParams, compute_diff
+from orchestrator.sync.state import fold_journal
+from orchestrator.warehouse.schema import create_activation_schema
+
+WAREHOUSE_CATALOG = "wh"
+
+
+def platform_max_batch_size(platform: str) -> int:
+    """Rows per call the client for ``platform`` sends at most (``meta`` 10,000: Meta Custom
+    Audiences users endpoint; ``mailchimp`` 500: Mailchimp batch subscribe). Raises KeyError
+    for another platform."""
+    from destinations.mailchimp import MailchimpClient
+    from destinations.meta import MetaAudienceClient
+
+    sizes = {"meta": MetaAudienceClient.max_batch_size, "mailchimp": MailchimpClient.max_batch_size}
+    return sizes[platform]
+
+
+@dataclass(frozen=True)
+class DestinationPreview:
+    """What a sync of the segment to one destination would send (subject counts).
+
+    ``removes_by_reason``: RemoveReason value -> count. ``api_calls``: calls at
+    ``max_batch_size`` rows each. ``journal_folded``: a crashed run's journal was counted in.
+    """
+
+    destination: str
+    platform: str
+    kind: str
+    mode: str
+    audience_id: str
+    adds: int
+    updates: int
+    removes: int
+    unchanged: int
+    kept: int
+    suppressed: int
+    skipped_rejected: int
+    removes_by_reason: dict[str, int]
+    api_calls: int
+    max_batch_size: int
+    journal_folded: bool = False
+
+
+@dataclass(frozen=True)
+class SegmentPreview:
+    """A segment's preview: ``members`` of the segment, ``audience`` (with a legal basis),
+    ``excluded`` (reason -> count, every reason present), one entry per destination."""
+
+    segment: str
+    as_of: datetime
+    members: int
+    audience: int
+    excluded: dict[str, int]
+    destinations: list[DestinationPreview] = field(default_factory=list)
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _attach(con: duckdb.DuckDBPyConnection, path: Path, timeout_s: float) -> None:
+    """Attach the warehouse read-only, retrying while a writer holds its lock."""
+    if not path.is_file():
+        raise FileNotFoundError(f"warehouse not found: {path}")
+    deadline, delay = time.monotonic() + timeout_s, 0.05
+    while True:
+        try:
+            con.execute(f"ATTACH ? AS {WAREHOUSE_CATALOG} (READ_ONLY)", [str(path)])
+            return
+        except duckdb.IOException as error:
+            remaining = deadline - time.monotonic()
+            if "lock" not in str(error).lower() or remaining <= 0:
+                raise
+            time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
+            delay = min(delay * 2, 2.0)
+
+
+def _warehouse_relations(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables"
+        " WHERE table_catalog = ? AND table_schema = ? ORDER BY table_name",
+        [WAREHOUSE_CATALOG, schema],
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def _copy_state(con: duckdb.DuckDBPyConnection, segment: str, destinations: list[str]) -> None:
+    """Copy the segment's sync state, rejections and its destinations' suppressions."""
+    present = set(_warehouse_relations(con, "activation"))
+    marks = ", ".join("?" for _ in destinations)
+    copies = {
+        "sync_state": ("segment = ?", [segment]),
+        "sync_rejections": ("segment = ?", [segment]),
+        "destination_suppressions": (f"destination IN ({marks})", list(destinations)),
+    }
+    for table, (where, params) in copies.items():
+        if table in present and destinations:
+            con.execute(
+                f"INSERT INTO activation.{table} BY NAME SELECT * FROM "
+                f"{WAREHOUSE_CATALOG}.activation.{table} WHERE {where}",
+                params,
+            )
+
+
+@contextmanager
+def overlay(
+    warehouse_path: Path, segment: str, destinations: list[str], lock_timeout_s: float = 60
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory connection laid over the warehouse (see the module docstring).
+
+    Raises:
+        FileNotFoundError: no warehouse file at ``warehouse_path``.
+        duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
+    """
+    con = duckdb.connect(":memory:")
+    try:
+        _attach(con, Path(warehouse_path), lock_timeout_s)
+        for name in _warehouse_relations(con, "main"):
+            con.execute(
+                f"CREATE VIEW main.{_quote(name)} AS "
+                f"SELECT * FROM {WAREHOUSE_CATALOG}.main.{_quote(name)}"
+            )
+        create_activation_schema(con)
+        _copy_state(con, segment, destinations)
+        yield con
+    finally:
+        con.close()
+
+
+def _members(con: duckdb.DuckDBPyConnection, loaded: LoadedSegment, as_of: datetime) -> int:
+    sid = loaded.spec.id
+    query = compile_segment(loaded.spec, as_of)
+    con.execute(
+        f"INSERT INTO activation.segment_members SELECT ?, customer_id, ? FROM ({query.sql}) AS q",
+        [sid, as_of, *query.params],
+    )
+    (count,) = con.execute(
+        "SELECT count(*) FROM activation.segment_members WHERE segment = ?", [sid]
+    ).fetchone()
+    return int(count)
+
+
+def _fold_copy(
+    con: duckdb.DuckDBPyConnection, state_dir: Path, scratch: Path, params: DiffParams
+) -> bool:
+    """Fold a copy of a crashed run's journal into the in-memory state; True when one existed."""
+    source = journal.journal_path(state_dir, params.segment, params.destination)
+    if not source.is_file() or source.stat().st_size == 0:
+        return False
+    copy = scratch / source.name
+    shutil.copyfile(source, copy)
+    p = params
+    fold_journal(con, copy, segment=p.segment, destination=p.destination, kind=p.kind)
+    return True
+
+
+def _destination(
+    con: duckdb.DuckDBPyConnection,
+    state_dir: Path,
+    scratch: Path,
+    sid: str,
+    entry: DestinationEntry,
+    project: ProjectConfig,
+) -> DestinationPreview:
+    dest = project.destinations[entry.destination]
+    params = DiffParams(
+        sid, entry.destination, str(entry.mode), str(dest.kind), dest.normalization, entry.fields
+    )
+    folded = _fold_copy(con, state_dir, scratch, params)
+    pair_scratch = scratch / entry.destination
+    pair_scratch.mkdir()
+    plan = compute_diff(con, params, pair_scratch)
+    size = platform_max_batch_size(dest.platform)
+    groups = [n for n in plan.removes_by_reason.values()]
+    groups += [plan.counts["add"], plan.counts["update"]]
+    c = plan.counts
+    return DestinationPreview(
+        destination=entry.destination,
+        platform=dest.platform,
+        kind=str(dest.kind),
+        mode=str(entry.mode),
+        audience_id=entry.audience_id,
+        adds=c["add"],
+        updates=c["update"],
+        removes=c["remove"],
+        unchanged=c["unchanged"],
+        kept=c["kept"],
+        suppressed=c["suppressed"],
+        skipped_rejected=c["skipped_rejected"],
+        removes_by_reason=dict(plan.removes_by_reason),
+        api_calls=sum(math.ceil(n / size) for n in groups),
+        max_batch_size=size,
+        journal_folded=folded,
+    )
+
+
+def preview_segment(
+    warehouse_path: Path,
+    state_dir: Path,
+    loaded: LoadedSegment,
+    project: ProjectConfig,
+    as_of: datetime,
+    *,
+    lock_timeout_s: float = 60,
+) -> SegmentPreview:
+    """Members, audience, exclusions by reason and, per destination, the sends a run of
+    ``loaded`` at ``as_of`` (naive UTC) would make. Changes nothing (see the module docstring).
+
+    Raises:
+        FileNotFoundError: no warehouse file.
+        ValueError: the segment's purpose does not accept its legal basis.
+        duckdb.Error: the warehouse is locked for ``lock_timeout_s`` or a table is missing.
+    """
+    spec = loaded.spec
+    names = [entry.destination for entry in spec.destinations]
+    with (
+        tempfile.TemporaryDirectory(prefix="activation-preview-") as tmp,
+        overlay(warehouse_path, spec.id, names, lock_timeout_s) as con,
+    ):
+        members = _members(con, loaded, as_of)
+        stats = build_audience(
+            con,
+            segment=spec.id,
+            purpose=spec.purpose,
+            legal_basis=spec.legal_basis,
+            purposes=project.purposes,
+            as_of=as_of,
+        )
+        destinations = [
+            _destination(con, Path(state_dir), Path(tmp), spec.id, entry, project)
+            for entry in spec.destinations
+        ]
+    return SegmentPreview(spec.id, as_of, members, stats.members, stats.excluded, destinations)
+
+
+__all__ = [
+    "DestinationPreview",
+    "SegmentPreview",
+    "overlay",
+    "platform_max_batch_size",
+    "preview_segment",
+]
