@@ -272,18 +272,6 @@ def _customer_facts(con: duckdb.DuckDBPyConnection) -> list[tuple[int, datetime]
 
 # --- synthetic emails ------------------------------------------------------------------------
 
-_FIRST_NAMES = (
-    "anna", "ben", "chloe", "daniel", "ella", "felix", "grace", "harry", "isla", "jack",
-    "kate", "liam", "mia", "noah", "olivia", "oscar", "poppy", "ruby", "sam", "sophie",
-    "tom", "zoe", "leo", "max", "lily", "finn", "nina", "omar", "priya", "lucas",
-    "hannah", "elena", "marco", "ines", "jonas", "lea", "paul", "clara", "mateo", "freya",
-)  # fmt: skip
-_LAST_NAMES = (
-    "smith", "jones", "taylor", "brown", "wilson", "evans", "thomas", "roberts", "walker",
-    "wright", "robinson", "white", "hughes", "edwards", "green", "hall", "wood", "harris",
-    "martin", "bernard", "dubois", "muller", "schmidt", "fischer", "garcia", "lopez", "rossi",
-    "bianchi", "jansen", "murphy", "kelly", "silva", "costa", "novak", "nielsen", "berg",
-)  # fmt: skip
 _DOMAINS = ("example.com", "example.org", "gmail.com")
 _DOMAIN_WEIGHTS = (45, 25, 30)
 _GMAIL_TAGS = ("shop", "orders", "news", "gifts", "retail")
@@ -292,14 +280,29 @@ _P_UPPER, _P_MIXED, _P_PADDED, _P_GMAIL_TAG = 0.06, 0.09, 0.05, 0.3
 
 
 def _synthesize_emails(customer_ids: Sequence[int], seed: int) -> dict[int, str | None]:
-    """customer_id -> email as a messy CRM would hold it (None = NULL). One RNG per customer,
-    so a customer's address does not depend on which other customers exist."""
-    return {cid: _email_for(cid, random.Random(f"{seed}:email:{cid}")) for cid in customer_ids}
+    """customer_id -> email as a messy CRM would hold it (None = NULL).
+
+    Names come from Faker (``en_GB``), re-seeded per customer, and the messiness from one RNG
+    per customer, so a customer's address does not depend on which other customers exist.
+    """
+    from faker import Faker  # demo-only dependency (extra "demo")
+
+    fake = Faker("en_GB")
+    emails: dict[int, str | None] = {}
+    for cid in customer_ids:
+        fake.seed_instance(f"{seed}:email:{cid}")
+        name = (_ascii_word(fake.first_name()), _ascii_word(fake.last_name()))
+        emails[cid] = _email_for(cid, name, random.Random(f"{seed}:email:{cid}"))
+    return emails
 
 
-def _email_for(cid: int, rng: random.Random) -> str | None:
+def _ascii_word(name: str) -> str:
+    return re.sub(r"[^a-z]", "", name.lower()) or "x"
+
+
+def _email_for(cid: int, name: tuple[str, str], rng: random.Random) -> str | None:
     # The customer id ends the base local part, so no two customers normalize alike.
-    first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+    first, last = name
     local = rng.choice(
         (f"{first}.{last}{cid}", f"{first}{last}{cid}", f"{first[0]}{last}{cid}",
          f"{first}_{last[0]}{cid}", f"{last}.{first[0]}{cid}")
