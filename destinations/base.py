@@ -17,9 +17,10 @@ from typing import Protocol, runtime_checkable
 class RemoveReason(StrEnum):
     """Why a member leaves a destination; email platforms act differently on each.
 
-    ``LEFT_SEGMENT``: no longer matches the segment (email: archive, the contact may come back).
-    ``CONSENT_WITHDRAWN``: consent withdrawn or expired (email: unsubscribe, keeping the
-    platform's suppression). ``OBJECTION``: GDPR Art. 21 objection (unsubscribe, suppressed).
+    ``LEFT_SEGMENT``: no longer matches the segment, or the consent expired without the person
+    acting (email: archive, the contact may come back after a new consent).
+    ``CONSENT_WITHDRAWN``: the person withdrew consent (email: unsubscribe, keeping the
+    platform's suppression: GDPR Art. 7(3)). ``OBJECTION``: GDPR Art. 21 objection (unsubscribe, suppressed).
     ``ERASURE``: GDPR Art. 17 erasure (email: permanent delete where the platform supports it).
     """
 
