@@ -335,6 +335,7 @@ def build_sync_asset(
                 fields=dict(entry.fields),
                 kind=str(dest.kind),
                 normalization=dest.normalization,
+                purpose=spec.purpose,
                 client=client,
                 as_of=as_of,
                 dry_run=config.dry_run,

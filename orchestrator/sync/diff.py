@@ -18,13 +18,15 @@ Actions (column ``action`` of the classification):
 
 ``add``: in the target, not held in state (or held as :data:`PENDING_HASH`, i.e. an earlier send
 of unknown outcome). ``update``: held with another ``fields_hash`` (modes ``upsert`` and
-``mirror``). ``remove``: held, not in the target (mode ``mirror`` only: we remove only what this
-tool added, which is exactly what ``sync_state`` holds). ``unchanged``: held with the same hash
+``mirror``). ``remove``: held, not in the target, and either the mode is ``mirror`` (we remove
+only what this tool added, which is exactly what ``sync_state`` holds) or, in every mode, the
+person acted against the processing: an erasure request (GDPR Art. 17), an objection (Art. 21)
+or a withdrawn consent for the purpose (Art. 7(3)). ``unchanged``: held with the same hash
 (and, in mode ``add_only``, held with another hash). ``kept``: held, not in the target, mode not
-``mirror``. ``suppressed``: would be added or updated but the destination holds the subject as
-unsubscribed or forgotten (``destination_suppressions``). ``skipped_rejected``: would be added or
-updated but the destination refused this very row (same ``fields_hash``) for good
-(``sync_rejections.permanent``); it is retried once the row changes.
+``mirror``, and no such act of the person. ``suppressed``: would be added or updated but the
+destination holds the subject as unsubscribed or forgotten (``destination_suppressions``).
+``skipped_rejected``: would be added or updated but the destination refused this very row (same
+``fields_hash``) for good (``sync_rejections.permanent``); it is retried once the row changes.
 
 A subject is in exactly one action, so no key is both added and removed in a run.
 """
@@ -75,7 +77,9 @@ class DiffParams:
 
     ``fields``: merge field name -> ``customers`` column (email destinations only).
     ``mode``: ``mirror`` | ``upsert`` | ``add_only``; ``kind``: ``ad`` | ``email``;
-    ``normalization``: ``base`` | ``google`` (ad destinations).
+    ``normalization``: ``base`` | ``google`` (ad destinations). ``purpose``: the segment's
+    purpose; when given, a withdrawn latest consent for it removes the subject in every mode,
+    even after the subject left the segment.
     """
 
     segment: str
@@ -84,6 +88,7 @@ class DiffParams:
     kind: str
     normalization: str = "base"
     fields: Mapping[str, str] = field(default_factory=dict)
+    purpose: str | None = None
 
     def __post_init__(self) -> None:
         _check_params(self)
@@ -182,11 +187,13 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                    s.fields_hash = ? AS pending,
                    s.fields_hash IS DISTINCT FROM t.fields_hash AS changed,
                    sp.subject_key IS NOT NULL AS is_suppressed,
-                   rf.subject_key IS NOT NULL AS is_refused
+                   rf.subject_key IS NOT NULL AS is_refused,
+                   ml.subject_key IS NOT NULL AS must_leave
                    {fcols}
             FROM target t
             FULL OUTER JOIN state s ON s.subject_key = t.subject_key
             LEFT JOIN suppressed sp ON sp.subject_key = coalesce(t.subject_key, s.subject_key)
+            LEFT JOIN sync_must_leave ml ON ml.subject_key = s.subject_key
             LEFT JOIN refused rf
                 ON rf.subject_key = t.subject_key AND rf.fields_hash = t.fields_hash
         ),
@@ -195,7 +202,7 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                 WHEN in_target AND (NOT in_state OR pending) THEN 'add'
                 WHEN in_target AND changed AND ? <> 'add_only' THEN 'update'
                 WHEN in_target THEN 'unchanged'
-                WHEN ? = 'mirror' THEN 'remove'
+                WHEN ? = 'mirror' OR must_leave THEN 'remove'
                 ELSE 'kept'
             END AS wanted
             FROM joined
@@ -233,39 +240,76 @@ def _requesters_sql(request_type_param: str) -> str:
     """
 
 
-def _reasons_sql(p: DiffParams) -> tuple[str, list[object]]:
+def _latest_withdrawn_sql() -> str:
+    """Subject keys whose latest consent record for the purpose (``?``) is not a grant."""
+    return f"""
+        SELECT {subject_key_sql("c.email")} AS subject_key
+        FROM (
+            SELECT customer_id, status, row_number() OVER (
+                PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) AS rn
+            FROM consents WHERE purpose = ?
+        ) latest
+        JOIN customers c ON c.customer_id = latest.customer_id
+        WHERE latest.rn = 1 AND latest.status <> 'granted'
+    """
+
+
+def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
+    """Temp table ``sync_must_leave(subject_key, reason)``: subjects held for this pair whom the
+    person's own act removes in every mode (erasure > objection > withdrawn consent)."""
     withdrawn = ", ".join("?" for _ in WITHDRAWN_EXCLUSIONS)
+    by_log = f"UNION {_latest_withdrawn_sql()}" if p.purpose else ""
     sql = f"""
-        CREATE OR REPLACE TEMP TABLE sync_remove_reasons AS
-        WITH erased AS ({_requesters_sql("?")}),
+        CREATE OR REPLACE TEMP TABLE sync_must_leave AS
+        WITH held AS (
+            SELECT subject_key FROM activation.sync_state WHERE segment = ? AND destination = ?
+        ),
+        erased AS ({_requesters_sql("?")}),
         objected AS ({_requesters_sql("?")}),
         withdrew AS (
             SELECT {subject_key_sql("c.email")} AS subject_key
             FROM activation.audience_exclusions x
             JOIN customers c ON c.customer_id = x.customer_id
             WHERE x.segment = ? AND x.reason IN ({withdrawn})
+            {by_log}
         )
-        SELECT d.subject_key, CASE
-            WHEN d.subject_key IN (SELECT subject_key FROM erased) THEN ?
-            WHEN d.subject_key IN (SELECT subject_key FROM objected) THEN ?
-            WHEN d.subject_key IN (SELECT subject_key FROM withdrew) THEN ?
+        SELECT h.subject_key, CASE
+            WHEN h.subject_key IN (SELECT subject_key FROM erased) THEN ?
+            WHEN h.subject_key IN (SELECT subject_key FROM objected) THEN ?
             ELSE ?
         END AS reason
-        FROM sync_diff d WHERE d.action = 'remove'
+        FROM held h
+        WHERE h.subject_key IN (
+            SELECT subject_key FROM erased UNION SELECT subject_key FROM objected
+            UNION SELECT subject_key FROM withdrew
+        )
     """
     params: list[object] = [
+        p.segment,
+        p.destination,
         "erasure",
         "erasure",
         "objection",
         "objection",
         p.segment,
         *WITHDRAWN_EXCLUSIONS,
+        *([p.purpose] if p.purpose else []),
         RemoveReason.ERASURE.value,
         RemoveReason.OBJECTION.value,
         RemoveReason.CONSENT_WITHDRAWN.value,
-        RemoveReason.LEFT_SEGMENT.value,
     ]
     return sql, params
+
+
+def _reasons_sql() -> tuple[str, list[object]]:
+    sql = """
+        CREATE OR REPLACE TEMP TABLE sync_remove_reasons AS
+        SELECT d.subject_key, coalesce(ml.reason, ?) AS reason
+        FROM sync_diff d
+        LEFT JOIN sync_must_leave ml ON ml.subject_key = d.subject_key
+        WHERE d.action = 'remove'
+    """
+    return sql, [RemoveReason.LEFT_SEGMENT.value]
 
 
 def _remove_send_key_sql(p: DiffParams) -> str:
@@ -340,10 +384,8 @@ def compute_diff(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Pat
     Raises:
         duckdb.Error: a source or activation table is missing or malformed.
     """
-    sql, params = _classify_sql(p)
-    con.execute(sql, params)
-    sql, params = _reasons_sql(p)
-    con.execute(sql, params)
+    for sql, params in (_must_leave_sql(p), _classify_sql(p), _reasons_sql()):
+        con.execute(sql, params)
     counts = _counts(con)
     by_reason = _removes_by_reason(con)
     files: list[tuple[str, str | None, Path]] = []

@@ -281,6 +281,7 @@ def run_sync(
     fields: Mapping[str, str],
     kind: str,
     normalization: str = "base",
+    purpose: str | None = None,
     client: Destination | None = None,
     as_of: datetime | None = None,
     dry_run: bool = False,
@@ -300,6 +301,8 @@ def run_sync(
         fields: merge field name -> ``customers`` column (email destinations; ``{}`` for ad).
         kind: ``ad`` | ``email``; normalization: ``base`` | ``google`` (which key an ad
             destination matches on).
+        purpose: the segment's purpose; a subject whose latest consent for it is withdrawn is
+            removed in every mode (see :mod:`orchestrator.sync.diff`).
         client: the destination client (required unless ``dry_run``).
         as_of: timestamp recorded as ``synced_at``/``rejected_at`` (UTC); default: wall clock.
         dry_run: compute the diff and the report, send nothing (``api_calls`` 0).
@@ -318,7 +321,7 @@ def run_sync(
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s``.
     """
     started = time.monotonic()
-    params = DiffParams(segment, destination, mode, kind, normalization, dict(fields))
+    params = DiffParams(segment, destination, mode, kind, normalization, dict(fields), purpose)
     if client is None and not dry_run:
         raise ValueError("a client is required unless dry_run")
     size = min(batch_size or 10**9, client.max_batch_size) if client else batch_size or 10_000
@@ -357,6 +360,7 @@ def preview_diff(
     fields: Mapping[str, str],
     kind: str,
     normalization: str = "base",
+    purpose: str | None = None,
     max_batch_size: int = 10_000,
     lock_timeout_s: float = 60,
 ) -> SyncReport:
@@ -372,6 +376,7 @@ def preview_diff(
         fields=fields,
         kind=kind,
         normalization=normalization,
+        purpose=purpose,
         dry_run=True,
         batch_size=max_batch_size,
         lock_timeout_s=lock_timeout_s,

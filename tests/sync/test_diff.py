@@ -172,6 +172,41 @@ def test_remove_reasons_come_from_privacy_requests_and_exclusions(wh, tmp_path):
     ]
 
 
+@pytest.mark.parametrize("mode", ["upsert", "add_only"])
+def test_acts_of_the_person_remove_in_every_mode_but_leaving_alone_is_kept(wh, tmp_path, mode):
+    """Upsert and add_only keep people who merely left the segment, never people who withdrew
+    consent, objected or asked for erasure (GDPR Art. 7(3), 21, 17)."""
+    held = [1, 2, 3, 4, 5]
+    _hold(wh, held)
+    with connect(wh) as con:
+        set_audience(con, SEG, [])
+        k = {c: key_of(con, c) for c in held}
+        con.executemany(
+            "INSERT INTO privacy_requests VALUES (?, ?, ?, ?, ?)",
+            [("r1", 1, None, "erasure", T0), ("r2", None, k[2], "objection", T0)],
+        )
+        # 3: still a member of the segment, excluded from its audience for the withdrawal.
+        con.execute(
+            "INSERT INTO activation.audience_exclusions VALUES (?, 3, 'withdrawn', ?)", [SEG, T0]
+        )
+        # 4: left the segment, then withdrew: only the consent log says so.
+        con.executemany(
+            "INSERT INTO consents VALUES (?, 4, 'email_marketing', ?, ?, 'form', 'v1')",
+            [("c1", "granted", T0), ("c2", "withdrawn", T0.replace(year=2025, month=2))],
+        )
+        # 5: left the segment, consent for another purpose withdrawn: kept.
+        con.execute(
+            "INSERT INTO consents VALUES ('c3', 5, 'ad_targeting', 'withdrawn', ?, 'form', 'v1')",
+            [T0],
+        )
+    plan, files = _diff(wh, tmp_path, mode=mode, purpose="email_marketing")
+    assert _keys(files, "remove", "erasure") == [k[1]]
+    assert _keys(files, "remove", "objection") == [k[2]]
+    assert sorted(_keys(files, "remove", "consent_withdrawn")) == sorted([k[3], k[4]])
+    assert plan.counts["kept"] == 1 and plan.counts["remove"] == 4
+    assert ("remove", "left_segment") not in files
+
+
 def test_no_subject_is_both_added_and_removed(wh, tmp_path):
     _hold(wh, [1, 2, 3, 4])
     _hold(wh, [5], fields_hash=PENDING_HASH)
