@@ -22,6 +22,7 @@ from orchestrator.assets import (
     source_asset_specs,
 )
 from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.privacy.sensor import privacy_request_definitions
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
 from orchestrator.settings import Settings
 
@@ -95,7 +96,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
     if loaded.specs:
         everything = dg.AssetSelection.key_prefixes(["segment"], ["audience"], ["sync"])
         jobs.append(dg.define_asset_job(name=ALL_SEGMENTS_JOB, selection=everything))
-    return dg.Definitions(
+    segments = dg.Definitions(
         assets=assets,
         jobs=jobs,
         schedules=schedules,
@@ -105,6 +106,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
             "sync_state": SyncStateDir(path=str(settings.state_dir)),
         },
     )
+    return dg.Definitions.merge(segments, privacy_request_definitions(loaded.specs, project))
 
 
 def load_definitions() -> dg.Definitions:
