@@ -115,6 +115,18 @@ def _tags(loaded: LoadedSegment) -> dict[str, str]:
     return {"purpose": loaded.spec.purpose, "legal_basis": str(loaded.spec.legal_basis)}
 
 
+def segment_column_lineage() -> dg.TableColumnLineage:
+    """``segment_members.customer_id`` comes from the customers and events tables."""
+    return dg.TableColumnLineage(
+        deps_by_column={
+            "customer_id": [
+                dg.TableColumnDep(asset_key=source_key("customers"), column_name="customer_id"),
+                dg.TableColumnDep(asset_key=source_key("events"), column_name="customer_id"),
+            ]
+        }
+    )
+
+
 def audience_column_lineage() -> dg.TableColumnLineage:
     """Which warehouse columns each audience column comes from."""
     email = dg.TableColumnDep(asset_key=source_key("customers"), column_name="email")
@@ -159,7 +171,10 @@ def build_segment_asset(loaded: LoadedSegment) -> dg.AssetsDefinition:
         owners=[spec.owner],
         kinds={"duckdb"},
         tags=_tags(loaded),
-        metadata=_definition_metadata(loaded),
+        metadata={
+            **_definition_metadata(loaded),
+            "dagster/column_lineage": segment_column_lineage(),
+        },
         pool=DUCKDB_POOL,
     )
     def _segment(
@@ -233,6 +248,7 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
                 legal_basis=spec.legal_basis,
                 purposes=project.purposes,
                 as_of=as_of,
+                retention=project.retention,
             )
         excluded = {reason: stats.excluded.get(reason, 0) for reason in EXCLUSION_REASONS}
         context.log.info(
