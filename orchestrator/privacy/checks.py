@@ -1,0 +1,726 @@
+"""Privacy checks: Dagster asset checks beside the assets they guard, named for the rule.
+
+Per segment ``<sid>`` (:func:`build_segment_checks`):
+
+``legal_basis_valid`` on ``audience/<sid>`` (blocking, ERROR)
+    every member re-verified against the consent log by SQL written independently of the
+    audience query (:data:`LEGAL_BASIS_SQL`). One member without a valid basis fails the check
+    and, because it is blocking, the segment's syncs do not run in that run.
+``no_raw_identifier`` on ``audience/<sid>`` (blocking, ERROR; segments with an ad destination)
+    every key bound for an ad platform (``subject_key``, ``google_key``) is 64 lowercase hex.
+``destination_retention`` on ``sync/<sid>/<dest>`` (ERROR)
+    no member stays at the destination ``retention_days`` or more after leaving the segment,
+    and no ``sync_state`` row of the segment is held for a destination it no longer lists.
+``reconciliation`` on ``sync/<sid>/<dest>`` (WARN)
+    the destination's own member count equals the acknowledged rows of ``sync_state``.
+
+Once per project (:func:`build_source_checks`, :func:`privacy_checks_definitions`):
+
+``source_retention`` on ``warehouse/customers`` (WARN)
+    subjects past their retention date (:mod:`orchestrator.privacy.retention`). WARN: the
+    audience already excludes them (``retention_expired``); deleting them is the data team's job.
+``consent_proof`` on ``warehouse/consents`` (WARN)
+    consent records lacking who, when, how, purpose or notice version, and whether any of them
+    is used by an audience (it must not be: such a record is not consent, GDPR Art. 7(1)).
+``no_unregistered_sync_state`` on ``privacy/processing_register`` (ERROR)
+    no ``sync_state`` row for a (segment, destination) absent from the register (a deleted
+    segment or a destination it no longer lists): data kept beyond its purpose.
+
+Metadata holds counts, dates and at most a few hash prefixes, never an email address. Severity
+is chosen per rule: ERROR where a person could be processed without a basis or beyond retention,
+WARN where the pipeline already protects people and the figure is for the data team.
+
+The evaluation functions (``evaluate_*``) take an open DuckDB connection and return an
+:class:`dagster.AssetCheckResult`, so tests run them without Dagster.
+"""
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+from destinations.resources import DestinationsResource
+from orchestrator.assets import DUCKDB_POOL, audience_key, source_key, sync_key
+from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig, Purpose, SourceRetention
+from orchestrator.privacy.register import REGISTER_KEY, build_register_asset
+from orchestrator.privacy.retention import (
+    destination_retention_summary,
+    source_retention_summary,
+    track_departures,
+    unregistered_state_rows,
+)
+from orchestrator.pseudonymize import TRIM_CHARS
+from orchestrator.segments.loader import LoadedSegment
+from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.warehouse.connect import connect
+
+LEGAL_BASIS_VALID = "legal_basis_valid"
+NO_RAW_IDENTIFIER = "no_raw_identifier"
+DESTINATION_RETENTION = "destination_retention"
+RECONCILIATION = "reconciliation"
+SOURCE_RETENTION = "source_retention"
+CONSENT_PROOF = "consent_proof"
+NO_UNREGISTERED_SYNC_STATE = "no_unregistered_sync_state"
+PRIVACY_JOB = "privacy_checks_job"
+#: How many offending hash prefixes (12 hex characters) a check shows at most.
+SAMPLE_SIZE = 5
+
+#: Why a member has no valid basis, in the order tested (first match wins).
+BASIS_PROBLEMS: tuple[str, ...] = (
+    "erasure_requested",
+    "objection",
+    "suppressed",
+    "consent_record_missing",
+    "basis_mismatch",
+    "consent_of_another_customer",
+    "consent_for_another_purpose",
+    "consent_not_granted",
+    "consent_after_evaluation",
+    "consent_superseded",
+    "consent_expired",
+    "consent_unproven",
+    "soft_opt_in_not_allowed",
+    "purchase_missing",
+    "purchase_of_another_customer",
+    "purchase_after_evaluation",
+    "consent_withdrawn",
+)
+
+#: One row per member of ``activation.audience_members`` for ``$segment``: ``subject_key``,
+#: ``problem`` (one of :data:`BASIS_PROBLEMS`, NULL when the basis holds) and ``basis_at`` (the
+#: consent's ``recorded_at`` or the purchase's ``occurred_at``). Each member is checked at its
+#: own ``computed_at`` (the instant the audience step evaluated it). Written on purpose without
+#: the audience query's window functions: correlated NOT EXISTS for "latest record".
+#: Parameters: ``$segment``, ``$purpose``, ``$validity_days``, ``$soft_opt_in_allowed``,
+#: ``$trim_chars``.
+LEGAL_BASIS_SQL = """
+WITH m AS (
+    SELECT subject_key, customer_id, legal_basis, consent_ref, computed_at,
+           CASE WHEN starts_with(consent_ref, 'purchase:')
+                THEN substr(consent_ref, 10) END AS purchase_id
+    FROM activation.audience_members WHERE segment = $segment
+),
+requests AS (
+    SELECT m.subject_key, r.request_type
+    FROM m JOIN main.privacy_requests AS r
+      ON r.received_at <= m.computed_at
+     AND (r.customer_id = m.customer_id OR lower(trim(r.subject_key)) = m.subject_key)
+)
+SELECT m.subject_key,
+    CASE
+        WHEN m.subject_key IN (SELECT subject_key FROM requests WHERE request_type = 'erasure')
+            THEN 'erasure_requested'
+        WHEN m.subject_key IN (SELECT subject_key FROM requests WHERE request_type = 'objection')
+            THEN 'objection'
+        WHEN EXISTS (SELECT 1 FROM activation.suppression_list AS s
+                     WHERE s.subject_key = m.subject_key) THEN 'suppressed'
+        WHEN m.purchase_id IS NULL THEN CASE
+            WHEN c.consent_id IS NULL THEN 'consent_record_missing'
+            WHEN m.legal_basis <> 'consent' THEN 'basis_mismatch'
+            WHEN c.customer_id <> m.customer_id THEN 'consent_of_another_customer'
+            WHEN c.purpose <> $purpose THEN 'consent_for_another_purpose'
+            WHEN c.status <> 'granted' THEN 'consent_not_granted'
+            WHEN c.recorded_at > m.computed_at THEN 'consent_after_evaluation'
+            WHEN EXISTS (
+                SELECT 1 FROM main.consents AS later
+                WHERE later.customer_id = m.customer_id AND later.purpose = $purpose
+                  AND later.recorded_at <= m.computed_at
+                  AND (later.recorded_at > c.recorded_at
+                       OR (later.recorded_at = c.recorded_at
+                           AND later.consent_id > c.consent_id))
+            ) THEN 'consent_superseded'
+            WHEN c.recorded_at <= m.computed_at - to_days($validity_days) THEN 'consent_expired'
+            WHEN coalesce(trim(c.source, $trim_chars), '') = ''
+              OR coalesce(trim(c.notice_version, $trim_chars), '') = '' THEN 'consent_unproven'
+        END
+        ELSE CASE
+            WHEN NOT $soft_opt_in_allowed THEN 'soft_opt_in_not_allowed'
+            WHEN m.legal_basis <> 'legitimate_interest' THEN 'basis_mismatch'
+            WHEN e.event_id IS NULL OR e.event_type <> 'purchase' THEN 'purchase_missing'
+            WHEN e.customer_id <> m.customer_id THEN 'purchase_of_another_customer'
+            WHEN e.occurred_at > m.computed_at THEN 'purchase_after_evaluation'
+            WHEN EXISTS (
+                SELECT 1 FROM main.consents AS w
+                WHERE w.customer_id = m.customer_id AND w.purpose = $purpose
+                  AND w.recorded_at <= m.computed_at AND w.status <> 'granted'
+                  AND NOT EXISTS (
+                      SELECT 1 FROM main.consents AS after
+                      WHERE after.customer_id = w.customer_id AND after.purpose = w.purpose
+                        AND after.recorded_at <= m.computed_at
+                        AND (after.recorded_at > w.recorded_at
+                             OR (after.recorded_at = w.recorded_at
+                                 AND after.consent_id > w.consent_id)))
+            ) THEN 'consent_withdrawn'
+        END
+    END AS problem,
+    coalesce(c.recorded_at, e.occurred_at) AS basis_at
+FROM m
+LEFT JOIN main.consents AS c ON m.purchase_id IS NULL AND c.consent_id = m.consent_ref
+LEFT JOIN main.events AS e ON e.event_id = m.purchase_id
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _prefixes(keys: list[str]) -> str:
+    """Hash prefixes for metadata (12 hex characters each, never a full key or an address)."""
+    return ", ".join(key[:12] for key in keys[:SAMPLE_SIZE])
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else "none"
+
+
+# --- legal basis ----------------------------------------------------------------------------
+
+
+def evaluate_legal_basis(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    segment: str,
+    purpose: str,
+    legal_basis: LegalBasis,
+    purposes: Mapping[str, Purpose],
+) -> dg.AssetCheckResult:
+    """``legal_basis_valid``: every member of the segment's audience has a valid basis.
+
+    A consent member (``consent_ref`` = consent_id) passes when the record exists, is the
+    customer's, for the segment's purpose, ``granted``, the latest record for (customer,
+    purpose) at the member's ``computed_at`` (ties by consent_id), younger than the purpose's
+    ``consent_validity_days`` and names its source and notice version (GDPR Art. 6(1)(a),
+    7(1)). A soft opt-in member (``purchase:<event_id>``, ePrivacy Directive Art. 13(2)) passes
+    when the segment's basis is ``legitimate_interest`` and the purpose accepts it, the purchase
+    is the customer's and not after ``computed_at``, and the latest consent record for the
+    purpose is not a withdrawal. Nobody passes with an erasure or objection request (GDPR Art.
+    17, 21) received by ``computed_at``, or on the suppression list.
+
+    Metadata: ``members_checked``, ``members_without_basis``, ``without_basis_<problem>`` per
+    :data:`BASIS_PROBLEMS`, ``oldest_offending_basis_at``, ``offending_hash_prefixes``.
+    Severity ERROR (blocking where built by :func:`build_segment_checks`).
+    """
+    declared = purposes[purpose]
+    soft_opt_in = (
+        LegalBasis(legal_basis) is LegalBasis.LEGITIMATE_INTEREST
+        and LegalBasis.LEGITIMATE_INTEREST in declared.legal_bases
+    )
+    rows = con.execute(
+        f"SELECT * FROM ({LEGAL_BASIS_SQL}) ORDER BY subject_key",
+        {
+            "segment": segment,
+            "purpose": purpose,
+            "validity_days": declared.consent_validity_days,
+            "soft_opt_in_allowed": soft_opt_in,
+            "trim_chars": TRIM_CHARS,
+        },
+    ).fetchall()
+    bad = [(key, problem, at) for key, problem, at in rows if problem is not None]
+    by_problem = {p: sum(1 for _, got, _ in bad if got == p) for p in BASIS_PROBLEMS}
+    dates = [at for _, _, at in bad if at is not None]
+    metadata: dict[str, Any] = {
+        "members_checked": len(rows),
+        "members_without_basis": len(bad),
+        **{f"without_basis_{p}": n for p, n in by_problem.items()},
+        "oldest_offending_basis_at": _iso(min(dates) if dates else None),
+        "offending_hash_prefixes": _prefixes([key for key, _, _ in bad]),
+    }
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=(
+            f"{len(bad)} of {len(rows)} members without a valid legal basis"
+            if bad
+            else f"all {len(rows)} members have a valid legal basis"
+        ),
+    )
+
+
+# --- raw identifiers ------------------------------------------------------------------------
+
+
+def evaluate_no_raw_identifier(
+    con: duckdb.DuckDBPyConnection, *, segment: str
+) -> dg.AssetCheckResult:
+    """``no_raw_identifier``: every ``subject_key`` and ``google_key`` of the segment's audience
+    is a SHA-256 in lowercase hex (64 characters ``[0-9a-f]``), the only form the ad platforms
+    accept (Meta Marketing API, Custom Audiences: "EMAIL_SHA256", hashed before upload).
+
+    Metadata: ``rows_checked``, ``bad_subject_key``, ``bad_google_key``, ``email_like`` (keys
+    containing ``@``), ``offending_hash_prefixes`` (of subject keys that are valid hashes only,
+    so no raw value is shown). Severity ERROR.
+    """
+    pattern = "^[0-9a-f]{64}$"
+    checked, bad_subject, bad_google, email_like = con.execute(
+        """
+        SELECT count(*),
+               count(*) FILTER (NOT regexp_full_match(subject_key, $pattern)),
+               count(*) FILTER (NOT regexp_full_match(google_key, $pattern)),
+               count(*) FILTER (contains(subject_key, '@') OR contains(google_key, '@'))
+        FROM activation.audience_members WHERE segment = $segment
+        """,
+        {"segment": segment, "pattern": pattern},
+    ).fetchone()
+    shown = con.execute(
+        """
+        SELECT subject_key FROM activation.audience_members
+        WHERE segment = $segment AND regexp_full_match(subject_key, $pattern)
+          AND NOT regexp_full_match(google_key, $pattern)
+        ORDER BY subject_key LIMIT $limit
+        """,
+        {"segment": segment, "pattern": pattern, "limit": SAMPLE_SIZE},
+    ).fetchall()
+    failed = bad_subject + bad_google
+    return dg.AssetCheckResult(
+        passed=failed == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "rows_checked": checked,
+            "bad_subject_key": bad_subject,
+            "bad_google_key": bad_google,
+            "email_like": email_like,
+            "offending_hash_prefixes": _prefixes([row[0] for row in shown]),
+        },
+    )
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+def pipeline_time(con: duckdb.DuckDBPyConnection, segment: str) -> datetime:
+    """The instant the segment's pipeline last evaluated (its run's ``as_of``): the latest
+    ``computed_at`` of its audience, exclusions or members; the wall clock (naive UTC) when the
+    segment was never computed."""
+    (moment,) = con.execute(
+        """
+        SELECT max(computed_at) FROM (
+            SELECT computed_at FROM activation.audience_members WHERE segment = $segment
+            UNION ALL
+            SELECT computed_at FROM activation.audience_exclusions WHERE segment = $segment
+            UNION ALL
+            SELECT computed_at FROM activation.segment_members WHERE segment = $segment)
+        """,
+        {"segment": segment},
+    ).fetchone()
+    return moment or _now()
+
+
+def evaluate_destination_retention(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    segment: str,
+    destination: str,
+    configured: list[str],
+    retention_days: int,
+    now: datetime | None = None,
+) -> dg.AssetCheckResult:
+    """``destination_retention``: no member stays at the destination ``retention_days`` or more
+    after leaving the segment, and no ``sync_state`` row of the segment is kept for a
+    destination the segment file no longer lists (GDPR Art. 5(1)(e), storage limitation).
+
+    Updates ``activation.departures`` first (:func:`~orchestrator.privacy.retention.
+    track_departures`), with ``now`` defaulting to :func:`pipeline_time`. Metadata:
+    ``departed_members`` (acknowledged, no longer in the audience), ``overdue_members``,
+    ``oldest_departure_at`` (of the overdue), ``orphan_state_rows``, ``retention_days``.
+    Severity ERROR.
+    """
+    now = now or pipeline_time(con, segment)
+    track_departures(con, segment=segment, destination=destination, now=now)
+    summary = destination_retention_summary(
+        con,
+        segment=segment,
+        destination=destination,
+        configured=configured,
+        retention_days=retention_days,
+        now=now,
+    )
+    return dg.AssetCheckResult(
+        passed=summary.overdue == 0 and summary.orphan_rows == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "departed_members": summary.departed,
+            "overdue_members": summary.overdue,
+            "oldest_departure_at": _iso(summary.oldest_left_at),
+            "orphan_state_rows": summary.orphan_rows,
+            "retention_days": retention_days,
+            "evaluated_at": now.isoformat(),
+        },
+    )
+
+
+def evaluate_source_retention(
+    con: duckdb.DuckDBPyConnection, retention: SourceRetention, as_of: datetime
+) -> dg.AssetCheckResult:
+    """``source_retention``: subjects of ``customers`` past their retention date at ``as_of``
+    (rule and source in :mod:`orchestrator.privacy.retention`). Metadata: ``customers_checked``,
+    ``subjects_past_retention``, ``prospects_past_retention``, ``customers_past_retention``,
+    ``oldest_last_action_at``, ``prospect_days``, ``customer_days``. Severity WARN: audiences
+    already leave them out (``retention_expired``); the source rows should be deleted or
+    archived by the data team."""
+    summary = source_retention_summary(con, retention, as_of)
+    return dg.AssetCheckResult(
+        passed=summary.expired == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "customers_checked": summary.checked,
+            "subjects_past_retention": summary.expired,
+            "prospects_past_retention": summary.expired_prospects,
+            "customers_past_retention": summary.expired_customers,
+            "oldest_last_action_at": _iso(summary.oldest_clock_at),
+            "prospect_days": retention.prospect_days,
+            "customer_days": retention.customer_days,
+            "evaluated_at": as_of.isoformat(),
+        },
+    )
+
+
+# --- consent proof --------------------------------------------------------------------------
+
+
+#: The fields a consent record must hold to prove consent, in the order reported.
+PROOF_FIELDS: tuple[str, ...] = (
+    "customer_id",
+    "recorded_at",
+    "source",
+    "purpose",
+    "notice_version",
+)
+
+
+def _missing_sql(field: str, alias: str) -> str:
+    """SQL true when ``alias.field`` is missing (NULL, or blank text); ``$trim`` = TRIM_CHARS."""
+    if field in ("customer_id", "recorded_at"):
+        return f"{alias}.{field} IS NULL"
+    return f"coalesce(trim({alias}.{field}, $trim), '') = ''"
+
+
+def _unproven_sql(alias: str) -> str:
+    return " OR ".join(f"({_missing_sql(field, alias)})" for field in PROOF_FIELDS)
+
+
+def evaluate_consent_proof(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
+    """``consent_proof``: a consent record proves consent only if it says who
+    (``customer_id``), when (``recorded_at``), how (``source``), for what (``purpose``) and
+    under which notice (``notice_version``) — GDPR Art. 7(1), the controller must be able to
+    demonstrate consent. Records missing any of them are counted (``records_missing_proof``,
+    per field ``missing_<field>``, ``oldest_unproven_at``); the check fails when an audience
+    member relies on one (``members_on_unproven``), which the audience's ``consent_unproven``
+    rule should make impossible. Severity WARN: the log is the source's, the pipeline does not
+    use such records."""
+    unproven = _unproven_sql("c")
+    per_field = ", ".join(f"count(*) FILTER ({_missing_sql(field, 'c')})" for field in PROOF_FIELDS)
+    checked, missing, oldest, *by_field = con.execute(
+        f"""
+        SELECT count(*), count(*) FILTER ({unproven}),
+               min(c.recorded_at) FILTER ({unproven}), {per_field}
+        FROM main.consents AS c
+        """,
+        {"trim": TRIM_CHARS},
+    ).fetchone()
+    (used,) = con.execute(
+        f"""
+        SELECT count(*) FROM activation.audience_members AS m
+        JOIN main.consents AS c ON c.consent_id = m.consent_ref
+        WHERE {unproven}
+        """,
+        {"trim": TRIM_CHARS},
+    ).fetchone()
+    return dg.AssetCheckResult(
+        passed=used == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "records_checked": checked,
+            "records_missing_proof": missing,
+            **{f"missing_{f}": n for f, n in zip(PROOF_FIELDS, by_field, strict=True)},
+            "oldest_unproven_at": _iso(oldest),
+            "members_on_unproven": used,
+        },
+    )
+
+
+# --- reconciliation -------------------------------------------------------------------------
+
+
+def acknowledged_count(con: duckdb.DuckDBPyConnection, *, segment: str, destination: str) -> int:
+    """Rows of ``sync_state`` for (segment, destination) the destination acknowledged (rows of
+    unknown outcome, ``fields_hash = 'pending'``, are left out)."""
+    (count,) = con.execute(
+        """
+        SELECT count(*) FROM activation.sync_state
+        WHERE segment = ? AND destination = ? AND fields_hash <> ?
+        """,
+        [segment, destination, PENDING_HASH],
+    ).fetchone()
+    return count
+
+
+def evaluate_reconciliation(
+    state_count: int, destination_count: int | None, *, audience_id: str
+) -> dg.AssetCheckResult:
+    """``reconciliation``: the destination's own count (Meta ``approximate_count``, Mailchimp
+    ``stats.member_count`` = subscribed members) equals ``state_count`` exactly. A destination
+    that gives no count passes with ``reconciled`` False. Metadata: ``state_count``,
+    ``destination_count``, ``difference`` (destination minus state), ``audience_id``,
+    ``reconciled``. Severity WARN: a gap means someone changed the audience outside this
+    pipeline (or the platform rounds); the next mirror sync does not see it."""
+    reconciled = destination_count is not None
+    difference = (destination_count - state_count) if destination_count is not None else 0
+    return dg.AssetCheckResult(
+        passed=difference == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "state_count": state_count,
+            "destination_count": destination_count if reconciled else -1,
+            "difference": difference,
+            "audience_id": audience_id,
+            "reconciled": reconciled,
+        },
+    )
+
+
+def evaluate_unregistered_state(
+    con: duckdb.DuckDBPyConnection, pairs: list[tuple[str, str]]
+) -> dg.AssetCheckResult:
+    """``no_unregistered_sync_state``: every ``sync_state`` row belongs to a (segment,
+    destination) of ``pairs`` (the register's activities). Metadata: ``unregistered_rows``,
+    ``oldest_synced_at``, ``registered_pairs``. Severity ERROR (GDPR Art. 5(1)(e): the members
+    of a dropped segment still sit in a destination, or at least in our state, with no purpose).
+    """
+    count, oldest = unregistered_state_rows(con, pairs)
+    return dg.AssetCheckResult(
+        passed=count == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "unregistered_rows": count,
+            "oldest_synced_at": _iso(oldest),
+            "registered_pairs": len(pairs),
+        },
+    )
+
+
+# --- Dagster builders -----------------------------------------------------------------------
+
+
+def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> dg.AssetChecksDefinition:
+    spec = loaded.spec
+
+    @dg.asset_check(
+        asset=audience_key(spec.id),
+        name=LEGAL_BASIS_VALID,
+        blocking=True,
+        pool=DUCKDB_POOL,
+        description=(
+            "ERROR, blocking: every member re-verified against the consent log, independently "
+            f"of the audience query ({spec.purpose}, {spec.legal_basis}); one member without a "
+            "valid basis stops this segment's syncs."
+        ),
+    )
+    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            return evaluate_legal_basis(
+                con,
+                segment=spec.id,
+                purpose=spec.purpose,
+                legal_basis=spec.legal_basis,
+                purposes=project.purposes,
+            )
+
+    return _check
+
+
+def _raw_identifier_check(loaded: LoadedSegment) -> dg.AssetChecksDefinition:
+    sid = loaded.spec.id
+
+    @dg.asset_check(
+        asset=audience_key(sid),
+        name=NO_RAW_IDENTIFIER,
+        blocking=True,
+        pool=DUCKDB_POOL,
+        description=(
+            "ERROR, blocking: every key bound for an ad platform is a SHA-256 in lowercase hex."
+        ),
+    )
+    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            return evaluate_no_raw_identifier(con, segment=sid)
+
+    return _check
+
+
+def _destination_retention_check(
+    loaded: LoadedSegment, destination: str
+) -> dg.AssetChecksDefinition:
+    spec = loaded.spec
+    configured = [entry.destination for entry in spec.destinations]
+
+    @dg.asset_check(
+        asset=sync_key(spec.id, destination),
+        name=DESTINATION_RETENTION,
+        pool=DUCKDB_POOL,
+        description=(
+            f"ERROR: no member stays at {destination} {spec.retention_days} days or more after "
+            "leaving the segment; no state kept for a destination the segment no longer lists."
+        ),
+    )
+    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            return evaluate_destination_retention(
+                con,
+                segment=spec.id,
+                destination=destination,
+                configured=configured,
+                retention_days=spec.retention_days,
+            )
+
+    return _check
+
+
+def _reconciliation_check(
+    loaded: LoadedSegment, destination: str, audience_id: str
+) -> dg.AssetChecksDefinition:
+    sid = loaded.spec.id
+
+    @dg.asset_check(
+        asset=sync_key(sid, destination),
+        name=RECONCILIATION,
+        description=(
+            f"WARN: {destination}'s own member count for audience {audience_id} equals the "
+            "acknowledged rows of sync_state."
+        ),
+    )
+    def _check(
+        warehouse: DuckDBResource, destinations: DestinationsResource
+    ) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            state = acknowledged_count(con, segment=sid, destination=destination)
+        client = destinations.client(destination)  # no warehouse connection held during HTTP
+        try:
+            count = client.member_count(audience_id)
+        finally:
+            if hasattr(client, "close"):
+                client.close()
+        return evaluate_reconciliation(state, count, audience_id=audience_id)
+
+    return _check
+
+
+def build_segment_checks(
+    loaded: LoadedSegment, project: ProjectConfig
+) -> list[dg.AssetChecksDefinition]:
+    """The checks of one segment: ``legal_basis_valid`` (and ``no_raw_identifier`` when it
+    syncs to an ad destination) on ``audience/<sid>``; ``destination_retention`` and
+    ``reconciliation`` on each ``sync/<sid>/<destination>``."""
+    spec = loaded.spec
+    checks = [_legal_basis_check(loaded, project)]
+    kinds = {project.destinations[e.destination].kind for e in spec.destinations}
+    if DestinationKind.AD in kinds:
+        checks.append(_raw_identifier_check(loaded))
+    for entry in spec.destinations:
+        checks.append(_destination_retention_check(loaded, entry.destination))
+        checks.append(_reconciliation_check(loaded, entry.destination, entry.audience_id))
+    return checks
+
+
+def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition]:
+    """``source_retention`` on ``warehouse/customers`` and ``consent_proof`` on
+    ``warehouse/consents`` (both WARN), evaluated at the wall clock."""
+    retention = project.retention
+
+    @dg.asset_check(
+        asset=source_key("customers"),
+        name=SOURCE_RETENTION,
+        pool=DUCKDB_POOL,
+        description=(
+            f"WARN: subjects whose last own action is older than {retention.prospect_days} days "
+            f"(prospects) or {retention.customer_days} days (customers); CNIL référentiel."
+        ),
+    )
+    def _source_retention(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            return evaluate_source_retention(con, retention, _now())
+
+    @dg.asset_check(
+        asset=source_key("consents"),
+        name=CONSENT_PROOF,
+        pool=DUCKDB_POOL,
+        description=(
+            "WARN: consent records missing who, when, how, purpose or notice version; fails if "
+            "an audience member relies on one."
+        ),
+    )
+    def _consent_proof(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            return evaluate_consent_proof(con)
+
+    return [_source_retention, _consent_proof]
+
+
+def _unregistered_state_check(pairs: list[tuple[str, str]]) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=REGISTER_KEY,
+        name=NO_UNREGISTERED_SYNC_STATE,
+        pool=DUCKDB_POOL,
+        description=(
+            "ERROR: no sync_state row for a segment or destination absent from the register."
+        ),
+    )
+    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            return evaluate_unregistered_state(con, pairs)
+
+    return _check
+
+
+def privacy_checks_definitions(
+    specs: Mapping[str, LoadedSegment], project: ProjectConfig
+) -> dg.Definitions:
+    """Everything of this module for ``Definitions.merge``: the checks of every segment, the
+    source checks, the ``privacy/processing_register`` asset with its
+    ``no_unregistered_sync_state`` check, and ``privacy_checks_job`` (the register and the
+    source checks; segment checks run with their segment's jobs). Uses the ``warehouse`` and
+    ``destinations`` resources of the segment definitions."""
+    checks: list[dg.AssetChecksDefinition] = []
+    for sid in sorted(specs):
+        checks += build_segment_checks(specs[sid], project)
+    checks += build_source_checks(project)
+    pairs = [(sid, e.destination) for sid in sorted(specs) for e in specs[sid].spec.destinations]
+    checks.append(_unregistered_state_check(pairs))
+    selection = dg.AssetSelection.assets(REGISTER_KEY) | dg.AssetSelection.checks_for_assets(
+        source_key("customers"), source_key("consents")
+    )
+    return dg.Definitions(
+        assets=[build_register_asset(specs, project)],
+        asset_checks=checks,
+        jobs=[dg.define_asset_job(name=PRIVACY_JOB, selection=selection)],
+    )
+
+
+__all__ = [
+    "BASIS_PROBLEMS",
+    "CONSENT_PROOF",
+    "DESTINATION_RETENTION",
+    "LEGAL_BASIS_SQL",
+    "LEGAL_BASIS_VALID",
+    "NO_RAW_IDENTIFIER",
+    "NO_UNREGISTERED_SYNC_STATE",
+    "PRIVACY_JOB",
+    "RECONCILIATION",
+    "SOURCE_RETENTION",
+    "acknowledged_count",
+    "build_segment_checks",
+    "build_source_checks",
+    "evaluate_consent_proof",
+    "evaluate_destination_retention",
+    "evaluate_legal_basis",
+    "evaluate_no_raw_identifier",
+    "evaluate_reconciliation",
+    "evaluate_source_retention",
+    "evaluate_unregistered_state",
+    "pipeline_time",
+    "privacy_checks_definitions",
+]

@@ -1,0 +1,392 @@
+"""The GDPR Article 30(1) record of processing activities, generated from the segment files and
+``activation.yaml``: one processing activity per segment, so adding a segment file adds its
+entry with no other edit.
+
+For each activity, the items of Art. 30(1): (a) the controller and its contact; (b) the purpose;
+(c) the categories of data subjects (customers, prospects) and of personal data, derived from
+the fields the segment actually uses (its conditions or SQL, the merge fields it sends, the
+email address, pseudonymized for ad platforms); (d) the recipients (each destination and its
+country); (e) transfers to third countries and their safeguard; (f) the time limits for erasure
+(the segment's ``retention_days``, the purpose's consent validity, source retention); (g) the
+security measures (Art. 32: pseudonymization, minimization, secrets from the environment).
+The legal basis (Art. 6(1)) is recorded too, as regulators expect beside the purpose.
+
+:func:`render_register_markdown` and :func:`render_register_csv` are the exports (the
+``activation register`` command calls them); :func:`build_register_asset` shows the same
+Markdown in the Dagster UI as asset ``privacy/processing_register``.
+"""
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import dagster as dg
+
+from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig
+from orchestrator.segments.loader import LoadedSegment
+from orchestrator.segments.spec import (
+    AllCondition,
+    AnyCondition,
+    EventCondition,
+    NotCondition,
+    SegmentSpec,
+    TraitCondition,
+)
+from orchestrator.warehouse.schema import SOURCE_COLUMNS
+
+REGISTER_KEY = dg.AssetKey(["privacy", "processing_register"])
+
+#: Words for the register, per source column (table.column).
+COLUMN_LABELS: Mapping[str, str] = {
+    "customers.customer_id": "customer id",
+    "events.customer_id": "customer id",
+    "events.event_id": "purchase ids",
+    "customers.email": "email address",
+    "customers.country": "country",
+    "customers.country_name": "country",
+    "customers.created_at": "date of collection",
+    "customers.last_contact_at": "date of last contact",
+    "events.event_type": "purchases and refunds",
+    "events.occurred_at": "dates of purchases and refunds",
+    "events.invoice_no": "order numbers",
+    "events.stock_code": "product codes bought",
+    "events.description": "products bought",
+    "events.quantity": "quantities bought",
+    "events.unit_price": "prices paid",
+    "events.value": "amounts spent (GBP)",
+}
+
+SECURITY_MEASURES: tuple[str, ...] = (
+    "Pseudonymization: the email is normalized then hashed with SHA-256 before any upload to an "
+    "ad platform; ad platforms receive the hash only (checked before every sync: "
+    "no_raw_identifier).",
+    "Minimization: segments may not use the email as a condition or field; only the mapped merge "
+    "fields are sent to email platforms; consent, objections and erasures are applied before "
+    "every sync (blocking check legal_basis_valid).",
+    "Access tokens and base URLs are read from environment variables at run time, never written "
+    "in configuration files or logs.",
+    "Personal data stay in the warehouse; logs and run metadata hold counts and hash prefixes, "
+    "never an address.",
+)
+
+_BASIS_TEXT = {
+    LegalBasis.CONSENT: "Consent, GDPR Art. 6(1)(a)",
+    LegalBasis.LEGITIMATE_INTEREST: (
+        "Legitimate interest, GDPR Art. 6(1)(f): soft opt-in for existing customers (ePrivacy "
+        "Directive Art. 13(2)); a valid consent is used when given"
+    ),
+}
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "activity",
+    "description",
+    "controller",
+    "controller_contact",
+    "owner",
+    "purpose",
+    "purpose_description",
+    "legal_basis",
+    "data_subjects",
+    "personal_data",
+    "recipients",
+    "third_country_transfers",
+    "retention",
+    "security_measures",
+    "source_file",
+)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One processing activity (a segment) as the register states it; every field is text.
+
+    ``recipients`` and ``transfers``: one line per destination. ``retention``: one line per
+    limit. ``personal_data``: categories, in a stable order. ``legal_basis_code``: ``consent``
+    or ``legitimate_interest``; ``destinations``: destination names; ``retention_days``: days a
+    member may stay in a destination after leaving.
+    """
+
+    name: str
+    description: str
+    owner: str
+    purpose: str
+    purpose_description: str
+    legal_basis: str
+    data_subjects: str
+    personal_data: tuple[str, ...]
+    recipients: tuple[str, ...]
+    transfers: tuple[str, ...]
+    retention: tuple[str, ...]
+    source_file: str
+    legal_basis_code: str
+    destinations: tuple[str, ...]
+    retention_days: int
+
+
+def _condition_columns(condition: object) -> list[str]:
+    """``table.column`` names a condition reads, in the order met."""
+    if isinstance(condition, TraitCondition):
+        return [f"customers.{condition.trait}"]
+    if isinstance(condition, EventCondition):
+        cols = ["events.event_type", "events.occurred_at"]
+        if condition.at_least > 1:
+            cols.append("events.invoice_no")
+        if condition.total_value is not None:
+            cols.append("events.value")
+        cols += [f"events.{where.field}" for where in condition.where or []]
+        return cols
+    if isinstance(condition, AllCondition):
+        return [c for child in condition.all_ for c in _condition_columns(child)]
+    if isinstance(condition, AnyCondition):
+        return [c for child in condition.any_ for c in _condition_columns(child)]
+    if isinstance(condition, NotCondition):
+        return _condition_columns(condition.not_)
+    return []
+
+
+def _sql_columns(sql: str) -> list[str]:
+    """Columns of ``customers`` and ``events`` named in a segment's SQL (word match: a column
+    named in a comment counts too, which errs on the side of declaring more)."""
+    words = set(re.findall(r"[a-z_][a-z0-9_]*", sql.lower()))
+    return [
+        f"{table}.{column}"
+        for table in ("customers", "events")
+        for column in SOURCE_COLUMNS[table]
+        if column in words
+    ]
+
+
+def _requires_purchase(condition: object) -> bool:
+    """True when every member must have a purchase (then the subjects are customers only)."""
+    if isinstance(condition, EventCondition):
+        return condition.event == "purchase"
+    if isinstance(condition, AllCondition):
+        return any(_requires_purchase(child) for child in condition.all_)
+    if isinstance(condition, AnyCondition):
+        return all(_requires_purchase(child) for child in condition.any_)
+    return False
+
+
+def _personal_data(spec: SegmentSpec, project: ProjectConfig) -> tuple[str, ...]:
+    kinds = {project.destinations[e.destination].kind for e in spec.destinations}
+    items: list[str] = []
+    if DestinationKind.AD in kinds:
+        items.append("email address, pseudonymized (SHA-256) for ad platforms")
+    if DestinationKind.EMAIL in kinds:
+        items.append("email address (sent to email platforms for delivery)")
+    columns = _condition_columns(spec.audience) if spec.audience else _sql_columns(spec.sql or "")
+    used = [COLUMN_LABELS.get(c, c) for c in columns if c != "customers.email"]
+    items += [f"used to select: {label}" for label in dict.fromkeys(used)]
+    for entry in spec.destinations:
+        for tag, trait in sorted(entry.fields.items()):
+            label = COLUMN_LABELS.get(f"customers.{trait}", trait)
+            items.append(f"sent to {entry.destination} as {tag}: {label}")
+    items.append(f"consent records for {spec.purpose} (status, date, source, notice version)")
+    items.append("erasure and objection requests")
+    return tuple(items)
+
+
+def _recipients(spec: SegmentSpec, project: ProjectConfig) -> tuple[tuple[str, ...], ...]:
+    recipients, transfers = [], []
+    for entry in spec.destinations:
+        dest = project.destinations[entry.destination]
+        recipients.append(
+            f"{entry.destination} ({dest.platform}, {dest.kind} platform, audience "
+            f"{entry.audience_id}, mode {entry.mode}; country {dest.country})"
+        )
+        transfers.append(f"{entry.destination} -> {dest.country}: {dest.transfer_safeguard}")
+    return tuple(recipients), tuple(transfers)
+
+
+def _retention(spec: SegmentSpec, project: ProjectConfig) -> tuple[str, ...]:
+    purpose = project.purposes[spec.purpose]
+    source = project.retention
+    return (
+        f"removed from destinations at most {spec.retention_days} days after leaving the segment",
+        f"consent for {spec.purpose} counts for {purpose.consent_validity_days} days",
+        f"source records used for {source.prospect_days} days after collection or last contact "
+        f"(prospects), {source.customer_days} days after last purchase or contact (customers)",
+    )
+
+
+def _pairs(specs: object) -> list[tuple[SegmentSpec, str]]:
+    if isinstance(specs, Mapping):
+        specs = list(specs.values())
+    pairs = []
+    for item in specs:  # type: ignore[union-attr]
+        if isinstance(item, LoadedSegment):
+            pairs.append((item.spec, str(item.path)))
+        else:
+            pairs.append((item, ""))
+    return sorted(pairs, key=lambda pair: pair[0].id)
+
+
+def register_activities(
+    project: ProjectConfig,
+    specs: Mapping[str, LoadedSegment] | Iterable[LoadedSegment | SegmentSpec],
+) -> list[Activity]:
+    """One :class:`Activity` per segment, sorted by segment id.
+
+    ``specs``: ``load_segments(...).specs`` (id -> LoadedSegment), or LoadedSegment or
+    SegmentSpec objects (a bare SegmentSpec has no source file).
+
+    Raises:
+        KeyError: a segment names a purpose or destination absent from ``project``.
+    """
+    activities = []
+    for spec, source_file in _pairs(specs):
+        purpose = project.purposes[spec.purpose]
+        recipients, transfers = _recipients(spec, project)
+        subjects = (
+            "customers (at least one purchase)"
+            if spec.audience is not None and _requires_purchase(spec.audience)
+            else "customers (at least one purchase); prospects (no purchase yet)"
+        )
+        activities.append(
+            Activity(
+                name=spec.id,
+                description=spec.description,
+                owner=spec.owner,
+                purpose=spec.purpose,
+                purpose_description=purpose.description,
+                legal_basis=_BASIS_TEXT[LegalBasis(spec.legal_basis)],
+                data_subjects=subjects,
+                personal_data=_personal_data(spec, project),
+                recipients=recipients,
+                transfers=transfers,
+                retention=_retention(spec, project),
+                source_file=source_file,
+                legal_basis_code=str(spec.legal_basis),
+                destinations=tuple(e.destination for e in spec.destinations),
+                retention_days=spec.retention_days,
+            )
+        )
+    return activities
+
+
+def _md_activity(activity: Activity) -> list[str]:
+    def bullets(items: Iterable[str]) -> list[str]:
+        return [f"  - {item}" for item in items]
+
+    return [
+        f"### {activity.name}",
+        "",
+        f"{activity.description}",
+        "",
+        f"- **Purpose (30(1)(b))**: {activity.purpose} — {activity.purpose_description}",
+        f"- **Legal basis**: {activity.legal_basis}",
+        f"- **Data subjects (30(1)(c))**: {activity.data_subjects}",
+        "- **Personal data (30(1)(c))**:",
+        *bullets(activity.personal_data),
+        "- **Recipients (30(1)(d))**:",
+        *bullets(activity.recipients),
+        "- **Transfers to third countries and safeguards (30(1)(e))**:",
+        *bullets(activity.transfers),
+        "- **Time limits for erasure (30(1)(f))**:",
+        *bullets(activity.retention),
+        f"- **Owner**: {activity.owner}",
+        f"- **Defined in**: `{activity.source_file or 'n/a'}`",
+        "",
+    ]
+
+
+def render_register_markdown(
+    project: ProjectConfig,
+    specs: Mapping[str, LoadedSegment] | Iterable[LoadedSegment | SegmentSpec],
+) -> str:
+    """The register as Markdown: controller, a summary table, one section per activity and the
+    security measures (30(1)(g)). ``specs`` as in :func:`register_activities`."""
+    activities = register_activities(project, specs)
+    controller = project.controller
+    lines = [
+        "# Record of processing activities (GDPR Article 30(1))",
+        "",
+        f"**Controller (30(1)(a))**: {controller.name}"
+        + (f", {controller.address}" if controller.address else "")
+        + f" — contact: {controller.contact}",
+        "",
+        "| Activity | Purpose | Legal basis | Recipients | Retention after leaving |",
+        "|---|---|---|---|---|",
+    ]
+    for a in activities:
+        names = ", ".join(a.destinations)
+        lines.append(
+            f"| {a.name} | {a.purpose} | {a.legal_basis_code} | {names} | {a.retention_days} days |"
+        )
+    lines += ["", "## Processing activities", ""]
+    for activity in activities:
+        lines += _md_activity(activity)
+    lines += ["## Security measures (30(1)(g), Art. 32)", ""]
+    lines += [f"- {measure}" for measure in SECURITY_MEASURES]
+    return "\n".join(lines) + "\n"
+
+
+def render_register_csv(
+    project: ProjectConfig,
+    specs: Mapping[str, LoadedSegment] | Iterable[LoadedSegment | SegmentSpec],
+) -> str:
+    """The register as CSV (RFC 4180, header :data:`CSV_COLUMNS`), one row per processing
+    activity; multi-valued cells join their items with ``"; "``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    controller = project.controller
+    for a in register_activities(project, specs):
+        writer.writerow(
+            [
+                a.name,
+                a.description,
+                controller.name,
+                controller.contact,
+                a.owner,
+                a.purpose,
+                a.purpose_description,
+                a.legal_basis,
+                a.data_subjects,
+                "; ".join(a.personal_data),
+                "; ".join(a.recipients),
+                "; ".join(a.transfers),
+                "; ".join(a.retention),
+                "; ".join(SECURITY_MEASURES),
+                a.source_file,
+            ]
+        )
+    return out.getvalue()
+
+
+def build_register_asset(
+    specs: Mapping[str, LoadedSegment], project: ProjectConfig
+) -> dg.AssetsDefinition:
+    """Asset ``privacy/processing_register`` (group ``privacy``): the register rendered at
+    definition time as the asset description, and as ``register`` Markdown metadata (plus
+    ``activities`` count) on each materialization."""
+    markdown = render_register_markdown(project, specs)
+    count = len(specs)
+
+    @dg.asset(
+        key=REGISTER_KEY,
+        group_name="privacy",
+        description=markdown,
+        kinds={"markdown"},
+        metadata={"activities": count, "controller": project.controller.name},
+    )
+    def _register(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        context.log.info(f"processing register: {count} activities")
+        return dg.MaterializeResult(
+            metadata={"register": dg.MetadataValue.md(markdown), "activities": count}
+        )
+
+    return _register
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "REGISTER_KEY",
+    "Activity",
+    "build_register_asset",
+    "register_activities",
+    "render_register_csv",
+    "render_register_markdown",
+]
