@@ -22,6 +22,7 @@ from orchestrator.assets import (
     source_asset_specs,
 )
 from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.privacy.checks import privacy_checks_definitions
 from orchestrator.privacy.sensor import privacy_request_definitions
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
 from orchestrator.settings import Settings
@@ -106,7 +107,11 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
             "sync_state": SyncStateDir(path=str(settings.state_dir)),
         },
     )
-    return dg.Definitions.merge(segments, privacy_request_definitions(loaded.specs, project))
+    return dg.Definitions.merge(
+        segments,
+        privacy_request_definitions(loaded.specs, project),
+        privacy_checks_definitions(loaded.specs, project),
+    )
 
 
 def load_definitions() -> dg.Definitions:
