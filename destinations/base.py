@@ -20,7 +20,8 @@ class RemoveReason(StrEnum):
     ``LEFT_SEGMENT``: no longer matches the segment, or the consent expired without the person
     acting (email: archive, the contact may come back after a new consent).
     ``CONSENT_WITHDRAWN``: the person withdrew consent (email: unsubscribe, keeping the
-    platform's suppression: GDPR Art. 7(3)). ``OBJECTION``: GDPR Art. 21 objection (unsubscribe, suppressed).
+    platform's suppression: GDPR Art. 7(3)). ``OBJECTION``: GDPR Art. 21 objection
+    (unsubscribe, suppressed).
     ``ERASURE``: GDPR Art. 17 erasure (email: permanent delete where the platform supports it).
     """
 
