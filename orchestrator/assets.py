@@ -260,6 +260,10 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
                 "excluded_total": sum(excluded.values()),
                 **{f"excluded_{reason}": count for reason, count in excluded.items()},
                 "as_of": as_of.isoformat(),
+                # Recorded on each event too: the event log is the record of processing.
+                "purpose": spec.purpose,
+                "legal_basis": str(spec.legal_basis),
+                "retention_days": spec.retention_days,
                 "dagster/column_schema": AUDIENCE_SCHEMA,
                 "dagster/column_lineage": audience_column_lineage(),
             }
