@@ -56,6 +56,12 @@ format: venv
 ui: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
 
+## Benchmark at BENCH_CUSTOMERS customers (try 1000000): full, incremental and no-change syncs
+## against the mock destinations; results in bench/results/ (see bench/README.md).
+BENCH_CUSTOMERS ?= 100000
+bench: venv
+	$(BIN)/python -m bench run --customers $(BENCH_CUSTOMERS)
+
 ## Start / stop the mock destinations in the background.
 mock: venv
 	$(BIN)/python -m orchestrator.demo --mock-port $(MOCK_PORT) --mock-state-dir $(MOCK_STATE_DIR) --only-mock
