@@ -356,6 +356,7 @@ def build_sync_asset(
                 kind=str(dest.kind),
                 normalization=dest.normalization,
                 purpose=spec.purpose,
+                retention_days=spec.retention_days,
                 client=client,
                 as_of=as_of,
                 dry_run=config.dry_run,

@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -79,7 +80,9 @@ class DiffParams:
     ``mode``: ``mirror`` | ``upsert`` | ``add_only``; ``kind``: ``ad`` | ``email``;
     ``normalization``: ``base`` | ``google`` (ad destinations). ``purpose``: the segment's
     purpose; when given, a withdrawn latest consent for it removes the subject in every mode,
-    even after the subject left the segment.
+    even after the subject left the segment. ``retention_days`` and ``as_of``: in modes other
+    than mirror, a member who left the audience (``activation.departures.left_at``) more than
+    ``retention_days`` days before ``as_of`` is removed (``left_segment``).
     """
 
     segment: str
@@ -89,6 +92,8 @@ class DiffParams:
     normalization: str = "base"
     fields: Mapping[str, str] = field(default_factory=dict)
     purpose: str | None = None
+    retention_days: int | None = None
+    as_of: datetime | None = None
 
     def __post_init__(self) -> None:
         _check_params(self)
@@ -188,12 +193,15 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                    s.fields_hash IS DISTINCT FROM t.fields_hash AS changed,
                    sp.subject_key IS NOT NULL AS is_suppressed,
                    rf.subject_key IS NOT NULL AS is_refused,
-                   ml.subject_key IS NOT NULL AS must_leave
+                   ml.subject_key IS NOT NULL AS must_leave,
+                   coalesce(dp.left_at <= ?, false) AS retention_over
                    {fcols}
             FROM target t
             FULL OUTER JOIN state s ON s.subject_key = t.subject_key
             LEFT JOIN suppressed sp ON sp.subject_key = coalesce(t.subject_key, s.subject_key)
             LEFT JOIN sync_must_leave ml ON ml.subject_key = s.subject_key
+            LEFT JOIN activation.departures dp ON dp.segment = ? AND dp.destination = ?
+                AND dp.subject_key = s.subject_key
             LEFT JOIN refused rf
                 ON rf.subject_key = t.subject_key AND rf.fields_hash = t.fields_hash
         ),
@@ -202,7 +210,7 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                 WHEN in_target AND (NOT in_state OR pending) THEN 'add'
                 WHEN in_target AND changed AND ? <> 'add_only' THEN 'update'
                 WHEN in_target THEN 'unchanged'
-                WHEN ? = 'mirror' OR must_leave THEN 'remove'
+                WHEN ? = 'mirror' OR must_leave OR retention_over THEN 'remove'
                 ELSE 'kept'
             END AS wanted
             FROM joined
@@ -222,10 +230,20 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
         p.segment,
         p.destination,
         PENDING_HASH,
+        _retention_cutoff(p),
+        p.segment,
+        p.destination,
         p.mode,
         p.mode,
     ]
     return sql, params
+
+
+def _retention_cutoff(p: DiffParams) -> datetime | None:
+    """Departures at or before this time are past the segment's retention (None: no limit)."""
+    if p.retention_days is None or p.as_of is None:
+        return None
+    return p.as_of - timedelta(days=p.retention_days)
 
 
 def _requesters_sql(request_type_param: str) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from destinations.base import Destination, RemoveReason, Row, RowResult
+from orchestrator.privacy.retention import track_departures
 from orchestrator.sync import journal
 from orchestrator.sync.diff import DiffParams, DiffPlan, compute_diff
 from orchestrator.sync.state import fold_journal
@@ -270,6 +271,11 @@ def _report(plan: DiffPlan, batch_size: int, pending: int, dry_run: bool) -> Syn
     )
 
 
+def _naive_utc(moment: datetime) -> datetime:
+    """The warehouse stores naive UTC timestamps."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 def run_sync(
     warehouse_path: Path,
     state_dir: Path,
@@ -282,6 +288,7 @@ def run_sync(
     kind: str,
     normalization: str = "base",
     purpose: str | None = None,
+    retention_days: int | None = None,
     client: Destination | None = None,
     as_of: datetime | None = None,
     dry_run: bool = False,
@@ -303,6 +310,8 @@ def run_sync(
             destination matches on).
         purpose: the segment's purpose; a subject whose latest consent for it is withdrawn is
             removed in every mode (see :mod:`orchestrator.sync.diff`).
+        retention_days: in modes upsert and add_only, members who left the audience more than
+            this many days before ``as_of`` are removed (None: kept until they act).
         client: the destination client (required unless ``dry_run``).
         as_of: timestamp recorded as ``synced_at``/``rejected_at`` (UTC); default: wall clock.
         dry_run: compute the diff and the report, send nothing (``api_calls`` 0).
@@ -321,7 +330,10 @@ def run_sync(
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s``.
     """
     started = time.monotonic()
-    params = DiffParams(segment, destination, mode, kind, normalization, dict(fields), purpose)
+    now = _naive_utc(as_of) if as_of else datetime.now(UTC).replace(tzinfo=None)
+    params = DiffParams(
+        segment, destination, mode, kind, normalization, dict(fields), purpose, retention_days, now
+    )
     if client is None and not dry_run:
         raise ValueError("a client is required unless dry_run")
     size = min(batch_size or 10**9, client.max_batch_size) if client else batch_size or 10_000
@@ -340,6 +352,7 @@ def run_sync(
                 recovered = fold_journal(
                     con, jpath, segment=segment, destination=destination, kind=kind
                 )
+                track_departures(con, segment=segment, destination=destination, now=now)
                 plan = compute_diff(con, params, scratch)
             report = _report(plan, size, recovered.pending, dry_run)
             if not dry_run:
@@ -361,6 +374,7 @@ def preview_diff(
     kind: str,
     normalization: str = "base",
     purpose: str | None = None,
+    retention_days: int | None = None,
     max_batch_size: int = 10_000,
     lock_timeout_s: float = 60,
 ) -> SyncReport:
@@ -377,6 +391,7 @@ def preview_diff(
         kind=kind,
         normalization=normalization,
         purpose=purpose,
+        retention_days=retention_days,
         dry_run=True,
         batch_size=max_batch_size,
         lock_timeout_s=lock_timeout_s,

@@ -119,6 +119,13 @@ CREATE TABLE IF NOT EXISTS activation.sync_rejections (
     permanent   BOOLEAN NOT NULL,
     rejected_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS activation.departures (
+    segment     VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    subject_key VARCHAR NOT NULL,
+    left_at     TIMESTAMP NOT NULL,
+    PRIMARY KEY (segment, destination, subject_key)
+);
 CREATE TABLE IF NOT EXISTS activation.destination_suppressions (
     destination     VARCHAR NOT NULL,
     subject_key     VARCHAR NOT NULL,
@@ -203,6 +210,8 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     ``sync_state``: what each destination acknowledged; ``destination_ref`` is the platform's own
     member id when it differs from subject_key (Mailchimp: md5 of the lowercase email).
     ``sync_rejections``: rows a destination refused, with reason and permanence.
+    ``departures``: members a destination still holds after they left the audience, with the
+    time they were first seen gone (``left_at``); the retention clock of modes other than mirror.
     ``destination_suppressions``: subjects a destination holds as unsubscribed or forgotten;
     never subscribed again.
     ``suppression_list``: one row per data subject who objected (GDPR Art. 21(3)) or asked for

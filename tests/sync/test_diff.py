@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -205,6 +206,23 @@ def test_acts_of_the_person_remove_in_every_mode_but_leaving_alone_is_kept(wh, t
     assert sorted(_keys(files, "remove", "consent_withdrawn")) == sorted([k[3], k[4]])
     assert plan.counts["kept"] == 1 and plan.counts["remove"] == 4
     assert ("remove", "left_segment") not in files
+
+
+def test_upsert_removes_members_gone_longer_than_the_retention(wh, tmp_path):
+    """A member who left stays at an upsert destination for retention_days at most."""
+    _hold(wh, [1, 2])
+    with connect(wh) as con:
+        set_audience(con, SEG, [])
+        k1, k2 = key_of(con, 1), key_of(con, 2)
+        con.executemany(
+            "INSERT INTO activation.departures VALUES (?, ?, ?, ?)",
+            [(SEG, DEST, k1, T0 - timedelta(days=31)), (SEG, DEST, k2, T0 - timedelta(days=29))],
+        )
+    plan, files = _diff(wh, tmp_path, mode="upsert", retention_days=30, as_of=T0)
+    assert _keys(files, "remove", "left_segment") == [k1]
+    assert plan.counts["kept"] == 1
+    plan, _ = _diff(wh, tmp_path, mode="upsert")  # no retention given: nobody removed
+    assert plan.counts["remove"] == 0 and plan.counts["kept"] == 2
 
 
 def test_no_subject_is_both_added_and_removed(wh, tmp_path):
