@@ -13,7 +13,8 @@ first characters of their SHA-256 key.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -33,8 +34,10 @@ from orchestrator.segments.loader import (
 )
 from orchestrator.settings import Settings
 
-#: Characters of the subject key shown for a person (enough to find them, not to guess them).
+#: Characters of the subject key shown for a person (enough to find them, not to guess them;
+#: the same as ``orchestrator.privacy.receipts.PREFIX_LENGTH``).
 HASH_PREFIX = 12
+_BAD_EMAIL = "EMAIL is not a valid email address (it is not shown here)"
 
 _format_option = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
@@ -114,6 +117,23 @@ def _require_warehouse(settings: Settings) -> Path:
     return settings.warehouse_path
 
 
+@contextmanager
+def _warehouse_errors() -> Iterator[None]:
+    """Turn DuckDB's lock and missing-table errors into one-line messages (exit 1)."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.IOException as error:
+        first = str(error).splitlines()[0]
+        raise click.ClickException(f"warehouse unavailable (locked by a run?): {first}") from None
+    except duckdb.CatalogException as error:
+        first = str(error).splitlines()[0]
+        raise click.ClickException(
+            f"the warehouse lacks a table ({first}); run the segments first (`make demo`)"
+        ) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="activation-orchestrator")
 def cli() -> None:
@@ -182,8 +202,6 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
 def preview(segments: tuple[str, ...], as_of: datetime, fmt: str) -> None:
     """Dry run of SEGMENT...: members, audience, exclusions by reason and, per destination, the
     adds, updates, removes and API calls a run would make. Sends nothing, writes nothing."""
-    import duckdb
-
     from orchestrator.cli.output import preview_record, preview_tables, stdout
     from orchestrator.cli.preview import preview_segment
 
@@ -196,15 +214,10 @@ def preview(segments: tuple[str, ...], as_of: datetime, fmt: str) -> None:
         task = progress.add_task("previewing", total=len(chosen))
         for loaded in chosen:
             progress.update(task, description=f"previewing {loaded.spec.id}")
-            try:
+            with _warehouse_errors():
                 results.append(
                     preview_segment(warehouse, settings.state_dir, loaded, project, as_of)
                 )
-            except duckdb.IOException as error:
-                raise click.ClickException(f"warehouse unavailable: {error}") from None
-            except duckdb.CatalogException as error:
-                first = str(error).splitlines()[0]
-                raise click.ClickException(f"warehouse is missing a table: {first}") from None
             progress.advance(task)
     if fmt == "json":
         echo_json([preview_record(result) for result in results])
@@ -238,13 +251,15 @@ def _progress() -> Any:
 def explain(email: str, segment: str, as_of: datetime, fmt: str) -> None:
     """Why the person with EMAIL is or is not in SEGMENT (and where they were sent). The
     address is hashed on entry and never printed."""
+    _check_email(email)
     module = _privacy("explain", "explain")
     settings = Settings.from_env()
     project = _project(settings)
     result = _segments(settings, project)
     _choose(result, [segment])
     warehouse = _require_warehouse(settings)
-    found = module.explain(warehouse, email, segment, project, result.specs, as_of)
+    with _warehouse_errors():
+        found = module.explain(warehouse, email, segment, project, result.specs, as_of)
     if fmt == "json":
         echo_json(found)
     else:
@@ -283,7 +298,8 @@ def receipt(request_id: str, fmt: str) -> None:
     module = _privacy("receipts", "receipt")
     warehouse = _require_warehouse(Settings.from_env())
     try:
-        found = module.receipt_for(warehouse, request_id)
+        with _warehouse_errors():
+            found = module.receipt_for(warehouse, request_id)
     except LookupError:
         raise click.ClickException(f"unknown request id {request_id!r}") from None
     if fmt == "json":
@@ -292,15 +308,23 @@ def receipt(request_id: str, fmt: str) -> None:
         click.echo(module.format_receipt(found))
 
 
-def _record(email: str, request_type: str, fmt: str) -> None:
-    """Record a privacy request for ``email`` (hashed on entry); print its id and hash prefix."""
-    from orchestrator.pseudonymize import normalize_email, subject_key
+def _check_email(email: str) -> None:
+    """A one-line error for an address that does not normalize (the address is not echoed)."""
+    from orchestrator.pseudonymize import normalize_email
 
     if normalize_email(email) is None:
-        raise click.ClickException("EMAIL is not a valid email address (it is not shown here)")
+        raise click.ClickException(_BAD_EMAIL)
+
+
+def _record(email: str, request_type: str, fmt: str) -> None:
+    """Record a privacy request for ``email`` (hashed on entry); print its id and hash prefix."""
+    from orchestrator.pseudonymize import subject_key
+
+    _check_email(email)
     module = _privacy("requests", "forget" if request_type == "erasure" else "object")
     warehouse = _require_warehouse(Settings.from_env())
-    request_id = module.record_request(warehouse, email, request_type)
+    with _warehouse_errors():
+        request_id = module.record_request(warehouse, email, request_type)
     prefix = (subject_key(email) or "")[:HASH_PREFIX]
     if fmt == "json":
         echo_json({"request_id": request_id, "request_type": request_type, "subject": prefix})

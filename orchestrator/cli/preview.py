@@ -5,9 +5,10 @@ an in-memory DuckDB database laid over the warehouse:
 
 - the warehouse file is attached READ_ONLY (catalog ``wh``) and every table or view of its
   ``main`` schema is a view of the same name in the in-memory ``main`` schema;
-- the in-memory ``activation`` schema gets the product's tables, filled with the warehouse's
-  ``sync_state`` and ``sync_rejections`` rows of the segment and the ``destination_suppressions``
-  of its destinations;
+- the in-memory ``activation`` schema gets the product's tables, filled from the warehouse's
+  (the segment's rows of per-segment tables such as ``sync_state``, its destinations' rows of
+  per-destination tables such as ``destination_suppressions``, all of the others such as
+  ``suppression_list``), except the segment's members, audience and exclusions, recomputed;
 - a journal left by a crashed sync is copied and folded into that in-memory state (a real run
   folds it first too); the journal file itself stays where it is.
 
@@ -37,6 +38,7 @@ import duckdb
 
 from orchestrator.audience import build_audience
 from orchestrator.config import ProjectConfig
+from orchestrator.privacy.retention import create_departures_table, track_departures
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.spec import DestinationEntry
@@ -46,6 +48,8 @@ from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.schema import create_activation_schema
 
 WAREHOUSE_CATALOG = "wh"
+#: ``activation`` tables the preview recomputes for the segment instead of copying.
+RECOMPUTED = frozenset({"segment_members", "audience_members", "audience_exclusions"})
 
 
 def platform_max_batch_size(platform: str) -> int:
@@ -119,31 +123,52 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path, timeout_s: float) -> Non
             delay = min(delay * 2, 2.0)
 
 
-def _warehouse_relations(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+def _relations(con: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> list[str]:
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables"
         " WHERE table_catalog = ? AND table_schema = ? ORDER BY table_name",
-        [WAREHOUSE_CATALOG, schema],
+        [catalog, schema],
     ).fetchall()
     return [name for (name,) in rows]
 
 
+def _warehouse_relations(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    return _relations(con, WAREHOUSE_CATALOG, schema)
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_catalog = ? AND table_schema = 'activation' AND table_name = ?",
+        [WAREHOUSE_CATALOG, table],
+    ).fetchall()
+    return {name for (name,) in rows}
+
+
 def _copy_state(con: duckdb.DuckDBPyConnection, segment: str, destinations: list[str]) -> None:
-    """Copy the segment's sync state, rejections and its destinations' suppressions."""
-    present = set(_warehouse_relations(con, "activation"))
-    marks = ", ".join("?" for _ in destinations)
-    copies = {
-        "sync_state": ("segment = ?", [segment]),
-        "sync_rejections": ("segment = ?", [segment]),
-        "destination_suppressions": (f"destination IN ({marks})", list(destinations)),
-    }
-    for table, (where, params) in copies.items():
-        if table in present and destinations:
-            con.execute(
-                f"INSERT INTO activation.{table} BY NAME SELECT * FROM "
-                f"{WAREHOUSE_CATALOG}.activation.{table} WHERE {where}",
-                params,
-            )
+    """Copy the warehouse's ``activation`` tables into the overlay's (same names).
+
+    Every table the product defines is copied, so state added by later features counts too,
+    with two limits to keep big tables small: a table with a ``segment`` column keeps this
+    segment's rows, one with only a ``destination`` column keeps its destinations' rows. The
+    segment's own :data:`RECOMPUTED` tables are not copied: the preview rebuilds them.
+    """
+    ours = set(_relations(con, "memory", "activation"))
+    marks = ", ".join("?" for _ in destinations) or "NULL"
+    for table in _warehouse_relations(con, "activation"):
+        if table in RECOMPUTED or table not in ours:
+            continue
+        columns = _columns(con, table)
+        where, params = "true", []
+        if "segment" in columns:
+            where, params = "segment = ?", [segment]
+        elif "destination" in columns:
+            where, params = f"destination IN ({marks})", list(destinations)
+        con.execute(
+            f"INSERT INTO activation.{_quote(table)} BY NAME SELECT * FROM "
+            f"{WAREHOUSE_CATALOG}.activation.{_quote(table)} WHERE {where}",
+            params,
+        )
 
 
 @contextmanager
@@ -165,6 +190,7 @@ def overlay(
                 f"SELECT * FROM {WAREHOUSE_CATALOG}.main.{_quote(name)}"
             )
         create_activation_schema(con)
+        create_departures_table(con)
         _copy_state(con, segment, destinations)
         yield con
     finally:
@@ -202,15 +228,27 @@ def _destination(
     con: duckdb.DuckDBPyConnection,
     state_dir: Path,
     scratch: Path,
-    sid: str,
+    loaded: LoadedSegment,
     entry: DestinationEntry,
     project: ProjectConfig,
+    as_of: datetime,
 ) -> DestinationPreview:
+    """The steps of :func:`orchestrator.sync.engine.run_sync` before sending, on the overlay."""
+    spec = loaded.spec
     dest = project.destinations[entry.destination]
     params = DiffParams(
-        sid, entry.destination, str(entry.mode), str(dest.kind), dest.normalization, entry.fields
+        spec.id,
+        entry.destination,
+        str(entry.mode),
+        str(dest.kind),
+        dest.normalization,
+        dict(entry.fields),
+        spec.purpose,
+        spec.retention_days,
+        as_of,
     )
     folded = _fold_copy(con, state_dir, scratch, params)
+    track_departures(con, segment=spec.id, destination=entry.destination, now=as_of)
     pair_scratch = scratch / entry.destination
     pair_scratch.mkdir()
     plan = compute_diff(con, params, pair_scratch)
@@ -271,7 +309,7 @@ def preview_segment(
             as_of=as_of,
         )
         destinations = [
-            _destination(con, Path(state_dir), Path(tmp), spec.id, entry, project)
+            _destination(con, Path(state_dir), Path(tmp), loaded, entry, project, as_of)
             for entry in spec.destinations
         ]
     return SegmentPreview(spec.id, as_of, members, stats.members, stats.excluded, destinations)
