@@ -1,0 +1,119 @@
+"""The two product fixes the benchmark led to behave exactly like the code they replaced.
+
+- ``orchestrator.pseudonymize``: trim only values whose first or last character is one of
+  ``TRIM_CHARS`` (DuckDB's ``trim(x, chars)`` is slow); results must equal a plain trim.
+- ``orchestrator.sync.journal.repair``: reads only the tail of the journal; it must still cut
+  exactly the torn last line, however long it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestrator.pseudonymize import (
+    TRIM_CHARS,
+    normalized_email_sql,
+    subject_key,
+    subject_key_sql,
+)
+from orchestrator.sync import journal
+
+
+def _inputs() -> list[str | None]:
+    values: list[str | None] = [None, "", "a@example.com", "A b@example.com", "x"]
+    for ch in TRIM_CHARS:
+        values += [
+            f"{ch}a@example.com",
+            f"a@example.com{ch}",
+            f"{ch}{ch}A@Example.com{ch}",
+            f"a{ch}b@example.com",
+            ch,
+            ch * 3,
+        ]
+    values.append(TRIM_CHARS + "B@example.org" + TRIM_CHARS[::-1])
+    return values
+
+
+def test_fast_trim_gives_the_same_keys_as_a_plain_trim() -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (i INTEGER, raw VARCHAR)")
+    values = _inputs()
+    con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(values)))
+    plain = "trim(CAST(raw AS VARCHAR), ?)"
+    rows = con.execute(
+        f"SELECT i, {normalized_email_sql('raw')}, {subject_key_sql('raw')},"
+        f" {plain} FROM t ORDER BY i",
+        [TRIM_CHARS],
+    ).fetchall()
+    con.close()
+    for i, normalized, key, trimmed in rows:
+        raw = values[i]
+        expected_trim = None if raw is None else raw.strip(TRIM_CHARS)
+        assert trimmed == expected_trim, repr(raw)
+        assert key == subject_key(raw), repr(raw)
+        assert (normalized is None) == (key is None), repr(raw)
+
+
+def test_a_torn_line_longer_than_the_tail_chunk_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal.append(path, [{"n": i} for i in range(3)])
+    whole = path.read_bytes()
+    with path.open("ab") as handle:
+        handle.write(b'{"n": "' + b"x" * 200_000)  # a crash mid-write, no newline
+    journal.repair(path)
+    assert path.read_bytes() == whole
+    journal.append(path, [{"n": 3}])
+    assert path.read_text().splitlines()[-1] == '{"n":3}'
+
+
+@pytest.mark.parametrize("content", [b"", b"no newline at all", b"{}\n"])
+def test_repair_of_small_files(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(content)
+    journal.repair(path)
+    expected = content if content.endswith(b"\n") or not content else b""
+    assert path.read_bytes() == expected
+    journal.repair(tmp_path / "missing.jsonl")  # no file: nothing to do
+    assert not (tmp_path / "missing.jsonl").exists()
+
+
+def test_a_source_of_unicode_blanks_is_unproven_consent() -> None:
+    from datetime import datetime, timedelta
+
+    from bench.scenario import project_config
+    from orchestrator.audience import build_audience
+    from orchestrator.config import LegalBasis
+    from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
+
+    as_of = datetime(2026, 6, 1, 6)
+    con = duckdb.connect()
+    create_source_schema(con)
+    create_activation_schema(con)
+    sources = {1: "\u3000\u200b\ufeff", 2: " web form\u00a0", 3: ""}
+    for cid, source in sources.items():
+        con.execute(
+            "INSERT INTO customers VALUES (?, ?, 'FR', 'France', ?, ?)",
+            [cid, f"c{cid}@example.com", as_of - timedelta(days=30), as_of - timedelta(days=2)],
+        )
+        con.execute(
+            "INSERT INTO consents VALUES (?, ?, 'ad_targeting', 'granted', ?, ?, 'v1')",
+            [f"k{cid}", cid, as_of - timedelta(days=3), source],
+        )
+        con.execute("INSERT INTO activation.segment_members VALUES ('s', ?, ?)", [cid, as_of])
+    stats = build_audience(
+        con,
+        segment="s",
+        purpose="ad_targeting",
+        legal_basis=LegalBasis.CONSENT,
+        purposes=project_config().purposes,
+        as_of=as_of,
+    )
+    reasons = dict(
+        con.execute("SELECT customer_id, reason FROM activation.audience_exclusions").fetchall()
+    )
+    con.close()
+    assert stats.members == 1
+    assert reasons == {1: "consent_unproven", 3: "consent_unproven"}
