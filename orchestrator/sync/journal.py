@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from orchestrator.config import NAME_PATTERN
 
@@ -84,15 +85,39 @@ def pair_lock(state_dir: Path, segment: str, destination: str) -> Iterator[None]
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+_TAIL_CHUNK = 64 * 1024
+
+
+def _last_line_end(handle: BinaryIO, size: int) -> int:
+    """Offset just past the last newline of the file (0 when it has none), reading backwards
+    in chunks: a torn line is short, so this reads little whatever the journal's size."""
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        handle.seek(start)
+        found = handle.read(end - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
+
+
 def repair(path: Path) -> None:
-    """Cut a torn last line (no trailing newline) left by a crash mid-write; no-op otherwise."""
+    """Cut a torn last line (no trailing newline) left by a crash mid-write; no-op otherwise.
+
+    Reads only the file's tail (it runs before every append, and a journal can hold millions
+    of lines during a large first sync).
+    """
     if not path.exists():
         return
     with open(path, "rb+") as handle:
-        data = handle.read()
-        if not data or data.endswith(b"\n"):
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
             return
-        handle.truncate(data.rfind(b"\n") + 1)
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        handle.truncate(_last_line_end(handle, size))
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -107,7 +132,8 @@ def append(path: Path, lines: Iterable[Mapping[str, object]]) -> None:
 
     Once this returns the lines survive a process kill or power loss.
     """
-    text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+    encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per line
+    text = "".join(encode(line) + "\n" for line in lines)
     if not text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
