@@ -144,12 +144,13 @@ retention AS (
     WHERE customer_id IN (SELECT customer_id FROM members)
 ),
 latest_purchase AS (
-    SELECT customer_id, event_id
+    -- arg_max, not a row_number() window: same row (event_id is unique), without sorting
+    -- every purchase of every member (3 s of 13 CPU s at 1M customers, bench/README.md)
+    SELECT customer_id, arg_max(event_id, (occurred_at, event_id)) AS event_id
     FROM main.events
     WHERE event_type = 'purchase' AND occurred_at <= $as_of
       AND customer_id IN (SELECT customer_id FROM members)
-    QUALIFY row_number() OVER (
-        PARTITION BY customer_id ORDER BY occurred_at DESC, event_id DESC) = 1
+    GROUP BY customer_id
 ),
 state AS (
     SELECT k.*, l.consent_id, p.event_id AS purchase_id,
@@ -159,8 +160,9 @@ state AS (
            CASE
                WHEN l.customer_id IS NULL THEN 'none'
                WHEN l.status <> 'granted' THEN 'withdrawn'
-               WHEN coalesce(trim(l.source, $trim_chars), '') = ''
-                 OR coalesce(trim(l.notice_version, $trim_chars), '') = '' THEN 'unproven'
+               WHEN coalesce(regexp_full_match(l.source, $blank_pattern), true)
+                 OR coalesce(regexp_full_match(l.notice_version, $blank_pattern), true)
+                 THEN 'unproven'
                WHEN l.recorded_at <= $cutoff THEN 'expired'
                ELSE 'valid'
            END AS consent_state
@@ -303,7 +305,8 @@ def build_audience(
                 "as_of": as_of,
                 "cutoff": as_of - timedelta(days=declared.consent_validity_days),
                 "soft_opt_in": legal_basis is LegalBasis.LEGITIMATE_INTEREST,
-                "trim_chars": TRIM_CHARS,
+                # blank = only TRIM_CHARS (as trim(x, TRIM_CHARS) = '', which is 10x slower)
+                "blank_pattern": f"[{TRIM_CHARS}]*",
                 "prospect_cutoff": clock["prospect_cutoff"],
                 "customer_cutoff": clock["customer_cutoff"],
             },
