@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -111,13 +111,15 @@ def test_preview_predicts_the_real_run_then_an_erasure(
     assert (dest["adds"], dest["removes"], dest["unchanged"]) == (0, 0, first["audience"])
 
     with connect(warehouse) as con:
-        (customer_id,) = con.execute(
-            "SELECT min(customer_id) FROM activation.audience_members WHERE segment = ?",
-            [SEGMENT],
+        (email,) = con.execute(
+            "SELECT min(email) FROM activation.audience_members WHERE segment = ?", [SEGMENT]
         ).fetchone()
+    forget = runner.invoke(cli, ["forget", "--format", "json", email])
+    assert forget.exit_code == 0, forget.output
+    with connect(warehouse) as con:  # received the day before AS_OF, whatever today's date
         con.execute(
-            "INSERT INTO privacy_requests VALUES ('test-erasure-1', ?, NULL, 'erasure', ?)",
-            [customer_id, datetime(2026, 11, 28)],
+            "UPDATE privacy_requests SET received_at = ? WHERE request_id = ?",
+            [AS_OF - timedelta(days=1), json.loads(forget.stdout)["request_id"]],
         )
     (erased,) = _preview(runner, SEGMENT)
     assert erased["excluded"]["erasure_requested"] == first["excluded"]["erasure_requested"] + 1

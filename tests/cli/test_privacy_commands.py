@@ -1,0 +1,83 @@
+"""``activation forget`` / ``object`` / ``receipt`` / ``register``: hashed on entry, never an
+email in the output, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import duckdb
+from click.testing import CliRunner
+
+from orchestrator.cli import cli
+from orchestrator.pseudonymize import subject_key
+
+from .conftest import run_activation
+
+EMAIL = "Jane.Roe.Cli@Example.com"  # synthetic, not in the demo warehouse
+
+
+def test_forget_records_a_hashed_request_and_shows_no_email(
+    runner: CliRunner, project_env: dict[str, str], warehouse: Path
+) -> None:
+    result = runner.invoke(cli, ["forget", EMAIL])
+    assert result.exit_code == 0, result.output
+    key = subject_key(EMAIL)
+    assert key[:12] in result.stdout
+    assert EMAIL.lower() not in result.output.lower()
+    request_id = result.stdout.split("request ", 1)[1].split()[0]
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(
+            "SELECT subject_key, request_type FROM privacy_requests WHERE request_id = ?",
+            [request_id],
+        ).fetchall()
+    assert rows == [(key, "erasure")]
+
+
+def test_object_json_and_receipt(runner: CliRunner, project_env: dict[str, str]) -> None:
+    recorded = runner.invoke(cli, ["object", "--format", "json", EMAIL])
+    assert recorded.exit_code == 0, recorded.output
+    body = json.loads(recorded.stdout)
+    assert body["request_type"] == "objection"
+    assert body["subject"] == subject_key(EMAIL)[:12]
+    receipt = runner.invoke(cli, ["receipt", body["request_id"], "--format", "json"])
+    assert receipt.exit_code == 0, receipt.output
+    found = json.loads(receipt.stdout)
+    assert found["request_id"] == body["request_id"]
+    assert found["request_type"] == "objection" and found["status"] in ("open", "complete")
+    text = runner.invoke(cli, ["receipt", body["request_id"]])
+    assert text.exit_code == 0 and body["request_id"] in text.stdout
+    assert EMAIL.lower() not in (receipt.output + text.output).lower()
+
+
+def test_receipt_of_an_unknown_request(runner: CliRunner, project_env: dict[str, str]) -> None:
+    result = runner.invoke(cli, ["receipt", "pr-does-not-exist"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "Error: unknown request id 'pr-does-not-exist'"
+
+
+def test_register_markdown_csv_and_file(
+    runner: CliRunner, project_env: dict[str, str], tmp_path: Path
+) -> None:
+    markdown = runner.invoke(cli, ["register"])
+    assert markdown.exit_code == 0, markdown.output
+    assert markdown.stdout.startswith("# Record of processing activities")
+    assert "| recent_buyers_eu | email_marketing |" in markdown.stdout
+    out = tmp_path / "register.csv"
+    written = runner.invoke(cli, ["register", "--format", "csv", "--output", str(out)])
+    assert written.exit_code == 0 and written.stdout == ""
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert sorted(r["activity"] for r in rows)[:1] == ["lapsed_high_value"]
+    assert len({r["activity"] for r in rows}) == 5
+
+
+def test_subprocess_forget_and_bad_email(project_env: dict[str, str]) -> None:
+    done = run_activation("forget", EMAIL)
+    assert done.returncode == 0, done.stderr
+    assert subject_key(EMAIL)[:12] in done.stdout and "@" not in done.stdout
+    bad = run_activation("forget", "nobody@@example")
+    assert bad.returncode == 1
+    assert "not a valid email address" in bad.stderr and "nobody" not in bad.stderr
+    assert "Traceback" not in bad.stderr
