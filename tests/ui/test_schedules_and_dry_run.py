@@ -61,6 +61,18 @@ def test_shipped_segments_schedules_all_start_stopped(tmp_path: Path, warehouse:
     assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.STOPPED}
 
 
+def test_privacy_sensor_runs_by_default_and_is_the_only_running_automation(
+    tmp_path: Path, warehouse: Path
+) -> None:
+    """Requests must reach destinations without anyone switching the sensor on; nothing else
+    starts on its own (a new segment never sends by surprise)."""
+    project = load_project_config(REPO / "activation.yaml")
+    defs = build_definitions(_settings(REPO / "segments", warehouse, tmp_path / "s"), project)
+    sensors = list(defs.sensors or ())
+    running = [s.name for s in sensors if s.default_status is dg.DefaultSensorStatus.RUNNING]
+    assert len(running) == 1 and "privacy" in running[0]
+
+
 def _dry_run_config(job: dg.JobDefinition) -> dict:
     as_of = AS_OF.isoformat()
     config = {"as_of": as_of, "dry_run": True}
