@@ -43,7 +43,7 @@ def privacy_job() -> dg.JobDefinition:
 
 
 def evaluate_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, wh: Path, cursor=None):
-    sensor = defs.get_sensor_def(SENSOR_NAME)
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"warehouse": DuckDBResource(database=str(wh))}
     )
@@ -109,8 +109,9 @@ def reimport(wh: Path, spellings: dict[int, str]) -> None:
 
 
 def test_erasure_reaches_three_destinations_and_the_person_never_returns(
-    project, mock_destinations
+    privacy_project, mock_destinations
 ) -> None:
+    project = privacy_project
     wh = project.warehouse_path
     mock = mock_destinations
     defs = load_defs()
@@ -175,8 +176,9 @@ def test_erasure_reaches_three_destinations_and_the_person_never_returns(
 
 
 def test_objection_unsubscribes_suppresses_and_never_resubscribes(
-    project, mock_destinations
+    privacy_project, mock_destinations
 ) -> None:
+    project = privacy_project
     wh = project.warehouse_path
     mock = mock_destinations
     defs = load_defs()
