@@ -1,0 +1,405 @@
+"""An independent plain-Python oracle for segments and audiences, for the end-to-end tests.
+
+It reads the warehouse's raw tables with ``fetchall`` and evaluates, row by row in Python:
+
+1. the segment: the condition tree of a :class:`~orchestrator.segments.spec.SegmentSpec`
+   (traits; events with ``within_days`` / ``between`` / ``at_least`` distinct orders /
+   ``total_value`` / ``where``; ``all`` / ``any`` / ``not``), never calling the product's SQL
+   compiler. A ``sql:`` segment is the data engineer's own SELECT: it runs as written in DuckDB;
+2. the audience: the consent and legal-basis rules of ``orchestrator/audience.py`` (privacy
+   requests and the suppression list, source retention, email validity, latest consent per
+   purpose, soft opt-in, duplicate addresses), with the Python reference pseudonymizer.
+
+The semantics mirrored, in the words of the product docs: a NULL trait never matches a
+comparison (so ``not`` of it matches); a date value means the whole day; ``within_days`` keeps
+events at or after ``as_of - within_days``; ``between`` days are whole and both included;
+``at_least`` counts distinct ``invoice_no`` (an event without one is its own order);
+``total_value`` bounds the sum of the non-NULL ``value`` (inclusive; no value means no match).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from orchestrator.config import LegalBasis, ProjectConfig
+from orchestrator.pseudonymize import TRIM_CHARS, google_key, normalize_email, subject_key
+from orchestrator.segments.spec import (
+    AllCondition,
+    AnyCondition,
+    EventCondition,
+    FieldCondition,
+    NotCondition,
+    SegmentSpec,
+    TraitCondition,
+)
+
+#: Columns holding timestamps: a value written as ``YYYY-MM-DD`` means that whole day.
+TIMESTAMP_COLUMNS = frozenset({"created_at", "last_contact_at", "occurred_at"})
+CUSTOMER_COLUMNS = ("customer_id", "email", "country", "country_name", "created_at")
+CUSTOMER_COLUMNS += ("last_contact_at",)
+EVENT_COLUMNS = ("event_id", "customer_id", "event_type", "occurred_at", "invoice_no")
+EVENT_COLUMNS += ("stock_code", "description", "quantity", "unit_price", "value")
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The warehouse as plain Python rows.
+
+    ``customers``: customer_id -> {column: value} (all ``customers`` columns);
+    ``events``: customer_id -> list of {column: value} (all ``events`` columns);
+    ``consents``: customer_id -> list of (consent_id, customer_id, purpose, status, recorded_at,
+    source, notice_version);
+    ``requests``: (customer_id, subject_key, request_type, received_at);
+    ``suppressions``: (subject_key, google_key, request_type) of ``activation.suppression_list``
+    (empty when the table does not exist).
+    """
+
+    customers: dict[int, dict[str, Any]]
+    events: dict[int, list[dict[str, Any]]]
+    consents: dict[int, list[tuple]]
+    requests: list[tuple]
+    suppressions: list[tuple]
+
+
+@dataclass(frozen=True)
+class ExpectedMember:
+    """One expected row of ``activation.audience_members`` (keys are sha256 hex)."""
+
+    subject_key: str
+    google_key: str
+    customer_id: int
+    email: str
+    legal_basis: str
+    consent_ref: str
+
+
+@dataclass(frozen=True)
+class ExpectedAudience:
+    """The oracle's audience of one segment.
+
+    ``segment_members``: customer ids of the segment; ``members``: subject_key ->
+    :class:`ExpectedMember`; ``exclusions``: customer_id -> reason.
+    """
+
+    segment_members: frozenset[int]
+    members: dict[str, ExpectedMember]
+    exclusions: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def consent_refs(self) -> dict[str, str]:
+        """subject_key -> consent_ref."""
+        return {key: member.consent_ref for key, member in self.members.items()}
+
+    @property
+    def emails(self) -> set[str]:
+        """The normalized addresses of the members."""
+        return {member.email for member in self.members.values()}
+
+    def excluded_counts(self, reasons: Iterable[str]) -> dict[str, int]:
+        """Exclusions per reason for every reason of ``reasons`` (zero included).
+
+        Raises:
+            AssertionError: the oracle produced a reason not in ``reasons``.
+        """
+        counts = Counter(self.exclusions.values())
+        unknown = set(counts) - set(reasons)
+        assert not unknown, f"oracle reasons unknown to the product: {sorted(unknown)}"
+        return {reason: counts.get(reason, 0) for reason in reasons}
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def read_sources(con: duckdb.DuckDBPyConnection) -> Sources:
+    """Read every source table (and the suppression list) with ``fetchall``."""
+    customers = {
+        row[0]: dict(zip(CUSTOMER_COLUMNS, row, strict=True))
+        for row in con.execute(f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM customers").fetchall()
+    }
+    events: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in con.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events").fetchall():
+        events[row[1]].append(dict(zip(EVENT_COLUMNS, row, strict=True)))
+    consents: dict[int, list[tuple]] = defaultdict(list)
+    for row in con.execute(
+        "SELECT consent_id, customer_id, purpose, status, recorded_at, source, notice_version "
+        "FROM consents"
+    ).fetchall():
+        consents[row[1]].append(row)
+    requests = con.execute(
+        "SELECT customer_id, subject_key, request_type, received_at FROM privacy_requests"
+    ).fetchall()
+    (has_list,) = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_schema = 'activation' AND table_name = 'suppression_list'"
+    ).fetchone()
+    suppressions = (
+        con.execute(
+            "SELECT subject_key, google_key, request_type FROM activation.suppression_list"
+        ).fetchall()
+        if has_list
+        else []
+    )
+    return Sources(customers, dict(events), dict(consents), requests, suppressions)
+
+
+# --- segment conditions -----------------------------------------------------------------------
+
+
+def _day(value: Any) -> date | datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, date):
+        return value
+    text = str(value)
+    if len(text) == 10:
+        return date.fromisoformat(text)
+    return _day(datetime.fromisoformat(text))
+
+
+def _start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)
+
+
+def _compare(value: Any, op: str, raw: Any, column: str) -> bool:
+    """One comparison of a column value; a NULL value matches only ``is_null: true``."""
+    if op == "is_null":
+        return (value is None) is bool(raw)
+    if value is None:
+        return False
+    if op == "contains":
+        return str(raw).lower() in str(value).lower()
+    if op == "in":
+        return value in list(raw)
+    if op == "between":
+        return _compare(value, "gte", raw[0], column) and _compare(value, "lte", raw[1], column)
+    if column in TIMESTAMP_COLUMNS:
+        bound = _day(raw)
+        if not isinstance(bound, datetime):
+            low, high = _start(bound), _start(bound) + timedelta(days=1)
+            return {"eq": low <= value < high, "gte": value >= low, "lte": value < high}[op]
+        raw = bound
+    return {"eq": value == raw, "gte": value >= raw, "lte": value <= raw}[op]
+
+
+def _operator(condition: TraitCondition | FieldCondition) -> tuple[str, Any]:
+    """The single operator a validated condition carries (as written in YAML)."""
+    names = {"eq": "eq", "in_": "in", "gte": "gte", "lte": "lte", "between": "between"}
+    names |= {"is_null": "is_null", "contains": "contains"}
+    given = [name for name in condition.model_fields_set if name in names]
+    assert len(given) == 1, given
+    return names[given[0]], getattr(condition, given[0])
+
+
+def _event_matches(event: dict[str, Any], condition: EventCondition, as_of: datetime) -> bool:
+    if event["event_type"] != condition.event:
+        return False
+    at = event["occurred_at"]
+    if condition.within_days is not None and at < as_of - timedelta(days=condition.within_days):
+        return False
+    if condition.between is not None:
+        first, last = (_day(item) for item in condition.between)
+        if not _start(first) <= at < _start(last) + timedelta(days=1):
+            return False
+    for where in condition.where or ():
+        op, raw = _operator(where)
+        if not _compare(event[where.field], op, raw, where.field):
+            return False
+    return True
+
+
+def _value_ok(total: float | None, condition: EventCondition) -> bool:
+    bound = condition.total_value
+    if bound is None:
+        return True
+    if total is None:
+        return False
+    if bound.between is not None:
+        return bound.between[0] <= total <= bound.between[1]
+    if bound.gte is not None:
+        return total >= bound.gte
+    return total <= bound.lte
+
+
+def _event_holds(events: list[dict[str, Any]], condition: EventCondition, as_of: datetime) -> bool:
+    matching = [e for e in events if _event_matches(e, condition, as_of)]
+    orders = {
+        e["invoice_no"] if e["invoice_no"] is not None else f"event:{e['event_id']}"
+        for e in matching
+    }
+    values = [e["value"] for e in matching if e["value"] is not None]
+    total = sum(values) if values else None
+    return bool(matching) and len(orders) >= condition.at_least and _value_ok(total, condition)
+
+
+def holds(condition: Any, customer: dict[str, Any], events: list[dict], as_of: datetime) -> bool:
+    """Whether one customer (a ``customers`` row and its events) meets ``condition``."""
+    if isinstance(condition, TraitCondition):
+        op, raw = _operator(condition)
+        return _compare(customer[condition.trait], op, raw, condition.trait)
+    if isinstance(condition, EventCondition):
+        return _event_holds(events, condition, as_of)
+    if isinstance(condition, AllCondition):
+        return all(holds(part, customer, events, as_of) for part in condition.all_)
+    if isinstance(condition, AnyCondition):
+        return any(holds(part, customer, events, as_of) for part in condition.any_)
+    if isinstance(condition, NotCondition):
+        return not holds(condition.not_, customer, events, as_of)
+    raise TypeError(f"unknown condition {type(condition).__name__}")
+
+
+def segment_members(
+    spec: SegmentSpec, sources: Sources, con: duckdb.DuckDBPyConnection, as_of: datetime
+) -> frozenset[int]:
+    """Customer ids of the segment at ``as_of`` (naive UTC).
+
+    Conditions are evaluated in Python over every ``customers`` row; a ``sql:`` segment runs
+    its own SELECT on ``con`` (NULL ids dropped).
+    """
+    if spec.sql is not None:
+        return frozenset(row[0] for row in con.execute(spec.sql).fetchall() if row[0] is not None)
+    return frozenset(
+        cid
+        for cid, customer in sources.customers.items()
+        if holds(spec.audience, customer, sources.events.get(cid, []), as_of)
+    )
+
+
+# --- consent and legal basis ------------------------------------------------------------------
+
+
+def _request_kinds(sources: Sources, cid: int, raw: str | None, as_of: datetime) -> set[str]:
+    key, gkey = subject_key(raw), google_key(raw)
+    kinds = {
+        kind
+        for rcid, rkey, kind, at in sources.requests
+        if at <= as_of and (rcid == cid or (key is not None and subject_key(rkey) == key))
+    }
+    kinds |= {
+        kind
+        for skey, sgkey, kind in sources.suppressions
+        if (key is not None and skey == key) or (gkey is not None and sgkey == gkey)
+    }
+    return kinds
+
+
+def _retention_expired(sources: Sources, cid: int, project: ProjectConfig, as_of: datetime) -> bool:
+    customer = sources.customers.get(cid)
+    if customer is None:
+        return False
+    purchases = [
+        e["occurred_at"]
+        for e in sources.events.get(cid, [])
+        if e["event_type"] == "purchase" and e["occurred_at"] <= as_of
+    ]
+    contact = customer["last_contact_at"]
+    contact = contact if contact is not None and contact <= as_of else None
+    if purchases:
+        days, start = project.retention.customer_days, max(purchases)
+    else:
+        days, start = project.retention.prospect_days, customer["created_at"]
+    clock = max(moment for moment in (start, contact) if moment is not None)
+    return clock <= as_of - timedelta(days=days)
+
+
+def _consent_state(
+    sources: Sources, cid: int, purpose: str, validity_days: int, as_of: datetime
+) -> tuple[str, str | None]:
+    """('none' | 'withdrawn' | 'unproven' | 'expired' | 'valid', latest consent_id)."""
+    records = [r for r in sources.consents.get(cid, []) if r[2] == purpose and r[4] <= as_of]
+    latest = max(records, key=lambda r: (r[4], r[0]), default=None)
+    if latest is None:
+        return "none", None
+    if latest[3] != "granted":
+        return "withdrawn", latest[0]
+    if not (latest[5] or "").strip(TRIM_CHARS) or not (latest[6] or "").strip(TRIM_CHARS):
+        return "unproven", latest[0]
+    if latest[4] <= as_of - timedelta(days=validity_days):
+        return "expired", latest[0]
+    return "valid", latest[0]
+
+
+def _latest_purchase(sources: Sources, cid: int, as_of: datetime) -> str | None:
+    purchases = [
+        e
+        for e in sources.events.get(cid, [])
+        if e["event_type"] == "purchase" and e["occurred_at"] <= as_of
+    ]
+    last = max(purchases, key=lambda e: (e["occurred_at"], e["event_id"]), default=None)
+    return None if last is None else last["event_id"]
+
+
+def classify(
+    sources: Sources, cid: int, spec: SegmentSpec, project: ProjectConfig, as_of: datetime
+) -> tuple[str | None, str, str]:
+    """(exclusion reason or None, legal basis used, consent_ref) for one member, before
+    duplicate addresses are resolved."""
+    customer = sources.customers.get(cid)
+    raw = None if customer is None else customer["email"]
+    kinds = _request_kinds(sources, cid, raw, as_of)
+    if "erasure" in kinds:
+        return "erasure_requested", "", ""
+    if "objection" in kinds:
+        return "objection", "", ""
+    if _retention_expired(sources, cid, project, as_of):
+        return "retention_expired", "", ""
+    if normalize_email(raw) is None or google_key(raw) is None:
+        return "invalid_email", "", ""
+    validity = project.purposes[spec.purpose].consent_validity_days
+    state, consent_id = _consent_state(sources, cid, spec.purpose, validity, as_of)
+    if state == "valid":
+        return None, "consent", str(consent_id)
+    purchase = _latest_purchase(sources, cid, as_of)
+    soft_opt_in = LegalBasis(spec.legal_basis) is LegalBasis.LEGITIMATE_INTEREST
+    if soft_opt_in and state != "withdrawn" and purchase is not None:
+        return None, "legitimate_interest", f"purchase:{purchase}"
+    reasons = {"none": "no_consent", "unproven": "consent_unproven"}
+    return reasons.get(state, state), "", ""
+
+
+def audience_of(
+    members: Iterable[int],
+    sources: Sources,
+    spec: SegmentSpec,
+    project: ProjectConfig,
+    as_of: datetime,
+) -> ExpectedAudience:
+    """Apply the consent rules to segment members; the lowest customer id keeps an address."""
+    chosen: dict[str, ExpectedMember] = {}
+    exclusions: dict[int, str] = {}
+    members = frozenset(members)
+    for cid in sorted(members):
+        reason, basis, ref = classify(sources, cid, spec, project, as_of)
+        raw = sources.customers[cid]["email"] if reason is None else None
+        key = subject_key(raw) if reason is None else None
+        if reason is None and key in chosen:
+            reason = "duplicate_address"
+        if reason is not None:
+            exclusions[cid] = reason
+            continue
+        assert key is not None
+        email, gkey = normalize_email(raw), google_key(raw)
+        assert email is not None and gkey is not None
+        chosen[key] = ExpectedMember(key, gkey, cid, email, basis, ref)
+    return ExpectedAudience(members, chosen, exclusions)
+
+
+def expected_audiences(
+    warehouse: Path, specs: Mapping[str, SegmentSpec], project: ProjectConfig, as_of: datetime
+) -> dict[str, ExpectedAudience]:
+    """:func:`expected_audience` for every segment, reading the warehouse once."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        sources = read_sources(con)
+        members = {sid: segment_members(spec, sources, con, as_of) for sid, spec in specs.items()}
+    finally:
+        con.close()
+    return {
+        sid: audience_of(members[sid], sources, spec, project, as_of) for sid, spec in specs.items()
+    }
