@@ -1,0 +1,141 @@
+"""Explain one person: conditions one by one, the consent that allowed them or the exclusion
+that applied, what the destination holds; never the address itself."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestrator.audience import build_audience
+from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.privacy.explain import explain, format_explanation
+from orchestrator.pseudonymize import subject_key
+from orchestrator.segments.compiler import compile_segment
+from orchestrator.segments.loader import load_segment_text
+from orchestrator.segments.spec import SegmentSpec
+from orchestrator.sync.diff import PENDING_HASH
+from tests.privacy.helpers import AS_OF, ERIN, REPO, write_warehouse
+
+SEGMENT = """
+name: fr_recent_buyers
+description: French customers who bought in the last 30 days
+owner: privacy-team@example.com
+purpose: email_marketing
+legal_basis: consent
+retention_days: 30
+schedule: "0 6 * * *"
+audience:
+  all:
+    - trait: country
+      in: [FR]
+    - event: purchase
+      within_days: 30
+destinations:
+  - destination: mailchimp
+    audience_id: explainlist
+    mode: mirror
+"""
+SID = "fr_recent_buyers"
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, dict[int, str], ProjectConfig, dict[str, SegmentSpec]]:
+    """Erin (1) bought and consents; 2 never bought; 3 bought but withdrew; Erin is held by
+    mailchimp, 3 as pending."""
+    wh = tmp_path / "warehouse.duckdb"
+    emails = write_warehouse(wh)
+    project = load_project_config(REPO / "activation.yaml")
+    spec = load_segment_text(SEGMENT, "fr_recent_buyers.yaml", project)
+    con = duckdb.connect(str(wh))
+    try:
+        for cid in (1, 3):
+            con.execute(
+                "INSERT INTO events VALUES (?, ?, 'purchase', ?, 'inv', 'sku', 'mug', 1, 5, 5)",
+                [f"e{cid}", cid, AS_OF - timedelta(days=5)],
+            )
+        con.execute(
+            "INSERT INTO consents VALUES ('w3', 3, 'email_marketing', 'withdrawn', ?, "
+            "'preference_centre', 'v3')",
+            [AS_OF - timedelta(days=1)],
+        )
+        query = compile_segment(spec, AS_OF)
+        con.execute(
+            f"INSERT INTO activation.segment_members SELECT ?, customer_id, ? FROM ({query.sql})",
+            [SID, AS_OF, *query.params],
+        )
+        build_audience(con, segment=SID, purpose=spec.purpose, legal_basis=spec.legal_basis,
+                       purposes=project.purposes, as_of=AS_OF)  # fmt: skip
+        con.executemany(
+            "INSERT INTO activation.sync_state VALUES (?, 'mailchimp', ?, NULL, ?, ?)",
+            [
+                [SID, subject_key(ERIN), "h1", AS_OF],
+                [SID, subject_key(emails[3]), PENDING_HASH, AS_OF],
+            ],
+        )
+    finally:
+        con.close()
+    return wh, emails, project, {SID: spec}
+
+
+def test_a_member_is_explained_by_conditions_consent_and_destination(setup) -> None:
+    wh, _, project, specs = setup
+    result = explain(wh, "  erin.tester@GMAIL.com", SID, project, specs, AS_OF)
+    assert result["customer_ids"] == [1]
+    assert result["in_segment"] and result["in_audience"]
+    assert [c["matched"] for c in result["conditions"]] == [True, True]
+    assert result["conditions"][0]["condition"] == "country in FR"
+    assert result["legal_basis"] == "consent"
+    assert result["consent"]["purpose"] == "email_marketing"
+    assert result["consent"]["status"] == "granted" and result["consent"]["source"]
+    assert result["destinations"] == [
+        {
+            "destination": "mailchimp",
+            "audience_id": "explainlist",
+            "held": True,
+            "synced_at": AS_OF,
+            "pending": False,
+        }
+    ]
+    text = format_explanation(result)
+    assert "[x] country in FR" in text and "[x] purchase in the last 30 days" in text
+    assert "mailchimp holds this person" in text
+    assert "@" not in text and "erin" not in text.lower()
+    assert subject_key(ERIN)[:12] in text and subject_key(ERIN) not in text
+
+
+def test_a_non_member_shows_the_failing_condition(setup) -> None:
+    wh, emails, project, specs = setup
+    result = explain(wh, emails[2], SID, project, specs, AS_OF)
+    assert result["customer_ids"] == [2]
+    assert not result["in_segment"] and not result["in_audience"]
+    assert [c["matched"] for c in result["conditions"]] == [True, False]
+    assert not result["destinations"][0]["held"]
+    text = format_explanation(result)
+    assert "[ ] purchase in the last 30 days" in text
+    assert "@" not in text and emails[2].split("@")[0] not in text
+
+
+def test_an_excluded_person_shows_the_reason_and_a_pending_send(setup) -> None:
+    wh, emails, project, specs = setup
+    result = explain(wh, emails[3].upper(), SID, project, specs, AS_OF)
+    assert result["in_segment"] and not result["in_audience"]
+    assert result["exclusions"] == [{"customer_id": 3, "reason": "withdrawn"}]
+    assert result["destinations"][0]["held"] and result["destinations"][0]["pending"]
+    text = format_explanation(result)
+    assert "customer 3 excluded: withdrawn" in text and "pending" in text
+    assert "@" not in text
+
+
+def test_an_unknown_address_matches_nobody_and_bad_input_is_not_echoed(setup) -> None:
+    wh, _, project, specs = setup
+    result = explain(wh, "nobody@example.org", SID, project, specs, AS_OF)
+    assert result["customer_ids"] == [] and not result["in_segment"]
+    assert [c["matched"] for c in result["conditions"]] == [False, False]
+    with pytest.raises(ValueError) as bad:
+        explain(wh, "nobody-at-example.org", SID, project, specs, AS_OF)
+    assert "nobody" not in str(bad.value)
+    with pytest.raises(KeyError):
+        explain(wh, ERIN, "no_such_segment", project, specs, AS_OF)
