@@ -66,6 +66,7 @@ class Warehouse:
         self.consents: list[tuple] = []
         self.events: list[tuple] = []
         self.requests: list[tuple] = []
+        self.suppressions: list[tuple] = []
 
     def customer(
         self,
@@ -105,6 +106,10 @@ class Warehouse:
     def request(self, kind: str, at: datetime, *, cid: int | None = None, key: str | None = None):
         self.requests.append((f"r{len(self.requests):05d}", cid, key, kind, at))
 
+    def suppress(self, kind: str, at: datetime, key: str, google: str | None) -> None:
+        """A row of activation.suppression_list (hashes only)."""
+        self.suppressions.append((key, google, kind, at))
+
     def write(self, path: Path) -> None:
         con = duckdb.connect(str(path))
         try:
@@ -114,6 +119,9 @@ class Warehouse:
             insert(con, "consents", self.consents)
             insert(con, "events", self.events)
             insert(con, "privacy_requests", self.requests)
+            con.executemany(
+                "INSERT INTO activation.suppression_list VALUES (?, ?, ?, ?)", self.suppressions
+            )
         finally:
             con.close()
 
@@ -243,6 +251,14 @@ def add_named_cases(w: Warehouse) -> None:
     w.request("erasure", ago(1), cid=41)
     w.customer(42, "old-and-broken", created=ago(2000))  # retention_expired before invalid_email
     w.grant_both(42, ago(10))
+    # Suppression list: applies whatever its date; the Google key catches Gmail variants.
+    w.customer(51, "Sup.Pressed+news@GoogleMail.com")  # objection via the Google key only
+    w.grant_both(51, ago(10))
+    w.suppress("objection", AS_OF + timedelta(days=5), sha("suppressed@gmail.com"),
+               google_key("suppressed@gmail.com"))  # fmt: skip
+    w.customer(52, " Forgotten@Example.org")  # erasure via the subject key, Google key unknown
+    w.grant_both(52, ago(10))
+    w.suppress("erasure", ago(30), sha("forgotten@example.org"), None)
 
 
 def add_random_customers(w: Warehouse, count: int) -> None:
@@ -303,6 +319,9 @@ def read_sources(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
         "requests": con.execute(
             "SELECT customer_id, subject_key, request_type, received_at FROM privacy_requests"
         ).fetchall(),
+        "suppressions": con.execute(
+            "SELECT subject_key, google_key, request_type FROM activation.suppression_list"
+        ).fetchall(),
     }
 
 
@@ -332,6 +351,12 @@ def oracle_reason(
         kind
         for rcid, rkey, kind, at in src["requests"]
         if at <= AS_OF and (rcid == cid or (key is not None and subject_key(rkey) == key))
+    }
+    gkey = google_key(raw)
+    kinds |= {
+        kind
+        for skey, sgoogle, kind in src["suppressions"]
+        if (key is not None and skey == key) or (gkey is not None and sgoogle == gkey)
     }
     if "erasure" in kinds:
         return "erasure_requested", "", ""
@@ -507,6 +532,13 @@ def test_named_cases_email_consent(con) -> None:
     assert members[28][3] == "j.doe+news@googlemail.com"
     assert members[28][1] == google_key("jdoe@gmail.com") != members[28][0]
     assert members[32][3] == "ren\u00e9@example.com"
+
+
+@pytest.mark.parametrize(("purpose", "basis"), COMBINATIONS)
+def test_suppression_list_keeps_gmail_variants_out(con, purpose: str, basis: LegalBasis) -> None:
+    build(con, "everyone", purpose, basis)
+    excluded = exclusion_rows(con, "everyone")
+    assert (excluded[51], excluded[52]) == ("objection", "erasure_requested")
 
 
 def test_named_cases_soft_opt_in(con) -> None:
