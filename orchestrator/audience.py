@@ -202,10 +202,32 @@ FROM classified
 
 
 def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: datetime) -> None:
-    """Delete the segment's audience and exclusions, insert the classified rows."""
+    """Make the segment's audience and exclusions equal to the classified rows.
+
+    Deletes only the rows that are gone and upserts the rest, rather than deleting and
+    re-inserting every row: with DuckDB 2.0.1 re-inserting the same primary keys in one
+    transaction made the commit cost about 6 CPU s for 285k members (1M customers), the
+    upsert about 0.7 s (bench/README.md). The tables end up the same either way.
+    """
     params = {"segment": segment}
-    con.execute("DELETE FROM activation.audience_members WHERE segment = $segment", params)
-    con.execute("DELETE FROM activation.audience_exclusions WHERE segment = $segment", params)
+    con.execute(
+        f"""
+        DELETE FROM activation.audience_members AS am
+        WHERE am.segment = $segment AND NOT EXISTS (
+            SELECT 1 FROM {_SCRATCH} AS s
+            WHERE s.reason IS NULL AND s.subject_key = am.subject_key)
+        """,
+        params,
+    )
+    con.execute(
+        f"""
+        DELETE FROM activation.audience_exclusions AS ax
+        WHERE ax.segment = $segment AND NOT EXISTS (
+            SELECT 1 FROM {_SCRATCH} AS s
+            WHERE s.reason IS NOT NULL AND s.customer_id = ax.customer_id)
+        """,
+        params,
+    )
     params = {"segment": segment, "as_of": as_of}
     con.execute(
         f"""
@@ -215,6 +237,10 @@ def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: d
         SELECT $segment, subject_key, google_key, customer_id, email, legal_basis, consent_ref,
                $as_of
         FROM {_SCRATCH} WHERE reason IS NULL
+        ON CONFLICT (segment, subject_key) DO UPDATE SET
+            google_key = excluded.google_key, customer_id = excluded.customer_id,
+            email = excluded.email, legal_basis = excluded.legal_basis,
+            consent_ref = excluded.consent_ref, computed_at = excluded.computed_at
         """,
         params,
     )
@@ -222,6 +248,8 @@ def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: d
         f"""
         INSERT INTO activation.audience_exclusions (segment, customer_id, reason, computed_at)
         SELECT $segment, customer_id, reason, $as_of FROM {_SCRATCH} WHERE reason IS NOT NULL
+        ON CONFLICT (segment, customer_id) DO UPDATE SET
+            reason = excluded.reason, computed_at = excluded.computed_at
         """,
         params,
     )

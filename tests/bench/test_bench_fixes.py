@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -81,7 +82,7 @@ def test_repair_of_small_files(tmp_path: Path, content: bytes) -> None:
 
 
 def test_a_source_of_unicode_blanks_is_unproven_consent() -> None:
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
     from bench.scenario import project_config
     from orchestrator.audience import build_audience
@@ -117,3 +118,60 @@ def test_a_source_of_unicode_blanks_is_unproven_consent() -> None:
     con.close()
     assert stats.members == 1
     assert reasons == {1: "consent_unproven", 3: "consent_unproven"}
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> tuple[list, list]:
+    members = con.execute(
+        "SELECT * FROM activation.audience_members ORDER BY segment, subject_key"
+    ).fetchall()
+    excluded = con.execute(
+        "SELECT * FROM activation.audience_exclusions ORDER BY segment, customer_id"
+    ).fetchall()
+    return members, excluded
+
+
+def test_rebuilding_an_audience_equals_building_it_afresh(tmp_path: Path) -> None:
+    """The audience write deletes what is gone and upserts the rest: after changes, the
+    tables must equal those of a build into an empty audience."""
+    from bench.generator import apply_changes, generate_warehouse
+    from bench.scenario import AS_OF, project_config
+    from orchestrator.audience import build_audience
+    from orchestrator.config import LegalBasis
+
+    path = tmp_path / "w.duckdb"
+    generate_warehouse(path, customers=1_500, seed=3, as_of=AS_OF)
+    purposes = project_config().purposes
+
+    def build(con: duckdb.DuckDBPyConnection, as_of) -> None:
+        con.execute("DELETE FROM activation.segment_members")
+        con.execute(
+            "INSERT INTO activation.segment_members SELECT 's', customer_id, ? FROM customers"
+            " WHERE country IN ('FR', 'DE', 'ES', 'IT', 'NL', 'BE')",
+            [as_of],
+        )
+        build_audience(
+            con,
+            segment="s",
+            purpose="email_marketing",
+            legal_basis=LegalBasis.LEGITIMATE_INTEREST,
+            purposes=purposes,
+            as_of=as_of,
+        )
+
+    con = duckdb.connect(str(path))
+    build(con, AS_OF - timedelta(days=1))
+    before = _tables(con)
+    con.execute("UPDATE customers SET email = 'moved' || email WHERE customer_id % 97 = 0")
+    con.close()
+    apply_changes(path, seed=3, as_of=AS_OF)
+    con = duckdb.connect(str(path))
+    build(con, AS_OF)
+    rebuilt = _tables(con)
+    con.execute("DELETE FROM activation.audience_members")
+    con.execute("DELETE FROM activation.audience_exclusions")
+    build(con, AS_OF)
+    fresh = _tables(con)
+    con.close()
+    assert rebuilt == fresh
+    assert rebuilt != before  # the changes did change the audience
+    assert {row[-1] for row in rebuilt[0] + rebuilt[1]} == {AS_OF}
