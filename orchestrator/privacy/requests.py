@@ -439,6 +439,7 @@ def _clear_pair(
         state = _state_rows(ctx, target, keys)
         groups, unsendable = _plan(target, request.request_type, keys, state, subjects)
         actions = "+".join(_action(target.kind, reason) for reason in groups) or "none"
+        sent = "reason " + ("+".join(reason.value for reason in groups) or "none") + "; "
         if target.destination not in clients:
             clients[target.destination] = ctx.client_for(target.destination)
         client = clients[target.destination]
@@ -447,13 +448,13 @@ def _clear_pair(
             for reason, rows in groups.items():
                 results += _send(client, target.audience_id, reason, rows)
         except DestinationError as error:
-            detail = f"{type(error).__name__}: {error}; nothing acknowledged, kept for retry"
+            detail = f"{sent}{type(error).__name__}: {error}; nothing acknowledged, kept for retry"
             return _line(request, target, actions, "error", detail)
         acked = [r.subject_key for r in results if r.ok]
         pending = sum(1 for key in acked if state.get(key, (None, ""))[1] == PENDING_HASH)
         _record_acks(ctx, target, request.request_type, acked, utc_now())
     refused = [r for r in results if not r.ok]
-    detail = f"{len(acked)} of {len(results) + len(unsendable)} row(s) acknowledged"
+    detail = f"{sent}{len(acked)} of {len(results) + len(unsendable)} row(s) acknowledged"
     detail += f" ({pending} of unknown outcome before)" if pending else ""
     if refused:
         detail += "; refused: " + "; ".join(sorted({r.reason or "refused" for r in refused}))
