@@ -14,6 +14,17 @@ from orchestrator.config import DestinationConfig
 RETRY_FIELDS = frozenset(f.name for f in fields(RetryPolicy))
 
 
+def platform_max_batch_size(platform: str) -> int:
+    """Rows per call the client for ``platform`` sends at most (``meta`` 10,000: Meta Custom
+    Audiences users endpoint; ``mailchimp`` 500: Mailchimp batch subscribe).
+
+    Raises:
+        KeyError: another platform.
+    """
+    sizes = {"meta": MetaAudienceClient.max_batch_size, "mailchimp": MailchimpClient.max_batch_size}
+    return sizes[platform]
+
+
 def build_client(
     name: str, cfg: DestinationConfig, base_url: str, token: str, **retry_overrides: Any
 ) -> Destination:
@@ -47,4 +58,4 @@ def build_client(
     return client
 
 
-__all__ = ["RETRY_FIELDS", "build_client"]
+__all__ = ["RETRY_FIELDS", "build_client", "platform_max_batch_size"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from destinations.registry import platform_max_batch_size
 from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
@@ -360,6 +361,7 @@ def build_sync_asset(
                 client=client,
                 as_of=as_of,
                 dry_run=config.dry_run,
+                batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
             )
         finally:
             if client is not None and hasattr(client, "close"):

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import duckdb
 
+from destinations.registry import platform_max_batch_size
 from orchestrator.audience import build_audience
 from orchestrator.config import ProjectConfig
 from orchestrator.privacy.retention import create_departures_table, track_departures
@@ -50,17 +51,6 @@ from orchestrator.warehouse.schema import create_activation_schema
 WAREHOUSE_CATALOG = "wh"
 #: ``activation`` tables the preview recomputes for the segment instead of copying.
 RECOMPUTED = frozenset({"segment_members", "audience_members", "audience_exclusions"})
-
-
-def platform_max_batch_size(platform: str) -> int:
-    """Rows per call the client for ``platform`` sends at most (``meta`` 10,000: Meta Custom
-    Audiences users endpoint; ``mailchimp`` 500: Mailchimp batch subscribe). Raises KeyError
-    for another platform."""
-    from destinations.mailchimp import MailchimpClient
-    from destinations.meta import MetaAudienceClient
-
-    sizes = {"meta": MetaAudienceClient.max_batch_size, "mailchimp": MailchimpClient.max_batch_size}
-    return sizes[platform]
 
 
 @dataclass(frozen=True)
