@@ -128,11 +128,12 @@ def run_assets(
     *,
     selection: Sequence[dg.AssetKey] | None = None,
     multiprocess: bool = False,
+    checks: bool = True,
 ) -> RunOutcome:
     """Execute ``all_segments_job`` (every asset, or ``selection``) at ``as_of``.
 
     ``multiprocess``: the default executor's multiprocess mode (two steps at a time) instead of
-    in-process execution.
+    in-process execution. ``checks``: run the asset checks of the selected assets too.
     """
     module = _definitions_module(warehouse)
     names = set(module.all_segments_job_def().graph.node_names())
@@ -148,13 +149,13 @@ def run_assets(
         "execution": {"config": executor},
         "ops": {name: {"config": {"as_of": as_of.isoformat()}} for name in sorted(selected)},
     }
-    with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(
-            dg.reconstructable(module.all_segments_job_def),
-            instance=instance,
-            run_config=run_config,
-            asset_selection=list(selection) if selection is not None else None,
+    job = dg.reconstructable(module.all_segments_job_def)
+    if selection is not None or not checks:
+        job = job.get_subset(
+            asset_selection=frozenset(keys), asset_check_selection=None if checks else frozenset()
         )
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(job, instance=instance, run_config=run_config)
         return _outcome(result.run_id, result.success, instance.all_logs(result.run_id))
 
 
