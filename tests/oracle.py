@@ -11,8 +11,9 @@ It reads the warehouse's raw tables with ``fetchall`` and evaluates, row by row 
    purpose, soft opt-in, duplicate addresses), with the Python reference pseudonymizer.
 
 The semantics mirrored, in the words of the product docs: a NULL trait never matches a
-comparison (so ``not`` of it matches); a date value means the whole day; ``within_days`` keeps
-events at or after ``as_of - within_days``; ``between`` days are whole and both included;
+comparison (so ``not`` of it matches); only events at or before ``as_of`` count; a date value
+means the whole day; ``within_days`` keeps events at or after ``as_of - within_days``;
+``between`` days are whole and both included;
 ``at_least`` counts distinct ``invoice_no`` (an event without one is its own order);
 ``total_value`` bounds the sum of the non-NULL ``value`` (inclusive; no value means no match).
 """
@@ -201,6 +202,8 @@ def _event_matches(event: dict[str, Any], condition: EventCondition, as_of: date
     if event["event_type"] != condition.event:
         return False
     at = event["occurred_at"]
+    if at > as_of:
+        return False
     if condition.within_days is not None and at < as_of - timedelta(days=condition.within_days):
         return False
     if condition.between is not None:

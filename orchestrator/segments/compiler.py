@@ -138,7 +138,8 @@ def _bound(column: str, op: str, raw: Any, value_type: ValueType) -> _Sql:
 
 
 def _event(condition: EventCondition, as_of: datetime) -> _Sql:
-    filters = [_Sql("e.event_type = ?", (condition.event,))]
+    # Nothing after the evaluation time counts: a replayed run sees the warehouse as it was.
+    filters = [_Sql("e.event_type = ? AND e.occurred_at <= ?", (condition.event, as_of))]
     if condition.within_days is not None:
         filters.append(_Sql("e.occurred_at >= ?", (as_of - timedelta(days=condition.within_days),)))
     days = condition.dates()

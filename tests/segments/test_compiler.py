@@ -164,6 +164,21 @@ def test_aware_as_of_is_compared_in_utc(
     assert _members(con, spec, datetime(2024, 6, 1, 9, 0, 1, tzinfo=UTC)) == set()
 
 
+def test_events_after_as_of_do_not_count(
+    con: duckdb.DuckDBPyConnection, project: ProjectConfig
+) -> None:
+    """A replayed run sees the warehouse as it was at ``as_of``: later events are ignored by
+    every event condition, negated ones included."""
+    bought = _spec(project, "{event: purchase, at_least: 1}")
+    never = _spec(project, "{not: {event: purchase}}")
+    before_any = datetime(2024, 1, 1)
+    assert _members(con, bought, before_any) == set()
+    assert _members(con, never, before_any) == {1, 2, 3, 4, 5}
+    # Customer 3 ordered on 2024-02-29 23:59; one minute earlier they had not.
+    assert 3 not in _members(con, bought, datetime(2024, 2, 29, 23, 58))
+    assert 3 in _members(con, bought, datetime(2024, 2, 29, 23, 59))
+
+
 def test_sql_segment_is_wrapped_distinct_without_nulls(
     con: duckdb.DuckDBPyConnection, project: ProjectConfig
 ) -> None:
