@@ -223,7 +223,7 @@ def test_more_than_10_simultaneous_requests_get_429_without_retry_after(
     mock: MockHandle,
 ) -> None:
     mock.add_fault(
-        "mailchimp", {"method": "GET"}, {"type": "timeout_after_apply", "seconds": 1}, times=10
+        "mailchimp", {"method": "GET"}, {"type": "timeout_after_apply", "seconds": 4}, times=10
     )
     results: list[int] = []
     threads = [
@@ -232,8 +232,13 @@ def test_more_than_10_simultaneous_requests_get_429_without_retry_after(
     ]
     for t in threads:
         t.start()
-    time.sleep(0.4)  # the ten are now sleeping inside the server
-    eleventh = call(mock, "GET", "/ping")
+    # Probe with another method (no fault matches it) until the ten GETs are all in flight:
+    # admitted probes answer at once, the first one over the limit gets the 429.
+    deadline = time.monotonic() + 3.5
+    eleventh = call(mock, "PATCH", "/ping")
+    while eleventh.status_code != 429 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        eleventh = call(mock, "PATCH", "/ping")
     for t in threads:
         t.join()
     assert eleventh.status_code == 429
