@@ -147,6 +147,8 @@ def summary_table(console: Console) -> Group:
 def main(mock_port: int, mock_state_dir: Path, only_mock: bool, stop: bool) -> None:
     """Run the whole demo."""
     console = Console()
+    if not console.is_terminal:  # piped or in CI: do not squeeze the tables into 80 columns
+        console = Console(width=160)
     if stop:
         stop_mock(mock_state_dir, console)
         return
