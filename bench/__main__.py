@@ -1,0 +1,71 @@
+"""``python -m bench run --customers 100000``: the benchmark (see ``bench/README.md``).
+
+``python -m bench stage <kind> JOB RESULT`` runs one stage; the runner calls it, one fresh
+process per stage.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@click.group()
+def main() -> None:
+    """Benchmark of the activation pipeline against the mock destinations."""
+
+
+@main.command()
+@click.option("--customers", type=click.IntRange(min=100), default=100_000, show_default=True)
+@click.option("--seed", type=int, default=None, help="Default: the scenario's fixed seed.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the warehouse, state and mock live (default: a temporary folder).",
+)
+@click.option(
+    "--results-dir", type=click.Path(path_type=Path), default=RESULTS_DIR, show_default=True
+)
+@click.option("--keep", is_flag=True, help="Keep the work folder (warehouse, logs).")
+def run(
+    customers: int, seed: int | None, workdir: Path | None, results_dir: Path, keep: bool
+) -> None:
+    """Generate, run the full, incremental and no-change syncs, write the results."""
+    from bench.report import latest_smaller, write_results
+    from bench.runner import run_benchmark
+    from bench.scenario import DEFAULT_SEED
+
+    owned = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="activation-bench-")) if owned else workdir
+    try:
+        results = run_benchmark(
+            customers, work, seed=DEFAULT_SEED if seed is None else seed, log=click.echo
+        )
+        smaller = latest_smaller(results_dir, customers)
+        json_path, md_path, text = write_results(results, results_dir, smaller)
+    finally:
+        if owned and not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    click.echo(text)
+    click.echo(f"wrote {json_path} and {md_path}")
+
+
+@main.command(hidden=True)
+@click.argument("kind")
+@click.argument("job_file", type=click.Path(path_type=Path, exists=True))
+@click.argument("result_file", type=click.Path(path_type=Path))
+def stage(kind: str, job_file: Path, result_file: Path) -> None:
+    """Run one stage in this process (used by the runner)."""
+    from bench.stages import run_stage_file
+
+    run_stage_file(kind, job_file, result_file)
+
+
+if __name__ == "__main__":
+    main()
