@@ -25,7 +25,7 @@ from orchestrator.config import ProjectConfig, load_project_config
 from orchestrator.privacy.checks import privacy_checks_definitions
 from orchestrator.privacy.sensor import privacy_request_definitions
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, duckdb_config
 
 DEFAULT_TIMEZONE = "Europe/Paris"
 ALL_SEGMENTS_JOB = "all_segments_job"
@@ -102,7 +102,9 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         jobs=jobs,
         schedules=schedules,
         resources={
-            "warehouse": DuckDBResource(database=str(settings.warehouse_path)),
+            "warehouse": DuckDBResource(
+                database=str(settings.warehouse_path), connection_config=duckdb_config()
+            ),
             "destinations": DestinationsResource(config_path=str(settings.config_path)),
             "sync_state": SyncStateDir(path=str(settings.state_dir)),
         },

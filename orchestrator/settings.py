@@ -10,13 +10,32 @@ Environment variables (all optional; defaults suit a checkout of the repository)
                              ``<project>/.data/warehouse.duckdb``).
 ``ACTIVATION_STATE_DIR``     local sync journals and scratch files (default:
                              ``<project>/.data/state``).
+``ACTIVATION_DUCKDB_MEMORY_LIMIT``  DuckDB ``memory_limit`` of every connection the product
+                             opens (default ``300MB``; DuckDB's own default is 80% of RAM,
+                             which let a 1M-customer audience step peak at 756 MiB RSS; with
+                             300MB it peaked at about 400 MiB at no measured cost in time).
+                             Any size DuckDB accepts (``'1GB'``, ``'512MiB'``...).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+DEFAULT_DUCKDB_MEMORY_LIMIT = "300MB"
+
+
+def duckdb_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The DuckDB configuration for every connection the product opens: ``{"memory_limit":
+    <ACTIVATION_DUCKDB_MEMORY_LIMIT or 300MB>}``, to pass as ``duckdb.connect(...,
+    config=...)`` or a ``DuckDBResource``'s ``connection_config``. Read from ``environ``
+    (default: ``os.environ``) when called, never at import. An invalid size is reported by
+    DuckDB when the connection opens (``duckdb.InvalidInputException``)."""
+    env = os.environ if environ is None else environ
+    limit = (env.get("ACTIVATION_DUCKDB_MEMORY_LIMIT") or "").strip()
+    return {"memory_limit": limit or DEFAULT_DUCKDB_MEMORY_LIMIT}
 
 
 def default_project_dir() -> Path:

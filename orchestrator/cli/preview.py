@@ -43,6 +43,7 @@ from orchestrator.privacy.retention import create_departures_table, track_depart
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.spec import DestinationEntry
+from orchestrator.settings import duckdb_config
 from orchestrator.sync import journal
 from orchestrator.sync.diff import DiffParams, compute_diff
 from orchestrator.sync.state import fold_journal
@@ -171,7 +172,7 @@ def overlay(
         FileNotFoundError: no warehouse file at ``warehouse_path``.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
-    con = duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:", config=duckdb_config())
     try:
         _attach(con, Path(warehouse_path), lock_timeout_s)
         for name in _warehouse_relations(con, "main"):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from orchestrator.settings import duckdb_config
 from orchestrator.warehouse.schema import create_activation_schema
 
 _FIRST_DELAY_S = 0.05
@@ -33,7 +34,7 @@ def _open_with_retry(path: Path, read_only: bool, timeout_s: float) -> duckdb.Du
     delay = _FIRST_DELAY_S
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=duckdb_config())
         except duckdb.IOException as error:
             remaining = deadline - time.monotonic()
             if not _is_lock_error(error) or remaining <= 0:
@@ -51,7 +52,9 @@ def connect(
     Retries while another process holds the file's lock (``duckdb.IOException`` mentioning the
     lock), waiting 50 ms doubling up to 2 s between attempts (with jitter), for at most
     ``timeout_s`` seconds in total. When ``read_only`` is False the product's ``activation``
-    tables are created if missing. The connection is closed on exit, also on error.
+    tables are created if missing. The connection is configured by
+    :func:`orchestrator.settings.duckdb_config` (memory limit). The connection is closed on
+    exit, also on error.
 
     Raises:
         duckdb.IOException: the lock was still held after ``timeout_s`` seconds, or the file
