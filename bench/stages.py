@@ -23,7 +23,7 @@ from bench.scenario import project_config, segment_spec
 from destinations.base import CallStats, RemoveReason, Row, RowResult
 from destinations.registry import build_client
 from orchestrator.audience import build_audience
-from orchestrator.segments.compiler import compile_segment
+from orchestrator.segments.materialize import write_segment_members
 from orchestrator.sync.engine import SyncReport, run_sync
 from orchestrator.warehouse.connect import connect
 
@@ -54,27 +54,13 @@ def generate_stage(job: Job) -> dict[str, Any]:
 
 
 def segment_stage(job: Job) -> dict[str, Any]:
-    """Compute the segment's members into ``activation.segment_members``.
-
-    The same statements as the ``segment/<id>`` asset body (``orchestrator.assets``), which
-    has no function of its own to call. ``rows``: customers scanned; ``members`` written.
-    """
+    """:func:`orchestrator.segments.materialize.write_segment_members` (the ``segment/<id>``
+    asset's body). ``rows``: customers scanned; ``members`` written."""
     spec = segment_spec(job["segment"], project_config())
     as_of = _as_of(job)
     started = time.perf_counter()
-    query = compile_segment(spec, as_of)
     with connect(Path(job["warehouse"])) as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM activation.segment_members WHERE segment = ?", [spec.id])
-        con.execute(
-            "INSERT INTO activation.segment_members "
-            f"SELECT ?, customer_id, ? FROM ({query.sql}) AS q",
-            [spec.id, as_of, *query.params],
-        )
-        con.execute("COMMIT")
-        (members,) = con.execute(
-            "SELECT count(*) FROM activation.segment_members WHERE segment = ?", [spec.id]
-        ).fetchone()
+        members = write_segment_members(con, spec, as_of)
         (customers,) = con.execute("SELECT count(*) FROM customers").fetchone()
     return _result(time.perf_counter() - started, customers, members=members)
 

@@ -26,6 +26,7 @@ from orchestrator.audience import EXCLUSION_REASONS, build_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
+from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.engine import run_sync
 from orchestrator.warehouse.schema import create_activation_schema
@@ -185,17 +186,7 @@ def build_segment_asset(loaded: LoadedSegment) -> dg.AssetsDefinition:
         query = compile_segment(spec, as_of)
         with warehouse.get_connection() as con:
             create_activation_schema(con)
-            con.execute("BEGIN")
-            con.execute("DELETE FROM activation.segment_members WHERE segment = ?", [sid])
-            con.execute(
-                "INSERT INTO activation.segment_members "
-                f"SELECT ?, customer_id, ? FROM ({query.sql}) AS q",
-                [sid, as_of, *query.params],
-            )
-            con.execute("COMMIT")
-            (members,) = con.execute(
-                "SELECT count(*) FROM activation.segment_members WHERE segment = ?", [sid]
-            ).fetchone()
+            members = write_segment_members(con, spec, as_of)
         context.log.info(f"segment {sid}: {members} members as of {as_of.isoformat()}")
         return dg.MaterializeResult(
             metadata={

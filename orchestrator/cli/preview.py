@@ -40,8 +40,8 @@ from destinations.registry import platform_max_batch_size
 from orchestrator.audience import build_audience
 from orchestrator.config import ProjectConfig
 from orchestrator.privacy.retention import create_departures_table, track_departures
-from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
+from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import DestinationEntry
 from orchestrator.settings import duckdb_config
 from orchestrator.sync import journal
@@ -188,19 +188,6 @@ def overlay(
         con.close()
 
 
-def _members(con: duckdb.DuckDBPyConnection, loaded: LoadedSegment, as_of: datetime) -> int:
-    sid = loaded.spec.id
-    query = compile_segment(loaded.spec, as_of)
-    con.execute(
-        f"INSERT INTO activation.segment_members SELECT ?, customer_id, ? FROM ({query.sql}) AS q",
-        [sid, as_of, *query.params],
-    )
-    (count,) = con.execute(
-        "SELECT count(*) FROM activation.segment_members WHERE segment = ?", [sid]
-    ).fetchone()
-    return int(count)
-
-
 def _fold_copy(
     con: duckdb.DuckDBPyConnection, state_dir: Path, scratch: Path, params: DiffParams
 ) -> bool:
@@ -290,7 +277,7 @@ def preview_segment(
         tempfile.TemporaryDirectory(prefix="activation-preview-") as tmp,
         overlay(warehouse_path, spec.id, names, lock_timeout_s) as con,
     ):
-        members = _members(con, loaded, as_of)
+        members = write_segment_members(con, loaded.spec, as_of)
         stats = build_audience(
             con,
             segment=spec.id,
