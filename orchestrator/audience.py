@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from orchestrator.config import LegalBasis, Purpose, SourceRetention
-from orchestrator.privacy.retention import RETENTION_CLOCK_SQL, retention_params
+from orchestrator.privacy.retention import retention_clock_sql, retention_params
 from orchestrator.pseudonymize import (
     TRIM_CHARS,
     google_key_sql,
@@ -140,8 +140,7 @@ latest_consent AS (
         PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
 ),
 retention AS (
-    SELECT customer_id, expired FROM ({RETENTION_CLOCK_SQL}) AS clock
-    WHERE customer_id IN (SELECT customer_id FROM members)
+    SELECT customer_id, expired FROM ({retention_clock_sql("members")}) AS clock
 ),
 latest_purchase AS (
     -- arg_max, not a row_number() window: same row (event_id is unique), without sorting
