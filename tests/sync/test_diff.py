@@ -294,3 +294,31 @@ def test_parameters_that_could_break_the_sql_are_refused(bad):
     params = {"segment": SEG, "destination": DEST, "mode": "mirror", "kind": "ad", **bad}
     with pytest.raises(ValueError):
         DiffParams(**params)
+
+
+def test_email_removes_of_every_reason_get_their_address_from_an_audience_or_the_crm(wh, tmp_path):
+    # 1 in another segment's audience, 2 only in customers, 3 erased, 4 gone from the warehouse
+    _hold(wh, [1, 2, 3, 4])
+    with connect(wh) as con:
+        set_audience(con, "other", [1])
+        raws = dict(con.execute("SELECT customer_id, email FROM customers").fetchall())
+        keys = {cid: key_of(con, cid) for cid in (1, 2, 3, 4)}
+        con.execute(
+            "INSERT INTO privacy_requests (request_id, customer_id, subject_key, request_type, "
+            "received_at) VALUES ('r3', 3, NULL, 'erasure', ?)",
+            [T0],
+        )
+        con.execute("DELETE FROM customers WHERE customer_id = 4")
+    _, files = _diff(wh, tmp_path, kind="email")
+    sent = {
+        r["subject_key"]: r["send_key"]
+        for group in (("remove", "left_segment"), ("remove", "erasure"))
+        for r in files[group]
+    }
+    assert sent == {
+        keys[1]: normalize_email(raws[1]),
+        keys[2]: normalize_email(raws[2]),
+        keys[3]: normalize_email(raws[3]),
+        keys[4]: "",
+    }
+    assert [r["subject_key"] for r in files[("remove", "erasure")]] == [keys[3]]
