@@ -8,7 +8,7 @@ that fails as a whole raises a :class:`destinations.errors.DestinationError`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -105,6 +105,34 @@ class Destination(Protocol):
         ...
 
 
+#: ``(op, reason) -> rows one API call carries`` (``op``: ``add`` | ``update`` | ``remove``;
+#: ``reason``: the remove's reason, None otherwise); 0 means the operation makes no call.
+RowsPerCall = Callable[[str, "RemoveReason | None"], int]
+
+
+def client_rows_per_call(client: object, op: str, reason: RemoveReason | None) -> int:
+    """Rows one call of ``client`` carries for ``op`` (0: no call at all).
+
+    A client may declare it with a ``rows_per_call(op, reason) -> int`` method (optional, not
+    part of :class:`Destination`): Mailchimp archives and erases one member per request. A
+    client without it sends ``max_batch_size`` rows per call for every operation.
+    """
+    method = getattr(client, "rows_per_call", None)
+    if method is not None:
+        return int(method(op, reason))
+    return int(client.max_batch_size)  # type: ignore[attr-defined]
+
+
+def min_calls(rows: int, rows_per_call: int, batch_size: int | None = None) -> int:
+    """The fewest calls that send ``rows`` rows when one call carries ``rows_per_call`` (0: the
+    operation makes no call) and a sync hands the client at most ``batch_size`` rows at a time
+    (None: no limit): ``ceil(rows / min(rows_per_call, batch_size))``, or 0."""
+    if rows <= 0 or rows_per_call <= 0:
+        return 0
+    per_call = rows_per_call if batch_size is None else min(rows_per_call, batch_size)
+    return -(-rows // per_call)
+
+
 def results_by_key(results: Sequence[RowResult]) -> dict[str, RowResult]:
     """Index row results by subject_key."""
     return {r.subject_key: r for r in results}
@@ -116,5 +144,8 @@ __all__ = [
     "RemoveReason",
     "Row",
     "RowResult",
+    "RowsPerCall",
+    "client_rows_per_call",
+    "min_calls",
     "results_by_key",
 ]

@@ -69,6 +69,16 @@ class MailchimpClient:
             auth=("anystring", api_key),
         )
 
+    @classmethod
+    def rows_per_call(cls, op: str, reason: RemoveReason | None = None) -> int:
+        """Rows one request carries: 1 for a ``left_segment`` or ``erasure`` remove (archive
+        and permanent delete take one member: ``DELETE /lists/{id}/members/{hash}``,
+        ``POST .../members/{hash}/actions/delete-permanent``, Mailchimp Marketing API 3.0; there
+        is no batch form), else ``max_batch_size`` (500, batch subscribe/unsubscribe)."""
+        if op == "remove" and reason in (RemoveReason.LEFT_SEGMENT, RemoveReason.ERASURE):
+            return 1
+        return cls.max_batch_size
+
     def close(self) -> None:
         """Close the HTTP session."""
         self._http.close()

@@ -64,6 +64,12 @@ class MetaAudienceClient:
             headers={"Authorization": f"Bearer {token}"},
         )
 
+    @classmethod
+    def rows_per_call(cls, op: str, reason: RemoveReason | None = None) -> int:
+        """Rows one request carries: 0 for ``update`` (no call), else ``max_batch_size``
+        (10,000; adds and every remove reason are batch calls)."""
+        return 0 if op == "update" else cls.max_batch_size
+
     def close(self) -> None:
         """Close the HTTP session."""
         self._http.close()

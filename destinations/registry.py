@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from destinations.base import Destination
+from destinations.base import Destination, RemoveReason
 from destinations.http import RetryPolicy
 from destinations.mailchimp import MailchimpClient
 from destinations.meta import MetaAudienceClient
@@ -23,6 +23,18 @@ def platform_max_batch_size(platform: str) -> int:
     """
     sizes = {"meta": MetaAudienceClient.max_batch_size, "mailchimp": MailchimpClient.max_batch_size}
     return sizes[platform]
+
+
+def platform_rows_per_call(platform: str, op: str, reason: RemoveReason | None = None) -> int:
+    """Rows one call of ``platform``'s client carries for ``op`` (``add`` | ``update`` |
+    ``remove``) and remove ``reason`` (0: no call), without building a client (dry runs).
+    See ``MetaAudienceClient.rows_per_call`` and ``MailchimpClient.rows_per_call``.
+
+    Raises:
+        KeyError: another platform.
+    """
+    classes = {"meta": MetaAudienceClient, "mailchimp": MailchimpClient}
+    return classes[platform].rows_per_call(op, reason)
 
 
 def build_client(
@@ -58,4 +70,4 @@ def build_client(
     return client
 
 
-__all__ = ["RETRY_FIELDS", "build_client", "platform_max_batch_size"]
+__all__ = ["RETRY_FIELDS", "build_client", "platform_max_batch_size", "platform_rows_per_call"]

@@ -15,12 +15,13 @@ Every asset that writes the DuckDB file is in pool ``duckdb`` (one writer at a t
 
 from dataclasses import asdict
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from destinations.registry import platform_max_batch_size
+from destinations.registry import platform_max_batch_size, platform_rows_per_call
 from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
@@ -353,6 +354,9 @@ def build_sync_asset(
                 as_of=as_of,
                 dry_run=config.dry_run,
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
+                rows_per_call=(
+                    partial(platform_rows_per_call, dest.platform) if config.dry_run else None
+                ),
             )
         finally:
             if client is not None and hasattr(client, "close"):

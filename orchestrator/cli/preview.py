@@ -16,14 +16,14 @@ So the preview writes nothing to the warehouse or the state folder and sends not
 the warehouse's read lock: while a run writes the file it waits (up to ``lock_timeout_s``).
 
 Shown per destination: the subjects a real sync would add, update and remove (removes by
-reason), and ``api_calls``, the calls it would make at the platform's maximum batch size (the
-sum over send groups of ceil(rows / max_batch_size); retries not counted). Remove send keys
+reason), and ``api_calls``, the fewest calls a real sync would make (the sum over send groups
+of ceil(rows / rows one call carries): the platform's maximum batch size, one row per call for
+Mailchimp archives and erasures, none for Meta updates; retries not counted). Remove send keys
 (the address an email platform is told to archive) are not computed.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import shutil
 import tempfile
@@ -36,7 +36,8 @@ from pathlib import Path
 
 import duckdb
 
-from destinations.registry import platform_max_batch_size
+from destinations.base import RemoveReason, min_calls
+from destinations.registry import platform_max_batch_size, platform_rows_per_call
 from orchestrator.audience import build_audience
 from orchestrator.config import ProjectConfig
 from orchestrator.privacy.retention import create_departures_table, track_departures
@@ -58,8 +59,9 @@ RECOMPUTED = frozenset({"segment_members", "audience_members", "audience_exclusi
 class DestinationPreview:
     """What a sync of the segment to one destination would send (subject counts).
 
-    ``removes_by_reason``: RemoveReason value -> count. ``api_calls``: calls at
-    ``max_batch_size`` rows each. ``journal_folded``: a crashed run's journal was counted in.
+    ``removes_by_reason``: RemoveReason value -> count. ``api_calls``: the fewest calls
+    (``destinations.registry.platform_rows_per_call`` rows each, at most ``max_batch_size``).
+    ``journal_folded``: a crashed run's journal was counted in.
     """
 
     destination: str
@@ -231,8 +233,10 @@ def _destination(
     pair_scratch.mkdir()
     plan = compute_diff(con, params, pair_scratch)
     size = platform_max_batch_size(dest.platform)
-    groups = [n for n in plan.removes_by_reason.values()]
-    groups += [plan.counts["add"], plan.counts["update"]]
+    groups: list[tuple[str, RemoveReason | None, int]] = [
+        ("remove", RemoveReason(reason), n) for reason, n in plan.removes_by_reason.items()
+    ]
+    groups += [("add", None, plan.counts["add"]), ("update", None, plan.counts["update"])]
     c = plan.counts
     return DestinationPreview(
         destination=entry.destination,
@@ -248,7 +252,10 @@ def _destination(
         suppressed=c["suppressed"],
         skipped_rejected=c["skipped_rejected"],
         removes_by_reason=dict(plan.removes_by_reason),
-        api_calls=sum(math.ceil(n / size) for n in groups),
+        api_calls=sum(
+            min_calls(n, platform_rows_per_call(dest.platform, op, reason), size)
+            for op, reason, n in groups
+        ),
         max_batch_size=size,
         journal_folded=folded,
     )

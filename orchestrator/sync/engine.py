@@ -19,18 +19,26 @@ acknowledged so far, then propagates.
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from destinations.base import Destination, RemoveReason, Row, RowResult
+from destinations.base import (
+    Destination,
+    RemoveReason,
+    Row,
+    RowResult,
+    RowsPerCall,
+    client_rows_per_call,
+    min_calls,
+)
 from orchestrator.privacy.retention import track_departures
 from orchestrator.sync import journal
 from orchestrator.sync.diff import DiffParams, DiffPlan, compute_diff
@@ -56,7 +64,8 @@ class SyncReport:
     ``pending_recovered`` (rows of unknown outcome from an earlier crash, folded first).
     ``removes_by_reason``: RemoveReason value -> count. Calls: ``api_calls`` (HTTP requests made,
     retries included), ``min_api_calls`` (the least possible: sum over send groups of
-    ceil(rows / max_batch_size)), ``retries``, ``throttled_seconds`` (s), ``bytes_sent``
+    ceil(rows / rows one call carries), see :func:`destinations.base.min_calls`; e.g.
+    Mailchimp archives one member per call), ``retries``, ``throttled_seconds`` (s), ``bytes_sent``
     (request body bytes). ``duration_s``: wall time (s). ``dry_run``: nothing was sent.
     """
 
@@ -246,15 +255,22 @@ def _send_and_fold(job: _Job, plan: DiffPlan, client: Destination, report: SyncR
         report.bytes_sent = stats.bytes_sent - before[3]
 
 
-def _min_calls(plan: DiffPlan, batch_size: int) -> int:
+def _min_calls(plan: DiffPlan, batch_size: int, per_call: RowsPerCall | None) -> int:
     total = 0
     for op, reason, _path in plan.files:
         n = plan.removes_by_reason[reason] if op == "remove" else plan.counts[op]
-        total += math.ceil(n / batch_size)
+        rows_per_call = batch_size if per_call is None else per_call(op, _reason(reason))
+        total += min_calls(n, rows_per_call, batch_size)
     return total
 
 
-def _report(plan: DiffPlan, batch_size: int, pending: int, dry_run: bool) -> SyncReport:
+def _reason(value: str | None) -> RemoveReason | None:
+    return None if value is None else RemoveReason(value)
+
+
+def _report(
+    plan: DiffPlan, batch_size: int, per_call: RowsPerCall | None, pending: int, dry_run: bool
+) -> SyncReport:
     c = plan.counts
     return SyncReport(
         adds=c["add"],
@@ -265,7 +281,7 @@ def _report(plan: DiffPlan, batch_size: int, pending: int, dry_run: bool) -> Syn
         suppressed=c["suppressed"],
         skipped_rejected=c["skipped_rejected"],
         pending_recovered=pending,
-        min_api_calls=_min_calls(plan, batch_size),
+        min_api_calls=_min_calls(plan, batch_size, per_call),
         removes_by_reason=dict(plan.removes_by_reason),
         dry_run=dry_run,
     )
@@ -295,6 +311,7 @@ def run_sync(
     batch_size: int | None = None,
     lock_timeout_s: float = 60,
     on_batch: BatchHook | None = None,
+    rows_per_call: RowsPerCall | None = None,
 ) -> SyncReport:
     """Bring ``audience_id`` at ``destination`` in line with the segment's audience.
 
@@ -318,6 +335,10 @@ def run_sync(
         batch_size: rows per call, at most ``client.max_batch_size`` (default: that maximum).
         lock_timeout_s: how long to wait for the warehouse lock each time it is opened (s).
         on_batch: called after each journaled batch with the count of batches so far.
+        rows_per_call: how many rows one call carries per operation, for ``min_api_calls``
+            (e.g. ``functools.partial(destinations.registry.platform_rows_per_call, platform)``
+            in a dry run); default: the client's (:func:`destinations.base.client_rows_per_call`),
+            or ``batch_size`` for every operation without a client.
 
     Returns:
         The :class:`SyncReport`.
@@ -354,7 +375,9 @@ def run_sync(
                 )
                 track_departures(con, segment=segment, destination=destination, now=now)
                 plan = compute_diff(con, params, scratch)
-            report = _report(plan, size, recovered.pending, dry_run)
+            if rows_per_call is None and client is not None:
+                rows_per_call = partial(client_rows_per_call, client)
+            report = _report(plan, size, rows_per_call, recovered.pending, dry_run)
             if not dry_run:
                 _send_and_fold(job, plan, client, report)
         finally:
@@ -377,9 +400,11 @@ def preview_diff(
     retention_days: int | None = None,
     max_batch_size: int = 10_000,
     lock_timeout_s: float = 60,
+    rows_per_call: RowsPerCall | None = None,
 ) -> SyncReport:
     """What :func:`run_sync` would send, without sending (a dry run; ``min_api_calls`` uses
-    ``max_batch_size``). Folds a leftover journal first, like a real run."""
+    ``max_batch_size`` and ``rows_per_call``, as in :func:`run_sync`). Folds a leftover journal
+    first, like a real run."""
     return run_sync(
         warehouse_path,
         state_dir,
@@ -395,6 +420,7 @@ def preview_diff(
         dry_run=True,
         batch_size=max_batch_size,
         lock_timeout_s=lock_timeout_s,
+        rows_per_call=rows_per_call,
     )
 
 
