@@ -136,16 +136,19 @@ def _read_batches(
         yield _Batch(op, reason, [r for r, _ in pending], [h for _, h in pending])
 
 
-def _line(run: str, seq: int, kind: str, batch: _Batch, i: int, at: str, **extra) -> dict:
-    row = batch.rows[i]
+def _line(
+    run: str, seq: int, kind: str, batch: _Batch, rows: Sequence[int], at: str, **extra
+) -> dict:
+    """One journal line for the rows at positions ``rows`` of ``batch`` (per-row values as
+    arrays, see :mod:`orchestrator.sync.journal`); ``extra`` replaces fields."""
     line = {
         "run": run,
         "seq": seq,
         "kind": kind,
         "op": batch.op,
-        "subject_key": row.subject_key,
-        "fields_hash": batch.hashes[i],
-        "destination_ref": row.destination_ref,
+        "subject_key": [batch.rows[i].subject_key for i in rows],
+        "fields_hash": [batch.hashes[i] for i in rows],
+        "destination_ref": [batch.rows[i].destination_ref for i in rows],
         "remove_reason": batch.reason,
         "reason": None,
         "permanent": False,
@@ -162,24 +165,41 @@ def _intent_ref(row: Row, kind: str) -> str | None:
     return row.destination_ref
 
 
+def _intent_line(run: str, seq: int, batch: _Batch, kind: str, at: str) -> dict:
+    """The ``intent`` line of a whole batch, written before the call."""
+    refs = [_intent_ref(row, kind) for row in batch.rows]
+    return _line(run, seq, "intent", batch, range(len(batch.rows)), at, destination_ref=refs)
+
+
 def _result_lines(
     run: str, seq: int, batch: _Batch, results: Sequence[RowResult], kind: str, at: str
 ) -> tuple[list[dict], int]:
-    """Journal lines for a batch's answers; rows without an answer stay as intents."""
+    """At most two journal lines for a batch's answers: one ``ack`` and one ``reject`` line,
+    each holding its rows as arrays; rows without an answer stay as intents."""
     by_key = {r.subject_key: r for r in results}
-    lines, rejected = [], 0
+    acked: list[int] = []
+    refs: list[str | None] = []
+    refused: list[int] = []
+    reasons: list[str | None] = []
+    permanent: list[bool] = []
     for i, row in enumerate(batch.rows):
         result = by_key.get(row.subject_key)
         if result is None:
             continue
         if result.ok:
-            ref = result.destination_ref or _intent_ref(row, kind)
-            lines.append(_line(run, seq, "ack", batch, i, at, destination_ref=ref))
+            acked.append(i)
+            refs.append(result.destination_ref or _intent_ref(row, kind))
         else:
-            rejected += 1
-            extra = {"reason": _scrub(result.reason), "permanent": bool(result.permanent)}
-            lines.append(_line(run, seq, "reject", batch, i, at, **extra))
-    return lines, rejected
+            refused.append(i)
+            reasons.append(_scrub(result.reason))
+            permanent.append(bool(result.permanent))
+    lines = []
+    if acked:
+        lines.append(_line(run, seq, "ack", batch, acked, at, destination_ref=refs))
+    if refused:
+        extra = {"reason": reasons, "permanent": permanent}
+        lines.append(_line(run, seq, "reject", batch, refused, at, **extra))
+    return lines, len(refused)
 
 
 def _call(client: Destination, audience_id: str, batch: _Batch) -> list[RowResult]:
@@ -216,12 +236,7 @@ class _Job:
 def _send_batch(job: _Job, client: Destination, run: str, seq: int, batch: _Batch) -> int:
     """Journal the intent, call the client, journal the answers. Returns rows rejected."""
     kind = job.params.kind
-    at = _now(job.as_of)
-    intents = (
-        _line(run, seq, "intent", batch, i, at, destination_ref=_intent_ref(row, kind))
-        for i, row in enumerate(batch.rows)
-    )
-    journal.append(job.journal_path, intents)
+    journal.append(job.journal_path, [_intent_line(run, seq, batch, kind, _now(job.as_of))])
     results = _call(client, job.audience_id, batch)
     lines, rejected = _result_lines(run, seq, batch, results, kind, _now(job.as_of))
     journal.append(job.journal_path, lines)

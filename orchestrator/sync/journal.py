@@ -5,16 +5,21 @@ answers is first written here, one JSON object per line, appended, flushed and `
 batch, and folded into ``sync_state`` later (:mod:`orchestrator.sync.state`): at the end of the
 run, or first thing in the next run after a crash.
 
-File: ``<state_dir>/journal/<segment>__<destination>.jsonl``. Line fields:
+File: ``<state_dir>/journal/<segment>__<destination>.jsonl``. One line per batch and kind (an
+``intent`` line before the call, then at most one ``ack`` and one ``reject`` line), fields:
 
 ``run`` str: run id, ordered by start time (``<ns since epoch, 20 digits>-<8 hex>``).
 ``seq`` int: batch number within the run. ``kind``: ``intent`` (written BEFORE the call: these
-rows are about to be sent), ``ack`` (the destination accepted the row) or ``reject`` (refused).
-``op``: ``add`` | ``update`` | ``remove``. ``subject_key`` str (sha256 hex). ``fields_hash`` str
-(the row's hash; for removes the hash held in state). ``destination_ref`` str | null (platform
-member id, or the Google key sent to an ad platform). ``remove_reason`` str | null (a
-:class:`destinations.base.RemoveReason` value). ``reason`` str | null (platform's words for a
-reject, emails masked). ``permanent`` bool. ``at`` str (ISO 8601, UTC, no offset).
+rows are about to be sent), ``ack`` (the destination accepted the rows) or ``reject`` (refused).
+``op``: ``add`` | ``update`` | ``remove``. ``remove_reason`` str | null (a
+:class:`destinations.base.RemoveReason` value). ``at`` str (ISO 8601, UTC, no offset).
+Per row, arrays of the same length (one element per row of the line): ``subject_key`` (sha256
+hex), ``fields_hash`` (the row's hash; for removes the hash held in state),
+``destination_ref`` (str | null: platform member id, or the Google key sent to an ad
+platform); and on ``reject`` lines ``reason`` (platform's words, emails masked) and
+``permanent`` (bool), which are ``null`` / ``false`` scalars on the other lines.
+Journals written before batch lines (one row per line, every per-row field a scalar) fold
+the same way.
 
 No raw email is ever written here. Only the last line can be torn (a crash mid-write);
 :func:`repair` cuts it off.

@@ -31,24 +31,54 @@ from destinations.base import RemoveReason
 from orchestrator.sync import journal as journal_file
 from orchestrator.sync.diff import PENDING_HASH
 
-_JOURNAL_COLUMNS = {
+#: Per-batch values of a journal line, and their types.
+_BATCH_COLUMNS = {
     "run": "VARCHAR",
     "seq": "BIGINT",
     "kind": "VARCHAR",
     "op": "VARCHAR",
-    "subject_key": "VARCHAR",
-    "fields_hash": "VARCHAR",
-    "destination_ref": "VARCHAR",
     "remove_reason": "VARCHAR",
-    "reason": "VARCHAR",
-    "permanent": "BOOLEAN",
     "at": "TIMESTAMP",
 }
 
-_LOAD_SQL = """
+#: Per-row values: an array (one element per row of the line) or a scalar (one row per line,
+#: or, for ``reason``/``permanent``, the same value for every row of the line).
+_ROW_COLUMNS = {
+    "subject_key": "VARCHAR",
+    "fields_hash": "VARCHAR",
+    "destination_ref": "VARCHAR",
+    "reason": "VARCHAR",
+    "permanent": "BOOLEAN",
+}
+
+
+def _row_values_sql(column: str, sql_type: str) -> str:
+    """A list of ``n`` values of ``sql_type`` from the JSON ``column``: the array itself, or a
+    scalar repeated ``n`` times."""
+    scalar = f"from_json({column}, '\"{sql_type}\"')"
+    return (
+        f"unnest(CASE WHEN json_type({column}) = 'ARRAY' "
+        f"THEN from_json({column}, '[\"{sql_type}\"]') "
+        f"ELSE list_resize([{scalar}], n, {scalar}) END) AS {column}"
+    )
+
+
+def _load_sql() -> str:
+    """Temp table ``sync_journal``: one row per (journal line, row of that line)."""
+    columns = {**_BATCH_COLUMNS, **dict.fromkeys(_ROW_COLUMNS, "JSON")}
+    spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in columns.items()) + "}"
+    batch = ", ".join(f'"{k}"' for k in _BATCH_COLUMNS)
+    rows = ", ".join(_row_values_sql(k, t) for k, t in _ROW_COLUMNS.items())
+    return f"""
     CREATE OR REPLACE TEMP TABLE sync_journal AS
-    SELECT * FROM read_json(?, format = 'newline_delimited', columns = {columns})
+    SELECT {batch}, {rows}
+    FROM (
+        SELECT *, CASE WHEN json_type(subject_key) = 'ARRAY'
+                       THEN json_array_length(subject_key) ELSE 1 END AS n
+        FROM read_json(?, format = 'newline_delimited', columns = {spec})
+    )
 """
+
 
 _LAST_SQL = """
     CREATE OR REPLACE TEMP TABLE sync_journal_last AS
@@ -130,8 +160,7 @@ class FoldStats:
 
 
 def _load(con: duckdb.DuckDBPyConnection, path: Path) -> FoldStats:
-    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in _JOURNAL_COLUMNS.items()) + "}"
-    con.execute(_LOAD_SQL.format(columns=columns), [str(path)])
+    con.execute(_load_sql(), [str(path)])
     con.execute(_LAST_SQL)
     acked, rejected, pending = con.execute(
         "SELECT count(*) FILTER (kind = 'ack'), count(*) FILTER (kind = 'reject'),"

@@ -1,0 +1,86 @@
+"""Journal batch lines: one intent line per batch (not one per row), answers as at most one ack
+and one reject line, and they fold exactly like the per-row lines of older journals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from orchestrator.sync import journal
+from orchestrator.sync.engine import run_sync
+from orchestrator.warehouse.connect import connect
+from tests.sync.helpers import MemoryDestination, fake_emails, new_warehouse, set_audience
+from tests.sync.test_state import K, fold, line, tables
+from tests.sync.test_state import wh as wh
+
+SEG, DEST = "loyal", "news"
+
+
+def _batch(kind: str, op: str, keys: list[str], seq: int = 0, **per_row) -> dict:
+    """A batch line as the engine writes it (per-row values as arrays)."""
+    out = line(kind, op, keys[0], seq=seq, remove_reason=per_row.pop("remove_reason", None))
+    out["subject_key"] = keys
+    out["fields_hash"] = per_row.pop("fields_hash", ["h-new"] * len(keys))
+    out["destination_ref"] = per_row.pop("destination_ref", [None] * len(keys))
+    out.update(per_row)
+    return out
+
+
+def test_batch_lines_fold_like_per_row_lines(wh, tmp_path: Path) -> None:
+    shutil.copy(wh, tmp_path / "per_row.duckdb")
+    per_row = [
+        line("intent", "add", K[0]),
+        line("ack", "add", K[0], destination_ref="ref0"),
+        line("intent", "add", K[1]),
+        line("reject", "add", K[1], reason="looks fake", permanent=True),
+        line("intent", "add", K[5]),  # no answer: pending
+        line("intent", "remove", K[2], seq=1, remove_reason="erasure"),
+        line("ack", "remove", K[2], seq=1, remove_reason="erasure"),
+        line("intent", "remove", K[3], seq=1, remove_reason="erasure"),
+        line("reject", "remove", K[3], seq=1, remove_reason="erasure", reason="busy"),
+    ]
+    batches = [
+        _batch("intent", "add", [K[0], K[1], K[5]]),
+        _batch("ack", "add", [K[0]], destination_ref=["ref0"]),
+        _batch("reject", "add", [K[1]], reason=["looks fake"], permanent=[True]),
+        _batch("intent", "remove", [K[2], K[3]], seq=1, remove_reason="erasure"),
+        _batch("ack", "remove", [K[2]], seq=1, remove_reason="erasure"),
+        _batch(
+            "reject", "remove", [K[3]], seq=1, remove_reason="erasure", reason=["busy"],
+            permanent=[False],
+        ),
+    ]  # fmt: skip
+    old_path, new_path = tmp_path / "old" / "j.jsonl", tmp_path / "new" / "j.jsonl"
+    journal.append(old_path, per_row)
+    journal.append(new_path, batches)
+    old_stats = fold(tmp_path / "per_row.duckdb", old_path)
+    new_stats = fold(wh, new_path)
+    assert old_stats == new_stats and (new_stats.acked, new_stats.pending) == (2, 1)
+    assert tables(wh) == tables(tmp_path / "per_row.duckdb")
+    assert any(row[2] == K[5] for row in tables(wh)["sync_state"])  # pending is held
+
+
+def test_the_engine_journals_one_intent_line_per_batch(tmp_path: Path) -> None:
+    path = tmp_path / "wh.duckdb"
+    new_warehouse(path, fake_emails(10))
+    with connect(path) as con:
+        set_audience(con, SEG, range(1, 8))
+    seen: list[list[dict]] = []
+    jpath = journal.journal_path(tmp_path / "state", SEG, DEST)
+
+    def snapshot(_seq: int) -> None:
+        seen.append([json.loads(text) for text in jpath.read_text().splitlines()])
+
+    client = MemoryDestination(max_batch_size=3, refuse=set())
+    report = run_sync(
+        path, tmp_path / "state", segment=SEG, destination=DEST, audience_id="a", mode="mirror",
+        fields={}, kind="ad", client=client, on_batch=snapshot,
+    )  # fmt: skip
+    assert report.adds == 7 and report.api_calls == 3
+    last = seen[-1]
+    assert [(ln["seq"], ln["kind"]) for ln in last] == [
+        (s, k) for s in range(3) for k in ("intent", "ack")
+    ]
+    assert [len(ln["subject_key"]) for ln in last if ln["kind"] == "intent"] == [3, 3, 1]
+    assert not jpath.exists()  # folded and discarded at the end
