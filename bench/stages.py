@@ -20,7 +20,7 @@ from bench import measure
 from bench.baseline import duckdb_floor, naive_diff
 from bench.generator import generate_warehouse
 from bench.scenario import project_config, segment_spec
-from destinations.base import CallStats, RemoveReason, Row, RowResult
+from destinations.base import CallStats, RemoveReason, Row, RowResult, client_rows_per_call
 from destinations.registry import build_client
 from orchestrator.audience import build_audience
 from orchestrator.segments.materialize import write_segment_members
@@ -138,6 +138,10 @@ class RecordingClient:
         self, audience_id: str, rows: Sequence[Row], reason: RemoveReason
     ) -> list[RowResult]:
         return self._timed("remove", rows, lambda: self._inner.remove(audience_id, rows, reason))
+
+    def rows_per_call(self, op: str, reason: RemoveReason | None) -> int:
+        """The inner client's rows per call (see ``destinations.base.client_rows_per_call``)."""
+        return client_rows_per_call(self._inner, op, reason)
 
     def member_count(self, audience_id: str) -> int | None:
         return self._inner.member_count(audience_id)
