@@ -137,25 +137,31 @@ def _read_batches(
 
 
 def _line(
-    run: str, seq: int, kind: str, batch: _Batch, rows: Sequence[int], at: str, **extra
+    run: str,
+    seq: int,
+    kind: str,
+    batch: _Batch,
+    rows: Sequence[int],
+    at: str,
+    refs: list[str | None],
+    reasons: list[str | None] | None = None,
+    permanent: list[bool] | None = None,
 ) -> dict:
     """One journal line for the rows at positions ``rows`` of ``batch`` (per-row values as
-    arrays, see :mod:`orchestrator.sync.journal`); ``extra`` replaces fields."""
-    line = {
+    arrays of the same length, see :mod:`orchestrator.sync.journal`)."""
+    return {
         "run": run,
         "seq": seq,
         "kind": kind,
         "op": batch.op,
-        "subject_key": [batch.rows[i].subject_key for i in rows],
-        "fields_hash": [batch.hashes[i] for i in rows],
-        "destination_ref": [batch.rows[i].destination_ref for i in rows],
         "remove_reason": batch.reason,
-        "reason": None,
-        "permanent": False,
         "at": at,
+        "subject_keys": [batch.rows[i].subject_key for i in rows],
+        "fields_hashs": [batch.hashes[i] for i in rows],
+        "destination_refs": refs,
+        "reasons": reasons if reasons is not None else [None] * len(rows),
+        "permanents": permanent if permanent is not None else [False] * len(rows),
     }
-    line.update(extra)
-    return line
 
 
 def _intent_ref(row: Row, kind: str) -> str | None:
@@ -168,7 +174,7 @@ def _intent_ref(row: Row, kind: str) -> str | None:
 def _intent_line(run: str, seq: int, batch: _Batch, kind: str, at: str) -> dict:
     """The ``intent`` line of a whole batch, written before the call."""
     refs = [_intent_ref(row, kind) for row in batch.rows]
-    return _line(run, seq, "intent", batch, range(len(batch.rows)), at, destination_ref=refs)
+    return _line(run, seq, "intent", batch, range(len(batch.rows)), at, refs)
 
 
 def _result_lines(
@@ -195,10 +201,10 @@ def _result_lines(
             permanent.append(bool(result.permanent))
     lines = []
     if acked:
-        lines.append(_line(run, seq, "ack", batch, acked, at, destination_ref=refs))
+        lines.append(_line(run, seq, "ack", batch, acked, at, refs))
     if refused:
-        extra = {"reason": reasons, "permanent": permanent}
-        lines.append(_line(run, seq, "reject", batch, refused, at, **extra))
+        no_refs = [batch.rows[i].destination_ref for i in refused]
+        lines.append(_line(run, seq, "reject", batch, refused, at, no_refs, reasons, permanent))
     return lines, len(refused)
 
 

@@ -13,13 +13,12 @@ File: ``<state_dir>/journal/<segment>__<destination>.jsonl``. One line per batch
 rows are about to be sent), ``ack`` (the destination accepted the rows) or ``reject`` (refused).
 ``op``: ``add`` | ``update`` | ``remove``. ``remove_reason`` str | null (a
 :class:`destinations.base.RemoveReason` value). ``at`` str (ISO 8601, UTC, no offset).
-Per row, arrays of the same length (one element per row of the line): ``subject_key`` (sha256
-hex), ``fields_hash`` (the row's hash; for removes the hash held in state),
-``destination_ref`` (str | null: platform member id, or the Google key sent to an ad
-platform); and on ``reject`` lines ``reason`` (platform's words, emails masked) and
-``permanent`` (bool), which are ``null`` / ``false`` scalars on the other lines.
-Journals written before batch lines (one row per line, every per-row field a scalar) fold
-the same way.
+Per row, arrays of the same length (one element per row of the line): ``subject_keys`` (sha256
+hex), ``fields_hashs`` (the row's hash; for removes the hash held in state),
+``destination_refs`` (str | null: platform member id, or the Google key sent to an ad
+platform), ``reasons`` (str | null: platform's words for a reject, emails masked) and
+``permanents`` (bool). Journals of earlier versions wrote one line per row, with the same
+fields in the singular (``subject_key``...) as scalars; they fold the same way.
 
 No raw email is ever written here. Only the last line can be torn (a crash mid-write);
 :func:`repair` cuts it off.

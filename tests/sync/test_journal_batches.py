@@ -19,12 +19,20 @@ SEG, DEST = "loyal", "news"
 
 def _batch(kind: str, op: str, keys: list[str], seq: int = 0, **per_row) -> dict:
     """A batch line as the engine writes it (per-row values as arrays)."""
-    out = line(kind, op, keys[0], seq=seq, remove_reason=per_row.pop("remove_reason", None))
-    out["subject_key"] = keys
-    out["fields_hash"] = per_row.pop("fields_hash", ["h-new"] * len(keys))
-    out["destination_ref"] = per_row.pop("destination_ref", [None] * len(keys))
-    out.update(per_row)
-    return out
+    n = len(keys)
+    return {
+        "run": "r1",
+        "seq": seq,
+        "kind": kind,
+        "op": op,
+        "remove_reason": per_row.pop("remove_reason", None),
+        "at": "2025-01-16T09:00:00",
+        "subject_keys": keys,
+        "fields_hashs": ["h-new"] * n,
+        "destination_refs": per_row.pop("destination_refs", [None] * n),
+        "reasons": per_row.pop("reasons", [None] * n),
+        "permanents": per_row.pop("permanents", [False] * n),
+    }
 
 
 def test_batch_lines_fold_like_per_row_lines(wh, tmp_path: Path) -> None:
@@ -42,13 +50,13 @@ def test_batch_lines_fold_like_per_row_lines(wh, tmp_path: Path) -> None:
     ]
     batches = [
         _batch("intent", "add", [K[0], K[1], K[5]]),
-        _batch("ack", "add", [K[0]], destination_ref=["ref0"]),
-        _batch("reject", "add", [K[1]], reason=["looks fake"], permanent=[True]),
+        _batch("ack", "add", [K[0]], destination_refs=["ref0"]),
+        _batch("reject", "add", [K[1]], reasons=["looks fake"], permanents=[True]),
         _batch("intent", "remove", [K[2], K[3]], seq=1, remove_reason="erasure"),
         _batch("ack", "remove", [K[2]], seq=1, remove_reason="erasure"),
         _batch(
-            "reject", "remove", [K[3]], seq=1, remove_reason="erasure", reason=["busy"],
-            permanent=[False],
+            "reject", "remove", [K[3]], seq=1, remove_reason="erasure", reasons=["busy"],
+            permanents=[False],
         ),
     ]  # fmt: skip
     old_path, new_path = tmp_path / "old" / "j.jsonl", tmp_path / "new" / "j.jsonl"
@@ -82,5 +90,5 @@ def test_the_engine_journals_one_intent_line_per_batch(tmp_path: Path) -> None:
     assert [(ln["seq"], ln["kind"]) for ln in last] == [
         (s, k) for s in range(3) for k in ("intent", "ack")
     ]
-    assert [len(ln["subject_key"]) for ln in last if ln["kind"] == "intent"] == [3, 3, 1]
+    assert [len(ln["subject_keys"]) for ln in last if ln["kind"] == "intent"] == [3, 3, 1]
     assert not jpath.exists()  # folded and discarded at the end
