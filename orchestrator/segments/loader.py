@@ -144,7 +144,37 @@ def _load_file(path: Path, project: ProjectConfig) -> tuple[SegmentSpec, Node]:
     return _parse(text, path, project)
 
 
+#: Limits that keep one hostile or runaway file from stalling or crashing every load (the
+#: loader runs at every Dagster import, in every step process): a segment is a page of YAML.
+MAX_FILE_BYTES = 256 * 1024
+MAX_NESTING = 40
+
+
+def _check_shape(text: str, path: Path) -> None:
+    """Refuse, before building anything, a file too large, nested too deeply (Python's
+    recursion limit would crash the loader) or using YAML aliases (``*name``: an alias bomb
+    expands a few lines into billions of nodes; segment files never need them)."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_FILE_BYTES:
+        message = f"file is {size:,} bytes; a segment file may be at most {MAX_FILE_BYTES:,}"
+        raise SegmentValidationError([SegmentError(path, 1, "", message)])
+    depth = 0
+    for event in _yaml_step(path, lambda: list(yaml.parse(text, Loader=_SegmentYamlLoader))):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            message = "YAML aliases (*name) are not allowed in segment files; write the value out"
+            raise SegmentValidationError([SegmentError(path, line, "", message)])
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                message = f"nested more than {MAX_NESTING} levels deep; simplify the conditions"
+                raise SegmentValidationError([SegmentError(path, line, "", message)])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def _parse(text: str, path: Path, project: ProjectConfig) -> tuple[SegmentSpec, Node]:
+    _check_shape(text, path)
     root = _yaml_step(path, lambda: yaml.compose(text, Loader=_SegmentYamlLoader))
     _check_document(root, path)
     problems = list(_duplicate_keys(root, path, ()))
