@@ -12,7 +12,7 @@ event condition uses through ``event``, ``within_days`` and ``between``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -94,4 +94,82 @@ FIELD_OPERATORS: Mapping[ValueType, tuple[str, ...]] = MappingProxyType(
         ValueType.NUMBER: ("eq", "in", "gte", "lte", "between", "is_null"),
         ValueType.TIMESTAMP: ("eq", "gte", "lte", "between", "is_null"),
     }
+)
+
+#: The 249 officially assigned ISO 3166-1 alpha-2 country codes (ISO 3166 Maintenance Agency,
+#: ISO Online Browsing Platform https://www.iso.org/obp/ui/#search, "Officially assigned"
+#: codes). Reserved codes are not in it: exceptionally reserved ``UK`` (use ``GB``) and ``EL``
+#: (use ``GR``), ``EU``, transitionally reserved ``AN``, ``CS``, ...; nor user-assigned ``XX``.
+# fmt: off
+ISO_3166_ALPHA2: frozenset[str] = frozenset(
+    {
+        "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW",
+        "AX", "AZ",
+        "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ",
+        "BR", "BS", "BT", "BV", "BW", "BY", "BZ",
+        "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN", "CO", "CR", "CU",
+        "CV", "CW", "CX", "CY", "CZ",
+        "DE", "DJ", "DK", "DM", "DO", "DZ",
+        "EC", "EE", "EG", "EH", "ER", "ES", "ET",
+        "FI", "FJ", "FK", "FM", "FO", "FR",
+        "GA", "GB", "GD", "GE", "GF", "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR",
+        "GS", "GT", "GU", "GW", "GY",
+        "HK", "HM", "HN", "HR", "HT", "HU",
+        "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT",
+        "JE", "JM", "JO", "JP",
+        "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ",
+        "LA", "LB", "LC", "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY",
+        "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK", "ML", "MM", "MN", "MO", "MP", "MQ",
+        "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ",
+        "NA", "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ",
+        "OM",
+        "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY",
+        "QA",
+        "RE", "RO", "RS", "RU", "RW",
+        "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO",
+        "SR", "SS", "ST", "SV", "SX", "SY", "SZ",
+        "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO", "TR", "TT", "TV",
+        "TW", "TZ",
+        "UA", "UG", "UM", "US", "UY", "UZ",
+        "VA", "VC", "VE", "VG", "VI", "VN", "VU",
+        "WF", "WS",
+        "YE", "YT",
+        "ZA", "ZM", "ZW",
+    }
+)
+# fmt: on
+
+#: Exceptionally reserved codes people write for a country whose assigned code differs.
+_RESERVED_HINTS: Mapping[str, str] = MappingProxyType(
+    {
+        "UK": "the United Kingdom is 'GB'",
+        "EL": "Greece is 'GR' (EL is the EU's own abbreviation): use 'GR'",
+    }
+)
+
+
+def country_code_error(value: str) -> str | None:
+    """Why ``value`` is not an officially assigned ISO 3166-1 alpha-2 code, or None if it is.
+
+    The warehouse stores ``customers.country`` as upper-case alpha-2 codes (``GB``, ``FR``), so
+    any other spelling would silently match nobody. Messages: lower case -> the upper-case code
+    to use; ``UK``/``EL`` (reserved by ISO 3166-1 for the UK and Greece, not assigned) -> ``GB``
+    /``GR``; anything else -> unknown code. Source: ISO 3166-1, see :data:`ISO_3166_ALPHA2`.
+    """
+    if value in ISO_3166_ALPHA2:
+        return None
+    upper = value.upper()
+    if upper in ISO_3166_ALPHA2:
+        return f"country codes are upper case: use {upper!r}"
+    if upper in _RESERVED_HINTS:
+        return f"{value!r} is not an ISO 3166-1 code: {_RESERVED_HINTS[upper]}"
+    return (
+        f"unknown country code {value!r}: expected an ISO 3166-1 alpha-2 code, two upper-case"
+        " letters such as 'FR' or 'GB'"
+    )
+
+
+#: Extra checks on the (text) values compared with a trait: trait -> (value -> problem or None).
+TRAIT_VALUE_CHECKS: Mapping[str, Callable[[str], str | None]] = MappingProxyType(
+    {"country": country_code_error}
 )

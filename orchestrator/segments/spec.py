@@ -16,6 +16,7 @@ that the loader turns into ``file:line field: message``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
@@ -45,6 +46,7 @@ from orchestrator.segments.catalog import (
     FIELD_OPERATORS,
     FORBIDDEN_COLUMNS,
     TRAIT_OPERATORS,
+    TRAIT_VALUE_CHECKS,
     TRAITS,
     ValueType,
 )
@@ -223,7 +225,12 @@ class _Comparison(_Strict):
         raise AssertionError("validated comparisons always have one operator")
 
     def _problems(
-        self, kind: str, column: str, value_type: ValueType, allowed: tuple[str, ...]
+        self,
+        kind: str,
+        column: str,
+        value_type: ValueType,
+        allowed: tuple[str, ...],
+        check: Callable[[str], str | None] | None = None,
     ) -> list[Problem]:
         given = [_COMPARISON_FIELDS[n] for n in self.model_fields_set if n in _COMPARISON_FIELDS]
         if len(given) != 1:
@@ -238,7 +245,7 @@ class _Comparison(_Strict):
                     f" use one of {', '.join(allowed)}",
                 )
             ]
-        return _value_problems(op, value, value_type)
+        return _value_problems(op, value, value_type, check)
 
 
 _COMPARISON_FIELDS = {
@@ -252,7 +259,12 @@ _COMPARISON_FIELDS = {
 }
 
 
-def _value_problems(op: str, value: Any, value_type: ValueType) -> list[Problem]:
+def _value_problems(
+    op: str, value: Any, value_type: ValueType, check: Callable[[str], str | None] | None = None
+) -> list[Problem]:
+    """Problems of an operator's value: type per item, then ``check`` (a catalog value check,
+    e.g. ISO country codes) on each well-typed text item; ``in``/``between`` items are located
+    by index (``in[2]``)."""
     if value is None:
         return [((op,), "a value is required (is_null: true matches missing values)")]
     if op == "is_null":
@@ -266,11 +278,15 @@ def _value_problems(op: str, value: Any, value_type: ValueType) -> list[Problem]
         return [((op,), "expected [low, high]")]
     problems: list[Problem] = []
     for index, item in enumerate(items):
+        loc = (op, index) if op in ("in", "between") else (op,)
         try:
-            coerce_value(value_type, item)
+            coerced = coerce_value(value_type, item)
         except ValueError as error:
-            loc = (op, index) if op in ("in", "between") else (op,)
             problems.append((loc, str(error)))
+            continue
+        message = check(coerced) if check is not None and isinstance(coerced, str) else None
+        if message:
+            problems.append((loc, message))
     if op == "between" and not problems:
         low, high = (_order_key(coerce_value(value_type, item)) for item in items)
         if low > high:
@@ -284,7 +300,8 @@ class TraitCondition(_Comparison):
     Operators by type: text ``eq``, ``in``, ``is_null``; numbers ``eq``, ``in``, ``gte``,
     ``lte``, ``between`` ([low, high], inclusive), ``is_null``; timestamps the same without
     ``in`` (a date means the whole day). A customer with no value (NULL) never matches a
-    comparison, so ``not`` of it includes them.
+    comparison, so ``not`` of it includes them. ``country`` values are officially assigned
+    ISO 3166-1 alpha-2 codes in upper case (``GB``, not ``UK`` or ``gb``).
     """
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 2, "maxProperties": 2})
@@ -301,7 +318,13 @@ class TraitCondition(_Comparison):
     @model_validator(mode="after")
     def _one_typed_operator(self) -> TraitCondition:
         value_type = TRAITS[self.trait]
-        problems = self._problems("trait", self.trait, value_type, TRAIT_OPERATORS[value_type])
+        problems = self._problems(
+            "trait",
+            self.trait,
+            value_type,
+            TRAIT_OPERATORS[value_type],
+            TRAIT_VALUE_CHECKS.get(self.trait),
+        )
         if problems:
             fail(problems)
         return self

@@ -132,7 +132,7 @@ def test_values_are_bound_never_pasted(project: ProjectConfig) -> None:
         project,
         """
 all:
-  - {trait: country, in: [ZZ, "x'); DROP TABLE customers; --"]}
+  - {trait: country_name, in: [ZZ, "x'); DROP TABLE customers; --"]}
   - event: purchase
     within_days: 37
     at_least: 4
