@@ -14,10 +14,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import requests
@@ -25,7 +26,11 @@ from rich.console import Console, Group
 
 from orchestrator.settings import Settings
 
+if TYPE_CHECKING:
+    from dagster import DagsterInstance, ExecuteJobResult
+
 ALL_SEGMENTS_JOB = "all_segments_job"
+DEMO_PID_TAG = "activation/demo_pid"
 
 
 def ensure_warehouse(settings: Settings, console: Console) -> None:
@@ -37,7 +42,8 @@ def ensure_warehouse(settings: Settings, console: Console) -> None:
 
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     report = build_demo_warehouse(settings.warehouse_path, as_of=datetime.now(UTC).date())
-    console.print(f"warehouse: built {settings.warehouse_path} ({report})")
+    counts = ", ".join(f"{n:,} {table}" for table, n in report.table_counts().items())
+    console.print(f"warehouse: built {settings.warehouse_path} ({counts})")
 
 
 def _healthy(port: int) -> bool:
@@ -90,8 +96,56 @@ def stop_mock(state_dir: Path, console: Console) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def materialize_all(console: Console, log_path: Path) -> bool:
-    """Run ``all_segments_job`` on the instance in ``DAGSTER_HOME``; True when it succeeded.
+def release_slots_of_dead_runs(instance: DagsterInstance, console: Console) -> None:
+    """Free the pool slots of runs that are over.
+
+    A demo killed mid-step (Ctrl-C, a closed terminal) can leave its ``duckdb`` pool slot
+    claimed, and every later run would then wait for that pool forever. Runs that ended keep
+    no slot; a run this demo started whose process is gone is marked failed first.
+    """
+    storage = instance.event_log_storage
+    for run_id in sorted(storage.get_concurrency_run_ids()):
+        run = instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished and not _demo_process_gone(run.tags):
+            continue
+        if run is not None and not run.is_finished:
+            instance.report_run_failed(run, "the demo process that ran it is gone")
+        storage.free_concurrency_slots_for_run(run_id)
+        console.print(f"released the pool slot held by ended run {run_id[:8]}")
+
+
+def _demo_process_gone(tags: Mapping[str, str]) -> bool:
+    pid = tags.get(DEMO_PID_TAG)
+    if pid is None:
+        return False  # not ours (e.g. a run launched from the UI): leave it alone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def failure_lines(result: ExecuteJobResult) -> list[str]:
+    """One line per failed step and per failed asset check of a run (their own messages)."""
+    lines = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            message = (error.message if error else "failed").strip().splitlines()[0]
+            lines.append(f"step {event.step_key} failed: {message}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check = event.event_specific_data
+            if not check.passed:
+                name = f"{check.asset_key.to_user_string()}:{check.check_name}"
+                lines.append(f"check {name} failed ({check.severity.value})")
+    return lines
+
+
+def materialize_all(console: Console, log_path: Path) -> tuple[str, bool]:
+    """Run ``all_segments_job`` on the instance in ``DAGSTER_HOME``; return its run id and
+    whether it succeeded, after printing why it failed if it did.
 
     Dagster's step-by-step log (the steps run in child processes) goes to ``log_path``; the
     same events are in the Dagster UI (``make ui``).
@@ -101,16 +155,23 @@ def materialize_all(console: Console, log_path: Path) -> bool:
     from orchestrator.definitions import all_segments_job_def
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(log_path, "ab") as log,
-        _stderr_to(log.fileno()),
-        DagsterInstance.get() as instance,
-        console.status("materializing every segment (segment -> audience -> sync)..."),
-    ):
-        result = execute_job(reconstructable(all_segments_job_def), instance=instance)
+    with DagsterInstance.get() as instance:
+        release_slots_of_dead_runs(instance, console)
+        with (
+            open(log_path, "ab") as log,
+            _stderr_to(log.fileno()),
+            console.status("materializing every segment (segment -> audience -> sync)..."),
+        ):
+            result = execute_job(
+                reconstructable(all_segments_job_def),
+                instance=instance,
+                tags={DEMO_PID_TAG: str(os.getpid())},
+            )
     state = "success" if result.success else "FAILED"
     console.print(f"dagster run {result.run_id}: {state} (log: {log_path})")
-    return result.success
+    for line in failure_lines(result):
+        console.print(f"  [red]{line}[/red]", highlight=False)
+    return result.run_id, result.success
 
 
 @contextmanager
@@ -127,7 +188,7 @@ def _stderr_to(fd: int) -> Iterator[None]:
         os.close(saved)
 
 
-def summary_table(console: Console) -> Group:
+def summary_table(console: Console, run_id: str) -> Group:
     """Segment, members and exclusions by reason, plus what each sync sent, read from the
     latest materializations recorded in the Dagster instance."""
     from dagster import DagsterInstance
@@ -136,7 +197,7 @@ def summary_table(console: Console) -> Group:
     from orchestrator.summary import summarize
 
     with DagsterInstance.get() as instance:
-        return summarize(defs, instance)
+        return summarize(defs, instance, run_id)
 
 
 @click.command()
@@ -157,8 +218,8 @@ def main(mock_port: int, mock_state_dir: Path, only_mock: bool, stop: bool) -> N
         return
     ensure_warehouse(Settings.from_env(), console)
     settings = Settings.from_env()
-    ok = materialize_all(console, settings.state_dir.parent / "dagster-run.log")
-    console.print(summary_table(console))
+    run_id, ok = materialize_all(console, settings.state_dir.parent / "dagster-run.log")
+    console.print(summary_table(console, run_id))
     console.print(
         f"Mock destinations keep running on http://127.0.0.1:{mock_port} "
         "(`make mock-stop` stops them). `make ui` opens the Dagster UI."

@@ -9,31 +9,42 @@ from rich.table import Table
 from orchestrator.audience import EXCLUSION_REASONS
 
 
-def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, object]:
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[dict[str, object], str]:
+    """Metadata of the latest materialization of ``key`` and the id of the run that made it."""
     event = instance.get_latest_materialization_event(key)
     if event is None or event.asset_materialization is None:
-        return {}
-    return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
+        return {}, ""
+    meta = {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
+    return meta, event.run_id
 
 
-def audience_table(keys: list[dg.AssetKey], instance: dg.DagsterInstance) -> Table:
+def _when(made_by: str, run_id: str) -> str:
+    if not made_by:
+        return "never"
+    return "this run" if made_by == run_id else "earlier run"
+
+
+def audience_table(keys: list[dg.AssetKey], instance: dg.DagsterInstance, run_id: str) -> Table:
     """One row per segment: members, then exclusions, one column per reason."""
     table = Table(title="Audiences: members and exclusions by reason")
+    table.add_column("as of")
     table.add_column("segment")
     table.add_column("members", justify="right")
     for reason in EXCLUSION_REASONS:
         table.add_column(reason.replace("_", " "), justify="right")
     for key in keys:
         if key.path[0] == "audience":
-            meta = _latest_metadata(instance, key)
+            meta, made_by = _latest(instance, key)
             counts = [str(meta.get(f"excluded_{reason}", "-")) for reason in EXCLUSION_REASONS]
-            table.add_row(key.path[1], str(meta.get("dagster/row_count", "-")), *counts)
+            members = str(meta.get("dagster/row_count", "-"))
+            table.add_row(_when(made_by, run_id), key.path[1], members, *counts)
     return table
 
 
-def sync_table(keys: list[dg.AssetKey], instance: dg.DagsterInstance) -> Table:
+def sync_table(keys: list[dg.AssetKey], instance: dg.DagsterInstance, run_id: str) -> Table:
     """One row per (segment, destination): what the latest sync sent and its API calls."""
-    table = Table(title="Syncs: changes sent in the latest run")
+    table = Table(title="Syncs: changes sent by the latest successful sync of each pair")
+    table.add_column("as of")
     table.add_column("segment")
     table.add_column("destination")
     for column in ("adds", "removes", "updates", "unchanged", "rejected"):
@@ -41,15 +52,18 @@ def sync_table(keys: list[dg.AssetKey], instance: dg.DagsterInstance) -> Table:
     table.add_column("API calls / minimum", justify="right")
     for key in keys:
         if key.path[0] == "sync":
-            meta = _latest_metadata(instance, key)
+            meta, made_by = _latest(instance, key)
             counts = [str(meta.get(k, "-")) for k in ("adds", "removes", "updates", "unchanged")]
             calls = f"{meta.get('api_calls', '-')} / {meta.get('min_api_calls', '-')}"
-            table.add_row(key.path[1], key.path[2], *counts, str(meta.get("rejected", "-")), calls)
+            rejected = str(meta.get("rejected", "-"))
+            pair = (key.path[1], key.path[2])
+            table.add_row(_when(made_by, run_id), *pair, *counts, rejected, calls)
     return table
 
 
-def summarize(defs: dg.Definitions, instance: dg.DagsterInstance) -> Group:
-    """Both tables, from the latest materializations in ``instance``. Counts only: never an
-    identifier."""
+def summarize(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: str) -> Group:
+    """Both tables, from the latest materializations in ``instance``; the first column says
+    whether each row comes from run ``run_id`` or from an earlier one (a step of this run
+    failed or was skipped). Counts only: never an identifier."""
     keys = sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.path)
-    return Group(audience_table(keys, instance), sync_table(keys, instance))
+    return Group(audience_table(keys, instance, run_id), sync_table(keys, instance, run_id))
