@@ -84,6 +84,12 @@ def sync_key(segment_id: str, destination: str) -> dg.AssetKey:
     return dg.AssetKey(["sync", segment_id, destination])
 
 
+#: The ``privacy/erasure_receipts`` asset (built in :mod:`orchestrator.privacy.sensor`): every
+#: sync depends on it, so open erasure/objection requests are honoured (and receipted) before
+#: any sync sends.
+RECEIPTS_KEY = dg.AssetKey(["privacy", "erasure_receipts"])
+
+
 def source_asset_specs() -> list[dg.AssetSpec]:
     """One external AssetSpec per warehouse source table (group ``warehouse``)."""
     descriptions = {
@@ -298,6 +304,11 @@ def build_sync_asset(
     """The ``sync/<sid>/<destination>`` asset: diff the audience against what the destination
     acknowledged and send only the changes (removes, then adds, then updates).
 
+    Depends on ``privacy/erasure_receipts`` as well as its audience: in a run, open erasure and
+    objection requests are carried to every destination (with a receipt per destination)
+    before the sync diffs, so the sync never removes a requester without a receipt; when the
+    receipts step fails (a destination did not acknowledge), the syncs of the run are skipped.
+
     Not in the ``duckdb`` pool: it holds the warehouse only for two short moments (diff export
     and state fold, waiting for the lock if needed) and never during HTTP calls, so syncs to
     different destinations run in parallel.
@@ -308,7 +319,7 @@ def build_sync_asset(
 
     @dg.asset(
         key=sync_key(sid, entry.destination),
-        deps=[audience_key(sid)],
+        deps=[audience_key(sid), RECEIPTS_KEY],
         group_name=sid,
         description=(
             f"Sync of audience {sid} to {entry.destination} ({dest.platform}, {dest.kind}) "

@@ -13,6 +13,7 @@ from dagster_duckdb import DuckDBResource
 
 from destinations.resources import DestinationsResource
 from orchestrator.assets import (
+    RECEIPTS_KEY,
     SyncStateDir,
     audience_key,
     build_audience_asset,
@@ -59,8 +60,12 @@ def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition
 
 
 def segment_job(sid: str) -> UnresolvedAssetJobDefinition:
-    """The job that refreshes one segment end to end (segment, audience, syncs)."""
-    selection = dg.AssetSelection.assets(segment_key(sid), audience_key(sid)).downstream()
+    """The job that refreshes one segment end to end (segment, audience, syncs), handling the
+    open erasure/objection requests first (``privacy/erasure_receipts``, upstream of every
+    sync)."""
+    selection = dg.AssetSelection.assets(
+        segment_key(sid), audience_key(sid)
+    ).downstream() | dg.AssetSelection.assets(RECEIPTS_KEY)
     return dg.define_asset_job(name=f"{sid}_job", selection=selection, tags={"segment": sid})
 
 
@@ -95,7 +100,9 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         jobs.append(job)
         schedules.append(segment_schedule(seg, job))
     if loaded.specs:
-        everything = dg.AssetSelection.key_prefixes(["segment"], ["audience"], ["sync"])
+        everything = dg.AssetSelection.key_prefixes(
+            ["segment"], ["audience"], ["sync"]
+        ) | dg.AssetSelection.assets(RECEIPTS_KEY)
         jobs.append(dg.define_asset_job(name=ALL_SEGMENTS_JOB, selection=everything))
     segments = dg.Definitions(
         assets=assets,

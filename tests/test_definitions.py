@@ -41,11 +41,11 @@ SYNCS = [
 #: asset key -> sorted upstream asset keys.
 ASSET_DEPS: dict[str, list[str]] = {
     **{f"audience/{sid}": sorted([f"segment/{sid}", *SOURCES]) for sid in SEGMENT_IDS},
-    "privacy/erasure_receipts": [*SYNCS, "warehouse/privacy_requests"],
+    "privacy/erasure_receipts": ["warehouse/privacy_requests"],
     "privacy/processing_register": [],
     **{f"segment/{sid}": ["warehouse/customers", "warehouse/events"] for sid in SEGMENT_IDS},
     "segment_file_errors": [],
-    **{sync: [f"audience/{sync.split('/')[1]}"] for sync in SYNCS},
+    **{sync: [f"audience/{sync.split('/')[1]}", "privacy/erasure_receipts"] for sync in SYNCS},
     **{source: [] for source in SOURCES},
 }
 CHECKS = [
@@ -83,6 +83,30 @@ SCHEDULES = [(*row, f"{row[0].removesuffix('_schedule')}_job") for row in SCHEDU
 SENSORS = [("privacy_requests_sensor", "RUNNING", "privacy_requests_job")]
 JOBS = ["all_segments_job", "privacy_checks_job", "privacy_requests_job"]
 JOBS += [f"{sid}_job" for sid in SEGMENT_IDS]
+#: job -> sorted asset keys it materializes. Every segment run honours the open privacy
+#: requests first (``privacy/erasure_receipts`` is upstream of every sync).
+JOB_ASSETS: dict[str, list[str]] = {
+    "all_segments_job": sorted(
+        [
+            *(f"{kind}/{sid}" for sid in SEGMENT_IDS for kind in ("audience", "segment")),
+            *SYNCS,
+            "privacy/erasure_receipts",
+        ]
+    ),
+    "privacy_checks_job": ["privacy/processing_register"],
+    "privacy_requests_job": ["privacy/erasure_receipts"],
+    **{
+        f"{sid}_job": sorted(
+            [
+                f"audience/{sid}",
+                "privacy/erasure_receipts",
+                f"segment/{sid}",
+                *(s for s in SYNCS if s.split("/")[1] == sid),
+            ]
+        )
+        for sid in SEGMENT_IDS
+    },
+}
 
 #: Imports the definitions in a fresh interpreter, recording every DuckDB connect, and prints
 #: what loaded as JSON.
@@ -161,6 +185,17 @@ def test_schedules_sensors_and_jobs_are_pinned(real_defs: dg.Definitions) -> Non
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == sorted(
         JOBS
     )
+
+
+def test_job_selections_are_pinned(real_defs: dg.Definitions) -> None:
+    selections = {
+        name: sorted(
+            k.to_user_string()
+            for k in real_defs.resolve_job_def(name).asset_layer.executable_asset_keys
+        )
+        for name in JOB_ASSETS
+    }
+    assert selections == JOB_ASSETS
 
 
 def write_segments(folder: Path) -> dict[str, Path]:

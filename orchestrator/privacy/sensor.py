@@ -23,7 +23,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from destinations.resources import DestinationsResource
-from orchestrator.assets import SyncStateDir, source_key, sync_key
+from orchestrator.assets import RECEIPTS_KEY, SyncStateDir, source_key
 from orchestrator.config import ProjectConfig
 from orchestrator.privacy.receipts import (
     REQUEST_TYPES,
@@ -34,7 +34,6 @@ from orchestrator.privacy.receipts import (
 from orchestrator.privacy.requests import PairTarget, process_requests, targets_from_specs
 from orchestrator.warehouse.connect import connect
 
-RECEIPTS_KEY = dg.AssetKey(["privacy", "erasure_receipts"])
 PRIVACY_JOB = "privacy_requests_job"
 SENSOR_NAME = "privacy_requests_sensor"
 MAX_REQUESTS_PER_RUN = 100
@@ -59,13 +58,19 @@ def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.As
     """The ``privacy/erasure_receipts`` asset (group ``privacy``): handles requests with
     :func:`~orchestrator.privacy.requests.process_requests` and reports what it did.
 
-    Not in the ``duckdb`` pool: it opens the warehouse only briefly, never during HTTP calls.
-    Fails (after writing every receipt) when a destination could not be reached.
+    Depends only on ``warehouse/privacy_requests``; every ``sync/<sid>/<destination>`` depends
+    on it, and every segment job (and ``all_segments_job``) includes it, so any segment run
+    first honours the open requests (run config without ``request_ids``: every open request)
+    and the syncs then have nothing left to send for the person.
+
+    Not in the ``duckdb`` pool: it opens the warehouse only briefly (waiting for the lock up to
+    60 s each time), never during HTTP calls. Fails (after writing every receipt) when a
+    destination could not be reached, which skips the syncs downstream in the same run.
     """
 
     @dg.asset(
         key=RECEIPTS_KEY,
-        deps=[source_key("privacy_requests"), *(sync_key(s, d) for s, d in sorted(targets))],
+        deps=[source_key("privacy_requests")],
         group_name="privacy",
         kinds={"duckdb"},
         description=(
