@@ -43,9 +43,12 @@ SENSOR_INTERVAL_S = 30
 
 
 class ReceiptsConfig(dg.Config):
-    """``request_ids``: the requests to handle; None: every open (not complete) request."""
+    """``request_ids``: the requests to handle; None: every open (not complete) request.
+    ``dry_run``: only count the open requests; send nothing, write nothing (set it with the
+    other assets' ``dry_run`` when previewing a segment job)."""
 
     request_ids: list[str] | None = None
+    dry_run: bool = False
 
 
 def receipts_run_config(request_ids: list[str] | None) -> dict:
@@ -86,6 +89,11 @@ def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.As
         destinations: DestinationsResource,
         sync_state: SyncStateDir,
     ) -> dg.MaterializeResult:
+        if config.dry_run:
+            with connect(Path(warehouse.database)) as con:
+                waiting = len(open_requests(con))
+            context.log.info(f"dry run: {waiting} open request(s) would be handled first")
+            return dg.MaterializeResult(metadata={"dry_run": True, "open_requests": waiting})
         outcomes = process_requests(
             Path(warehouse.database),
             Path(sync_state.path),

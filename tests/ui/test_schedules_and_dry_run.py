@@ -11,9 +11,12 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
+from orchestrator.assets import RECEIPTS_KEY
 from orchestrator.cli import cli
 from orchestrator.config import load_project_config
 from orchestrator.definitions import build_definitions
+from orchestrator.privacy.receipts import receipt_for
+from orchestrator.privacy.requests import record_request
 from orchestrator.settings import Settings
 from tests.conftest import AS_OF, REPO
 
@@ -79,7 +82,10 @@ def _dry_run_config(job: dg.JobDefinition) -> dict:
     # The segment, audience and sync assets take RunConfig; other assets in the job do not.
     ours = [n.name for n in job.graph.nodes if n.name.split("__")[0] in SEGMENT_ASSET_PREFIXES]
     assert len(ours) >= 3
-    return {"ops": {name: {"config": config} for name in ours}}
+    ops = {name: {"config": config} for name in ours}
+    # The job first honours open privacy requests; in a dry run that step only counts them.
+    ops[RECEIPTS_KEY.to_python_identifier()] = {"config": {"dry_run": True}}
+    return {"ops": ops}
 
 
 @pytest.mark.slow
@@ -104,9 +110,12 @@ def test_dry_run_through_run_config_sends_nothing(
     assert preview.exit_code == 0, preview.output
     predicted = json.loads(preview.stdout)[0]["destinations"][0]
 
+    request_id = record_request(warehouse, "dry.run.tester@example.org", "erasure")
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(run_config=_dry_run_config(job), instance=instance)
         assert result.success
+        receipts = instance.get_latest_materialization_event(RECEIPTS_KEY)
+        assert receipts.asset_materialization.metadata["open_requests"].value >= 1
         sync_key = dg.AssetKey(["sync", SEGMENT, "mailchimp"])
         event = instance.get_latest_materialization_event(sync_key)
         meta = event.asset_materialization.metadata
@@ -121,3 +130,4 @@ def test_dry_run_through_run_config_sends_nothing(
     with duckdb.connect(str(warehouse), read_only=True) as con:
         (synced,) = con.execute("SELECT count(*) FROM activation.sync_state").fetchone()
     assert synced == 0
+    assert receipt_for(warehouse, request_id)["complete"] is False  # still open, untouched
