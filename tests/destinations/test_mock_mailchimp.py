@@ -223,7 +223,7 @@ def test_more_than_10_simultaneous_requests_get_429_without_retry_after(
     mock: MockHandle,
 ) -> None:
     mock.add_fault(
-        "mailchimp", {"method": "GET"}, {"type": "timeout_after_apply", "seconds": 4}, times=10
+        "mailchimp", {"method": "GET"}, {"type": "timeout_after_apply", "seconds": 8}, times=10
     )
     results: list[int] = []
     threads = [
@@ -234,7 +234,7 @@ def test_more_than_10_simultaneous_requests_get_429_without_retry_after(
         t.start()
     # Probe with another method (no fault matches it) until the ten GETs are all in flight:
     # admitted probes answer at once, the first one over the limit gets the 429.
-    deadline = time.monotonic() + 3.5
+    deadline = time.monotonic() + 7
     eleventh = call(mock, "PATCH", "/ping")
     while eleventh.status_code != 429 and time.monotonic() < deadline:
         time.sleep(0.05)
