@@ -44,6 +44,9 @@ class MockServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: on a busy machine the 6th simultaneous
+    # connection waits for a SYN retransmit (1 s, then 3 s), which no real API does.
+    request_queue_size = 128
 
     def __init__(self, store: Store, port: int, meta_token: str, mailchimp_token: str) -> None:
         super().__init__((HOST, port), MockHandler)
