@@ -40,11 +40,14 @@ class RunConfig(dg.Config):
     """Run configuration shared by the segment assets.
 
     ``as_of``: ISO timestamp (UTC) the segment is evaluated at; default: now. Windows such as
-    ``within_days`` and consent validity count back from it.
+    ``within_days`` and consent validity count back from it. ``dry_run``: compute and report,
+    send nothing. ``allow_mass_removal``: let a sync remove most of its audience because they
+    left the segment (refused by default: see ``orchestrator.sync.engine.MassRemovalError``).
     """
 
     as_of: str | None = None
     dry_run: bool = False
+    allow_mass_removal: bool = False
 
 
 class SyncStateDir(dg.ConfigurableResource):
@@ -364,6 +367,7 @@ def build_sync_asset(
                 client=client,
                 as_of=as_of,
                 dry_run=config.dry_run,
+                allow_mass_removal=config.allow_mass_removal,
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
                 rows_per_call=(
                     partial(platform_rows_per_call, dest.platform) if config.dry_run else None

@@ -308,6 +308,35 @@ def _report(
     )
 
 
+#: A sync refuses to remove more than this share of the members a destination holds for leaving
+#: the segment, and at least :data:`MASS_REMOVAL_MIN_ROWS` of them, unless told to.
+MASS_REMOVAL_FRACTION = 0.5
+MASS_REMOVAL_MIN_ROWS = 10
+
+
+class MassRemovalError(RuntimeError):
+    """The diff would remove most of an audience because its members left the segment.
+
+    A typo in a segment (a country code, a date) silently empties it, and a mirror sync would
+    then remove everyone from the ad account or list. Removals the person asked for (erasure,
+    objection, withdrawn consent) are never held back. Rerun with ``allow_mass_removal`` when
+    the shrink is intended.
+    """
+
+
+def check_mass_removal(plan: DiffPlan, segment: str, destination: str) -> None:
+    """Raise :class:`MassRemovalError` when ``left_segment`` removes exceed the limits."""
+    leaving = plan.removes_by_reason.get(RemoveReason.LEFT_SEGMENT.value, 0)
+    held = sum(plan.counts[k] for k in ("unchanged", "update", "remove", "kept"))
+    if leaving >= MASS_REMOVAL_MIN_ROWS and leaving > MASS_REMOVAL_FRACTION * held:
+        raise MassRemovalError(
+            f"sync {segment} -> {destination}: would remove {leaving} of the {held} members "
+            f"it holds because they left the segment (more than {MASS_REMOVAL_FRACTION:.0%}); "
+            "nothing was sent. Check the segment with `activation preview`, then rerun with "
+            "allow_mass_removal: true in the sync's run config if the shrink is intended."
+        )
+
+
 def _naive_utc(moment: datetime) -> datetime:
     """The warehouse stores naive UTC timestamps."""
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
@@ -333,6 +362,7 @@ def run_sync(
     lock_timeout_s: float = 60,
     on_batch: BatchHook | None = None,
     rows_per_call: RowsPerCall | None = None,
+    allow_mass_removal: bool = False,
 ) -> SyncReport:
     """Bring ``audience_id`` at ``destination`` in line with the segment's audience.
 
@@ -360,11 +390,16 @@ def run_sync(
             (e.g. ``functools.partial(destinations.registry.platform_rows_per_call, platform)``
             in a dry run); default: the client's (:func:`destinations.base.client_rows_per_call`),
             or ``batch_size`` for every operation without a client.
+        allow_mass_removal: send even when the diff would remove more than
+            :data:`MASS_REMOVAL_FRACTION` of the members held for leaving the segment (see
+            :class:`MassRemovalError`).
 
     Returns:
         The :class:`SyncReport`.
 
     Raises:
+        MassRemovalError: the diff would empty most of the destination for leaving the segment
+            (a segment edit that matches nobody?); nothing was sent.
         ValueError: a bad mode/kind/normalization/field mapping or name, or no client.
         SyncInProgressError: another process is syncing this pair.
         destinations.errors.DestinationError: a call failed after the client's retries; what
@@ -400,6 +435,8 @@ def run_sync(
                 rows_per_call = partial(client_rows_per_call, client)
             report = _report(plan, size, rows_per_call, recovered.pending, dry_run)
             if not dry_run:
+                if not allow_mass_removal:
+                    check_mass_removal(plan, segment, destination)
                 _send_and_fold(job, plan, client, report)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -445,4 +482,11 @@ def preview_diff(
     )
 
 
-__all__ = ["BatchHook", "SyncReport", "preview_diff", "run_sync"]
+__all__ = [
+    "BatchHook",
+    "MassRemovalError",
+    "SyncReport",
+    "check_mass_removal",
+    "preview_diff",
+    "run_sync",
+]

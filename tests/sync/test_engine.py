@@ -15,7 +15,7 @@ import pytest
 from destinations.errors import TransientError
 from orchestrator.sync import journal
 from orchestrator.sync.diff import PENDING_HASH
-from orchestrator.sync.engine import preview_diff, run_sync
+from orchestrator.sync.engine import MassRemovalError, preview_diff, run_sync
 from orchestrator.warehouse.connect import connect
 from tests.sync.helpers import (
     MemoryDestination,
@@ -103,6 +103,36 @@ def test_removes_go_first_with_their_reason(wh, tmp_path):
     assert client.calls[1:] == [("remove", 1, "erasure"), ("add", 1, None)]
     assert report.removes_by_reason["erasure"] == 1
     assert set(state_keys(wh, SEG, DEST)) == set(client.members)
+
+
+def test_a_segment_that_suddenly_matches_nobody_does_not_empty_the_destination(tmp_path):
+    """A typo that empties a segment must not remove everyone from the ad account; privacy
+    removals still go through, and an explicit override sends the shrink."""
+    path = tmp_path / "wh.duckdb"
+    new_warehouse(path, fake_emails(30))
+    with connect(path) as con:
+        set_audience(con, SEG, range(1, 25))
+    client = MemoryDestination(max_batch_size=100)
+    sync(path, tmp_path, client)
+    with connect(path) as con:
+        set_audience(con, SEG, [])
+        con.execute("INSERT INTO privacy_requests VALUES ('r1', 1, NULL, 'erasure', now())")
+    held = set(client.members)
+    with pytest.raises(MassRemovalError, match="would remove 23 of the 24 members"):
+        sync(path, tmp_path, client)
+    assert set(client.members) == held and len(client.calls) == 1  # nothing sent
+    assert set(state_keys(path, SEG, DEST)) == held
+    report = sync(path, tmp_path, client, allow_mass_removal=True)
+    assert report.removes == 24 and client.members == {}
+    assert report.removes_by_reason["erasure"] == 1
+
+
+def test_a_few_members_leaving_is_not_a_mass_removal(wh, tmp_path):
+    client = MemoryDestination(max_batch_size=100)
+    sync(wh, tmp_path, client)
+    with connect(wh) as con:
+        set_audience(con, SEG, [])  # 5 of 5 leave: below the 10-row floor
+    assert sync(wh, tmp_path, client).removes == 5
 
 
 def test_a_second_sync_of_the_same_pair_is_refused_while_one_runs(wh, tmp_path):
