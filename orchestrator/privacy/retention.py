@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from orchestrator.config import SourceRetention
+from orchestrator.warehouse.schema import create_activation_schema
 
 _CLOCK_TEMPLATE = """
 SELECT customer_id, is_customer, clock_at,
@@ -86,17 +87,6 @@ def retention_clock_sql(within: str | None = None) -> str:
 #: :func:`retention_clock_sql` for every customer.
 RETENTION_CLOCK_SQL = retention_clock_sql()
 
-DEPARTURES_DDL = """
-CREATE SCHEMA IF NOT EXISTS activation;
-CREATE TABLE IF NOT EXISTS activation.departures (
-    segment     VARCHAR NOT NULL,
-    destination VARCHAR NOT NULL,
-    subject_key VARCHAR NOT NULL,
-    left_at     TIMESTAMP NOT NULL,
-    PRIMARY KEY (segment, destination, subject_key)
-);
-"""
-
 
 def retention_params(retention: SourceRetention, as_of: datetime) -> dict[str, datetime]:
     """Named parameters of :data:`RETENTION_CLOCK_SQL` for ``as_of`` (naive UTC)."""
@@ -147,8 +137,9 @@ def source_retention_summary(
 def create_departures_table(con: duckdb.DuckDBPyConnection) -> None:
     """Create ``activation.departures`` if missing (idempotent): one row per (segment,
     destination, subject_key) acknowledged by the destination and absent from the audience,
-    ``left_at`` = when the absence was first seen (naive UTC)."""
-    con.execute(DEPARTURES_DDL)
+    ``left_at`` = when the absence was first seen (naive UTC). The table's DDL lives with the
+    other activation tables (:mod:`orchestrator.warehouse.schema`)."""
+    create_activation_schema(con)
 
 
 def track_departures(
