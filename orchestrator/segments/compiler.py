@@ -149,15 +149,25 @@ def _event(condition: EventCondition, as_of: datetime) -> _Sql:
         filters.append(_Sql("e.occurred_at >= ? AND e.occurred_at < ?", (start, end)))
     for where in condition.where or ():
         filters.append(_comparison(where, f"e.{where.field}", EVENT_FIELDS[where.field]))
-    having = [
-        _Sql(
-            "count(DISTINCT coalesce(e.invoice_no, 'event:' || e.event_id)) >= ?",
-            (condition.at_least,),
+    # Every group holds at least one event, so ``at_least: 1`` needs no count; counting
+    # distinct orders costs about 2 CPU s over 4.5M purchases at 1M customers (bench/README.md).
+    having = []
+    if condition.at_least > 1:
+        having.append(
+            _Sql(
+                "count(DISTINCT coalesce(e.invoice_no, 'event:' || e.event_id)) >= ?",
+                (condition.at_least,),
+            )
         )
-    ]
     if condition.total_value is not None:
         having.append(_total_value(condition.total_value))
     where_sql = _join(filters, "\n      AND ")
+    if not having:
+        return _Sql(
+            "c.customer_id IN (\n    SELECT e.customer_id FROM events AS e\n"
+            f"    WHERE {where_sql.text}\n  )",
+            where_sql.params,
+        )
     having_sql = _join(having, " AND ")
     return _Sql(
         "c.customer_id IN (\n    SELECT e.customer_id FROM events AS e\n"
