@@ -92,7 +92,14 @@ class AudienceStats:
 
 
 def _classify_sql() -> str:
-    """One row per segment member: keys, normalized email, basis, consent_ref, reason."""
+    """One row per segment member: keys, normalized email, basis, consent_ref, reason.
+
+    Shaped for memory as much as time (bench/README.md): the latest purchase is an ``arg_max``
+    aggregate, not a window over every purchase; the same purchase scan also feeds the
+    retention clock; the suppression list is matched by two equality joins (an ``OR`` join
+    compares every member with every suppressed key); and duplicate addresses are found by an
+    aggregate over the allowed keys instead of a window over every classified row.
+    """
     return f"""
 CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS
 WITH members AS (
@@ -121,8 +128,10 @@ matched_requests AS (
     FROM keyed AS k JOIN requests AS r ON r.subject_key = k.subject_key
     UNION ALL
     SELECT k.customer_id, s.request_type
-    FROM keyed AS k JOIN activation.suppression_list AS s
-      ON s.subject_key = k.subject_key OR s.google_key = k.google_key
+    FROM keyed AS k JOIN activation.suppression_list AS s ON s.subject_key = k.subject_key
+    UNION ALL
+    SELECT k.customer_id, s.request_type
+    FROM keyed AS k JOIN activation.suppression_list AS s ON s.google_key = k.google_key
 ),
 request_flags AS (
     SELECT customer_id,
@@ -132,6 +141,7 @@ request_flags AS (
     GROUP BY customer_id
 ),
 latest_consent AS (
+    -- a window here, not arg_max over a struct of the record (7x slower, bench/README.md)
     SELECT customer_id, consent_id, status, recorded_at, source, notice_version
     FROM main.consents
     WHERE purpose = $purpose AND recorded_at <= $as_of
@@ -139,20 +149,22 @@ latest_consent AS (
     QUALIFY row_number() OVER (
         PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
 ),
-retention AS (
-    SELECT customer_id, expired FROM ({retention_clock_sql("members")}) AS clock
-),
-latest_purchase AS (
+last_purchases AS (
     -- arg_max, not a row_number() window: same row (event_id is unique), without sorting
     -- every purchase of every member (3 s of 13 CPU s at 1M customers, bench/README.md)
-    SELECT customer_id, arg_max(event_id, (occurred_at, event_id)) AS event_id
+    SELECT customer_id, arg_max(event_id, (occurred_at, event_id)) AS event_id,
+           max(occurred_at) AS last_purchase_at
     FROM main.events
     WHERE event_type = 'purchase' AND occurred_at <= $as_of
       AND customer_id IN (SELECT customer_id FROM members)
     GROUP BY customer_id
 ),
+retention AS (
+    SELECT customer_id, expired
+    FROM ({retention_clock_sql("members", last_purchases="last_purchases")}) AS clock
+),
 state AS (
-    SELECT k.*, l.consent_id, p.event_id AS purchase_id,
+    SELECT k.*, l.consent_id AS consent_id, p.event_id AS purchase_id,
            coalesce(f.erasure, false) AS erasure,
            coalesce(f.objection, false) AS objection,
            coalesce(rt.expired, false) AS retention_expired,
@@ -167,7 +179,7 @@ state AS (
            END AS consent_state
     FROM keyed AS k
     LEFT JOIN latest_consent AS l USING (customer_id)
-    LEFT JOIN latest_purchase AS p USING (customer_id)
+    LEFT JOIN last_purchases AS p USING (customer_id)
     LEFT JOIN request_flags AS f USING (customer_id)
     LEFT JOIN retention AS rt USING (customer_id)
 ),
@@ -191,22 +203,30 @@ classified AS (
                ELSE 'expired'
            END AS reason
     FROM state
+),
+kept_per_address AS (
+    SELECT subject_key, min(customer_id) AS kept_customer_id
+    FROM classified
+    WHERE reason IS NULL
+    GROUP BY subject_key
+    HAVING count(*) > 1
 )
-SELECT * REPLACE (
-    CASE WHEN reason IS NULL AND row_number() OVER (
-             PARTITION BY reason IS NULL, subject_key ORDER BY customer_id) > 1
-         THEN 'duplicate_address' ELSE reason END AS reason)
-FROM classified
+SELECT c.* REPLACE (
+    CASE WHEN d.kept_customer_id IS NOT NULL AND c.customer_id <> d.kept_customer_id
+         THEN 'duplicate_address' ELSE c.reason END AS reason)
+FROM classified AS c
+LEFT JOIN kept_per_address AS d ON c.reason IS NULL AND d.subject_key = c.subject_key
 """
 
 
 def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: datetime) -> None:
     """Make the segment's audience and exclusions equal to the classified rows.
 
-    Deletes only the rows that are gone and upserts the rest, rather than deleting and
-    re-inserting every row: with DuckDB 2.0.1 re-inserting the same primary keys in one
-    transaction made the commit cost about 6 CPU s for 285k members (1M customers), the
-    upsert about 0.7 s (bench/README.md). The tables end up the same either way.
+    Deletes the rows that are gone, sets ``computed_at`` on the rest in one column update, and
+    upserts only rows that are new or whose values changed. Upserting every row instead cost
+    about 0.7 CPU s for 285k members at 1M customers, and deleting and re-inserting every
+    primary key about 6 CPU s at commit (DuckDB 2.0.1, bench/README.md). The tables end up the
+    same either way.
     """
     params = {"segment": segment}
     con.execute(
@@ -228,6 +248,11 @@ def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: d
         params,
     )
     params = {"segment": segment, "as_of": as_of}
+    for table in ("audience_members", "audience_exclusions"):
+        con.execute(
+            f"UPDATE activation.{table} SET computed_at = $as_of WHERE segment = $segment",
+            params,
+        )
     con.execute(
         f"""
         INSERT INTO activation.audience_members
@@ -235,7 +260,15 @@ def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: d
              computed_at)
         SELECT $segment, subject_key, google_key, customer_id, email, legal_basis, consent_ref,
                $as_of
-        FROM {_SCRATCH} WHERE reason IS NULL
+        FROM {_SCRATCH} AS s
+        WHERE s.reason IS NULL AND NOT EXISTS (
+            SELECT 1 FROM activation.audience_members AS am
+            WHERE am.segment = $segment AND am.subject_key = s.subject_key
+              AND am.google_key IS NOT DISTINCT FROM s.google_key
+              AND am.customer_id = s.customer_id
+              AND am.email IS NOT DISTINCT FROM s.email
+              AND am.legal_basis = s.legal_basis
+              AND am.consent_ref IS NOT DISTINCT FROM s.consent_ref)
         ON CONFLICT (segment, subject_key) DO UPDATE SET
             google_key = excluded.google_key, customer_id = excluded.customer_id,
             email = excluded.email, legal_basis = excluded.legal_basis,
@@ -246,7 +279,12 @@ def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: d
     con.execute(
         f"""
         INSERT INTO activation.audience_exclusions (segment, customer_id, reason, computed_at)
-        SELECT $segment, customer_id, reason, $as_of FROM {_SCRATCH} WHERE reason IS NOT NULL
+        SELECT $segment, customer_id, reason, $as_of
+        FROM {_SCRATCH} AS s
+        WHERE s.reason IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM activation.audience_exclusions AS ax
+            WHERE ax.segment = $segment AND ax.customer_id = s.customer_id
+              AND ax.reason = s.reason)
         ON CONFLICT (segment, customer_id) DO UPDATE SET
             reason = excluded.reason, computed_at = excluded.computed_at
         """,
