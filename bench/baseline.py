@@ -1,6 +1,9 @@
-"""What the product's stages are compared with: a naive Python diff and the raw DuckDB floor.
+"""The issue's comparisons: a naive Python diff from our audience, and the raw DuckDB floor.
 
-Naive baseline (what a hand-written script would do), for one (segment, destination):
+(:mod:`bench.end_to_end` holds the like-for-like ones, from the source tables.)
+
+Naive baseline (what a hand-written script would do after our audience step), for one
+(segment, destination):
 
 1. *hashing*: pull the audience's customers (``customer_id`` of
    ``activation.audience_members``, i.e. after the product's consent filter, which the
@@ -61,7 +64,9 @@ class NaiveResult:
         return self.pull_s + self.hash_s
 
 
-def _fields_hash(send_key: str, names: Sequence[str], values: Sequence[object]) -> str:
+def fields_hash(send_key: str, names: Sequence[str], values: Sequence[object]) -> str:
+    """sha256 hex of the compact JSON ``[send_key, name0, value0, ...]`` (None as ''), as the
+    SQL diff computes ``fields_hash``; ``names`` sorted, ``values`` in the same order."""
     items: list[str] = [send_key]
     for name, value in zip(names, values, strict=True):
         items += [name, "" if value is None else str(value)]
@@ -77,11 +82,15 @@ def _target(rows: Sequence[tuple], kind: str, names: Sequence[str]) -> dict[str,
         if key is None:  # the product never admits these; kept for safety
             continue
         send_key = normalize_email(email) if kind == "email" else key
-        target[key] = _fields_hash(send_key or "", names, values)
+        target[key] = fields_hash(send_key or "", names, values)
     return target
 
 
-def _diff(target: Mapping[str, str], state: Mapping[str, str], mode: str) -> dict[str, list[str]]:
+def set_diff(
+    target: Mapping[str, str], state: Mapping[str, str], mode: str
+) -> dict[str, list[str]]:
+    """Python set differences of ``target`` and ``state`` (subject_key -> fields_hash): op
+    (``add`` | ``remove`` | ``update``) -> sorted keys, by the rules of the module docstring."""
     adds = [k for k in target if k not in state or state[k] == PENDING_HASH]
     both = target.keys() & state.keys()
     updates = [k for k in both if state[k] not in (target[k], PENDING_HASH)]
@@ -124,7 +133,7 @@ def naive_diff(
                 [segment, destination],
             ).fetchall()
         )
-        keys = _diff(target, state, mode)
+        keys = set_diff(target, state, mode)
         batches = {op: math.ceil(len(keys[op]) / batch_size) for op in _OPS}
         done = time.perf_counter()
     finally:
@@ -189,4 +198,11 @@ def duckdb_floor(warehouse: Path, *, segment: str, destination: str) -> FloorRes
     return FloorResult(emails, sha_s, ours_s, n_target, n_state, anti_s)
 
 
-__all__ = ["FloorResult", "NaiveResult", "duckdb_floor", "naive_diff"]
+__all__ = [
+    "FloorResult",
+    "NaiveResult",
+    "duckdb_floor",
+    "fields_hash",
+    "naive_diff",
+    "set_diff",
+]

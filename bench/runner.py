@@ -7,9 +7,12 @@ Runs, each over both segments of :mod:`bench.scenario`:
 3. ``no_change``: nothing changed since run 2.
 
 In each run: ``segment`` then ``audience`` for every segment; then per (segment, destination)
-the naive baseline and the DuckDB floor (both read the state the sync starts from), then the
-sync (diff + send). Every stage is a fresh process (:func:`bench.measure.run_stage`), run one
-after another, so no two touch the warehouse at once.
+the two naive baselines (from our audience, :mod:`bench.baseline`; end to end from the source
+tables, :mod:`bench.end_to_end`) and the two DuckDB floors (the issue's, and the same-work
+one), all reading the state the sync starts from, then the sync (diff + send). The keys our
+sync sent are compared with each naive diff (``diff_check``, ``diff_check_e2e``). Every stage
+is a fresh process (:func:`bench.measure.run_stage`), run one after another, so no two touch
+the warehouse at once.
 """
 
 from __future__ import annotations
@@ -83,8 +86,10 @@ def compare_keys(ours_dir: Path, naive_dir: Path) -> dict[str, Any]:
 
 
 def _pair_result(
-    segment: dict, audience: dict, naive: dict, floor: dict, sync: dict, check: dict
+    segment: dict, audience: dict, compared: dict[str, dict], sync: dict
 ) -> dict[str, Any]:
+    """One pair's results: our stages, the sync's report, and ``compared`` (``naive``,
+    ``naive_e2e``, ``floor``, ``floor_same``, ``diff_check``, ``diff_check_e2e``)."""
     report = sync["report"]
     return {
         "platform": sync["platform"],
@@ -100,9 +105,7 @@ def _pair_result(
         "min_api_calls": sync["min_api_calls"],
         "engine_min_api_calls": report["min_api_calls"],
         "bytes_sent": report["bytes_sent"],
-        "naive": naive,
-        "floor": floor,
-        "diff_check": check,
+        **compared,
     }
 
 
@@ -122,15 +125,15 @@ def _run(
     for seg in SEGMENT_NAMES:
         keys = workdir / "keys" / name / seg
         seg_job = {**job, "segment": seg}
-        naive_job = {**seg_job, "keys_dir": str(keys / "naive")}
-        naive = run_stage("naive", naive_job, jobs, f"{seg}.naive")
-        floor = run_stage("floor", seg_job, jobs, f"{seg}.floor")
+        compared = {
+            kind: run_stage(kind, {**seg_job, "keys_dir": str(keys / kind)}, jobs, f"{seg}.{kind}")
+            for kind in ("naive", "naive_e2e", "floor", "floor_same")
+        }
         sync_job = {**seg_job, "keys_dir": str(keys / "ours")}
         sync = run_stage("sync", sync_job, jobs, f"{seg}.sync")
-        check = compare_keys(keys / "ours", keys / "naive")
-        pairs[seg] = _pair_result(
-            pre[seg]["segment"], pre[seg]["audience"], naive, floor, sync, check
-        )
+        compared["diff_check"] = compare_keys(keys / "ours", keys / "naive")
+        compared["diff_check_e2e"] = compare_keys(keys / "ours", keys / "naive_e2e")
+        pairs[seg] = _pair_result(pre[seg]["segment"], pre[seg]["audience"], compared, sync)
         log(f"  {name}/{seg}: sync done, {sync['report']['api_calls']} calls")
     return {"name": name, "pairs": pairs}
 

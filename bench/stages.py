@@ -18,6 +18,7 @@ from typing import Any
 
 from bench import measure
 from bench.baseline import duckdb_floor, naive_diff
+from bench.end_to_end import naive_end_to_end, same_work_floor
 from bench.generator import generate_warehouse
 from bench.scenario import project_config, segment_spec
 from destinations.base import CallStats, RemoveReason, Row, RowResult, client_rows_per_call
@@ -246,13 +247,18 @@ def sync_stage(job: Job) -> dict[str, Any]:
     }
 
 
+def _batch_size(platform: str) -> int:
+    """The destination's largest batch (rows): Meta 10,000, Mailchimp 500."""
+    return 10_000 if platform == "meta" else 500
+
+
 def naive_stage(job: Job) -> dict[str, Any]:
-    """The naive baseline for the pair; writes its keys to ``<keys_dir>/<op>.keys``."""
+    """The naive baseline from our audience (:func:`bench.baseline.naive_diff`, the issue's
+    definition) for the pair; writes its keys to ``<keys_dir>/<op>.keys``."""
     project = project_config()
     spec = segment_spec(job["segment"], project)
     entry = spec.destinations[0]
     dest = project.destinations[entry.destination]
-    batch_size = 10_000 if dest.platform == "meta" else 500
     result = naive_diff(
         Path(job["warehouse"]),
         segment=spec.id,
@@ -260,12 +266,9 @@ def naive_stage(job: Job) -> dict[str, Any]:
         kind=str(dest.kind),
         mode=str(entry.mode),
         fields=dict(entry.fields),
-        batch_size=batch_size,
+        batch_size=_batch_size(dest.platform),
     )
-    keys_dir = Path(job["keys_dir"])
-    keys_dir.mkdir(parents=True, exist_ok=True)
-    for op, keys in result.keys.items():
-        (keys_dir / f"{op}.keys").write_text("".join(f"{k}\n" for k in keys))
+    _write_keys(Path(job["keys_dir"]), result.keys)
     return _result(
         result.hashing_s + result.diff_s,
         result.rows,
@@ -276,6 +279,67 @@ def naive_stage(job: Job) -> dict[str, Any]:
         state_rows=result.state_rows,
         batches=result.batches,
         counts={op: len(keys) for op, keys in result.keys.items()},
+    )
+
+
+def _write_keys(keys_dir: Path, keys: dict[str, list[str]]) -> None:
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    for op, op_keys in keys.items():
+        (keys_dir / f"{op}.keys").write_text("".join(f"{k}\n" for k in op_keys))
+
+
+def naive_e2e_stage(job: Job) -> dict[str, Any]:
+    """The naive tool end to end (:func:`bench.end_to_end.naive_end_to_end`): from the source
+    tables, not from our audience. Writes its keys to ``<keys_dir>/<op>.keys``. ``seconds``:
+    query + pull + hash + diff; ``rows``: subjects in its target."""
+    project = project_config()
+    spec = segment_spec(job["segment"], project)
+    entry = spec.destinations[0]
+    dest = project.destinations[entry.destination]
+    result = naive_end_to_end(
+        Path(job["warehouse"]),
+        spec=spec,
+        project=project,
+        as_of=_as_of(job),
+        destination=entry.destination,
+        kind=str(dest.kind),
+        mode=str(entry.mode),
+        fields=dict(entry.fields),
+        batch_size=_batch_size(dest.platform),
+    )
+    _write_keys(Path(job["keys_dir"]), result.keys)
+    return _result(
+        result.total_s,
+        result.rows,
+        query_s=result.query_s,
+        pull_s=result.pull_s,
+        hash_s=result.hash_s,
+        diff_s=result.diff_s,
+        model_rows=result.model_rows,
+        state_rows=result.state_rows,
+        batches=result.batches,
+        counts={op: len(keys) for op, keys in result.keys.items()},
+    )
+
+
+def floor_same_stage(job: Job) -> dict[str, Any]:
+    """The same-work DuckDB floor (:func:`bench.end_to_end.same_work_floor`): one read-only
+    query from the source tables to the add and remove key sets. ``rows``: target keys."""
+    project = project_config()
+    spec = segment_spec(job["segment"], project)
+    floor = same_work_floor(
+        Path(job["warehouse"]),
+        spec=spec,
+        project=project,
+        as_of=_as_of(job),
+        destination=spec.destinations[0].destination,
+    )
+    return _result(
+        floor.seconds,
+        floor.target_keys,
+        target_keys=floor.target_keys,
+        adds=floor.adds,
+        removes=floor.removes,
     )
 
 
@@ -303,6 +367,8 @@ STAGES: dict[str, Callable[[Job], dict[str, Any]]] = {
     "sync": sync_stage,
     "naive": naive_stage,
     "floor": floor_stage,
+    "naive_e2e": naive_e2e_stage,
+    "floor_same": floor_same_stage,
 }
 
 

@@ -61,22 +61,38 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
 
 
-def test_our_diff_equals_the_naive_diff_in_every_run(results: dict) -> None:
+def test_our_diff_equals_both_naive_diffs_in_every_run(results: dict) -> None:
     assert [run["name"] for run in results["runs"]] == ["full", "incremental", "no_change"]
     for run in results["runs"]:
         for pair in run["pairs"].values():
-            check, report, naive = pair["diff_check"], pair["report"], pair["naive"]
-            assert check["identical"], (run["name"], check)
-            assert naive["counts"] == {
-                "add": report["adds"],
-                "remove": report["removes"],
-                "update": report["updates"],
-            }
+            report = pair["report"]
+            ours = {"add": report["adds"], "remove": report["removes"], "update": report["updates"]}
+            for check, naive in (("diff_check", "naive"), ("diff_check_e2e", "naive_e2e")):
+                assert pair[check]["identical"], (run["name"], check, pair[check])
+                assert pair[naive]["counts"] == ours, (run["name"], naive)
+            # the end-to-end naive starts from the source tables, not from our audience
+            assert pair["naive_e2e"]["rows"] == pair["audience"]["members"]
+            assert pair["naive_e2e"]["model_rows"] >= pair["naive_e2e"]["rows"]
+            assert {"query_s", "pull_s", "hash_s", "diff_s"} <= set(pair["naive_e2e"])
     full, incremental, _ = (run_summary(run) for run in results["runs"])
     assert all(p["report"]["adds"] > 0 for p in results["runs"][0]["pairs"].values())
     incremental_pairs = results["runs"][1]["pairs"].values()
     assert all(p["report"]["adds"] > 0 and p["report"]["removes"] > 0 for p in incremental_pairs)
     assert full["diffs_identical"] and incremental["diffs_identical"]
+    assert full["diffs_identical_e2e"] and incremental["diffs_identical_e2e"]
+
+
+def test_the_same_work_floor_finds_our_adds_and_removes(results: dict) -> None:
+    for run in results["runs"]:
+        for pair in run["pairs"].values():
+            floor, report = pair["floor_same"], pair["report"]
+            assert floor["target_keys"] == pair["audience"]["members"], run["name"]
+            assert (floor["adds"], floor["removes"]) == (report["adds"], report["removes"])
+            assert floor["seconds"] > 0
+    for run in results["runs"]:
+        s = run_summary(run)
+        assert s["floor_same_s"] > 0 and s["floor_same_multiple"] == s["ours_s"] / s["floor_same_s"]
+        assert s["naive_e2e_speedup"] == s["naive_e2e_s"] / s["ours_s"]
 
 
 def test_calls_match_the_minimum_and_the_no_change_run_sends_nothing(results: dict) -> None:
@@ -109,9 +125,16 @@ def test_report_has_every_field_and_writes_both_files(results: dict, tmp_path: P
     assert doc["mock_probe"]["meta"]["rows_per_s"] > 0
     assert doc["mock_probe"]["mailchimp"]["rows_per_s"] > 0
     names = [t["target"] for t in targets(doc, doc)]
-    assert len(names) == 9 and any("growth" in n for n in names)
+    assert len(names) == 14 and any("growth" in n for n in names)
+    readings = [n for n in names if n.startswith("incremental segment+audience+diff vs")]
+    assert len(readings) == 4  # both floors, both naives
+    assert sum("same-work" in n for n in readings) == 1
+    assert sum("end to end" in n for n in readings) == 1
+    assert sum("send stage alone vs mock alone" in n for n in names) == 2
+    assert sum("full sync end to end vs mock alone" in n for n in names) == 2
     assert md_path.read_text() == text == markdown(doc, doc["targets"])
-    for title in ("## Targets", "## Stages", "## Syncs", "## Mock destinations alone"):
+    titles = ("## Targets", "## Stages", "## Syncs", "## Mock destinations alone")
+    for title in (*titles, "## Naive end to end and same-work floor details"):
         assert title in text
     assert "@example" not in text and "@example" not in json_path.read_text()
 
