@@ -31,7 +31,7 @@ class RemoveReason(StrEnum):
     ERASURE = "erasure"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Row:
     """One member to send.
 
@@ -48,8 +48,24 @@ class Row:
     fields: Mapping[str, str] = field(default_factory=dict)
     destination_ref: str | None = None
 
+    def __init__(
+        self,
+        subject_key: str,
+        send_key: str,
+        fields: Mapping[str, str] | None = None,
+        destination_ref: str | None = None,
+    ) -> None:
+        # Same signature and result as the generated __init__, about 3x faster: a frozen
+        # dataclass sets each field through object.__setattr__, and a sync builds one Row per
+        # member sent (millions in a first sync).
+        values = self.__dict__
+        values["subject_key"] = subject_key
+        values["send_key"] = send_key
+        values["fields"] = {} if fields is None else fields
+        values["destination_ref"] = destination_ref
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class RowResult:
     """The platform's answer for one row.
 
@@ -63,6 +79,22 @@ class RowResult:
     destination_ref: str | None = None
     reason: str | None = None
     permanent: bool = False
+
+    def __init__(
+        self,
+        subject_key: str,
+        ok: bool,
+        destination_ref: str | None = None,
+        reason: str | None = None,
+        permanent: bool = False,
+    ) -> None:
+        # Same signature and result as the generated __init__, about 3x faster (see Row).
+        values = self.__dict__
+        values["subject_key"] = subject_key
+        values["ok"] = ok
+        values["destination_ref"] = destination_ref
+        values["reason"] = reason
+        values["permanent"] = permanent
 
 
 @dataclass

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 
 import pyarrow.parquet as pq
 
@@ -42,6 +43,7 @@ from destinations.base import (
 from orchestrator.privacy.retention import track_departures
 from orchestrator.sync import journal
 from orchestrator.sync.diff import DiffParams, DiffPlan, compute_diff
+from orchestrator.sync.prefetch import prefetched
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
 
@@ -88,12 +90,34 @@ class SyncReport:
     dry_run: bool = False
 
 
+#: Batches read and built ahead of the one being sent (see :mod:`orchestrator.sync.prefetch`).
+PREFETCH_DEPTH = 1
+
+#: The ``fields`` of every row sent to a destination without merge fields (shared, read-only).
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class _Batch:
+    """One batch to send, built ahead of its call (in the prefetch thread).
+
+    ``rows`` for the client; per row, in the same order: ``subject_keys``, ``hashes``
+    (fields_hash) and ``intent_refs`` (the ref an intent records, see :func:`_intent_refs`).
+    ``keys_json``: the encoded ``"subject_keys":[...],"fields_hashs":[...]`` members every line
+    of the whole batch shares; ``intent_refs_json``, ``nulls_json``, ``falses_json``: encoded
+    arrays of the intent refs, of None and of False, one element per row.
+    """
+
     op: str
     reason: str | None
     rows: list[Row]
+    subject_keys: list[str]
     hashes: list[str]
+    intent_refs: list[str | None]
+    keys_json: str
+    intent_refs_json: str
+    nulls_json: str
+    falses_json: str
 
 
 def _now(as_of: datetime | None) -> str:
@@ -108,32 +132,74 @@ def _scrub(reason: str | None) -> str | None:
     return None if reason is None else _EMAIL_LIKE.sub("<email>", reason)
 
 
-def _rows(path: Path, field_names: Sequence[str], size: int) -> Iterator[tuple[Row, str]]:
-    """(Row, fields_hash) pairs streamed from one Parquet send file, ``size`` rows at a time."""
-    for record_batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-        cols = record_batch.to_pydict()
-        for i, key in enumerate(cols["subject_key"]):
-            fields = {name: cols[f"f{j}"][i] for j, name in enumerate(field_names)}
-            row = Row(key, cols["send_key"][i], fields, cols["destination_ref"][i])
-            yield row, cols["fields_hash"][i]
-
-
-def _read_batches(
-    path: Path, op: str, reason: str | None, field_names: Sequence[str], size: int
-) -> Iterator[_Batch]:
-    """Batches of exactly ``size`` rows (the last may be shorter) from one send file.
+def _column_chunks(path: Path, size: int) -> Iterator[dict[str, list]]:
+    """The columns of one Parquet send file, ``size`` rows at a time (the last may be shorter).
 
     Re-chunked here because Parquet record batches stop at row-group boundaries, which would
     make short batches and more calls than needed.
     """
-    pending: list[tuple[Row, str]] = []
-    for item in _rows(path, field_names, size):
-        pending.append(item)
-        if len(pending) == size:
-            yield _Batch(op, reason, [r for r, _ in pending], [h for _, h in pending])
-            pending = []
-    if pending:
-        yield _Batch(op, reason, [r for r, _ in pending], [h for _, h in pending])
+    held: dict[str, list] = {}
+    for record_batch in pq.ParquetFile(path).iter_batches(batch_size=size):
+        cols = record_batch.to_pydict()
+        if held:
+            for name, values in cols.items():
+                held[name].extend(values)
+        else:
+            held = cols
+        while len(held["subject_key"]) >= size:
+            yield {name: values[:size] for name, values in held.items()}
+            held = {name: values[size:] for name, values in held.items()}
+    if held and held["subject_key"]:
+        yield held
+
+
+def _intent_refs(cols: Mapping[str, list], kind: str) -> list[str | None]:
+    """The ref to remember per row: the Google key sent to an ad platform (a ``send_key`` that
+    is not the ``subject_key``), else the row's old ``destination_ref``."""
+    keys, sends, refs = cols["subject_key"], cols["send_key"], cols["destination_ref"]
+    if kind != "ad":
+        return list(refs)
+    return [s if s != k else r for k, s, r in zip(keys, sends, refs, strict=True)]
+
+
+def _build_rows(cols: Mapping[str, list], field_names: Sequence[str]) -> list[Row]:
+    keys, sends, refs = cols["subject_key"], cols["send_key"], cols["destination_ref"]
+    if not field_names:
+        return [Row(k, s, _NO_FIELDS, r) for k, s, r in zip(keys, sends, refs, strict=True)]
+    columns = [cols[f"f{j}"] for j in range(len(field_names))]
+    return [
+        Row(k, s, dict(zip(field_names, values, strict=True)), r)
+        for k, s, r, *values in zip(keys, sends, refs, *columns, strict=True)
+    ]
+
+
+def _make_batch(
+    op: str, reason: str | None, cols: Mapping[str, list], field_names: Sequence[str], kind: str
+) -> _Batch:
+    """A :class:`_Batch` from one chunk of a send file's columns."""
+    encode = journal.line_encoder()
+    keys, hashes = cols["subject_key"], cols["fields_hash"]
+    intent_refs = _intent_refs(cols, kind)
+    n = len(keys)
+    return _Batch(
+        op=op,
+        reason=reason,
+        rows=_build_rows(cols, field_names),
+        subject_keys=keys,
+        hashes=hashes,
+        intent_refs=intent_refs,
+        keys_json=f'"subject_keys":{encode(keys)},"fields_hashs":{encode(hashes)}',
+        intent_refs_json=encode(intent_refs),
+        nulls_json=encode([None] * n),
+        falses_json=encode([False] * n),
+    )
+
+
+def _plan_batches(plan: DiffPlan, size: int, kind: str) -> Iterator[_Batch]:
+    """Every batch of the plan, in sending order (the order of ``plan.files``)."""
+    for op, reason, path in plan.files:
+        for cols in _column_chunks(path, size):
+            yield _make_batch(op, reason, cols, plan.field_names, kind)
 
 
 def _line(
@@ -156,7 +222,7 @@ def _line(
         "op": batch.op,
         "remove_reason": batch.reason,
         "at": at,
-        "subject_keys": [batch.rows[i].subject_key for i in rows],
+        "subject_keys": [batch.subject_keys[i] for i in rows],
         "fields_hashs": [batch.hashes[i] for i in rows],
         "destination_refs": refs,
         "reasons": reasons if reasons is not None else [None] * len(rows),
@@ -164,37 +230,69 @@ def _line(
     }
 
 
-def _intent_ref(row: Row, kind: str) -> str | None:
-    """The ref to remember for a row: the Google key sent to an ad platform, else the old ref."""
-    if kind == "ad" and row.send_key != row.subject_key:
-        return row.send_key
-    return row.destination_ref
+def _whole_line(run: str, seq: int, kind: str, batch: _Batch, at: str, refs_json: str) -> str:
+    """The encoded line of ``kind`` for every row of ``batch``, no reasons: the same text as
+    encoding ``_line(run, seq, kind, batch, range(len(rows)), at, refs)`` (keys in the same
+    order), built from the arrays the prefetch thread encoded."""
+    head = journal.line_encoder()(
+        {
+            "run": run,
+            "seq": seq,
+            "kind": kind,
+            "op": batch.op,
+            "remove_reason": batch.reason,
+            "at": at,
+        }
+    )
+    return (
+        f'{head[:-1]},{batch.keys_json},"destination_refs":{refs_json},'
+        f'"reasons":{batch.nulls_json},"permanents":{batch.falses_json}}}'
+    )
 
 
-def _intent_line(run: str, seq: int, batch: _Batch, kind: str, at: str) -> dict:
-    """The ``intent`` line of a whole batch, written before the call."""
-    refs = [_intent_ref(row, kind) for row in batch.rows]
-    return _line(run, seq, "intent", batch, range(len(batch.rows)), at, refs)
+def _intent_line(run: str, seq: int, batch: _Batch, at: str) -> str:
+    """The encoded ``intent`` line of a whole batch, written before the call."""
+    return _whole_line(run, seq, "intent", batch, at, batch.intent_refs_json)
+
+
+def _all_acked_line(
+    run: str, seq: int, batch: _Batch, results: Sequence[RowResult], at: str
+) -> str | None:
+    """The ``ack`` line when the client answered every row, in order, with ``ok`` (the common
+    case), without a per-row loop in Python beyond the refs; None otherwise."""
+    if len(results) != len(batch.subject_keys) or not all(r.ok for r in results):
+        return None
+    if [r.subject_key for r in results] != batch.subject_keys:
+        return None
+    refs = [r.destination_ref or i for r, i in zip(results, batch.intent_refs, strict=True)]
+    refs_json = (
+        batch.intent_refs_json if refs == batch.intent_refs else journal.line_encoder()(refs)
+    )
+    return _whole_line(run, seq, "ack", batch, at, refs_json)
 
 
 def _result_lines(
-    run: str, seq: int, batch: _Batch, results: Sequence[RowResult], kind: str, at: str
-) -> tuple[list[dict], int]:
-    """At most two journal lines for a batch's answers: one ``ack`` and one ``reject`` line,
-    each holding its rows as arrays; rows without an answer stay as intents."""
+    run: str, seq: int, batch: _Batch, results: Sequence[RowResult], at: str
+) -> tuple[list[str], int]:
+    """At most two encoded journal lines for a batch's answers: one ``ack`` and one ``reject``
+    line, each holding its rows as arrays; rows without an answer stay as intents. Returns the
+    lines and the number of rows rejected."""
+    whole = _all_acked_line(run, seq, batch, results, at)
+    if whole is not None:
+        return [whole], 0
     by_key = {r.subject_key: r for r in results}
     acked: list[int] = []
     refs: list[str | None] = []
     refused: list[int] = []
     reasons: list[str | None] = []
     permanent: list[bool] = []
-    for i, row in enumerate(batch.rows):
-        result = by_key.get(row.subject_key)
+    for i, key in enumerate(batch.subject_keys):
+        result = by_key.get(key)
         if result is None:
             continue
         if result.ok:
             acked.append(i)
-            refs.append(result.destination_ref or _intent_ref(row, kind))
+            refs.append(result.destination_ref or batch.intent_refs[i])
         else:
             refused.append(i)
             reasons.append(_scrub(result.reason))
@@ -205,7 +303,8 @@ def _result_lines(
     if refused:
         no_refs = [batch.rows[i].destination_ref for i in refused]
         lines.append(_line(run, seq, "reject", batch, refused, at, no_refs, reasons, permanent))
-    return lines, len(refused)
+    encode = journal.line_encoder()
+    return [encode(line) for line in lines], len(refused)
 
 
 def _call(client: Destination, audience_id: str, batch: _Batch) -> list[RowResult]:
@@ -241,24 +340,30 @@ class _Job:
 
 def _send_batch(job: _Job, client: Destination, run: str, seq: int, batch: _Batch) -> int:
     """Journal the intent, call the client, journal the answers. Returns rows rejected."""
-    kind = job.params.kind
-    journal.append(job.journal_path, [_intent_line(run, seq, batch, kind, _now(job.as_of))])
+    journal.append_encoded(job.journal_path, [_intent_line(run, seq, batch, _now(job.as_of))])
     results = _call(client, job.audience_id, batch)
-    lines, rejected = _result_lines(run, seq, batch, results, kind, _now(job.as_of))
-    journal.append(job.journal_path, lines)
+    lines, rejected = _result_lines(run, seq, batch, results, _now(job.as_of))
+    journal.append_encoded(job.journal_path, lines)
     return rejected
 
 
 def _send(job: _Job, plan: DiffPlan, client: Destination) -> int:
-    """Send every batch of the plan in order. Returns the number of rows rejected."""
+    """Send every batch of the plan in order. Returns the number of rows rejected.
+
+    Batch ``n + 1`` is read and built in a background thread while batch ``n`` is being sent
+    (:func:`orchestrator.sync.prefetch.prefetched`); everything that touches the journal or
+    the destination stays here, in this thread, one batch at a time: the intent is
+    ``fsync``-ed before the call and the answers after it. A failing call stops the producer
+    and joins it before the error propagates.
+    """
     run = journal.new_run_id()
-    seq, rejected = 0, 0
-    for op, reason, path in plan.files:
-        for batch in _read_batches(path, op, reason, plan.field_names, job.batch_size):
+    rejected = 0
+    batches = _plan_batches(plan, job.batch_size, job.params.kind)
+    with prefetched(batches, depth=PREFETCH_DEPTH) as ready:
+        for seq, batch in enumerate(ready):
             rejected += _send_batch(job, client, run, seq, batch)
-            seq += 1
             if job.on_batch is not None:
-                job.on_batch(seq)
+                job.on_batch(seq + 1)
     return rejected
 
 

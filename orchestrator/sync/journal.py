@@ -32,7 +32,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -131,13 +131,34 @@ def has_entries(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
+def line_encoder() -> Callable[[object], str]:
+    """A compact JSON encoder (``separators=(",", ":")``) for journal values: build one and
+    reuse it (``json.dumps`` with ``separators`` builds a new encoder per call)."""
+    return json.JSONEncoder(separators=(",", ":")).encode
+
+
 def append(path: Path, lines: Iterable[Mapping[str, object]]) -> None:
     """Append ``lines`` (one JSON object each), flush and ``fsync`` before returning.
 
     Once this returns the lines survive a process kill or power loss.
     """
-    encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per line
-    text = "".join(encode(line) + "\n" for line in lines)
+    encode = line_encoder()  # one encoder, not one per line
+    append_encoded(path, [encode(line) for line in lines])
+
+
+def append_encoded(path: Path, lines: Iterable[str]) -> None:
+    """Append already-encoded lines (each one compact JSON object, no newline), flush and
+    ``fsync`` before returning, like :func:`append`.
+
+    Raises:
+        ValueError: a line holds a newline (it would split into two journal lines).
+    """
+    parts = []
+    for line in lines:
+        if "\n" in line:
+            raise ValueError("a journal line must not contain a newline")
+        parts.append(line + "\n")
+    text = "".join(parts)
     if not text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,9 +189,11 @@ def discard(path: Path) -> None:
 __all__ = [
     "SyncInProgressError",
     "append",
+    "append_encoded",
     "discard",
     "has_entries",
     "journal_path",
+    "line_encoder",
     "new_run_id",
     "pair_lock",
     "repair",

@@ -1,0 +1,145 @@
+"""The send loop with batches built ahead in a background thread: the journal still holds each
+batch's intent before its call and nothing of a later batch; a failed call stops everything
+after it; the all-acknowledged shortcut writes exactly the line the per-row path writes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from destinations.base import RemoveReason, Row, RowResult
+from destinations.errors import TransientError
+from orchestrator.sync import journal
+from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.sync.engine import _line, _make_batch, _result_lines, run_sync
+from orchestrator.warehouse.connect import connect
+from tests.sync.helpers import (
+    MemoryDestination,
+    fake_emails,
+    new_warehouse,
+    set_audience,
+    state_keys,
+)
+
+SEG, DEST = "loyal", "ads"
+
+
+@dataclass
+class JournalWatcher(MemoryDestination):
+    """Reads the journal at each call: what was durable when the request went out."""
+
+    journal_path: Path | None = None
+    seen: list[list[dict]] = field(default_factory=list)
+
+    def _enter(self, op: str, rows, reason: str | None = None) -> None:
+        text = self.journal_path.read_text() if self.journal_path.exists() else ""
+        self.seen.append([json.loads(line) for line in text.splitlines()])
+        super()._enter(op, rows, reason)
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Path:
+    path = tmp_path / "wh.duckdb"
+    new_warehouse(path, fake_emails(12))
+    with connect(path) as con:
+        set_audience(con, SEG, range(1, 12))  # 11 members: 6 batches of 2, the last of 1
+    return path
+
+
+def _sync(wh: Path, tmp_path: Path, client: MemoryDestination):
+    client.journal_path = journal.journal_path(tmp_path / "state", SEG, DEST)
+    return run_sync(
+        wh,
+        tmp_path / "state",
+        segment=SEG,
+        destination=DEST,
+        audience_id="aud",
+        mode="mirror",
+        fields={},
+        kind="ad",
+        client=client,
+    )
+
+
+def test_each_call_finds_its_intent_journaled_and_nothing_of_later_batches(wh, tmp_path):
+    client = JournalWatcher(max_batch_size=2)
+    _sync(wh, tmp_path, client)
+    assert len(client.seen) == 6
+    sent_so_far: list[str] = []
+    for n, lines in enumerate(client.seen):
+        assert [line["seq"] for line in lines] == [s for s in range(n) for _ in (0, 1)] + [n]
+        assert [line["kind"] for line in lines] == ["intent", "ack"] * n + ["intent"]
+        sent_so_far += lines[-1]["subject_keys"]
+        assert len(lines[-1]["subject_keys"]) == (2 if n < 5 else 1)
+    assert len(set(sent_so_far)) == 11 and set(sent_so_far) == set(state_keys(wh, SEG, DEST))
+
+
+def test_a_failed_call_stops_the_run_with_nothing_after_it_journaled(wh, tmp_path):
+    error = TransientError("memory", "server error", 503)
+    client = JournalWatcher(max_batch_size=2, fail_on_call=3, error=error)
+    with pytest.raises(TransientError):
+        _sync(wh, tmp_path, client)
+    assert len(client.calls) == 3  # no call after the failed one
+    held = state_keys(wh, SEG, DEST)
+    assert sorted(held.values()).count(PENDING_HASH) == 2  # only the failed batch: unknown
+    assert len(held) == 6  # two acknowledged batches + the failed one; batches 4-6 unsent
+    assert not [t for t in threading.enumerate() if t.name == "sync-prefetch"]
+
+
+@pytest.mark.parametrize("kind", ["ad", "email"])
+def test_the_all_acknowledged_line_is_the_per_row_line(kind):
+    keys = [f"{i:064x}" for i in range(5)]
+    sends = (
+        [keys[0], f"{99:064x}", *keys[2:]]
+        if kind == "ad"
+        else [f"p{i}@example.com" for i in range(5)]
+    )
+    refs = [None, None, "ref-2", None, "ref-4"]
+    cols = {
+        "subject_key": keys,
+        "send_key": sends,
+        "destination_ref": refs,
+        "fields_hash": list("abcde"),
+    }
+    fields = {"f0": ["GB"] * 5} if kind == "email" else {}
+    batch = _make_batch("add", None, {**cols, **fields}, ["COUNTRY"] if fields else [], kind)
+    answers = [
+        RowResult(k, True, destination_ref=("md5" if kind == "email" and i % 2 else None))
+        for i, k in enumerate(keys)
+    ]
+    fast, fast_rejected = _result_lines("r", 3, batch, answers, "2025-01-01T00:00:00")
+    slow, slow_rejected = _result_lines("r", 3, batch, answers[::-1], "2025-01-01T00:00:00")
+    assert fast == slow and fast_rejected == slow_rejected == 0  # reversed: the per-row path
+    line = json.loads(fast[0])
+    if kind == "ad":  # the Google key sent is remembered; no ref from the platform
+        assert line["destination_refs"] == [None, f"{99:064x}", "ref-2", None, "ref-4"]
+    else:
+        assert line["destination_refs"] == [None, "md5", "ref-2", "md5", "ref-4"]
+    expected = _line(
+        "r", 3, "ack", batch, range(5), "2025-01-01T00:00:00", line["destination_refs"]
+    )
+    assert fast[0] == journal.line_encoder()(expected)
+    if fields:
+        assert batch.rows[0] == Row(keys[0], sends[0], {"COUNTRY": "GB"}, None)
+
+
+def test_a_partly_refused_batch_still_takes_the_per_row_path():
+    keys = [f"{i:064x}" for i in range(3)]
+    cols = {
+        "subject_key": keys,
+        "send_key": keys,
+        "destination_ref": [None] * 3,
+        "fields_hash": list("abc"),
+    }
+    batch = _make_batch("remove", RemoveReason.ERASURE.value, cols, [], "ad")
+    answers = [RowResult(keys[0], True), RowResult(keys[1], False, None, "x@example.com bad", True)]
+    lines, rejected = _result_lines("r", 0, batch, answers, "2025-01-01T00:00:00")
+    ack, reject = (json.loads(line) for line in lines)
+    assert (
+        rejected == 1 and ack["subject_keys"] == [keys[0]] and reject["subject_keys"] == [keys[1]]
+    )
+    assert reject["reasons"] == ["<email> bad"] and reject["permanents"] == [True]
