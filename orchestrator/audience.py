@@ -53,13 +53,9 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from orchestrator.config import LegalBasis, Purpose, SourceRetention
+from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.privacy.retention import retention_clock_sql, retention_params
-from orchestrator.pseudonymize import (
-    TRIM_CHARS,
-    google_key_sql,
-    normalized_email_sql,
-    subject_key_sql,
-)
+from orchestrator.pseudonymize import TRIM_CHARS, subject_key_sql
 from orchestrator.warehouse.schema import create_activation_schema
 
 #: Exclusion reasons, in the order they are tested (the first that matches is recorded).
@@ -94,6 +90,8 @@ class AudienceStats:
 def _classify_sql() -> str:
     """One row per segment member: keys, normalized email, basis, consent_ref, reason.
 
+    Keys and normalized emails come from ``activation.customer_keys`` (see
+    :mod:`orchestrator.customer_keys`), not from hashing every member again.
     Shaped for memory as much as time (bench/README.md): the latest purchase is an ``arg_max``
     aggregate, not a window over every purchase; the same purchase scan also feeds the
     retention clock; the suppression list is matched by two equality joins (an ``OR`` join
@@ -103,17 +101,14 @@ def _classify_sql() -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS
 WITH members AS (
-    SELECT sm.customer_id, c.email AS raw_email
-    FROM activation.segment_members AS sm
-    LEFT JOIN main.customers AS c ON c.customer_id = sm.customer_id
-    WHERE sm.segment = $segment
+    SELECT customer_id FROM activation.segment_members WHERE segment = $segment
 ),
 keyed AS (
-    SELECT customer_id,
-           {normalized_email_sql("raw_email")} AS email,
-           {subject_key_sql("raw_email")} AS subject_key,
-           {google_key_sql("raw_email")} AS google_key
-    FROM members
+    -- keys from the pseudonym cache (refreshed in this transaction); a member without a
+    -- customers row has none: email NULL, so invalid_email
+    SELECT m.customer_id, k.email, k.subject_key, k.google_key
+    FROM members AS m
+    LEFT JOIN activation.customer_keys AS k USING (customer_id)
 ),
 requests AS (
     SELECT request_type, customer_id, {subject_key_sql("subject_key")} AS subject_key
@@ -334,7 +329,9 @@ def build_audience(
     """Replace the audience and exclusions of ``segment`` from its current members.
 
     Reads ``activation.segment_members`` (rows of ``segment``) and the source tables
-    ``customers``, ``consents``, ``events`` and ``privacy_requests``; deletes the segment's rows
+    ``customers``, ``consents``, ``events`` and ``privacy_requests``; refreshes the pseudonym
+    cache ``activation.customer_keys`` (:func:`orchestrator.customer_keys.refresh_customer_keys`)
+    in the same transaction; deletes the segment's rows
     of ``activation.audience_members`` and ``activation.audience_exclusions`` and inserts the new
     ones in one transaction (rolled back on any error). ``computed_at`` is ``as_of``.
 
@@ -362,6 +359,7 @@ def build_audience(
     create_activation_schema(con)
     con.begin()
     try:
+        refresh_customer_keys(con)
         con.execute(
             _classify_sql(),
             {

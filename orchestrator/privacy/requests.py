@@ -285,13 +285,20 @@ def _held_pairs(
 
 
 def _purge_audiences(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> int:
+    """Delete the subjects' audience rows and pseudonym-cache rows; returns rows deleted.
+
+    The cache row (``activation.customer_keys``) comes back at the next refresh while
+    ``customers`` still holds the address: erasing the source is the data team's part.
+    """
     if not keys:
         return 0
-    (count,) = con.execute(
-        "DELETE FROM activation.audience_members WHERE list_contains(?, subject_key)",
-        [list(keys)],
-    ).fetchone()
-    return count
+    total = 0
+    for table in ("audience_members", "customer_keys"):
+        (count,) = con.execute(
+            f"DELETE FROM activation.{table} WHERE list_contains(?, subject_key)", [list(keys)]
+        ).fetchone()
+        total += count
+    return total
 
 
 # --- one (segment, destination) ----------------------------------------------------------------

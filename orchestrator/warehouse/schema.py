@@ -100,6 +100,13 @@ CREATE TABLE IF NOT EXISTS activation.audience_exclusions (
     computed_at TIMESTAMP NOT NULL,
     PRIMARY KEY (segment, customer_id)
 );
+CREATE TABLE IF NOT EXISTS activation.customer_keys (
+    customer_id       BIGINT NOT NULL,
+    email_fingerprint UBIGINT NOT NULL,
+    email             VARCHAR,
+    subject_key       VARCHAR,
+    google_key        VARCHAR
+);
 CREATE TABLE IF NOT EXISTS activation.sync_state (
     segment         VARCHAR NOT NULL,
     destination     VARCHAR NOT NULL,
@@ -207,6 +214,8 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     email destinations only; ``consent_ref`` is the consent_id (or ``purchase:<event_id>`` for
     soft opt-in) that allowed the member.
     ``audience_exclusions``: one row per (segment, customer_id) left out, with the reason.
+    ``customer_keys``: one row per customer: base-normalized email and keys, with the
+    fingerprint of the raw address they came from (``orchestrator.customer_keys``).
     ``sync_state``: what each destination acknowledged; ``destination_ref`` is the platform's own
     member id when it differs from subject_key (Mailchimp: md5 of the lowercase email).
     ``sync_rejections``: rows a destination refused, with reason and permanence.

@@ -1,0 +1,128 @@
+"""The pseudonym cache: same keys as the reference pseudonymizer, recomputed exactly when an
+address changes, and never stale in an audience."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from faker import Faker
+
+from orchestrator.audience import build_audience
+from orchestrator.config import LegalBasis, Purpose
+from orchestrator.customer_keys import refresh_customer_keys
+from orchestrator.pseudonymize import google_key, normalize_email, subject_key
+from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
+
+AS_OF = datetime(2026, 6, 1, 12, 0)
+PURPOSES = {
+    "email_marketing": Purpose(
+        description="marketing emails",
+        consent_validity_days=1095,
+        legal_bases=(LegalBasis.CONSENT, LegalBasis.LEGITIMATE_INTEREST),
+    )
+}
+
+#: Addresses every normalization rule touches (made-up local parts).
+TRICKY = [
+    "  Mixed.Case@Example.COM ",
+    "first.last+promo@gmail.com",
+    "F.I.R.S.T.last@googlemail.com",
+    "\u00a0nbsp@example.org\u200b",
+    "not-an-address",
+    "",
+    None,
+    "a" * 64,  # a hash held instead of an address
+    "ren\u0065\u0301@example.com",  # decomposed accent: NFC
+]
+
+
+@pytest.fixture()
+def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect(str(tmp_path / "w.duckdb"))
+    create_source_schema(connection)
+    create_activation_schema(connection)
+    fake = Faker()
+    fake.seed_instance(20261130)
+    emails = TRICKY + [fake.unique.email(domain="example.com") for _ in range(200)]
+    connection.executemany(
+        "INSERT INTO customers (customer_id, email, country, created_at) VALUES (?, ?, 'FR', ?)",
+        [(i + 1, email, AS_OF - timedelta(days=30)) for i, email in enumerate(emails)],
+    )
+    yield connection
+    connection.close()
+
+
+def _cache(con: duckdb.DuckDBPyConnection) -> dict[int, tuple]:
+    rows = con.execute(
+        "SELECT customer_id, email, subject_key, google_key FROM activation.customer_keys"
+    ).fetchall()
+    assert len(rows) == len({r[0] for r in rows}), "one row per customer"
+    return {r[0]: r[1:] for r in rows}
+
+
+def _expected(con: duckdb.DuckDBPyConnection) -> dict[int, tuple]:
+    rows = con.execute("SELECT customer_id, email FROM customers").fetchall()
+    return {cid: (normalize_email(e), subject_key(e), google_key(e)) for cid, e in rows}
+
+
+def test_refresh_matches_the_reference_pseudonymizer(con: duckdb.DuckDBPyConnection) -> None:
+    stats = refresh_customer_keys(con)
+    assert stats.computed == len(TRICKY) + 200
+    assert _cache(con) == _expected(con)
+
+
+def test_only_changed_or_new_addresses_are_recomputed(con: duckdb.DuckDBPyConnection) -> None:
+    refresh_customer_keys(con)
+    con.execute("UPDATE customers SET email = 'moved@example.org' WHERE customer_id = 10")
+    con.execute("UPDATE customers SET email = NULL WHERE customer_id = 11")
+    con.execute("DELETE FROM customers WHERE customer_id = 12")
+    con.execute(
+        "INSERT INTO customers (customer_id, email, country, created_at) "
+        "VALUES (5000, 'new.person@example.com', 'DE', ?)",
+        [AS_OF],
+    )
+    stats = refresh_customer_keys(con)
+    assert (stats.deleted, stats.computed) == (3, 3)
+    assert _cache(con) == _expected(con)
+    assert 12 not in _cache(con)
+    assert refresh_customer_keys(con) == type(stats)(deleted=0, computed=0)
+
+
+def test_an_audience_never_uses_the_key_of_an_old_address(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        "INSERT INTO activation.segment_members SELECT 'seg', customer_id, ? FROM customers",
+        [AS_OF],
+    )
+    con.execute(
+        "INSERT INTO consents SELECT 'c' || customer_id, customer_id, 'email_marketing', "
+        "'granted', ?, 'web', 'v1' FROM customers",
+        [AS_OF - timedelta(days=1)],
+    )
+
+    def audience_key(cid: int) -> str | None:
+        build_audience(
+            con,
+            segment="seg",
+            purpose="email_marketing",
+            legal_basis=LegalBasis.CONSENT,
+            purposes=PURPOSES,
+            as_of=AS_OF,
+        )
+        row = con.execute(
+            "SELECT subject_key FROM activation.audience_members WHERE customer_id = ?", [cid]
+        ).fetchone()
+        return row[0] if row else None
+
+    first = con.execute("SELECT email FROM customers WHERE customer_id = 20").fetchone()[0]
+    assert audience_key(20) == subject_key(first)
+    con.execute("UPDATE customers SET email = 'changed.address@example.org' WHERE customer_id = 20")
+    assert audience_key(20) == subject_key("changed.address@example.org")
+    con.execute("UPDATE customers SET email = 'not an address' WHERE customer_id = 20")
+    assert audience_key(20) is None
+    (reason,) = con.execute(
+        "SELECT reason FROM activation.audience_exclusions WHERE customer_id = 20"
+    ).fetchone()
+    assert reason == "invalid_email"
