@@ -246,23 +246,10 @@ def _retention_cutoff(p: DiffParams) -> datetime | None:
     return p.as_of - timedelta(days=p.retention_days)
 
 
-def _requesters_sql(request_type_param: str) -> str:
-    """Subject keys with a privacy request of one type: by subject_key or by customer_id (the
-    customer's key from the pseudonym cache, :mod:`orchestrator.customer_keys`)."""
-    return f"""
-        SELECT subject_key FROM privacy_requests
-        WHERE request_type = {request_type_param} AND subject_key IS NOT NULL
-        UNION
-        SELECT k.subject_key FROM privacy_requests pr
-        JOIN activation.customer_keys k ON k.customer_id = pr.customer_id
-        WHERE pr.request_type = {request_type_param}
-    """
-
-
 def _latest_withdrawn_sql() -> str:
-    """Subject keys whose latest consent record for the purpose (``?``) is not a grant."""
+    """Customer ids whose latest consent record for the purpose (``?``, twice) is not a grant."""
     return """
-        SELECT k.subject_key
+        SELECT customer_id, 'withdrawn' AS act
         FROM (
             -- only customers with some non-grant record can have one as their latest: the
             -- window then sorts their records alone (a fifth of them in the benchmark)
@@ -272,48 +259,54 @@ def _latest_withdrawn_sql() -> str:
             QUALIFY row_number() OVER (
                 PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
         ) latest
-        JOIN activation.customer_keys k ON k.customer_id = latest.customer_id
         WHERE latest.status <> 'granted'
     """
 
 
 def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
     """Temp table ``sync_must_leave(subject_key, reason)``: subjects held for this pair whom the
-    person's own act removes in every mode (erasure > objection > withdrawn consent)."""
+    person's own act removes in every mode (erasure > objection > withdrawn consent).
+
+    Acts: a privacy request (any date) by subject key, or by customer id; an exclusion of the
+    segment as withdrawn; with a purpose, a latest consent record for it that is not a grant.
+    Acts known by customer id get the customer's key from the pseudonym cache
+    (:mod:`orchestrator.customer_keys`) in one join.
+    """
     withdrawn = ", ".join("?" for _ in WITHDRAWN_EXCLUSIONS)
-    by_log = f"UNION {_latest_withdrawn_sql()}" if p.purpose else ""
+    by_log = f"UNION ALL {_latest_withdrawn_sql()}" if p.purpose else ""
     sql = f"""
         CREATE OR REPLACE TEMP TABLE sync_must_leave AS
         WITH held AS (
             SELECT subject_key FROM activation.sync_state WHERE segment = ? AND destination = ?
         ),
-        erased AS ({_requesters_sql("?")}),
-        objected AS ({_requesters_sql("?")}),
-        withdrew AS (
-            SELECT k.subject_key
-            FROM activation.audience_exclusions x
-            JOIN activation.customer_keys k ON k.customer_id = x.customer_id
-            WHERE x.segment = ? AND x.reason IN ({withdrawn})
+        person_acts AS (
+            SELECT customer_id, request_type AS act FROM privacy_requests
+            WHERE request_type IN ('erasure', 'objection') AND customer_id IS NOT NULL
+            UNION ALL
+            SELECT customer_id, 'withdrawn' AS act FROM activation.audience_exclusions
+            WHERE segment = ? AND reason IN ({withdrawn})
             {by_log}
+        ),
+        key_acts AS (
+            SELECT k.subject_key, a.act
+            FROM person_acts a JOIN activation.customer_keys k USING (customer_id)
+            UNION ALL
+            SELECT subject_key, request_type AS act FROM privacy_requests
+            WHERE request_type IN ('erasure', 'objection') AND subject_key IS NOT NULL
+        ),
+        acts AS (
+            SELECT subject_key, bool_or(act = 'erasure') AS erased,
+                   bool_or(act = 'objection') AS objected
+            FROM key_acts GROUP BY subject_key
         )
         SELECT h.subject_key, CASE
-            WHEN h.subject_key IN (SELECT subject_key FROM erased) THEN ?
-            WHEN h.subject_key IN (SELECT subject_key FROM objected) THEN ?
-            ELSE ?
+            WHEN a.erased THEN ? WHEN a.objected THEN ? ELSE ?
         END AS reason
-        FROM held h
-        WHERE h.subject_key IN (
-            SELECT subject_key FROM erased UNION SELECT subject_key FROM objected
-            UNION SELECT subject_key FROM withdrew
-        )
+        FROM held h JOIN acts a USING (subject_key)
     """
     params: list[object] = [
         p.segment,
         p.destination,
-        "erasure",
-        "erasure",
-        "objection",
-        "objection",
         p.segment,
         *WITHDRAWN_EXCLUSIONS,
         *([p.purpose, p.purpose] if p.purpose else []),
