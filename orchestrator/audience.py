@@ -96,10 +96,12 @@ def _latest_purchase_sql(soft_opt_in: bool) -> str:
 
 
 def _classify_sql(soft_opt_in: bool) -> str:
-    """One row per segment member: keys, normalized email, basis, consent_ref, reason.
+    """One row per segment member: customer_id, subject_key, legal_basis, consent_ref, reason.
 
-    Keys and normalized emails come from ``activation.customer_keys`` (see
-    :mod:`orchestrator.customer_keys`), not from hashing every member again.
+    Keys come from ``activation.customer_keys`` (see :mod:`orchestrator.customer_keys`), not
+    from hashing every member again; the normalized email and Google key are read from there
+    again when the audience is written, so the rows carried through the joins stay narrow
+    (DuckDB spilled 160 MB of wide rows at its 300MB limit, 1M customers).
     Shaped for memory as much as time (bench/README.md): the latest purchase is an ``arg_max``
     aggregate, not a window over every purchase; the same purchase scan also feeds the
     retention clock; the suppression list is matched by two equality joins (an ``OR`` join
@@ -167,7 +169,9 @@ retention AS (
     FROM ({retention_clock_sql("members", last_purchases="last_purchases")}) AS clock
 ),
 state AS (
-    SELECT k.*, l.consent_id AS consent_id, p.event_id AS purchase_id,
+    SELECT k.customer_id, k.subject_key,
+           k.email IS NULL OR k.google_key IS NULL AS invalid_email,
+           l.consent_id AS consent_id, p.event_id AS purchase_id,
            coalesce(f.erasure, false) AS erasure,
            coalesce(f.objection, false) AS objection,
            coalesce(rt.expired, false) AS retention_expired,
@@ -187,7 +191,7 @@ state AS (
     LEFT JOIN retention AS rt USING (customer_id)
 ),
 classified AS (
-    SELECT customer_id, email, subject_key, google_key,
+    SELECT customer_id, subject_key,
            CASE WHEN consent_state = 'valid' THEN 'consent'
                 ELSE 'legitimate_interest' END AS legal_basis,
            CASE WHEN consent_state = 'valid' THEN consent_id
@@ -196,7 +200,7 @@ classified AS (
                WHEN erasure THEN 'erasure_requested'
                WHEN objection THEN 'objection'
                WHEN retention_expired THEN 'retention_expired'
-               WHEN email IS NULL OR google_key IS NULL THEN 'invalid_email'
+               WHEN invalid_email THEN 'invalid_email'
                WHEN consent_state = 'valid' THEN NULL
                WHEN $soft_opt_in AND consent_state <> 'withdrawn'
                     AND purchase_id IS NOT NULL THEN NULL
@@ -261,15 +265,16 @@ def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: d
         INSERT INTO activation.audience_members
             (segment, subject_key, google_key, customer_id, email, legal_basis, consent_ref,
              computed_at)
-        SELECT $segment, subject_key, google_key, customer_id, email, legal_basis, consent_ref,
-               $as_of
+        SELECT $segment, s.subject_key, k.google_key, s.customer_id, k.email, s.legal_basis,
+               s.consent_ref, $as_of
         FROM {_SCRATCH} AS s
+        JOIN activation.customer_keys AS k USING (customer_id)
         WHERE s.reason IS NULL AND NOT EXISTS (
             SELECT 1 FROM activation.audience_members AS am
             WHERE am.segment = $segment AND am.subject_key = s.subject_key
-              AND am.google_key IS NOT DISTINCT FROM s.google_key
+              AND am.google_key IS NOT DISTINCT FROM k.google_key
               AND am.customer_id = s.customer_id
-              AND am.email IS NOT DISTINCT FROM s.email
+              AND am.email IS NOT DISTINCT FROM k.email
               AND am.legal_basis = s.legal_basis
               AND am.consent_ref IS NOT DISTINCT FROM s.consent_ref)
         ON CONFLICT (segment, subject_key) DO UPDATE SET
