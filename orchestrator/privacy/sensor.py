@@ -1,21 +1,42 @@
 """Dagster pieces for privacy requests: the ``privacy/erasure_receipts`` asset, its
 ``requests_deadline`` check, the ``privacy_requests_job`` and the ``privacy_requests_sensor``.
 
-The sensor (default RUNNING) reads ``privacy_requests`` for requests after its cursor and
-launches ONE run of ``privacy_requests_job`` for them (at most :data:`MAX_REQUESTS_PER_RUN`;
-the rest on the next tick), without waiting for any segment's schedule. It opens the warehouse
-read-only for one query and gives up after :data:`SENSOR_LOCK_TIMEOUT_S` seconds when a writer
-holds the file: the tick is skipped and the cursor kept, so nothing is missed.
+The sensor (default RUNNING) launches ONE run of ``privacy_requests_job`` per tick for the
+OPEN erasure/objection requests (not complete per
+:func:`~orchestrator.privacy.receipts.open_requests`: not handled yet, or some destination has
+not acknowledged) that no recent run was launched for, oldest ``received_at`` first (nearest
+GDPR Art. 12(3) deadline first), at most :data:`MAX_REQUESTS_PER_RUN` per run (the rest on the
+next ticks), without waiting for any segment's schedule. Arrival order does not matter: a
+request inserted with a ``received_at`` older than requests already launched (a back-dated
+import, a late CRM sync, a letter keyed in a week later) is open, so the next tick launches it.
 
-Cursor: JSON ``{"received_at": ISO, "request_id": str}`` of the last request launched; the
-next tick takes requests ordered by (received_at, request_id) after it. A request inserted
-with an older ``received_at`` than the cursor is not seen by the sensor; a run of the job with
-no ``request_ids`` handles every open request (and the deadline check reports it).
+Why "open in the warehouse" plus "in flight in the cursor" (rather than a cursor over arrival
+order, or one holding every id ever launched): what has to be done is exactly what the
+warehouse says is not done yet, whatever the order requests arrive in, and a request a segment
+job's receipts step completed meanwhile is simply no longer open. The cursor only remembers what
+the warehouse cannot know yet: the runs launched but not finished. It is JSON
+``{"in_flight": {launched_at ISO (naive UTC): [request_id, ...]}}``; an id stays in it while the
+request is open and was launched less than :data:`RELAUNCH_AFTER_S` ago, so it is not launched
+twice while its run is queued or running. A request still open after that (its run failed, a
+destination refused, the run was lost) is launched again, by a later tick, until it completes.
+At most :data:`MAX_IN_FLIGHT` ids are in flight at once (launching waits for room), so the
+cursor stays small (about 10 KB at most with ``pr-`` + 12 hex ids). A cursor of another shape
+(the former ``{"received_at", "request_id"}``) counts as nothing in flight: every open request
+is launched.
+
+Each tick opens the warehouse read-only for one query (a second one only while the
+``activation`` tables do not exist yet: then every request is open) and gives up after
+:data:`SENSOR_LOCK_TIMEOUT_S` seconds when a writer holds the file: the tick is skipped and the
+cursor kept, so nothing is missed. Run keys are ``privacy-<tick time>-<digest of the ids>``:
+unique per tick, so a relaunch is not taken by Dagster for a duplicate. Should Dagster evaluate
+a tick twice (a daemon crash before the cursor was stored), a request may be handled twice,
+which is harmless (:func:`~orchestrator.privacy.requests.process_requests`).
 """
 
+import hashlib
 import json
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -40,6 +61,12 @@ MAX_REQUESTS_PER_RUN = 100
 #: How long a sensor tick waits for the warehouse lock before skipping (s).
 SENSOR_LOCK_TIMEOUT_S = 2.0
 SENSOR_INTERVAL_S = 30
+#: A request still open this long after its launch is launched again (s): its run failed,
+#: a destination did not acknowledge, or the run was lost. Long enough for a queued run of
+#: :data:`MAX_REQUESTS_PER_RUN` requests to finish; short next to the one-month deadline.
+RELAUNCH_AFTER_S = 1800
+#: At most this many requests in flight at once (bounds the cursor to about 10 KB).
+MAX_IN_FLIGHT = 5 * MAX_REQUESTS_PER_RUN
 
 
 class ReceiptsConfig(dg.Config):
@@ -155,26 +182,93 @@ def requests_deadline(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
-def _parse_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    if not cursor:
-        return None
-    data = json.loads(cursor)
-    return datetime.fromisoformat(data["received_at"]), str(data["request_id"])
+def parse_cursor(cursor: str | None) -> dict[str, datetime]:
+    """The requests in flight in a sensor cursor: request_id -> launched_at (naive UTC).
+
+    An empty, unreadable or other-shaped cursor (such as the former
+    ``{"received_at", "request_id"}``) gives ``{}``: nothing in flight, so every open request
+    is launched (handling a request again is harmless; missing one is not).
+    """
+    try:
+        data = json.loads(cursor or "{}")
+        launches = data.get("in_flight", {}) if isinstance(data, dict) else {}
+        return {
+            str(request_id): datetime.fromisoformat(at)
+            for at, ids in launches.items()
+            for request_id in ids
+        }
+    except (ValueError, TypeError, AttributeError):
+        return {}
 
 
-def new_requests(
-    con: duckdb.DuckDBPyConnection, after: tuple[datetime, str] | None, limit: int
-) -> list[tuple[str, datetime]]:
-    """Erasure/objection requests after ``after`` (received_at, request_id), oldest first:
-    (request_id, received_at), at most ``limit``."""
-    received, request_id = after or (datetime.min, "")
-    return con.execute(
-        "SELECT request_id, received_at FROM main.privacy_requests "
-        "WHERE list_contains(?, request_type) "
-        "AND (received_at > ? OR (received_at = ? AND request_id > ?)) "
-        "ORDER BY received_at, request_id LIMIT ?",
-        [list(REQUEST_TYPES), received, received, request_id, limit],
-    ).fetchall()
+def format_cursor(in_flight: Mapping[str, datetime]) -> str:
+    """The cursor JSON for ``in_flight`` (request_id -> launched_at): ids grouped by launch
+    time, so one tick's launch costs one timestamp (see the module docstring)."""
+    by_time: dict[str, list[str]] = {}
+    for request_id, at in sorted(in_flight.items(), key=lambda item: (item[1], item[0])):
+        by_time.setdefault(at.isoformat(), []).append(request_id)
+    return json.dumps({"in_flight": by_time}, separators=(",", ":"))
+
+
+def plan_launch(
+    open_ids: Sequence[str],
+    in_flight: Mapping[str, datetime],
+    now: datetime,
+    *,
+    limit: int,
+    max_in_flight: int,
+    relaunch_after: timedelta,
+) -> tuple[list[str], dict[str, datetime]]:
+    """Which open requests to launch now, and what is in flight afterwards.
+
+    Args:
+        open_ids: the open requests, in launch priority (oldest ``received_at`` first).
+        in_flight: request_id -> launched_at (naive UTC) from the cursor.
+        now: the tick's time (naive UTC).
+        limit: at most this many ids launched.
+        max_in_flight: at most this many ids in flight after the launch.
+        relaunch_after: an open request launched this long ago (or at a time after ``now``: a
+            clock set back) is no longer in flight, so it is launched again.
+
+    Returns:
+        (ids to launch, in ``open_ids`` order; request_id -> launched_at still in flight,
+        the launched ids at ``now`` included). Ids no longer open leave the in-flight map.
+    """
+    still_open = set(open_ids)
+    pending = {
+        request_id: at
+        for request_id, at in in_flight.items()
+        if request_id in still_open and timedelta(0) <= now - at < relaunch_after
+    }
+    room = max(0, min(limit, max_in_flight - len(pending)))
+    launch = [request_id for request_id in open_ids if request_id not in pending][:room]
+    pending.update(dict.fromkeys(launch, now))
+    return launch, pending
+
+
+def launchable_requests(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Ids of the open erasure/objection requests, oldest ``received_at`` first (one query).
+
+    While the ``activation`` tables do not exist yet (a read-only open does not create them),
+    no request was handled, so every erasure/objection request is open.
+
+    Raises:
+        duckdb.Error: ``privacy_requests`` cannot be read (the sensor skips the tick).
+    """
+    try:
+        return [request_id for request_id, _, _ in open_requests(con)]
+    except duckdb.CatalogException:
+        rows = con.execute(
+            "SELECT request_id FROM main.privacy_requests WHERE list_contains(?, request_type) "
+            "ORDER BY received_at, request_id",
+            [list(REQUEST_TYPES)],
+        ).fetchall()
+        return [request_id for (request_id,) in rows]
+
+
+def _run_key(now: datetime, request_ids: Sequence[str]) -> str:
+    digest = hashlib.sha256("\n".join(request_ids).encode()).hexdigest()[:12]
+    return f"privacy-{now.isoformat()}-{digest}"
 
 
 @dg.sensor(
@@ -182,28 +276,42 @@ def new_requests(
     job_name=PRIVACY_JOB,
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=SENSOR_INTERVAL_S,
-    description="Launches the removal of each new erasure/objection requester everywhere.",
+    description=(
+        "Launches the removal everywhere of each open erasure/objection request no run is in "
+        "flight for, whatever its received_at; relaunches requests still open after a while."
+    ),
 )
 def privacy_requests_sensor(
     context: dg.SensorEvaluationContext, warehouse: DuckDBResource
 ) -> dg.RunRequest | dg.SkipReason:
-    """One run of :data:`PRIVACY_JOB` for the requests received after the cursor."""
+    """One run of :data:`PRIVACY_JOB` for the open requests not in flight (module docstring)."""
+    in_flight = parse_cursor(context.cursor)
     try:
         with connect(
             Path(warehouse.database), read_only=True, timeout_s=SENSOR_LOCK_TIMEOUT_S
         ) as con:
-            rows = new_requests(con, _parse_cursor(context.cursor), MAX_REQUESTS_PER_RUN)
+            open_ids = launchable_requests(con)
     except duckdb.Error as error:
         return dg.SkipReason(f"warehouse not readable now ({type(error).__name__}); next tick")
-    if not rows:
-        return dg.SkipReason("no new erasure or objection request")
-    last_id, last_at = rows[-1]
-    context.update_cursor(json.dumps({"received_at": last_at.isoformat(), "request_id": last_id}))
-    ids = [request_id for request_id, _ in rows]
+    now = utc_now()
+    launch, pending = plan_launch(
+        open_ids,
+        in_flight,
+        now,
+        limit=MAX_REQUESTS_PER_RUN,
+        max_in_flight=MAX_IN_FLIGHT,
+        relaunch_after=timedelta(seconds=RELAUNCH_AFTER_S),
+    )
+    if pending != in_flight:
+        context.update_cursor(format_cursor(pending))
+    if not launch:
+        return dg.SkipReason(
+            f"no erasure or objection request to launch ({len(pending)} in flight)"
+        )
     return dg.RunRequest(
-        run_key=f"privacy-{last_at.isoformat()}-{last_id}",
-        run_config=receipts_run_config(ids),
-        tags={"privacy_requests": str(len(ids))},
+        run_key=_run_key(now, launch),
+        run_config=receipts_run_config(launch),
+        tags={"privacy_requests": str(len(launch))},
     )
 
 
@@ -227,13 +335,18 @@ def privacy_request_definitions(
 
 
 __all__ = [
+    "MAX_IN_FLIGHT",
     "MAX_REQUESTS_PER_RUN",
     "PRIVACY_JOB",
     "RECEIPTS_KEY",
+    "RELAUNCH_AFTER_S",
     "SENSOR_NAME",
     "ReceiptsConfig",
     "build_receipts_asset",
-    "new_requests",
+    "format_cursor",
+    "launchable_requests",
+    "parse_cursor",
+    "plan_launch",
     "privacy_request_definitions",
     "privacy_requests_sensor",
     "receipts_run_config",

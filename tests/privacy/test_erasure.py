@@ -94,7 +94,7 @@ def handle_request_through_dagster(
     failures = [e.event_specific_data for e in result.all_events if e.is_step_failure]
     assert result.success, failures
     again, _ = evaluate_sensor(defs, instance, wh, cursor)
-    assert isinstance(again, dg.SkipReason)  # the cursor moved past the request
+    assert isinstance(again, dg.SkipReason)  # complete: nothing left to launch
     return run_request
 
 
