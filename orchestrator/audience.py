@@ -56,6 +56,7 @@ from orchestrator.config import LegalBasis, Purpose, SourceRetention
 from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.privacy.retention import retention_clock_sql, retention_params
 from orchestrator.pseudonymize import TRIM_CHARS, subject_key_sql
+from orchestrator.warehouse.memory import with_memory_growth
 from orchestrator.warehouse.schema import create_activation_schema
 
 #: Exclusion reasons, in the order they are tested (the first that matches is recorded).
@@ -370,28 +371,31 @@ def build_audience(
     as_of = _naive_utc(as_of)
     clock = retention_params(retention or SourceRetention(), as_of)
     create_activation_schema(con)
-    con.begin()
-    try:
-        refresh_customer_keys(con)
-        con.execute(
-            _classify_sql(legal_basis is LegalBasis.LEGITIMATE_INTEREST),
-            {
-                "segment": segment,
-                "purpose": purpose,
-                "as_of": as_of,
-                "cutoff": as_of - timedelta(days=declared.consent_validity_days),
-                "soft_opt_in": legal_basis is LegalBasis.LEGITIMATE_INTEREST,
-                # blank = only TRIM_CHARS (as trim(x, TRIM_CHARS) = '', which is 10x slower)
-                "blank_pattern": f"[{TRIM_CHARS}]*",
-                "prospect_cutoff": clock["prospect_cutoff"],
-                "customer_cutoff": clock["customer_cutoff"],
-            },
-        )
-        _replace_segment_rows(con, segment, as_of)
-        stats = _stats(con)
-        con.execute(f"DROP TABLE {_SCRATCH}")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-    return stats
+    params = {
+        "segment": segment,
+        "purpose": purpose,
+        "as_of": as_of,
+        "cutoff": as_of - timedelta(days=declared.consent_validity_days),
+        "soft_opt_in": legal_basis is LegalBasis.LEGITIMATE_INTEREST,
+        # blank = only TRIM_CHARS (as trim(x, TRIM_CHARS) = '', which is 10x slower)
+        "blank_pattern": f"[{TRIM_CHARS}]*",
+        "prospect_cutoff": clock["prospect_cutoff"],
+        "customer_cutoff": clock["customer_cutoff"],
+    }
+    soft_opt_in = legal_basis is LegalBasis.LEGITIMATE_INTEREST
+
+    def build() -> AudienceStats:
+        con.begin()
+        try:
+            refresh_customer_keys(con)
+            con.execute(_classify_sql(soft_opt_in), params)
+            _replace_segment_rows(con, segment, as_of)
+            stats = _stats(con)
+            con.execute(f"DROP TABLE {_SCRATCH}")
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        return stats
+
+    return with_memory_growth(con, build, what=f"audience {segment}")

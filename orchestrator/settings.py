@@ -15,6 +15,9 @@ Environment variables (all optional; defaults suit a checkout of the repository)
                              which let a 1M-customer audience step peak at 756 MiB RSS; with
                              300MB it peaked at about 400 MiB at no measured cost in time).
                              Any size DuckDB accepts (``'1GB'``, ``'512MiB'``...).
+``ACTIVATION_DUCKDB_MEMORY_MAX``  how far a step may raise that limit when DuckDB runs out of
+                             memory (default ``4GB``; the limit doubles per retry, see
+                             :mod:`orchestrator.warehouse.memory`).
 """
 
 from __future__ import annotations

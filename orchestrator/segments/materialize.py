@@ -12,8 +12,35 @@ import duckdb
 
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.spec import SegmentSpec
+from orchestrator.warehouse.memory import with_memory_growth
 
 _SCRATCH = "_segment_members_new"
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection, segment: str, sql: str, params: list, as_of: datetime
+) -> None:
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS SELECT customer_id FROM ({sql}) AS q",
+        params,
+    )
+    con.execute(
+        f"""
+        DELETE FROM activation.segment_members AS sm
+        WHERE sm.segment = ? AND NOT EXISTS (
+            SELECT 1 FROM {_SCRATCH} AS n WHERE n.customer_id = sm.customer_id)
+        """,
+        [segment],
+    )
+    con.execute(
+        f"""
+        INSERT INTO activation.segment_members (segment, customer_id, computed_at)
+        SELECT ?, customer_id, ? FROM {_SCRATCH}
+        ON CONFLICT (segment, customer_id) DO UPDATE SET computed_at = excluded.computed_at
+        """,
+        [segment, as_of],
+    )
+    con.execute(f"DROP TABLE {_SCRATCH}")
 
 
 def write_segment_members(
@@ -30,39 +57,25 @@ def write_segment_members(
     and re-inserting every member instead made DuckDB 2.0.1's commit cost about 1.2 CPU s
     at 1M customers (bench/README.md); the table ends up the same either way.
 
+    When DuckDB runs out of memory the write is retried with a larger limit
+    (:func:`orchestrator.warehouse.memory.with_memory_growth`).
+
     Raises:
         duckdb.Error: the segment's SQL fails (e.g. a ``sql:`` segment naming a missing
             column); nothing is written.
     """
     query = compile_segment(spec, as_of)
-    con.execute("BEGIN")
-    try:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS "
-            f"SELECT customer_id FROM ({query.sql}) AS q",
-            query.params,
-        )
-        con.execute(
-            f"""
-            DELETE FROM activation.segment_members AS sm
-            WHERE sm.segment = ? AND NOT EXISTS (
-                SELECT 1 FROM {_SCRATCH} AS n WHERE n.customer_id = sm.customer_id)
-            """,
-            [spec.id],
-        )
-        con.execute(
-            f"""
-            INSERT INTO activation.segment_members (segment, customer_id, computed_at)
-            SELECT ?, customer_id, ? FROM {_SCRATCH}
-            ON CONFLICT (segment, customer_id) DO UPDATE SET computed_at = excluded.computed_at
-            """,
-            [spec.id, as_of],
-        )
-        con.execute(f"DROP TABLE {_SCRATCH}")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+
+    def write() -> None:
+        con.execute("BEGIN")
+        try:
+            _write(con, spec.id, query.sql, query.params, as_of)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    with_memory_growth(con, write, what=f"segment {spec.id}")
     (members,) = con.execute(
         "SELECT count(*) FROM activation.segment_members WHERE segment = ?", [spec.id]
     ).fetchone()

@@ -43,6 +43,7 @@ import duckdb
 
 from destinations.base import RemoveReason
 from orchestrator.customer_keys import refresh_customer_keys
+from orchestrator.warehouse.memory import with_memory_growth
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 #: ``sync_state.fields_hash`` of a row whose last send has an unknown outcome (sent, but the
@@ -421,11 +422,18 @@ def compute_diff(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Pat
     pseudonym cache, :func:`orchestrator.customer_keys.refresh_customer_keys`, whose keys
     find the held subjects who withdrew, objected or asked for erasure) and touches no
     network. ``scratch_dir`` must exist; files are named ``<action>[_<reason>].parquet``.
-    Returns the :class:`DiffPlan`.
+    When DuckDB runs out of memory the diff is computed again with a larger limit
+    (:func:`orchestrator.warehouse.memory.with_memory_growth`). Returns the :class:`DiffPlan`.
 
     Raises:
         duckdb.Error: a source or activation table is missing or malformed.
     """
+    return with_memory_growth(
+        con, lambda: _compute(con, p, scratch_dir), what=f"diff {p.segment} -> {p.destination}"
+    )
+
+
+def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -> DiffPlan:
     refresh_customer_keys(con)
     for sql, params in (_must_leave_sql(p), _classify_sql(p), _reasons_sql()):
         con.execute(sql, params)
