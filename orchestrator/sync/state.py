@@ -108,6 +108,19 @@ _LAST_SQL = """
 
 #: Statements reading the last row per subject say ``{last}``: ``sync_journal_last``, or
 #: ``sync_journal`` itself when every subject has one row (no sort needed).
+_UPSERT_ACKED_SQL = """
+    INSERT INTO activation.sync_state
+        (segment, destination, subject_key, destination_ref, fields_hash, synced_at)
+    SELECT ?, ?, subject_key, destination_ref, fields_hash, "at"
+    FROM {last} WHERE kind = 'ack' AND op IN ('add', 'update')
+    ON CONFLICT (segment, destination, subject_key) DO UPDATE SET
+        destination_ref = coalesce(excluded.destination_ref, sync_state.destination_ref),
+        fields_hash = excluded.fields_hash,
+        synced_at = excluded.synced_at
+"""
+
+#: The same as :data:`_UPSERT_ACKED_SQL` in two statements (rows held, then new rows), for a
+#: journal acknowledging many rows (see :func:`_prefers_split`).
 _UPDATE_ACKED_SQL = """
     UPDATE activation.sync_state s SET
         destination_ref = coalesce(j.destination_ref, s.destination_ref),
@@ -212,12 +225,42 @@ def _load(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[FoldStats, str]:
     return FoldStats(acked, rejected, pending), "sync_journal_last"
 
 
+#: Split the upsert when the journal acknowledges at least this share of the rows the pair
+#: holds (see :func:`_prefers_split`).
+_SPLIT_SHARE = 0.5
+
+
+def _prefers_split(con: duckdb.DuckDBPyConnection, pair: list[str], acked: int) -> bool:
+    """Whether to write acknowledged rows as an ``UPDATE`` of the rows held plus an ``INSERT``
+    of the new ones rather than one ``INSERT ... ON CONFLICT``. The upsert looks each row up in
+    the primary key (about 1 us per row more than a plain insert: 1.45 against 1.15 CPU s for
+    285k new rows); the split scans the pair's rows twice instead (about 0.4 us per row held:
+    0.12 s for 3,000 updates among 285k held, against 0.04 s for the upsert)."""
+    (held,) = con.execute(
+        "SELECT count(*) FROM activation.sync_state WHERE segment = ? AND destination = ?", pair
+    ).fetchone()
+    return acked >= _SPLIT_SHARE * held
+
+
+def _write_acked(con: duckdb.DuckDBPyConnection, pair: list[str], last: str, acked: int) -> None:
+    """Upsert the acknowledged adds and updates of ``last`` into ``sync_state``."""
+    if _prefers_split(con, pair, acked):
+        con.execute(_UPDATE_ACKED_SQL.format(last=last), pair)
+        con.execute(_INSERT_ACKED_SQL.format(last=last), [*pair, *pair])
+    else:
+        con.execute(_UPSERT_ACKED_SQL.format(last=last), pair)
+
+
 def _apply(
-    con: duckdb.DuckDBPyConnection, segment: str, destination: str, kind: str, last: str
+    con: duckdb.DuckDBPyConnection,
+    segment: str,
+    destination: str,
+    kind: str,
+    last: str,
+    acked: int,
 ) -> None:
     pair = [segment, destination]
-    con.execute(_UPDATE_ACKED_SQL.format(last=last), pair)
-    con.execute(_INSERT_ACKED_SQL.format(last=last), [*pair, *pair])
+    _write_acked(con, pair, last, acked)
     con.execute(_DELETE_REMOVED_SQL.format(last=last), pair)
     con.execute(_PENDING_SQL.format(last=last), [*pair, PENDING_HASH])
     con.execute(_REJECTIONS_DELETE_SQL, pair)
@@ -256,7 +299,7 @@ def fold_journal(
     stats, last = _load(con, path)
     con.begin()
     try:
-        _apply(con, segment, destination, kind, last)
+        _apply(con, segment, destination, kind, last, stats.acked)
         con.commit()
     except BaseException:
         con.rollback()
