@@ -103,9 +103,8 @@ class _Batch:
 
     ``rows`` for the client; per row, in the same order: ``subject_keys``, ``hashes``
     (fields_hash) and ``intent_refs`` (the ref an intent records, see :func:`_intent_refs`).
-    ``keys_json``: the encoded ``"subject_keys":[...],"fields_hashs":[...]`` members every line
-    of the whole batch shares; ``intent_refs_json``, ``nulls_json``, ``falses_json``: encoded
-    arrays of the intent refs, of None and of False, one element per row.
+    ``keys_json``: the encoded ``"subject_keys":[...],"fields_hashs":[...]`` members of the
+    batch's intent line; ``intent_refs_json``: the encoded array of the intent refs.
     """
 
     op: str
@@ -116,8 +115,6 @@ class _Batch:
     intent_refs: list[str | None]
     keys_json: str
     intent_refs_json: str
-    nulls_json: str
-    falses_json: str
 
 
 def _now(as_of: datetime | None) -> str:
@@ -180,7 +177,6 @@ def _make_batch(
     encode = journal.line_encoder()
     keys, hashes = cols["subject_key"], cols["fields_hash"]
     intent_refs = _intent_refs(cols, kind)
-    n = len(keys)
     return _Batch(
         op=op,
         reason=reason,
@@ -190,8 +186,6 @@ def _make_batch(
         intent_refs=intent_refs,
         keys_json=f'"subject_keys":{encode(keys)},"fields_hashs":{encode(hashes)}',
         intent_refs_json=encode(intent_refs),
-        nulls_json=encode([None] * n),
-        falses_json=encode([False] * n),
     )
 
 
@@ -230,10 +224,8 @@ def _line(
     }
 
 
-def _whole_line(run: str, seq: int, kind: str, batch: _Batch, at: str, refs_json: str) -> str:
-    """The encoded line of ``kind`` for every row of ``batch``, no reasons: the same text as
-    encoding ``_line(run, seq, kind, batch, range(len(rows)), at, refs)`` (keys in the same
-    order), built from the arrays the prefetch thread encoded."""
+def _head(run: str, seq: int, kind: str, batch: _Batch, at: str) -> str:
+    """The encoded per-batch members of a line, without the closing brace."""
     head = journal.line_encoder()(
         {
             "run": run,
@@ -244,31 +236,35 @@ def _whole_line(run: str, seq: int, kind: str, batch: _Batch, at: str, refs_json
             "at": at,
         }
     )
-    return (
-        f'{head[:-1]},{batch.keys_json},"destination_refs":{refs_json},'
-        f'"reasons":{batch.nulls_json},"permanents":{batch.falses_json}}}'
-    )
+    return head[:-1]
 
 
 def _intent_line(run: str, seq: int, batch: _Batch, at: str) -> str:
-    """The encoded ``intent`` line of a whole batch, written before the call."""
-    return _whole_line(run, seq, "intent", batch, at, batch.intent_refs_json)
+    """The encoded ``intent`` line of a whole batch, written before the call (no ``reasons``
+    or ``permanents``: an intent has none), built from the arrays the prefetch thread
+    encoded."""
+    return (
+        f"{_head(run, seq, 'intent', batch, at)},{batch.keys_json},"
+        f'"destination_refs":{batch.intent_refs_json}}}'
+    )
 
 
 def _all_acked_line(
     run: str, seq: int, batch: _Batch, results: Sequence[RowResult], at: str
 ) -> str | None:
-    """The ``ack`` line when the client answered every row, in order, with ``ok`` (the common
-    case), without a per-row loop in Python beyond the refs; None otherwise."""
+    """The compact ``ack`` line when the client answered every row, in order, with ``ok`` (the
+    common case): ``"whole_batch":true`` and no per-row arrays but ``destination_refs``, which
+    is left out too when every row keeps its intent ref (see :mod:`orchestrator.sync.journal`).
+    None otherwise (the per-row path)."""
     if len(results) != len(batch.subject_keys) or not all(r.ok for r in results):
         return None
     if [r.subject_key for r in results] != batch.subject_keys:
         return None
     refs = [r.destination_ref or i for r, i in zip(results, batch.intent_refs, strict=True)]
-    refs_json = (
-        batch.intent_refs_json if refs == batch.intent_refs else journal.line_encoder()(refs)
-    )
-    return _whole_line(run, seq, "ack", batch, at, refs_json)
+    head = f'{_head(run, seq, "ack", batch, at)},"whole_batch":true'
+    if refs == batch.intent_refs:
+        return head + "}"
+    return f'{head},"destination_refs":{journal.line_encoder()(refs)}}}'
 
 
 def _result_lines(

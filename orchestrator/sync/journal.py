@@ -17,8 +17,19 @@ Per row, arrays of the same length (one element per row of the line): ``subject_
 hex), ``fields_hashs`` (the row's hash; for removes the hash held in state),
 ``destination_refs`` (str | null: platform member id, or the Google key sent to an ad
 platform), ``reasons`` (str | null: platform's words for a reject, emails masked) and
-``permanents`` (bool). Journals of earlier versions wrote one line per row, with the same
-fields in the singular (``subject_key``...) as scalars; they fold the same way.
+``permanents`` (bool); a missing ``reasons``/``permanents`` array means null/false for every
+row (intent lines leave them out).
+
+Compact ``ack`` (the common case: the destination accepted every row of the batch):
+``"whole_batch": true`` and no per-row arrays, except ``destination_refs`` when the platform
+named a member differently from the intent (e.g. Mailchimp's member id), in the order of the
+intent's rows. Its rows are those of the ``intent`` line of the same ``run`` and ``seq``
+(written and ``fsync``-ed before the call, so always present); with no such intent line it
+applies to nothing. About half the bytes of a per-row ``ack``.
+
+Older journals fold the same way: per-row ``ack`` lines (every version writes them when some
+row of a batch was refused or unanswered), and journals of the first versions, which wrote one
+line per row with the fields in the singular (``subject_key``...) as scalars.
 
 No raw email is ever written here. Only the last line can be torn (a crash mid-write);
 :func:`repair` cuts it off.

@@ -1,7 +1,9 @@
 """Fold a sync journal into ``sync_state``, ``sync_rejections`` and ``destination_suppressions``.
 
-One transaction per fold, set-based SQL over the journal file read by DuckDB. For each subject
-the LAST journal line decides (ordered by run, batch, and result after intent):
+One transaction per fold, set-based SQL over the journal file read by DuckDB (a compact
+all-acknowledged ``ack`` line stands for the rows of its batch's intent line, see
+:mod:`orchestrator.sync.journal`). For each subject the LAST journal line decides (ordered by
+run, batch, and result after intent):
 
 - ``ack`` of ``add``/``update``: upsert the state row (``fields_hash``, ``destination_ref`` when
   given, ``synced_at`` = the line's ``at``).
@@ -39,6 +41,7 @@ _BATCH_COLUMNS = {
     "op": "VARCHAR",
     "remove_reason": "VARCHAR",
     "at": "TIMESTAMP",
+    "whole_batch": "BOOLEAN",
 }
 
 #: Per-row values: ``<name>`` holds one row's value (per-row lines of earlier journals),
@@ -52,9 +55,22 @@ _ROW_COLUMNS = {
 }
 
 
+def _row_value(name: str) -> str:
+    """One per-row column of ``sync_journal``: the line's array unnested (``l.<name>s``), or its
+    scalar (per-row lines of the first versions); a compact ack's refs come first."""
+    sources = [f"l.{name}s", f"[l.{name}]"]
+    if name == "destination_ref":
+        sources.insert(0, "w.destination_refs")
+    return f"unnest(coalesce({', '.join(sources)})) AS {name}"
+
+
 def _load_sql() -> str:
     """Temp table ``sync_journal``: one row per (journal line, row of that line). The arrays of
-    a batch line are unnested side by side (same length); a per-row line is its own row.
+    a batch line are unnested side by side (same length); a per-row line is its own row. A
+    compact ``ack`` line (``whole_batch``) is not a row of its own: the rows of the intent
+    line of the same (run, seq) become ``ack`` rows, at the ack's time and with its
+    ``destination_refs`` when it has them (else the intent's).
+
     A line of 10,000 rows (Meta's largest batch) is about 2 MB, under ``read_json``'s
     default 16 MB ``maximum_object_size`` (raising it makes DuckDB reserve that much memory
     per thread up front)."""
@@ -63,15 +79,24 @@ def _load_sql() -> str:
         columns[name] = sql_type
         columns[f"{name}s"] = f"{sql_type}[]"
     spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in columns.items()) + "}"
-    batch = ", ".join(f'"{k}"' for k in _BATCH_COLUMNS)
-    rows = ", ".join(f"unnest(coalesce({k}s, [{k}])) AS {k}" for k in _ROW_COLUMNS)
+    rows = ", ".join(_row_value(name) for name in _ROW_COLUMNS)
     return f"""
     CREATE OR REPLACE TEMP TABLE sync_journal AS
-    SELECT {batch}, {rows}
-    FROM read_json(?, format = 'newline_delimited', columns = {spec})
+    WITH lines AS MATERIALIZED (
+        SELECT * FROM read_json(?, format = 'newline_delimited', columns = {spec})
+    ),
+    whole AS (
+        SELECT run, seq, "at", destination_refs FROM lines WHERE kind = 'ack' AND whole_batch
+    )
+    SELECT l.run, l.seq, if(w.run IS NULL, l.kind, 'ack') AS kind, l.op, l.remove_reason,
+           coalesce(w."at", l."at") AS "at", {rows}
+    FROM lines l LEFT JOIN whole w ON l.kind = 'intent' AND w.run = l.run AND w.seq = l.seq
+    WHERE l.whole_batch IS NOT TRUE
 """
 
 
+#: The last row per subject (its journal's verdict), as a temp table: only needed when a subject
+#: has more than one row (an intent and its per-row answer, or several runs in one journal).
 _LAST_SQL = """
     CREATE OR REPLACE TEMP TABLE sync_journal_last AS
     SELECT * FROM sync_journal
@@ -81,21 +106,46 @@ _LAST_SQL = """
     ) = 1
 """
 
+#: Statements reading the last row per subject say ``{last}``: ``sync_journal_last``, or
+#: ``sync_journal`` itself when every subject has one row (no sort needed).
 _UPSERT_ACKED_SQL = """
     INSERT INTO activation.sync_state
         (segment, destination, subject_key, destination_ref, fields_hash, synced_at)
     SELECT ?, ?, subject_key, destination_ref, fields_hash, "at"
-    FROM sync_journal_last WHERE kind = 'ack' AND op IN ('add', 'update')
+    FROM {last} WHERE kind = 'ack' AND op IN ('add', 'update')
     ON CONFLICT (segment, destination, subject_key) DO UPDATE SET
         destination_ref = coalesce(excluded.destination_ref, sync_state.destination_ref),
         fields_hash = excluded.fields_hash,
         synced_at = excluded.synced_at
 """
 
+#: The same as :data:`_UPSERT_ACKED_SQL` in two statements (rows held, then new rows), for a
+#: journal acknowledging many rows (see :func:`_prefers_split`).
+_UPDATE_ACKED_SQL = """
+    UPDATE activation.sync_state s SET
+        destination_ref = coalesce(j.destination_ref, s.destination_ref),
+        fields_hash = j.fields_hash,
+        synced_at = j."at"
+    FROM {last} j
+    WHERE s.segment = ? AND s.destination = ? AND s.subject_key = j.subject_key
+      AND j.kind = 'ack' AND j.op IN ('add', 'update')
+"""
+
+_INSERT_ACKED_SQL = """
+    INSERT INTO activation.sync_state
+        (segment, destination, subject_key, destination_ref, fields_hash, synced_at)
+    SELECT ?, ?, subject_key, destination_ref, fields_hash, "at"
+    FROM {last} j
+    WHERE kind = 'ack' AND op IN ('add', 'update') AND NOT EXISTS (
+        SELECT 1 FROM activation.sync_state s
+        WHERE s.segment = ? AND s.destination = ? AND s.subject_key = j.subject_key
+    )
+"""
+
 _DELETE_REMOVED_SQL = """
     DELETE FROM activation.sync_state
     WHERE segment = ? AND destination = ? AND subject_key IN (
-        SELECT subject_key FROM sync_journal_last WHERE kind = 'ack' AND op = 'remove'
+        SELECT subject_key FROM {last} WHERE kind = 'ack' AND op = 'remove'
     )
 """
 
@@ -103,7 +153,7 @@ _PENDING_SQL = """
     INSERT INTO activation.sync_state
         (segment, destination, subject_key, destination_ref, fields_hash, synced_at)
     SELECT ?, ?, subject_key, destination_ref, ?, "at"
-    FROM sync_journal_last WHERE kind = 'intent'
+    FROM {last} WHERE kind = 'intent'
     ON CONFLICT (segment, destination, subject_key) DO UPDATE SET
         destination_ref = coalesce(excluded.destination_ref, sync_state.destination_ref),
         fields_hash = excluded.fields_hash
@@ -133,11 +183,23 @@ _SUPPRESS_SQL = """
         (destination, subject_key, status, suppressed_at)
     SELECT ?, subject_key,
            CASE WHEN remove_reason = ? THEN 'forgotten' ELSE 'unsubscribed' END, "at"
-    FROM sync_journal_last
+    FROM {last}
     WHERE kind = 'ack' AND op = 'remove' AND remove_reason IN (?, ?, ?)
     ON CONFLICT (destination, subject_key) DO UPDATE SET
         status = CASE WHEN excluded.status = 'forgotten' THEN 'forgotten'
                       ELSE destination_suppressions.status END
+"""
+
+_COUNT_SQL = """
+    SELECT count(*) FILTER (kind = 'ack'), count(*) FILTER (kind = 'reject'),
+           count(*) FILTER (kind = 'intent'), count(*), count(DISTINCT subject_key)
+    FROM sync_journal
+"""
+
+_LAST_COUNT_SQL = """
+    SELECT count(*) FILTER (kind = 'ack'), count(*) FILTER (kind = 'reject'),
+           count(*) FILTER (kind = 'intent')
+    FROM sync_journal_last
 """
 
 
@@ -151,26 +213,61 @@ class FoldStats:
     pending: int = 0
 
 
-def _load(con: duckdb.DuckDBPyConnection, path: Path) -> FoldStats:
+def _load(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[FoldStats, str]:
+    """Load the journal; returns the stats and the name of the relation holding the last row
+    per subject (``sync_journal`` when no subject has two rows, else ``sync_journal_last``)."""
     con.execute(_load_sql(), [str(path)])
+    acked, rejected, pending, rows, subjects = con.execute(_COUNT_SQL).fetchone()
+    if rows == subjects:
+        return FoldStats(acked, rejected, pending), "sync_journal"
     con.execute(_LAST_SQL)
-    acked, rejected, pending = con.execute(
-        "SELECT count(*) FILTER (kind = 'ack'), count(*) FILTER (kind = 'reject'),"
-        " count(*) FILTER (kind = 'intent') FROM sync_journal_last"
+    acked, rejected, pending = con.execute(_LAST_COUNT_SQL).fetchone()
+    return FoldStats(acked, rejected, pending), "sync_journal_last"
+
+
+#: Split the upsert when the journal acknowledges at least this share of the rows the pair
+#: holds (see :func:`_prefers_split`).
+_SPLIT_SHARE = 0.5
+
+
+def _prefers_split(con: duckdb.DuckDBPyConnection, pair: list[str], acked: int) -> bool:
+    """Whether to write acknowledged rows as an ``UPDATE`` of the rows held plus an ``INSERT``
+    of the new ones rather than one ``INSERT ... ON CONFLICT``. The upsert looks each row up in
+    the primary key (about 1 us per row more than a plain insert: 1.45 against 1.15 CPU s for
+    285k new rows); the split scans the pair's rows twice instead (about 0.4 us per row held:
+    0.12 s for 3,000 updates among 285k held, against 0.04 s for the upsert)."""
+    (held,) = con.execute(
+        "SELECT count(*) FROM activation.sync_state WHERE segment = ? AND destination = ?", pair
     ).fetchone()
-    return FoldStats(acked, rejected, pending)
+    return acked >= _SPLIT_SHARE * held
 
 
-def _apply(con: duckdb.DuckDBPyConnection, segment: str, destination: str, kind: str) -> None:
+def _write_acked(con: duckdb.DuckDBPyConnection, pair: list[str], last: str, acked: int) -> None:
+    """Upsert the acknowledged adds and updates of ``last`` into ``sync_state``."""
+    if _prefers_split(con, pair, acked):
+        con.execute(_UPDATE_ACKED_SQL.format(last=last), pair)
+        con.execute(_INSERT_ACKED_SQL.format(last=last), [*pair, *pair])
+    else:
+        con.execute(_UPSERT_ACKED_SQL.format(last=last), pair)
+
+
+def _apply(
+    con: duckdb.DuckDBPyConnection,
+    segment: str,
+    destination: str,
+    kind: str,
+    last: str,
+    acked: int,
+) -> None:
     pair = [segment, destination]
-    con.execute(_UPSERT_ACKED_SQL, pair)
-    con.execute(_DELETE_REMOVED_SQL, pair)
-    con.execute(_PENDING_SQL, [*pair, PENDING_HASH])
+    _write_acked(con, pair, last, acked)
+    con.execute(_DELETE_REMOVED_SQL.format(last=last), pair)
+    con.execute(_PENDING_SQL.format(last=last), [*pair, PENDING_HASH])
     con.execute(_REJECTIONS_DELETE_SQL, pair)
     con.execute(_REJECTIONS_INSERT_SQL, pair)
     if kind == "email":
         con.execute(
-            _SUPPRESS_SQL,
+            _SUPPRESS_SQL.format(last=last),
             [
                 destination,
                 RemoveReason.ERASURE.value,
@@ -199,10 +296,10 @@ def fold_journal(
     if not journal_file.has_entries(path):
         journal_file.discard(path)
         return FoldStats()
-    stats = _load(con, path)
+    stats, last = _load(con, path)
     con.begin()
     try:
-        _apply(con, segment, destination, kind)
+        _apply(con, segment, destination, kind, last, stats.acked)
         con.commit()
     except BaseException:
         con.rollback()

@@ -1,6 +1,7 @@
 """The send loop with batches built ahead in a background thread: the journal still holds each
 batch's intent before its call and nothing of a later batch; a failed call stops everything
-after it; the all-acknowledged shortcut writes exactly the line the per-row path writes."""
+after it; a partly refused batch takes the per-row path (the all-acknowledged line is tested in
+test_compact_ack.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from destinations.base import RemoveReason, Row, RowResult
+from destinations.base import RemoveReason, RowResult
 from destinations.errors import TransientError
 from orchestrator.sync import journal
 from orchestrator.sync.diff import PENDING_HASH
-from orchestrator.sync.engine import _line, _make_batch, _result_lines, run_sync
+from orchestrator.sync.engine import _make_batch, _result_lines, run_sync
 from orchestrator.warehouse.connect import connect
 from tests.sync.helpers import (
     MemoryDestination,
@@ -88,43 +89,6 @@ def test_a_failed_call_stops_the_run_with_nothing_after_it_journaled(wh, tmp_pat
     assert sorted(held.values()).count(PENDING_HASH) == 2  # only the failed batch: unknown
     assert len(held) == 6  # two acknowledged batches + the failed one; batches 4-6 unsent
     assert not [t for t in threading.enumerate() if t.name == "sync-prefetch"]
-
-
-@pytest.mark.parametrize("kind", ["ad", "email"])
-def test_the_all_acknowledged_line_is_the_per_row_line(kind):
-    keys = [f"{i:064x}" for i in range(5)]
-    sends = (
-        [keys[0], f"{99:064x}", *keys[2:]]
-        if kind == "ad"
-        else [f"p{i}@example.com" for i in range(5)]
-    )
-    refs = [None, None, "ref-2", None, "ref-4"]
-    cols = {
-        "subject_key": keys,
-        "send_key": sends,
-        "destination_ref": refs,
-        "fields_hash": list("abcde"),
-    }
-    fields = {"f0": ["GB"] * 5} if kind == "email" else {}
-    batch = _make_batch("add", None, {**cols, **fields}, ["COUNTRY"] if fields else [], kind)
-    answers = [
-        RowResult(k, True, destination_ref=("md5" if kind == "email" and i % 2 else None))
-        for i, k in enumerate(keys)
-    ]
-    fast, fast_rejected = _result_lines("r", 3, batch, answers, "2025-01-01T00:00:00")
-    slow, slow_rejected = _result_lines("r", 3, batch, answers[::-1], "2025-01-01T00:00:00")
-    assert fast == slow and fast_rejected == slow_rejected == 0  # reversed: the per-row path
-    line = json.loads(fast[0])
-    if kind == "ad":  # the Google key sent is remembered; no ref from the platform
-        assert line["destination_refs"] == [None, f"{99:064x}", "ref-2", None, "ref-4"]
-    else:
-        assert line["destination_refs"] == [None, "md5", "ref-2", "md5", "ref-4"]
-    expected = _line(
-        "r", 3, "ack", batch, range(5), "2025-01-01T00:00:00", line["destination_refs"]
-    )
-    assert fast[0] == journal.line_encoder()(expected)
-    if fields:
-        assert batch.rows[0] == Row(keys[0], sends[0], {"COUNTRY": "GB"}, None)
 
 
 def test_a_partly_refused_batch_still_takes_the_per_row_path():
