@@ -32,6 +32,7 @@ import duckdb
 from destinations.base import RemoveReason
 from orchestrator.sync import journal as journal_file
 from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.warehouse.memory import with_memory_growth
 
 #: Per-batch values of a journal line, and their types.
 _BATCH_COLUMNS = {
@@ -285,7 +286,9 @@ def fold_journal(
 
     ``kind`` is the destination kind (``ad`` | ``email``): suppressions are recorded for email
     destinations only. A missing or empty journal is a no-op. A torn last line is cut off
-    first. Returns the :class:`FoldStats` (all zero when there was nothing to fold).
+    first. Out of DuckDB memory, the fold is retried with a larger limit
+    (:func:`orchestrator.warehouse.memory.with_memory_growth`). Returns the
+    :class:`FoldStats` (all zero when there was nothing to fold).
 
     Raises:
         duckdb.Error: the journal holds a malformed line (other than a torn last line); nothing
@@ -296,14 +299,19 @@ def fold_journal(
     if not journal_file.has_entries(path):
         journal_file.discard(path)
         return FoldStats()
-    stats, last = _load(con, path)
-    con.begin()
-    try:
-        _apply(con, segment, destination, kind, last, stats.acked)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
+
+    def fold() -> FoldStats:
+        stats, last = _load(con, path)
+        con.begin()
+        try:
+            _apply(con, segment, destination, kind, last, stats.acked)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        return stats
+
+    stats = with_memory_growth(con, fold, what=f"fold {segment} -> {destination}")
     journal_file.discard(path)
     return stats
 
