@@ -101,8 +101,10 @@ def _classify_sql(soft_opt_in: bool) -> str:
 
     Keys come from ``activation.customer_keys`` (see :mod:`orchestrator.customer_keys`), not
     from hashing every member again; the normalized email and Google key are read from there
-    again when the audience is written, so the rows carried through the joins stay narrow
-    (DuckDB spilled 160 MB of wide rows at its 300MB limit, 1M customers).
+    again when the audience is written (the Google-key suppression match joins the cache
+    itself), so the rows carried through the joins stay narrow: with the keys and email carried
+    along, DuckDB spilled 160 MB at a 300MB limit for 420k members (1M customers); narrow, the
+    classification fits in 200MB.
     Shaped for memory as much as time (bench/README.md): the latest purchase is an ``arg_max``
     aggregate, not a window over every purchase; the same purchase scan also feeds the
     retention clock; the suppression list is matched by two equality joins (an ``OR`` join
@@ -117,7 +119,8 @@ WITH members AS (
 keyed AS (
     -- keys from the pseudonym cache (refreshed in this transaction); a member without a
     -- customers row has none: email NULL, so invalid_email
-    SELECT m.customer_id, k.email, k.subject_key, k.google_key
+    SELECT m.customer_id, k.subject_key,
+           k.email IS NULL OR k.google_key IS NULL AS invalid_email
     FROM members AS m
     LEFT JOIN activation.customer_keys AS k USING (customer_id)
 ),
@@ -137,7 +140,9 @@ matched_requests AS (
     FROM keyed AS k JOIN activation.suppression_list AS s ON s.subject_key = k.subject_key
     UNION ALL
     SELECT k.customer_id, s.request_type
-    FROM keyed AS k JOIN activation.suppression_list AS s ON s.google_key = k.google_key
+    FROM activation.customer_keys AS k
+    JOIN activation.suppression_list AS s ON s.google_key = k.google_key
+    WHERE k.customer_id IN (SELECT customer_id FROM members)
 ),
 request_flags AS (
     SELECT customer_id,
@@ -170,8 +175,7 @@ retention AS (
     FROM ({retention_clock_sql("members", last_purchases="last_purchases")}) AS clock
 ),
 state AS (
-    SELECT k.customer_id, k.subject_key,
-           k.email IS NULL OR k.google_key IS NULL AS invalid_email,
+    SELECT k.customer_id, k.subject_key, k.invalid_email,
            l.consent_id AS consent_id, p.event_id AS purchase_id,
            coalesce(f.erasure, false) AS erasure,
            coalesce(f.objection, false) AS objection,
