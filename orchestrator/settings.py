@@ -11,9 +11,9 @@ Environment variables (all optional; defaults suit a checkout of the repository)
 ``ACTIVATION_STATE_DIR``     local sync journals and scratch files (default:
                              ``<project>/.data/state``).
 ``ACTIVATION_DUCKDB_MEMORY_LIMIT``  DuckDB ``memory_limit`` of every connection the product
-                             opens (default ``300MB``; DuckDB's own default is 80% of RAM,
-                             which let a 1M-customer audience step peak at 756 MiB RSS; with
-                             300MB it peaked at about 400 MiB at no measured cost in time).
+                             opens (default ``250MB``; DuckDB's own default is 80% of RAM,
+                             which let a 1M-customer audience step peak at 756 MiB RSS; at
+                             250MB its DuckDB part fits without spilling, bench/README.md).
                              Any size DuckDB accepts (``'1GB'``, ``'512MiB'``...).
 ``ACTIVATION_DUCKDB_MEMORY_MAX``  how far a step may raise that limit when DuckDB runs out of
                              memory (default ``4GB``; the limit doubles per retry, see
@@ -27,12 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DUCKDB_MEMORY_LIMIT = "300MB"
+DEFAULT_DUCKDB_MEMORY_LIMIT = "250MB"
 
 
 def duckdb_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The DuckDB configuration for every connection the product opens: ``{"memory_limit":
-    <ACTIVATION_DUCKDB_MEMORY_LIMIT or 300MB>}``, to pass as ``duckdb.connect(...,
+    <ACTIVATION_DUCKDB_MEMORY_LIMIT or 250MB>}``, to pass as ``duckdb.connect(...,
     config=...)`` or a ``DuckDBResource``'s ``connection_config``. Read from ``environ``
     (default: ``os.environ``) when called, never at import. An invalid size is reported by
     DuckDB when the connection opens (``duckdb.InvalidInputException``)."""

@@ -1,6 +1,6 @@
 """Bounded DuckDB memory that grows only when a step needs it.
 
-Every connection starts at ``ACTIVATION_DUCKDB_MEMORY_LIMIT`` (300MB by default, see
+Every connection starts at ``ACTIVATION_DUCKDB_MEMORY_LIMIT`` (250MB by default, see
 :mod:`orchestrator.settings`), which keeps a step's memory flat as the warehouse grows: DuckDB
 spills hash joins and aggregates to its temporary directory. Some operators cannot spill, so a
 large enough warehouse raises ``duckdb.OutOfMemoryException`` instead (at 1,000,000 customers an

@@ -20,8 +20,8 @@ def _limit_bytes(con: duckdb.DuckDBPyConnection) -> int:
     return int(float(number) * {"KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}[unit])
 
 
-def test_default_is_300mb_and_the_environment_overrides_it() -> None:
-    assert duckdb_config({}) == {"memory_limit": "300MB"}
+def test_default_is_250mb_and_the_environment_overrides_it() -> None:
+    assert duckdb_config({}) == {"memory_limit": "250MB"}
     assert duckdb_config({"ACTIVATION_DUCKDB_MEMORY_LIMIT": " 1GB "}) == {"memory_limit": "1GB"}
 
 
@@ -31,7 +31,7 @@ def test_connect_applies_the_limit_from_the_environment(tmp_path: Path, monkeypa
         assert abs(_limit_bytes(con) - 123_000_000) < MIB
     monkeypatch.delenv("ACTIVATION_DUCKDB_MEMORY_LIMIT")
     with connect(tmp_path / "w.duckdb", read_only=True) as con:
-        assert abs(_limit_bytes(con) - 300_000_000) < MIB
+        assert abs(_limit_bytes(con) - 250_000_000) < MIB
 
 
 def test_an_invalid_limit_fails_when_the_connection_opens(tmp_path: Path, monkeypatch) -> None:
