@@ -73,6 +73,7 @@ EXCLUSION_REASONS: tuple[str, ...] = (
 )
 
 _SCRATCH = "audience_classified"
+_SCOPE = "audience_scope"
 
 
 @dataclass(frozen=True)
@@ -348,10 +349,10 @@ def build_audience(
 
     Reads ``activation.segment_members`` (rows of ``segment``) and the source tables
     ``customers``, ``consents``, ``events`` and ``privacy_requests``; refreshes the pseudonym
-    cache ``activation.customer_keys`` (:func:`orchestrator.customer_keys.refresh_customer_keys`)
-    in the same transaction; deletes the segment's rows
-    of ``activation.audience_members`` and ``activation.audience_exclusions`` and inserts the new
-    ones in one transaction (rolled back on any error). ``computed_at`` is ``as_of``.
+    cache ``activation.customer_keys`` for the segment's members
+    (:func:`orchestrator.customer_keys.refresh_customer_keys`); makes the segment's rows of
+    ``activation.audience_members`` and ``activation.audience_exclusions`` match, all in one
+    transaction (rolled back on any error). ``computed_at`` is ``as_of``.
 
     Args:
         con: an open read-write connection to the warehouse (not inside a transaction).
@@ -391,11 +392,17 @@ def build_audience(
     def build() -> AudienceStats:
         con.begin()
         try:
-            refresh_customer_keys(con)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_SCOPE} AS SELECT customer_id "
+                "FROM activation.segment_members WHERE segment = ?",
+                [segment],
+            )
+            refresh_customer_keys(con, within=_SCOPE)
             con.execute(_classify_sql(soft_opt_in), params)
             _replace_segment_rows(con, segment, as_of)
             stats = _stats(con)
             con.execute(f"DROP TABLE {_SCRATCH}")
+            con.execute(f"DROP TABLE {_SCOPE}")
             con.commit()
         except BaseException:
             con.rollback()

@@ -18,6 +18,10 @@ address leaves the cache at the next refresh), and customers without a row get o
 row would need a changed email with the same 64-bit fingerprint as the old one (probability
 2^-64 per change). At most one row per customer: only the refresh writes the table, in the
 caller's transaction, and DuckDB lets one process write the file at a time.
+
+Only customers some step needed are kept (data minimization, GDPR Art. 5(1)(c)): an audience
+refreshes its segment's members, a diff the customers whose requests or consent decide a
+removal; a customer no segment ever selected has no row.
 """
 
 from __future__ import annotations
@@ -31,18 +35,23 @@ from orchestrator.warehouse.schema import create_activation_schema
 
 _SCRATCH = "_customer_key_changes"
 
-#: Customers whose cache row is missing or stale (``present``: recompute) and cache rows that
-#: match no customer's current address (``NOT present``: delete), in one join (one pass over
-#: ``customers``; an anti-join each way cost twice as much at 1M customers).
-_CHANGES_SQL = f"""
+
+def _changes_sql(within: str | None) -> str:
+    """Temp table of customers in scope without a matching cache row (``present``: hash them)
+    and cache rows matching no customer's current address (``NOT present``: delete them),
+    from one full join (one pass over ``customers``; an anti-join each way cost twice as
+    much at 1M customers)."""
+    scope = "" if within is None else f" AND c.customer_id IN (SELECT customer_id FROM {within})"
+    return f"""
 CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS
 SELECT coalesce(c.customer_id, k.customer_id) AS customer_id,
        c.customer_id IS NOT NULL AS present
 FROM (SELECT customer_id, hash(email) AS fingerprint FROM main.customers) AS c
 FULL JOIN activation.customer_keys AS k
   ON k.customer_id = c.customer_id AND k.email_fingerprint = c.fingerprint
-WHERE k.customer_id IS NULL OR c.customer_id IS NULL
+WHERE (k.customer_id IS NULL{scope}) OR c.customer_id IS NULL
 """
+
 
 _DELETE_STALE = f"""
 DELETE FROM activation.customer_keys
@@ -72,19 +81,22 @@ class KeyRefresh:
     computed: int
 
 
-def refresh_customer_keys(con: duckdb.DuckDBPyConnection) -> KeyRefresh:
+def refresh_customer_keys(con: duckdb.DuckDBPyConnection, within: str | None = None) -> KeyRefresh:
     """Bring ``activation.customer_keys`` in line with ``main.customers`` (module docstring).
 
+    ``within``: the name of a relation with a ``customer_id`` column (written by our code,
+    never user input): only those customers get a row when they lack one; None: every
+    customer. Stale rows (customer gone, address changed) are deleted whatever the scope.
     Runs in the caller's transaction when one is open (so an audience built in the same
     transaction sees the refreshed keys), and creates the activation tables if missing. Costs
     one 64-bit hash per customer plus the normalization and SHA-256 of new or changed
-    addresses only.
+    addresses in scope only.
 
     Raises:
         duckdb.Error: ``main.customers`` is missing or lacks ``customer_id`` / ``email``.
     """
     create_activation_schema(con)
-    con.execute(_CHANGES_SQL)
+    con.execute(_changes_sql(within))
     (changes,) = con.execute(f"SELECT count(*) FROM {_SCRATCH}").fetchone()
     deleted = computed = 0
     if changes:

@@ -126,3 +126,25 @@ def test_an_audience_never_uses_the_key_of_an_old_address(con: duckdb.DuckDBPyCo
         "SELECT reason FROM activation.audience_exclusions WHERE customer_id = 20"
     ).fetchone()
     assert reason == "invalid_email"
+
+
+def test_only_customers_a_step_needed_are_kept(con: duckdb.DuckDBPyConnection) -> None:
+    """Data minimization: an audience caches its members' keys, not every customer's."""
+    members = [20, 21, 22]
+    con.executemany(
+        "INSERT INTO activation.segment_members VALUES ('seg', ?, ?)",
+        [(cid, AS_OF) for cid in members],
+    )
+    build_audience(
+        con,
+        segment="seg",
+        purpose="email_marketing",
+        legal_basis=LegalBasis.CONSENT,
+        purposes=PURPOSES,
+        as_of=AS_OF,
+    )
+    assert sorted(_cache(con)) == members
+    con.execute("DELETE FROM customers WHERE customer_id = 21")
+    stats = refresh_customer_keys(con, within="(SELECT 22 AS customer_id)")
+    assert (stats.deleted, stats.computed) == (1, 0), "the gone customer leaves, whatever the scope"
+    assert sorted(_cache(con)) == [20, 22]

@@ -52,7 +52,11 @@ from orchestrator.warehouse.schema import create_activation_schema
 
 WAREHOUSE_CATALOG = "wh"
 #: ``activation`` tables the preview recomputes for the segment instead of copying.
-RECOMPUTED = frozenset({"segment_members", "audience_members", "audience_exclusions"})
+#: Tables the preview rebuilds instead of copying (``customer_keys``, the pseudonym cache, is
+#: refreshed for the customers the preview needs: copying all of it could be most customers).
+RECOMPUTED = frozenset(
+    {"segment_members", "audience_members", "audience_exclusions", "customer_keys"}
+)
 
 
 @dataclass(frozen=True)

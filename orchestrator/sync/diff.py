@@ -43,6 +43,7 @@ import duckdb
 
 from destinations.base import RemoveReason
 from orchestrator.customer_keys import refresh_customer_keys
+from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
 from orchestrator.warehouse.memory import with_memory_growth
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
@@ -264,33 +265,46 @@ def _latest_withdrawn_sql() -> str:
     """
 
 
+def _person_acts_sql(p: DiffParams) -> tuple[str, list[object]]:
+    """Temp table ``sync_person_acts(customer_id, act)``: customers who asked for erasure or
+    objected (a privacy request, any date), whose exclusion from the segment is a withdrawal,
+    or (with a purpose) whose latest consent record for it is not a grant; ``act`` is
+    ``erasure``, ``objection`` or ``withdrawn``."""
+    withdrawn = ", ".join("?" for _ in WITHDRAWN_EXCLUSIONS)
+    by_log = f"UNION ALL {_latest_withdrawn_sql()}" if p.purpose else ""
+    sql = f"""
+        CREATE OR REPLACE TEMP TABLE sync_person_acts AS
+        SELECT customer_id, request_type AS act FROM privacy_requests
+        WHERE request_type IN ('erasure', 'objection') AND customer_id IS NOT NULL
+        UNION ALL
+        SELECT customer_id, 'withdrawn' AS act FROM activation.audience_exclusions
+        WHERE segment = ? AND reason IN ({withdrawn})
+        {by_log}
+    """
+    params: list[object] = [
+        p.segment,
+        *WITHDRAWN_EXCLUSIONS,
+        *([p.purpose, p.purpose] if p.purpose else []),
+    ]
+    return sql, params
+
+
 def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
     """Temp table ``sync_must_leave(subject_key, reason)``: subjects held for this pair whom the
     person's own act removes in every mode (erasure > objection > withdrawn consent).
 
-    Acts: a privacy request (any date) by subject key, or by customer id; an exclusion of the
-    segment as withdrawn; with a purpose, a latest consent record for it that is not a grant.
-    Acts known by customer id get the customer's key from the pseudonym cache
-    (:mod:`orchestrator.customer_keys`) in one join.
+    Acts known by customer id (``sync_person_acts``) get the customer's key from the pseudonym
+    cache (:mod:`orchestrator.customer_keys`, refreshed for them first) in one join; a privacy
+    request may also name a subject key directly.
     """
-    withdrawn = ", ".join("?" for _ in WITHDRAWN_EXCLUSIONS)
-    by_log = f"UNION ALL {_latest_withdrawn_sql()}" if p.purpose else ""
-    sql = f"""
+    sql = """
         CREATE OR REPLACE TEMP TABLE sync_must_leave AS
         WITH held AS (
             SELECT subject_key FROM activation.sync_state WHERE segment = ? AND destination = ?
         ),
-        person_acts AS (
-            SELECT customer_id, request_type AS act FROM privacy_requests
-            WHERE request_type IN ('erasure', 'objection') AND customer_id IS NOT NULL
-            UNION ALL
-            SELECT customer_id, 'withdrawn' AS act FROM activation.audience_exclusions
-            WHERE segment = ? AND reason IN ({withdrawn})
-            {by_log}
-        ),
         key_acts AS (
             SELECT k.subject_key, a.act
-            FROM person_acts a JOIN activation.customer_keys k USING (customer_id)
+            FROM sync_person_acts a JOIN activation.customer_keys k USING (customer_id)
             UNION ALL
             SELECT subject_key, request_type AS act FROM privacy_requests
             WHERE request_type IN ('erasure', 'objection') AND subject_key IS NOT NULL
@@ -308,9 +322,6 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
     params: list[object] = [
         p.segment,
         p.destination,
-        p.segment,
-        *WITHDRAWN_EXCLUSIONS,
-        *([p.purpose, p.purpose] if p.purpose else []),
         RemoveReason.ERASURE.value,
         RemoveReason.OBJECTION.value,
         RemoveReason.CONSENT_WITHDRAWN.value,
@@ -350,14 +361,16 @@ def _remove_joins_sql(p: DiffParams) -> str:
 
 def _remove_addresses_sql() -> str:
     """Temp table ``sync_remove_addresses(subject_key, email)``: the address of each removed
-    subject, from any segment's ``audience_members`` (min email), else from ``customers`` (min
-    normalized email of the customers whose subject key it is); absent when neither has it.
+    subject, from any segment's ``audience_members`` (min email), else from the pseudonym cache
+    (a former member keeps their row while their address is unchanged), else from
+    ``customers`` (min normalized email of the customers whose subject key it is); absent when
+    none has it.
 
-    Built once for all remove groups; the ``customers`` side reads the pseudonym cache
-    (hashing every customer once per remove group cost 2.2 of the 6.4 CPU s of an incremental
-    1M Mailchimp diff, bench/README.md).
+    Built once for all remove groups. ``customers`` is hashed only when some removed subject is
+    found in neither (hashing every customer once per remove group cost 2.2 of the 6.4 CPU s
+    of an incremental 1M Mailchimp diff, bench/README.md).
     """
-    return """
+    return f"""
         CREATE OR REPLACE TEMP TABLE sync_remove_addresses AS
         WITH removed AS (SELECT DISTINCT subject_key FROM sync_remove_reasons),
         known AS (
@@ -366,17 +379,31 @@ def _remove_addresses_sql() -> str:
             WHERE am.subject_key IN (SELECT subject_key FROM removed)
             GROUP BY am.subject_key
         ),
+        cached AS (
+            SELECT subject_key, min(email) AS email
+            FROM activation.customer_keys
+            WHERE subject_key IN (SELECT subject_key FROM removed)
+              AND subject_key NOT IN (SELECT subject_key FROM known) AND email IS NOT NULL
+            GROUP BY subject_key
+        ),
         missing AS (
             SELECT subject_key FROM removed
             WHERE subject_key NOT IN (SELECT subject_key FROM known)
+              AND subject_key NOT IN (SELECT subject_key FROM cached)
         ),
         crm AS (
-            SELECT subject_key, min(email) AS email
-            FROM activation.customer_keys
-            WHERE subject_key IN (SELECT subject_key FROM missing) AND email IS NOT NULL
+            SELECT subject_key, min(email) AS email FROM (
+                SELECT {subject_key_sql("email")} AS subject_key,
+                       {normalized_email_sql("email")} AS email
+                FROM customers
+                WHERE email IS NOT NULL AND EXISTS (SELECT 1 FROM missing)
+            ) AS c
+            WHERE c.subject_key IN (SELECT subject_key FROM missing)
             GROUP BY subject_key
         )
         SELECT subject_key, email FROM known
+        UNION ALL
+        SELECT subject_key, email FROM cached
         UNION ALL
         SELECT subject_key, email FROM crm
     """
@@ -419,8 +446,8 @@ def compute_diff(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Pat
     """Classify the subjects and export the send groups to Parquet files in ``scratch_dir``.
 
     Runs on the caller's connection (read-write: it creates temporary tables and refreshes the
-    pseudonym cache, :func:`orchestrator.customer_keys.refresh_customer_keys`, whose keys
-    find the held subjects who withdrew, objected or asked for erasure) and touches no
+    pseudonym cache for the customers whose acts may remove a held subject,
+    :func:`orchestrator.customer_keys.refresh_customer_keys`) and touches no
     network. ``scratch_dir`` must exist; files are named ``<action>[_<reason>].parquet``.
     When DuckDB runs out of memory the diff is computed again with a larger limit
     (:func:`orchestrator.warehouse.memory.with_memory_growth`). Returns the :class:`DiffPlan`.
@@ -434,7 +461,8 @@ def compute_diff(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Pat
 
 
 def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -> DiffPlan:
-    refresh_customer_keys(con)
+    con.execute(*_person_acts_sql(p))
+    refresh_customer_keys(con, within="sync_person_acts")
     for sql, params in (_must_leave_sql(p), _classify_sql(p), _reasons_sql()):
         con.execute(sql, params)
     counts = _counts(con)
