@@ -100,6 +100,29 @@ def set_diff(
     return {"add": sorted(adds), "remove": sorted(removes), "update": sorted(updates)}
 
 
+def diff_against_state(
+    con: duckdb.DuckDBPyConnection,
+    segment: str,
+    destination: str,
+    target: dict[str, str],
+    mode: str,
+    batch_size: int,
+) -> tuple[dict[str, list[str]], dict[str, int], dict[str, str]]:
+    """Pull the pair's ``sync_state`` (subject_key -> fields_hash) into a dict and diff
+    ``target`` against it in Python (:func:`set_diff`). Returns (keys per op, batches per op of
+    ``batch_size`` rows, the state dict)."""
+    state = dict(
+        con.execute(
+            "SELECT subject_key, fields_hash FROM activation.sync_state "
+            "WHERE segment = ? AND destination = ?",
+            [segment, destination],
+        ).fetchall()
+    )
+    keys = set_diff(target, state, mode)
+    batches = {op: math.ceil(len(keys[op]) / batch_size) for op in _OPS}
+    return keys, batches, state
+
+
 def naive_diff(
     warehouse: Path,
     *,
@@ -126,15 +149,9 @@ def naive_diff(
         pulled = time.perf_counter()
         target = _target(rows, kind, names)
         hashed = time.perf_counter()
-        state = dict(
-            con.execute(
-                "SELECT subject_key, fields_hash FROM activation.sync_state "
-                "WHERE segment = ? AND destination = ?",
-                [segment, destination],
-            ).fetchall()
+        keys, batches, state = diff_against_state(
+            con, segment, destination, target, mode, batch_size
         )
-        keys = set_diff(target, state, mode)
-        batches = {op: math.ceil(len(keys[op]) / batch_size) for op in _OPS}
         done = time.perf_counter()
     finally:
         con.close()

@@ -28,7 +28,6 @@ lower bound.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import duckdb
 
-from bench.baseline import fields_hash, set_diff
+from bench.baseline import diff_against_state, fields_hash
 from bench.model import BLOCKING_REQUESTS, ModelQuery, model_query
 from orchestrator.config import ProjectConfig
 from orchestrator.pseudonymize import (
@@ -50,7 +49,6 @@ from orchestrator.pseudonymize import (
 )
 from orchestrator.segments.spec import SegmentSpec
 
-_OPS = ("add", "remove", "update")
 _MODEL_TABLE = "naive_model"
 
 
@@ -166,15 +164,9 @@ def naive_end_to_end(
             rows, kind=kind, names=names, blocked=blocked, blocked_google=blocked_google
         )
         hashed = time.perf_counter()
-        state = dict(
-            con.execute(
-                "SELECT subject_key, fields_hash FROM activation.sync_state "
-                "WHERE segment = ? AND destination = ?",
-                [spec.id, destination],
-            ).fetchall()
+        keys, batches, state = diff_against_state(
+            con, spec.id, destination, target, mode, batch_size
         )
-        keys = set_diff(target, state, mode)
-        batches = {op: math.ceil(len(keys[op]) / batch_size) for op in _OPS}
         done = time.perf_counter()
     finally:
         con.close()

@@ -179,6 +179,14 @@ def _client(job: Job, destination: str, platform: str, project: Any) -> Any:
     return build_client(destination, cfg, job["mailchimp_url"], job["mailchimp_token"])
 
 
+def _pair(job: Job) -> tuple[Any, Any, Any, Any]:
+    """(project, segment spec, its first destination entry, that destination's config)."""
+    project = project_config()
+    spec = segment_spec(job["segment"], project)
+    entry = spec.destinations[0]
+    return project, spec, entry, project.destinations[entry.destination]
+
+
 def sync_stage(job: Job) -> dict[str, Any]:
     """:func:`orchestrator.sync.engine.run_sync` for the segment's (only) destination.
 
@@ -186,10 +194,7 @@ def sync_stage(job: Job) -> dict[str, Any]:
     fold, SQL diff, Parquet export), ``send`` everything after (batches, journal, calls, final
     fold). Without any call the whole run is the diff.
     """
-    project = project_config()
-    spec = segment_spec(job["segment"], project)
-    entry = spec.destinations[0]
-    dest = project.destinations[entry.destination]
+    project, spec, entry, dest = _pair(job)
     client = RecordingClient(
         _client(job, entry.destination, dest.platform, project), Path(job["keys_dir"])
     )
@@ -255,10 +260,7 @@ def _batch_size(platform: str) -> int:
 def naive_stage(job: Job) -> dict[str, Any]:
     """The naive baseline from our audience (:func:`bench.baseline.naive_diff`, the issue's
     definition) for the pair; writes its keys to ``<keys_dir>/<op>.keys``."""
-    project = project_config()
-    spec = segment_spec(job["segment"], project)
-    entry = spec.destinations[0]
-    dest = project.destinations[entry.destination]
+    _project, spec, entry, dest = _pair(job)
     result = naive_diff(
         Path(job["warehouse"]),
         segment=spec.id,
@@ -292,10 +294,7 @@ def naive_e2e_stage(job: Job) -> dict[str, Any]:
     """The naive tool end to end (:func:`bench.end_to_end.naive_end_to_end`): from the source
     tables, not from our audience. Writes its keys to ``<keys_dir>/<op>.keys``. ``seconds``:
     query + pull + hash + diff; ``rows``: subjects in its target."""
-    project = project_config()
-    spec = segment_spec(job["segment"], project)
-    entry = spec.destinations[0]
-    dest = project.destinations[entry.destination]
+    project, spec, entry, dest = _pair(job)
     result = naive_end_to_end(
         Path(job["warehouse"]),
         spec=spec,

@@ -210,12 +210,7 @@ def _line(
     """One journal line for the rows at positions ``rows`` of ``batch`` (per-row values as
     arrays of the same length, see :mod:`orchestrator.sync.journal`)."""
     return {
-        "run": run,
-        "seq": seq,
-        "kind": kind,
-        "op": batch.op,
-        "remove_reason": batch.reason,
-        "at": at,
+        **_header(run, seq, kind, batch, at),
         "subject_keys": [batch.subject_keys[i] for i in rows],
         "fields_hashs": [batch.hashes[i] for i in rows],
         "destination_refs": refs,
@@ -224,19 +219,21 @@ def _line(
     }
 
 
+def _header(run: str, seq: int, kind: str, batch: _Batch, at: str) -> dict:
+    """The per-batch members every journal line starts with."""
+    return {
+        "run": run,
+        "seq": seq,
+        "kind": kind,
+        "op": batch.op,
+        "remove_reason": batch.reason,
+        "at": at,
+    }
+
+
 def _head(run: str, seq: int, kind: str, batch: _Batch, at: str) -> str:
     """The encoded per-batch members of a line, without the closing brace."""
-    head = journal.line_encoder()(
-        {
-            "run": run,
-            "seq": seq,
-            "kind": kind,
-            "op": batch.op,
-            "remove_reason": batch.reason,
-            "at": at,
-        }
-    )
-    return head[:-1]
+    return journal.line_encoder()(_header(run, seq, kind, batch, at))[:-1]
 
 
 def _intent_line(run: str, seq: int, batch: _Batch, at: str) -> str:
