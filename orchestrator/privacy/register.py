@@ -69,6 +69,9 @@ SECURITY_MEASURES: tuple[str, ...] = (
     "in configuration files or logs.",
     "Personal data stay in the warehouse; logs and run metadata hold counts and hash prefixes, "
     "never an address.",
+    "The product's own key cache (activation.customer_keys: normalized address and hashes) "
+    "holds only customers a segment selected or whose requests decide a removal; a row goes "
+    "when the source row or its address changes, and on erasure.",
 )
 
 _BASIS_TEXT = {
