@@ -19,6 +19,12 @@ row would need a changed email with the same 64-bit fingerprint as the old one (
 2^-64 per change). At most one row per customer: only the refresh writes the table, in the
 caller's transaction, and DuckDB lets one process write the file at a time.
 
+A dropped row whose subject key a destination still holds (``sync_state``) is remembered in
+``activation.customer_key_history`` (customer_id, subject_key, google_key, superseded_at)
+until no destination holds it: an objection, erasure or withdrawal by that customer must also
+reach the address they had when we sent it (:mod:`orchestrator.sync.diff`,
+:mod:`orchestrator.privacy.requests`).
+
 Only customers some step needed are kept (data minimization, GDPR Art. 5(1)(c)): an audience
 refreshes its segment's members, a diff the customers whose requests or consent decide a
 removal; a customer no segment ever selected has no row.
@@ -52,6 +58,22 @@ FULL JOIN activation.customer_keys AS k
 WHERE (k.customer_id IS NULL{scope}) OR c.customer_id IS NULL
 """
 
+
+#: Keys about to be dropped for a customer, remembered while a destination holds them.
+_ARCHIVE_STALE = f"""
+INSERT INTO activation.customer_key_history
+    (customer_id, subject_key, google_key, superseded_at)
+SELECT customer_id, subject_key, google_key, now()::TIMESTAMP
+FROM activation.customer_keys
+WHERE customer_id IN (SELECT customer_id FROM {_SCRATCH}) AND subject_key IS NOT NULL
+  AND subject_key IN (SELECT subject_key FROM activation.sync_state)
+"""
+
+#: History rows no destination holds any more (the remove was acknowledged).
+_PRUNE_HISTORY = """
+DELETE FROM activation.customer_key_history
+WHERE subject_key NOT IN (SELECT subject_key FROM activation.sync_state)
+"""
 
 _DELETE_STALE = f"""
 DELETE FROM activation.customer_keys
@@ -99,7 +121,9 @@ def refresh_customer_keys(con: duckdb.DuckDBPyConnection, within: str | None = N
     con.execute(_changes_sql(within))
     (changes,) = con.execute(f"SELECT count(*) FROM {_SCRATCH}").fetchone()
     deleted = computed = 0
+    con.execute(_PRUNE_HISTORY)
     if changes:
+        con.execute(_ARCHIVE_STALE)
         (deleted,) = con.execute(_DELETE_STALE).fetchone()
         (computed,) = con.execute(_insert_missing_sql()).fetchone()
     con.execute(f"DROP TABLE {_SCRATCH}")

@@ -148,3 +148,53 @@ def test_only_customers_a_step_needed_are_kept(con: duckdb.DuckDBPyConnection) -
     stats = refresh_customer_keys(con, within="(SELECT 22 AS customer_id)")
     assert (stats.deleted, stats.computed) == (1, 0), "the gone customer leaves, whatever the scope"
     assert sorted(_cache(con)) == [20, 22]
+
+
+@pytest.mark.parametrize("mode", ["add_only", "upsert", "mirror"])
+def test_an_objection_reaches_the_address_a_customer_had_when_we_sent_it(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, mode: str
+) -> None:
+    """A customer changes address after we sent the old one; they then object (request by
+    customer id). The old key, still held at the destination, leaves in every mode, and the
+    request resolves to both keys (so its receipt covers both)."""
+    from orchestrator.privacy.requests import _Request, _resolve
+    from orchestrator.sync.diff import DiffParams, compute_diff
+
+    cid, old = 20, con.execute("SELECT email FROM customers WHERE customer_id = 20").fetchone()[0]
+    con.execute("INSERT INTO activation.segment_members VALUES ('seg', ?, ?)", [cid, AS_OF])
+    con.execute(
+        "INSERT INTO consents VALUES ('c20', 20, 'email_marketing', 'granted', ?, 'web', 'v1')",
+        [AS_OF - timedelta(days=1)],
+    )
+    audience = {
+        "segment": "seg",
+        "purpose": "email_marketing",
+        "legal_basis": LegalBasis.CONSENT,
+        "purposes": PURPOSES,
+        "as_of": AS_OF,
+    }
+    build_audience(con, **audience)
+    con.execute(
+        "INSERT INTO activation.sync_state VALUES ('seg', 'mailchimp', ?, NULL, 'h', ?)",
+        [subject_key(old), AS_OF],
+    )
+    con.execute("UPDATE customers SET email = 'renamed.person@example.org' WHERE customer_id = 20")
+    build_audience(con, **audience)
+    new = subject_key("renamed.person@example.org")
+    history = con.execute("SELECT subject_key FROM activation.customer_key_history").fetchall()
+    assert history == [(subject_key(old),)]
+    con.execute(
+        "INSERT INTO privacy_requests VALUES ('pr-1', 20, NULL, 'objection', ?)",
+        [AS_OF],
+    )
+    params = DiffParams(
+        "seg", "mailchimp", mode, "email", "base", {}, "email_marketing", 365, AS_OF
+    )
+    plan = compute_diff(con, params, tmp_path)
+    assert plan.removes_by_reason["objection"] == 1
+    removed = con.execute(
+        "SELECT subject_key FROM sync_remove_reasons WHERE reason = 'objection'"
+    ).fetchall()
+    assert removed == [(subject_key(old),)]
+    request = _Request("pr-1", "objection", 20, None, AS_OF)
+    assert {s.subject_key for s in _resolve(con, request)} == {subject_key(old), new}

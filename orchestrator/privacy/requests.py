@@ -10,8 +10,10 @@ address itself is never stored, logged or returned.
 Handling (:func:`process_requests`), per request:
 
 1. Resolve the person's subject keys: the request's key, the keys of the customers it names
-   (by ``customer_id`` or by subject key), and of every customer whose Google key equals one
-   of theirs (the same Gmail mailbox spelled with dots, ``+tags`` or ``googlemail.com``).
+   (by ``customer_id`` or by subject key) including the keys of their earlier addresses that a
+   destination still holds (``activation.customer_key_history``), and of every customer whose
+   Google key equals one of theirs (the same Gmail mailbox spelled with dots, ``+tags`` or
+   ``googlemail.com``).
 2. Put every key on ``activation.suppression_list`` (hashes and date only; an erasure
    supersedes an objection) and delete the person's rows from ``activation.audience_members``
    (every segment: an objection to direct marketing covers all marketing purposes), so a
@@ -232,6 +234,8 @@ _RESOLVE_SQL = f"""
         WHERE google_key IN (SELECT google_key FROM seeds)
         UNION SELECT subject_key, google_key, NULL FROM activation.suppression_list
         WHERE subject_key = $key
+        UNION SELECT subject_key, google_key, NULL FROM activation.customer_key_history
+        WHERE customer_id IN (SELECT customer_id FROM direct)
     ),
     known AS (
         SELECT subject_key, min(email) AS email FROM activation.audience_members

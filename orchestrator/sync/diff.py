@@ -293,9 +293,10 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
     """Temp table ``sync_must_leave(subject_key, reason)``: subjects held for this pair whom the
     person's own act removes in every mode (erasure > objection > withdrawn consent).
 
-    Acts known by customer id (``sync_person_acts``) get the customer's key from the pseudonym
-    cache (:mod:`orchestrator.customer_keys`, refreshed for them first) in one join; a privacy
-    request may also name a subject key directly.
+    Acts known by customer id (``sync_person_acts``) get the customer's keys from the pseudonym
+    cache (:mod:`orchestrator.customer_keys`, refreshed for them first), the current one and
+    those of earlier addresses a destination still holds; a privacy request may also name a
+    subject key directly.
     """
     sql = """
         CREATE OR REPLACE TEMP TABLE sync_must_leave AS
@@ -304,7 +305,11 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
         ),
         key_acts AS (
             SELECT k.subject_key, a.act
-            FROM sync_person_acts a JOIN activation.customer_keys k USING (customer_id)
+            FROM sync_person_acts a JOIN (
+                SELECT customer_id, subject_key FROM activation.customer_keys
+                UNION ALL
+                SELECT customer_id, subject_key FROM activation.customer_key_history
+            ) k USING (customer_id)
             UNION ALL
             SELECT subject_key, request_type AS act FROM privacy_requests
             WHERE request_type IN ('erasure', 'objection') AND subject_key IS NOT NULL

@@ -107,6 +107,12 @@ CREATE TABLE IF NOT EXISTS activation.customer_keys (
     subject_key       VARCHAR,
     google_key        VARCHAR
 );
+CREATE TABLE IF NOT EXISTS activation.customer_key_history (
+    customer_id    BIGINT NOT NULL,
+    subject_key    VARCHAR NOT NULL,
+    google_key     VARCHAR,
+    superseded_at  TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS activation.sync_state (
     segment         VARCHAR NOT NULL,
     destination     VARCHAR NOT NULL,
@@ -216,6 +222,9 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     ``audience_exclusions``: one row per (segment, customer_id) left out, with the reason.
     ``customer_keys``: one row per customer: base-normalized email and keys, with the
     fingerprint of the raw address they came from (``orchestrator.customer_keys``).
+    ``customer_key_history``: keys a customer had before their address changed (or their row
+    went), kept while a destination still holds the key, so the person's requests and
+    withdrawals reach every address we ever sent for them.
     ``sync_state``: what each destination acknowledged; ``destination_ref`` is the platform's own
     member id when it differs from subject_key (Mailchimp: md5 of the lowercase email).
     ``sync_rejections``: rows a destination refused, with reason and permanence.
