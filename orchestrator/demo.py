@@ -24,6 +24,8 @@ import click
 import requests
 from rich.console import Console, Group
 
+from orchestrator.config import load_project_config
+from orchestrator.segments.loader import load_segments
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
@@ -188,6 +190,18 @@ def _stderr_to(fd: int) -> Iterator[None]:
         os.close(saved)
 
 
+def report_segment_errors(settings: Settings, console: Console) -> int:
+    """Print each broken segment file as ``file:line field: message`` (the valid segments still
+    run); returns how many problems were found. Dagster shows the same list in the
+    ``segment_file_errors`` asset, which a terminal user may never open."""
+    errors = load_segments(settings.segments_dir, load_project_config(settings.config_path)).errors
+    for error in errors:
+        console.print(f"[red]segment file skipped: {error}[/red]", highlight=False)
+    if errors:
+        console.print("the other segments run; `activation validate` checks the files again")
+    return len(errors)
+
+
 def summary_table(console: Console, run_id: str) -> Group:
     """Segment, members and exclusions by reason, plus what each sync sent, read from the
     latest materializations recorded in the Dagster instance."""
@@ -218,13 +232,14 @@ def main(mock_port: int, mock_state_dir: Path, only_mock: bool, stop: bool) -> N
         return
     ensure_warehouse(Settings.from_env(), console)
     settings = Settings.from_env()
+    broken = report_segment_errors(settings, console)
     run_id, ok = materialize_all(console, settings.state_dir.parent / "dagster-run.log")
     console.print(summary_table(console, run_id))
     console.print(
         f"Mock destinations keep running on http://127.0.0.1:{mock_port} "
         "(`make mock-stop` stops them). `make ui` opens the Dagster UI."
     )
-    if not ok:
+    if not ok or broken:
         raise SystemExit(1)
 
 
