@@ -117,7 +117,8 @@ SELECT m.subject_key,
         WHEN m.subject_key IN (SELECT subject_key FROM requests WHERE request_type = 'objection')
             THEN 'objection'
         WHEN EXISTS (SELECT 1 FROM activation.suppression_list AS s
-                     WHERE s.subject_key = m.subject_key) THEN 'suppressed'
+                     WHERE s.subject_key = m.subject_key
+                       AND s.suppressed_at <= m.computed_at) THEN 'suppressed'
         WHEN m.purchase_id IS NULL THEN CASE
             WHEN c.consent_id IS NULL THEN 'consent_record_missing'
             WHEN m.legal_basis <> 'consent' THEN 'basis_mismatch'
@@ -198,7 +199,10 @@ def evaluate_legal_basis(
     when the segment's basis is ``legitimate_interest`` and the purpose accepts it, the purchase
     is the customer's and not after ``computed_at``, and the latest consent record for the
     purpose is not a withdrawal. Nobody passes with an erasure or objection request (GDPR Art.
-    17, 21) received by ``computed_at``, or on the suppression list.
+    17, 21) received by ``computed_at``, or put on the suppression list by then. A request or
+    suppression recorded after the audience step cannot make its audience wrong; the sync
+    keeps that person out instead (:mod:`orchestrator.sync.diff` reads the suppression list
+    at send time), so an objection recorded mid-run no longer fails the run.
 
     Metadata: ``members_checked``, ``members_without_basis``, ``without_basis_<problem>`` per
     :data:`BASIS_PROBLEMS`, ``oldest_offending_basis_at``, ``offending_hash_prefixes``.

@@ -149,7 +149,9 @@ def _send_key_sql(p: DiffParams) -> str:
 
 
 def _target_sql(p: DiffParams) -> tuple[str, list[object]]:
-    """SELECT of the target audience (see module docstring) and its parameters."""
+    """SELECT of the target audience (see module docstring) and its parameters. Members on
+    ``activation.suppression_list`` (by subject key or Google key) are left out whenever they
+    got there: a request recorded after the audience step must not be sent."""
     names = p.field_names
     cols = "".join(
         f", coalesce(CAST(c.\"{p.fields[n]}\" AS VARCHAR), '') AS f{i}" for i, n in enumerate(names)
@@ -162,6 +164,10 @@ def _target_sql(p: DiffParams) -> tuple[str, list[object]]:
             SELECT am.subject_key, {_send_key_sql(p)} AS send_key{cols}
             FROM activation.audience_members am {join}
             WHERE am.segment = ?
+              AND am.subject_key NOT IN (SELECT subject_key FROM activation.suppression_list)
+              AND am.google_key NOT IN (
+                  SELECT google_key FROM activation.suppression_list
+                  WHERE google_key IS NOT NULL)
         )
     """
     return sql, [*names, p.segment]
@@ -293,6 +299,9 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
     """Temp table ``sync_must_leave(subject_key, reason)``: subjects held for this pair whom the
     person's own act removes in every mode (erasure > objection > withdrawn consent).
 
+    The suppression list counts as the person's act whenever it was written: an objection
+    recorded after the audience was computed still keeps the person out of this sync (the
+    target leaves them out too, see :func:`_target_sql`).
     Acts known by customer id (``sync_person_acts``) get the customer's keys from the pseudonym
     cache (:mod:`orchestrator.customer_keys`, refreshed for them first), the current one and
     those of earlier addresses a destination still holds; a privacy request may also name a
@@ -313,6 +322,8 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
             UNION ALL
             SELECT subject_key, request_type AS act FROM privacy_requests
             WHERE request_type IN ('erasure', 'objection') AND subject_key IS NOT NULL
+            UNION ALL
+            SELECT subject_key, request_type AS act FROM activation.suppression_list
         ),
         acts AS (
             SELECT subject_key, bool_or(act = 'erasure') AS erased,

@@ -527,3 +527,57 @@ def test_blocking_legal_basis_check_stops_only_the_corrupted_segments_sync(
     finally:
         client.close()
     assert not gap.passed and gap.metadata["difference"].value == 1
+
+
+def _suppress(con: duckdb.DuckDBPyConnection, key: str, at) -> None:
+    con.execute(
+        "INSERT INTO activation.suppression_list VALUES (?, NULL, 'objection', ?)", [key, at]
+    )
+
+
+def test_a_suppression_known_at_evaluation_fails_with_error(con) -> None:
+    key, _ = a_member(con, EMAIL_SEGMENT)
+    _suppress(con, key, AS_OF - timedelta(minutes=1))
+    result = legal_basis(con, EMAIL_SEGMENT)
+    assert not result.passed
+    assert result.severity == dg.AssetCheckSeverity.ERROR
+    assert meta(result, "without_basis_suppressed") == 1
+    assert_no_email(result)
+
+
+@pytest.mark.parametrize("mode", ["mirror", "upsert", "add_only"])
+def test_an_objection_recorded_after_evaluation_is_kept_out_by_the_sync(
+    con, tmp_path: Path, mode: str
+) -> None:
+    """An objection recorded while a run is under way (after the audience step) does not make
+    the audience wrong, so the blocking check passes; the sync itself leaves the person out
+    (not added) or takes them out (held: removed as an objection) in every mode."""
+    from orchestrator.sync.diff import DiffParams, compute_diff
+
+    spec = segments()[EMAIL_SEGMENT].spec
+    entry = spec.destinations[0]
+    held, _ = a_member(con, EMAIL_SEGMENT)
+    fresh = con.execute(
+        "SELECT subject_key FROM activation.audience_members WHERE segment = ? "
+        "ORDER BY subject_key DESC LIMIT 1",
+        [EMAIL_SEGMENT],
+    ).fetchone()[0]
+    con.execute(
+        "INSERT INTO activation.sync_state VALUES (?, ?, ?, NULL, 'old-hash', ?)",
+        [EMAIL_SEGMENT, entry.destination, held, AS_OF],
+    )
+    for key in (held, fresh):
+        _suppress(con, key, AS_OF + timedelta(minutes=5))
+    assert legal_basis(con, EMAIL_SEGMENT).passed
+    params = DiffParams(
+        EMAIL_SEGMENT, entry.destination, mode, "email", "base", dict(entry.fields),
+        spec.purpose, spec.retention_days, AS_OF,
+    )  # fmt: skip
+    plan = compute_diff(con, params, tmp_path)
+    adds = con.execute("SELECT subject_key FROM sync_diff WHERE action = 'add'").fetchall()
+    assert (fresh,) not in adds and (held,) not in adds
+    assert plan.removes_by_reason["objection"] == 1
+    removed = con.execute(
+        "SELECT subject_key FROM sync_remove_reasons WHERE reason = 'objection'"
+    ).fetchall()
+    assert removed == [(held,)]
