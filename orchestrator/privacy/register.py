@@ -62,7 +62,8 @@ SECURITY_MEASURES: tuple[str, ...] = (
     "Pseudonymization: the email is normalized then hashed with SHA-256 before any upload to an "
     "ad platform; ad platforms receive the hash only (checked before every sync: "
     "no_raw_identifier).",
-    "Minimization: segments may not use the email as a condition or field; only the mapped merge "
+    "Minimization: segments may not use the email as a condition or field (sql: segments "
+    "included: a reference to an email column is refused); only the mapped merge "
     "fields are sent to email platforms; consent, objections and erasures are applied before "
     "every sync (blocking check legal_basis_valid).",
     "Access tokens and base URLs are read from environment variables at run time, never written "

@@ -15,6 +15,7 @@ that the loader turns into ``file:line field: message``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -561,8 +562,10 @@ def check_select_sql(sql: str) -> str:
     """Check a ``sql:`` segment and return it without trailing ``;`` and blanks.
 
     It must be exactly one SELECT statement that binds against the source tables in an
-    in-memory DuckDB with external access disabled (so no file, URL or attached database) and
-    returns exactly one integer column named ``customer_id``.
+    in-memory DuckDB with external access disabled (so no file, URL or attached database),
+    never refers to an ``email`` column (the same rule as for conditions and merge fields: the
+    address is only pseudonymized, so the Article 30 register stays true), and returns exactly
+    one integer column named ``customer_id``.
 
     Raises:
         ValueError: with a message saying which rule failed.
@@ -579,6 +582,11 @@ def check_select_sql(sql: str) -> str:
         if statements[0].type != duckdb.StatementType.SELECT:
             raise ValueError(f"must be a SELECT, found {statements[0].type.name}")
         query = sql.strip().rstrip(";").rstrip()
+        if "email" in _column_names(con, query):
+            raise ValueError(
+                "'email' is not allowed: a raw identifier is never a segment condition (it is "
+                "only pseudonymized, GDPR Art. 5(1)(c), and would be missing from the register)"
+            )
         try:
             columns = con.execute(f"DESCRIBE {query}").fetchall()
         except duckdb.Error as error:
@@ -596,6 +604,23 @@ def check_select_sql(sql: str) -> str:
     if names[0][1] not in ("BIGINT", "INTEGER", "HUGEINT", "SMALLINT", "UBIGINT", "UINTEGER"):
         raise ValueError(f"customer_id must be an integer, got {names[0][1]}")
     return query
+
+
+def _column_names(con: duckdb.DuckDBPyConnection, query: str) -> set[str]:
+    """Lower-case names of every column the query refers to (last part of each reference),
+    from DuckDB's own parse tree (``json_serialize_sql``); empty when it cannot serialize."""
+    (tree,) = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
+    names: set[str] = set()
+    stack: list[Any] = [json.loads(tree)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("class") == "COLUMN_REF" and node.get("column_names"):
+                names.add(str(node["column_names"][-1]).lower())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return names
 
 
 def _first_line(error: Exception) -> str:

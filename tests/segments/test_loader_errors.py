@@ -204,6 +204,16 @@ sql: SELECT customer_id FROM customers; SELECT customer_id FROM events  # <-
     case(
         EMAIL_HEAD
         + """\
+sql: |  # <-
+  SELECT customer_id FROM customers WHERE lower(email) LIKE '%gmail%'
+"""
+        + MAILCHIMP,
+        "sql",
+        "'email' is not allowed: a raw identifier is never a segment condition",
+    ),
+    case(
+        EMAIL_HEAD
+        + """\
 sql: DROP TABLE customers  # <-
 """
         + MAILCHIMP,

@@ -83,7 +83,7 @@ def test_a_failing_segment_writes_nothing(con, project: ProjectConfig) -> None:
     write_segment_members(con, spec, T1)
     before = _rows(con)
     broken = _spec(
-        project, audience=None, sql="SELECT CAST(email AS BIGINT) AS customer_id FROM customers"
+        project, audience=None, sql="SELECT CAST(country AS BIGINT) AS customer_id FROM customers"
     )
     with pytest.raises(duckdb.Error):
         write_segment_members(con, broken, T2)
