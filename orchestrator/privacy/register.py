@@ -221,7 +221,8 @@ def _pairs(specs: object) -> list[tuple[SegmentSpec, str]]:
     pairs = []
     for item in specs:  # type: ignore[union-attr]
         if isinstance(item, LoadedSegment):
-            pairs.append((item.spec, str(item.path)))
+            # folder/file, not the absolute path: the register is shared beyond this machine
+            pairs.append((item.spec, f"{item.path.parent.name}/{item.path.name}"))
         else:
             pairs.append((item, ""))
     return sorted(pairs, key=lambda pair: pair[0].id)
@@ -353,7 +354,7 @@ def render_register_csv(
                 "; ".join(a.recipients),
                 "; ".join(a.transfers),
                 "; ".join(a.retention),
-                "; ".join(SECURITY_MEASURES),
+                " ".join(SECURITY_MEASURES),  # each ends with a period
                 a.source_file,
             ]
         )
