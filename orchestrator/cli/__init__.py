@@ -323,13 +323,27 @@ def _record(email: str, request_type: str, fmt: str) -> None:
     _check_email(email)
     module = _privacy("requests", "forget" if request_type == "erasure" else "object")
     warehouse = _require_warehouse(Settings.from_env())
-    with _warehouse_errors():
-        request_id = module.record_request(warehouse, email, request_type)
     prefix = (subject_key(email) or "")[:HASH_PREFIX]
+    with _warehouse_errors():
+        existing = module.open_request_for(warehouse, email, request_type)
+        request_id = existing or module.record_request(warehouse, email, request_type)
     if fmt == "json":
-        echo_json({"request_id": request_id, "request_type": request_type, "subject": prefix})
+        echo_json(
+            {
+                "request_id": request_id,
+                "request_type": request_type,
+                "subject": prefix,
+                "already_open": existing is not None,
+            }
+        )
         return
-    click.echo(f"recorded {request_type} request {request_id} for subject {prefix}…")
+    if existing:
+        click.echo(
+            f"an open {request_type} request {request_id} already exists for subject "
+            f"{prefix}…: nothing new recorded."
+        )
+    else:
+        click.echo(f"recorded {request_type} request {request_id} for subject {prefix}…")
     click.echo(f"`activation receipt {request_id}` shows its progress after the next syncs.")
 
 

@@ -200,6 +200,30 @@ def record_request(
     return request_id
 
 
+def open_request_for(
+    warehouse_path: Path, email: str, request_type: str, *, lock_timeout_s: float = 30
+) -> str | None:
+    """The id of a request of ``request_type`` for ``email``'s subject key that is not complete
+    yet (:func:`orchestrator.privacy.receipts.open_requests`), or None. The address is hashed
+    here and dropped. Opens the warehouse like :func:`record_request` (creating the product's
+    tables if missing).
+
+    Raises:
+        duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
+    """
+    key = subject_key(email)
+    if key is None:
+        return None
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+        still_open = {rid for rid, rtype, _ in open_requests(con) if rtype == request_type}
+        rows = con.execute(
+            "SELECT request_id FROM main.privacy_requests "
+            "WHERE subject_key = ? AND request_type = ? ORDER BY received_at, request_id",
+            [key, request_type],
+        ).fetchall()
+    return next((rid for (rid,) in rows if rid in still_open), None)
+
+
 # --- resolving the person ----------------------------------------------------------------------
 
 

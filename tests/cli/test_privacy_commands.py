@@ -81,3 +81,24 @@ def test_subprocess_forget_and_bad_email(project_env: dict[str, str]) -> None:
     assert bad.returncode == 1
     assert "not a valid email address" in bad.stderr and "nobody" not in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_forget_twice_keeps_one_open_request(
+    runner: CliRunner, project_env: dict[str, str], warehouse: Path
+) -> None:
+    first = runner.invoke(cli, ["forget", "--format", "json", EMAIL])
+    again = runner.invoke(cli, ["forget", EMAIL.upper()])  # another spelling, same person
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    request_id = json.loads(first.stdout)["request_id"]
+    assert f"request {request_id} already exists" in again.stdout
+    assert "nothing new recorded" in again.stdout
+    assert EMAIL.lower() not in again.output.lower()
+    objection = runner.invoke(cli, ["object", "--format", "json", EMAIL])
+    assert json.loads(objection.stdout)["already_open"] is False
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(
+            "SELECT request_type, count(*) FROM privacy_requests WHERE subject_key = ? "
+            "GROUP BY 1 ORDER BY 1",
+            [subject_key(EMAIL)],
+        ).fetchall()
+    assert rows == [("erasure", 1), ("objection", 1)]
