@@ -25,11 +25,12 @@ def _when(made_by: str, run_id: str) -> str:
 
 
 def audience_table(keys: list[dg.AssetKey], instance: dg.DagsterInstance, run_id: str) -> Table:
-    """One row per segment: members, then exclusions, one column per reason."""
-    table = Table(title="Audiences: members and exclusions by reason")
+    """One row per segment: audience members (after exclusions), then exclusions, one column per
+    reason (segment members = audience + exclusions)."""
+    table = Table(title="Audiences: members kept, and segment members left out by reason")
     table.add_column("as of")
     table.add_column("segment")
-    table.add_column("members", justify="right")
+    table.add_column("audience", justify="right")
     for reason in EXCLUSION_REASONS:
         table.add_column(reason.replace("_", " "), justify="right")
     for key in keys:
