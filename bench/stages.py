@@ -23,7 +23,7 @@ from bench.generator import generate_warehouse
 from bench.scenario import project_config, segment_spec
 from destinations.base import CallStats, RemoveReason, Row, RowResult, client_rows_per_call
 from destinations.registry import build_client
-from orchestrator.audience import build_audience
+from orchestrator.audience import build_segment_audience
 from orchestrator.segments.materialize import write_segment_members
 from orchestrator.sync.engine import SyncReport, run_sync
 from orchestrator.warehouse.connect import connect
@@ -73,15 +73,7 @@ def audience_stage(job: Job) -> dict[str, Any]:
     spec = segment_spec(job["segment"], project)
     started = time.perf_counter()
     with connect(Path(job["warehouse"])) as con:
-        stats = build_audience(
-            con,
-            segment=spec.id,
-            purpose=spec.purpose,
-            legal_basis=spec.legal_basis,
-            purposes=project.purposes,
-            as_of=_as_of(job),
-            retention=project.retention,
-        )
+        stats = build_segment_audience(con, spec, project, _as_of(job))
     rows = stats.members + sum(stats.excluded.values())
     return _result(
         time.perf_counter() - started, rows, members=stats.members, excluded=stats.excluded

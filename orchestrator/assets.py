@@ -23,7 +23,7 @@ from dagster_duckdb import DuckDBResource
 
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
 from destinations.resources import DestinationsResource
-from orchestrator.audience import EXCLUSION_REASONS, build_audience
+from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
@@ -243,15 +243,7 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
     ) -> dg.MaterializeResult:
         as_of = resolve_as_of(config)
         with warehouse.get_connection() as con:
-            stats = build_audience(
-                con,
-                segment=sid,
-                purpose=spec.purpose,
-                legal_basis=spec.legal_basis,
-                purposes=project.purposes,
-                as_of=as_of,
-                retention=project.retention,
-            )
+            stats = build_segment_audience(con, spec, project, as_of)
         excluded = {reason: stats.excluded.get(reason, 0) for reason in EXCLUSION_REASONS}
         context.log.info(
             f"audience {sid}: {stats.members} members, {sum(excluded.values())} excluded"

@@ -52,10 +52,11 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from orchestrator.config import LegalBasis, Purpose, SourceRetention
+from orchestrator.config import LegalBasis, ProjectConfig, Purpose, SourceRetention
 from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.privacy.retention import retention_clock_sql, retention_params
 from orchestrator.pseudonymize import TRIM_CHARS, subject_key_sql
+from orchestrator.segments.spec import SegmentSpec
 from orchestrator.warehouse.memory import with_memory_growth
 from orchestrator.warehouse.schema import create_activation_schema
 
@@ -410,3 +411,20 @@ def build_audience(
         return stats
 
     return with_memory_growth(con, build, what=f"audience {segment}")
+
+
+def build_segment_audience(
+    con: duckdb.DuckDBPyConnection, spec: SegmentSpec, project: ProjectConfig, as_of: datetime
+) -> AudienceStats:
+    """:func:`build_audience` for one segment with the project's purposes and source retention:
+    the one call the ``audience/<sid>`` asset, the CLI preview and the benchmark share, so they
+    cannot drift apart. Raises what :func:`build_audience` raises."""
+    return build_audience(
+        con,
+        segment=spec.id,
+        purpose=spec.purpose,
+        legal_basis=spec.legal_basis,
+        purposes=project.purposes,
+        as_of=as_of,
+        retention=project.retention,
+    )

@@ -38,7 +38,7 @@ import duckdb
 
 from destinations.base import RemoveReason, min_calls
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
-from orchestrator.audience import build_audience
+from orchestrator.audience import build_segment_audience
 from orchestrator.config import ProjectConfig
 from orchestrator.privacy.retention import create_departures_table, track_departures
 from orchestrator.segments.loader import LoadedSegment
@@ -289,14 +289,7 @@ def preview_segment(
         overlay(warehouse_path, spec.id, names, lock_timeout_s) as con,
     ):
         members = write_segment_members(con, loaded.spec, as_of)
-        stats = build_audience(
-            con,
-            segment=spec.id,
-            purpose=spec.purpose,
-            legal_basis=spec.legal_basis,
-            purposes=project.purposes,
-            as_of=as_of,
-        )
+        stats = build_segment_audience(con, spec, project, as_of)
         destinations = [
             _destination(con, Path(state_dir), Path(tmp), loaded, entry, project, as_of)
             for entry in spec.destinations
