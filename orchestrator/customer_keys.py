@@ -64,15 +64,17 @@ _ARCHIVE_STALE = f"""
 INSERT INTO activation.customer_key_history
     (customer_id, subject_key, google_key, superseded_at)
 SELECT customer_id, subject_key, google_key, now()::TIMESTAMP
-FROM activation.customer_keys
+FROM activation.customer_keys AS k
 WHERE customer_id IN (SELECT customer_id FROM {_SCRATCH}) AND subject_key IS NOT NULL
-  AND subject_key IN (SELECT subject_key FROM activation.sync_state)
+  AND EXISTS (SELECT 1 FROM activation.sync_state AS s WHERE s.subject_key = k.subject_key)
 """
 
-#: History rows no destination holds any more (the remove was acknowledged).
+#: History rows no destination holds any more (the remove was acknowledged). A correlated
+#: NOT EXISTS, so DuckDB builds its hash table on the (usually empty) history: ``NOT IN
+#: (SELECT ... sync_state)`` hashed every held key, 0.05-0.1 s per call at 1M customers.
 _PRUNE_HISTORY = """
-DELETE FROM activation.customer_key_history
-WHERE subject_key NOT IN (SELECT subject_key FROM activation.sync_state)
+DELETE FROM activation.customer_key_history AS h
+WHERE NOT EXISTS (SELECT 1 FROM activation.sync_state AS s WHERE s.subject_key = h.subject_key)
 """
 
 _DELETE_STALE = f"""
