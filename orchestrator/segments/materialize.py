@@ -33,12 +33,18 @@ def _write(
         [segment],
     )
     con.execute(
+        "UPDATE activation.segment_members SET computed_at = ? WHERE segment = ?",
+        [as_of, segment],
+    )
+    con.execute(
         f"""
         INSERT INTO activation.segment_members (segment, customer_id, computed_at)
-        SELECT ?, customer_id, ? FROM {_SCRATCH}
-        ON CONFLICT (segment, customer_id) DO UPDATE SET computed_at = excluded.computed_at
+        SELECT ?, customer_id, ? FROM {_SCRATCH} AS n
+        WHERE NOT EXISTS (
+            SELECT 1 FROM activation.segment_members AS sm
+            WHERE sm.segment = ? AND sm.customer_id = n.customer_id)
         """,
-        [segment, as_of],
+        [segment, as_of, segment],
     )
     con.execute(f"DROP TABLE {_SCRATCH}")
 
@@ -55,7 +61,9 @@ def write_segment_members(
     untouched. Rows of customers who left are deleted, new members inserted and the remaining
     rows get the new ``computed_at``, all in one transaction (rolled back on error). Deleting
     and re-inserting every member instead made DuckDB 2.0.1's commit cost about 1.2 CPU s
-    at 1M customers (bench/README.md); the table ends up the same either way.
+    at 1M customers, and an upsert of every member (``ON CONFLICT DO UPDATE``) 0.13 s where a
+    column update and an insert of the newcomers take 0.03 s (bench/README.md); the table ends
+    up the same either way.
 
     When DuckDB runs out of memory the write is retried with a larger limit
     (:func:`orchestrator.warehouse.memory.with_memory_growth`).
