@@ -357,6 +357,28 @@ def _target_lines(verdicts: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def memory_growths(results: dict[str, Any]) -> list[str]:
+    """Every time a stage ran out of DuckDB memory and retried with a doubled limit, as
+    ``"<run>/<segment> <stage>: <warning>"`` (empty when every stage fit its limit)."""
+    out = []
+    for run in results["runs"]:
+        for seg, p in _pairs(run):
+            for stage, grown in (
+                ("segment", p["segment"].get("memory_growths", [])),
+                ("audience", p["audience"].get("memory_growths", [])),
+                ("sync", p.get("sync_memory_growths", [])),
+            ):
+                out += [f"{run['name']}/{seg} {stage}: {message}" for message in grown]
+    return out
+
+
+def _memory_line(results: dict[str, Any]) -> str:
+    limit = results["machine"].get("duckdb_memory_limit", "not recorded")
+    grown = memory_growths(results)
+    where = "; ".join(grown) if grown else "no stage ran out of it"
+    return f"DuckDB `memory_limit` per connection: {limit}; {where}."
+
+
 def markdown(results: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
     """The Markdown report of one results document."""
     w, m, c = results["warehouse"], results["machine"], results["changes"]
@@ -369,6 +391,8 @@ def markdown(results: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
         f"generated in {w['seconds']:.1f} s. Changes before the incremental run: "
         f"{c['left']:,} customers left the segment countries, {c['joined']:,} joined, "
         f"{c['withdrew']:,} withdrew consent. Whole benchmark: {results['wall_s']:.0f} s.",
+        "",
+        _memory_line(results),
         "",
     ]
     sections = [
@@ -416,4 +440,11 @@ def latest_smaller(out_dir: Path, customers: int) -> dict[str, Any] | None:
     return max(found, key=lambda item: item[0])[1] if found else None
 
 
-__all__ = ["latest_smaller", "markdown", "run_summary", "targets", "write_results"]
+__all__ = [
+    "latest_smaller",
+    "markdown",
+    "memory_growths",
+    "run_summary",
+    "targets",
+    "write_results",
+]

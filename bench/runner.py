@@ -99,6 +99,7 @@ def _pair_result(
         "send": sync["send"],
         "sync_seconds": sync["seconds"],
         "sync_peak_rss_mib": sync["peak_rss_mib"],
+        "sync_memory_growths": sync.get("memory_growths", []),
         "peak_reset_ok": sync["peak_reset_ok"],
         "report": report,
         "api_calls": report["api_calls"],
@@ -167,11 +168,14 @@ def _base_job(warehouse: Path, workdir: Path, mock: MockHandle) -> dict[str, Any
 def _machine() -> dict[str, Any]:
     import os
 
+    from orchestrator.settings import duckdb_config
+
     return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "duckdb": duckdb.__version__,
         "platform": platform.platform(),
+        "duckdb_memory_limit": duckdb_config()["memory_limit"],
     }
 
 

@@ -3,15 +3,18 @@
 A job is a JSON object (see :mod:`bench.runner` for the fields); each stage returns a
 JSON-able dict with at least ``seconds`` (wall time of the work, imports excluded), ``rows``,
 ``rows_per_s`` and ``peak_rss_mib`` (the process's ``VmHWM``: imports included), plus
-``import_rss_mib`` (RSS once imports are done, before the work).
+``import_rss_mib`` (RSS once imports are done, before the work) and ``memory_growths`` (the
+warnings of each time a step ran out of DuckDB memory and retried with a doubled limit).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -369,6 +372,31 @@ def _stage(kind: str) -> Callable[[Job], dict[str, Any]]:
     return {**STAGES, "mock_probe": probe_stage}[kind]
 
 
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextmanager
+def memory_growths() -> Iterator[list[str]]:
+    """Collect, while the block runs, the warnings of
+    :func:`orchestrator.warehouse.memory.with_memory_growth` (one per time a step ran out of
+    DuckDB memory and was retried with the limit doubled), so a stage's peak RSS can be read
+    against the limit it actually ran with."""
+    grown: list[str] = []
+    handler = _Collect(grown)
+    logger = logging.getLogger("orchestrator.warehouse.memory")
+    logger.addHandler(handler)
+    try:
+        yield grown
+    finally:
+        logger.removeHandler(handler)
+
+
 def run_stage_file(kind: str, job_file: Path, result_file: Path) -> None:
     """Entry point of a stage process: read the job, run the stage, write the result.
 
@@ -378,8 +406,10 @@ def run_stage_file(kind: str, job_file: Path, result_file: Path) -> None:
     stage = _stage(kind)
     job = json.loads(Path(job_file).read_text())
     import_rss, cpu_before = measure.vm_rss_mib(), measure.cpu_s()
-    result = stage(job)
+    with memory_growths() as grown:
+        result = stage(job)
     result["import_rss_mib"] = import_rss
+    result["memory_growths"] = grown
     result.setdefault("cpu_s", measure.cpu_s() - cpu_before)
     Path(result_file).write_text(json.dumps(result, indent=2, default=str))
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bench import measure
+from bench import measure, stages
 from bench.generator import apply_changes, generate_warehouse
-from bench.report import markdown, run_summary, targets, write_results
+from bench.report import markdown, memory_growths, run_summary, targets, write_results
 from bench.runner import compare_keys, run_benchmark
 from bench.scenario import AS_OF, DEFAULT_SEED
 from bench.stages import run_stage_inline
+from orchestrator.warehouse.memory import with_memory_growth
 
 CUSTOMERS = 2_000
 
@@ -160,3 +161,30 @@ def test_a_stage_runs_in_its_own_process(tmp_path: Path) -> None:
     assert result["peak_rss_mib"] >= result["import_rss_mib"] > 0
     with pytest.raises(measure.StageError, match="KeyError"):
         measure.run_stage("no_such_stage", job, tmp_path / "jobs", "bad")
+
+
+def test_report_names_the_memory_limit_and_no_growth_at_small_scale(results: dict) -> None:
+    text = markdown(results, targets(results, None))
+    assert f"`memory_limit` per connection: {results['machine']['duckdb_memory_limit']}" in text
+    assert memory_growths(results) == [] and "no stage ran out of it" in text
+
+
+def test_a_stage_that_ran_out_of_duckdb_memory_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def oom_stage(job: dict) -> dict:
+        con = duckdb.connect()
+        con.execute("SET memory_limit = '4MB'")
+        query = "SELECT len(list(i)) FROM range(3000000) AS t(i)"
+        (n,) = with_memory_growth(con, lambda: con.execute(query).fetchone(), what="oom test")
+        return {"seconds": 0.0, "rows": n, "rows_per_s": 0.0, "peak_rss_mib": 0.0}
+
+    monkeypatch.setitem(stages.STAGES, "oom_once", oom_stage)
+    result = run_stage_inline("oom_once", {}, tmp_path, "oom")
+    assert result["rows"] == 3_000_000
+    assert result["memory_growths"] and all(
+        "oom test: DuckDB ran out of memory" in m for m in result["memory_growths"]
+    )
+    pair = {"segment": {"memory_growths": result["memory_growths"]}, "audience": {}}
+    doc = {"runs": [{"name": "full", "pairs": {"s": pair}}], "machine": {}}
+    assert memory_growths(doc)[0].startswith("full/s segment: oom test")
