@@ -174,13 +174,13 @@ def _classify_sql() -> str:
 
     Reads ``audience_facts`` (:func:`_facts_sql`). Keys come from ``activation.customer_keys``
     (see :mod:`orchestrator.customer_keys`), not from hashing every member again; the
-    normalized email and Google key are read from there again when the audience is written
-    (the Google-key suppression match joins the cache itself), so the rows carried through the
-    joins stay narrow: with the keys and email carried along, DuckDB spilled 160 MB at a 300MB
-    limit for 420k members (1M customers). The suppression list is matched by two equality
-    joins (an ``OR`` join compares every member with every suppressed key), and duplicate
-    addresses are found by an aggregate over the allowed keys instead of a window over every
-    classified row.
+    normalized email and Google key are read from there again for the audience rows that are
+    new or changed (the Google-key suppression match joins the cache itself), so the rows
+    carried through the joins stay narrow: with the keys and email carried along, DuckDB
+    spilled 160 MB at a 300MB limit for 420k members (1M customers). The suppression list is
+    matched by two equality joins (an ``OR`` join compares every member with every suppressed
+    key), and duplicate addresses are found by an aggregate over the allowed keys instead of
+    a window over every classified row.
     """
     return f"""
 CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS
@@ -267,7 +267,9 @@ def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: d
     (comparing them too cost 0.3 s per 400k unchanged members at 1M customers). Upserting
     every row instead cost about 0.7 CPU s for 285k members at 1M customers, and deleting and
     re-inserting every primary key about 6 CPU s at commit (DuckDB 2.0.1, bench/README.md).
-    The tables end up the same either way.
+    The tables end up the same either way, for one version of the key functions: a change to
+    :mod:`orchestrator.pseudonymize`'s rules needs ``activation.customer_keys`` emptied anyway
+    (its fingerprint is of the raw address), and then every row compares as changed.
     """
     params = {"segment": segment}
     con.execute(

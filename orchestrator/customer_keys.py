@@ -59,7 +59,8 @@ WHERE (k.customer_id IS NULL{scope}) OR c.customer_id IS NULL
 """
 
 
-#: Keys about to be dropped for a customer, remembered while a destination holds them.
+#: Keys about to be dropped for a customer, remembered while a destination holds them
+#: (a correlated EXISTS for the same reason as the prune below).
 _ARCHIVE_STALE = f"""
 INSERT INTO activation.customer_key_history
     (customer_id, subject_key, google_key, superseded_at)

@@ -157,9 +157,9 @@ def track_departures(
     """Bring ``activation.departures`` of one (segment, destination) up to date, in one
     transaction: forget subjects no longer held (not in ``sync_state``) or back in the audience;
     record the others held but absent from the audience with ``left_at = now``, keeping an
-    earlier ``left_at`` (the clock is never reset while the member stays away). The segment is
-    compared with the parameter, not correlated (``a.segment = s.segment``): half the time
-    of the anti-join at 1M customers."""
+    earlier ``left_at`` (the clock is never reset while the member stays away). The audience's
+    segment is compared with the parameter, not correlated with the outer row (``a.segment =
+    s.segment``): half the time of the anti-join at 1M customers (bench/README.md)."""
     create_departures_table(con)
     pair = {"segment": segment, "destination": destination}
     con.begin()
