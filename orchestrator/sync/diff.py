@@ -173,12 +173,21 @@ def _target_sql(p: DiffParams) -> tuple[str, list[object]]:
     return sql, [*names, p.segment]
 
 
+def _target_table_sql(p: DiffParams) -> tuple[str, list[object]]:
+    """Temp table ``sync_target`` (subject_key, send_key, f0..fN, fields_hash) from
+    :func:`_target_sql`. A statement of its own: inside the diff's one statement, the
+    ``customers`` join for the merge fields, the full join with the state and the target rows
+    were all held at once, and at 2M customers (535k members) DuckDB could not stay within
+    250MB (``failed to pin block``: the limit had to double); apart, each step fits."""
+    target, params = _target_sql(p)
+    return f"CREATE OR REPLACE TEMP TABLE sync_target AS {target}", params
+
+
 def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
-    target, target_params = _target_sql(p)
     fcols = "".join(f", t.f{i}" for i in range(len(p.field_names)))
     sql = f"""
         CREATE OR REPLACE TEMP TABLE sync_diff AS
-        WITH target AS ({target}),
+        WITH target AS (SELECT * FROM sync_target),
         state AS (
             SELECT subject_key, destination_ref, fields_hash
             FROM activation.sync_state WHERE segment = ? AND destination = ?
@@ -231,7 +240,6 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
         FROM wanted
     """
     params = [
-        *target_params,
         p.segment,
         p.destination,
         p.destination,
@@ -479,8 +487,10 @@ def compute_diff(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Pat
 def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -> DiffPlan:
     con.execute(*_person_acts_sql(p))
     refresh_customer_keys(con, within="sync_person_acts")
-    for sql, params in (_must_leave_sql(p), _classify_sql(p), _reasons_sql()):
+    steps = (_must_leave_sql(p), _target_table_sql(p), _classify_sql(p), _reasons_sql())
+    for sql, params in steps:
         con.execute(sql, params)
+    con.execute("DROP TABLE sync_target")
     counts = _counts(con)
     by_reason = _removes_by_reason(con)
     if p.kind != "ad" and counts["remove"]:
