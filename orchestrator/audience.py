@@ -76,6 +76,7 @@ EXCLUSION_REASONS: tuple[str, ...] = (
 _SCRATCH = "audience_classified"
 _SCOPE = "audience_scope"
 _FACTS = "audience_facts"
+_NEW = "audience_new_rows"
 
 
 @dataclass(frozen=True)
@@ -257,27 +258,37 @@ LEFT JOIN kept_per_address AS d ON c.reason IS NULL AND d.subject_key = c.subjec
 """
 
 
+#: An audience row that the classification reproduces exactly (``am``: the stored row, ``s``:
+#: the classified one). ``email`` and ``google_key`` are not compared: both are functions of
+#: the normalized address, which the equal ``subject_key`` (its SHA-256) already fixes.
+_SAME_ROW = """s.subject_key = am.subject_key AND s.customer_id = am.customer_id
+    AND s.legal_basis = am.legal_basis AND s.consent_ref IS NOT DISTINCT FROM am.consent_ref"""
+
+
 def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: datetime) -> None:
     """Make the segment's audience and exclusions equal to the classified rows.
 
-    Deletes the rows that are gone, sets ``computed_at`` on the rest in one column update, and
-    upserts only rows that are new or whose values changed. ``email`` and ``google_key`` are
-    not compared: both are functions of the normalized address, which the equal
-    ``subject_key`` (its SHA-256) already fixes, so the cache is joined for changed rows only
-    (comparing them too cost 0.3 s per 400k unchanged members at 1M customers). Upserting
-    every row instead cost about 0.7 CPU s for 285k members at 1M customers, and deleting and
-    re-inserting every primary key about 6 CPU s at commit (DuckDB 2.0.1, bench/README.md).
-    The tables end up the same either way, for one version of the key functions: a change to
-    :mod:`orchestrator.pseudonymize`'s rules needs ``activation.customer_keys`` emptied anyway
-    (its fingerprint is of the raw address), and then every row compares as changed.
+    Audience: deletes the rows the classification does not reproduce exactly (gone or
+    changed), sets ``computed_at`` on the rest in one column update, inserts the new and
+    changed rows (the pseudonym cache joined for those only: comparing email and Google key
+    too cost 0.3 s per 400k unchanged members at 1M customers), then checks that no subject
+    key appears twice (:func:`_check_one_row_per_subject`). Exclusions: the same with an
+    upsert on their primary key. Upserting every row instead cost about 0.7 CPU s for 285k
+    members at 1M customers, and deleting and re-inserting every row about 6 CPU s at commit
+    (DuckDB 2.0.1, bench/README.md). The tables end up the same either way, for one version of
+    the key functions: a change to :mod:`orchestrator.pseudonymize`'s rules needs
+    ``activation.customer_keys`` emptied anyway (its fingerprint is of the raw address), and
+    then every row compares as changed.
+
+    Raises:
+        RuntimeError: a subject key would have two rows (a bug; the caller rolls back).
     """
     params = {"segment": segment}
     con.execute(
         f"""
         DELETE FROM activation.audience_members AS am
         WHERE am.segment = $segment AND NOT EXISTS (
-            SELECT 1 FROM {_SCRATCH} AS s
-            WHERE s.reason IS NULL AND s.subject_key = am.subject_key)
+            SELECT 1 FROM {_SCRATCH} AS s WHERE s.reason IS NULL AND {_SAME_ROW})
         """,
         params,
     )
@@ -298,28 +309,29 @@ def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: d
         )
     con.execute(
         f"""
+        CREATE OR REPLACE TEMP TABLE {_NEW} AS
+        SELECT s.subject_key, s.customer_id, s.legal_basis, s.consent_ref
+        FROM {_SCRATCH} AS s
+        WHERE s.reason IS NULL AND NOT EXISTS (
+            SELECT 1 FROM activation.audience_members AS am
+            WHERE am.segment = $segment AND {_SAME_ROW})
+        """,
+        {"segment": segment},
+    )
+    con.execute(
+        f"""
         INSERT INTO activation.audience_members
             (segment, subject_key, google_key, customer_id, email, legal_basis, consent_ref,
              computed_at)
         SELECT $segment, s.subject_key, k.google_key, s.customer_id, k.email, s.legal_basis,
                s.consent_ref, $as_of
-        FROM (
-            SELECT * FROM {_SCRATCH} AS s
-            WHERE s.reason IS NULL AND NOT EXISTS (
-                SELECT 1 FROM activation.audience_members AS am
-                WHERE am.segment = $segment AND am.subject_key = s.subject_key
-                  AND am.customer_id = s.customer_id
-                  AND am.legal_basis = s.legal_basis
-                  AND am.consent_ref IS NOT DISTINCT FROM s.consent_ref)
-        ) AS s
+        FROM {_NEW} AS s
         JOIN activation.customer_keys AS k USING (customer_id)
-        ON CONFLICT (segment, subject_key) DO UPDATE SET
-            google_key = excluded.google_key, customer_id = excluded.customer_id,
-            email = excluded.email, legal_basis = excluded.legal_basis,
-            consent_ref = excluded.consent_ref, computed_at = excluded.computed_at
         """,
         params,
     )
+    _check_one_row_per_subject(con, segment, within=_NEW)
+    con.execute(f"DROP TABLE {_NEW}")
     con.execute(
         f"""
         INSERT INTO activation.audience_exclusions (segment, customer_id, reason, computed_at)
@@ -334,6 +346,38 @@ def _replace_segment_rows(con: duckdb.DuckDBPyConnection, segment: str, as_of: d
         """,
         params,
     )
+
+
+def _check_one_row_per_subject(
+    con: duckdb.DuckDBPyConnection, segment: str, *, within: str
+) -> None:
+    """Raise when a subject key of relation ``within`` (the rows just inserted) has more than
+    one row in the segment's audience.
+
+    ``audience_members`` has no primary key index (in warehouses created since 2026-12-02):
+    DuckDB keeps an index's keys in memory, and at 2M customers inserting 570k 64-character
+    keys next to 535k others ran out of the 250MB limit (bench/README.md). One row per subject
+    key follows from the classification (duplicate addresses are excluded); this check keeps
+    a bug from sending a member twice, for the cost of a look at the inserted keys.
+
+    Raises:
+        RuntimeError: names the count of duplicated keys (no key: they are pseudonyms, but
+            the count is enough to find the bug).
+    """
+    (duplicated,) = con.execute(
+        f"""
+        SELECT count(*) FROM (
+            SELECT subject_key FROM activation.audience_members
+            WHERE segment = ? AND subject_key IN (SELECT subject_key FROM {within})
+            GROUP BY subject_key HAVING count(*) > 1)
+        """,
+        [segment],
+    ).fetchone()
+    if duplicated:
+        raise RuntimeError(
+            f"audience {segment}: {duplicated} subject keys would have two rows; "
+            "nothing was written"
+        )
 
 
 def _check_basis(purpose: str, legal_basis: LegalBasis, purposes: Mapping[str, Purpose]) -> Purpose:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 from faker import Faker
 
+from orchestrator import audience
 from orchestrator.audience import EXCLUSION_REASONS, AudienceStats, build_audience
 from orchestrator.config import LegalBasis, Purpose, SourceRetention
 from orchestrator.pseudonymize import google_key, normalize_email, subject_key
@@ -695,3 +696,70 @@ def test_aware_as_of_means_the_same_instant(con) -> None:
         retention=RETENTION,
     )
     assert (audience_rows(con, "everyone"), exclusion_rows(con, "everyone")) == naive
+
+
+#: ``audience_members`` as warehouses created before 2026-12-02 hold it: with a primary key.
+_OLD_AUDIENCE_DDL = """
+CREATE TABLE activation.audience_members (
+    segment VARCHAR NOT NULL, subject_key VARCHAR NOT NULL, google_key VARCHAR NOT NULL,
+    customer_id BIGINT NOT NULL, email VARCHAR NOT NULL, legal_basis VARCHAR NOT NULL,
+    consent_ref VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (segment, subject_key))
+"""
+
+
+@pytest.mark.parametrize("created", ["now", "before 2026-12-02, with a primary key"])
+def test_changed_members_are_rewritten_in_old_and_new_warehouses(
+    warehouse: Path, tmp_path: Path, created: str
+) -> None:
+    copy = tmp_path / "warehouse.duckdb"
+    copy.write_bytes(warehouse.read_bytes())
+    con = duckdb.connect(str(copy))
+    try:
+        if created != "now":
+            con.execute("DROP TABLE activation.audience_members")
+            con.execute(_OLD_AUDIENCE_DDL)
+        build(con, "everyone", EMAIL, LI)
+        before = {row[2]: row for row in audience_rows(con, "everyone")}
+        assert before[9][4:] == ("legitimate_interest", "purchase:" + before[9][5][9:])
+        # the buyer consents (legal basis and reference change, same subject key) and the
+        # granted customer withdraws (leaves): one build rewrites both, nothing else
+        con.execute(
+            "INSERT INTO consents VALUES ('c-9-new', 9, ?, 'granted', ?, 'web', 'v3'),"
+            " ('c-1-off', 1, ?, 'withdrawn', ?, 'web', 'v3')",
+            [EMAIL, ago(1), EMAIL, ago(1)],
+        )
+        build(con, "everyone", EMAIL, LI)
+        expected, _ = oracle(read_sources(con), segment_ids(con, "everyone"), EMAIL, LI)
+        after = audience_rows(con, "everyone")
+        assert after == expected
+        by_customer = {row[2]: row for row in after}
+        assert by_customer[9][4:] == ("consent", "c-9-new") and 1 not in by_customer
+        assert set(after) - {by_customer[9]} == set(before.values()) - {before[9], before[1]}
+    finally:
+        con.close()
+
+
+def test_a_subject_key_twice_fails_the_build_and_writes_nothing(
+    con, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(con, "everyone", ADS, CONSENT)
+    before = audience_rows(con, "everyone"), exclusion_rows(con, "everyone")
+    con.execute("DELETE FROM activation.audience_members WHERE segment = 'everyone'")
+    classify = audience._classify_sql
+
+    def with_a_duplicate() -> str:
+        # a bug that lets one allowed row through twice
+        return classify() + (
+            "UNION ALL SELECT * FROM (SELECT customer_id, subject_key, legal_basis,"
+            " consent_ref, reason FROM classified WHERE reason IS NULL LIMIT 1)\n"
+        )
+
+    monkeypatch.setattr(audience, "_classify_sql", with_a_duplicate)
+    with pytest.raises(RuntimeError, match="1 subject keys would have two rows"):
+        build(con, "everyone", ADS, CONSENT)
+    assert audience_rows(con, "everyone") == set()  # rolled back: the deleted rows stay gone
+    assert exclusion_rows(con, "everyone") == before[1]
+    monkeypatch.undo()
+    build(con, "everyone", ADS, CONSENT)
+    assert (audience_rows(con, "everyone"), exclusion_rows(con, "everyone")) == before

@@ -90,8 +90,7 @@ CREATE TABLE IF NOT EXISTS activation.audience_members (
     email        VARCHAR NOT NULL,
     legal_basis  VARCHAR NOT NULL,
     consent_ref  VARCHAR NOT NULL,
-    computed_at  TIMESTAMP NOT NULL,
-    PRIMARY KEY (segment, subject_key)
+    computed_at  TIMESTAMP NOT NULL
 );
 CREATE TABLE IF NOT EXISTS activation.audience_exclusions (
     segment     VARCHAR NOT NULL,
@@ -215,7 +214,9 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the product's own tables in schema ``activation`` if they do not exist (idempotent).
 
     ``segment_members``: one row per (segment, customer_id) in the segment's last computation.
-    ``audience_members``: one row per (segment, subject_key): the consent-filtered,
+    ``audience_members``: one row per (segment, subject_key), kept so by the audience step
+    rather than by a primary key (an index DuckDB holds in memory, see
+    ``orchestrator.audience``; warehouses created earlier keep theirs): the consent-filtered,
     pseudonymized members; ``email`` is the base-normalized address, kept in the warehouse for
     email destinations only; ``consent_ref`` is the consent_id (or ``purchase:<event_id>`` for
     soft opt-in) that allowed the member.
