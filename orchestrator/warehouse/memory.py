@@ -24,6 +24,10 @@ T = TypeVar("T")
 
 DEFAULT_MEMORY_MAX = "4GB"
 
+#: A "growth" under 5% is none: DuckDB reports a limit rounded (250MB as 238.4 MiB), so a
+#: ceiling equal to the starting limit looked 0.01% higher and the step ran twice for nothing.
+_NO_GROWTH = 1.05
+
 
 def memory_limit_bytes(con: duckdb.DuckDBPyConnection) -> int:
     """The connection's current ``memory_limit`` in bytes."""
@@ -96,9 +100,9 @@ def with_memory_growth(
         try:
             return work()
         except duckdb.OutOfMemoryException:
-            if current >= ceiling:
-                raise
             grown = min(current * 2, ceiling)
+            if grown <= current * _NO_GROWTH:  # at the ceiling: running again would not help
+                raise
             log.warning(
                 "%s: DuckDB ran out of memory at %d MiB; retrying with %d MiB",
                 what,

@@ -117,3 +117,20 @@ def test_out_of_memory_at_the_ceiling_reaches_the_caller() -> None:
     assert len(limits) == 3, "2MB, then 4MB, then the 7MB ceiling"
     assert limits[1] == pytest.approx(2 * limits[0], rel=0.05)  # DuckDB rounds to blocks
     assert limits[2] == pytest.approx(parse_size("7MB"), rel=0.05)
+
+
+def test_a_ceiling_equal_to_the_limit_fails_at_once_instead_of_retrying_the_same_limit() -> None:
+    # DuckDB reports 250MB as 238.4 MiB: a comparison with the ceiling's 250,000,000 bytes
+    # once "grew" it to the same 250MB and ran the whole step a second time for nothing
+    con = duckdb.connect(config={"memory_limit": "250MB"})
+    attempts = []
+
+    def work() -> None:
+        attempts.append(memory_limit_bytes(con))
+        raise duckdb.OutOfMemoryException("could not allocate block")
+
+    with pytest.raises(duckdb.OutOfMemoryException):
+        with_memory_growth(
+            con, work, what="test", environ={"ACTIVATION_DUCKDB_MEMORY_MAX": "250MB"}
+        )
+    assert len(attempts) == 1
