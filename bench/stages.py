@@ -382,7 +382,7 @@ class _Collect(logging.Handler):
 
 
 @contextmanager
-def memory_growths() -> Iterator[list[str]]:
+def collecting_memory_growths() -> Iterator[list[str]]:
     """Collect, while the block runs, the warnings of
     :func:`orchestrator.warehouse.memory.with_memory_growth` (one per time a step ran out of
     DuckDB memory and was retried with the limit doubled), so a stage's peak RSS can be read
@@ -406,7 +406,7 @@ def run_stage_file(kind: str, job_file: Path, result_file: Path) -> None:
     stage = _stage(kind)
     job = json.loads(Path(job_file).read_text())
     import_rss, cpu_before = measure.vm_rss_mib(), measure.cpu_s()
-    with memory_growths() as grown:
+    with collecting_memory_growths() as grown:
         result = stage(job)
     result["import_rss_mib"] = import_rss
     result["memory_growths"] = grown
