@@ -58,7 +58,7 @@ from orchestrator.privacy.retention import retention_clock_sql, retention_params
 from orchestrator.pseudonymize import TRIM_CHARS, subject_key_sql
 from orchestrator.segments.spec import SegmentSpec
 from orchestrator.warehouse.memory import with_memory_growth
-from orchestrator.warehouse.schema import create_activation_schema
+from orchestrator.warehouse.schema import create_activation_schema, drop_audience_primary_key
 
 #: Exclusion reasons, in the order they are tested (the first that matches is recorded).
 EXCLUSION_REASONS: tuple[str, ...] = (
@@ -364,7 +364,7 @@ def _check_one_row_per_subject(
         RuntimeError: names the count of duplicated keys (no key: they are pseudonyms, but
             the count is enough to find the bug).
     """
-    (duplicated,) = con.execute(
+    [(duplicated,)] = con.execute(
         f"""
         SELECT count(*) FROM (
             SELECT subject_key FROM activation.audience_members
@@ -372,7 +372,7 @@ def _check_one_row_per_subject(
             GROUP BY subject_key HAVING count(*) > 1)
         """,
         [segment],
-    ).fetchone()
+    ).fetchall()
     if duplicated:
         raise RuntimeError(
             f"audience {segment}: {duplicated} subject keys would have two rows; "
@@ -465,6 +465,7 @@ def build_audience(
     def build() -> AudienceStats:
         con.begin()
         try:
+            drop_audience_primary_key(con)  # a warehouse created before 2026-12-02
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {_SCOPE} AS SELECT customer_id "
                 "FROM activation.segment_members WHERE segment = ?",

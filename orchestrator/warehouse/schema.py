@@ -216,10 +216,11 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     ``segment_members``: one row per (segment, customer_id) in the segment's last computation.
     ``audience_members``: one row per (segment, subject_key), kept so by the audience step
     rather than by a primary key (an index DuckDB holds in memory, see
-    ``orchestrator.audience``; warehouses created earlier keep theirs): the consent-filtered,
-    pseudonymized members; ``email`` is the base-normalized address, kept in the warehouse for
-    email destinations only; ``consent_ref`` is the consent_id (or ``purchase:<event_id>`` for
-    soft opt-in) that allowed the member.
+    ``orchestrator.audience``; an older warehouse's is dropped by
+    :func:`drop_audience_primary_key`): the consent-filtered, pseudonymized members; ``email``
+    is the base-normalized address, kept in the warehouse for email destinations only;
+    ``consent_ref`` is the consent_id (or ``purchase:<event_id>`` for soft opt-in) that allowed
+    the member.
     ``audience_exclusions``: one row per (segment, customer_id) left out, with the reason.
     ``customer_keys``: one row per customer: base-normalized email and keys, with the
     fingerprint of the raw address they came from (``orchestrator.customer_keys``).
@@ -247,3 +248,40 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC).
     """
     con.execute(ACTIVATION_DDL)
+
+
+#: ``audience_members`` as :data:`ACTIVATION_DDL` declares it, under a temporary name.
+_AUDIENCE_REBUILT = "audience_members_rebuilt"
+
+
+def drop_audience_primary_key(con: duckdb.DuckDBPyConnection) -> bool:
+    """Rebuild ``activation.audience_members`` without the primary key warehouses created
+    before 2026-12-02 have; return True when it did.
+
+    DuckDB keeps an index's keys in memory and cannot spill them: at 2M customers that index
+    made the audience step outgrow its memory limit (``orchestrator.audience``, which keeps
+    one row per subject key itself). The rows are copied into a table declared as today's
+    schema (``NOT NULL`` columns, no key), the old table dropped and the new one renamed, in
+    the caller's transaction: open one, so that it is all or nothing (the audience step, the
+    table's only writer, runs it in its own). A copy of every row, once per warehouse; nothing
+    when there is no key.
+    """
+    [(keyed,)] = con.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = 'activation' "
+        "AND table_name = 'audience_members' AND constraint_type = 'PRIMARY KEY'"
+    ).fetchall()  # fetchall, not fetchone: it leaves no open result behind (con.register)
+    if not keyed:
+        return False
+    start = ACTIVATION_DDL.index("CREATE TABLE IF NOT EXISTS activation.audience_members")
+    ddl = ACTIVATION_DDL[start : ACTIVATION_DDL.index(");", start) + 2]
+    statements = [
+        f"DROP TABLE IF EXISTS activation.{_AUDIENCE_REBUILT}",
+        ddl.replace("activation.audience_members", f"activation.{_AUDIENCE_REBUILT}"),
+        f"INSERT INTO activation.{_AUDIENCE_REBUILT} BY NAME "
+        "SELECT * FROM activation.audience_members",
+        "DROP TABLE activation.audience_members",
+        f"ALTER TABLE activation.{_AUDIENCE_REBUILT} RENAME TO audience_members",
+    ]
+    for statement in statements:
+        con.execute(statement)
+    return True
