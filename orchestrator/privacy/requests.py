@@ -10,10 +10,14 @@ address itself is never stored, logged or returned.
 Handling (:func:`process_requests`), per request:
 
 1. Resolve the person's subject keys: the request's key, the keys of the customers it names
-   (by ``customer_id`` or by subject key) including the keys of their earlier addresses that a
-   destination still holds (``activation.customer_key_history``), and of every customer whose
-   Google key equals one of theirs (the same Gmail mailbox spelled with dots, ``+tags`` or
-   ``googlemail.com``).
+   (by ``customer_id`` or by subject key; when no customer's current address has the key, the
+   customers whose earlier address it was, from ``activation.customer_key_history`` or a
+   not-yet-refreshed ``activation.customer_keys`` row) including the keys of their earlier
+   addresses that a destination still holds (history, and the cache row an address change has
+   not yet replaced), and of every customer whose Google key equals one of theirs (the same
+   Gmail mailbox spelled with dots, ``+tags`` or ``googlemail.com``). A key that is someone's
+   current address names that customer only: a former holder of the address is another
+   person as far as we can tell.
 2. Put every key on ``activation.suppression_list`` (hashes and date only; an erasure
    supersedes an objection) and delete the person's rows from ``activation.audience_members``
    (every segment: an objection to direct marketing covers all marketing purposes), so a
@@ -244,8 +248,20 @@ _CUSTOMER_KEYS_SQL = f"""
 
 _RESOLVE_SQL = f"""
     WITH cust AS ({_CUSTOMER_KEYS_SQL}),
-    direct AS (
+    current_holders AS (
         SELECT * FROM cust WHERE customer_id = $customer_id OR subject_key = $key
+    ),
+    former_holders AS (
+        -- the key is nobody's address now: the customers who had it (an earlier address a
+        -- destination still holds, or a cache row not yet refreshed after a change)
+        SELECT * FROM cust
+        WHERE NOT EXISTS (SELECT 1 FROM current_holders) AND customer_id IN (
+            SELECT customer_id FROM activation.customer_key_history WHERE subject_key = $key
+            UNION
+            SELECT customer_id FROM activation.customer_keys WHERE subject_key = $key)
+    ),
+    direct AS (
+        SELECT * FROM current_holders UNION SELECT * FROM former_holders
     ),
     seeds AS (
         SELECT google_key FROM direct WHERE google_key IS NOT NULL
@@ -259,6 +275,10 @@ _RESOLVE_SQL = f"""
         UNION SELECT subject_key, google_key, NULL FROM activation.suppression_list
         WHERE subject_key = $key
         UNION SELECT subject_key, google_key, NULL FROM activation.customer_key_history
+        WHERE customer_id IN (SELECT customer_id FROM direct)
+        -- the pseudonym cache may still hold the address before a change (refreshed only by
+        -- the next audience or diff step): what the destinations were sent
+        UNION SELECT subject_key, google_key, email FROM activation.customer_keys
         WHERE customer_id IN (SELECT customer_id FROM direct)
     ),
     known AS (
