@@ -12,6 +12,8 @@ run, batch, and result after intent):
   ``destination_suppressions``, and for ``erasure`` as ``forgotten`` (never added again).
 - ``reject``: nothing changes in state (the destination kept what it had); the row goes to
   ``sync_rejections`` (replacing an earlier rejection of the same subject, hash and operation).
+  A later ``ack`` of the subject clears its rejections (the retried remove went through, or
+  an add with other values was accepted).
 - ``intent`` with no result (sent, answer lost: crash, timeout, error): the outcome is unknown,
   so the row is held with ``fields_hash = 'pending'`` (:data:`~orchestrator.sync.diff.
   PENDING_HASH`). The next diff re-adds it if it is still in the audience, or removes it if
@@ -179,6 +181,16 @@ _REJECTIONS_INSERT_SQL = """
     ) = 1
 """
 
+#: Rejections of a subject whose last journal line is an acknowledgement: the destination has
+#: since accepted the subject's latest operation (a remove retried after a refusal, or an add
+#: with other values), so the earlier refusals no longer describe what it holds.
+_REJECTIONS_CLEARED_SQL = """
+    DELETE FROM activation.sync_rejections
+    WHERE segment = ? AND destination = ? AND subject_key IN (
+        SELECT subject_key FROM {last} WHERE kind = 'ack'
+    )
+"""
+
 _SUPPRESS_SQL = """
     INSERT INTO activation.destination_suppressions
         (destination, subject_key, status, suppressed_at)
@@ -266,6 +278,7 @@ def _apply(
     con.execute(_PENDING_SQL.format(last=last), [*pair, PENDING_HASH])
     con.execute(_REJECTIONS_DELETE_SQL, pair)
     con.execute(_REJECTIONS_INSERT_SQL, pair)
+    con.execute(_REJECTIONS_CLEARED_SQL.format(last=last), pair)
     if kind == "email":
         con.execute(
             _SUPPRESS_SQL.format(last=last),

@@ -159,3 +159,51 @@ def test_a_malformed_journal_is_kept_and_nothing_applied(wh, tmp_path):
     with pytest.raises(duckdb.Error):
         fold(wh, jpath)
     assert tables(wh) == before and jpath.exists()
+
+
+def test_a_refused_remove_that_later_goes_through_leaves_no_rejection(wh, tmp_path):
+    # found by a trial: the retried remove succeeded, the destination and sync_state agreed,
+    # and the rejection report still said the destination refused it
+    jpath = journal.journal_path(tmp_path, SEG, DEST)
+    refusal = {"remove_reason": "consent_withdrawn", "fields_hash": "h-old"}
+    journal.append(
+        jpath,
+        [
+            line("intent", "remove", K[2], **refusal),
+            line("reject", "remove", K[2], reason="cannot remove", permanent=True, **refusal),
+            line("intent", "add", K[6], fields_hash="h-a"),
+            line("reject", "add", K[6], fields_hash="h-a", reason="bad value", permanent=True),
+        ],
+    )
+    fold(wh, jpath, kind="ad")
+    refused = [(r[2], r[4]) for r in tables(wh)["sync_rejections"]]
+    assert refused == sorted([(K[2], "remove"), (K[6], "add")])
+    journal.append(
+        jpath,
+        [
+            line("intent", "remove", K[2], run="r2", **refusal),
+            line("ack", "remove", K[2], run="r2", **refusal),
+            line("intent", "add", K[6], run="r2", fields_hash="h-b"),  # values fixed upstream
+            line("ack", "add", K[6], run="r2", fields_hash="h-b"),
+        ],
+    )
+    fold(wh, jpath, kind="ad")
+    assert tables(wh)["sync_rejections"] == []
+    assert {row[2]: row[4] for row in tables(wh)["sync_state"]} == {
+        K[3]: "h-old",
+        K[4]: "h-old",
+        K[6]: "h-b",
+    }
+
+
+def test_a_rejection_after_an_ack_in_the_same_journal_is_kept(wh, tmp_path):
+    jpath = journal.journal_path(tmp_path, SEG, DEST)
+    journal.append(
+        jpath,
+        [
+            line("ack", "add", K[0], fields_hash="h-a"),
+            line("reject", "update", K[0], seq=1, fields_hash="h-b", reason="no", permanent=True),
+        ],
+    )
+    fold(wh, jpath, kind="ad")
+    assert [(r[2], r[3], r[4]) for r in tables(wh)["sync_rejections"]] == [(K[0], "h-b", "update")]
