@@ -123,6 +123,13 @@ def _destinations(
             [spec.id, key],
         ).fetchall()
     }
+    suppressed = dict(
+        con.execute(
+            "SELECT destination, status FROM activation.destination_suppressions "
+            "WHERE subject_key = ?",
+            [key],
+        ).fetchall()
+    )
     declared = [(e.destination, e.audience_id) for e in spec.destinations]
     declared += [(d, None) for d in sorted(set(held) - {d for d, _ in declared})]
     return [
@@ -132,9 +139,18 @@ def _destinations(
             "held": dest in held,
             "synced_at": held[dest][0] if dest in held else None,
             "pending": held[dest][1] if dest in held else False,
+            "platform_status": suppressed.get(dest),
         }
         for dest, audience_id in declared
     ]
+
+
+#: What a platform keeps of a person it no longer holds as a member
+#: (``activation.destination_suppressions.status``).
+_PLATFORM_STATUS = {
+    "unsubscribed": "kept by the platform as unsubscribed (its suppression: never re-subscribed)",
+    "forgotten": "permanently deleted at the platform (never added again)",
+}
 
 
 def explain(
@@ -164,7 +180,8 @@ def explain(
         ``purchase_event_id``), ``audience_computed_at``, ``exclusions`` (``customer_id``,
         ``reason``), ``suppression`` (``request_type``, ``suppressed_at``, or None) and
         ``destinations`` (``destination``, ``audience_id``, ``held``, ``synced_at``,
-        ``pending``).
+        ``pending``, ``platform_status``: ``unsubscribed`` or ``forgotten`` when an email
+        platform keeps the person as a suppression, else None).
 
     Raises:
         KeyError: unknown segment id.
@@ -245,7 +262,10 @@ def format_explanation(explanation: Mapping[str, Any]) -> str:
         state = "holds" if d["held"] else "does not hold"
         when = f", synced {d['synced_at']:%Y-%m-%d %H:%M}" if d["synced_at"] else ""
         pending = " (pending: outcome of the last send unknown)" if d["pending"] else ""
-        lines.append(f"    {d['destination']} {state} this person{when}{pending}")
+        kept = _PLATFORM_STATUS.get(d.get("platform_status") or "")
+        member = " as a member" if kept and not d["held"] else ""
+        kept = f"; {kept}" if kept else ""
+        lines.append(f"    {d['destination']} {state} this person{member}{when}{pending}{kept}")
     return "\n".join(lines)
 
 

@@ -97,6 +97,7 @@ def test_a_member_is_explained_by_conditions_consent_and_destination(setup) -> N
             "held": True,
             "synced_at": AS_OF,
             "pending": False,
+            "platform_status": None,
         }
     ]
     text = format_explanation(result)
@@ -139,3 +140,29 @@ def test_an_unknown_address_matches_nobody_and_bad_input_is_not_echoed(setup) ->
     assert "nobody" not in str(bad.value)
     with pytest.raises(KeyError):
         explain(wh, ERIN, "no_such_segment", project, specs, AS_OF)
+
+
+def test_a_person_the_platform_keeps_as_unsubscribed_is_said_so(setup) -> None:
+    # found by an upgrade trial: "mailchimp does not hold this person" while the platform
+    # still lists the contact, unsubscribed, as its suppression
+    wh, emails, project, specs = setup
+    con = duckdb.connect(str(wh))
+    try:
+        con.execute(
+            "DELETE FROM activation.sync_state WHERE subject_key = ?", [subject_key(emails[3])]
+        )
+        con.execute(
+            "INSERT INTO activation.destination_suppressions "
+            "VALUES ('mailchimp', ?, 'unsubscribed', ?)",
+            [subject_key(emails[3]), AS_OF],
+        )
+    finally:
+        con.close()
+    result = explain(wh, emails[3], SID, project, specs, AS_OF)
+    assert result["destinations"][0]["platform_status"] == "unsubscribed"
+    assert not result["destinations"][0]["held"]
+    text = format_explanation(result)
+    assert "mailchimp does not hold this person as a member" in text
+    assert "kept by the platform as unsubscribed" in text
+    erin = format_explanation(explain(wh, ERIN, SID, project, specs, AS_OF))
+    assert "mailchimp holds this person, synced" in erin and "platform" not in erin
