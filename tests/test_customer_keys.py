@@ -157,7 +157,7 @@ def test_an_objection_reaches_the_address_a_customer_had_when_we_sent_it(
     """A customer changes address after we sent the old one; they then object (request by
     customer id). The old key, still held at the destination, leaves in every mode, and the
     request resolves to both keys (so its receipt covers both)."""
-    from orchestrator.privacy.requests import _Request, _resolve
+    from orchestrator.privacy.requests import _hash_customers, _Request, _resolve
     from orchestrator.sync.diff import DiffParams, compute_diff
 
     cid, old = 20, con.execute("SELECT email FROM customers WHERE customer_id = 20").fetchone()[0]
@@ -197,4 +197,5 @@ def test_an_objection_reaches_the_address_a_customer_had_when_we_sent_it(
     ).fetchall()
     assert removed == [(subject_key(old),)]
     request = _Request("pr-1", "objection", 20, None, AS_OF)
+    _hash_customers(con)
     assert {s.subject_key for s in _resolve(con, request)} == {subject_key(old), new}

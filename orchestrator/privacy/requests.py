@@ -303,13 +303,9 @@ def _hash_customers(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {_CUSTOMERS} AS {_CUSTOMER_KEYS_SQL}")
 
 
-def _resolve(
-    con: duckdb.DuckDBPyConnection, request: _Request, *, hashed: bool = False
-) -> list[Subject]:
-    """Every key of the person named by ``request`` (see the module docstring, step 1).
-    ``hashed``: :func:`_hash_customers` already ran on this connection."""
-    if not hashed:
-        _hash_customers(con)
+def _resolve(con: duckdb.DuckDBPyConnection, request: _Request) -> list[Subject]:
+    """Every key of the person named by ``request`` (see the module docstring, step 1), read
+    from :data:`_CUSTOMERS`: :func:`_hash_customers` must have run on this connection."""
     key = subject_key(request.subject_key) if request.subject_key else None
     rows = con.execute(_RESOLVE_SQL, {"customer_id": request.customer_id, "key": key}).fetchall()
     subjects = {k: Subject(k, g, e) for k, g, e in rows}
@@ -555,7 +551,7 @@ def _resolve_all(ctx: _Context, requests: Sequence[_Request]) -> dict[str, list[
         return {}
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         _hash_customers(con)
-        return {r.request_id: _resolve(con, r, hashed=True) for r in requests}
+        return {r.request_id: _resolve(con, r) for r in requests}
 
 
 def _prepare(
