@@ -54,6 +54,7 @@ import duckdb
 
 from orchestrator.config import LegalBasis, ProjectConfig, Purpose, SourceRetention
 from orchestrator.customer_keys import refresh_customer_keys
+from orchestrator.model.views import refresh_source_views
 from orchestrator.privacy.retention import retention_clock_sql, retention_params
 from orchestrator.pseudonymize import TRIM_CHARS, subject_key_sql
 from orchestrator.segments.spec import SegmentSpec
@@ -100,7 +101,7 @@ def _latest_purchase_sql(soft_opt_in: bool) -> str:
     if soft_opt_in:
         return (
             "arg_max(e.event_id, (e.occurred_at, e.event_id))"
-            " FILTER (WHERE c.consent_state NOT IN ('valid', 'withdrawn'))"
+            " FILTER (WHERE e.is_purchase AND c.consent_state NOT IN ('valid', 'withdrawn'))"
         )
     return "CAST(NULL AS VARCHAR)"
 
@@ -127,7 +128,7 @@ WITH members AS (
 latest_consent AS (
     -- a window here, not arg_max over a struct of the record (7x slower, bench/README.md)
     SELECT customer_id, consent_id, status, recorded_at, source, notice_version
-    FROM main.consents
+    FROM activation.src_consents
     WHERE purpose = $purpose AND recorded_at <= $as_of
       AND customer_id IN (SELECT customer_id FROM members)
     QUALIFY row_number() OVER (
@@ -151,16 +152,17 @@ last_purchases AS (
     -- arg_max, not a row_number() window: same row (event_id is unique), without sorting
     -- every purchase of every member (3 s of 13 CPU s at 1M customers, bench/README.md);
     -- a join with the members (unique ids), not IN: 0.11 s instead of 0.17 s
+    -- own-action events (purchases among them) feed the retention clock too
     SELECT e.customer_id, {_latest_purchase_sql(soft_opt_in)} AS event_id,
-           max(e.occurred_at) AS last_purchase_at
-    FROM main.events AS e
+           bool_or(e.is_purchase) AS is_customer, max(e.occurred_at) AS last_action_at
+    FROM activation.src_events AS e
     JOIN consent AS c USING (customer_id)
-    WHERE e.event_type = 'purchase' AND e.occurred_at <= $as_of
+    WHERE e.own_action AND e.occurred_at <= $as_of
     GROUP BY e.customer_id
 ),
 retention AS (
     SELECT customer_id, expired
-    FROM ({retention_clock_sql("members", last_purchases="last_purchases")}) AS clock
+    FROM ({retention_clock_sql("members", last_actions="last_purchases")}) AS clock
 )
 SELECT c.customer_id, c.consent_id, c.consent_state, p.event_id AS purchase_id,
        coalesce(rt.expired, false) AS retention_expired
@@ -195,7 +197,7 @@ WITH keyed AS (
 ),
 requests AS (
     SELECT request_type, customer_id, {subject_key_sql("subject_key")} AS subject_key
-    FROM main.privacy_requests
+    FROM activation.src_privacy_requests
     WHERE received_at <= $as_of
 ),
 matched_requests AS (
@@ -493,7 +495,11 @@ def build_segment_audience(
 ) -> AudienceStats:
     """:func:`build_audience` for one segment with the project's purposes and source retention:
     the one call the ``audience/<sid>`` asset, the CLI preview and the benchmark share, so they
-    cannot drift apart. Raises what :func:`build_audience` raises."""
+    cannot drift apart. The canonical views are refreshed from the project's source model
+    first (:func:`orchestrator.model.views.refresh_source_views`, a no-op when unchanged).
+    Raises what :func:`build_audience` raises, and
+    :class:`orchestrator.model.views.SourceModelError`."""
+    refresh_source_views(con, project.source, project.purposes)
     return build_audience(
         con,
         segment=spec.id,

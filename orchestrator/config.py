@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
@@ -88,12 +90,15 @@ class SourceRetention(_Strict):
 
 
 class ProjectConfig(_Strict):
-    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults)."""
+    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``source`` is
+    the declared source model (:mod:`orchestrator.model.spec`; default: the tables
+    ``orchestrator.warehouse.schema.create_source_schema`` creates)."""
 
     controller: Controller
     purposes: dict[str, Purpose]
     destinations: dict[str, DestinationConfig]
     retention: SourceRetention = SourceRetention()
+    source: SourceModel = DEFAULT_MODEL
 
     @field_validator("purposes", "destinations")
     @classmethod

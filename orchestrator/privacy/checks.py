@@ -106,7 +106,7 @@ WITH m AS (
 ),
 requests AS (
     SELECT m.subject_key, r.request_type
-    FROM m JOIN main.privacy_requests AS r
+    FROM m JOIN activation.src_privacy_requests AS r
       ON r.received_at <= m.computed_at
      AND (r.customer_id = m.customer_id OR lower(trim(r.subject_key)) = m.subject_key)
 )
@@ -127,7 +127,7 @@ SELECT m.subject_key,
             WHEN c.status <> 'granted' THEN 'consent_not_granted'
             WHEN c.recorded_at > m.computed_at THEN 'consent_after_evaluation'
             WHEN EXISTS (
-                SELECT 1 FROM main.consents AS later
+                SELECT 1 FROM activation.src_consents AS later
                 WHERE later.customer_id = m.customer_id AND later.purpose = $purpose
                   AND later.recorded_at <= m.computed_at
                   AND (later.recorded_at > c.recorded_at
@@ -141,15 +141,15 @@ SELECT m.subject_key,
         ELSE CASE
             WHEN NOT $soft_opt_in_allowed THEN 'soft_opt_in_not_allowed'
             WHEN m.legal_basis <> 'legitimate_interest' THEN 'basis_mismatch'
-            WHEN e.event_id IS NULL OR e.event_type <> 'purchase' THEN 'purchase_missing'
+            WHEN e.event_id IS NULL OR NOT e.is_purchase THEN 'purchase_missing'
             WHEN e.customer_id <> m.customer_id THEN 'purchase_of_another_customer'
             WHEN e.occurred_at > m.computed_at THEN 'purchase_after_evaluation'
             WHEN EXISTS (
-                SELECT 1 FROM main.consents AS w
+                SELECT 1 FROM activation.src_consents AS w
                 WHERE w.customer_id = m.customer_id AND w.purpose = $purpose
                   AND w.recorded_at <= m.computed_at AND w.status <> 'granted'
                   AND NOT EXISTS (
-                      SELECT 1 FROM main.consents AS after
+                      SELECT 1 FROM activation.src_consents AS after
                       WHERE after.customer_id = w.customer_id AND after.purpose = w.purpose
                         AND after.recorded_at <= m.computed_at
                         AND (after.recorded_at > w.recorded_at
@@ -160,8 +160,8 @@ SELECT m.subject_key,
     END AS problem,
     coalesce(c.recorded_at, e.occurred_at) AS basis_at
 FROM m
-LEFT JOIN main.consents AS c ON m.purchase_id IS NULL AND c.consent_id = m.consent_ref
-LEFT JOIN main.events AS e ON e.event_id = m.purchase_id
+LEFT JOIN activation.src_consents AS c ON m.purchase_id IS NULL AND c.consent_id = m.consent_ref
+LEFT JOIN activation.src_events AS e ON e.event_id = m.purchase_id
 """
 
 
@@ -422,14 +422,14 @@ def evaluate_consent_proof(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResul
         f"""
         SELECT count(*), count(*) FILTER ({unproven}),
                min(c.recorded_at) FILTER ({unproven}), {per_field}
-        FROM main.consents AS c
+        FROM activation.src_consents AS c
         """,
         {"trim": TRIM_CHARS},
     ).fetchone()
     (used,) = con.execute(
         f"""
         SELECT count(*) FROM activation.audience_members AS m
-        JOIN main.consents AS c ON c.consent_id = m.consent_ref
+        JOIN activation.src_consents AS c ON c.consent_id = m.consent_ref
         WHERE {unproven}
         """,
         {"trim": TRIM_CHARS},

@@ -38,6 +38,10 @@ from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 REGISTER_KEY = dg.AssetKey(["privacy", "processing_register"])
 
+#: Columns the source model's canonical views add (``orchestrator.model.views``), which a
+#: ``sql:`` segment may read.
+_VIEW_COLUMNS: Mapping[str, tuple[str, ...]] = {"customers": (), "events": ("order_id",)}
+
 #: Words for the register, per source column (table.column).
 COLUMN_LABELS: Mapping[str, str] = {
     "customers.customer_id": "customer id",
@@ -51,6 +55,7 @@ COLUMN_LABELS: Mapping[str, str] = {
     "events.event_type": "purchases and refunds",
     "events.occurred_at": "dates of purchases and refunds",
     "events.invoice_no": "order numbers",
+    "events.order_id": "order numbers",
     "events.stock_code": "product codes bought",
     "events.description": "products bought",
     "events.quantity": "quantities bought",
@@ -157,7 +162,7 @@ def _sql_columns(sql: str) -> list[str]:
     return [
         f"{table}.{column}"
         for table in ("customers", "events")
-        for column in SOURCE_COLUMNS[table]
+        for column in (*SOURCE_COLUMNS[table], *_VIEW_COLUMNS[table])
         if column in words
     ]
 

@@ -191,7 +191,8 @@ def record_request(
     with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
         con.begin()
         (customer_id,) = con.execute(
-            f"SELECT min(customer_id) FROM main.customers WHERE {subject_key_sql('email')} = ?",
+            "SELECT min(customer_id) FROM activation.src_customers "
+            f"WHERE {subject_key_sql('email')} = ?",
             [key],
         ).fetchone()
         con.execute(
@@ -221,7 +222,7 @@ def open_request_for(
     with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
         still_open = {rid for rid, rtype, _ in open_requests(con) if rtype == request_type}
         rows = con.execute(
-            "SELECT request_id FROM main.privacy_requests "
+            "SELECT request_id FROM activation.src_privacy_requests "
             "WHERE subject_key = ? AND request_type = ? ORDER BY received_at, request_id",
             [key, request_type],
         ).fetchall()
@@ -243,7 +244,7 @@ class _Request:
 _CUSTOMER_KEYS_SQL = f"""
     SELECT customer_id, {subject_key_sql("email")} AS subject_key,
            {google_key_sql("email")} AS google_key, {normalized_email_sql("email")} AS email
-    FROM main.customers
+    FROM activation.src_customers
 """
 
 #: Temp table of every customer's keys (:data:`_CUSTOMER_KEYS_SQL`), built once per
@@ -641,7 +642,7 @@ def _load_requests(ctx: _Context, request_ids: Sequence[str] | None) -> list[_Re
             return []
         rows = con.execute(
             "SELECT request_id, request_type, customer_id, subject_key, received_at "
-            "FROM main.privacy_requests WHERE list_contains(?, request_id) "
+            "FROM activation.src_privacy_requests WHERE list_contains(?, request_id) "
             "AND list_contains(?, request_type) ORDER BY received_at, request_id",
             [ids, list(REQUEST_TYPES)],
         ).fetchall()

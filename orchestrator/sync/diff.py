@@ -45,7 +45,6 @@ from destinations.base import RemoveReason
 from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
 from orchestrator.warehouse.memory import with_memory_growth
-from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 #: ``sync_state.fields_hash`` of a row whose last send has an unknown outcome (sent, but the
 #: answer was never journaled): the destination may or may not hold it. The next diff re-adds
@@ -72,6 +71,9 @@ REMOVE_REASON_ORDER = (
 WITHDRAWN_EXCLUSIONS = ("withdrawn",)
 
 _MERGE_FIELD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
+_TRAIT_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Columns of ``activation.src_customers`` that are never a merge field.
+_NOT_MERGE_COLUMNS = frozenset({"email", "collected_at", "last_own_action_at"})
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,13 @@ def _check_params(p: DiffParams) -> None:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}")
     if p.kind == "ad" and p.fields:
         raise ValueError("ad destinations take hashed identifiers only, no merge fields")
-    allowed = SOURCE_COLUMNS["customers"]
     for name, column in p.fields.items():
         if not _MERGE_FIELD_PATTERN.match(name):
             raise ValueError(f"merge field name {name!r} must match {_MERGE_FIELD_PATTERN.pattern}")
-        if column not in allowed:
-            raise ValueError(f"merge field {name!r}: {column!r} is not a customers column")
+        # the catalog (segment validation) decides which traits exist; here only the shape
+        # that makes the column safe to quote, and never the raw address
+        if not _TRAIT_COLUMN.match(column) or column in _NOT_MERGE_COLUMNS:
+            raise ValueError(f"merge field {name!r}: {column!r} is not a customer trait")
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def _target_sql(p: DiffParams) -> tuple[str, list[object]]:
     cols = "".join(
         f", coalesce(CAST(c.\"{p.fields[n]}\" AS VARCHAR), '') AS f{i}" for i, n in enumerate(names)
     )
-    join = "LEFT JOIN customers c ON c.customer_id = am.customer_id" if names else ""
+    join = "LEFT JOIN activation.src_customers c ON c.customer_id = am.customer_id" if names else ""
     hash_items = "".join(f", ?, f{i}" for i in range(len(names)))
     sql = f"""
         SELECT *, sha256(CAST(to_json([send_key{hash_items}]) AS VARCHAR)) AS fields_hash
@@ -269,9 +272,10 @@ def _latest_withdrawn_sql() -> str:
         FROM (
             -- only customers with some non-grant record can have one as their latest: the
             -- window then sorts their records alone (a fifth of them in the benchmark)
-            SELECT customer_id, status FROM consents
+            SELECT customer_id, status FROM activation.src_consents
             WHERE purpose = ? AND customer_id IN (
-                SELECT customer_id FROM consents WHERE purpose = ? AND status <> 'granted')
+                SELECT customer_id FROM activation.src_consents
+                WHERE purpose = ? AND status <> 'granted')
             QUALIFY row_number() OVER (
                 PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
         ) latest
@@ -288,7 +292,7 @@ def _person_acts_sql(p: DiffParams) -> tuple[str, list[object]]:
     by_log = f"UNION ALL {_latest_withdrawn_sql()}" if p.purpose else ""
     sql = f"""
         CREATE OR REPLACE TEMP TABLE sync_person_acts AS
-        SELECT customer_id, request_type AS act FROM privacy_requests
+        SELECT customer_id, request_type AS act FROM activation.src_privacy_requests
         WHERE request_type IN ('erasure', 'objection') AND customer_id IS NOT NULL
         UNION ALL
         SELECT customer_id, 'withdrawn' AS act FROM activation.audience_exclusions
@@ -328,7 +332,7 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
                 SELECT customer_id, subject_key FROM activation.customer_key_history
             ) k USING (customer_id)
             UNION ALL
-            SELECT subject_key, request_type AS act FROM privacy_requests
+            SELECT subject_key, request_type AS act FROM activation.src_privacy_requests
             WHERE request_type IN ('erasure', 'objection') AND subject_key IS NOT NULL
             UNION ALL
             SELECT subject_key, request_type AS act FROM activation.suppression_list
@@ -419,7 +423,7 @@ def _remove_addresses_sql() -> str:
             SELECT subject_key, min(email) AS email FROM (
                 SELECT {subject_key_sql("email")} AS subject_key,
                        {normalized_email_sql("email")} AS email
-                FROM customers
+                FROM activation.src_customers
                 WHERE email IS NOT NULL AND EXISTS (SELECT 1 FROM missing)
             ) AS c
             WHERE c.subject_key IN (SELECT subject_key FROM missing)

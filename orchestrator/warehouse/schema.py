@@ -31,6 +31,9 @@ from __future__ import annotations
 
 import duckdb
 
+from orchestrator.model.spec import DEFAULT_MODEL
+from orchestrator.model.views import create_intake_tables, refresh_source_views
+
 SOURCE_DDL = """
 CREATE TABLE IF NOT EXISTS customers (
     customer_id     BIGINT PRIMARY KEY,
@@ -206,8 +209,12 @@ SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def create_source_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the empty source tables if they do not exist (idempotent)."""
+    """Create the empty source tables if they do not exist (idempotent), the product's intake
+    tables, and the canonical views over them for :data:`orchestrator.model.spec.DEFAULT_MODEL`
+    (the layout of these tables; a project with its own model refreshes the views from its
+    declaration, :func:`orchestrator.model.views.refresh_source_views`)."""
     con.execute(SOURCE_DDL)
+    refresh_source_views(con, DEFAULT_MODEL, ())
 
 
 def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -248,6 +255,7 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC).
     """
     con.execute(ACTIVATION_DDL)
+    create_intake_tables(con)
 
 
 #: ``audience_members`` as :data:`ACTIVATION_DDL` declares it, under a temporary name.
