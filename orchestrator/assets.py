@@ -19,14 +19,16 @@ from functools import partial
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
 from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
+from orchestrator.model.catalog import live_drift
 from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
-from orchestrator.model.views import refresh_source_views
+from orchestrator.model.views import SourceModelError, refresh_source_views
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
@@ -220,21 +222,50 @@ def build_segment_asset(
     ) -> dg.MaterializeResult:
         as_of = resolve_as_of(config)
         query = compile_segment(spec, as_of)
+        drift_warnings: list[str] = []
         with warehouse.get_connection() as con:
             create_activation_schema(con)
             if project is not None:
-                refresh_source_views(con, project.source, project.purposes)
+                drift_warnings = _check_drift(con, project, loaded)
             members = write_segment_members(con, spec, as_of)
+        for warning in drift_warnings:
+            context.log.warning(f"catalog drift: {warning}")
         context.log.info(f"segment {sid}: {members} members as of {as_of.isoformat()}")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": members,
                 "as_of": as_of.isoformat(),
                 "query": dg.MetadataValue.md(f"```sql\n{query.sql}\n```"),
+                "catalog_drift_warnings": len(drift_warnings),
             }
         )
 
     return _segment
+
+
+def _check_drift(
+    con: duckdb.DuckDBPyConnection, project: ProjectConfig, loaded: LoadedSegment
+) -> list[str]:
+    """Refresh the source model's views and compare the warehouse with the committed catalog
+    for this segment (:func:`orchestrator.model.catalog.live_drift`): return the warnings.
+
+    Raises:
+        dagster.Failure: the model does not match the warehouse, or a column the segment uses
+            is missing or retyped (the message names the column and the segment file).
+    """
+    try:
+        refresh_source_views(con, project.source, project.purposes)
+        drift = live_drift(con, project, {loaded.spec.id: (loaded.spec, str(loaded.path))})
+    except SourceModelError as error:
+        raise dg.Failure(
+            description="The source model does not match the warehouse:\n" + str(error)
+        ) from None
+    if drift.errors:
+        raise dg.Failure(
+            description="Catalog drift breaks this segment:\n"
+            + "\n".join(drift.errors[loaded.spec.id])
+        )
+    return drift.warnings
 
 
 def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.AssetsDefinition:

@@ -383,6 +383,15 @@ def mock_destinations(port: int, state_dir: Path | None) -> None:
     click.get_current_context().exit(code)
 
 
+def _register_commands() -> None:
+    from orchestrator.cli.catalog import catalog_command
+
+    cli.add_command(catalog_command)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="activation")

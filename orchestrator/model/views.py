@@ -33,8 +33,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
+import yaml
 
 from orchestrator.model.spec import (
     CONSENT_COLUMNS,
@@ -111,6 +113,21 @@ class SourceModelError(ValueError):
     def __init__(self, problems: Sequence[ModelProblem]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(_field(p.loc) + ": " + p.message for p in self.problems))
+
+    def located(self, config_path: Path) -> list[str]:
+        """One line per problem, ``<config file>:<line> <field>: <message>``; the line is the
+        field's own (or its nearest parent's) in the config file."""
+        from orchestrator.segments.loader import node_line
+
+        try:
+            root = yaml.compose(Path(config_path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            root = None
+        return [
+            f"{config_path}:{node_line(root, p.loc) if root is not None else 1} "
+            f"{_field(p.loc)}: {p.message}"
+            for p in self.problems
+        ]
 
 
 def _field(loc: Iterable[str | int]) -> str:

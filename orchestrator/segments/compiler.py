@@ -5,8 +5,8 @@ of the source model, ``activation.src_customers`` and ``activation.src_events`` 
 ``orchestrator/model/views.py``). Every customer row is a candidate; conditions become a WHERE
 predicate over ``activation.src_customers AS c``.
 
-Safety: identifiers in the SQL text come only from the catalog (``catalog.TRAITS`` and
-``catalog.EVENT_FIELDS``); every value from the YAML is a bound parameter, never pasted.
+Safety: identifiers in the SQL text come only from the segment's catalog (``spec.catalog``:
+traits and event fields, quoted); every value from the YAML is a bound parameter, never pasted.
 
 Semantics:
 - Each leaf predicate is wrapped in ``coalesce(..., false)``, so a customer whose trait is NULL
@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from orchestrator.model.views import CUSTOMERS_VIEW, EVENTS_VIEW, quote_ident
-from orchestrator.segments.catalog import EVENT_FIELDS, TRAITS, ValueType
+from orchestrator.segments.catalog import Catalog, ValueType
 from orchestrator.segments.spec import (
     AllCondition,
     AnyCondition,
@@ -71,7 +71,7 @@ def compile_segment(spec: SegmentSpec, as_of: datetime) -> CompiledQuery:
             [],
         )
     assert spec.audience is not None  # validation requires audience or sql
-    predicate = _condition(spec.audience, _naive_utc(as_of))
+    predicate = _condition(spec.audience, _naive_utc(as_of), spec.catalog)
     sql = f"SELECT DISTINCT c.customer_id\nFROM {CUSTOMERS_VIEW} AS c\nWHERE {predicate.text}"
     return CompiledQuery(sql, list(predicate.params))
 
@@ -80,18 +80,18 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-def _condition(condition: Any, as_of: datetime) -> _Sql:
+def _condition(condition: Any, as_of: datetime, catalog: Catalog) -> _Sql:
     if isinstance(condition, TraitCondition):
         column = f"c.{quote_ident(condition.trait)}"
-        return _coalesced(_comparison(condition, column, TRAITS[condition.trait]))
+        return _coalesced(_comparison(condition, column, catalog.traits[condition.trait]))
     if isinstance(condition, EventCondition):
-        return _event(condition, as_of)
+        return _event(condition, as_of, catalog)
     if isinstance(condition, AllCondition | AnyCondition):
         parts = condition.all_ if isinstance(condition, AllCondition) else condition.any_
         joiner = "\n  AND " if isinstance(condition, AllCondition) else "\n  OR "
-        return _join([_condition(part, as_of) for part in parts], joiner)
+        return _join([_condition(part, as_of, catalog) for part in parts], joiner)
     if isinstance(condition, NotCondition):
-        inner = _condition(condition.not_, as_of)
+        inner = _condition(condition.not_, as_of, catalog)
         return _Sql(f"NOT ({inner.text})", inner.params)
     raise TypeError(f"unknown condition {type(condition).__name__}")
 
@@ -129,7 +129,7 @@ def _comparison(
 
 def _bound(column: str, op: str, raw: Any, value_type: ValueType) -> _Sql:
     value = coerce_value(value_type, raw)
-    if value_type is not ValueType.TIMESTAMP or isinstance(value, datetime):
+    if value_type not in (ValueType.TIMESTAMP, ValueType.DATE) or isinstance(value, datetime):
         return _Sql(f"{column} {_COMPARATORS[op]} ?", (value,))
     assert isinstance(value, date)
     start, end = timestamp_bounds(value)
@@ -140,7 +140,7 @@ def _bound(column: str, op: str, raw: Any, value_type: ValueType) -> _Sql:
     return _Sql(f"({column} >= ? AND {column} < ?)", (start, end))
 
 
-def _event(condition: EventCondition, as_of: datetime) -> _Sql:
+def _event(condition: EventCondition, as_of: datetime, catalog: Catalog) -> _Sql:
     # Nothing after the evaluation time counts: a replayed run sees the warehouse as it was.
     filters = [_Sql("e.event_type = ? AND e.occurred_at <= ?", (condition.event, as_of))]
     if condition.within_days is not None:
@@ -152,7 +152,7 @@ def _event(condition: EventCondition, as_of: datetime) -> _Sql:
         filters.append(_Sql("e.occurred_at >= ? AND e.occurred_at < ?", (start, end)))
     for where in condition.where or ():
         column = f"e.{quote_ident(where.field)}"
-        filters.append(_comparison(where, column, EVENT_FIELDS[where.field]))
+        filters.append(_comparison(where, column, catalog.event_fields[where.field]))
     # Every group holds at least one event, so ``at_least: 1`` needs no count; counting
     # distinct orders costs about 2 CPU s over 4.5M purchases at 1M customers (bench/README.md).
     having = []

@@ -24,7 +24,10 @@ RELAYOUT_SQL = """
 CREATE SCHEMA crm; CREATE SCHEMA shop; CREATE SCHEMA cmp; CREATE SCHEMA dpo;
 CREATE TABLE crm.people AS
     SELECT customer_id AS person_no, email AS mail, country, country_name,
-           created_at, last_contact_at, now() AS imported_at
+           created_at, last_contact_at, now() AS imported_at,
+           CASE customer_id % 3 WHEN 0 THEN 'gold' WHEN 1 THEN 'silver' ELSE 'bronze' END
+               AS loyalty_tier,
+           customer_id % 2 = 0 AS vip
     FROM main.customers;
 CREATE TABLE shop.lines AS
     SELECT event_id AS line_id, customer_id AS person_no, event_type AS kind,
