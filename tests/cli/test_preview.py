@@ -123,7 +123,7 @@ def test_preview_predicts_the_real_run_then_an_erasure(
     assert forget.exit_code == 0, forget.output
     with connect(warehouse) as con:  # received the day before AS_OF, whatever today's date
         con.execute(
-            "UPDATE privacy_requests SET received_at = ? WHERE request_id = ?",
+            "UPDATE activation.request_intake SET received_at = ? WHERE request_id = ?",
             [AS_OF - timedelta(days=1), json.loads(forget.stdout)["request_id"]],
         )
     (erased,) = _preview(runner, SEGMENT)
