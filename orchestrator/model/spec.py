@@ -36,6 +36,7 @@ SAN-2023-015 of 12 October 2023 against Canal+).
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -226,8 +227,35 @@ def _check_values(mapping: dict[str, tuple[str, ...]]) -> None:
             seen[word] = canonical
 
 
+class SpecialCategory(StrEnum):
+    """The special categories of personal data of GDPR Art. 9(1)."""
+
+    RACIAL_OR_ETHNIC_ORIGIN = "racial_or_ethnic_origin"
+    POLITICAL_OPINIONS = "political_opinions"
+    RELIGIOUS_OR_PHILOSOPHICAL_BELIEFS = "religious_or_philosophical_beliefs"
+    TRADE_UNION_MEMBERSHIP = "trade_union_membership"
+    GENETIC = "genetic"
+    BIOMETRIC = "biometric"
+    HEALTH = "health"
+    SEX_LIFE_OR_SEXUAL_ORIENTATION = "sex_life_or_sexual_orientation"
+
+
+class SensitiveRule(_Strict):
+    """Data that reveals a special category (GDPR Art. 9(1)): whole ``traits`` or event
+    ``fields``, or ``values``: column (a trait, an event field, or ``event_type``) -> words that
+    reveal it when a condition names them (case-insensitive; e.g. ``description: [PREGNANCY
+    TEST]``). Such data is refused in any segment of a marketing purpose, in merge fields and
+    in ``sql:`` segments (:mod:`orchestrator.segments.sensitive`)."""
+
+    category: SpecialCategory
+    traits: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    values: dict[str, tuple[str, ...]] = {}
+
+
 class SourceModel(_Strict):
-    """The whole ``source:`` section. See the module docstring."""
+    """The whole ``source:`` section. See the module docstring. ``sensitive``: the
+    special-category data of the model (:class:`SensitiveRule`)."""
 
     customers: CustomersModel
     events: tuple[EventSource, ...] = Field(min_length=1)
@@ -235,6 +263,7 @@ class SourceModel(_Strict):
     own_action_events: tuple[str, ...] = ()
     consents: ConsentsModel
     privacy_requests: RequestsModel | None = None
+    sensitive: tuple[SensitiveRule, ...] = ()
 
     @model_validator(mode="after")
     def _unique_sources(self) -> SourceModel:

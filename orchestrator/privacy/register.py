@@ -34,6 +34,7 @@ from orchestrator.segments.spec import (
     SegmentSpec,
     TraitCondition,
 )
+from orchestrator.segments.sensitive import categories_used
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 REGISTER_KEY = dg.AssetKey(["privacy", "processing_register"])
@@ -194,6 +195,11 @@ def _personal_data(spec: SegmentSpec, project: ProjectConfig) -> tuple[str, ...]
             items.append(f"sent to {entry.destination} as {tag}: {label}")
     items.append(f"consent records for {spec.purpose} (status, date, source, notice version)")
     items.append("erasure and objection requests")
+    categories = categories_used(spec, project.source.sensitive)
+    items.append(
+        "special categories of data (GDPR Art. 9): "
+        + (", ".join(categories) if categories else "none")
+    )
     return tuple(items)
 
 

@@ -687,6 +687,16 @@ class SegmentSpec(_Strict):
         self._catalog = catalog_from_context(info.context)
         return self
 
+    @model_validator(mode="after")
+    def _no_special_category_for_marketing(self, info: ValidationInfo) -> SegmentSpec:
+        from orchestrator.segments.sensitive import sensitive_problems
+
+        project = _project(info)
+        purpose = project.purposes.get(self.purpose)
+        marketing = getattr(purpose, "marketing", True)
+        fail_if(sensitive_problems(self, project.source.sensitive, marketing))
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _audience_or_sql(cls, data: Any) -> Any:
