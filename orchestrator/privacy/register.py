@@ -26,6 +26,7 @@ import dagster as dg
 
 from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig
 from orchestrator.segments.loader import LoadedSegment
+from orchestrator.segments.sensitive import categories_used
 from orchestrator.segments.spec import (
     AllCondition,
     AnyCondition,
@@ -34,7 +35,6 @@ from orchestrator.segments.spec import (
     SegmentSpec,
     TraitCondition,
 )
-from orchestrator.segments.sensitive import categories_used
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 REGISTER_KEY = dg.AssetKey(["privacy", "processing_register"])
