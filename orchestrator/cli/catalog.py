@@ -71,6 +71,7 @@ def _report_build(built, path, fmt: str) -> None:
         "event_fields": len(catalog.event_fields),
         "capped_type_columns": built.capped,
         "skipped_columns": built.skipped,
+        "unmapped_consents": built.unmapped_consents,
     }
     if fmt == "json":
         echo_json(summary)
@@ -83,6 +84,11 @@ def _report_build(built, path, fmt: str) -> None:
         click.echo(
             f"warning: event source {source!r} has {count} distinct types; the catalog keeps "
             f"the first {len(catalog.event_types)} (declare a fixed type or a narrower SELECT)"
+        )
+    for value, count in built.unmapped_consents.items():
+        click.echo(
+            f"warning: {count} consent row(s) with {value} map to no status or purpose: never "
+            "read as consent (map the word in source.consents in activation.yaml if it is one)"
         )
     for column, kind in built.skipped.items():
         click.echo(f"note: {column} ({kind}) is not offered to segments (no comparable type)")

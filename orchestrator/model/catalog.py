@@ -28,7 +28,9 @@ from orchestrator.model.spec import SourceModel
 from orchestrator.model.views import (
     CUSTOMERS_VIEW,
     EVENTS_VIEW,
+    check_unique_key,
     refresh_source_views,
+    unmapped_counts,
 )
 from orchestrator.segments.catalog import Catalog, ValueType, value_type_of
 from orchestrator.segments.spec import (
@@ -59,12 +61,15 @@ NOT_FIELDS = (
 @dataclass(frozen=True)
 class CatalogBuild:
     """What :func:`build_catalog` found: the ``catalog``, the type columns whose distinct values
-    passed the cap (``capped``: source name -> distinct count), and columns left out because no
-    condition can compare their type (``skipped``: ``view.column`` -> warehouse type)."""
+    passed the cap (``capped``: source name -> distinct count), columns left out because no
+    condition can compare their type (``skipped``: ``view.column`` -> warehouse type), and
+    consent rows whose values map to nothing (``unmapped_consents``, see
+    :func:`orchestrator.model.views.unmapped_counts`)."""
 
     catalog: Catalog
     capped: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    unmapped_consents: dict[str, int] = field(default_factory=dict)
 
 
 def _view_columns(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
@@ -82,6 +87,7 @@ def build_catalog(
     """
     model = project.source
     refresh_source_views(con, model, project.purposes)
+    check_unique_key(con, model.customers)
     customers = _view_columns(con, CUSTOMERS_VIEW)
     events = _view_columns(con, EVENTS_VIEW)
     skipped: dict[str, str] = {}
@@ -101,7 +107,7 @@ def build_catalog(
         sensitive=project.catalog.sensitive,
         sensitive_values=project.catalog.sensitive_values,
     )
-    return CatalogBuild(catalog, capped, skipped)
+    return CatalogBuild(catalog, capped, skipped, unmapped_counts(con, model, project.purposes))
 
 
 def _typed(

@@ -540,6 +540,52 @@ def _requests_sql(model: RequestsModel | None) -> str:
     return f"{mapped}\nUNION ALL\n{intake}"
 
 
+def check_unique_key(con: duckdb.DuckDBPyConnection, customers: CustomersModel) -> None:
+    """The customers key must name one row per person (one scan of the relation).
+
+    Raises:
+        SourceModelError: some key value has several rows (the count and one example key).
+    """
+    key = _col(customers.key)
+    duplicated, example = con.execute(
+        f"SELECT count(*), min(k) FROM (SELECT {key} AS k FROM {customers.relation_sql()} AS s "
+        f"WHERE {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1)"
+    ).fetchone()
+    if duplicated:
+        raise SourceModelError(
+            [
+                ModelProblem(
+                    ("source", "customers", "key"),
+                    f"{customers.key!r} is not unique in {customers.described()}: "
+                    f"{duplicated} value(s) have several rows (e.g. {example}); the customers "
+                    "model needs one row per person: name a unique key or deduplicate in a "
+                    "'select'",
+                )
+            ]
+        )
+
+
+def unmapped_counts(
+    con: duckdb.DuckDBPyConnection, model: SourceModel, purposes: Iterable[str]
+) -> dict[str, int]:
+    """Consent rows the view leaves out because their purpose or status does not map, by
+    ``column=value`` (e.g. ``{"status='LATER'": 12}``): never read as consent, reported by
+    ``activation catalog``."""
+    consents = model.consents
+    out: dict[str, int] = {}
+    checks = [("status", model.consents.status_values)]
+    if consents.purpose_values:
+        checks.append(("purpose", consent_purpose_values(consents, purposes)))
+    for role, mapping in checks:
+        column = f"CAST({_col(consents.column(role))} AS VARCHAR)"
+        rows = con.execute(
+            f"SELECT {column} AS v, count(*) FROM {consents.relation_sql()} AS s "
+            f"WHERE v IS NULL OR v NOT IN ({_words(mapping)}) GROUP BY v ORDER BY v"
+        ).fetchall()
+        out.update({f"{consents.column(role)}={value!r}": count for value, count in rows})
+    return out
+
+
 def create_intake_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the product's intake tables if missing (idempotent):
     ``activation.consent_intake`` (consent_id, customer_id BIGINT NULL when no customer had
@@ -580,6 +626,8 @@ def refresh_source_views(
     for name, select in render_views(model, found, purposes).items():
         if name in views and rendered.get(name) == select:
             continue
+        if name == CUSTOMERS_VIEW:
+            check_unique_key(con, model.customers)
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
         con.execute(f"INSERT OR REPLACE INTO {SCHEMA}.source_views VALUES (?, ?)", [name, select])
         changed = True

@@ -571,11 +571,25 @@ def _project(info: ValidationInfo) -> ProjectConfig:
     return project
 
 
-def check_select_sql(sql: str) -> str:
+def _bind_catalog(con: duckdb.DuckDBPyConnection, catalog: Catalog | None) -> None:
+    """Empty tables to bind a ``sql:`` segment against: the canonical views of the catalog's
+    warehouse (``activation.src_customers``, ``activation.src_events`` with its columns and
+    types), or the default source tables and their views when the catalog has no columns."""
+    if catalog is None or not catalog.columns:
+        create_source_schema(con)
+        return
+    con.execute("CREATE SCHEMA activation")
+    for view, columns in catalog.columns.items():
+        body = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
+        con.execute(f"CREATE TABLE activation.src_{view} ({body})")
+
+
+def check_select_sql(sql: str, catalog: Catalog | None = None) -> str:
     """Check a ``sql:`` segment and return it without trailing ``;`` and blanks.
 
-    It must be exactly one SELECT statement that binds against the source tables in an
-    in-memory DuckDB with external access disabled (so no file, URL or attached database),
+    It must be exactly one SELECT statement that binds against the source model's views
+    (shaped from ``catalog``, :func:`_bind_catalog`) in an in-memory DuckDB with external
+    access disabled (so no file, URL or attached database),
     never refers to an ``email`` column (the same rule as for conditions and merge fields: the
     address is only pseudonymized, so the Article 30 register stays true), and returns exactly
     one integer column named ``customer_id``.
@@ -585,7 +599,7 @@ def check_select_sql(sql: str) -> str:
     """
     con = duckdb.connect(":memory:", config={"enable_external_access": False})
     try:
-        create_source_schema(con)
+        _bind_catalog(con, catalog)
         try:
             statements = con.extract_statements(sql)
         except duckdb.Error as error:
@@ -766,11 +780,11 @@ class SegmentSpec(_Strict):
 
     @field_validator("sql")
     @classmethod
-    def _select_only(cls, value: str | None) -> str | None:
+    def _select_only(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         try:
-            return check_select_sql(value)
+            return check_select_sql(value, catalog_from_context(info.context))
         except ValueError as error:
             raise _error(str(error)) from None
 

@@ -251,3 +251,32 @@ def test_a_consent_not_collected_under_our_notice_is_unproven(tmp_path: Path) ->
         "SELECT consent_id, notice_version FROM activation.src_consents ORDER BY 1"
     ).fetchall()
     assert rows == [("c1", "v1"), ("c2", None)]  # no notice of ours: the audience says unproven
+
+
+def test_a_non_unique_customer_key_is_refused(tmp_path: Path) -> None:
+    con = _legacy(tmp_path)
+    con.execute("CREATE TABLE crm_dupes AS SELECT 7 AS id, 'a@example.com' AS email")
+    con.execute("INSERT INTO crm_dupes VALUES (7, 'b@example.com')")
+    model = _model(customers__table="main.crm_dupes", customers__key="id")
+    model = model.model_copy(
+        update={"customers": model.customers.model_copy(update={"collected_at": None})}
+    )
+    with pytest.raises(SourceModelError) as caught:
+        refresh_source_views(con, model, ())
+    (problem,) = caught.value.problems
+    assert problem.loc == ("source", "customers", "key")
+    assert "'id' is not unique in main.crm_dupes: 1 value(s) have several rows (e.g. 7)" in (
+        problem.message
+    )
+
+
+def test_unmapped_consent_values_are_counted(tmp_path: Path) -> None:
+    from orchestrator.model.views import unmapped_counts
+
+    con = _legacy(tmp_path)
+    con.execute(
+        "INSERT INTO consents VALUES ('c1', 1, 'email_marketing', 'granted', '2026-01-02', "
+        "'web', 'v1'), ('c2', 1, 'email_marketing', 'maybe', '2026-01-03', 'web', 'v1'), "
+        "('c3', 2, 'email_marketing', 'maybe', '2026-01-03', 'web', 'v1')"
+    )
+    assert unmapped_counts(con, _model(), ()) == {"status='maybe'": 2}

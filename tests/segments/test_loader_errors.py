@@ -75,7 +75,7 @@ audience:
         EMAIL_HEAD
         + SIMPLE_AUDIENCE
         + """\
-sql: SELECT customer_id FROM customers  # <-
+sql: SELECT customer_id FROM activation.src_customers  # <-
 """
         + MAILCHIMP,
         "sql",
@@ -195,7 +195,7 @@ destinations:
     case(
         EMAIL_HEAD
         + """\
-sql: SELECT customer_id FROM customers; SELECT customer_id FROM events  # <-
+sql: SELECT customer_id FROM activation.src_customers; SELECT 1 AS customer_id  # <-
 """
         + MAILCHIMP,
         "sql",
@@ -205,7 +205,7 @@ sql: SELECT customer_id FROM customers; SELECT customer_id FROM events  # <-
         EMAIL_HEAD
         + """\
 sql: |  # <-
-  SELECT customer_id FROM customers WHERE lower(email) LIKE '%gmail%'
+  SELECT customer_id FROM activation.src_customers WHERE lower(email) LIKE '%gmail%'
 """
         + MAILCHIMP,
         "sql",
@@ -233,7 +233,7 @@ sql: |  # <-
     case(
         EMAIL_HEAD
         + """\
-sql: SELECT customer_id, country FROM customers  # <-
+sql: SELECT customer_id, country FROM activation.src_customers  # <-
 """
         + MAILCHIMP,
         "sql",
