@@ -74,8 +74,8 @@ def test_register_markdown_csv_and_file(
     written = runner.invoke(cli, ["register", "--format", "csv", "--output", str(out)])
     assert written.exit_code == 0 and written.stdout == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
-    assert sorted(r["activity"] for r in rows)[:1] == ["lapsed_high_value"]
-    assert len({r["activity"] for r in rows}) == 5
+    assert sorted(r["activity"] for r in rows)[:1] == ["cart_abandoners"]
+    assert len({r["activity"] for r in rows}) == 7
 
 
 def test_subprocess_forget_and_bad_email(project_env: dict[str, str]) -> None:

@@ -89,7 +89,13 @@ def test_catalog_writes_the_warehouse_traits_types_and_fields(project_dir: Path)
     assert written["traits"]["loyalty_tier"] == "text"
     assert written["traits"]["vip"] == "boolean"
     assert "imported_at" not in written["traits"] and "email" not in written["traits"]
-    assert written["event_types"] == ["purchase", "refund"]
+    assert written["event_types"] == [
+        "add_to_cart",
+        "checkout_started",
+        "page_view",
+        "purchase",
+        "refund",
+    ]
     assert written["event_fields"]["quantity"] == "integer"
     assert written["relations"]["customers"] == ["crm.people"]
 
@@ -179,8 +185,8 @@ def test_event_types_of_a_type_column_are_capped_and_reported(project_dir: Path)
     project = load_project_config(project_dir / "activation.yaml")
     with duckdb.connect(str(Settings.from_env().warehouse_path)) as con:
         built = build_catalog(con, project, cap=1)
-    assert built.catalog.event_types_capped and built.capped == {"order_lines": 2}
-    assert len(built.catalog.event_types) == 1
+    assert built.catalog.event_types_capped and built.capped == {"order_lines": 2, "site": 3}
+    assert len(built.catalog.event_types) == 2  # one per type column
 
 
 def test_a_model_error_names_the_config_file_line_and_field(project_dir: Path) -> None:

@@ -21,14 +21,17 @@ from tests.conftest import AS_OF, REPO
 #: The demo's tables as another company would hold them: other schemas, other table and column
 #: names, the consent platform's own words for statuses and purposes.
 RELAYOUT_SQL = """
-CREATE SCHEMA crm; CREATE SCHEMA shop; CREATE SCHEMA cmp; CREATE SCHEMA dpo;
+CREATE SCHEMA shop; CREATE SCHEMA cmp; CREATE SCHEMA dpo; CREATE SCHEMA site;
 CREATE TABLE crm.people AS
-    SELECT customer_id AS person_no, email AS mail, country, country_name,
-           created_at, last_contact_at, now() AS imported_at,
-           CASE customer_id % 3 WHEN 0 THEN 'gold' WHEN 1 THEN 'silver' ELSE 'bronze' END
-               AS loyalty_tier,
-           customer_id % 2 = 0 AS vip
-    FROM main.customers;
+    SELECT c.customer_id AS person_no, c.email AS mail, c.country, c.country_name,
+           c.created_at, c.last_contact_at, now() AS imported_at,
+           l.loyalty_tier, l.lifetime_value, l.preferred_store,
+           c.customer_id % 2 = 0 AS vip
+    FROM main.customers AS c LEFT JOIN crm.loyalty AS l ON l.customer_ref = c.customer_id;
+CREATE TABLE site.clicks AS
+    SELECT event_uuid AS click_id, visitor_customer_id AS person_no, action AS what,
+           happened_at AS at, sku, page_path
+    FROM web.events;
 CREATE TABLE shop.lines AS
     SELECT event_id AS line_id, customer_id AS person_no, event_type AS kind,
            occurred_at AS ts, invoice_no, stock_code, description, quantity, unit_price,
@@ -51,7 +54,7 @@ CREATE TABLE dpo.requests AS
            received_at AS opened_at
     FROM main.privacy_requests;
 DROP TABLE main.customers; DROP TABLE main.events; DROP TABLE main.consents;
-DROP TABLE main.privacy_requests;
+DROP TABLE main.privacy_requests; DROP TABLE web.events; DROP TABLE crm.loyalty;
 """
 
 RELAYOUT_MODEL = {
@@ -74,8 +77,18 @@ RELAYOUT_MODEL = {
             "value": "amount",
             "order": "invoice_no",
             "fields": ["invoice_no", "stock_code", "description", "quantity", "unit_price"],
-        }
+        },
+        {
+            "name": "site",
+            "table": "site.clicks",
+            "key": "person_no",
+            "id": "click_id",
+            "time": "at",
+            "type_column": "what",
+            "fields": ["sku", "page_path"],
+        },
     ],
+    "own_action_events": ["purchase", "add_to_cart", "checkout_started"],
     "consents": {
         "table": "cmp.consent_events",
         "columns": {

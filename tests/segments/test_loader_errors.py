@@ -389,7 +389,8 @@ audience:
 """
         + MAILCHIMP,
         "audience.event",
-        "unknown event type 'purchases'; valid event types: purchase, refund",
+        "unknown event type 'purchases'; valid event types: add_to_cart, checkout_started, "
+        "page_view, purchase, refund",
     ),
     case(
         EMAIL_HEAD
