@@ -25,6 +25,12 @@ until no destination holds it: an objection, erasure or withdrawal by that custo
 reach the address they had when we sent it (:mod:`orchestrator.sync.diff`,
 :mod:`orchestrator.privacy.requests`).
 
+The rules of :mod:`orchestrator.pseudonymize` are versioned (:data:`KEY_RULES_VERSION`,
+recorded in ``activation.customer_keys_rules``): a refresh under newer rules first marks the
+rows they may change as changed (version 2, NFKC and the UTS #46 domain fold: the rows whose
+raw address is not pure ASCII, as both are the identity on ASCII), so they are archived and
+recomputed like a changed address, without re-hashing everyone.
+
 Only customers some step needed are kept (data minimization, GDPR Art. 5(1)(c)): an audience
 refreshes its segment's members, a diff the customers whose requests or consent decide a
 removal; a customer no segment ever selected has no row.
@@ -36,10 +42,29 @@ from dataclasses import dataclass
 
 import duckdb
 
-from orchestrator.pseudonymize import google_key_sql, normalized_email_sql, subject_key_sql
+from orchestrator.pseudonymize import (
+    google_key_sql,
+    normalized_email_sql,
+    register_sql_functions,
+    subject_key_sql,
+)
 from orchestrator.warehouse.schema import create_activation_schema
 
 _SCRATCH = "_customer_key_changes"
+
+#: Version of the normalization rules the cached keys follow. 1: trim, NFC, lowercase;
+#: 2: trim, NFKC, lowercase, UTS #46 domain fold (changes non-ASCII addresses only).
+KEY_RULES_VERSION = 2
+
+#: Cache rows computed under older rules whose value may differ now (version 1 -> 2: the
+#: raw address is not pure ASCII), marked as changes to recompute.
+_MARK_OLD_RULES = f"""
+INSERT INTO {_SCRATCH}
+SELECT k.customer_id, true
+FROM activation.customer_keys AS k JOIN main.customers AS c USING (customer_id)
+WHERE strlen(c.email) <> length(c.email)
+  AND k.customer_id NOT IN (SELECT customer_id FROM {_SCRATCH})
+"""
 
 
 def _changes_sql(within: str | None) -> str:
@@ -97,6 +122,19 @@ WHERE customer_id IN (SELECT customer_id FROM {_SCRATCH} WHERE present)
 """
 
 
+def _mark_old_rules(con: duckdb.DuckDBPyConnection) -> None:
+    """Mark the rows older rules computed differently (:data:`KEY_RULES_VERSION`) as changed,
+    and record the current version; nothing once the version is current."""
+    versions = [
+        v for (v,) in con.execute("SELECT version FROM activation.customer_keys_rules").fetchall()
+    ]
+    if versions == [KEY_RULES_VERSION]:
+        return
+    con.execute(_MARK_OLD_RULES)
+    con.execute("DELETE FROM activation.customer_keys_rules")
+    con.execute("INSERT INTO activation.customer_keys_rules VALUES (?)", [KEY_RULES_VERSION])
+
+
 @dataclass(frozen=True)
 class KeyRefresh:
     """What :func:`refresh_customer_keys` changed: rows ``deleted`` (customer gone or email
@@ -121,7 +159,9 @@ def refresh_customer_keys(con: duckdb.DuckDBPyConnection, within: str | None = N
         duckdb.Error: ``main.customers`` is missing or lacks ``customer_id`` / ``email``.
     """
     create_activation_schema(con)
+    register_sql_functions(con)
     con.execute(_changes_sql(within))
+    _mark_old_rules(con)
     (changes,) = con.execute(f"SELECT count(*) FROM {_SCRATCH}").fetchone()
     deleted = computed = 0
     con.execute(_PRUNE_HISTORY)
@@ -133,4 +173,4 @@ def refresh_customer_keys(con: duckdb.DuckDBPyConnection, within: str | None = N
     return KeyRefresh(deleted=int(deleted), computed=int(computed))
 
 
-__all__ = ["KeyRefresh", "refresh_customer_keys"]
+__all__ = ["KEY_RULES_VERSION", "KeyRefresh", "refresh_customer_keys"]
