@@ -47,12 +47,21 @@ by ``received_at``, purchases by ``occurred_at``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 
 from orchestrator.config import LegalBasis, ProjectConfig, Purpose, SourceRetention
+from orchestrator.consent import (
+    CONSENT_ORDER_SQL,
+    PurposeMatch,
+    counted_purposes,
+    is_marketing_segment,
+    purpose_map_sql,
+    purpose_params,
+    unmatched_purposes,
+)
 from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.privacy.retention import retention_clock_sql, retention_params
 from orchestrator.pseudonymize import TRIM_CHARS, subject_key_sql
@@ -75,6 +84,7 @@ EXCLUSION_REASONS: tuple[str, ...] = (
 
 _SCRATCH = "audience_classified"
 _SCOPE = "audience_scope"
+_KEY_SCOPE = "audience_key_scope"
 _FACTS = "audience_facts"
 _NEW = "audience_new_rows"
 
@@ -85,11 +95,15 @@ class AudienceStats:
 
     ``members``: rows in ``activation.audience_members``. ``excluded``: rows in
     ``activation.audience_exclusions`` per reason, every reason of :data:`EXCLUSION_REASONS`
-    present (zero included), in that order.
+    present (zero included), in that order. ``unmatched_purposes``: purpose names of the
+    consent log that are not exactly a declared purpose
+    (:func:`orchestrator.consent.unmatched_purposes`; a report on the log, not a count of
+    this audience: left out of equality).
     """
 
     members: int
     excluded: dict[str, int]
+    unmatched_purposes: tuple[PurposeMatch, ...] = field(default=(), compare=False)
 
 
 def _latest_purchase_sql(soft_opt_in: bool) -> str:
@@ -111,41 +125,74 @@ def _facts_sql(soft_opt_in: bool) -> str:
     ``unproven``, ``expired`` or ``valid``), purchase_id VARCHAR (soft opt-in's reference, see
     :func:`_latest_purchase_sql`), retention_expired BOOLEAN.
 
-    Everything here is keyed by customer_id and narrow; the keys, requests and duplicates come
-    in a second statement (:func:`_classify_sql`). In one statement, every materialized CTE of
-    both halves was alive at once: DuckDB spilled 90-170 MB at the 250MB default limit for 390k
-    members (1M customers) and the classification took 1.0-1.2 s instead of 0.8 s.
-    Shaped for memory as much as time (bench/README.md): the latest purchase is an ``arg_max``
-    aggregate, not a window over every purchase, and the same purchase scan feeds the retention
-    clock.
+    Consent is read per address (:mod:`orchestrator.consent`): the records of every customer
+    holding the member's subject key (``activation.customer_keys``, refreshed for the members
+    and for every customer with a consent record or a privacy request), for the counted
+    purposes (``$purposes``: the segment's, then the other marketing ones), the latest per
+    (address, purpose) in :data:`~orchestrator.consent.CONSENT_ORDER_SQL` order. The
+    segment's purpose gives the state; a withdrawal standing under another counted purpose
+    makes it ``withdrawn`` unless the state is ``valid`` with a grant recorded after it.
+
+    The keys, requests and duplicates come in a second statement (:func:`_classify_sql`). In
+    one statement, every materialized CTE of both halves was alive at once: DuckDB spilled
+    90-170 MB at the 250MB default limit for 390k members (1M customers) and the
+    classification took 1.0-1.2 s instead of 0.8 s. Shaped for memory as much as time
+    (bench/README.md): the latest purchase is an ``arg_max`` aggregate, not a window over every
+    purchase, and the same purchase scan feeds the retention clock.
     """
     return f"""
 CREATE OR REPLACE TEMP TABLE {_FACTS} AS
 WITH members AS (
-    SELECT customer_id FROM {_SCOPE}
+    SELECT m.customer_id, k.subject_key
+    FROM {_SCOPE} AS m LEFT JOIN activation.customer_keys AS k USING (customer_id)
 ),
-latest_consent AS (
+holders AS (
+    -- every customer row at a member's address, the members included
+    SELECT customer_id, subject_key FROM activation.customer_keys
+    WHERE subject_key IN (SELECT subject_key FROM members)
+),
+purpose_map AS ({purpose_map_sql()}),
+address_records AS (
+    SELECT h.subject_key, pm.purpose, c.consent_id, c.status, c.recorded_at, c.source,
+           c.notice_version
+    FROM main.consents AS c
+    JOIN purpose_map AS pm ON pm.raw = c.purpose
+    JOIN holders AS h USING (customer_id)
+    WHERE c.recorded_at <= $as_of AND (pm.exact OR c.status <> 'granted')
+),
+latest AS (
     -- a window here, not arg_max over a struct of the record (7x slower, bench/README.md)
-    SELECT customer_id, consent_id, status, recorded_at, source, notice_version
-    FROM main.consents
-    WHERE purpose = $purpose AND recorded_at <= $as_of
-      AND customer_id IN (SELECT customer_id FROM members)
+    SELECT * FROM address_records
     QUALIFY row_number() OVER (
-        PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
+        PARTITION BY subject_key, purpose ORDER BY {CONSENT_ORDER_SQL}) = 1
+),
+own AS (
+    SELECT * FROM latest WHERE purpose = $purpose
+),
+other_withdrawals AS (
+    SELECT subject_key, max(recorded_at) AS withdrawn_at
+    FROM latest WHERE purpose <> $purpose AND status <> 'granted'
+    GROUP BY subject_key
 ),
 consent AS (
     SELECT m.customer_id, l.consent_id,
            CASE
-               WHEN l.customer_id IS NULL THEN 'none'
+               WHEN l.subject_key IS NULL THEN 'none'
                WHEN l.status <> 'granted' THEN 'withdrawn'
                WHEN coalesce(regexp_full_match(l.source, $blank_pattern), true)
                  OR coalesce(regexp_full_match(l.notice_version, $blank_pattern), true)
                  THEN 'unproven'
                WHEN l.recorded_at <= $cutoff THEN 'expired'
                ELSE 'valid'
+           END AS own_state,
+           CASE
+               WHEN o.withdrawn_at IS NULL THEN own_state
+               WHEN own_state = 'valid' AND o.withdrawn_at < l.recorded_at THEN 'valid'
+               ELSE 'withdrawn'
            END AS consent_state
     FROM members AS m
-    LEFT JOIN latest_consent AS l USING (customer_id)
+    LEFT JOIN own AS l USING (subject_key)
+    LEFT JOIN other_withdrawals AS o USING (subject_key)
 ),
 last_purchases AS (
     -- arg_max, not a row_number() window: same row (event_id is unique), without sorting
@@ -201,6 +248,13 @@ requests AS (
 matched_requests AS (
     SELECT k.customer_id, r.request_type
     FROM keyed AS k JOIN requests AS r ON r.customer_id = k.customer_id
+    UNION ALL
+    -- a request by another customer row at the same address: one address, one person
+    SELECT k.customer_id, r.request_type
+    FROM keyed AS k
+    JOIN activation.customer_keys AS peer
+      ON peer.subject_key = k.subject_key AND peer.customer_id <> k.customer_id
+    JOIN requests AS r ON r.customer_id = peer.customer_id
     UNION ALL
     SELECT k.customer_id, r.request_type
     FROM keyed AS k JOIN requests AS r ON r.subject_key = k.subject_key
@@ -399,14 +453,27 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def _stats(con: duckdb.DuckDBPyConnection) -> AudienceStats:
+def _stats(con: duckdb.DuckDBPyConnection, purposes: Mapping[str, Purpose]) -> AudienceStats:
     counts = dict(
         con.execute(f"SELECT coalesce(reason, ''), count(*) FROM {_SCRATCH} GROUP BY 1").fetchall()
     )
     return AudienceStats(
         members=counts.get("", 0),
         excluded={reason: counts.get(reason, 0) for reason in EXCLUSION_REASONS},
+        unmatched_purposes=tuple(unmatched_purposes(con, purposes)),
     )
+
+
+#: Customers whose keys the audience reads (temp table ``audience_key_scope``): the members,
+#: and everyone whose consent records or privacy requests may decide a member's address.
+_KEY_SCOPE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {_KEY_SCOPE} AS
+SELECT customer_id FROM {_SCOPE}
+UNION
+SELECT customer_id FROM main.consents WHERE customer_id IS NOT NULL
+UNION
+SELECT customer_id FROM main.privacy_requests WHERE customer_id IS NOT NULL
+"""
 
 
 def build_audience(
@@ -418,6 +485,7 @@ def build_audience(
     purposes: Mapping[str, Purpose],
     as_of: datetime,
     retention: SourceRetention | None = None,
+    marketing: bool | None = None,
 ) -> AudienceStats:
     """Replace the audience and exclusions of ``segment`` from its current members.
 
@@ -437,6 +505,9 @@ def build_audience(
         as_of: the evaluation time; naive means UTC, aware is converted to UTC.
         retention: source retention durations (``ProjectConfig.retention``); None means the
             CNIL defaults of :class:`~orchestrator.config.SourceRetention` (3 years).
+        marketing: whether the segment is a marketing one (withdrawals under every marketing
+            purpose count, :mod:`orchestrator.consent`); None means the purpose's own
+            ``marketing`` flag.
 
     Returns:
         Member count and exclusion counts per reason.
@@ -451,7 +522,9 @@ def build_audience(
     clock = retention_params(retention or SourceRetention(), as_of)
     create_activation_schema(con)
     soft_opt_in = legal_basis is LegalBasis.LEGITIMATE_INTEREST
+    marketing = declared.marketing if marketing is None else marketing
     facts_params = {
+        **purpose_params(counted_purposes(purpose, purposes, marketing=marketing)),
         "purpose": purpose,
         "as_of": as_of,
         "cutoff": as_of - timedelta(days=declared.consent_validity_days),
@@ -471,12 +544,14 @@ def build_audience(
                 "FROM activation.segment_members WHERE segment = ?",
                 [segment],
             )
-            refresh_customer_keys(con, within=_SCOPE)
+            con.execute(_KEY_SCOPE_SQL)
+            refresh_customer_keys(con, within=_KEY_SCOPE)
+            con.execute(f"DROP TABLE {_KEY_SCOPE}")
             con.execute(_facts_sql(soft_opt_in), facts_params)
             con.execute(_classify_sql(), classify_params)
             con.execute(f"DROP TABLE {_FACTS}")
             _replace_segment_rows(con, segment, as_of)
-            stats = _stats(con)
+            stats = _stats(con, purposes)
             con.execute(f"DROP TABLE {_SCRATCH}")
             con.execute(f"DROP TABLE {_SCOPE}")
             con.commit()
@@ -491,9 +566,16 @@ def build_audience(
 def build_segment_audience(
     con: duckdb.DuckDBPyConnection, spec: SegmentSpec, project: ProjectConfig, as_of: datetime
 ) -> AudienceStats:
-    """:func:`build_audience` for one segment with the project's purposes and source retention:
-    the one call the ``audience/<sid>`` asset, the CLI preview and the benchmark share, so they
-    cannot drift apart. Raises what :func:`build_audience` raises."""
+    """:func:`build_audience` for one segment with the project's purposes and source retention,
+    marketing when its purpose or one of its destinations' purposes is
+    (:func:`orchestrator.consent.is_marketing_segment`): the one call the ``audience/<sid>``
+    asset, the CLI preview and the benchmark share, so they cannot drift apart. Raises what
+    :func:`build_audience` raises."""
+    served = [
+        project.destinations[entry.destination].purposes
+        for entry in spec.destinations
+        if entry.destination in project.destinations
+    ]
     return build_audience(
         con,
         segment=spec.id,
@@ -502,4 +584,5 @@ def build_segment_audience(
         purposes=project.purposes,
         as_of=as_of,
         retention=project.retention,
+        marketing=is_marketing_segment(spec.purpose, served, project.purposes),
     )
