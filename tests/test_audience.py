@@ -23,6 +23,7 @@ from faker import Faker
 from orchestrator import audience
 from orchestrator.audience import EXCLUSION_REASONS, AudienceStats, build_audience
 from orchestrator.config import LegalBasis, Purpose, SourceRetention
+from orchestrator.privacy.checks import evaluate_legal_basis
 from orchestrator.pseudonymize import google_key, normalize_email, subject_key
 from orchestrator.warehouse.schema import (
     SOURCE_COLUMNS,
@@ -899,3 +900,46 @@ def test_unmatched_purpose_names_are_reported(con) -> None:
         "Email_Marketing": EMAIL,
         "newsletter": None,
     }
+
+
+@pytest.mark.parametrize(("purpose", "basis"), COMBINATIONS)
+def test_the_legal_basis_check_agrees_at_the_address(con, purpose: str, basis: LegalBasis) -> None:
+    """The blocking check, written without the audience's windows, passes on every audience
+    the product builds here (shared addresses, ties, variants, opt-outs, random customers)."""
+    build(con, "everyone", purpose, basis)
+    result = evaluate_legal_basis(
+        con, segment="everyone", purpose=purpose, legal_basis=basis, purposes=PURPOSES
+    )
+    assert result.passed, result.metadata
+
+
+@pytest.mark.parametrize(
+    ("cid", "purpose", "problem"),
+    [
+        (65, EMAIL, "consent_superseded"),  # the pre-hashed row of the address withdrew later
+        (24, ADS, "consent_superseded"),  # the other customer row withdrew later
+        (27, EMAIL, "consent_superseded"),  # a withdrawal at the same instant wins
+        (69, ADS, "marketing_opt_out"),  # an email opt-out under a variant spelling
+        (77, ADS, "marketing_opt_out"),  # an email opt-out at the same instant as the grant
+    ],
+)
+def test_the_legal_basis_check_catches_a_member_the_address_withdrew(
+    con, cid: int, purpose: str, problem: str
+) -> None:
+    build(con, "everyone", purpose, CONSENT)
+    (raw,) = con.execute("SELECT email FROM customers WHERE customer_id = ?", [cid]).fetchone()
+    (grant,) = con.execute(
+        "SELECT consent_id FROM consents WHERE customer_id = ? AND purpose = ? "
+        "AND status = 'granted' ORDER BY consent_id LIMIT 1",
+        [cid, purpose],
+    ).fetchone()
+    con.execute(
+        "INSERT INTO activation.audience_members VALUES ('everyone', ?, ?, ?, ?, 'consent', ?, ?)",
+        [subject_key(raw), google_key(raw), cid, normalize_email(raw), grant, AS_OF],
+    )
+    result = evaluate_legal_basis(
+        con, segment="everyone", purpose=purpose, legal_basis=CONSENT, purposes=PURPOSES
+    )
+    assert not result.passed
+    assert result.metadata[f"without_basis_{problem}"].value == 1
+    assert result.metadata["members_without_basis"].value == 1
