@@ -40,7 +40,8 @@ from datetime import datetime
 
 import duckdb
 
-from orchestrator.config import Purpose
+from orchestrator.config import ProjectConfig, Purpose
+from orchestrator.segments.spec import SegmentSpec
 
 #: ORDER BY of consent records, latest first and the most protective first at a tie
 #: (columns ``recorded_at``, ``status``, ``consent_id``, unqualified).
@@ -86,6 +87,18 @@ def is_marketing_segment(
     Unknown names count as not marketing here (validation refuses them elsewhere)."""
     names = [purpose, *(name for served in destination_purposes for name in served)]
     return any(purposes[name].marketing for name in names if name in purposes)
+
+
+def segment_counted_purposes(spec: SegmentSpec, project: ProjectConfig) -> list[str]:
+    """:func:`counted_purposes` of a segment: its purpose, then the other marketing purposes
+    when it is a marketing segment (:func:`is_marketing_segment` over its destinations)."""
+    served = [
+        project.destinations[entry.destination].purposes
+        for entry in spec.destinations
+        if entry.destination in project.destinations
+    ]
+    marketing = is_marketing_segment(spec.purpose, served, project.purposes)
+    return counted_purposes(spec.purpose, project.purposes, marketing=marketing)
 
 
 @dataclass(frozen=True)
@@ -167,5 +180,6 @@ __all__ = [
     "purpose_key_sql",
     "purpose_map_sql",
     "purpose_params",
+    "segment_counted_purposes",
     "unmatched_purposes",
 ]

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pyarrow as pa
 import pytest
@@ -23,7 +24,7 @@ from faker import Faker
 from orchestrator import audience
 from orchestrator.audience import EXCLUSION_REASONS, AudienceStats, build_audience
 from orchestrator.config import LegalBasis, Purpose, SourceRetention
-from orchestrator.privacy.checks import evaluate_legal_basis
+from orchestrator.privacy.checks import evaluate_consent_purposes, evaluate_legal_basis
 from orchestrator.pseudonymize import google_key, normalize_email, subject_key
 from orchestrator.warehouse.schema import (
     SOURCE_COLUMNS,
@@ -943,3 +944,19 @@ def test_the_legal_basis_check_catches_a_member_the_address_withdrew(
     assert not result.passed
     assert result.metadata[f"without_basis_{problem}"].value == 1
     assert result.metadata["members_without_basis"].value == 1
+
+
+def test_the_consent_purposes_check_names_variants_and_unknown_names(con) -> None:
+    result = evaluate_consent_purposes(con, PURPOSES)
+    assert not result.passed and result.severity is dg.AssetCheckSeverity.WARN
+    meta = {k: v.value for k, v in result.metadata.items()}
+    assert (meta["variant_names"], meta["unknown_names"], meta["records_unmatched"]) == (2, 1, 3)
+    assert "'newsletter': matches no declared purpose" in meta["detail"]
+    assert "'Email_Marketing': variant of 'email_marketing'" in meta["detail"]
+    clean = duckdb.connect()
+    create_source_schema(clean)
+    clean.execute(
+        "INSERT INTO consents VALUES ('c1', 1, 'email_marketing', 'granted', ?, 's', 'v')",
+        [AS_OF],
+    )
+    assert evaluate_consent_purposes(clean, PURPOSES).passed

@@ -22,6 +22,9 @@ Once per project (:func:`build_source_checks`, :func:`privacy_checks_definitions
 ``consent_proof`` on ``warehouse/consents`` (WARN)
     consent records lacking who, when, how, purpose or notice version, and whether any of them
     is used by an audience (it must not be: such a record is not consent, GDPR Art. 7(1)).
+``consent_purposes_declared`` on ``warehouse/consents`` (WARN)
+    every purpose name in the consent log is exactly a declared purpose; variants (honoured
+    for withdrawals only) and unknown names are listed (:mod:`orchestrator.consent`).
 ``no_unregistered_sync_state`` on ``privacy/processing_register`` (ERROR)
     no ``sync_state`` row for a (segment, destination) absent from the register (a deleted
     segment or a destination it no longer lists): data kept beyond its purpose.
@@ -51,6 +54,7 @@ from orchestrator.consent import (
     is_marketing_segment,
     purpose_key,
     purpose_key_sql,
+    unmatched_purposes,
 )
 from orchestrator.privacy.register import REGISTER_KEY, build_register_asset
 from orchestrator.privacy.retention import (
@@ -70,6 +74,7 @@ DESTINATION_RETENTION = "destination_retention"
 RECONCILIATION = "reconciliation"
 SOURCE_RETENTION = "source_retention"
 CONSENT_PROOF = "consent_proof"
+CONSENT_PURPOSES_DECLARED = "consent_purposes_declared"
 NO_UNREGISTERED_SYNC_STATE = "no_unregistered_sync_state"
 PRIVACY_JOB = "privacy_checks_job"
 #: How many offending hash prefixes (12 hex characters) a check shows at most.
@@ -519,6 +524,38 @@ def evaluate_consent_proof(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResul
     )
 
 
+def evaluate_consent_purposes(
+    con: duckdb.DuckDBPyConnection, purposes: Mapping[str, Purpose]
+) -> dg.AssetCheckResult:
+    """``consent_purposes_declared``: every ``consents.purpose`` is exactly a declared purpose.
+
+    A spelling variant of a declared name (case, spaces, hyphens, underscores) counts for
+    withdrawals only, and a name matching no declared purpose is not used at all
+    (:mod:`orchestrator.consent`): both are listed so the data team can fix the log or the
+    declaration. Metadata: ``purpose_names_unmatched``, ``variant_names``, ``unknown_names``,
+    ``records_unmatched``, ``detail`` (each name, what it is read as, its record count; names
+    and counts only). Severity WARN: no person is reached by it (a variant grant is not
+    counted, a variant withdrawal is honoured)."""
+    matches = unmatched_purposes(con, purposes)
+    variants = [m for m in matches if m.purpose is not None]
+    return dg.AssetCheckResult(
+        passed=not matches,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "purpose_names_unmatched": len(matches),
+            "variant_names": len(variants),
+            "unknown_names": len(matches) - len(variants),
+            "records_unmatched": sum(m.records for m in matches),
+            "detail": "; ".join(m.describe() for m in matches) or "none",
+        },
+        description=(
+            f"{len(matches)} purpose names in the consent log are not declared purposes"
+            if matches
+            else "every purpose name in the consent log is declared"
+        ),
+    )
+
+
 # --- reconciliation -------------------------------------------------------------------------
 
 
@@ -710,8 +747,9 @@ def build_segment_checks(
 
 
 def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition]:
-    """``source_retention`` on ``warehouse/customers`` and ``consent_proof`` on
-    ``warehouse/consents`` (both WARN), evaluated at the wall clock."""
+    """``source_retention`` on ``warehouse/customers``, ``consent_proof`` and
+    ``consent_purposes_declared`` on ``warehouse/consents`` (all WARN), evaluated at the wall
+    clock."""
     retention = project.retention
 
     @dg.asset_check(
@@ -740,7 +778,20 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
         with connect(Path(warehouse.database)) as con:
             return evaluate_consent_proof(con)
 
-    return [_source_retention, _consent_proof]
+    @dg.asset_check(
+        asset=source_key("consents"),
+        name=CONSENT_PURPOSES_DECLARED,
+        pool=DUCKDB_POOL,
+        description=(
+            "WARN: purpose names in the consent log that are not declared purposes (variants "
+            "count for withdrawals only, unknown names not at all)."
+        ),
+    )
+    def _consent_purposes(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            return evaluate_consent_purposes(con, project.purposes)
+
+    return [_source_retention, _consent_proof, _consent_purposes]
 
 
 def _unregistered_state_check(pairs: list[tuple[str, str]]) -> dg.AssetChecksDefinition:
@@ -786,6 +837,7 @@ def privacy_checks_definitions(
 __all__ = [
     "BASIS_PROBLEMS",
     "CONSENT_PROOF",
+    "CONSENT_PURPOSES_DECLARED",
     "DESTINATION_RETENTION",
     "LEGAL_BASIS_SQL",
     "LEGAL_BASIS_VALID",
@@ -798,6 +850,7 @@ __all__ = [
     "build_segment_checks",
     "build_source_checks",
     "evaluate_consent_proof",
+    "evaluate_consent_purposes",
     "evaluate_destination_retention",
     "evaluate_legal_basis",
     "evaluate_no_raw_identifier",
