@@ -12,9 +12,13 @@ every member of ``activation.segment_members`` ends in exactly one of two tables
 Rules (everything dated after ``as_of`` is ignored: consents by ``recorded_at``, privacy requests
 by ``received_at``, purchases by ``occurred_at``):
 
+A data subject is an address (:mod:`orchestrator.pseudonymize`: every spelling of a mailbox has
+one subject key), so requests and consent are read at the address: over every customer row
+whose cached subject key is the member's (:mod:`orchestrator.consent`).
+
 1. ``erasure_requested`` / ``objection``: a privacy request (GDPR Art. 17 / Art. 21) matched by
-   ``customer_id`` or by ``subject_key`` equal to the customer's subject key. A request applies
-   to every purpose. The request's key goes through the same key function as the customer's
+   the ``customer_id`` of any customer row of the address or by ``subject_key`` equal to the
+   customer's subject key. A request applies to every purpose, whatever its date. The request's key goes through the same key function as the customer's
    email (a hash is kept as is, lowercased). The same reasons apply to a customer whose
    subject key or Google key is on ``activation.suppression_list`` (written when a request is
    recorded or handled: ``orchestrator.privacy.requests``), whatever ``as_of``: a suppression
@@ -26,9 +30,15 @@ by ``received_at``, purchases by ``occurred_at``):
    whatever the consent says; a privacy request still comes first, so it is reported.
 3. ``invalid_email``: the email does not normalize to a valid address (base rules), or its
    Google form is empty (``+tag@gmail.com``), or the customer row is missing, or the CRM holds a
-   hash instead of an address (an email destination could not deliver to it).
-4. Consent for the purpose: the latest record per (customer, purpose), ordered by
-   ``recorded_at`` then ``consent_id``, both descending. It is a valid consent when its status is
+   hash instead of an address (the rule for pre-hashed identifiers is in
+   :mod:`orchestrator.pseudonymize`).
+4. Consent for the purpose: the latest record at the address (every customer row of the
+   subject key), ordered by ``recorded_at`` descending, then a withdrawal before a grant at the
+   same instant, then ``consent_id`` descending; a record under a spelling variant of the
+   purpose name counts as a withdrawal only (:mod:`orchestrator.consent`). For a marketing
+   segment, a withdrawal standing at the address under any other marketing purpose makes the
+   state ``withdrawn`` unless the consent for the segment's purpose is valid and recorded
+   strictly after it. It is a valid consent when its status is
    ``granted``, it names its ``source`` and ``notice_version`` (GDPR Art. 7(1): the controller
    must be able to demonstrate consent) and ``recorded_at > as_of - consent_validity_days``.
    Otherwise the reason is ``consent_unproven`` (granted without source or notice version),
@@ -36,8 +46,8 @@ by ``received_at``, purchases by ``occurred_at``):
    allows only ``granted``/``withdrawn``, an unknown status is read as a withdrawal) or
    ``expired``.
 5. Soft opt-in (legal basis ``legitimate_interest``, ePrivacy Directive Art. 13(2)): without a
-   valid consent, a customer with at least one ``purchase`` event is allowed unless the latest
-   record for the purpose is a withdrawal; consent_ref is ``purchase:<event_id>`` of the latest
+   valid consent, a customer with at least one ``purchase`` event is allowed unless a
+   withdrawal stands at the address (the state of rule 4 is ``withdrawn``); consent_ref is ``purchase:<event_id>`` of the latest
    purchase (``occurred_at`` then ``event_id``, both descending). A valid consent takes
    precedence (legal_basis ``consent``).
 6. ``duplicate_address``: among allowed customers sharing one subject_key, the lowest
