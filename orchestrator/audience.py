@@ -18,11 +18,12 @@ whose cached subject key is the member's (:mod:`orchestrator.consent`).
 
 1. ``erasure_requested`` / ``objection``: a privacy request (GDPR Art. 17 / Art. 21) matched by
    the ``customer_id`` of any customer row of the address or by ``subject_key`` equal to the
-   customer's subject key. A request applies to every purpose, whatever its date. The request's key goes through the same key function as the customer's
-   email (a hash is kept as is, lowercased). The same reasons apply to a customer whose
-   subject key or Google key is on ``activation.suppression_list`` (written when a request is
-   recorded or handled: ``orchestrator.privacy.requests``), whatever ``as_of``: a suppression
-   is permanent, and the Google key catches the same Gmail mailbox under another spelling.
+   customer's subject key. A request applies to every purpose, whatever its date. The request's
+   key goes through the same key function as the customer's email (a hash is kept as is,
+   lowercased). The same reasons apply to a customer whose subject key or Google key is on
+   ``activation.suppression_list`` (written when a request is recorded or handled:
+   ``orchestrator.privacy.requests``), whatever ``as_of``: a suppression is permanent, and the
+   Google key catches the same Gmail mailbox under another spelling.
 2. ``retention_expired``: the person's source records are past their retention date
    (:mod:`orchestrator.privacy.retention`: 3 years by default from the last purchase or inbound
    contact of a customer, from collection or the last inbound contact of a prospect; CNIL
@@ -47,9 +48,9 @@ whose cached subject key is the member's (:mod:`orchestrator.consent`).
    ``expired``.
 5. Soft opt-in (legal basis ``legitimate_interest``, ePrivacy Directive Art. 13(2)): without a
    valid consent, a customer with at least one ``purchase`` event is allowed unless a
-   withdrawal stands at the address (the state of rule 4 is ``withdrawn``); consent_ref is ``purchase:<event_id>`` of the latest
-   purchase (``occurred_at`` then ``event_id``, both descending). A valid consent takes
-   precedence (legal_basis ``consent``).
+   withdrawal stands at the address (the state of rule 4 is ``withdrawn``); consent_ref is
+   ``purchase:<event_id>`` of the latest purchase (``occurred_at`` then ``event_id``, both
+   descending). A valid consent takes precedence (legal_basis ``consent``).
 6. ``duplicate_address``: among allowed customers sharing one subject_key, the lowest
    customer_id is kept.
 """
