@@ -137,8 +137,9 @@ def _facts_sql(soft_opt_in: bool) -> str:
     :func:`_latest_purchase_sql`), retention_expired BOOLEAN.
 
     Consent is read per address (:mod:`orchestrator.consent`): the records of every customer
-    holding the member's subject key (``activation.customer_keys``, refreshed for the members
-    and for every customer with a consent record or a privacy request), for the counted
+    holding the member's subject key (the same ``address_id`` in ``activation.customer_keys``,
+    refreshed for the members and for every customer with a consent record or a privacy
+    request), for the counted
     purposes (``$purposes``: the segment's, then the other marketing ones), the latest per
     (address, purpose) in :data:`~orchestrator.consent.CONSENT_ORDER_SQL` order. The
     segment's purpose gives the state; a withdrawal standing under another counted purpose
@@ -154,17 +155,17 @@ def _facts_sql(soft_opt_in: bool) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE {_FACTS} AS
 WITH members AS (
-    SELECT m.customer_id, k.subject_key
+    SELECT m.customer_id, k.address_id
     FROM {_SCOPE} AS m LEFT JOIN activation.customer_keys AS k USING (customer_id)
 ),
 holders AS (
     -- every customer row at a member's address, the members included
-    SELECT customer_id, subject_key FROM activation.customer_keys
-    WHERE subject_key IN (SELECT subject_key FROM members)
+    SELECT customer_id, address_id FROM activation.customer_keys
+    WHERE address_id IN (SELECT address_id FROM members)
 ),
 purpose_map AS ({purpose_map_sql()}),
 address_records AS (
-    SELECT h.subject_key, pm.purpose, c.consent_id, c.status, c.recorded_at, c.source,
+    SELECT h.address_id, pm.purpose, c.consent_id, c.status, c.recorded_at, c.source,
            c.notice_version
     FROM main.consents AS c
     JOIN purpose_map AS pm ON pm.raw = c.purpose
@@ -175,7 +176,7 @@ latest AS (
     -- the segment's purpose: its latest record at each address (a window here, not arg_max
     -- over a struct of the record: twice the CPU in this query)
     SELECT * FROM address_records WHERE purpose = $purpose
-    QUALIFY row_number() OVER (PARTITION BY subject_key ORDER BY {CONSENT_ORDER_SQL}) = 1
+    QUALIFY row_number() OVER (PARTITION BY address_id ORDER BY {CONSENT_ORDER_SQL}) = 1
 ),
 own AS (
     SELECT * FROM latest
@@ -184,21 +185,21 @@ other_withdrawals AS (
     -- another counted purpose's latest record is a withdrawal exactly when its latest
     -- withdrawal is not older than its latest grant (a tie goes to the withdrawal): an
     -- aggregate, not a second window over every record of those purposes
-    SELECT subject_key, max(withdrawn_at) AS withdrawn_at
+    SELECT address_id, max(withdrawn_at) AS withdrawn_at
     FROM (
-        SELECT subject_key, purpose,
+        SELECT address_id, purpose,
                max(recorded_at) FILTER (WHERE status <> 'granted') AS withdrawn_at,
                max(recorded_at) FILTER (WHERE status = 'granted') AS granted_at
         FROM address_records WHERE purpose <> $purpose
-        GROUP BY subject_key, purpose
+        GROUP BY address_id, purpose
     )
     WHERE withdrawn_at >= coalesce(granted_at, withdrawn_at)
-    GROUP BY subject_key
+    GROUP BY address_id
 ),
 consent AS (
     SELECT m.customer_id, l.consent_id,
            CASE
-               WHEN l.subject_key IS NULL THEN 'none'
+               WHEN l.address_id IS NULL THEN 'none'
                WHEN l.status <> 'granted' THEN 'withdrawn'
                WHEN coalesce(regexp_full_match(l.source, $blank_pattern), true)
                  OR coalesce(regexp_full_match(l.notice_version, $blank_pattern), true)
@@ -212,8 +213,8 @@ consent AS (
                ELSE 'withdrawn'
            END AS consent_state
     FROM members AS m
-    LEFT JOIN own AS l USING (subject_key)
-    LEFT JOIN other_withdrawals AS o USING (subject_key)
+    LEFT JOIN own AS l USING (address_id)
+    LEFT JOIN other_withdrawals AS o USING (address_id)
 ),
 last_purchases AS (
     -- arg_max, not a row_number() window: same row (event_id is unique), without sorting
@@ -256,7 +257,7 @@ CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS
 WITH keyed AS (
     -- keys from the pseudonym cache (refreshed in this transaction); a member without a
     -- customers row has none: email NULL, so invalid_email
-    SELECT m.customer_id, k.subject_key,
+    SELECT m.customer_id, k.subject_key, k.address_id,
            k.email IS NULL OR k.google_key IS NULL AS invalid_email
     FROM {_SCOPE} AS m
     LEFT JOIN activation.customer_keys AS k USING (customer_id)
@@ -274,7 +275,7 @@ matched_requests AS (
     SELECT k.customer_id, r.request_type
     FROM keyed AS k
     JOIN activation.customer_keys AS peer
-      ON peer.subject_key = k.subject_key AND peer.customer_id <> k.customer_id
+      ON peer.address_id = k.address_id AND peer.customer_id <> k.customer_id
     JOIN requests AS r ON r.customer_id = peer.customer_id
     UNION ALL
     SELECT k.customer_id, r.request_type
@@ -490,9 +491,9 @@ def _stats(con: duckdb.DuckDBPyConnection, purposes: Mapping[str, Purpose]) -> A
 _KEY_SCOPE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE {_KEY_SCOPE} AS
 SELECT customer_id FROM {_SCOPE}
-UNION
+UNION ALL  -- the refresh reads it with IN: duplicates cost less than removing them
 SELECT customer_id FROM main.consents WHERE customer_id IS NOT NULL
-UNION
+UNION ALL
 SELECT customer_id FROM main.privacy_requests WHERE customer_id IS NOT NULL
 """
 

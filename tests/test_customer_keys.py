@@ -244,3 +244,42 @@ def test_every_spelling_of_one_mailbox_has_one_subject_key(
         con.execute("SELECT customer_id, subject_key FROM activation.customer_keys").fetchall()
     )
     assert keys[unicode_id] == keys[puny_id] == subject_key("user@xn--exmple-cua.com")
+
+
+def _addresses(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+    return dict(
+        con.execute("SELECT customer_id, address_id FROM activation.customer_keys").fetchall()
+    )
+
+
+def _expected_addresses(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+    keys = dict(
+        con.execute("SELECT customer_id, subject_key FROM activation.customer_keys").fetchall()
+    )
+    lowest: dict[str, int] = {}
+    for cid, key in sorted(keys.items()):
+        if key is not None:
+            lowest.setdefault(key, cid)
+    return {cid: lowest[key] if key is not None else cid for cid, key in keys.items()}
+
+
+def test_address_ids_follow_shared_addresses_through_changes(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """address_id: the lowest cached customer id of each subject key, kept exact when a row
+    joins, leaves or changes its address, and filled in for a cache that predates it."""
+    refresh_customer_keys(con)
+    assert _addresses(con) == _expected_addresses(con)
+    unicode_id = TRICKY.index("user@ex\u00e4mple.com") + 1
+    puny_id = TRICKY.index("USER@XN--EXMPLE-CUA.COM") + 1
+    assert _addresses(con)[puny_id] == _addresses(con)[unicode_id] == min(unicode_id, puny_id)
+    con.execute("UPDATE customers SET email = 'elsewhere@example.org' WHERE customer_id = ?",
+                [min(unicode_id, puny_id)])  # fmt: skip
+    con.execute("UPDATE customers SET email = 'User@Ex\u00e4mple.com' WHERE customer_id = 100")
+    refresh_customer_keys(con)
+    assert _addresses(con) == _expected_addresses(con)
+    assert _addresses(con)[max(unicode_id, puny_id)] == max(unicode_id, puny_id)
+    assert _addresses(con)[100] == max(unicode_id, puny_id)
+    con.execute("ALTER TABLE activation.customer_keys DROP COLUMN address_id")
+    refresh_customer_keys(con)
+    assert _addresses(con) == _expected_addresses(con)
