@@ -75,7 +75,7 @@ from orchestrator.consent import (
 )
 from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.privacy.retention import retention_clock_sql, retention_params
-from orchestrator.pseudonymize import TRIM_CHARS, subject_key_sql
+from orchestrator.pseudonymize import TRIM_CHARS, register_sql_functions, subject_key_sql
 from orchestrator.segments.spec import SegmentSpec
 from orchestrator.warehouse.memory import with_memory_growth
 from orchestrator.warehouse.schema import create_activation_schema, drop_audience_primary_key
@@ -556,6 +556,8 @@ def build_audience(
         "customer_cutoff": clock["customer_cutoff"],
     }
     classify_params = {"as_of": as_of, "soft_opt_in": soft_opt_in}
+
+    register_sql_functions(con)  # outside the transaction: a rollback would forget them
 
     def build() -> AudienceStats:
         con.begin()

@@ -292,7 +292,13 @@ def register_sql_functions(con: duckdb.DuckDBPyConnection) -> None:
     them DuckDB refuses the query (``Catalog Error: Scalar Function ... does not exist``),
     never computes a wrong key. NULL in gives NULL out, and so does an invalid address.
 
+    Call it outside a transaction (as :func:`orchestrator.warehouse.connect.connect` and
+    :func:`orchestrator.audience.build_audience` do): DuckDB 2.0.1 forgets a function
+    registered in a transaction that is rolled back, while the connection still refuses to
+    register the name again.
+
     Raises:
+        RuntimeError: the functions were registered in a transaction that was rolled back.
         duckdb.Error: the connection is closed.
     """
     for name, function in SQL_FUNCTIONS.items():
@@ -304,10 +310,17 @@ def register_sql_functions(con: duckdb.DuckDBPyConnection) -> None:
                 duckdb.sqltype("VARCHAR"),
                 null_handling="special",  # an invalid address gives NULL
             )
-        except duckdb.NotImplementedException as error:  # registered on this connection
-            # (asking duckdb_functions() first cost 15 ms of CPU per call)
+            continue
+        except duckdb.NotImplementedException as error:  # known to this connection
             if "already created" not in str(error):
                 raise
+        try:  # (asking duckdb_functions() instead cost 15 ms of CPU per call)
+            con.execute(f"SELECT {name}(NULL)").fetchall()
+        except duckdb.CatalogException as error:
+            raise RuntimeError(
+                f"{name} was registered in a transaction that was rolled back; register the "
+                "address functions before opening a transaction"
+            ) from error
 
 
 def _ascii_sql(text: str) -> str:

@@ -231,3 +231,29 @@ def test_lowercase_follows_duckdb_everywhere() -> None:
             assert normalize_email(raw) == duck
     finally:
         con.close()
+
+
+def test_the_sql_refuses_to_run_without_the_address_functions() -> None:
+    """Never a wrong key: without the functions the query fails; after a rollback that made
+    DuckDB forget them, registering again says why instead of leaving them missing."""
+    con = duckdb.connect()
+    try:
+        with pytest.raises(duckdb.CatalogException):
+            con.execute(f"SELECT {subject_key_sql('$1')}", ["user@ex\u00e4mple.com"]).fetchall()
+        con.begin()
+        register_sql_functions(con)
+        con.rollback()
+        with pytest.raises(RuntimeError, match="rolled back"):
+            register_sql_functions(con)
+    finally:
+        con.close()
+    con = duckdb.connect()
+    try:
+        register_sql_functions(con)
+        register_sql_functions(con)  # idempotent
+        (key,) = con.execute(
+            f"SELECT {subject_key_sql('$1')}", ["user@ex\u00e4mple.com"]
+        ).fetchone()
+        assert key == subject_key("user@xn--exmple-cua.com")
+    finally:
+        con.close()
