@@ -269,25 +269,32 @@ def _retention_cutoff(p: DiffParams) -> datetime | None:
 
 
 def _latest_withdrawn_sql() -> str:
-    """Customer ids whose latest consent record for one of the counted purposes
-    (``$purposes``, ``$purpose_keys``: :func:`orchestrator.consent.purpose_map_sql`) is not a
-    grant, in :data:`~orchestrator.consent.CONSENT_ORDER_SQL` order (a withdrawal wins a
-    tie). Per customer row: a withdrawal standing on any row of an address removes it from a
-    destination it no longer targets (a stricter reading than the audience's, which lets a
-    later grant on another row of the address keep it: then it is in the target anyway)."""
+    """Customer ids whose latest consent record for the purpose (``$purpose``) is not a grant,
+    or whose latest record for another counted purpose is a withdrawal not older than their
+    latest record for the purpose (the audience's marketing rule, :mod:`orchestrator.consent`).
+    Counted purposes and names: ``$purposes``, ``$purpose_keys``
+    (:func:`orchestrator.consent.purpose_map_sql`); order
+    :data:`~orchestrator.consent.CONSENT_ORDER_SQL` (a withdrawal wins a tie). Per customer
+    row: a withdrawal standing on any row of an address removes it from a destination it no
+    longer targets (stricter than the audience, which lets a later grant on another row of
+    the address keep it: that address is then in the target anyway)."""
     return f"""
-        SELECT DISTINCT customer_id, 'withdrawn' AS act
+        SELECT DISTINCT l.customer_id, 'withdrawn' AS act
         FROM (
             -- only customers with some non-grant record can have one as their latest: the
             -- window then sorts their records alone (a fifth of them in the benchmark)
-            SELECT c.customer_id, pm.purpose, c.status, c.recorded_at, c.consent_id
+            SELECT c.customer_id, pm.purpose, c.status, c.recorded_at
             FROM consents AS c JOIN ({purpose_map_sql("consents")}) AS pm ON pm.raw = c.purpose
             WHERE (pm.exact OR c.status <> 'granted') AND c.customer_id IN (
                 SELECT customer_id FROM consents WHERE status <> 'granted')
             QUALIFY row_number() OVER (
                 PARTITION BY c.customer_id, pm.purpose ORDER BY {CONSENT_ORDER_SQL}) = 1
-        ) latest
-        WHERE latest.status <> 'granted'
+        ) AS l
+        LEFT JOIN (
+            SELECT customer_id, recorded_at FROM consents
+            WHERE purpose = $purpose AND status = 'granted'
+        ) AS g ON g.customer_id = l.customer_id AND g.recorded_at > l.recorded_at
+        WHERE l.status <> 'granted' AND (l.purpose = $purpose OR g.customer_id IS NULL)
     """
 
 
@@ -308,7 +315,7 @@ def _person_acts_sql(p: DiffParams) -> tuple[str, dict[str, object]]:
     """
     params: dict[str, object] = {"segment": p.segment, "withdrawn": list(WITHDRAWN_EXCLUSIONS)}
     if p.purpose:
-        params |= purpose_params([p.purpose, *p.other_purposes])
+        params |= purpose_params([p.purpose, *p.other_purposes]) | {"purpose": p.purpose}
     return sql, params
 
 
