@@ -121,11 +121,17 @@ def _warehouse_errors() -> Iterator[None]:
     """Turn DuckDB's lock and missing-table errors into one-line messages (exit 1)."""
     import duckdb
 
+    from orchestrator.model.views import SourceModelError
+
     try:
         yield
     except duckdb.IOException as error:
         first = str(error).splitlines()[0]
         raise click.ClickException(f"warehouse unavailable (locked by a run?): {first}") from None
+    except SourceModelError as error:
+        raise click.ClickException(
+            f"the source model does not match the warehouse: {error}"
+        ) from None
     except duckdb.CatalogException as error:
         first = str(error).splitlines()[0]
         raise click.ClickException(
@@ -295,10 +301,12 @@ def register(fmt: str, output: Path | None) -> None:
 def receipt(request_id: str, fmt: str) -> None:
     """The receipt of an erasure or objection request: what was removed where, and when."""
     module = _privacy("receipts", "receipt")
-    warehouse = _require_warehouse(Settings.from_env())
+    settings = Settings.from_env()
+    project = _project(settings)
+    warehouse = _require_warehouse(settings)
     try:
         with _warehouse_errors():
-            found = module.receipt_for(warehouse, request_id)
+            found = module.receipt_for(warehouse, request_id, project=project)
     except LookupError:
         raise click.ClickException(f"unknown request id {request_id!r}") from None
     if fmt == "json":
@@ -324,11 +332,15 @@ def _record(email: str, request_type: str, fmt: str) -> None:
 
     _check_email(email)
     module = _privacy("requests", "forget" if request_type == "erasure" else "object")
-    warehouse = _require_warehouse(Settings.from_env())
+    settings = Settings.from_env()
+    project = _project(settings)
+    warehouse = _require_warehouse(settings)
     prefix = (subject_key(email) or "")[:HASH_PREFIX]
     with _warehouse_errors():
-        existing = module.open_request_for(warehouse, email, request_type)
-        request_id = existing or module.record_request(warehouse, email, request_type)
+        existing = module.open_request_for(warehouse, email, request_type, project=project)
+        request_id = existing or module.record_request(
+            warehouse, email, request_type, project=project
+        )
     if fmt == "json":
         echo_json(
             {

@@ -598,6 +598,49 @@ def create_intake_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(INTAKE_DDL)
 
 
+def _installed(con: duckdb.DuckDBPyConnection) -> tuple[set[str], dict[str, str]]:
+    """The canonical views the warehouse has, and the SELECT each was last created from."""
+    views = {
+        name
+        for (name,) in con.execute(
+            "SELECT schema_name || '.' || view_name FROM duckdb_views() "
+            "WHERE database_name = current_database() AND schema_name = ? AND NOT internal",
+            [SCHEMA],
+        ).fetchall()
+    }
+    try:
+        rendered = dict(
+            con.execute(f"SELECT view_name, definition FROM {SCHEMA}.source_views").fetchall()
+        )
+    except duckdb.CatalogException:  # a warehouse no step has written to yet
+        rendered = {}
+    return views, rendered
+
+
+def _stale_views(
+    con: duckdb.DuckDBPyConnection, model: SourceModel, purposes: list[str]
+) -> dict[str, str]:
+    """View name -> SELECT for every canonical view missing or created from another SELECT."""
+    views, rendered = _installed(con)
+    return {
+        name: select
+        for name, select in render_views(model, introspect(con, model), purposes).items()
+        if name not in views or rendered.get(name) != select
+    }
+
+
+def source_views_current(
+    con: duckdb.DuckDBPyConnection, model: SourceModel, purposes: Iterable[str]
+) -> bool:
+    """True when every canonical view exists and was created from the SELECT ``model`` renders
+    today (reads only: usable on a read-only connection). False also when the model does not
+    match the warehouse, so that :func:`refresh_source_views` says what is wrong."""
+    try:
+        return not _stale_views(con, model, list(purposes))
+    except (ValueError, KeyError, duckdb.Error):  # SourceModelError is a ValueError
+        return False
+
+
 def refresh_source_views(
     con: duckdb.DuckDBPyConnection, model: SourceModel, purposes: Iterable[str]
 ) -> bool:
@@ -611,17 +654,7 @@ def refresh_source_views(
     create_intake_tables(con)
     found = introspect(con, model)
     check_model(model, found, purposes)
-    views = {
-        name
-        for (name,) in con.execute(
-            "SELECT schema_name || '.' || view_name FROM duckdb_views() "
-            "WHERE database_name = current_database() AND schema_name = ? AND NOT internal",
-            [SCHEMA],
-        ).fetchall()
-    }
-    rendered = dict(
-        con.execute(f"SELECT view_name, definition FROM {SCHEMA}.source_views").fetchall()
-    )
+    views, rendered = _installed(con)
     changed = False
     for name, select in render_views(model, found, purposes).items():
         if name in views and rendered.get(name) == select:

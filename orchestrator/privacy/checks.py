@@ -640,7 +640,7 @@ def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> dg.Asse
         ),
     )
     def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), project=project) as con:
             return evaluate_legal_basis(
                 con,
                 segment=spec.id,
@@ -762,7 +762,7 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
         ),
     )
     def _source_retention(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), project=project) as con:
             return evaluate_source_retention(con, retention, _now())
 
     @dg.asset_check(
@@ -775,7 +775,7 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
         ),
     )
     def _consent_proof(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), project=project) as con:
             return evaluate_consent_proof(con)
 
     @dg.asset_check(
@@ -788,7 +788,7 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
         ),
     )
     def _consent_purposes(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), project=project) as con:
             return evaluate_consent_purposes(con, project.purposes)
 
     return [_source_retention, _consent_proof, _consent_purposes]

@@ -196,7 +196,9 @@ def explain(
     if key is None:
         raise ValueError("not a valid email address")
     moment = as_of or utc_now()
-    with connect(Path(warehouse_path), read_only=True, timeout_s=lock_timeout_s) as con:
+    with connect(
+        Path(warehouse_path), read_only=True, timeout_s=lock_timeout_s, project=project
+    ) as con:
         ids = [
             row[0]
             for row in con.execute(

@@ -21,9 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.pseudonymize import google_key, subject_key, subject_key_sql
 from orchestrator.warehouse.connect import connect
+
+if TYPE_CHECKING:
+    from orchestrator.config import ProjectConfig
 
 #: The longest address accepted: RFC 5321 section 4.5.3.1.3 limits a path to 256 octets,
 #: brackets included, so an address is at most 254 characters.
@@ -71,11 +75,13 @@ def record_withdrawal(
     *,
     recorded_at: datetime | None = None,
     lock_timeout_s: float = 30,
+    project: ProjectConfig | None = None,
 ) -> Withdrawal:
     """Record a consent withdrawal for ``email`` for each of ``purposes`` (declared purposes:
     the caller checks them) in ``activation.consent_intake``, one row per customer whose
     current or earlier address has the subject key, in one transaction. ``recorded_at``:
-    naive UTC, default now.
+    naive UTC, default now. ``project``: the canonical views of its source model are made
+    current first (:func:`orchestrator.warehouse.connect.connect`).
 
     Raises:
         ValueError: the address fails :func:`address_keys`, or ``purposes`` is empty.
@@ -88,7 +94,7 @@ def record_withdrawal(
         raise ValueError("name at least one purpose")
     at = recorded_at or utc_now()
     withdrawal_id = f"cw-{secrets.token_hex(6)}"
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         con.begin()
         customers = tuple(
             cid

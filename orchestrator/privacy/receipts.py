@@ -29,11 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from orchestrator.warehouse.connect import connect
+
+if TYPE_CHECKING:
+    from orchestrator.config import ProjectConfig
 
 #: What a receipt says was sent: ``remove`` (ad audience: remove the hashed identifier),
 #: ``unsubscribe`` (email: status unsubscribed, the platform keeps a suppression),
@@ -224,7 +227,11 @@ def receipt(
 
 
 def receipt_for(
-    warehouse_path: Path, request_id: str, *, lock_timeout_s: float = 30
+    warehouse_path: Path,
+    request_id: str,
+    *,
+    lock_timeout_s: float = 30,
+    project: ProjectConfig | None = None,
 ) -> dict[str, Any]:
     """The receipt of one erasure or objection request, for ``activation receipt REQUEST_ID``.
 
@@ -234,13 +241,15 @@ def receipt_for(
     ``overdue``), ``processed_at`` (None until handled), ``subjects`` and ``purged_rows``
     (int or None), ``attempts`` (receipt rows in total) and ``destinations``: the latest row
     per (segment, destination) as dicts with ``segment``, ``destination``, ``audience_id``,
-    ``action``, ``outcome``, ``detail``, ``sent_at``. Never an email address.
+    ``action``, ``outcome``, ``detail``, ``sent_at``. Never an email address. ``project``: the
+    canonical views of its source model are made current first
+    (:func:`orchestrator.warehouse.connect.connect`).
 
     Raises:
         KeyError: no erasure or objection request has this id.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         return receipt(con, request_id)
 
 

@@ -168,6 +168,7 @@ def record_request(
     *,
     received_at: datetime | None = None,
     lock_timeout_s: float = 30,
+    project: ProjectConfig | None = None,
 ) -> str:
     """Record an erasure or objection request made with an email address; returns its id.
 
@@ -176,7 +177,8 @@ def record_request(
     ``activation.request_intake`` (never the company's tables; merged into
     ``activation.src_privacy_requests``), with the lowest ``customer_id`` holding that subject
     key, or NULL, and to ``activation.suppression_list`` (effective at once for every audience).
-    ``received_at``: naive UTC, default now.
+    ``received_at``: naive UTC, default now. ``project``: the canonical views of its source
+    model are made current first (:func:`orchestrator.warehouse.connect.connect`).
 
     Raises:
         ValueError: ``request_type`` is not ``erasure`` or ``objection``, or the address does
@@ -188,7 +190,7 @@ def record_request(
     key, gkey = address_keys(email)
     at = received_at or utc_now()
     request_id = new_request_id()
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         con.begin()
         (customer_id,) = con.execute(
             "SELECT min(customer_id) FROM activation.src_customers "
@@ -206,12 +208,17 @@ def record_request(
 
 
 def open_request_for(
-    warehouse_path: Path, email: str, request_type: str, *, lock_timeout_s: float = 30
+    warehouse_path: Path,
+    email: str,
+    request_type: str,
+    *,
+    lock_timeout_s: float = 30,
+    project: ProjectConfig | None = None,
 ) -> str | None:
     """The id of a request of ``request_type`` for ``email``'s subject key that is not complete
     yet (:func:`orchestrator.privacy.receipts.open_requests`), or None. The address is hashed
     here and dropped. Opens the warehouse like :func:`record_request` (creating the product's
-    tables if missing).
+    tables if missing, and the views of ``project``'s source model when given).
 
     Raises:
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
@@ -219,7 +226,7 @@ def open_request_for(
     key = subject_key(email)
     if key is None:
         return None
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         still_open = {rid for rid, rtype, _ in open_requests(con) if rtype == request_type}
         rows = con.execute(
             "SELECT request_id FROM activation.src_privacy_requests "
@@ -393,6 +400,7 @@ class _Context:
     client_for: ClientFactory
     lock_timeout_s: float
     pair_wait_s: float
+    project: ProjectConfig | None = None
 
 
 def _state_rows(
@@ -632,7 +640,7 @@ def _handle(
 
 def _load_requests(ctx: _Context, request_ids: Sequence[str] | None) -> list[_Request]:
     """The requests to handle, oldest first: the given ids, or every open one."""
-    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
+    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s, project=ctx.project) as con:
         ids = (
             list(request_ids)
             if request_ids is not None
@@ -658,6 +666,7 @@ def process_requests(
     request_ids: Sequence[str] | None = None,
     lock_timeout_s: float = 60,
     pair_wait_s: float = 120,
+    project: ProjectConfig | None = None,
 ) -> list[RequestOutcome]:
     """Carry erasure/objection requests to the destinations and out of our state (see the
     module docstring), writing ``activation.erasure_receipts`` and ``request_processing``.
@@ -671,6 +680,8 @@ def process_requests(
             unknown or of another type are ignored. Handling a request again is harmless.
         lock_timeout_s: how long to wait for the warehouse lock each time (s).
         pair_wait_s: how long to wait for a running sync of a pair to finish (s).
+        project: the canonical views of its source model are made current before the
+            requests are read (:func:`orchestrator.warehouse.connect.connect`).
 
     Returns:
         One :class:`RequestOutcome` per request handled, oldest first.
@@ -682,7 +693,13 @@ def process_requests(
         raised: it becomes an ``error`` receipt and the request stays open.
     """
     ctx = _Context(
-        Path(warehouse_path), Path(state_dir), targets, client_for, lock_timeout_s, pair_wait_s
+        Path(warehouse_path),
+        Path(state_dir),
+        targets,
+        client_for,
+        lock_timeout_s,
+        pair_wait_s,
+        project,
     )
     clients: dict[str, Destination] = {}
     try:

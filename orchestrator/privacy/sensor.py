@@ -46,6 +46,7 @@ from dagster_duckdb import DuckDBResource
 from destinations.resources import DestinationsResource
 from orchestrator.assets import RECEIPTS_KEY, SyncStateDir, source_key
 from orchestrator.config import ProjectConfig
+from orchestrator.model.views import SourceModelError
 from orchestrator.privacy.receipts import (
     REQUEST_TYPES,
     open_requests,
@@ -84,7 +85,9 @@ def receipts_run_config(request_ids: list[str] | None) -> dict:
     return {"ops": {op: {"config": {"request_ids": request_ids}}}}
 
 
-def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.AssetsDefinition:
+def build_receipts_asset(
+    targets: Mapping[tuple[str, str], PairTarget], project: ProjectConfig | None = None
+) -> dg.AssetsDefinition:
     """The ``privacy/erasure_receipts`` asset (group ``privacy``): handles requests with
     :func:`~orchestrator.privacy.requests.process_requests` and reports what it did.
 
@@ -94,7 +97,8 @@ def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.As
     and the syncs then have nothing left to send for the person.
 
     Not in the ``duckdb`` pool: it opens the warehouse only briefly (waiting for the lock up to
-    60 s each time), never during HTTP calls. Fails (after writing every receipt) when a
+    60 s each time), never during HTTP calls. ``project``: the canonical views of its source
+    model are made current before the requests are read. Fails (after writing every receipt) when a
     destination could not be reached, which skips the syncs downstream in the same run.
     """
 
@@ -117,7 +121,7 @@ def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.As
         sync_state: SyncStateDir,
     ) -> dg.MaterializeResult:
         if config.dry_run:
-            with connect(Path(warehouse.database)) as con:
+            with connect(Path(warehouse.database), project=project) as con:
                 waiting = len(open_requests(con))
             context.log.info(f"dry run: {waiting} open request(s) would be handled first")
             return dg.MaterializeResult(metadata={"dry_run": True, "open_requests": waiting})
@@ -127,6 +131,7 @@ def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.As
             targets=targets,
             client_for=destinations.client,
             request_ids=config.request_ids,
+            project=project,
         )
         with connect(Path(warehouse.database)) as con:
             still_open = len(open_requests(con))
@@ -272,26 +277,43 @@ def _run_key(now: datetime, request_ids: Sequence[str]) -> str:
     return f"privacy-{now.isoformat()}-{digest}"
 
 
-@dg.sensor(
-    name=SENSOR_NAME,
-    job_name=PRIVACY_JOB,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
-    description=(
-        "Launches the removal everywhere of each open erasure/objection request no run is in "
-        "flight for, whatever its received_at; relaunches requests still open after a while."
-    ),
-)
-def privacy_requests_sensor(
-    context: dg.SensorEvaluationContext, warehouse: DuckDBResource
+def build_privacy_requests_sensor(
+    project: ProjectConfig | None = None,
+) -> dg.SensorDefinition:
+    """The ``privacy_requests_sensor`` (module docstring). ``project``: each tick first makes
+    the canonical views of its source model current (a short read-write open only when one
+    changed), so a request recorded through the model's own table is seen before any segment
+    run; a model that does not match the warehouse skips the tick and says so."""
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        job_name=PRIVACY_JOB,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        description=(
+            "Launches the removal everywhere of each open erasure/objection request no run is "
+            "in flight for, whatever its received_at; relaunches requests still open after a "
+            "while."
+        ),
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext, warehouse: DuckDBResource
+    ) -> dg.RunRequest | dg.SkipReason:
+        return _tick(context, Path(warehouse.database), project)
+
+    return _sensor
+
+
+def _tick(
+    context: dg.SensorEvaluationContext, path: Path, project: ProjectConfig | None
 ) -> dg.RunRequest | dg.SkipReason:
     """One run of :data:`PRIVACY_JOB` for the open requests not in flight (module docstring)."""
     in_flight = parse_cursor(context.cursor)
     try:
-        with connect(
-            Path(warehouse.database), read_only=True, timeout_s=SENSOR_LOCK_TIMEOUT_S
-        ) as con:
+        with connect(path, read_only=True, timeout_s=SENSOR_LOCK_TIMEOUT_S, project=project) as con:
             open_ids = launchable_requests(con)
+    except SourceModelError as error:
+        return dg.SkipReason(f"the source model does not match the warehouse: {error}")
     except duckdb.Error as error:
         return dg.SkipReason(f"warehouse not readable now ({type(error).__name__}); next tick")
     now = utc_now()
@@ -328,10 +350,10 @@ def privacy_request_definitions(
         tags={"privacy": "requests"},
     )
     return dg.Definitions(
-        assets=[build_receipts_asset(targets_from_specs(specs, project))],
+        assets=[build_receipts_asset(targets_from_specs(specs, project), project)],
         asset_checks=[requests_deadline],
         jobs=[job],
-        sensors=[privacy_requests_sensor],
+        sensors=[build_privacy_requests_sensor(project)],
     )
 
 
@@ -343,13 +365,13 @@ __all__ = [
     "RELAUNCH_AFTER_S",
     "SENSOR_NAME",
     "ReceiptsConfig",
+    "build_privacy_requests_sensor",
     "build_receipts_asset",
     "format_cursor",
     "launchable_requests",
     "parse_cursor",
     "plan_launch",
     "privacy_request_definitions",
-    "privacy_requests_sensor",
     "receipts_run_config",
     "requests_deadline",
 ]
