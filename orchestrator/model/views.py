@@ -7,7 +7,10 @@ summary, bench) reads these views, never the company's tables or column names di
     customer_id BIGINT (the declared key), email VARCHAR (raw), one column per trait under the
     warehouse's own name and type, collected_at TIMESTAMP (NULL when not declared),
     last_own_action_at TIMESTAMP (the latest of the declared own-action columns, NULL when
-    none).
+    none), own_action_times TIMESTAMP[] (every declared own-action column's value, in declared
+    order, NULLs kept; empty when none): the retention clock drops the values after its as-of
+    per column before taking the latest, so a future-dated column never hides an older valid
+    one.
 ``activation.src_events``
     event_id VARCHAR, customer_id BIGINT, event_type VARCHAR, occurred_at TIMESTAMP, value
     DOUBLE (NULL when the source has none), order_id VARCHAR (NULL when none), is_purchase
@@ -24,7 +27,8 @@ summary, bench) reads these views, never the company's tables or column names di
     (``erasure`` | ``objection``), received_at TIMESTAMP: the mapped requests UNION ALL
     ``activation.request_intake``.
 
-The SQL is plain and portable (CAST, CASE, UNION ALL, greatest), with quoted identifiers and
+The SQL is plain and portable (CAST, CASE, UNION ALL, greatest; one list literal for
+``own_action_times``), with quoted identifiers and
 literals doubled-quoted, so another dialect can run it. The views read the company's tables in
 place; nothing is copied.
 """
@@ -390,6 +394,7 @@ def _customers_sql(model: CustomersModel, columns: Mapping[str, str]) -> str:
         if not own
         else f"CAST({own[0] if len(own) == 1 else 'greatest(' + ', '.join(own) + ')'} AS TIMESTAMP)"
     )
+    times = f"CAST([{', '.join(f'CAST({c} AS TIMESTAMP)' for c in own)}] AS TIMESTAMP[])"
     collected = (
         f"CAST({_col(model.collected_at)} AS TIMESTAMP)"
         if model.collected_at
@@ -401,6 +406,7 @@ def _customers_sql(model: CustomersModel, columns: Mapping[str, str]) -> str:
         *(f"{_col(t)} AS {quote_ident(t)}" for t in trait_columns(model, columns)),
         f"{collected} AS collected_at",
         f"{last_own} AS last_own_action_at",
+        f"{times} AS own_action_times",
     ]
     return "SELECT " + ",\n       ".join(select) + f"\nFROM {model.relation_sql()} AS s"
 

@@ -74,7 +74,7 @@ WITHDRAWN_EXCLUSIONS = ("withdrawn",)
 _MERGE_FIELD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
 _TRAIT_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Columns of ``activation.src_customers`` that are never a merge field.
-_NOT_MERGE_COLUMNS = frozenset({"email", "collected_at", "last_own_action_at"})
+_NOT_MERGE_COLUMNS = frozenset({"email", "collected_at", "last_own_action_at", "own_action_times"})
 
 
 @dataclass(frozen=True)
