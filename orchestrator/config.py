@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
@@ -32,6 +32,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Consent fields each platform takes with an upload (Google Data Manager API ``Consent``:
+#: https://developers.google.com/data-manager/api/reference/rest/v1/Consent).
+CONSENT_SIGNALS: dict[str, tuple[str, ...]] = {"google": ("ad_user_data", "ad_personalization")}
+
+
 class Controller(_Strict):
     """The controller named in the Article 30(1)(a) register."""
 
@@ -45,19 +50,40 @@ class Purpose(_Strict):
 
     ``consent_validity_days``: days after which a granted consent no longer counts (days).
     ``legal_bases``: the bases a segment with this purpose may declare.
+    ``consent_signals``: platform -> consent field -> the purpose whose valid consent grants it
+    (e.g. ``{"google": {"ad_user_data": "ad_targeting", "ad_personalization":
+    "ad_personalization"}}``): a member's signal is granted only when their latest consent
+    record for that purpose is a grant still valid; denied otherwise (see
+    :mod:`orchestrator.consent_signals`).
     """
 
     description: str
     consent_validity_days: int = Field(gt=0)
     legal_bases: tuple[LegalBasis, ...] = Field(min_length=1)
+    consent_signals: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("consent_signals")
+    @classmethod
+    def _known_signals(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for platform, signals in value.items():
+            known = CONSENT_SIGNALS.get(platform)
+            if known is None:
+                raise ValueError(f"no consent signals are known for platform {platform!r}")
+            unknown = set(signals) - set(known)
+            if unknown:
+                raise ValueError(
+                    f"{platform}: unknown consent signals {sorted(unknown)}; known: {list(known)}"
+                )
+        return value
 
 
 class DestinationConfig(_Strict):
     """A destination instance: which platform client, which purposes it serves, where its data
     goes (country and transfer safeguard for the register), and the environment variable names
-    of its base URL and token."""
+    of its base URL and token. ``account_id``: the operating account a Google destination
+    writes to (the Google Ads customer id; required for ``google``, not a secret)."""
 
-    platform: str = Field(pattern=r"^(meta|mailchimp)$")
+    platform: str = Field(pattern=r"^(meta|mailchimp|google)$")
     kind: DestinationKind
     purposes: tuple[str, ...] = Field(min_length=1)
     country: str
@@ -65,6 +91,13 @@ class DestinationConfig(_Strict):
     base_url_env: str
     token_env: str
     normalization: str = Field(default="base", pattern=r"^(base|google)$")
+    account_id: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_\-]+$")
+
+    @model_validator(mode="after")
+    def _google_needs_account(self) -> DestinationConfig:
+        if self.platform == "google" and not self.account_id:
+            raise ValueError("a google destination needs account_id (the operating account)")
+        return self
 
 
 class SourceRetention(_Strict):
@@ -94,6 +127,18 @@ class ProjectConfig(_Strict):
     purposes: dict[str, Purpose]
     destinations: dict[str, DestinationConfig]
     retention: SourceRetention = SourceRetention()
+
+    @model_validator(mode="after")
+    def _signals_name_purposes(self) -> ProjectConfig:
+        for name, purpose in self.purposes.items():
+            for platform, signals in purpose.consent_signals.items():
+                for signal, source in signals.items():
+                    if source not in self.purposes:
+                        raise ValueError(
+                            f"purposes.{name}.consent_signals.{platform}.{signal}: "
+                            f"{source!r} is not a declared purpose"
+                        )
+        return self
 
     @field_validator("purposes", "destinations")
     @classmethod
