@@ -521,12 +521,17 @@ def _clear_pair(
         pending = sum(1 for key in acked if state.get(key, (None, ""))[1] == PENDING_HASH)
         _record_acks(ctx, target, request.request_type, acked, utc_now())
     refused = [r for r in results if not r.ok]
-    detail = f"{sent}{len(acked)} of {len(results) + len(unsendable)} row(s) acknowledged"
+    asked = sum(len(rows) for rows in groups.values())
+    unanswered = asked - len(results)  # asynchronous platforms: still processing
+    detail = f"{sent}{len(acked)} of {asked + len(unsendable)} row(s) acknowledged"
     detail += f" ({pending} of unknown outcome before)" if pending else ""
     if refused:
         detail += "; refused: " + "; ".join(sorted({r.reason or "refused" for r in refused}))
     if unsendable:
         detail += f"; {len(unsendable)} row(s) not sent: address no longer known"
+    if unanswered:
+        detail += f"; {unanswered} row(s) still processing at the platform, kept for retry"
+        return _line(request, target, actions, "error", detail)
     outcome = "ok" if not refused and not unsendable else "refused"
     return _line(request, target, actions, outcome, detail)
 
