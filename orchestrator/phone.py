@@ -79,8 +79,8 @@ def register_phone_functions(con: duckdb.DuckDBPyConnection) -> None:
         ("google_phone_hash", google_phone_hash),
         ("meta_phone_hash", meta_phone_hash),
     ):
-        with contextlib.suppress(duckdb.CatalogException):  # already registered here
-            con.create_function(
+        with contextlib.suppress(duckdb.CatalogException, duckdb.NotImplementedException):
+            con.create_function(  # raises when already registered on this connection
                 name,
                 fn,
                 ["VARCHAR", "VARCHAR"],
