@@ -7,6 +7,8 @@ Routes (``{version}`` like ``v19.0``; audiences are created on first use):
   10,000 rows; 200 ``{"audience_id", "session_id", "num_received", "num_invalid_entries",
   "invalid_entry_samples": {value: reason}}``. Invalid rows are reported, not stored; adding an
   existing member or removing an absent one is a no-op.
+  Multi-key: ``"schema": ["EMAIL_SHA256", "PHONE_SHA256"]`` with ``"data": [[email, phone],
+  ...]`` (phone ``""`` when none); the member is kept under its email hash.
 - ``GET /meta/{version}/{audience_id}?fields=approximate_count``: ``{"id", "approximate_count"}``
   (exact here), plus ``approximate_count_lower_bound`` / ``_upper_bound`` as the real API has.
 
@@ -33,6 +35,7 @@ from destinations.mock.wire import BadJson, Request, Response, json_response
 
 MAX_ROWS = 10_000
 SCHEMA = "EMAIL_SHA256"
+MULTI_KEY_SCHEMA = ["EMAIL_SHA256", "PHONE_SHA256"]
 INVALID_HASH_REASON = "Invalid hash format: expected SHA-256 as 64 lowercase hex characters"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -110,9 +113,12 @@ def redact(value: str) -> str:
 
 @dataclass(frozen=True)
 class Payload:
-    """A validated ``payload``: ``data`` as a list of strings (one per row, as sent)."""
+    """A validated ``payload``: ``data`` as a list of strings (one per row, as sent; the email
+    key of a multi-key row) and ``phones`` (the phone key per row of a multi-key payload,
+    "" when none)."""
 
     data: list[str]
+    phones: list[str] | None = None
 
 
 def parse_payload(req: Request) -> Payload | Response:
@@ -125,6 +131,8 @@ def parse_payload(req: Request) -> Payload | Response:
     if not isinstance(payload, dict):
         return meta_error(400, 100, "(#100) The parameter payload is required")
     schema = payload.get("schema")
+    if schema == MULTI_KEY_SCHEMA:
+        return _parse_multi_key(payload.get("data"))
     if schema not in (SCHEMA, [SCHEMA]):
         return meta_error(400, 100, f"(#100) Invalid schema: expected {SCHEMA}")
     data = payload.get("data")
@@ -144,6 +152,38 @@ def parse_payload(req: Request) -> Payload | Response:
     return Payload(rows)
 
 
+def _parse_multi_key(data: Any) -> Payload | Response:
+    """Rows of a ``[EMAIL_SHA256, PHONE_SHA256]`` payload: each ``[email, phone]``; the member
+    is stored under its email hash (the phone hash is validated, not kept)."""
+    if not isinstance(data, list) or not data:
+        return meta_error(400, 100, "(#100) The parameter payload.data must be a non-empty list")
+    if len(data) > MAX_ROWS:
+        return meta_error(
+            400, 100, f"(#100) Too many entries in the payload: {len(data)} > {MAX_ROWS}"
+        )
+    rows: list[str] = []
+    phones: list[str] = []
+    for item in data:
+        if not (
+            isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)
+        ):
+            return meta_error(400, 100, "(#100) Each entry must match the schema's 2 keys")
+        rows.append(item[0])
+        phones.append(item[1])
+    return Payload(rows, phones)
+
+
+def _values(data: list[Any]) -> list[Any]:
+    """Every identifier value of ``payload.data`` (single key, or each key of a multi-key row)."""
+    values: list[Any] = []
+    for d in data:
+        if isinstance(d, list):
+            values += [v for v in d if v != ""]
+        else:
+            values.append(d)
+    return values
+
+
 def logged_values(req: Request) -> list[str]:
     """The rows of the request for the request log, raw identifiers redacted ([] if none)."""
     body = req.json_or_none()
@@ -151,8 +191,7 @@ def logged_values(req: Request) -> list[str]:
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, list):
         return []
-    values = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]
-    return [redact(v) if isinstance(v, str) else repr(v)[:100] for v in values]
+    return [redact(v) if isinstance(v, str) else repr(v)[:100] for v in _values(data)]
 
 
 def count_violations(store: Store, req: Request) -> None:
@@ -162,7 +201,7 @@ def count_violations(store: Store, req: Request) -> None:
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, list):
         return
-    values = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]
+    values = _values(data)
     samples = [redact(v) for v in values if isinstance(v, str) and raw_identifier_kind(v)]
     store.add_violations("meta", "raw_identifier", samples)
 
@@ -195,10 +234,11 @@ def _change_users(
         return parsed
     invalid: dict[str, str] = {}
     valid: list[str] = []
-    for value in parsed.data:
+    phones = parsed.phones or [""] * len(parsed.data)
+    for value, phone in zip(parsed.data, phones, strict=True):
         if value in reject_rows:
             invalid[value] = reject_rows[value]
-        elif _HEX64.fullmatch(value):
+        elif _HEX64.fullmatch(value) and (phone == "" or _HEX64.fullmatch(phone)):
             valid.append(value)
         else:
             invalid[value] = INVALID_HASH_REASON

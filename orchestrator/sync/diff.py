@@ -42,7 +42,10 @@ from pathlib import Path
 import duckdb
 
 from destinations.base import RemoveReason
+from destinations.identifiers import SEPARATOR
+from orchestrator.consent_signals import Signal, grants_table_sql, signal_column_sql
 from orchestrator.customer_keys import refresh_customer_keys
+from orchestrator.phone import register_phone_functions
 from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
 from orchestrator.warehouse.memory import with_memory_growth
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
@@ -85,6 +88,14 @@ class DiffParams:
     even after the subject left the segment. ``retention_days`` and ``as_of``: in modes other
     than mirror, a member who left the audience (``activation.departures.left_at``) more than
     ``retention_days`` days before ``as_of`` is removed (``left_segment``).
+    ``signals``: consent signals sent with an ad upload, name -> (purpose whose consent grants
+    it, that purpose's validity in days), see :mod:`orchestrator.consent_signals`; they are
+    row fields (a change of consent is an update). ``phone_platform``: ``google`` | ``meta``
+    to send the customer's phone (column ``phone_column``, read in the country of
+    ``region_column``) as a second identifier hashed by that platform's rules
+    (:mod:`orchestrator.phone`) when ``customers`` has that column; the send key is then
+    ``<email hash>|<phone hash>`` (:mod:`destinations.identifiers`), email alone when the phone
+    is missing or invalid.
     """
 
     segment: str
@@ -96,14 +107,19 @@ class DiffParams:
     purpose: str | None = None
     retention_days: int | None = None
     as_of: datetime | None = None
+    signals: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    phone_platform: str | None = None
+    phone_column: str = "phone"
+    region_column: str = "country"
 
     def __post_init__(self) -> None:
         _check_params(self)
 
     @property
     def field_names(self) -> list[str]:
-        """Merge field names in canonical (sorted) order: ``f0`` is the first, and so on."""
-        return sorted(self.fields)
+        """Field names in canonical order: merge fields (sorted), then consent signals
+        (sorted); ``f0`` is the first, and so on."""
+        return sorted(self.fields) + sorted(self.signals)
 
 
 def _check_params(p: DiffParams) -> None:
@@ -116,6 +132,13 @@ def _check_params(p: DiffParams) -> None:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}")
     if p.kind == "ad" and p.fields:
         raise ValueError("ad destinations take hashed identifiers only, no merge fields")
+    if p.kind != "ad" and (p.signals or p.phone_platform):
+        raise ValueError("consent signals and phone identifiers are for ad destinations")
+    if p.phone_platform not in (None, "google", "meta"):
+        raise ValueError(f"phone_platform must be google or meta, got {p.phone_platform!r}")
+    for name in (*p.signals, p.phone_column, p.region_column):
+        if not _MERGE_FIELD_PATTERN.match(name):
+            raise ValueError(f"{name!r} must match {_MERGE_FIELD_PATTERN.pattern}")
     allowed = SOURCE_COLUMNS["customers"]
     for name, column in p.fields.items():
         if not _MERGE_FIELD_PATTERN.match(name):
@@ -148,20 +171,38 @@ def _send_key_sql(p: DiffParams) -> str:
     return "am.google_key" if p.normalization == "google" else "am.subject_key"
 
 
-def _target_sql(p: DiffParams) -> tuple[str, list[object]]:
+def _phone_send_key_sql(p: DiffParams) -> str:
+    """The ad send key with the phone hash appended when the customer has a valid phone."""
+    fn = f"{p.phone_platform}_phone_hash"
+    phone = f'{fn}(CAST(c."{p.phone_column}" AS VARCHAR), CAST(c."{p.region_column}" AS VARCHAR))'
+    base = _send_key_sql(p)
+    return f"CASE WHEN {phone} IS NULL THEN {base} ELSE {base} || '{SEPARATOR}' || {phone} END"
+
+
+def _target_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[object]]:
     """SELECT of the target audience (see module docstring) and its parameters. Members on
     ``activation.suppression_list`` (by subject key or Google key) are left out whenever they
-    got there: a request recorded after the audience step must not be sent."""
+    got there: a request recorded after the audience step must not be sent. ``use_phone``:
+    append the phone hash to the send key (the caller checked the column exists)."""
     names = p.field_names
+    merge = sorted(p.fields)
     cols = "".join(
-        f", coalesce(CAST(c.\"{p.fields[n]}\" AS VARCHAR), '') AS f{i}" for i, n in enumerate(names)
+        f", coalesce(CAST(c.\"{p.fields[n]}\" AS VARCHAR), '') AS f{i}" for i, n in enumerate(merge)
     )
-    join = "LEFT JOIN customers c ON c.customer_id = am.customer_id" if names else ""
+    signal_params: list[object] = []
+    for j, name in enumerate(sorted(p.signals), start=len(merge)):
+        purpose, days = p.signals[name]
+        value, params = signal_column_sql(Signal(name, purpose, days), p.purpose)
+        cols += f", {value} AS f{j}"
+        signal_params += params
+    needs_customers = bool(merge) or use_phone
+    join = "LEFT JOIN customers c ON c.customer_id = am.customer_id" if needs_customers else ""
+    send_key = _phone_send_key_sql(p) if use_phone else _send_key_sql(p)
     hash_items = "".join(f", ?, f{i}" for i in range(len(names)))
     sql = f"""
         SELECT *, sha256(CAST(to_json([send_key{hash_items}]) AS VARCHAR)) AS fields_hash
         FROM (
-            SELECT am.subject_key, {_send_key_sql(p)} AS send_key{cols}
+            SELECT am.subject_key, {send_key} AS send_key{cols}
             FROM activation.audience_members am {join}
             WHERE am.segment = ?
               AND am.subject_key NOT IN (SELECT subject_key FROM activation.suppression_list)
@@ -170,17 +211,40 @@ def _target_sql(p: DiffParams) -> tuple[str, list[object]]:
                   WHERE google_key IS NOT NULL)
         )
     """
-    return sql, [*names, p.segment]
+    return sql, [*names, *signal_params, p.segment]
 
 
-def _target_table_sql(p: DiffParams) -> tuple[str, list[object]]:
+def _target_table_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[object]]:
     """Temp table ``sync_target`` (subject_key, send_key, f0..fN, fields_hash) from
     :func:`_target_sql`. A statement of its own: inside the diff's one statement, the
     ``customers`` join for the merge fields, the full join with the state and the target rows
     were all held at once, and at 2M customers (535k members) DuckDB could not stay within
     250MB (``failed to pin block``: the limit had to double); apart, each step fits."""
-    target, params = _target_sql(p)
+    target, params = _target_sql(p, use_phone)
     return f"CREATE OR REPLACE TEMP TABLE sync_target AS {target}", params
+
+
+def _has_customer_column(con: duckdb.DuckDBPyConnection, column: str) -> bool:
+    (found,) = con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers'"
+        " AND column_name = ?",
+        [column],
+    ).fetchone()
+    return bool(found)
+
+
+def _prepare_identifiers(con: duckdb.DuckDBPyConnection, p: DiffParams) -> bool:
+    """Build the consent grants table and register the phone functions when needed; returns
+    whether the phone is sent (a phone platform is set and ``customers`` has the column)."""
+    grants = grants_table_sql(
+        [Signal(n, pur, d) for n, (pur, d) in p.signals.items()], p.purpose, p.as_of
+    )
+    if grants is not None:
+        con.execute(*grants)
+    if p.phone_platform is None or not _has_customer_column(con, p.phone_column):
+        return False
+    register_phone_functions(con)
+    return True
 
 
 def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
@@ -487,7 +551,13 @@ def compute_diff(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Pat
 def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -> DiffPlan:
     con.execute(*_person_acts_sql(p))
     refresh_customer_keys(con, within="sync_person_acts")
-    steps = (_must_leave_sql(p), _target_table_sql(p), _classify_sql(p), _reasons_sql())
+    use_phone = _prepare_identifiers(con, p)
+    steps = (
+        _must_leave_sql(p),
+        _target_table_sql(p, use_phone),
+        _classify_sql(p),
+        _reasons_sql(),
+    )
     for sql, params in steps:
         con.execute(sql, params)
     con.execute("DROP TABLE sync_target")

@@ -529,6 +529,8 @@ def run_sync(
     on_batch: BatchHook | None = None,
     rows_per_call: RowsPerCall | None = None,
     allow_mass_removal: bool = False,
+    signals: Mapping[str, tuple[str, int]] | None = None,
+    phone_platform: str | None = None,
 ) -> SyncReport:
     """Bring ``audience_id`` at ``destination`` in line with the segment's audience.
 
@@ -559,6 +561,10 @@ def run_sync(
         allow_mass_removal: send even when the diff would remove more than
             :data:`MASS_REMOVAL_FRACTION` of the members held for leaving the segment (see
             :class:`MassRemovalError`).
+        signals: consent signals sent with each ad member, name -> (purpose, validity days)
+            (:mod:`orchestrator.consent_signals`).
+        phone_platform: ``google`` | ``meta``: send the customer's phone as a second
+            identifier, hashed by that platform's rules, when ``customers`` has a phone column.
 
     Returns:
         The :class:`SyncReport`.
@@ -575,7 +581,17 @@ def run_sync(
     started = time.monotonic()
     now = _naive_utc(as_of) if as_of else datetime.now(UTC).replace(tzinfo=None)
     params = DiffParams(
-        segment, destination, mode, kind, normalization, dict(fields), purpose, retention_days, now
+        segment,
+        destination,
+        mode,
+        kind,
+        normalization,
+        dict(fields),
+        purpose,
+        retention_days,
+        now,
+        signals=dict(signals or {}),
+        phone_platform=phone_platform,
     )
     if client is None and not dry_run:
         raise ValueError("a client is required unless dry_run")

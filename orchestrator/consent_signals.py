@@ -1,0 +1,132 @@
+"""Consent signals sent with an ad upload, derived from the consent log.
+
+Google's Data Manager API takes, per member (or per request), ``adUserData`` and
+``adPersonalization`` = ``CONSENT_GRANTED`` | ``CONSENT_DENIED``
+(https://developers.google.com/data-manager/api/reference/rest/v1/Consent); Google's EU user
+consent policy requires both for users in the European Economic Area
+(https://www.google.com/about/company/user-consent-policy/).
+
+Each purpose in ``activation.yaml`` declares, per platform, which purpose's consent grants each
+signal (``consent_signals: {google: {ad_user_data: ad_targeting, ad_personalization:
+ad_personalization}}``). For a member of a segment with purpose ``S``, signal ``x`` mapped to
+purpose ``P`` is:
+
+- ``CONSENT_GRANTED`` when ``P == S`` and the member's legal basis is a consent (the record
+  named by the member's ``consent_ref``), or when ``P != S`` and the member's latest consent
+  record for ``P`` (per customer, latest ``recorded_at`` then ``consent_id``) is a grant recorded
+  within ``P``'s ``consent_validity_days``;
+- ``CONSENT_DENIED`` otherwise: no record, a withdrawal, an expired grant, or a legal basis
+  that is not a consent (soft opt-in).
+
+Every member gets explicit values, EEA or not: that satisfies the EEA requirement without
+relying on the country trait, and never lets Google assume a consent we cannot show. Removals
+carry no consent (the API needs none to remove). Signals are fields of the sync's rows, so a
+change of consent is an ``update`` (a new ingest with the new values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from orchestrator.config import ProjectConfig
+
+GRANTED = "CONSENT_GRANTED"
+DENIED = "CONSENT_DENIED"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One consent field sent to a platform: its ``name`` (``ad_user_data``...), the
+    ``purpose`` whose consent grants it and that purpose's ``validity_days``."""
+
+    name: str
+    purpose: str
+    validity_days: int
+
+
+def signals_for(project: ProjectConfig, purpose: str, platform: str) -> list[Signal]:
+    """The signals a segment of ``purpose`` sends to ``platform`` (sorted by name; [] when
+    none are declared)."""
+    declared = project.purposes[purpose].consent_signals.get(platform, {})
+    return [
+        Signal(name, source, project.purposes[source].consent_validity_days)
+        for name, source in sorted(declared.items())
+    ]
+
+
+def grants_table_sql(
+    signals: list[Signal], segment_purpose: str | None, as_of: datetime | None
+) -> tuple[str, list[object]] | None:
+    """Temp table ``sync_signal_grants(customer_id, purpose, consent_id)``: customers whose
+    latest consent record for a signal's purpose (other than the segment's) is a valid grant.
+    None when every signal uses the segment's purpose (the legal basis decides)."""
+    others = {s.purpose: s.validity_days for s in signals if s.purpose != segment_purpose}
+    if not others:
+        return None
+    moment = as_of or datetime.now()
+    values = ", ".join("(?, ?)" for _ in others)
+    params: list[object] = []
+    for purpose, days in sorted(others.items()):
+        params += [purpose, moment - timedelta(days=days)]
+    sql = f"""
+        CREATE OR REPLACE TEMP TABLE sync_signal_grants AS
+        SELECT latest.customer_id, latest.purpose, latest.consent_id
+        FROM (
+            SELECT c.customer_id, c.purpose, c.consent_id, c.status, c.recorded_at, v.cutoff
+            FROM consents c JOIN (VALUES {values}) v(purpose, cutoff) ON v.purpose = c.purpose
+            QUALIFY row_number() OVER (
+                PARTITION BY c.customer_id, c.purpose ORDER BY c.recorded_at DESC,
+                c.consent_id DESC) = 1
+        ) latest
+        WHERE latest.status = 'granted' AND latest.recorded_at > latest.cutoff
+    """
+    return sql, params
+
+
+def signal_column_sql(signal: Signal, segment_purpose: str | None) -> tuple[str, list[object]]:
+    """The SQL value (over ``activation.audience_members am``) of one signal and its
+    parameters: ``'CONSENT_GRANTED'`` or ``'CONSENT_DENIED'``."""
+    if signal.purpose == segment_purpose:
+        return "CASE WHEN am.legal_basis = 'consent' THEN ? ELSE ? END", [GRANTED, DENIED]
+    sql = (
+        "CASE WHEN EXISTS (SELECT 1 FROM sync_signal_grants g WHERE g.customer_id = "
+        "am.customer_id AND g.purpose = ?) THEN ? ELSE ? END"
+    )
+    return sql, [signal.purpose, GRANTED, DENIED]
+
+
+def register_lines(project: ProjectConfig) -> dict[str, list[str]]:
+    """Per destination name: the consent signals it is sent, as ``"<signal> from consent for
+    <purpose> (segments for <segment purpose>)"`` lines (for the processing register)."""
+    out: dict[str, list[str]] = {}
+    for dest_name, dest in project.destinations.items():
+        lines: list[str] = []
+        for purpose in dest.purposes:
+            if purpose not in project.purposes:
+                continue
+            for signal in signals_for(project, purpose, dest.platform):
+                lines.append(
+                    f"{signal.name} from consent for {signal.purpose} (segments for {purpose})"
+                )
+        if lines:
+            out[dest_name] = lines
+    return out
+
+
+def as_mapping(signals: list[Signal]) -> Mapping[str, tuple[str, int]]:
+    """``{name: (purpose, validity_days)}``, the shape the diff takes."""
+    return {s.name: (s.purpose, s.validity_days) for s in signals}
+
+
+__all__ = [
+    "DENIED",
+    "GRANTED",
+    "Signal",
+    "as_mapping",
+    "grants_table_sql",
+    "register_lines",
+    "signal_column_sql",
+    "signals_for",
+]
