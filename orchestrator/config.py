@@ -93,6 +93,16 @@ class DestinationConfig(_Strict):
     normalization: str = Field(default="base", pattern=r"^(base|google)$")
     account_id: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_\-]+$")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _google_normalizes_like_google(cls, data: object) -> object:
+        """A ``google`` destination matches on the Google-normalized email unless told
+        otherwise (Gmail dots removed: Data Manager API formatting guide,
+        https://developers.google.com/data-manager/api/devguides/concepts/formatting)."""
+        if isinstance(data, dict) and data.get("platform") == "google":
+            return {"normalization": "google", **data}
+        return data
+
     @model_validator(mode="after")
     def _google_needs_account(self) -> DestinationConfig:
         if self.platform == "google" and not self.account_id:

@@ -74,6 +74,9 @@ def register_phone_functions(con: duckdb.DuckDBPyConnection) -> None:
     """Make ``phone_e164(raw, region)``, ``google_phone_hash(raw, region)`` and
     ``meta_phone_hash(raw, region)`` (VARCHAR, NULL for an invalid phone) callable in SQL on
     ``con`` (idempotent)."""
+    # DuckDB refuses to register a function while the connection holds an unfinished result
+    # (the last ``execute``): finish it first.
+    con.execute("SELECT 1").fetchall()
     for name, fn in (
         ("phone_e164", to_e164),
         ("google_phone_hash", google_phone_hash),
