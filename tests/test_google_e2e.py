@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from orchestrator.phone import google_phone_hash, meta_phone_hash
+from orchestrator.pseudonymize import google_key
 from tests.conftest import AS_OF, REPO
 from tests.e2e_harness import E2EProject, _definitions_module, e2e_project, run_assets
 
@@ -129,8 +130,27 @@ def _expected_google(members: list[tuple]) -> list[dict]:
     return sorted(out, key=lambda m: m["identifiers"][0])
 
 
+EEA = "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO"
+
+
+def _mark_eea_users(project: E2EProject) -> int:
+    """Tell the mock which customers are in the EEA: it then refuses their upload without
+    both consent signals, as Google's EU user consent policy requires."""
+    con = duckdb.connect(str(project.warehouse))
+    try:
+        emails = con.execute(
+            "SELECT email FROM customers WHERE email IS NOT NULL AND list_contains(?, country)",
+            [EEA.split()],
+        ).fetchall()
+    finally:
+        con.close()
+    project.mock.google_eea_users([google_key(e) for (e,) in emails])
+    return len(emails)
+
+
 def test_segment_to_google_and_meta_then_withdrawal_and_erasure(project: E2EProject) -> None:
     _prepare_warehouse(project.warehouse)
+    assert _mark_eea_users(project) > 0
     first = run_assets(project.warehouse, AS_OF, selection=_keys())
     assert first.success, first.failed
     members = _members(project.warehouse)
