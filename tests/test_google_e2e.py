@@ -206,3 +206,19 @@ def test_segment_to_google_and_meta_then_withdrawal_and_erasure(project: E2EProj
     ).fetchall()
     con.close()
     assert ("google_ads", "remove", "ok") in receipts
+
+
+def test_register_lists_the_consent_signals_sent_to_each_recipient(tmp_path: Path) -> None:
+    from orchestrator.config import load_project_config
+    from orchestrator.privacy.register import register_activities
+    from orchestrator.segments.loader import load_segments
+
+    config_path, segments = _project_files(tmp_path)
+    project = load_project_config(config_path)
+    loaded = load_segments(segments, project)
+    (activity,) = register_activities(project, loaded.specs)
+    google = next(r for r in activity.recipients if r.startswith("google_ads"))
+    meta = next(r for r in activity.recipients if r.startswith("meta_ads"))
+    assert "consent signals sent: ad_personalization (granted by a valid consent for " in google
+    assert "ad_user_data (granted by a valid consent for ad_targeting, else denied)" in google
+    assert "consent signals" not in meta
