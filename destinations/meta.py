@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from destinations.base import CallStats, RemoveReason, Row, RowResult
+from destinations.errors import PermanentError
 from destinations.http import HttpClient, RetryPolicy
 from destinations.identifiers import SEPARATOR, split_send_key
 
@@ -33,6 +34,8 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MULTI_KEY_SCHEMA = ["EMAIL_SHA256", "PHONE_SHA256"]
 NOT_A_HASH = "not a SHA-256 hex identifier"
 MAX_BATCH_SIZE = 10_000
+#: Meta's error subcode for an audience whose edits are blocked (health or financial status).
+BLOCKED_SUBCODE = 1713230
 
 
 def is_sha256_hex(value: str) -> bool:
@@ -152,8 +155,24 @@ class MetaAudienceClient:
 
     def _send_chunk(self, method: str, audience_id: str, rows: list[Row]) -> list[RowResult]:
         url = f"{self._base}/{self._version}/{audience_id}/users"
-        body = self._http.request(method, url, json_body=users_payload(rows)).body
+        try:
+            body = self._http.request(method, url, json_body=users_payload(rows)).body
+        except PermanentError as error:
+            if error.status == 400 and f"subcode {BLOCKED_SUBCODE}" in str(error):
+                return blocked_rows(rows, str(error))
+            raise
         return rows_from_response(rows, body if isinstance(body, dict) else {})
+
+
+def blocked_rows(rows: Sequence[Row], words: str) -> list[RowResult]:
+    """Every row refused for good: Meta blocked the audience (``Audience Upload Blocked``,
+    code 100, subcode 1713230; the audience's ``operation_status`` is 471). Since September
+    2025 Meta restricts custom audiences that suggest health or financial status and refuses
+    their membership edits; resending changes nothing until the audience is reviewed, so the
+    refusal is permanent and recorded per row with Meta's words (other audiences are not
+    affected)."""
+    reason = f"audience blocked by Meta: {words}"
+    return [RowResult(r.subject_key, ok=False, reason=reason, permanent=True) for r in rows]
 
 
 def users_payload(rows: Sequence[Row]) -> dict[str, Any]:
@@ -205,11 +224,13 @@ def _sample_key(row: Row, samples: dict[str, Any]) -> str | None:
 
 
 __all__ = [
+    "BLOCKED_SUBCODE",
     "MAX_BATCH_SIZE",
     "MULTI_KEY_SCHEMA",
     "NOT_A_HASH",
     "MetaAudienceClient",
     "all_sha256_hex",
+    "blocked_rows",
     "is_sha256_hex",
     "rows_from_response",
     "users_payload",

@@ -8,6 +8,8 @@ Under ``/meta/_control/``, ``/mailchimp/_control/`` and ``/google/_control/``:
   status may be any of subscribed, unsubscribed, cleaned, pending, archived, forgotten
   (a forgotten contact keeps only its hash). Google ``{"audience_id", "members":
   [{"identifiers": [hex, ...], "consent"?: {...}}]}``.
+- Meta only: ``POST restrict`` ``{"audience_id"}`` flags an audience as suggesting health or
+  financial status: its edits are refused ("Audience Upload Blocked").
 - Google only: ``POST eea_users`` ``{"identifiers": [hex, ...]}`` marks users in the EEA (their
   uploads need both consent signals); ``POST settings`` ``{"processing_delay_s": N}`` sets how
   long a request stays ``PROCESSING``.
@@ -29,7 +31,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from destinations.mock import faults, google_api
+from destinations.mock import faults, google_api, meta_api
 from destinations.mock.mailchimp_api import subscriber_hash
 from destinations.mock.store import McMember, Store, utc_now_iso
 from destinations.mock.wire import BadJson, Request, Response, json_response
@@ -54,7 +56,15 @@ def handle(store: Store, platform: str, sub: str, req: Request) -> Response:
             store.reset(platform)
             if platform == "google":
                 google_api.reset(store)
+            if platform == "meta":
+                meta_api.clear_restricted(store)
             return json_response(200, {"reset": platform})
+        if platform == "meta" and req.method == "POST" and sub == "restrict":
+            body = req.json()
+            if not isinstance(body, dict) or not isinstance(body.get("audience_id"), str):
+                raise ValueError("restrict needs an 'audience_id'")
+            meta_api.restrict(store, body["audience_id"])
+            return json_response(200, {"restricted": body["audience_id"]})
         if platform == "google" and req.method == "POST" and sub in ("eea_users", "settings"):
             return _google_setting(store, sub, req.json())
         if req.method == "POST" and sub == "seed":

@@ -16,6 +16,11 @@ Source: Meta Marketing API, "Custom Audience Users" (``/{audience_id}/users``, s
 ``EMAIL_SHA256``, 10,000 users per request) and "Handling Errors" (error object, code 100
 invalid parameter, 190 invalid token, 80004/17/4/613 throttling).
 
+An audience flagged through the control API (``POST /meta/_control/restrict {"audience_id"}``)
+refuses every membership edit with 400 code 100, subcode 1713230 "Audience Upload Blocked",
+and its GET shows ``operation_status`` 471, as Meta does since September 2025 for audiences that
+suggest health or financial status (the message text here is ours).
+
 A value that looks like a raw email or phone number is counted as a ``raw_identifier``
 violation: an ad destination must only ever receive hashes.
 """
@@ -226,9 +231,58 @@ def handle(
     )
 
 
+_RESTRICTED_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta_restricted (audience_id TEXT PRIMARY KEY) WITHOUT ROWID"
+)
+BLOCKED_TITLE = "Audience Upload Blocked"
+BLOCKED_MESSAGE = (
+    "This audience may suggest health or financial status and can't be updated. "
+    "(operation_status 471)"
+)
+
+
+def restrict(store: Store, audience_id: str) -> None:
+    """Flag an audience as restricted (health or financial status): edits are refused."""
+    with store._tx() as con:
+        con.execute(_RESTRICTED_DDL)
+        con.execute("INSERT OR IGNORE INTO meta_restricted VALUES (?)", (audience_id,))
+
+
+def is_restricted(store: Store, audience_id: str) -> bool:
+    """True when the audience was flagged by :func:`restrict` (until a reset)."""
+    with store._tx() as con:
+        con.execute(_RESTRICTED_DDL)
+        found = con.execute(
+            "SELECT 1 FROM meta_restricted WHERE audience_id = ?", (audience_id,)
+        ).fetchone()
+    return found is not None
+
+
+def clear_restricted(store: Store) -> None:
+    """Lift every flag (part of a reset)."""
+    with store._tx() as con:
+        con.execute(_RESTRICTED_DDL)
+        con.execute("DELETE FROM meta_restricted")
+
+
+def blocked() -> Response:
+    """400 ``Audience Upload Blocked``: code 100, subcode 1713230 (Meta restricts audiences
+    that suggest health or financial status, from September 2025)."""
+    return meta_error(
+        400,
+        100,
+        BLOCKED_MESSAGE,
+        error_subcode=1713230,
+        error_user_title=BLOCKED_TITLE,
+        error_user_msg=BLOCKED_MESSAGE,
+    )
+
+
 def _change_users(
     store: Store, req: Request, audience_id: str, reject_rows: dict[str, str]
 ) -> Response:
+    if is_restricted(store, audience_id):
+        return blocked()
     parsed = parse_payload(req)
     if isinstance(parsed, Response):
         return parsed
@@ -260,12 +314,12 @@ def _change_users(
 
 def _audience(store: Store, audience_id: str) -> Response:
     count = store.meta_count(audience_id)
-    return json_response(
-        200,
-        {
-            "id": audience_id,
-            "approximate_count": count,
-            "approximate_count_lower_bound": count,
-            "approximate_count_upper_bound": count,
-        },
-    )
+    body: dict[str, Any] = {
+        "id": audience_id,
+        "approximate_count": count,
+        "approximate_count_lower_bound": count,
+        "approximate_count_upper_bound": count,
+    }
+    if is_restricted(store, audience_id):
+        body["operation_status"] = {"code": 471, "description": BLOCKED_MESSAGE}
+    return json_response(200, body)

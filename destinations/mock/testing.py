@@ -71,6 +71,10 @@ class MockHandle:
         """Seconds a Google request stays PROCESSING before it is applied."""
         self._call("POST", "google", "settings", {"processing_delay_s": processing_delay_s})
 
+    def meta_restrict(self, audience_id: str) -> None:
+        """Flag a Meta audience as restricted: its edits get 'Audience Upload Blocked'."""
+        self._call("POST", "meta", "restrict", {"audience_id": audience_id})
+
     def google_eea_users(self, identifiers: list[str]) -> None:
         """Mark identifier hashes as users in the EEA (uploads then need both consents)."""
         self._call("POST", "google", "eea_users", {"identifiers": identifiers})
