@@ -8,6 +8,10 @@ failure rejects exactly the failed members with Google's reason, found by splitt
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,8 +21,13 @@ import pytest
 from destinations.google import GoogleAudienceClient
 from destinations.http import RetryPolicy
 from destinations.mock.testing import running_mock
+from orchestrator.sync import journal
+from orchestrator.sync.async_requests import fold_requests
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.engine import run_sync
+from orchestrator.sync.state import fold_journal
+from orchestrator.warehouse.connect import connect
+from tests.conftest import REPO
 from tests.sync.helpers import fake_emails, new_warehouse, set_audience, state_keys
 
 SEG, GOOGLE, AUDIENCE = "loyal", "google_ads", "5551234"
@@ -162,3 +171,42 @@ def test_a_lost_request_id_converges_by_sending_again(wh: Path, tmp_path: Path, 
     assert report.adds == 8
     assert PENDING_HASH not in state_keys(wh, SEG, GOOGLE).values()
     assert held(mock) == sorted(google_keys(wh).values())
+
+
+def _crash(wh: Path, tmp_path: Path, mock, point: str, wait_s: float) -> int:
+    cmd = [sys.executable, "-m", "tests.sync.google_crash_runner", str(wh), str(tmp_path / "state")]
+    cmd += [mock.google_url, mock.google_token, AUDIENCE, str(wait_s), point]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=60).returncode
+
+
+def _fold_like_next_run(wh: Path, tmp_path: Path) -> None:
+    path = journal.journal_path(tmp_path / "state", SEG, GOOGLE)
+    with connect(wh) as con:
+        fold_journal(con, path, segment=SEG, destination=GOOGLE, kind="ad")
+        fold_requests(con, path, segment=SEG, destination=GOOGLE)
+
+
+@pytest.mark.parametrize("point", ["after_submit", "after_journal", "in_confirm"])
+def test_a_killed_google_sync_never_over_claims_and_converges(
+    wh: Path, tmp_path: Path, mock, point: str
+) -> None:
+    mock.google_settings(processing_delay_s=0.3)
+    if point == "in_confirm":  # an earlier run left a request processing
+        google_sync(wh, tmp_path, mock, wait_s=0.02)
+        assert outstanding(wh) == 8
+    assert _crash(wh, tmp_path, mock, point, 0.02) == -signal.SIGKILL
+    _fold_like_next_run(wh, tmp_path)
+    time.sleep(0.4)  # whatever Google accepted is processed by now
+    keys = google_keys(wh)
+    state = state_keys(wh, SEG, GOOGLE)
+    at_google = set(held(mock))
+    claimed = {keys[k] for k, h in state.items() if h != PENDING_HASH}
+    assert claimed <= at_google  # every row claimed is really there
+    assert at_google <= {keys[k] for k in state}  # nothing there we could not remove later
+    mock.google_settings(processing_delay_s=0)
+    google_sync(wh, tmp_path, mock)
+    assert held(mock) == sorted(keys.values())
+    final = state_keys(wh, SEG, GOOGLE)
+    assert set(final) == set(keys) and PENDING_HASH not in final.values()
+    assert outstanding(wh) == 0
