@@ -26,6 +26,7 @@ from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
 from orchestrator.consent_signals import as_mapping, signals_for
+from orchestrator.phone import phone_platform_for
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
@@ -283,14 +284,6 @@ def sync_column_lineage(
     return dg.TableColumnLineage(deps_by_column=deps)
 
 
-def phone_platform(dest: DestinationConfig) -> str | None:
-    """The platform whose phone hashing an ad destination uses (``google``, ``meta``), or None
-    (email destinations and other platforms send no phone identifier)."""
-    if dest.kind is DestinationKind.AD and dest.platform in ("google", "meta"):
-        return dest.platform
-    return None
-
-
 def _sync_metadata(report: object) -> dict[str, object]:
     values = asdict(report)
     by_reason = values.pop("removes_by_reason", {}) or {}
@@ -370,7 +363,7 @@ def build_sync_asset(
                 dry_run=config.dry_run,
                 allow_mass_removal=config.allow_mass_removal,
                 signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
-                phone_platform=phone_platform(dest),
+                phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
                 rows_per_call=(
                     partial(platform_rows_per_call, dest.platform) if config.dry_run else None

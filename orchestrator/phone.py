@@ -70,6 +70,12 @@ def phone_hash(platform: str, raw: str | None, default_region: str | None) -> st
     raise ValueError(f"platform {platform!r} takes no phone identifier")
 
 
+def phone_platform_for(platform: str, kind: str) -> str | None:
+    """The platform whose phone hashing a destination uses: ``google`` or ``meta`` for their ad
+    destinations, else None (no phone identifier is sent)."""
+    return platform if kind == "ad" and platform in ("google", "meta") else None
+
+
 def register_phone_functions(con: duckdb.DuckDBPyConnection) -> None:
     """Make ``phone_e164(raw, region)``, ``google_phone_hash(raw, region)`` and
     ``meta_phone_hash(raw, region)`` (VARCHAR, NULL for an invalid phone) callable in SQL on
@@ -97,6 +103,7 @@ __all__ = [
     "google_phone_hash",
     "meta_phone_hash",
     "phone_hash",
+    "phone_platform_for",
     "register_phone_functions",
     "to_e164",
 ]
