@@ -148,6 +148,21 @@ def _mark_eea_users(project: E2EProject) -> int:
     return len(emails)
 
 
+def _assert_preview_sends_nothing(project: E2EProject) -> None:
+    """The dry run computes the same rows (signals, phones) as the sync: nothing to send."""
+    from orchestrator.cli.preview import preview_segment
+    from orchestrator.config import load_project_config
+    from orchestrator.segments.loader import load_segments
+    from orchestrator.settings import Settings
+
+    settings = Settings.from_env()
+    config = load_project_config(settings.config_path)
+    loaded = load_segments(settings.segments_dir, config).specs[SID]
+    preview = preview_segment(project.warehouse, project.state_dir, loaded, config, AS_OF)
+    for dest in preview.destinations:
+        assert (dest.adds, dest.updates, dest.removes) == (0, 0, 0), dest
+
+
 def test_segment_to_google_and_meta_then_withdrawal_and_erasure(project: E2EProject) -> None:
     _prepare_warehouse(project.warehouse)
     assert _mark_eea_users(project) > 0
@@ -168,6 +183,7 @@ def test_segment_to_google_and_meta_then_withdrawal_and_erasure(project: E2EProj
     assert phones and phones <= sent
     assert mock.violations("google")["raw_identifier"] == 0
     assert mock.violations("meta")["raw_identifier"] == 0
+    _assert_preview_sends_nothing(project)
 
     # a withdrawal removes the member from both platforms, with the phone it was added with
     leaving = next(m for m in members if google_phone_hash(m[3], m[4]))
