@@ -15,16 +15,15 @@ Hashing differs per platform, as each documents:
   included, no ``+``, symbols or leading zeros (``33612345678``), then SHA-256, hex
   (https://developers.facebook.com/docs/marketing-api/audiences/guides/custom-audiences#hash).
 
-The same Python functions run inside DuckDB (:func:`register_phone_functions`), so the SQL path
-and the Python reference cannot disagree.
+These functions are the only implementation: the sync computes each customer's phone hashes
+once with them and keeps them in the warehouse (:mod:`orchestrator.phone_keys`), so what the
+SQL diff sends and the Python reference cannot disagree.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 
-import duckdb
 import phonenumbers
 
 
@@ -45,16 +44,24 @@ def to_e164(raw: str | None, default_region: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def google_e164_hash(e164: str | None) -> str | None:
+    """SHA-256 hex of an E.164 number with its ``+`` (Google), None for None."""
+    return None if e164 is None else hashlib.sha256(e164.encode()).hexdigest()
+
+
+def meta_e164_hash(e164: str | None) -> str | None:
+    """SHA-256 hex of an E.164 number's digits, without ``+`` (Meta ``PHONE``), None for None."""
+    return None if e164 is None else hashlib.sha256(e164.lstrip("+").encode()).hexdigest()
+
+
 def google_phone_hash(raw: str | None, default_region: str | None) -> str | None:
     """SHA-256 hex of the E.164 number with its ``+`` (Google), or None (invalid phone)."""
-    e164 = to_e164(raw, default_region)
-    return None if e164 is None else hashlib.sha256(e164.encode()).hexdigest()
+    return google_e164_hash(to_e164(raw, default_region))
 
 
 def meta_phone_hash(raw: str | None, default_region: str | None) -> str | None:
     """SHA-256 hex of the E.164 digits without ``+`` (Meta ``PHONE``), or None (invalid)."""
-    e164 = to_e164(raw, default_region)
-    return None if e164 is None else hashlib.sha256(e164[1:].encode()).hexdigest()
+    return meta_e164_hash(to_e164(raw, default_region))
 
 
 def phone_hash(platform: str, raw: str | None, default_region: str | None) -> str | None:
@@ -76,34 +83,12 @@ def phone_platform_for(platform: str, kind: str) -> str | None:
     return platform if kind == "ad" and platform in ("google", "meta") else None
 
 
-def register_phone_functions(con: duckdb.DuckDBPyConnection) -> None:
-    """Make ``phone_e164(raw, region)``, ``google_phone_hash(raw, region)`` and
-    ``meta_phone_hash(raw, region)`` (VARCHAR, NULL for an invalid phone) callable in SQL on
-    ``con`` (idempotent)."""
-    # DuckDB refuses to register a function while the connection holds an unfinished result
-    # (the last ``execute``): finish it first.
-    con.execute("SELECT 1").fetchall()
-    for name, fn in (
-        ("phone_e164", to_e164),
-        ("google_phone_hash", google_phone_hash),
-        ("meta_phone_hash", meta_phone_hash),
-    ):
-        with contextlib.suppress(duckdb.CatalogException, duckdb.NotImplementedException):
-            con.create_function(  # raises when already registered on this connection
-                name,
-                fn,
-                ["VARCHAR", "VARCHAR"],
-                "VARCHAR",
-                null_handling="special",
-                side_effects=False,
-            )
-
-
 __all__ = [
+    "google_e164_hash",
     "google_phone_hash",
+    "meta_e164_hash",
     "meta_phone_hash",
     "phone_hash",
     "phone_platform_for",
-    "register_phone_functions",
     "to_e164",
 ]

@@ -1,18 +1,19 @@
-"""E.164 and per-platform phone hashing: a table of tricky numbers, Python = SQL."""
+"""E.164 and per-platform phone hashing: a table of tricky numbers; what the SQL diff sends
+equals the Python reference."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import duckdb
 import pytest
 
-from orchestrator.phone import (
-    google_phone_hash,
-    meta_phone_hash,
-    register_phone_functions,
-    to_e164,
-)
+from orchestrator.phone import google_phone_hash, meta_phone_hash, to_e164
+from orchestrator.phone_keys import refresh_phone_keys
+from orchestrator.pseudonymize import subject_key
+from orchestrator.sync.diff import DiffParams, compute_diff
+from tests.sync.helpers import new_warehouse, set_audience
 
 # (raw, customer's country, expected E.164 or None)
 VECTORS = [
@@ -48,17 +49,37 @@ def test_google_hashes_with_the_plus_and_meta_without() -> None:
     assert meta_phone_hash(None, "FR") is None
 
 
-def test_sql_agrees_with_the_python_reference() -> None:
-    con = duckdb.connect()
-    register_phone_functions(con)
-    register_phone_functions(con)  # idempotent
-    con.execute("CREATE TABLE t (raw VARCHAR, region VARCHAR)")
-    con.executemany("INSERT INTO t VALUES (?, ?)", [(r, c) for r, c, _ in VECTORS])
-    rows = con.execute(
-        "SELECT raw, region, phone_e164(raw, region), google_phone_hash(raw, region),"
-        " meta_phone_hash(raw, region) FROM t"
-    ).fetchall()
-    for raw, region, e164, google, meta in rows:
-        assert e164 == to_e164(raw, region)
-        assert google == google_phone_hash(raw, region)
-        assert meta == meta_phone_hash(raw, region)
+def test_the_diff_sends_what_the_python_reference_computes(tmp_path: Path) -> None:
+    """Each vector as a customer's phone and country; the send keys the diff exports (from the
+    phone cache) carry exactly the reference hashes, or the email key alone."""
+    emails = [f"person{i}@example.com" for i in range(len(VECTORS))]
+    wh = tmp_path / "wh.duckdb"
+    new_warehouse(wh, emails)
+    con = duckdb.connect(str(wh))
+    con.execute("ALTER TABLE customers ADD COLUMN phone VARCHAR")
+    for i, (raw, region, _expected) in enumerate(VECTORS):
+        con.execute(
+            "UPDATE customers SET phone = ?, country = ? WHERE customer_id = ?",
+            [raw, region, i + 1],
+        )
+    set_audience(con, "seg", range(1, len(VECTORS) + 1))
+    for platform, reference in (("google", google_phone_hash), ("meta", meta_phone_hash)):
+        params = DiffParams("seg", f"{platform}_ads", "mirror", "ad", phone_platform=platform)
+        scratch = tmp_path / platform
+        scratch.mkdir()
+        plan = compute_diff(con, params, scratch)
+        (path,) = [p for op, _r, p in plan.files if op == "add"]
+        sent = dict(
+            con.execute("SELECT subject_key, send_key FROM read_parquet(?)", [str(path)]).fetchall()
+        )
+        for i, (raw, region, _expected) in enumerate(VECTORS):
+            key = subject_key(emails[i])
+            phone = reference(raw, region)
+            assert sent[key] == (key if phone is None else f"{key}|{phone}"), (raw, region)
+    (cached,) = con.execute("SELECT count(*) FROM activation.customer_phone_keys").fetchone()
+    assert cached == len(VECTORS)
+    con.execute("UPDATE customers SET phone = '+33 6 99 99 99 99' WHERE customer_id = 1")
+    assert (
+        refresh_phone_keys(con, segment="seg", phone_column="phone", region_column="country") == 1
+    )
+    con.close()

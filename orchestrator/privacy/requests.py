@@ -463,11 +463,12 @@ def _record_acks(
         return
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         con.begin()
-        con.execute(
-            "DELETE FROM activation.sync_state WHERE segment = ? AND destination = ? "
-            "AND list_contains(?, subject_key)",
-            [target.segment, target.destination, acked],
-        )
+        for table in ("sync_state", "destination_requests"):  # the remove supersedes both
+            con.execute(
+                f"DELETE FROM activation.{table} WHERE segment = ? AND destination = ? "
+                "AND list_contains(?, subject_key)",
+                [target.segment, target.destination, acked],
+            )
         if request_type == "objection" and target.kind == "email":
             con.executemany(
                 "INSERT INTO activation.destination_suppressions (destination, subject_key, "
@@ -576,13 +577,14 @@ def _prepare(
 
 
 def _purge_erased(ctx: _Context, keys: Sequence[str]) -> int:
-    """Step 4: the erased person's rows in rejections and destination suppressions."""
+    """Step 4: the erased person's rows in rejections, destination suppressions and requests
+    still outstanding at an asynchronous platform."""
     if not keys:
         return 0
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         con.begin()
         total = 0
-        for table in ("sync_rejections", "destination_suppressions"):
+        for table in ("sync_rejections", "destination_suppressions", "destination_requests"):
             (count,) = con.execute(
                 f"DELETE FROM activation.{table} WHERE list_contains(?, subject_key)",
                 [list(keys)],

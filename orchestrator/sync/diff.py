@@ -45,7 +45,7 @@ from destinations.base import RemoveReason
 from destinations.identifiers import SEPARATOR
 from orchestrator.consent_signals import Signal, grants_table_sql, signal_column_sql
 from orchestrator.customer_keys import refresh_customer_keys
-from orchestrator.phone import register_phone_functions
+from orchestrator.phone_keys import refresh_phone_keys
 from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
 from orchestrator.warehouse.memory import with_memory_growth
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
@@ -172,11 +172,11 @@ def _send_key_sql(p: DiffParams) -> str:
 
 
 def _phone_send_key_sql(p: DiffParams) -> str:
-    """The ad send key with the phone hash appended when the customer has a valid phone."""
-    fn = f"{p.phone_platform}_phone_hash"
-    phone = f'{fn}(CAST(c."{p.phone_column}" AS VARCHAR), CAST(c."{p.region_column}" AS VARCHAR))'
+    """The ad send key with the phone hash appended when the customer has a valid phone (the
+    hash comes from ``activation.customer_phone_keys``, :mod:`orchestrator.phone_keys`)."""
     base = _send_key_sql(p)
-    return f"CASE WHEN {phone} IS NULL THEN {base} ELSE {base} || '{SEPARATOR}' || {phone} END"
+    # || with a NULL phone hash (missing or invalid phone) is NULL: the email key alone
+    return f"coalesce({base} || '{SEPARATOR}' || pk.{p.phone_platform}_hash, {base})"
 
 
 def _target_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[object]]:
@@ -195,8 +195,9 @@ def _target_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[objec
         value, params = signal_column_sql(Signal(name, purpose, days), p.purpose)
         cols += f", {value} AS f{j}"
         signal_params += params
-    needs_customers = bool(merge) or use_phone
-    join = "LEFT JOIN customers c ON c.customer_id = am.customer_id" if needs_customers else ""
+    join = "LEFT JOIN customers c ON c.customer_id = am.customer_id" if merge else ""
+    if use_phone:
+        join += " LEFT JOIN activation.customer_phone_keys pk ON pk.customer_id = am.customer_id"
     send_key = _phone_send_key_sql(p) if use_phone else _send_key_sql(p)
     hash_items = "".join(f", ?, f{i}" for i in range(len(names)))
     sql = f"""
@@ -243,7 +244,9 @@ def _prepare_identifiers(con: duckdb.DuckDBPyConnection, p: DiffParams) -> bool:
         con.execute(*grants)
     if p.phone_platform is None or not _has_customer_column(con, p.phone_column):
         return False
-    register_phone_functions(con)
+    refresh_phone_keys(
+        con, segment=p.segment, phone_column=p.phone_column, region_column=p.region_column
+    )
     return True
 
 
