@@ -184,17 +184,27 @@ class GoogleAudienceClient:
 
     def member_count(self, audience_id: str) -> int | None:
         """The list's size for display as Google reports it (``sizeInfo``), or None."""
+        size = self._user_list(audience_id).get("sizeInfo") or {}
+        try:
+            return int(size.get("displayNetworkMembersCount"))
+        except (TypeError, ValueError):
+            return None
+
+    def targetable(self, audience_id: str) -> bool | None:
+        """Whether Google can serve ads to the list (``targetNetworkInfo.eligibleForDisplay``:
+        a Customer Match list needs at least 100 active members), None when not said."""
+        info = self._user_list(audience_id).get("targetNetworkInfo") or {}
+        eligible = info.get("eligibleForDisplay")
+        return eligible if isinstance(eligible, bool) else None
+
+    def _user_list(self, audience_id: str) -> dict[str, Any]:
         account = self._account
         url = (
             f"{self._base}/v1/accountTypes/{account['accountType']}/accounts/"
             f"{account['accountId']}/userLists/{audience_id}"
         )
         body = self._http.request("GET", url).body
-        size = body.get("sizeInfo", {}) if isinstance(body, dict) else {}
-        try:
-            return int(size.get("displayNetworkMembersCount"))
-        except (TypeError, ValueError):
-            return None
+        return body if isinstance(body, dict) else {}
 
     # -- asynchronous requests
 

@@ -183,6 +183,8 @@ def test_segment_to_google_and_meta_then_withdrawal_and_erasure(project: E2EProj
     assert phones and phones <= sent
     assert mock.violations("google")["raw_identifier"] == 0
     assert mock.violations("meta")["raw_identifier"] == 0
+    reconciliation = f"sync/{SID}/google_ads:reconciliation"
+    assert first.checks[reconciliation] is True  # Google's count equals what we acknowledged
     _assert_preview_sends_nothing(project)
 
     # a withdrawal removes the member from both platforms, with the phone it was added with

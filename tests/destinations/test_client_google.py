@@ -102,3 +102,11 @@ def test_request_still_processing_gives_no_result_and_is_handed_over(mock: MockH
     assert results == []
     assert len(submitted) == 1 and [r.send_key for r in submitted[0].rows] == [sha("a"), sha("b")]
     assert c.take_submitted() == []
+
+
+def test_size_and_targetable_as_google_reports_them(mock: MockHandle) -> None:
+    with client(mock) as c:
+        c.add(AUDIENCE, [row(str(i)) for i in range(99)])
+        assert (c.member_count(AUDIENCE), c.targetable(AUDIENCE)) == (99, False)
+        c.add(AUDIENCE, [row("hundredth")])
+        assert (c.member_count(AUDIENCE), c.targetable(AUDIENCE)) == (100, True)
