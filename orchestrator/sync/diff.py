@@ -27,6 +27,9 @@ or a withdrawn consent for the purpose (Art. 7(3)). ``unchanged``: held with the
 destination holds the subject as unsubscribed or forgotten (``destination_suppressions``).
 ``skipped_rejected``: would be added or updated but the destination refused this very row (same
 ``fields_hash``) for good (``sync_rejections.permanent``); it is retried once the row changes.
+``awaiting``: pending, and a request the platform is still processing already carries this very
+operation (``activation.destination_requests``: an add with the same ``fields_hash``, or a
+remove); not sent again, its status is read first thing in the next run.
 
 A subject is in exactly one action, so no key is both added and removed in a run.
 """
@@ -267,6 +270,12 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
             SELECT DISTINCT subject_key, fields_hash FROM activation.sync_rejections
             WHERE segment = ? AND destination = ? AND permanent
         ),
+        awaiting AS (
+            SELECT subject_key, max(fields_hash) FILTER (op <> 'remove') AS add_hash,
+                   bool_or(op = 'remove') AS removing
+            FROM activation.destination_requests WHERE segment = ? AND destination = ?
+            GROUP BY subject_key
+        ),
         joined AS (
             SELECT coalesce(t.subject_key, s.subject_key) AS subject_key,
                    t.send_key, s.destination_ref,
@@ -278,7 +287,9 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                    sp.subject_key IS NOT NULL AS is_suppressed,
                    rf.subject_key IS NOT NULL AS is_refused,
                    ml.subject_key IS NOT NULL AS must_leave,
-                   coalesce(dp.left_at <= ?, false) AS retention_over
+                   coalesce(dp.left_at <= ?, false) AS retention_over,
+                   coalesce(aw.add_hash = t.fields_hash, false) AS awaiting_add,
+                   coalesce(aw.removing, false) AS awaiting_remove
                    {fcols}
             FROM target t
             FULL OUTER JOIN state s ON s.subject_key = t.subject_key
@@ -288,12 +299,15 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                 AND dp.subject_key = s.subject_key
             LEFT JOIN refused rf
                 ON rf.subject_key = t.subject_key AND rf.fields_hash = t.fields_hash
+            LEFT JOIN awaiting aw ON aw.subject_key = coalesce(t.subject_key, s.subject_key)
         ),
         wanted AS (
             SELECT *, CASE
+                WHEN in_target AND pending AND awaiting_add THEN 'awaiting'
                 WHEN in_target AND (NOT in_state OR pending) THEN 'add'
                 WHEN in_target AND changed AND ? <> 'add_only' THEN 'update'
                 WHEN in_target THEN 'unchanged'
+                WHEN pending AND awaiting_remove THEN 'awaiting'
                 WHEN ? = 'mirror' OR must_leave OR retention_over THEN 'remove'
                 ELSE 'kept'
             END AS wanted
@@ -309,6 +323,8 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
     params = [
         p.segment,
         p.destination,
+        p.destination,
+        p.segment,
         p.destination,
         p.segment,
         p.destination,
@@ -520,7 +536,17 @@ def _export_sql(p: DiffParams, action: str) -> str:
 
 def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     counts = dict.fromkeys(
-        ("add", "update", "remove", "unchanged", "kept", "suppressed", "skipped_rejected"), 0
+        (
+            "add",
+            "update",
+            "remove",
+            "unchanged",
+            "kept",
+            "suppressed",
+            "skipped_rejected",
+            "awaiting",
+        ),
+        0,
     )
     for action, n in con.execute("SELECT action, count(*) FROM sync_diff GROUP BY 1").fetchall():
         counts[action] = n

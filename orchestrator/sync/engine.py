@@ -71,6 +71,7 @@ class SyncReport:
     (request body bytes). ``duration_s``: wall time (s). ``dry_run``: nothing was sent.
     ``requests_processing``: requests the platform had not finished processing when the run
     ended (asynchronous platforms: their rows stay pending, confirmed by the next run).
+    ``awaiting``: pending rows not sent again because such a request already carries them.
     """
 
     adds: int = 0
@@ -91,6 +92,7 @@ class SyncReport:
     removes_by_reason: dict[str, int] = field(default_factory=dict)
     dry_run: bool = False
     requests_processing: int = 0
+    awaiting: int = 0
 
 
 #: Batches read and built ahead of the one being sent (see :mod:`orchestrator.sync.prefetch`).
@@ -467,6 +469,7 @@ def _report(
         kept=c["kept"],
         suppressed=c["suppressed"],
         skipped_rejected=c["skipped_rejected"],
+        awaiting=c["awaiting"],
         pending_recovered=pending,
         min_api_calls=_min_calls(plan, batch_size, per_call),
         removes_by_reason=dict(plan.removes_by_reason),

@@ -145,6 +145,12 @@ CREATE TABLE IF NOT EXISTS activation.destination_requests (
     fields_json     VARCHAR NOT NULL,
     submitted_at    TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS activation.customer_phone_keys (
+    customer_id BIGINT PRIMARY KEY,
+    fingerprint UBIGINT NOT NULL,
+    google_hash VARCHAR,
+    meta_hash   VARCHAR
+);
 CREATE TABLE IF NOT EXISTS activation.departures (
     segment     VARCHAR NOT NULL,
     destination VARCHAR NOT NULL,
@@ -244,6 +250,9 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     ``sync_state``: what each destination acknowledged; ``destination_ref`` is the platform's own
     member id when it differs from subject_key (Mailchimp: md5 of the lowercase email).
     ``sync_rejections``: rows a destination refused, with reason and permanence.
+    ``customer_phone_keys``: each customer's phone hashes (Google with ``+``, Meta without), NULL
+    for an invalid phone, re-hashed when the phone or country changes
+    (``orchestrator.phone_keys``).
     ``destination_requests``: one row per member of a request a destination accepted for
     asynchronous processing and had not finished when the sync stopped waiting (Google Data
     Manager API); the member is ``pending`` in ``sync_state`` until a later run reads the

@@ -100,14 +100,19 @@ def rejections(wh: Path) -> dict[str, str]:
 def test_processing_at_end_of_run_stays_pending_and_next_run_confirms(
     wh: Path, tmp_path: Path, mock
 ) -> None:
-    mock.google_settings(processing_delay_s=1.0)
+    mock.google_settings(processing_delay_s=3.0)
     first = google_sync(wh, tmp_path, mock, wait_s=0.1)
     assert first.adds == 8 and first.requests_processing == 1
     state = state_keys(wh, SEG, GOOGLE)
     assert len(state) == 8 and set(state.values()) == {PENDING_HASH}  # nothing claimed
     assert outstanding(wh) == 8
     assert held(mock) == []
-    time.sleep(1.1)
+    since = mock.requests_log("google")[-1]["id"]
+    meanwhile = google_sync(wh, tmp_path, mock, wait_s=0.1)  # still processing: not re-sent
+    assert (meanwhile.adds, meanwhile.awaiting, meanwhile.requests_processing) == (0, 8, 1)
+    sent = [r["path"] for r in mock.requests_log("google", since_id=since)]
+    assert sent == ["/google/v1/requestStatus:retrieve"]
+    time.sleep(3.1)
     since = mock.requests_log("google")[-1]["id"]
     second = google_sync(wh, tmp_path, mock, wait_s=0.1)
     assert second.adds == 0 and second.requests_processing == 0  # confirmed, not re-sent
