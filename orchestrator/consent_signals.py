@@ -29,6 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
 
 from orchestrator.config import ProjectConfig
 
@@ -97,6 +100,51 @@ def signal_column_sql(signal: Signal, segment_purpose: str | None) -> tuple[str,
     return sql, [signal.purpose, GRANTED, DENIED]
 
 
+def explain_signals(
+    con: duckdb.DuckDBPyConnection,
+    signals: list[Signal],
+    *,
+    segment_purpose: str,
+    customer_id: int | None,
+    legal_basis: str | None,
+    consent_ref: str | None,
+    as_of: datetime,
+) -> list[dict[str, Any]]:
+    """Each signal's value for one audience member and the consent record that decided it:
+    ``[{"name", "value", "purpose", "record"}]`` (``record``: the consent id, status and time,
+    or None when the member has no record for the purpose). Same rules as the sync."""
+    out: list[dict[str, Any]] = []
+    for signal in signals:
+        if signal.purpose == segment_purpose:
+            granted = legal_basis == "consent"
+            record = consent_ref if granted else None
+            out.append(
+                {
+                    "name": signal.name,
+                    "value": GRANTED if granted else DENIED,
+                    "purpose": signal.purpose,
+                    "record": f"{record} (the member's legal basis)" if record else None,
+                }
+            )
+            continue
+        row = con.execute(
+            "SELECT consent_id, status, recorded_at FROM consents WHERE customer_id = ? AND "
+            "purpose = ? ORDER BY recorded_at DESC, consent_id DESC LIMIT 1",
+            [customer_id, signal.purpose],
+        ).fetchone()
+        cutoff = as_of - timedelta(days=signal.validity_days)
+        granted = row is not None and row[1] == "granted" and row[2] > cutoff
+        out.append(
+            {
+                "name": signal.name,
+                "value": GRANTED if granted else DENIED,
+                "purpose": signal.purpose,
+                "record": f"{row[0]} {row[1]} {row[2]:%Y-%m-%d}" if row else None,
+            }
+        )
+    return out
+
+
 def register_lines(project: ProjectConfig) -> dict[str, list[str]]:
     """Per destination name: the consent signals it is sent, as ``"<signal> from consent for
     <purpose> (segments for <segment purpose>)"`` lines (for the processing register)."""
@@ -125,6 +173,7 @@ __all__ = [
     "GRANTED",
     "Signal",
     "as_mapping",
+    "explain_signals",
     "grants_table_sql",
     "register_lines",
     "signal_column_sql",

@@ -148,6 +148,30 @@ def _mark_eea_users(project: E2EProject) -> int:
     return len(emails)
 
 
+def _assert_explain_shows_the_signals(project: E2EProject, members: list[tuple]) -> None:
+    """``activation explain`` says which consent record decided each signal sent."""
+    from orchestrator.config import load_project_config
+    from orchestrator.privacy.explain import explain, format_explanation
+    from orchestrator.segments.loader import load_segments
+    from orchestrator.settings import Settings
+
+    settings = Settings.from_env()
+    config = load_project_config(settings.config_path)
+    specs = load_segments(settings.segments_dir, config).specs
+    con = duckdb.connect(str(project.warehouse), read_only=True)
+    emails = dict(con.execute("SELECT customer_id, email FROM customers").fetchall())
+    con.close()
+    for cid, *_rest, personalized in members[:4]:
+        text = format_explanation(
+            explain(project.warehouse, emails[cid], SID, config, specs, AS_OF)
+        )
+        value = GRANTED if personalized else DENIED
+        assert f"consent signal ad_personalization={value} (" in text
+        assert f"adp-{cid} granted" in text if personalized else "no consent record" in text
+        assert "consent signal ad_user_data=CONSENT_GRANTED (" in text
+        assert "@" not in text
+
+
 def _assert_preview_sends_nothing(project: E2EProject) -> None:
     """The dry run computes the same rows (signals, phones) as the sync: nothing to send."""
     from orchestrator.cli.preview import preview_segment
@@ -183,6 +207,7 @@ def test_segment_to_google_and_meta_then_withdrawal_and_erasure(project: E2EProj
     assert phones and phones <= sent
     assert mock.violations("google")["raw_identifier"] == 0
     assert mock.violations("meta")["raw_identifier"] == 0
+    _assert_explain_shows_the_signals(project, members)
     reconciliation = f"sync/{SID}/google_ads:reconciliation"
     assert first.checks[reconciliation] is True  # Google's count equals what we acknowledged
     _assert_preview_sends_nothing(project)
