@@ -22,7 +22,7 @@ Endpoints (REST reference, https://developers.google.com/data-manager/api/refere
   (https://developers.google.com/data-manager/api/reference/rest/v1/Consent); removals carry
   none.
 - Identifiers: email trimmed, lowercased, SHA-256, hex; phone in E.164 WITH the leading ``+``,
-  then SHA-256, hex (https://developers.google.com/data-manager/api/devguides/concepts/formatting).
+  then SHA-256, hex (https://developers.google.com/data-manager/api/get-started/formatting).
 
 How a row's result is decided (acknowledgement from what the platform says it did):
 

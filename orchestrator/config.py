@@ -98,7 +98,7 @@ class DestinationConfig(_Strict):
     def _google_normalizes_like_google(cls, data: object) -> object:
         """A ``google`` destination matches on the Google-normalized email unless told
         otherwise (Gmail dots removed: Data Manager API formatting guide,
-        https://developers.google.com/data-manager/api/devguides/concepts/formatting)."""
+        https://developers.google.com/data-manager/api/get-started/formatting)."""
         if isinstance(data, dict) and data.get("platform") == "google":
             return {"normalization": "google", **data}
         return data

@@ -10,7 +10,7 @@ Hashing differs per platform, as each documents:
 
 - Google (Data Manager API, "Format user data"): E.164 WITH the leading ``+`` (``+33612345678``),
   then SHA-256, hex
-  (https://developers.google.com/data-manager/api/devguides/concepts/formatting).
+  (https://developers.google.com/data-manager/api/get-started/formatting).
 - Meta (Custom Audiences, "Hashing and normalization", key ``PHONE``): digits only, country code
   included, no ``+``, symbols or leading zeros (``33612345678``), then SHA-256, hex
   (https://developers.facebook.com/docs/marketing-api/audiences/guides/custom-audiences#hash).

@@ -33,8 +33,9 @@ What the real API does and this mock copies (sources):
   quickstart https://developers.google.com/data-manager/api/get-started/quickstart/send-audience-members.
 - Asynchronous processing and the status shape: https://developers.google.com/data-manager/api/reference/rest/v1/requestStatus/retrieve.
   The real status gives error COUNTS per reason, never which member failed; so does this mock.
-- Quota: HTTP 429 ``RESOURCE_EXHAUSTED`` with a ``google.rpc.RetryInfo`` ``retryDelay``
-  (https://developers.google.com/data-manager/api/devguides/quotas and the Google API error
+- Quota: 300 requests per minute and 100,000 per day per Cloud project, beyond which HTTP 429
+  ``RESOURCE_EXHAUSTED`` (https://developers.google.com/data-manager/api/limits); a
+  ``google.rpc.RetryInfo`` ``retryDelay`` as in the Google API error
   model, https://cloud.google.com/apis/design/errors).
 - Consent (``adUserData``, ``adPersonalization``: ``CONSENT_GRANTED`` | ``CONSENT_DENIED``),
   request-level and overridden per member: https://developers.google.com/data-manager/api/reference/rest/v1/Consent.
