@@ -35,8 +35,8 @@ What the real API does and this mock copies (sources):
   The real status gives error COUNTS per reason, never which member failed; so does this mock.
 - Quota: 300 requests per minute and 100,000 per day per Cloud project, beyond which HTTP 429
   ``RESOURCE_EXHAUSTED`` (https://developers.google.com/data-manager/api/limits); a
-  ``google.rpc.RetryInfo`` ``retryDelay`` as in the Google API error
-  model, https://cloud.google.com/apis/design/errors).
+  ``google.rpc.RetryInfo`` ``retryDelay`` as in the Google API error model
+  (https://cloud.google.com/apis/design/errors).
 - Consent (``adUserData``, ``adPersonalization``: ``CONSENT_GRANTED`` | ``CONSENT_DENIED``),
   request-level and overridden per member: https://developers.google.com/data-manager/api/reference/rest/v1/Consent.
   Users in the EEA need both signals (EU user consent policy); this mock refuses a member it
