@@ -50,6 +50,10 @@ class Purpose(_Strict):
 
     ``consent_validity_days``: days after which a granted consent no longer counts (days).
     ``legal_bases``: the bases a segment with this purpose may declare.
+    ``marketing``: whether the purpose is direct marketing (GDPR Art. 21(2)-(3): an objection
+    to direct marketing ends every such purpose). Default true; a service purpose (order
+    updates, account notices) sets ``marketing: false``. A destination that serves one
+    marketing purpose serves only marketing purposes.
     ``consent_signals``: platform -> consent field -> the purpose whose valid consent grants it
     (e.g. ``{"google": {"ad_user_data": "ad_targeting", "ad_personalization":
     "ad_personalization"}}``): a member's signal is granted only when their latest consent
@@ -60,6 +64,7 @@ class Purpose(_Strict):
     description: str
     consent_validity_days: int = Field(gt=0)
     legal_bases: tuple[LegalBasis, ...] = Field(min_length=1)
+    marketing: bool = True
     consent_signals: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @field_validator("consent_signals")

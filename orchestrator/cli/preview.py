@@ -40,6 +40,7 @@ from destinations.base import RemoveReason, min_calls
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
 from orchestrator.audience import build_segment_audience
 from orchestrator.config import ProjectConfig
+from orchestrator.consent import segment_counted_purposes
 from orchestrator.consent_signals import as_mapping, signals_for
 from orchestrator.phone import phone_platform_for
 from orchestrator.privacy.retention import create_departures_table, track_departures
@@ -232,6 +233,7 @@ def _destination(
         spec.purpose,
         spec.retention_days,
         as_of,
+        tuple(segment_counted_purposes(spec, project)[1:]),
         signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
         phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
     )

@@ -532,6 +532,7 @@ def run_sync(
     on_batch: BatchHook | None = None,
     rows_per_call: RowsPerCall | None = None,
     allow_mass_removal: bool = False,
+    other_purposes: Sequence[str] = (),
     signals: Mapping[str, tuple[str, int]] | None = None,
     phone_platform: str | None = None,
 ) -> SyncReport:
@@ -549,6 +550,8 @@ def run_sync(
             destination matches on).
         purpose: the segment's purpose; a subject whose latest consent for it is withdrawn is
             removed in every mode (see :mod:`orchestrator.sync.diff`).
+        other_purposes: purposes whose withdrawals do the same (the other marketing purposes
+            of a marketing segment: :func:`orchestrator.consent.segment_counted_purposes`).
         retention_days: in modes upsert and add_only, members who left the audience more than
             this many days before ``as_of`` are removed (None: kept until they act).
         client: the destination client (required unless ``dry_run``).
@@ -593,6 +596,7 @@ def run_sync(
         purpose,
         retention_days,
         now,
+        tuple(other_purposes),
         signals=dict(signals or {}),
         phone_platform=phone_platform,
     )
