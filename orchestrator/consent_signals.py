@@ -12,9 +12,10 @@ ad_personalization}}``). For a member of a segment with purpose ``S``, signal ``
 purpose ``P`` is:
 
 - ``CONSENT_GRANTED`` when ``P == S`` and the member's legal basis is a consent (the record
-  named by the member's ``consent_ref``), or when ``P != S`` and the member's latest consent
-  record for ``P`` (per customer, latest ``recorded_at`` then ``consent_id``) is a grant recorded
-  within ``P``'s ``consent_validity_days``;
+  named by the member's ``consent_ref``), or when ``P != S`` and the latest consent record for
+  ``P`` at the member's address (read as :mod:`orchestrator.consent` reads the log: every
+  customer row of the address, latest first, a withdrawal winning a tie and counting under a
+  spelling variant of the name) is a grant recorded within ``P``'s ``consent_validity_days``;
 - ``CONSENT_DENIED`` otherwise: no record, a withdrawal, an expired grant, or a legal basis
   that is not a consent (soft opt-in).
 
@@ -34,6 +35,7 @@ from typing import Any
 import duckdb
 
 from orchestrator.config import ProjectConfig
+from orchestrator.consent import CONSENT_ORDER_SQL, purpose_key, purpose_key_sql
 
 GRANTED = "CONSENT_GRANTED"
 DENIED = "CONSENT_DENIED"
@@ -62,26 +64,33 @@ def signals_for(project: ProjectConfig, purpose: str, platform: str) -> list[Sig
 def grants_table_sql(
     signals: list[Signal], segment_purpose: str | None, as_of: datetime | None
 ) -> tuple[str, list[object]] | None:
-    """Temp table ``sync_signal_grants(customer_id, purpose, consent_id)``: customers whose
-    latest consent record for a signal's purpose (other than the segment's) is a valid grant.
-    None when every signal uses the segment's purpose (the legal basis decides)."""
+    """Temp table ``sync_signal_grants(subject_key, purpose)``: addresses whose latest consent
+    record for a signal's purpose (other than the segment's) is a grant still valid, read as the
+    audience reads consent (:mod:`orchestrator.consent`: per address across every customer row
+    of the key, latest first, a withdrawal winning a tie, a withdrawal under a spelling variant
+    of the purpose name counting). None when every signal uses the segment's purpose (the legal
+    basis decides)."""
     others = {s.purpose: s.validity_days for s in signals if s.purpose != segment_purpose}
     if not others:
         return None
     moment = as_of or datetime.now()
-    values = ", ".join("(?, ?)" for _ in others)
+    values = ", ".join("(?, ?, ?)" for _ in others)
     params: list[object] = []
     for purpose, days in sorted(others.items()):
-        params += [purpose, moment - timedelta(days=days)]
+        params += [purpose, purpose_key(purpose), moment - timedelta(days=days)]
     sql = f"""
         CREATE OR REPLACE TEMP TABLE sync_signal_grants AS
-        SELECT latest.customer_id, latest.purpose, latest.consent_id
+        SELECT latest.subject_key, latest.purpose
         FROM (
-            SELECT c.customer_id, c.purpose, c.consent_id, c.status, c.recorded_at, v.cutoff
-            FROM consents c JOIN (VALUES {values}) v(purpose, cutoff) ON v.purpose = c.purpose
+            SELECT k.subject_key, v.purpose, c.status, c.recorded_at, v.cutoff
+            FROM consents c
+            JOIN activation.customer_keys k ON k.customer_id = c.customer_id
+            JOIN (VALUES {values}) v(purpose, pkey, cutoff)
+              ON c.purpose = v.purpose
+              OR (c.status <> 'granted' AND {purpose_key_sql("c.purpose")} = v.pkey)
+            WHERE k.subject_key IS NOT NULL
             QUALIFY row_number() OVER (
-                PARTITION BY c.customer_id, c.purpose ORDER BY c.recorded_at DESC,
-                c.consent_id DESC) = 1
+                PARTITION BY k.subject_key, v.purpose ORDER BY {CONSENT_ORDER_SQL}) = 1
         ) latest
         WHERE latest.status = 'granted' AND latest.recorded_at > latest.cutoff
     """
@@ -94,8 +103,8 @@ def signal_column_sql(signal: Signal, segment_purpose: str | None) -> tuple[str,
     if signal.purpose == segment_purpose:
         return "CASE WHEN am.legal_basis = 'consent' THEN ? ELSE ? END", [GRANTED, DENIED]
     sql = (
-        "CASE WHEN EXISTS (SELECT 1 FROM sync_signal_grants g WHERE g.customer_id = "
-        "am.customer_id AND g.purpose = ?) THEN ? ELSE ? END"
+        "CASE WHEN EXISTS (SELECT 1 FROM sync_signal_grants g WHERE g.subject_key = "
+        "am.subject_key AND g.purpose = ?) THEN ? ELSE ? END"
     )
     return sql, [signal.purpose, GRANTED, DENIED]
 
@@ -128,9 +137,12 @@ def explain_signals(
             )
             continue
         row = con.execute(
-            "SELECT consent_id, status, recorded_at FROM consents WHERE customer_id = ? AND "
-            "purpose = ? ORDER BY recorded_at DESC, consent_id DESC LIMIT 1",
-            [customer_id, signal.purpose],
+            "SELECT consent_id, status, recorded_at FROM consents WHERE customer_id IN ("
+            "  SELECT customer_id FROM activation.customer_keys WHERE subject_key = ("
+            "    SELECT subject_key FROM activation.customer_keys WHERE customer_id = ?))"
+            f" AND (purpose = ? OR (status <> 'granted' AND {purpose_key_sql('purpose')} = ?))"
+            f" ORDER BY {CONSENT_ORDER_SQL} LIMIT 1",
+            [customer_id, signal.purpose, purpose_key(signal.purpose)],
         ).fetchone()
         cutoff = as_of - timedelta(days=signal.validity_days)
         granted = row is not None and row[1] == "granted" and row[2] > cutoff
