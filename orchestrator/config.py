@@ -6,13 +6,19 @@ URL and token, read by the destination resources at run time.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
+from orchestrator.segments.catalog import DEFAULT_CATALOG, Catalog
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+#: The catalog file's name, beside ``activation.yaml`` (``activation catalog`` writes it).
+CATALOG_FILE = "catalog.json"
 
 
 class LegalBasis(StrEnum):
@@ -136,12 +142,28 @@ class SourceRetention(_Strict):
 
 
 class ProjectConfig(_Strict):
-    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults)."""
+    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``source`` is
+    the declared source model (:mod:`orchestrator.model.spec`; default: the tables
+    ``orchestrator.warehouse.schema.create_source_schema`` creates)."""
 
     controller: Controller
     purposes: dict[str, Purpose]
     destinations: dict[str, DestinationConfig]
     retention: SourceRetention = SourceRetention()
+    source: SourceModel = DEFAULT_MODEL
+    _catalog: Catalog = PrivateAttr(default=DEFAULT_CATALOG)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The committed catalog of the source model (:mod:`orchestrator.model.catalog`), or
+        :data:`orchestrator.segments.catalog.DEFAULT_CATALOG` when the project has none."""
+        return self._catalog
+
+    def with_catalog(self, catalog: Catalog) -> ProjectConfig:
+        """A copy of this config validating segments against ``catalog``."""
+        copy = self.model_copy()
+        copy._catalog = catalog
+        return copy
 
     @model_validator(mode="after")
     def _signals_name_purposes(self) -> ProjectConfig:
@@ -174,4 +196,23 @@ def load_project_config(path: Path) -> ProjectConfig:
         pydantic.ValidationError: a field is wrong (the message names the field).
     """
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return ProjectConfig.model_validate(data)
+    return _with_committed_catalog(ProjectConfig.model_validate(data), Path(path))
+
+
+def catalog_path_for(config_path: Path) -> Path:
+    """The catalog file of a project: ``ACTIVATION_CATALOG``, else ``catalog.json`` beside
+    its ``activation.yaml``."""
+    env = os.environ.get("ACTIVATION_CATALOG")
+    return Path(env) if env else Path(config_path).parent / CATALOG_FILE
+
+
+def _with_committed_catalog(project: ProjectConfig, config_path: Path) -> ProjectConfig:
+    """``project`` with the catalog file read (never the warehouse), when there is one.
+
+    Raises:
+        pydantic.ValidationError: the catalog file is not a valid catalog.
+    """
+    path = catalog_path_for(config_path)
+    if not path.is_file():
+        return project
+    return project.with_catalog(Catalog.model_validate_json(path.read_text(encoding="utf-8")))

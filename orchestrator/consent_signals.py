@@ -83,7 +83,7 @@ def grants_table_sql(
         SELECT latest.subject_key, latest.purpose
         FROM (
             SELECT k.subject_key, v.purpose, c.status, c.recorded_at, v.cutoff
-            FROM consents c
+            FROM activation.src_consents c
             JOIN activation.customer_keys k ON k.customer_id = c.customer_id
             JOIN (VALUES {values}) v(purpose, pkey, cutoff)
               ON c.purpose = v.purpose
@@ -137,7 +137,8 @@ def explain_signals(
             )
             continue
         row = con.execute(
-            "SELECT consent_id, status, recorded_at FROM consents WHERE customer_id IN ("
+            "SELECT consent_id, status, recorded_at FROM activation.src_consents"
+            " WHERE customer_id IN ("
             "  SELECT customer_id FROM activation.customer_keys WHERE subject_key = ("
             "    SELECT subject_key FROM activation.customer_keys WHERE customer_id = ?))"
             f" AND (purpose = ? OR (status <> 'granted' AND {purpose_key_sql('purpose')} = ?))"

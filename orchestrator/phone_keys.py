@@ -52,7 +52,7 @@ def refresh_phone_keys(
         f"""
         SELECT c.customer_id, CAST(c."{phone_column}" AS VARCHAR),
                CAST(c."{region_column}" AS VARCHAR), {fingerprint}
-        FROM activation.audience_members am JOIN customers c USING (customer_id)
+        FROM activation.audience_members am JOIN activation.src_customers c USING (customer_id)
         LEFT JOIN activation.customer_phone_keys k ON k.customer_id = c.customer_id
         WHERE am.segment = ? AND (k.customer_id IS NULL OR k.fingerprint <> {fingerprint})
         """,

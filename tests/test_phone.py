@@ -9,6 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from orchestrator.model.spec import DEFAULT_MODEL
+from orchestrator.model.views import refresh_source_views
 from orchestrator.phone import google_phone_hash, meta_phone_hash, to_e164
 from orchestrator.phone_keys import refresh_phone_keys
 from orchestrator.pseudonymize import subject_key
@@ -62,6 +64,7 @@ def test_the_diff_sends_what_the_python_reference_computes(tmp_path: Path) -> No
             "UPDATE customers SET phone = ?, country = ? WHERE customer_id = ?",
             [raw, region, i + 1],
         )
+    refresh_source_views(con, DEFAULT_MODEL, ())  # the model's views now carry the phone trait
     set_audience(con, "seg", range(1, len(VECTORS) + 1))
     for platform, reference in (("google", google_phone_hash), ("meta", meta_phone_hash)):
         params = DiffParams("seg", f"{platform}_ads", "mirror", "ad", phone_platform=platform)

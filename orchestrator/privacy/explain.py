@@ -71,7 +71,7 @@ def _consent(con: duckdb.DuckDBPyConnection, consent_ref: str) -> dict[str, Any]
         return {"purchase_event_id": consent_ref.removeprefix("purchase:")}
     row = con.execute(
         "SELECT consent_id, purpose, status, recorded_at, source, notice_version "
-        "FROM main.consents WHERE consent_id = ?",
+        "FROM activation.src_consents WHERE consent_id = ?",
         [consent_ref],
     ).fetchone()
     names = ("consent_id", "purpose", "status", "recorded_at", "source", "notice_version")
@@ -202,7 +202,7 @@ def explain(
         ids = [
             row[0]
             for row in con.execute(
-                "SELECT customer_id FROM main.customers "
+                "SELECT customer_id FROM activation.src_customers "
                 f"WHERE {subject_key_sql('email')} = ? ORDER BY customer_id",
                 [key],
             ).fetchall()

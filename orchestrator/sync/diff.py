@@ -52,7 +52,6 @@ from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.phone_keys import refresh_phone_keys
 from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
 from orchestrator.warehouse.memory import with_memory_growth
-from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 #: ``sync_state.fields_hash`` of a row whose last send has an unknown outcome (sent, but the
 #: answer was never journaled): the destination may or may not hold it. The next diff re-adds
@@ -79,6 +78,9 @@ REMOVE_REASON_ORDER = (
 WITHDRAWN_EXCLUSIONS = ("withdrawn",)
 
 _MERGE_FIELD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
+_TRAIT_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Columns of ``activation.src_customers`` that are never a merge field.
+_NOT_MERGE_COLUMNS = frozenset({"email", "collected_at", "last_own_action_at"})
 
 
 @dataclass(frozen=True)
@@ -148,12 +150,13 @@ def _check_params(p: DiffParams) -> None:
     for name in (*p.signals, p.phone_column, p.region_column):
         if not _MERGE_FIELD_PATTERN.match(name):
             raise ValueError(f"{name!r} must match {_MERGE_FIELD_PATTERN.pattern}")
-    allowed = SOURCE_COLUMNS["customers"]
     for name, column in p.fields.items():
         if not _MERGE_FIELD_PATTERN.match(name):
             raise ValueError(f"merge field name {name!r} must match {_MERGE_FIELD_PATTERN.pattern}")
-        if column not in allowed:
-            raise ValueError(f"merge field {name!r}: {column!r} is not a customers column")
+        # the catalog (segment validation) decides which traits exist; here only the shape
+        # that makes the column safe to quote, and never the raw address
+        if not _TRAIT_COLUMN.match(column) or column in _NOT_MERGE_COLUMNS:
+            raise ValueError(f"merge field {name!r}: {column!r} is not a customer trait")
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def _target_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[objec
         value, params = signal_column_sql(Signal(name, purpose, days), p.purpose)
         cols += f", {value} AS f{j}"
         signal_params += params
-    join = "LEFT JOIN customers c ON c.customer_id = am.customer_id" if merge else ""
+    join = "LEFT JOIN activation.src_customers c ON c.customer_id = am.customer_id" if merge else ""
     if use_phone:
         join += " LEFT JOIN activation.customer_phone_keys pk ON pk.customer_id = am.customer_id"
     send_key = _phone_send_key_sql(p) if use_phone else _send_key_sql(p)
@@ -236,8 +239,8 @@ def _target_table_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list
 
 def _has_customer_column(con: duckdb.DuckDBPyConnection, column: str) -> bool:
     (found,) = con.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers'"
-        " AND column_name = ?",
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'activation'"
+        " AND table_name = 'src_customers' AND column_name = ?",
         [column],
     ).fetchone()
     return bool(found)
@@ -367,14 +370,14 @@ def _latest_withdrawn_sql() -> str:
             -- only customers with some non-grant record can have one as their latest: the
             -- window then sorts their records alone (a fifth of them in the benchmark)
             SELECT c.customer_id, pm.purpose, c.status, c.recorded_at
-            FROM consents AS c JOIN ({purpose_map_sql("consents")}) AS pm ON pm.raw = c.purpose
+            FROM activation.src_consents AS c JOIN ({purpose_map_sql()}) AS pm ON pm.raw = c.purpose
             WHERE (pm.exact OR c.status <> 'granted') AND c.customer_id IN (
-                SELECT customer_id FROM consents WHERE status <> 'granted')
+                SELECT customer_id FROM activation.src_consents WHERE status <> 'granted')
             QUALIFY row_number() OVER (
                 PARTITION BY c.customer_id, pm.purpose ORDER BY {CONSENT_ORDER_SQL}) = 1
         ) AS l
         LEFT JOIN (
-            SELECT customer_id, recorded_at FROM consents
+            SELECT customer_id, recorded_at FROM activation.src_consents
             WHERE purpose = $purpose AND status = 'granted'
         ) AS g ON g.customer_id = l.customer_id AND g.recorded_at > l.recorded_at
         WHERE l.status <> 'granted' AND (l.purpose = $purpose OR g.customer_id IS NULL)
@@ -389,7 +392,7 @@ def _person_acts_sql(p: DiffParams) -> tuple[str, dict[str, object]]:
     by_log = f"UNION ALL {_latest_withdrawn_sql()}" if p.purpose else ""
     sql = f"""
         CREATE OR REPLACE TEMP TABLE sync_person_acts AS
-        SELECT customer_id, request_type AS act FROM privacy_requests
+        SELECT customer_id, request_type AS act FROM activation.src_privacy_requests
         WHERE request_type IN ('erasure', 'objection') AND customer_id IS NOT NULL
         UNION ALL
         SELECT customer_id, 'withdrawn' AS act FROM activation.audience_exclusions
@@ -427,7 +430,7 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
                 SELECT customer_id, subject_key FROM activation.customer_key_history
             ) k USING (customer_id)
             UNION ALL
-            SELECT subject_key, request_type AS act FROM privacy_requests
+            SELECT subject_key, request_type AS act FROM activation.src_privacy_requests
             WHERE request_type IN ('erasure', 'objection') AND subject_key IS NOT NULL
             UNION ALL
             SELECT subject_key, request_type AS act FROM activation.suppression_list
@@ -518,7 +521,7 @@ def _remove_addresses_sql() -> str:
             SELECT subject_key, min(email) AS email FROM (
                 SELECT {subject_key_sql("email")} AS subject_key,
                        {normalized_email_sql("email")} AS email
-                FROM customers
+                FROM activation.src_customers
                 WHERE email IS NOT NULL AND EXISTS (SELECT 1 FROM missing)
             ) AS c
             WHERE c.subject_key IN (SELECT subject_key FROM missing)
