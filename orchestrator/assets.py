@@ -27,9 +27,11 @@ from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
 from orchestrator.consent import segment_counted_purposes
+from orchestrator.consent_signals import as_mapping, signals_for
 from orchestrator.model.catalog import live_drift
 from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
 from orchestrator.model.views import SourceModelError, refresh_source_views
+from orchestrator.phone import phone_platform_for
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
@@ -430,6 +432,8 @@ def build_sync_asset(
                 as_of=as_of,
                 dry_run=config.dry_run,
                 allow_mass_removal=config.allow_mass_removal,
+                signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
+                phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
                 rows_per_call=(
                     partial(platform_rows_per_call, dest.platform) if config.dry_run else None

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
 from orchestrator.segments.catalog import DEFAULT_CATALOG, Catalog
@@ -38,6 +38,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Consent fields each platform takes with an upload (Google Data Manager API ``Consent``:
+#: https://developers.google.com/data-manager/api/reference/rest/v1/Consent).
+CONSENT_SIGNALS: dict[str, tuple[str, ...]] = {"google": ("ad_user_data", "ad_personalization")}
+
+
 class Controller(_Strict):
     """The controller named in the Article 30(1)(a) register."""
 
@@ -55,20 +60,41 @@ class Purpose(_Strict):
     to direct marketing ends every such purpose). Default true; a service purpose (order
     updates, account notices) sets ``marketing: false``. A destination that serves one
     marketing purpose serves only marketing purposes.
+    ``consent_signals``: platform -> consent field -> the purpose whose valid consent grants it
+    (e.g. ``{"google": {"ad_user_data": "ad_targeting", "ad_personalization":
+    "ad_personalization"}}``): a member's signal is granted only when their latest consent
+    record for that purpose is a grant still valid; denied otherwise (see
+    :mod:`orchestrator.consent_signals`).
     """
 
     description: str
     consent_validity_days: int = Field(gt=0)
     legal_bases: tuple[LegalBasis, ...] = Field(min_length=1)
     marketing: bool = True
+    consent_signals: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("consent_signals")
+    @classmethod
+    def _known_signals(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for platform, signals in value.items():
+            known = CONSENT_SIGNALS.get(platform)
+            if known is None:
+                raise ValueError(f"no consent signals are known for platform {platform!r}")
+            unknown = set(signals) - set(known)
+            if unknown:
+                raise ValueError(
+                    f"{platform}: unknown consent signals {sorted(unknown)}; known: {list(known)}"
+                )
+        return value
 
 
 class DestinationConfig(_Strict):
     """A destination instance: which platform client, which purposes it serves, where its data
     goes (country and transfer safeguard for the register), and the environment variable names
-    of its base URL and token."""
+    of its base URL and token. ``account_id``: the operating account a Google destination
+    writes to (the Google Ads customer id; required for ``google``, not a secret)."""
 
-    platform: str = Field(pattern=r"^(meta|mailchimp)$")
+    platform: str = Field(pattern=r"^(meta|mailchimp|google)$")
     kind: DestinationKind
     purposes: tuple[str, ...] = Field(min_length=1)
     country: str
@@ -76,6 +102,23 @@ class DestinationConfig(_Strict):
     base_url_env: str
     token_env: str
     normalization: str = Field(default="base", pattern=r"^(base|google)$")
+    account_id: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_\-]+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _google_normalizes_like_google(cls, data: object) -> object:
+        """A ``google`` destination matches on the Google-normalized email unless told
+        otherwise (Gmail dots removed: Data Manager API formatting guide,
+        https://developers.google.com/data-manager/api/get-started/formatting)."""
+        if isinstance(data, dict) and data.get("platform") == "google":
+            return {"normalization": "google", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _google_needs_account(self) -> DestinationConfig:
+        if self.platform == "google" and not self.account_id:
+            raise ValueError("a google destination needs account_id (the operating account)")
+        return self
 
 
 class SourceRetention(_Strict):
@@ -121,6 +164,18 @@ class ProjectConfig(_Strict):
         copy = self.model_copy()
         copy._catalog = catalog
         return copy
+
+    @model_validator(mode="after")
+    def _signals_name_purposes(self) -> ProjectConfig:
+        for name, purpose in self.purposes.items():
+            for platform, signals in purpose.consent_signals.items():
+                for signal, source in signals.items():
+                    if source not in self.purposes:
+                        raise ValueError(
+                            f"purposes.{name}.consent_signals.{platform}.{signal}: "
+                            f"{source!r} is not a declared purpose"
+                        )
+        return self
 
     @field_validator("purposes", "destinations")
     @classmethod

@@ -41,8 +41,10 @@ from destinations.registry import platform_max_batch_size, platform_rows_per_cal
 from orchestrator.audience import build_segment_audience
 from orchestrator.config import ProjectConfig
 from orchestrator.consent import segment_counted_purposes
+from orchestrator.consent_signals import as_mapping, signals_for
 from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
 from orchestrator.model.views import refresh_source_views
+from orchestrator.phone import phone_platform_for
 from orchestrator.privacy.retention import create_departures_table, track_departures
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
@@ -255,6 +257,8 @@ def _destination(
         spec.retention_days,
         as_of,
         tuple(segment_counted_purposes(spec, project)[1:]),
+        signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
+        phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
     )
     folded = _fold_copy(con, state_dir, scratch, params)
     track_departures(con, segment=spec.id, destination=entry.destination, now=as_of)

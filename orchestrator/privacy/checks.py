@@ -573,14 +573,20 @@ def acknowledged_count(con: duckdb.DuckDBPyConnection, *, segment: str, destinat
 
 
 def evaluate_reconciliation(
-    state_count: int, destination_count: int | None, *, audience_id: str
+    state_count: int,
+    destination_count: int | None,
+    *,
+    audience_id: str,
+    targetable: bool | None = None,
 ) -> dg.AssetCheckResult:
     """``reconciliation``: the destination's own count (Meta ``approximate_count``, Mailchimp
     ``stats.member_count`` = subscribed members) equals ``state_count`` exactly. A destination
     that gives no count passes with ``reconciled`` False. Metadata: ``state_count``,
     ``destination_count``, ``difference`` (destination minus state), ``audience_id``,
-    ``reconciled``. Severity WARN: a gap means someone changed the audience outside this
-    pipeline (or the platform rounds); the next mirror sync does not see it."""
+    ``reconciled``, and ``targetable`` when the platform says whether it can serve the audience
+    (Google: a Customer Match list under 100 members cannot be targeted; the check still passes
+    on counts, the metadata says it). Severity WARN: a gap means someone changed the audience
+    outside this pipeline (or the platform rounds); the next mirror sync does not see it."""
     reconciled = destination_count is not None
     difference = (destination_count - state_count) if destination_count is not None else 0
     return dg.AssetCheckResult(
@@ -592,6 +598,7 @@ def evaluate_reconciliation(
             "difference": difference,
             "audience_id": audience_id,
             "reconciled": reconciled,
+            **({"targetable": targetable} if targetable is not None else {}),
         },
     )
 
@@ -721,10 +728,12 @@ def _reconciliation_check(
         client = destinations.client(destination)  # no warehouse connection held during HTTP
         try:
             count = client.member_count(audience_id)
+            targetable = getattr(client, "targetable", None)
+            eligible = targetable(audience_id) if targetable is not None else None
         finally:
             if hasattr(client, "close"):
                 client.close()
-        return evaluate_reconciliation(state, count, audience_id=audience_id)
+        return evaluate_reconciliation(state, count, audience_id=audience_id, targetable=eligible)
 
     return _check
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig
+from orchestrator.consent_signals import signals_for
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.sensitive import categories_used
 from orchestrator.segments.spec import (
@@ -207,9 +208,14 @@ def _recipients(spec: SegmentSpec, project: ProjectConfig) -> tuple[tuple[str, .
     recipients, transfers = [], []
     for entry in spec.destinations:
         dest = project.destinations[entry.destination]
+        signals = signals_for(project, spec.purpose, dest.platform)
+        sent = "; consent signals sent: " + ", ".join(
+            f"{s.name} (granted by a valid consent for {s.purpose}, else denied)" for s in signals
+        )
         recipients.append(
             f"{entry.destination} ({dest.platform}, {dest.kind} platform, audience "
-            f"{entry.audience_id}, mode {entry.mode}; country {dest.country})"
+            f"{entry.audience_id}, mode {entry.mode}; country {dest.country}"
+            f"{sent if signals else ''})"
         )
         transfers.append(f"{entry.destination} -> {dest.country}: {dest.transfer_safeguard}")
     return tuple(recipients), tuple(transfers)

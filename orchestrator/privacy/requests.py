@@ -472,11 +472,12 @@ def _record_acks(
         return
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         con.begin()
-        con.execute(
-            "DELETE FROM activation.sync_state WHERE segment = ? AND destination = ? "
-            "AND list_contains(?, subject_key)",
-            [target.segment, target.destination, acked],
-        )
+        for table in ("sync_state", "destination_requests"):  # the remove supersedes both
+            con.execute(
+                f"DELETE FROM activation.{table} WHERE segment = ? AND destination = ? "
+                "AND list_contains(?, subject_key)",
+                [target.segment, target.destination, acked],
+            )
         if request_type == "objection" and target.kind == "email":
             con.executemany(
                 "INSERT INTO activation.destination_suppressions (destination, subject_key, "
@@ -530,12 +531,17 @@ def _clear_pair(
         pending = sum(1 for key in acked if state.get(key, (None, ""))[1] == PENDING_HASH)
         _record_acks(ctx, target, request.request_type, acked, utc_now())
     refused = [r for r in results if not r.ok]
-    detail = f"{sent}{len(acked)} of {len(results) + len(unsendable)} row(s) acknowledged"
+    asked = sum(len(rows) for rows in groups.values())
+    unanswered = asked - len(results)  # asynchronous platforms: still processing
+    detail = f"{sent}{len(acked)} of {asked + len(unsendable)} row(s) acknowledged"
     detail += f" ({pending} of unknown outcome before)" if pending else ""
     if refused:
         detail += "; refused: " + "; ".join(sorted({r.reason or "refused" for r in refused}))
     if unsendable:
         detail += f"; {len(unsendable)} row(s) not sent: address no longer known"
+    if unanswered:
+        detail += f"; {unanswered} row(s) still processing at the platform, kept for retry"
+        return _line(request, target, actions, "error", detail)
     outcome = "ok" if not refused and not unsendable else "refused"
     return _line(request, target, actions, outcome, detail)
 
@@ -580,13 +586,14 @@ def _prepare(
 
 
 def _purge_erased(ctx: _Context, keys: Sequence[str]) -> int:
-    """Step 4: the erased person's rows in rejections and destination suppressions."""
+    """Step 4: the erased person's rows in rejections, destination suppressions and requests
+    still outstanding at an asynchronous platform."""
     if not keys:
         return 0
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         con.begin()
         total = 0
-        for table in ("sync_rejections", "destination_suppressions"):
+        for table in ("sync_rejections", "destination_suppressions", "destination_requests"):
             (count,) = con.execute(
                 f"DELETE FROM activation.{table} WHERE list_contains(?, subject_key)",
                 [list(keys)],

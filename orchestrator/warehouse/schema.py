@@ -162,6 +162,26 @@ CREATE TABLE IF NOT EXISTS activation.sync_rejections (
     permanent   BOOLEAN NOT NULL,
     rejected_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS activation.destination_requests (
+    segment         VARCHAR NOT NULL,
+    destination     VARCHAR NOT NULL,
+    request_id      VARCHAR NOT NULL,
+    audience_id     VARCHAR NOT NULL,
+    op              VARCHAR NOT NULL,
+    remove_reason   VARCHAR,
+    subject_key     VARCHAR NOT NULL,
+    send_key        VARCHAR NOT NULL,
+    fields_hash     VARCHAR NOT NULL,
+    destination_ref VARCHAR,
+    fields_json     VARCHAR NOT NULL,
+    submitted_at    TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activation.customer_phone_keys (
+    customer_id BIGINT PRIMARY KEY,
+    fingerprint UBIGINT NOT NULL,
+    google_hash VARCHAR,
+    meta_hash   VARCHAR
+);
 CREATE TABLE IF NOT EXISTS activation.departures (
     segment     VARCHAR NOT NULL,
     destination VARCHAR NOT NULL,
@@ -268,6 +288,14 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     ``sync_state``: what each destination acknowledged; ``destination_ref`` is the platform's own
     member id when it differs from subject_key (Mailchimp: md5 of the lowercase email).
     ``sync_rejections``: rows a destination refused, with reason and permanence.
+    ``customer_phone_keys``: each customer's phone hashes (Google with ``+``, Meta without), NULL
+    for an invalid phone, re-hashed when the phone or country changes
+    (``orchestrator.phone_keys``).
+    ``destination_requests``: one row per member of a request a destination accepted for
+    asynchronous processing and had not finished when the sync stopped waiting (Google Data
+    Manager API); the member is ``pending`` in ``sync_state`` until a later run reads the
+    request's status (``orchestrator.sync.async_requests``). Hashes only (``send_key`` is
+    what was sent to an ad platform, ``fields_json`` its consent signals).
     ``departures``: members a destination still holds after they left the audience, with the
     time they were first seen gone (``left_at``); the retention clock of modes other than mirror.
     ``destination_suppressions``: subjects a destination holds as unsubscribed or forgotten;
