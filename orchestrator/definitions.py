@@ -23,6 +23,7 @@ from orchestrator.assets import (
     source_asset_specs,
 )
 from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.executors import in_process_by_default
 from orchestrator.privacy.checks import privacy_checks_definitions
 from orchestrator.privacy.sensor import privacy_request_definitions
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
@@ -88,7 +89,8 @@ def segment_schedule(
 
 
 def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definitions:
-    """Definitions for every valid segment in ``settings.segments_dir``."""
+    """Definitions for every valid segment in ``settings.segments_dir``. Every job runs its
+    steps in one process by default (:func:`orchestrator.executors.in_process_by_default`)."""
     loaded = load_segments(settings.segments_dir, project)
     assets: list = [*source_asset_specs(), segment_file_errors_asset(loaded.errors)]
     jobs, schedules = [], []
@@ -115,6 +117,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
             "destinations": DestinationsResource(config_path=str(settings.config_path)),
             "sync_state": SyncStateDir(path=str(settings.state_dir)),
         },
+        executor=in_process_by_default(),
     )
     return dg.Definitions.merge(
         segments,

@@ -303,3 +303,13 @@ def test_dagster_validates_the_workspace_with_a_broken_file(broken_project) -> N
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert not (result["tmp"] / "absent").exists()
+
+
+def test_every_job_runs_its_steps_in_one_process_by_default(real_defs: dg.Definitions) -> None:
+    """A process per step cost ten times the work of a demo run (see orchestrator.executors);
+    a run config may still ask for ``multiprocess``."""
+    repo = real_defs.get_repository_def()
+    for job in repo.get_all_jobs():
+        field = job.executor_def.config_schema.as_field()
+        assert field.default_value == {"in_process": {}}, job.name
+        assert set(field.config_type.fields) == {"in_process", "multiprocess"}, job.name
