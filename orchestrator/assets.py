@@ -13,6 +13,7 @@ The builder never reads files: it takes a :class:`LoadedSegment` and the project
 Every asset that writes the DuckDB file is in pool ``duckdb`` (one writer at a time).
 """
 
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
@@ -25,11 +26,12 @@ from destinations.registry import platform_max_batch_size, platform_rows_per_cal
 from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
+from orchestrator.progress import batch_message
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import DestinationEntry
-from orchestrator.sync.engine import run_sync
+from orchestrator.sync.engine import BatchHook, run_sync
 from orchestrator.warehouse.schema import create_activation_schema
 
 DUCKDB_POOL = "duckdb"
@@ -282,6 +284,22 @@ def sync_column_lineage(
     return dg.TableColumnLineage(deps_by_column=deps)
 
 
+def batch_logger(log: dg.DagsterLogManager, every_s: float = 1.0) -> BatchHook:
+    """A ``run_sync`` hook writing :func:`orchestrator.progress.batch_message` to the run's log
+    after the first batch and then at most once per ``every_s`` seconds (a sync of thousands of
+    one-member calls must not write thousands of log events); ``activation run`` and
+    ``make demo`` show it live."""
+    last = [float("-inf")]
+
+    def _hook(batches: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            log.info(batch_message(batches))
+
+    return _hook
+
+
 def _sync_metadata(report: object) -> dict[str, object]:
     values = asdict(report)
     by_reason = values.pop("removes_by_reason", {}) or {}
@@ -360,6 +378,7 @@ def build_sync_asset(
                 as_of=as_of,
                 dry_run=config.dry_run,
                 allow_mass_removal=config.allow_mass_removal,
+                on_batch=batch_logger(context.log),
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
                 rows_per_call=(
                     partial(platform_rows_per_call, dest.platform) if config.dry_run else None

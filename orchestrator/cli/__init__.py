@@ -240,6 +240,69 @@ def _progress() -> Any:
     )
 
 
+# --- run --------------------------------------------------------------------------------
+
+
+@cli.command(name="run")
+@click.argument("segments", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Compute and report; send nothing, write no state.")
+@click.option(
+    "--as-of",
+    metavar="ISO",
+    default=None,
+    help="Evaluate the segments at this time (UTC unless an offset is given). Default: now.",
+)
+def run_(segments: tuple[str, ...], dry_run: bool, as_of: str | None) -> None:
+    """Run SEGMENT...'s job on the Dagster instance (DAGSTER_HOME, default .dagster_home; the
+    run shows in the UI's run history), one run per segment, with live progress. Ctrl-C cancels
+    the run cleanly. Exits 1 when a run fails or a check fails, 130 when interrupted."""
+    from dagster import DagsterInstance
+
+    from orchestrator.cli.output import stdout
+    from orchestrator.launch import (
+        ensure_dagster_home,
+        launch_job,
+        reconstructable_job,
+        segment_run_config,
+        summary_lines,
+    )
+
+    if as_of is not None:
+        as_of = _parse_as_of(click.get_current_context(), None, as_of).isoformat()
+    settings = Settings.from_env()
+    project = _project(settings)
+    chosen = _choose(_segments(settings, project), segments)
+    _require_warehouse(settings)
+    ensure_dagster_home(settings)
+    console, failed = stdout(), False
+    log = settings.state_dir.parent / "dagster-run.log"
+    stderr().print(f"Dagster's step-by-step log: {log} (the same events are in the UI)")
+    with DagsterInstance.get() as instance:
+        for n, loaded in enumerate(chosen):
+            job = f"{loaded.spec.id}_job"
+            definition = reconstructable_job(job, settings).get_definition()
+            config = segment_run_config(definition, dry_run=dry_run, as_of=as_of)
+            title = f"{loaded.spec.id}{' (dry run: nothing sent)' if dry_run else ''}"
+            outcome = launch_job(
+                instance,
+                job,
+                console=console,
+                title=title,
+                segment=loaded.spec.id,
+                run_config=config,
+                log_path=log,
+            )
+            for line in summary_lines(outcome):
+                console.print(line, style="red" if "failed:" in line else None)
+            if outcome.interrupted:
+                if chosen[n + 1 :]:
+                    console.print(f"not started: {', '.join(s.spec.id for s in chosen[n + 1 :])}")
+                click.get_current_context().exit(130)
+            failed = failed or not outcome.success or outcome.progress.error_checks > 0
+    if failed:
+        click.get_current_context().exit(1)
+
+
 # --- privacy ------------------------------------------------------------------------------
 
 
