@@ -32,6 +32,8 @@ from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.engine import BatchHook, run_sync
+from orchestrator.sync.rejections import RejectionSummary, summarize_rejections
+from orchestrator.warehouse.connect import connect
 from orchestrator.warehouse.schema import create_activation_schema
 
 DUCKDB_POOL = "duckdb"
@@ -300,6 +302,19 @@ def batch_logger(log: dg.DagsterLogManager, every_s: float = 1.0) -> BatchHook:
     return _hook
 
 
+def _refusals(summary: RejectionSummary) -> dict[str, object]:
+    """Metadata on what the destination refuses now (every run, not only this one's rows):
+    ``refused_now`` rows, ``refused_permanent``, ``refused_by_reason`` (reason -> rows),
+    ``refused_samples`` (hash prefixes), ``privacy_removals_refused``."""
+    return {
+        "refused_now": summary.total,
+        "refused_permanent": summary.permanent,
+        "refused_by_reason": dg.MetadataValue.json(summary.by_reason),
+        "refused_samples": ", ".join(summary.samples) or "none",
+        "privacy_removals_refused": summary.privacy_removals,
+    }
+
+
 def _sync_metadata(report: object) -> dict[str, object]:
     values = asdict(report)
     by_reason = values.pop("removes_by_reason", {}) or {}
@@ -392,6 +407,8 @@ def build_sync_asset(
             f"~{report.updates}, rejected {report.rejected}, "
             f"{report.api_calls} API calls (minimum {report.min_api_calls})"
         )
-        return dg.MaterializeResult(metadata=_sync_metadata(report))
+        with connect(Path(warehouse.database)) as con:
+            refused = summarize_rejections(con, segment=sid, destination=entry.destination)
+        return dg.MaterializeResult(metadata={**_sync_metadata(report), **_refusals(refused)})
 
     return _sync

@@ -52,6 +52,28 @@ class Purpose(_Strict):
     legal_bases: tuple[LegalBasis, ...] = Field(min_length=1)
 
 
+class Severity(StrEnum):
+    """How loud a failed check is: ``warn`` (yellow in the UI) or ``error`` (red)."""
+
+    WARN = "warn"
+    ERROR = "error"
+
+
+class RejectionPolicy(_Strict):
+    """How the ``rejections`` check of a destination's syncs judges refused rows.
+
+    ``max_permanent``: permanent refusals (rows the platform will not take until they change)
+    tolerated before the check fails (rows; default 0: any). ``permanent_severity``: the
+    severity of that failure (default ``warn``). ``privacy_removal_severity``: the severity
+    when the destination refused to remove someone who asked for erasure (GDPR Art. 17) or
+    objected (Art. 21): default ``error``, whatever ``max_permanent`` says.
+    """
+
+    max_permanent: int = Field(default=0, ge=0)
+    permanent_severity: Severity = Severity.WARN
+    privacy_removal_severity: Severity = Severity.ERROR
+
+
 class DestinationConfig(_Strict):
     """A destination instance: which platform client, which purposes it serves, where its data
     goes (country and transfer safeguard for the register), and the environment variable names
@@ -65,6 +87,7 @@ class DestinationConfig(_Strict):
     base_url_env: str
     token_env: str
     normalization: str = Field(default="base", pattern=r"^(base|google)$")
+    rejections: RejectionPolicy = RejectionPolicy()
 
 
 class SourceRetention(_Strict):

@@ -31,6 +31,7 @@ from orchestrator.settings import Settings, duckdb_config
 
 DEFAULT_TIMEZONE = "Europe/Paris"
 ALL_SEGMENTS_JOB = "all_segments_job"
+SEGMENT_FILE_ERRORS_KEY = dg.AssetKey(["segment_file_errors"])
 
 
 def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition:
@@ -44,7 +45,7 @@ def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition
     )
 
     @dg.asset(
-        key=dg.AssetKey(["segment_file_errors"]),
+        key=SEGMENT_FILE_ERRORS_KEY,
         group_name="warehouse",
         description=description,
         metadata={"error_count": len(lines)},
@@ -60,13 +61,47 @@ def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition
     return _errors
 
 
+SEGMENT_FILES_VALID = "segment_files_valid"
+
+
+def segment_files_check(errors: list[SegmentError]) -> dg.AssetChecksDefinition:
+    """``segment_files_valid`` on ``segment_file_errors`` (ERROR, red in the UI): fails while a
+    segment file is broken, listing each ``file:line field: message`` (the other segments
+    load and run). Runs with every segment job and the privacy checks' schedule."""
+    lines = [str(e) for e in errors]
+
+    @dg.asset_check(
+        asset=SEGMENT_FILE_ERRORS_KEY,
+        name=SEGMENT_FILES_VALID,
+        description="ERROR: every file in segments/ is a valid segment.",
+    )
+    def _check() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(
+            passed=not lines,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                f"{len(lines)} broken segment file(s), not loaded: " + "; ".join(lines)
+                if lines
+                else "all segment files are valid"
+            ),
+            metadata={
+                "error_count": len(lines),
+                "errors": dg.MetadataValue.md("\n".join(f"- `{line}`" for line in lines) or "none"),
+            },
+        )
+
+    return _check
+
+
 def segment_job(sid: str) -> UnresolvedAssetJobDefinition:
     """The job that refreshes one segment end to end (segment, audience, syncs), handling the
     open erasure/objection requests first (``privacy/erasure_receipts``, upstream of every
     sync)."""
-    selection = dg.AssetSelection.assets(
-        segment_key(sid), audience_key(sid)
-    ).downstream() | dg.AssetSelection.assets(RECEIPTS_KEY)
+    selection = (
+        dg.AssetSelection.assets(segment_key(sid), audience_key(sid)).downstream()
+        | dg.AssetSelection.assets(RECEIPTS_KEY)
+        | dg.AssetSelection.checks(dg.AssetCheckKey(SEGMENT_FILE_ERRORS_KEY, SEGMENT_FILES_VALID))
+    )
     return dg.define_asset_job(name=f"{sid}_job", selection=selection, tags={"segment": sid})
 
 
@@ -102,12 +137,17 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         jobs.append(job)
         schedules.append(segment_schedule(seg, job))
     if loaded.specs:
-        everything = dg.AssetSelection.key_prefixes(
-            ["segment"], ["audience"], ["sync"]
-        ) | dg.AssetSelection.assets(RECEIPTS_KEY)
+        everything = (
+            dg.AssetSelection.key_prefixes(["segment"], ["audience"], ["sync"])
+            | dg.AssetSelection.assets(RECEIPTS_KEY)
+            | dg.AssetSelection.checks(
+                dg.AssetCheckKey(SEGMENT_FILE_ERRORS_KEY, SEGMENT_FILES_VALID)
+            )
+        )
         jobs.append(dg.define_asset_job(name=ALL_SEGMENTS_JOB, selection=everything))
     segments = dg.Definitions(
         assets=assets,
+        asset_checks=[segment_files_check(loaded.errors)],
         jobs=jobs,
         schedules=schedules,
         resources={

@@ -58,16 +58,22 @@ CHECKS = [
     "audience/recent_buyers_eu:legal_basis_valid",
     "privacy/erasure_receipts:requests_deadline",
     "privacy/processing_register:no_unregistered_sync_state",
+    "segment_file_errors:segment_files_valid",
     "sync/lapsed_high_value/meta_ads:destination_retention",
     "sync/lapsed_high_value/meta_ads:reconciliation",
+    "sync/lapsed_high_value/meta_ads:rejections",
     "sync/loyal_no_refund_sql/mailchimp:destination_retention",
     "sync/loyal_no_refund_sql/mailchimp:reconciliation",
+    "sync/loyal_no_refund_sql/mailchimp:rejections",
     "sync/mug_buyers_60d/meta_ads:destination_retention",
     "sync/mug_buyers_60d/meta_ads:reconciliation",
+    "sync/mug_buyers_60d/meta_ads:rejections",
     "sync/one_time_buyers/mailchimp:destination_retention",
     "sync/one_time_buyers/mailchimp:reconciliation",
+    "sync/one_time_buyers/mailchimp:rejections",
     "sync/recent_buyers_eu/mailchimp:destination_retention",
     "sync/recent_buyers_eu/mailchimp:reconciliation",
+    "sync/recent_buyers_eu/mailchimp:rejections",
     "warehouse/consents:consent_proof",
     "warehouse/customers:source_retention",
 ]
@@ -80,6 +86,13 @@ SCHEDULES = [
     ("recent_buyers_eu_schedule", "0 6 * * *", "Europe/Paris", "STOPPED"),
 ]
 SCHEDULES = [(*row, f"{row[0].removesuffix('_schedule')}_job") for row in SCHEDULES]
+#: The privacy checks run on their own, RUNNING by default, so their evidence always exists.
+SCHEDULES = sorted(
+    [
+        *SCHEDULES,
+        ("privacy_checks_schedule", "0 5 * * *", "Europe/Paris", "RUNNING", "privacy_checks_job"),
+    ]
+)
 SENSORS = [("privacy_requests_sensor", "RUNNING", "privacy_requests_job")]
 JOBS = ["all_segments_job", "privacy_checks_job", "privacy_requests_job"]
 JOBS += [f"{sid}_job" for sid in SEGMENT_IDS]

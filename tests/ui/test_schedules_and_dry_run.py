@@ -53,15 +53,19 @@ def test_one_schedule_per_segment_stopped_unless_asked(tmp_path: Path, warehouse
     assert eager.default_status is dg.DefaultScheduleStatus.RUNNING
     assert quiet.job_name == "quiet_one_job" and eager.job_name == "eager_one_job"
     names = {s.name for s in defs.schedules or ()}
-    assert names == {"quiet_one_schedule", "eager_one_schedule"}
+    # One schedule per segment, plus the privacy checks' own (which sends nothing).
+    assert names == {"quiet_one_schedule", "eager_one_schedule", "privacy_checks_schedule"}
 
 
 def test_shipped_segments_schedules_all_start_stopped(tmp_path: Path, warehouse: Path) -> None:
     project = load_project_config(REPO / "activation.yaml")
     defs = build_definitions(_settings(REPO / "segments", warehouse, tmp_path / "s"), project)
-    schedules = list(defs.schedules or ())
+    # Segment schedules send: all stopped. The privacy checks' schedule sends nothing: running.
+    schedules = [s for s in defs.schedules or () if s.job_name != "privacy_checks_job"]
     assert len(schedules) == 5
     assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.STOPPED}
+    checks = defs.resolve_schedule_def("privacy_checks_schedule")
+    assert checks.default_status is dg.DefaultScheduleStatus.RUNNING
 
 
 def test_privacy_sensor_runs_by_default_and_is_the_only_running_automation(
