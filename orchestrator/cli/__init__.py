@@ -308,25 +308,101 @@ def run_(segments: tuple[str, ...], dry_run: bool, as_of: str | None) -> None:
 
 @cli.command()
 @click.argument("email")
-@click.argument("segment")
+@click.argument("segment", required=False)
 @_as_of_option
 @_format_option
-def explain(email: str, segment: str, as_of: datetime, fmt: str) -> None:
-    """Why the person with EMAIL is or is not in SEGMENT (and where they were sent). The
-    address is hashed on entry and never printed."""
+def explain(email: str, segment: str | None, as_of: datetime, fmt: str) -> None:
+    """Why the person with EMAIL is or is not in SEGMENT (default: every segment), which
+    destinations hold them and what a destination refused. The address is hashed on entry
+    and never printed."""
     _check_email(email)
     module = _privacy("explain", "explain")
     settings = Settings.from_env()
     project = _project(settings)
     result = _segments(settings, project)
-    _choose(result, [segment])
+    if segment is not None:
+        _choose(result, [segment])
     warehouse = _require_warehouse(settings)
     with _warehouse_errors():
-        found = module.explain(warehouse, email, segment, project, result.specs, as_of)
+        if segment is None:
+            found = module.explain_everywhere(warehouse, email, project, result.specs, as_of)
+            text = module.format_everywhere
+        else:
+            found = module.explain(warehouse, email, segment, project, result.specs, as_of)
+            text = module.format_explanation
     if fmt == "json":
         echo_json(found)
     else:
-        click.echo(module.format_explanation(found))
+        click.echo(text(found))
+
+
+@cli.command()
+@click.argument("segment")
+@click.option("--destination", help="Also show what this destination of the segment holds.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("table", "csv", "json")),
+    default="table",
+    show_default=True,
+)
+def members(segment: str, destination: str | None, fmt: str) -> None:
+    """The members of SEGMENT's last computed audience by hash prefix, with legal basis and
+    consent reference; with --destination, what that destination holds of each (and who it
+    still holds after they left). CSV and JSON for auditors; never an email address."""
+    from orchestrator.privacy.members import (
+        BASE_COLUMNS,
+        DESTINATION_COLUMNS,
+        list_members,
+        members_csv,
+    )
+    from orchestrator.warehouse.connect import connect
+
+    settings = Settings.from_env()
+    project = _project(settings)
+    (loaded,) = _choose(_segments(settings, project), [segment])
+    names = [entry.destination for entry in loaded.spec.destinations]
+    if destination is not None and destination not in names:
+        raise click.ClickException(
+            f"segment {segment!r} does not sync to {destination!r}; its destinations: "
+            f"{', '.join(names)}"
+        )
+    warehouse = _require_warehouse(settings)
+    with _warehouse_errors(), connect(warehouse, read_only=True, timeout_s=30) as con:
+        rows = list_members(con, segment=segment, destination=destination)
+    columns = [*BASE_COLUMNS, *(DESTINATION_COLUMNS if destination else ())]
+    if fmt == "json":
+        echo_json(rows)
+    elif fmt == "csv":
+        click.echo(members_csv(rows, columns), nl=False)
+    else:
+        _members_table(rows, columns, f"{segment}{f' at {destination}' if destination else ''}")
+
+
+_SHORT = {"legal_basis": "basis", "consent_ref": "consent", "synced_at": "synced"}
+
+
+def _members_table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    """A table for people (the audience's computation time once, in the title)."""
+    from rich.table import Table
+
+    from orchestrator.cli.output import stdout
+
+    computed = next((r["computed_at"] for r in rows if r["computed_at"]), None)
+    when = f", computed {_table_cell(computed)}" if computed else ""
+    table = Table(title=f"{title}: {len(rows)} subject(s){when}", title_justify="left")
+    columns = [name for name in columns if name != "computed_at"]
+    for name in columns:
+        table.add_column(_SHORT.get(name, name).replace("_", " "), no_wrap=name != "refused_reason")
+    for row in rows:
+        table.add_row(*(_table_cell(row[name]) for name in columns))
+    stdout().print(table)
+
+
+def _table_cell(value: object) -> str:
+    if value is None:
+        return ""
+    return f"{value:%Y-%m-%d %H:%M}" if isinstance(value, datetime) else str(value)
 
 
 @cli.command()
