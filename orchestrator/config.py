@@ -110,13 +110,22 @@ class SourceRetention(_Strict):
     customer_days: int = Field(default=1095, gt=0)
 
 
+class AlertsConfig(_Strict):
+    """Where the alerts sensor posts (``orchestrator.alerts``): ``webhook_url_env`` names the
+    environment variable holding the webhook URL (a secret: never in this file)."""
+
+    webhook_url_env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+
+
 class ProjectConfig(_Strict):
-    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults)."""
+    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``alerts``
+    is optional (no alerts sensor without it)."""
 
     controller: Controller
     purposes: dict[str, Purpose]
     destinations: dict[str, DestinationConfig]
     retention: SourceRetention = SourceRetention()
+    alerts: AlertsConfig | None = None
 
     @field_validator("purposes", "destinations")
     @classmethod

@@ -12,6 +12,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from dagster_duckdb import DuckDBResource
 
 from destinations.resources import DestinationsResource
+from orchestrator.alerts import build_alerts_sensor
 from orchestrator.assets import (
     RECEIPTS_KEY,
     SyncStateDir,
@@ -21,6 +22,7 @@ from orchestrator.assets import (
     build_sync_asset,
     segment_key,
     source_asset_specs,
+    sync_key,
 )
 from orchestrator.config import ProjectConfig, load_project_config
 from orchestrator.executors import in_process_by_default
@@ -159,8 +161,19 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         },
         executor=in_process_by_default(),
     )
+    syncs = [
+        sync_key(sid, entry.destination)
+        for sid, seg in loaded.specs.items()
+        for entry in seg.spec.destinations
+    ]
+    alerts = (
+        [build_alerts_sensor(project.alerts, settings.warehouse_path, syncs)]
+        if project.alerts
+        else []
+    )
     return dg.Definitions.merge(
         segments,
+        dg.Definitions(sensors=alerts),
         privacy_request_definitions(loaded.specs, project),
         privacy_checks_definitions(loaded.specs, project),
     )

@@ -93,7 +93,11 @@ SCHEDULES = sorted(
         ("privacy_checks_schedule", "0 5 * * *", "Europe/Paris", "RUNNING", "privacy_checks_job"),
     ]
 )
-SENSORS = [("privacy_requests_sensor", "RUNNING", "privacy_requests_job")]
+#: The alerts sensor launches nothing (it posts to a webhook).
+SENSORS = [
+    ("activation_alerts_sensor", "RUNNING", None),
+    ("privacy_requests_sensor", "RUNNING", "privacy_requests_job"),
+]
 JOBS = ["all_segments_job", "privacy_checks_job", "privacy_requests_job"]
 JOBS += [f"{sid}_job" for sid in SEGMENT_IDS]
 #: job -> sorted asset keys it materializes. Every segment run honours the open privacy
@@ -193,7 +197,10 @@ def test_schedules_sensors_and_jobs_are_pinned(real_defs: dg.Definitions) -> Non
         for s in repo.schedule_defs
     )
     assert schedules == SCHEDULES
-    sensors = sorted((s.name, s.default_status.value, s.job_name) for s in repo.sensor_defs)
+    sensors = sorted(
+        (s.name, s.default_status.value, s.targets[0].job_name if s.targets else None)
+        for s in repo.sensor_defs
+    )
     assert sensors == SENSORS
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == sorted(
         JOBS
