@@ -32,12 +32,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Controller(_Strict):
-    """The controller named in the Article 30(1)(a) register."""
+class Contact(_Strict):
+    """A person or body the register names: ``name``, postal ``address``, ``contact`` (email)."""
 
     name: str
     address: str = ""
     contact: str
+
+
+class Controller(_Strict):
+    """The controller named in the Article 30(1)(a) register, with its data protection officer
+    (``dpo``, Art. 37-39) and its representative in the Union (``eu_representative``, Art. 27:
+    required of a controller established outside the EU)."""
+
+    name: str
+    address: str = ""
+    contact: str
+    dpo: Contact | None = None
+    eu_representative: Contact | None = None
 
 
 class Purpose(_Strict):
@@ -74,10 +86,20 @@ class RejectionPolicy(_Strict):
     privacy_removal_severity: Severity = Severity.ERROR
 
 
+class RecipientRole(StrEnum):
+    """What a recipient is to the controller (GDPR Art. 28 processor, Art. 26 joint
+    controller: e.g. an ad platform matching custom audiences under its joint-controller terms)."""
+
+    PROCESSOR = "processor"
+    JOINT_CONTROLLER = "joint_controller"
+
+
 class DestinationConfig(_Strict):
     """A destination instance: which platform client, which purposes it serves, where its data
     goes (country and transfer safeguard for the register), and the environment variable names
-    of its base URL and token."""
+    of its base URL and token. For the register (Art. 30(1)(d)-(e)): ``legal_entity`` (the
+    company receiving the data), ``role`` (:class:`RecipientRole`) and ``dpa_reference`` (the
+    data processing agreement or joint-controller arrangement, Art. 28(3) / 26(1))."""
 
     platform: str = Field(pattern=r"^(meta|mailchimp)$")
     kind: DestinationKind
@@ -88,6 +110,9 @@ class DestinationConfig(_Strict):
     token_env: str
     normalization: str = Field(default="base", pattern=r"^(base|google)$")
     rejections: RejectionPolicy = RejectionPolicy()
+    legal_entity: str = ""
+    role: RecipientRole = RecipientRole.PROCESSOR
+    dpa_reference: str = ""
 
 
 class SourceRetention(_Strict):

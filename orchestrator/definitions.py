@@ -175,7 +175,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         segments,
         dg.Definitions(sensors=alerts),
         privacy_request_definitions(loaded.specs, project),
-        privacy_checks_definitions(loaded.specs, project),
+        privacy_checks_definitions(loaded.specs, project, settings.project_dir),
     )
 
 

@@ -409,24 +409,34 @@ def _table_cell(value: object) -> str:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(("markdown", "csv")),
+    type=click.Choice(("markdown", "csv", "html")),
     default="markdown",
     show_default=True,
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 def register(fmt: str, output: Path | None) -> None:
-    """The GDPR Article 30 record of processing activities, built from the segment files."""
-    module = _privacy("register", "register")
+    """The GDPR Article 30(1) record of processing activities a DPO files: per purpose, with
+    campaigns as detail, recipients (legal entity, role, country, safeguard, agreement), the
+    DPO and EU representative, version, date and history. HTML prints as an A4 page."""
+    module = _privacy("record", "register")
     settings = Settings.from_env()
     project = _project(settings)
     specs = _segments(settings, project).specs
-    render = module.render_register_csv if fmt == "csv" else module.render_register_markdown
-    text = render(project, specs)
+    inputs = [settings.segments_dir, settings.config_path]
+    record = module.build_record(
+        project, specs, history=module.git_history(settings.project_dir, inputs)
+    )
+    render = {
+        "csv": module.render_record_csv,
+        "html": module.render_record_html,
+        "markdown": module.render_record_markdown,
+    }[fmt]
+    text = render(record)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
     output.write_text(text, encoding="utf-8")
-    stderr().print(f"wrote {output}")
+    stderr().print(f"wrote {output} (record {record.version}, dated {record.date})")
 
 
 @cli.command()

@@ -756,7 +756,7 @@ def _unregistered_state_check(pairs: list[tuple[str, str]]) -> dg.AssetChecksDef
 
 
 def privacy_checks_definitions(
-    specs: Mapping[str, LoadedSegment], project: ProjectConfig
+    specs: Mapping[str, LoadedSegment], project: ProjectConfig, project_dir: Path | None = None
 ) -> dg.Definitions:
     """Everything of this module for ``Definitions.merge``: the checks of every segment, the
     source checks, the ``privacy/processing_register`` asset with its
@@ -782,7 +782,7 @@ def privacy_checks_definitions(
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
     return dg.Definitions(
-        assets=[build_register_asset(specs, project)],
+        assets=[build_register_asset(specs, project, project_dir)],
         asset_checks=checks,
         jobs=[job],
         schedules=[schedule],
