@@ -169,6 +169,7 @@ def test_checks_sit_beside_the_assets_they_guard(definitions: dg.Definitions) ->
         ("warehouse/customers", "source_retention"),
         ("warehouse/consents", "consent_proof"),
         ("privacy/processing_register", "no_unregistered_sync_state"),
+        ("segment_file_errors", "segment_files_valid"),
     }
     for sid, seg in specs().items():
         expected.add((f"audience/{sid}", "legal_basis_valid"))
@@ -177,10 +178,12 @@ def test_checks_sit_beside_the_assets_they_guard(definitions: dg.Definitions) ->
         for entry in seg.spec.destinations:
             expected.add((f"sync/{sid}/{entry.destination}", "destination_retention"))
             expected.add((f"sync/{sid}/{entry.destination}", "reconciliation"))
+            expected.add((f"sync/{sid}/{entry.destination}", "rejections"))
     expected |= {
         ("audience/winter_prospects", "legal_basis_valid"),
         ("sync/winter_prospects/mailchimp", "destination_retention"),
         ("sync/winter_prospects/mailchimp", "reconciliation"),
+        ("sync/winter_prospects/mailchimp", "rejections"),
     }
     assert mine == expected
     blocking = {
