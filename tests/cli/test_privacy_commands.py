@@ -64,13 +64,16 @@ def test_register_markdown_csv_and_file(
     markdown = runner.invoke(cli, ["register"])
     assert markdown.exit_code == 0, markdown.output
     assert markdown.stdout.startswith("# Record of processing activities")
-    assert "| recent_buyers_eu | email_marketing |" in markdown.stdout
+    # Per purpose; each segment is a campaign row of its purpose.
+    assert "## Processing activity: email_marketing" in markdown.stdout
+    assert "| recent_buyers_eu |" in markdown.stdout
     out = tmp_path / "register.csv"
     written = runner.invoke(cli, ["register", "--format", "csv", "--output", str(out)])
     assert written.exit_code == 0 and written.stdout == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
-    assert sorted(r["activity"] for r in rows)[:1] == ["lapsed_high_value"]
-    assert len({r["activity"] for r in rows}) == 5
+    assert sorted(r["purpose"] for r in rows) == ["ad_targeting", "email_marketing"]
+    campaigns = {c for r in rows for c in r["campaigns"].split("; ")}
+    assert len(campaigns) == 5 and "lapsed_high_value" in campaigns
 
 
 def test_subprocess_forget_and_bad_email(project_env: dict[str, str]) -> None:
