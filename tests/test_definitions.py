@@ -75,6 +75,7 @@ CHECKS = [
     "sync/recent_buyers_eu/mailchimp:reconciliation",
     "sync/recent_buyers_eu/mailchimp:rejections",
     "warehouse/consents:consent_proof",
+    "warehouse/consents:consent_purposes_declared",
     "warehouse/customers:source_retention",
 ]
 #: (name, cron, time zone, default status, job)
