@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from orchestrator.pseudonymize import subject_key
+from tests.conftest import REPO
 
 from .conftest import run_activation
 
@@ -30,10 +31,15 @@ def test_forget_records_a_hashed_request_and_shows_no_email(
     request_id = result.stdout.split("request ", 1)[1].split()[0]
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute(
-            "SELECT subject_key, request_type FROM privacy_requests WHERE request_id = ?",
+            "SELECT subject_key, request_type FROM activation.request_intake WHERE request_id = ?",
             [request_id],
         ).fetchall()
     assert rows == [(key, "erasure")]
+    with duckdb.connect(str(warehouse), read_only=True) as con:  # the company's table untouched
+        (source,) = con.execute(
+            "SELECT count(*) FROM main.privacy_requests WHERE request_id = ?", [request_id]
+        ).fetchone()
+    assert source == 0
 
 
 def test_object_json_and_receipt(runner: CliRunner, project_env: dict[str, str]) -> None:
@@ -73,7 +79,7 @@ def test_register_markdown_csv_and_file(
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert sorted(r["purpose"] for r in rows) == ["ad_targeting", "email_marketing"]
     campaigns = {c for r in rows for c in r["campaigns"].split("; ")}
-    assert len(campaigns) == 5 and "lapsed_high_value" in campaigns
+    assert campaigns == {p.stem for p in (REPO / "segments").glob("*.yaml")}
 
 
 def test_subprocess_forget_and_bad_email(project_env: dict[str, str]) -> None:
@@ -100,7 +106,7 @@ def test_forget_twice_keeps_one_open_request(
     assert json.loads(objection.stdout)["already_open"] is False
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute(
-            "SELECT request_type, count(*) FROM privacy_requests WHERE subject_key = ? "
+            "SELECT request_type, count(*) FROM activation.request_intake WHERE subject_key = ? "
             "GROUP BY 1 ORDER BY 1",
             [subject_key(EMAIL)],
         ).fetchall()
