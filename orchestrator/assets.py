@@ -13,6 +13,7 @@ The builder never reads files: it takes a :class:`LoadedSegment` and the project
 Every asset that writes the DuckDB file is in pool ``duckdb`` (one writer at a time).
 """
 
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
@@ -32,11 +33,14 @@ from orchestrator.model.catalog import live_drift
 from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
 from orchestrator.model.views import SourceModelError, refresh_source_views
 from orchestrator.phone import phone_platform_for
+from orchestrator.progress import batch_message
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import DestinationEntry
-from orchestrator.sync.engine import run_sync
+from orchestrator.sync.engine import BatchHook, run_sync
+from orchestrator.sync.rejections import RejectionSummary, summarize_rejections
+from orchestrator.warehouse.connect import connect
 from orchestrator.warehouse.schema import create_activation_schema
 
 DUCKDB_POOL = "duckdb"
@@ -353,6 +357,35 @@ def sync_column_lineage(
     return dg.TableColumnLineage(deps_by_column=deps)
 
 
+def batch_logger(log: dg.DagsterLogManager, every_s: float = 1.0) -> BatchHook:
+    """A ``run_sync`` hook writing :func:`orchestrator.progress.batch_message` to the run's log
+    after the first batch and then at most once per ``every_s`` seconds (a sync of thousands of
+    one-member calls must not write thousands of log events); ``activation run`` and
+    ``make demo`` show it live."""
+    last = [float("-inf")]
+
+    def _hook(batches: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            log.info(batch_message(batches))
+
+    return _hook
+
+
+def _refusals(summary: RejectionSummary) -> dict[str, object]:
+    """Metadata on what the destination refuses now (every run, not only this one's rows):
+    ``refused_now`` rows, ``refused_permanent``, ``refused_by_reason`` (reason -> rows),
+    ``refused_samples`` (hash prefixes), ``privacy_removals_refused``."""
+    return {
+        "refused_now": summary.total,
+        "refused_permanent": summary.permanent,
+        "refused_by_reason": dg.MetadataValue.json(summary.by_reason),
+        "refused_samples": ", ".join(summary.samples) or "none",
+        "privacy_removals_refused": summary.privacy_removals,
+    }
+
+
 def _sync_metadata(report: object) -> dict[str, object]:
     values = asdict(report)
     by_reason = values.pop("removes_by_reason", {}) or {}
@@ -432,6 +465,7 @@ def build_sync_asset(
                 as_of=as_of,
                 dry_run=config.dry_run,
                 allow_mass_removal=config.allow_mass_removal,
+                on_batch=batch_logger(context.log),
                 signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
                 phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
@@ -447,6 +481,8 @@ def build_sync_asset(
             f"~{report.updates}, rejected {report.rejected}, "
             f"{report.api_calls} API calls (minimum {report.min_api_calls})"
         )
-        return dg.MaterializeResult(metadata=_sync_metadata(report))
+        with connect(Path(warehouse.database)) as con:
+            refused = summarize_rejections(con, segment=sid, destination=entry.destination)
+        return dg.MaterializeResult(metadata={**_sync_metadata(report), **_refusals(refused)})
 
     return _sync

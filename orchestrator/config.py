@@ -43,12 +43,24 @@ class _Strict(BaseModel):
 CONSENT_SIGNALS: dict[str, tuple[str, ...]] = {"google": ("ad_user_data", "ad_personalization")}
 
 
-class Controller(_Strict):
-    """The controller named in the Article 30(1)(a) register."""
+class Contact(_Strict):
+    """A person or body the register names: ``name``, postal ``address``, ``contact`` (email)."""
 
     name: str
     address: str = ""
     contact: str
+
+
+class Controller(_Strict):
+    """The controller named in the Article 30(1)(a) register, with its data protection officer
+    (``dpo``, Art. 37-39) and its representative in the Union (``eu_representative``, Art. 27:
+    required of a controller established outside the EU)."""
+
+    name: str
+    address: str = ""
+    contact: str
+    dpo: Contact | None = None
+    eu_representative: Contact | None = None
 
 
 class Purpose(_Strict):
@@ -88,11 +100,44 @@ class Purpose(_Strict):
         return value
 
 
+class Severity(StrEnum):
+    """How loud a failed check is: ``warn`` (yellow in the UI) or ``error`` (red)."""
+
+    WARN = "warn"
+    ERROR = "error"
+
+
+class RejectionPolicy(_Strict):
+    """How the ``rejections`` check of a destination's syncs judges refused rows.
+
+    ``max_permanent``: permanent refusals (rows the platform will not take until they change)
+    tolerated before the check fails (rows; default 0: any). ``permanent_severity``: the
+    severity of that failure (default ``warn``). ``privacy_removal_severity``: the severity
+    when the destination refused to remove someone who asked for erasure (GDPR Art. 17) or
+    objected (Art. 21): default ``error``, whatever ``max_permanent`` says.
+    """
+
+    max_permanent: int = Field(default=0, ge=0)
+    permanent_severity: Severity = Severity.WARN
+    privacy_removal_severity: Severity = Severity.ERROR
+
+
+class RecipientRole(StrEnum):
+    """What a recipient is to the controller (GDPR Art. 28 processor, Art. 26 joint
+    controller: e.g. an ad platform matching custom audiences under its joint-controller terms)."""
+
+    PROCESSOR = "processor"
+    JOINT_CONTROLLER = "joint_controller"
+
+
 class DestinationConfig(_Strict):
     """A destination instance: which platform client, which purposes it serves, where its data
     goes (country and transfer safeguard for the register), and the environment variable names
     of its base URL and token. ``account_id``: the operating account a Google destination
-    writes to (the Google Ads customer id; required for ``google``, not a secret)."""
+    writes to (the Google Ads customer id; required for ``google``, not a secret). For the
+    register (Art. 30(1)(d)-(e)): ``legal_entity`` (the company receiving the data), ``role``
+    (:class:`RecipientRole`) and ``dpa_reference`` (the data processing agreement or
+    joint-controller arrangement, Art. 28(3) / 26(1))."""
 
     platform: str = Field(pattern=r"^(meta|mailchimp|google)$")
     kind: DestinationKind
@@ -102,6 +147,10 @@ class DestinationConfig(_Strict):
     base_url_env: str
     token_env: str
     normalization: str = Field(default="base", pattern=r"^(base|google)$")
+    rejections: RejectionPolicy = RejectionPolicy()
+    legal_entity: str = ""
+    role: RecipientRole = RecipientRole.PROCESSOR
+    dpa_reference: str = ""
     account_id: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_\-]+$")
 
     @model_validator(mode="before")
@@ -141,15 +190,24 @@ class SourceRetention(_Strict):
     customer_days: int = Field(default=1095, gt=0)
 
 
+class AlertsConfig(_Strict):
+    """Where the alerts sensor posts (``orchestrator.alerts``): ``webhook_url_env`` names the
+    environment variable holding the webhook URL (a secret: never in this file)."""
+
+    webhook_url_env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+
+
 class ProjectConfig(_Strict):
-    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``source`` is
-    the declared source model (:mod:`orchestrator.model.spec`; default: the tables
+    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``alerts``
+    is optional (no alerts sensor without it); ``source`` is the declared source model
+    (:mod:`orchestrator.model.spec`; default: the tables
     ``orchestrator.warehouse.schema.create_source_schema`` creates)."""
 
     controller: Controller
     purposes: dict[str, Purpose]
     destinations: dict[str, DestinationConfig]
     retention: SourceRetention = SourceRetention()
+    alerts: AlertsConfig | None = None
     source: SourceModel = DEFAULT_MODEL
     _catalog: Catalog = PrivateAttr(default=DEFAULT_CATALOG)
 

@@ -13,6 +13,9 @@ Per segment ``<sid>`` (:func:`build_segment_checks`):
     and no ``sync_state`` row of the segment is held for a destination it no longer lists.
 ``reconciliation`` on ``sync/<sid>/<dest>`` (WARN)
     the destination's own member count equals the acknowledged rows of ``sync_state``.
+``rejections`` on ``sync/<sid>/<dest>`` (severity from the destination's ``rejections``
+    policy in ``activation.yaml``; default WARN for any permanent refusal, ERROR for a refused
+    privacy removal) the rows the destination refused, counted by reason, with hash samples.
 
 Once per project (:func:`build_source_checks`, :func:`privacy_checks_definitions`):
 
@@ -48,7 +51,14 @@ from dagster_duckdb import DuckDBResource
 
 from destinations.resources import DestinationsResource
 from orchestrator.assets import DUCKDB_POOL, audience_key, source_key, sync_key
-from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig, Purpose, SourceRetention
+from orchestrator.config import (
+    DestinationKind,
+    LegalBasis,
+    ProjectConfig,
+    Purpose,
+    RejectionPolicy,
+    SourceRetention,
+)
 from orchestrator.consent import (
     counted_purposes,
     is_marketing_segment,
@@ -66,17 +76,23 @@ from orchestrator.privacy.retention import (
 from orchestrator.pseudonymize import TRIM_CHARS
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.sync.rejections import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
 
 LEGAL_BASIS_VALID = "legal_basis_valid"
 NO_RAW_IDENTIFIER = "no_raw_identifier"
 DESTINATION_RETENTION = "destination_retention"
 RECONCILIATION = "reconciliation"
+REJECTIONS = "rejections"
 SOURCE_RETENTION = "source_retention"
 CONSENT_PROOF = "consent_proof"
 CONSENT_PURPOSES_DECLARED = "consent_purposes_declared"
 NO_UNREGISTERED_SYNC_STATE = "no_unregistered_sync_state"
 PRIVACY_JOB = "privacy_checks_job"
+#: ``privacy_checks_job`` runs daily at 05:00 Paris time, RUNNING by default (unlike segment
+#: schedules it sends nothing): the evidence the checks give always exists and is fresh.
+PRIVACY_SCHEDULE = "privacy_checks_schedule"
+PRIVACY_CRON = "0 5 * * *"
 #: How many offending hash prefixes (12 hex characters) a check shows at most.
 SAMPLE_SIZE = 5
 
@@ -603,6 +619,40 @@ def evaluate_reconciliation(
     )
 
 
+def evaluate_rejections(summary: RejectionSummary, policy: RejectionPolicy) -> dg.AssetCheckResult:
+    """``rejections``: fails when the destination refused to remove someone who asked for
+    erasure or objected (``privacy_removals`` > 0, severity ``policy.privacy_removal_severity``,
+    default ERROR: GDPR Art. 17 and 21 leave no room for a platform's refusal), or holds more
+    than ``policy.max_permanent`` permanent refusals (severity ``policy.permanent_severity``,
+    default WARN: those people are simply not in the audience). Metadata: ``rejected``,
+    ``permanent``, ``privacy_removals_refused``, ``by_reason`` (reason -> rows), ``samples``
+    (hash prefixes), ``max_permanent``; the description names the first reasons."""
+    privacy = summary.privacy_removals > 0
+    too_many = summary.permanent > policy.max_permanent
+    chosen = policy.privacy_removal_severity if privacy else policy.permanent_severity
+    severity = dg.AssetCheckSeverity.ERROR if chosen == "error" else dg.AssetCheckSeverity.WARN
+    reasons = "; ".join(f"{n} x {reason}" for reason, n in list(summary.by_reason.items())[:3])
+    if privacy:
+        description = f"{summary.privacy_removals} privacy removal(s) refused"
+    elif too_many:
+        description = f"{summary.permanent} row(s) refused for good"
+    else:
+        description = f"{summary.total} refused row(s), within the policy"
+    return dg.AssetCheckResult(
+        passed=not (privacy or too_many),
+        severity=severity,
+        description=f"{description}{': ' + reasons if reasons else ''}",
+        metadata={
+            "rejected": summary.total,
+            "permanent": summary.permanent,
+            "privacy_removals_refused": summary.privacy_removals,
+            "by_reason": dg.MetadataValue.json(summary.by_reason),
+            "samples": ", ".join(summary.samples),
+            "max_permanent": policy.max_permanent,
+        },
+    )
+
+
 def evaluate_unregistered_state(
     con: duckdb.DuckDBPyConnection, pairs: list[tuple[str, str]]
 ) -> dg.AssetCheckResult:
@@ -738,12 +788,35 @@ def _reconciliation_check(
     return _check
 
 
+def _rejections_check(
+    loaded: LoadedSegment, destination: str, policy: RejectionPolicy
+) -> dg.AssetChecksDefinition:
+    sid = loaded.spec.id
+
+    @dg.asset_check(
+        asset=sync_key(sid, destination),
+        name=REJECTIONS,
+        description=(
+            f"{policy.permanent_severity.upper()} when {destination} holds more than "
+            f"{policy.max_permanent} permanent refusal(s); "
+            f"{policy.privacy_removal_severity.upper()} when it refused to remove someone who "
+            "asked for erasure or objected. Counts by reason and hash samples in the metadata."
+        ),
+    )
+    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            summary = summarize_rejections(con, segment=sid, destination=destination)
+        return evaluate_rejections(summary, policy)
+
+    return _check
+
+
 def build_segment_checks(
     loaded: LoadedSegment, project: ProjectConfig
 ) -> list[dg.AssetChecksDefinition]:
     """The checks of one segment: ``legal_basis_valid`` (and ``no_raw_identifier`` when it
     syncs to an ad destination) on ``audience/<sid>``; ``destination_retention`` and
-    ``reconciliation`` on each ``sync/<sid>/<destination>``."""
+    ``reconciliation`` and ``rejections`` on each ``sync/<sid>/<destination>``."""
     spec = loaded.spec
     checks = [_legal_basis_check(loaded, project)]
     kinds = {project.destinations[e.destination].kind for e in spec.destinations}
@@ -752,6 +825,8 @@ def build_segment_checks(
     for entry in spec.destinations:
         checks.append(_destination_retention_check(loaded, entry.destination))
         checks.append(_reconciliation_check(loaded, entry.destination, entry.audience_id))
+        policy = project.destinations[entry.destination].rejections
+        checks.append(_rejections_check(loaded, entry.destination, policy))
     return checks
 
 
@@ -820,12 +895,13 @@ def _unregistered_state_check(pairs: list[tuple[str, str]]) -> dg.AssetChecksDef
 
 
 def privacy_checks_definitions(
-    specs: Mapping[str, LoadedSegment], project: ProjectConfig
+    specs: Mapping[str, LoadedSegment], project: ProjectConfig, project_dir: Path | None = None
 ) -> dg.Definitions:
     """Everything of this module for ``Definitions.merge``: the checks of every segment, the
     source checks, the ``privacy/processing_register`` asset with its
-    ``no_unregistered_sync_state`` check, and ``privacy_checks_job`` (the register and the
-    source checks; segment checks run with their segment's jobs). Uses the ``warehouse`` and
+    ``no_unregistered_sync_state`` check, ``privacy_checks_job`` (the register, the source
+    checks and ``segment_files_valid``; segment checks run with their segment's jobs) and its
+    ``privacy_checks_schedule`` (daily, RUNNING by default). Uses the ``warehouse`` and
     ``destinations`` resources of the segment definitions."""
     checks: list[dg.AssetChecksDefinition] = []
     for sid in sorted(specs):
@@ -834,12 +910,21 @@ def privacy_checks_definitions(
     pairs = [(sid, e.destination) for sid in sorted(specs) for e in specs[sid].spec.destinations]
     checks.append(_unregistered_state_check(pairs))
     selection = dg.AssetSelection.assets(REGISTER_KEY) | dg.AssetSelection.checks_for_assets(
-        source_key("customers"), source_key("consents")
+        source_key("customers"), source_key("consents"), dg.AssetKey(["segment_file_errors"])
+    )
+    job = dg.define_asset_job(name=PRIVACY_JOB, selection=selection)
+    schedule = dg.ScheduleDefinition(
+        name=PRIVACY_SCHEDULE,
+        cron_schedule=PRIVACY_CRON,
+        execution_timezone="Europe/Paris",
+        job=job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
     )
     return dg.Definitions(
-        assets=[build_register_asset(specs, project)],
+        assets=[build_register_asset(specs, project, project_dir)],
         asset_checks=checks,
-        jobs=[dg.define_asset_job(name=PRIVACY_JOB, selection=selection)],
+        jobs=[job],
+        schedules=[schedule],
     )
 
 
@@ -853,7 +938,9 @@ __all__ = [
     "NO_RAW_IDENTIFIER",
     "NO_UNREGISTERED_SYNC_STATE",
     "PRIVACY_JOB",
+    "PRIVACY_SCHEDULE",
     "RECONCILIATION",
+    "REJECTIONS",
     "SOURCE_RETENTION",
     "acknowledged_count",
     "build_segment_checks",
@@ -864,6 +951,7 @@ __all__ = [
     "evaluate_legal_basis",
     "evaluate_no_raw_identifier",
     "evaluate_reconciliation",
+    "evaluate_rejections",
     "evaluate_source_retention",
     "evaluate_unregistered_state",
     "pipeline_time",

@@ -21,6 +21,7 @@ import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
@@ -379,25 +380,54 @@ def render_register_csv(
 
 
 def build_register_asset(
-    specs: Mapping[str, LoadedSegment], project: ProjectConfig
+    specs: Mapping[str, LoadedSegment], project: ProjectConfig, project_dir: Path | None = None
 ) -> dg.AssetsDefinition:
-    """Asset ``privacy/processing_register`` (group ``privacy``): the register rendered at
-    definition time as the asset description, and as ``register`` Markdown metadata (plus
-    ``activities`` count) on each materialization."""
-    markdown = render_register_markdown(project, specs)
+    """Asset ``privacy/processing_register`` (group ``privacy``): the record a DPO files
+    (:mod:`orchestrator.privacy.record`, per purpose) as the asset description, and on each
+    materialization as ``register`` Markdown metadata with ``version``, ``date``, the history
+    of the inputs from git (``project_dir``) and ``changes`` since the previous
+    materialization (its ``sections`` digests), plus the ``activities`` (campaigns) count."""
+    from orchestrator.privacy.record import (
+        build_record,
+        git_history,
+        record_changes,
+        render_record_markdown,
+        section_digests,
+    )
+
     count = len(specs)
+    description = render_record_markdown(build_record(project, specs))
 
     @dg.asset(
         key=REGISTER_KEY,
         group_name="privacy",
-        description=markdown,
+        description=description,
         kinds={"markdown"},
         metadata={"activities": count, "controller": project.controller.name},
     )
     def _register(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        context.log.info(f"processing register: {count} activities")
+        inputs = [Path("segments"), Path("activation.yaml")]
+        history = git_history(project_dir, inputs) if project_dir else []
+        record = build_record(project, specs, history=history)
+        sections = section_digests(record)
+        previous = context.instance.get_latest_materialization_event(REGISTER_KEY)
+        before = {}
+        if previous is not None and previous.asset_materialization is not None:
+            value = previous.asset_materialization.metadata.get("sections")
+            before = dict(getattr(value, "value", None) or {})
+        changes = record_changes(before, sections) if before else ["first version recorded"]
+        context.log.info(f"processing register {record.version}: {count} campaigns")
         return dg.MaterializeResult(
-            metadata={"register": dg.MetadataValue.md(markdown), "activities": count}
+            metadata={
+                "register": dg.MetadataValue.md(render_record_markdown(record)),
+                "activities": count,
+                "version": record.version,
+                "date": record.date,
+                "changes": dg.MetadataValue.md(
+                    "\n".join(f"- {c}" for c in changes) or "- no change"
+                ),
+                "sections": dg.MetadataValue.json(sections),
+            }
         )
 
     return _register

@@ -53,15 +53,19 @@ def test_one_schedule_per_segment_stopped_unless_asked(tmp_path: Path, warehouse
     assert eager.default_status is dg.DefaultScheduleStatus.RUNNING
     assert quiet.job_name == "quiet_one_job" and eager.job_name == "eager_one_job"
     names = {s.name for s in defs.schedules or ()}
-    assert names == {"quiet_one_schedule", "eager_one_schedule"}
+    # One schedule per segment, plus the privacy checks' own (which sends nothing).
+    assert names == {"quiet_one_schedule", "eager_one_schedule", "privacy_checks_schedule"}
 
 
 def test_shipped_segments_schedules_all_start_stopped(tmp_path: Path, warehouse: Path) -> None:
     project = load_project_config(REPO / "activation.yaml")
     defs = build_definitions(_settings(REPO / "segments", warehouse, tmp_path / "s"), project)
-    schedules = list(defs.schedules or ())
-    assert len(schedules) == 7
+    # Segment schedules send: all stopped. The privacy checks' schedule sends nothing: running.
+    schedules = [s for s in defs.schedules or () if s.job_name != "privacy_checks_job"]
+    assert len(schedules) == len(list((REPO / "segments").glob("*.yaml")))
     assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.STOPPED}
+    checks = defs.resolve_schedule_def("privacy_checks_schedule")
+    assert checks.default_status is dg.DefaultScheduleStatus.RUNNING
 
 
 def test_privacy_sensor_runs_by_default_and_is_the_only_running_automation(
@@ -72,8 +76,11 @@ def test_privacy_sensor_runs_by_default_and_is_the_only_running_automation(
     project = load_project_config(REPO / "activation.yaml")
     defs = build_definitions(_settings(REPO / "segments", warehouse, tmp_path / "s"), project)
     sensors = list(defs.sensors or ())
-    running = [s.name for s in sensors if s.default_status is dg.DefaultSensorStatus.RUNNING]
-    assert len(running) == 1 and "privacy" in running[0]
+    running = [s for s in sensors if s.default_status is dg.DefaultSensorStatus.RUNNING]
+    # The alerts sensor runs too, but launches nothing (it posts to a webhook).
+    launching = [s.name for s in running if s.targets]
+    assert len(launching) == 1 and "privacy" in launching[0]
+    assert {s.name for s in running if not s.targets} == {"activation_alerts_sensor"}
 
 
 def _dry_run_config(job: dg.JobDefinition) -> dict:
