@@ -129,7 +129,11 @@ CREATE TABLE IF NOT EXISTS activation.sync_rejections (
     operation   VARCHAR NOT NULL,
     reason      VARCHAR NOT NULL,
     permanent   BOOLEAN NOT NULL,
-    rejected_at TIMESTAMP NOT NULL
+    rejected_at TIMESTAMP NOT NULL,
+    remove_reason   VARCHAR,
+    attempts        INTEGER NOT NULL DEFAULT 1,
+    retry_at        TIMESTAMP,
+    platform_status VARCHAR
 );
 CREATE TABLE IF NOT EXISTS activation.departures (
     segment     VARCHAR NOT NULL,
@@ -229,7 +233,12 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     withdrawals reach every address we ever sent for them.
     ``sync_state``: what each destination acknowledged; ``destination_ref`` is the platform's own
     member id when it differs from subject_key (Mailchimp: md5 of the lowercase email).
-    ``sync_rejections``: rows a destination refused, with reason and permanence.
+    ``sync_rejections``: rows a destination refused or did not confirm, with the platform's
+    words (``reason``), ``permanent`` (refused for good), the remove's ``remove_reason``,
+    ``attempts`` (refusals in a row of the same operation), ``retry_at`` (a refused remove is
+    not sent again before it, unless its reason changes: ``orchestrator.sync.rejections``) and
+    ``platform_status`` (the status the platform reports the contact in, e.g. ``unsubscribed``
+    or ``cleaned`` for a contact it keeps).
     ``departures``: members a destination still holds after they left the audience, with the
     time they were first seen gone (``left_at``); the retention clock of modes other than mirror.
     ``destination_suppressions``: subjects a destination holds as unsubscribed or forgotten;
@@ -248,6 +257,19 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC).
     """
     con.execute(ACTIVATION_DDL)
+    for column, sql_type in _REJECTION_COLUMNS_ADDED:
+        con.execute(
+            f"ALTER TABLE activation.sync_rejections ADD COLUMN IF NOT EXISTS {column} {sql_type}"
+        )
+
+
+#: Columns older warehouses' ``sync_rejections`` lack (added in place, existing rows kept).
+_REJECTION_COLUMNS_ADDED = (
+    ("remove_reason", "VARCHAR"),
+    ("attempts", "INTEGER DEFAULT 1"),
+    ("retry_at", "TIMESTAMP"),
+    ("platform_status", "VARCHAR"),
+)
 
 
 #: ``audience_members`` as :data:`ACTIVATION_DDL` declares it, under a temporary name.

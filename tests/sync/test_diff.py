@@ -127,7 +127,9 @@ def test_permanent_rejection_of_the_same_row_is_skipped_until_the_row_changes(wh
         rejections = [(k1, hashes[k1], True), (k2, "another-hash", True), (k3, hashes[k3], False)]
         for key, h, permanent in rejections:
             con.execute(
-                "INSERT INTO activation.sync_rejections VALUES (?, ?, ?, ?, 'add', 'x', ?, ?)",
+                "INSERT INTO activation.sync_rejections (segment, destination, subject_key, "
+                "fields_hash, operation, reason, permanent, rejected_at) "
+                "VALUES (?, ?, ?, ?, 'add', 'x', ?, ?)",
                 [SEG, DEST, key, h, permanent, T0],
             )
     plan, files = _diff(wh, tmp_path)
