@@ -430,9 +430,9 @@ def _plan(
         email = subjects[key].email if key in subjects else None
         if email is None and ref is None:
             unsendable.append(key)
-        elif email is None and reason is RemoveReason.OBJECTION:
-            groups.setdefault(RemoveReason.LEFT_SEGMENT, []).append(Row(key, "", {}, ref))
         else:
+            # no address any more: the client names the contact by its member id (an
+            # objection unsubscribes it by id, it is not merely archived)
             groups.setdefault(reason, []).append(Row(key, email or "", {}, ref))
     return groups, unsendable
 
