@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 
+from destinations.redaction import redact
 from orchestrator.config import ProjectConfig
 from orchestrator.privacy.receipts import key_prefix, utc_now
 from orchestrator.pseudonymize import google_key, subject_key, subject_key_sql
@@ -130,6 +131,23 @@ def _destinations(
             [key],
         ).fetchall()
     )
+    refused: dict[str, list[dict[str, Any]]] = {}
+    for dest, operation, remove_reason, reason, permanent, retry_at, status in con.execute(
+        "SELECT destination, operation, remove_reason, reason, permanent, retry_at, "
+        "platform_status FROM activation.sync_rejections "
+        "WHERE segment = ? AND subject_key = ? ORDER BY rejected_at",
+        [spec.id, key],
+    ).fetchall():
+        refused.setdefault(dest, []).append(
+            {
+                "operation": operation,
+                "remove_reason": remove_reason,
+                "reason": redact(reason),
+                "permanent": permanent,
+                "retry_at": retry_at,
+                "platform_status": status,
+            }
+        )
     declared = [(e.destination, e.audience_id) for e in spec.destinations]
     declared += [(d, None) for d in sorted(set(held) - {d for d, _ in declared})]
     return [
@@ -140,6 +158,7 @@ def _destinations(
             "synced_at": held[dest][0] if dest in held else None,
             "pending": held[dest][1] if dest in held else False,
             "platform_status": suppressed.get(dest),
+            "refused": refused.get(dest, []),
         }
         for dest, audience_id in declared
     ]
@@ -150,7 +169,22 @@ def _destinations(
 _PLATFORM_STATUS = {
     "unsubscribed": "kept by the platform as unsubscribed (its suppression: never re-subscribed)",
     "forgotten": "permanently deleted at the platform (never added again)",
+    "cleaned": "kept by the platform as cleaned (bounced: never re-subscribed)",
 }
+
+
+def _refusal_text(refusal: Mapping[str, Any]) -> str:
+    """One line of what a destination did not take for this person, in its words."""
+    op = refusal["operation"]
+    if refusal["remove_reason"]:
+        op += f" ({refusal['remove_reason']})"
+    if refusal["retry_at"] is not None:
+        when = f"; retried after {refusal['retry_at']:%Y-%m-%d %H:%M} UTC"
+    elif refusal["permanent"]:
+        when = "; refused for good until the row changes"
+    else:
+        when = "; not confirmed, sent again at the next run"
+    return f"      {op} not done: {refusal['reason']}{when}"
 
 
 def explain(
@@ -266,6 +300,7 @@ def format_explanation(explanation: Mapping[str, Any]) -> str:
         member = " as a member" if kept and not d["held"] else ""
         kept = f"; {kept}" if kept else ""
         lines.append(f"    {d['destination']} {state} this person{member}{when}{pending}{kept}")
+        lines += [_refusal_text(r) for r in d.get("refused", [])]
     return "\n".join(lines)
 
 

@@ -98,6 +98,7 @@ def test_a_member_is_explained_by_conditions_consent_and_destination(setup) -> N
             "synced_at": AS_OF,
             "pending": False,
             "platform_status": None,
+            "refused": [],
         }
     ]
     text = format_explanation(result)
