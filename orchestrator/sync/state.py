@@ -66,10 +66,15 @@ _ROW_COLUMNS = {
 }
 
 
+def _plural(name: str) -> str:
+    """The journal's name of a per-row array (``statuses``; the first fields just add s)."""
+    return "statuses" if name == "status" else f"{name}s"
+
+
 def _row_value(name: str) -> str:
     """One per-row column of ``sync_journal``: the line's array unnested (``l.<name>s``), or its
     scalar (per-row lines of the first versions); a compact ack's refs come first."""
-    sources = [f"l.{name}s", f"[l.{name}]"]
+    sources = [f"l.{_plural(name)}", f"[l.{name}]"]
     if name == "destination_ref":
         sources.insert(0, "w.destination_refs")
     return f"unnest(coalesce({', '.join(sources)})) AS {name}"
@@ -88,7 +93,7 @@ def _load_sql() -> str:
     columns = dict(_BATCH_COLUMNS)
     for name, sql_type in _ROW_COLUMNS.items():
         columns[name] = sql_type
-        columns[f"{name}s"] = f"{sql_type}[]"
+        columns[_plural(name)] = f"{sql_type}[]"
     spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in columns.items()) + "}"
     rows = ", ".join(_row_value(name) for name in _ROW_COLUMNS)
     return f"""
