@@ -156,6 +156,30 @@ class MailchimpClient:
         count = stats.get("member_count") if isinstance(stats, dict) else None
         return count if isinstance(count, int) and not isinstance(count, bool) else None
 
+    def member_statuses(self, audience_id: str, page_size: int = 1000) -> dict[str, str]:
+        """Every contact of the list as member id (subscriber hash) -> status, read page by
+        page ("List members info", ``GET /lists/{list_id}/members?count=&offset=``, at most
+        1,000 per page: https://mailchimp.com/developer/marketing/api/list-members/list-members-info/).
+        Used by the reconciliation check to compare members, not only counts."""
+        statuses: dict[str, str] = {}
+        offset = 0
+        while True:
+            body = self._http.request(
+                "GET",
+                f"{self._base}/lists/{audience_id}/members",
+                params={"count": str(page_size), "offset": str(offset)},
+            ).body
+            members = body.get("members") if isinstance(body, dict) else None
+            if not isinstance(members, list) or not members:
+                return statuses
+            for member in members:
+                if isinstance(member, dict) and member.get("id"):
+                    statuses[str(member["id"])] = str(member.get("status"))
+            offset += len(members)
+            total = body.get("total_items")
+            if isinstance(total, int) and offset >= total:
+                return statuses
+
     # -- batch subscribe / unsubscribe
 
     def _batch(

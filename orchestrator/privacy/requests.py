@@ -456,7 +456,12 @@ def _send(
 
 
 def _record_acks(
-    ctx: _Context, target: PairTarget, request_type: str, acked: list[str], at: datetime
+    ctx: _Context,
+    target: PairTarget,
+    request_type: str,
+    acked: list[str],
+    at: datetime,
+    refs: Mapping[str, str | None] | None = None,
 ) -> None:
     """Delete acknowledged rows from the pair's state; objection on email: suppressed."""
     if not acked:
@@ -471,9 +476,9 @@ def _record_acks(
         if request_type == "objection" and target.kind == "email":
             con.executemany(
                 "INSERT INTO activation.destination_suppressions (destination, subject_key, "
-                "status, suppressed_at) VALUES (?, ?, 'unsubscribed', ?) "
+                "status, suppressed_at, destination_ref) VALUES (?, ?, 'unsubscribed', ?, ?) "
                 "ON CONFLICT (destination, subject_key) DO NOTHING",
-                [[target.destination, key, at] for key in acked],
+                [[target.destination, key, at, (refs or {}).get(key)] for key in acked],
             )
         con.commit()
 
@@ -518,8 +523,9 @@ def _clear_pair(
             detail = f"{sent}{type(error).__name__}: {error}; nothing acknowledged, kept for retry"
             return _line(request, target, actions, "error", detail)
         acked = [r.subject_key for r in results if r.ok]
+        refs = {r.subject_key: r.destination_ref for r in results if r.ok}
         pending = sum(1 for key in acked if state.get(key, (None, ""))[1] == PENDING_HASH)
-        _record_acks(ctx, target, request.request_type, acked, utc_now())
+        _record_acks(ctx, target, request.request_type, acked, utc_now(), refs)
     refused = [r for r in results if not r.ok]
     detail = f"{sent}{len(acked)} of {len(results) + len(unsendable)} row(s) acknowledged"
     detail += f" ({pending} of unknown outcome before)" if pending else ""

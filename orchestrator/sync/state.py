@@ -231,8 +231,8 @@ _REJECTIONS_INSERT_SQL = """
 #: is recorded as the platform holds it (email destinations): never sent again.
 _KEPT_SQL = """
     INSERT INTO activation.destination_suppressions
-        (destination, subject_key, status, suppressed_at)
-    SELECT ?, subject_key, status, "at"
+        (destination, subject_key, status, suppressed_at, destination_ref)
+    SELECT ?, subject_key, status, "at", destination_ref
     FROM {last}
     WHERE kind = 'reject' AND op IN ('add', 'update')
       AND status IN ('unsubscribed', 'cleaned', 'forgotten')
@@ -253,14 +253,17 @@ _REJECTIONS_CLEARED_SQL = """
 
 _SUPPRESS_SQL = """
     INSERT INTO activation.destination_suppressions
-        (destination, subject_key, status, suppressed_at)
+        (destination, subject_key, status, suppressed_at, destination_ref)
     SELECT ?, subject_key,
-           CASE WHEN remove_reason = ? THEN 'forgotten' ELSE 'unsubscribed' END, "at"
+           CASE WHEN remove_reason = ? THEN 'forgotten' ELSE 'unsubscribed' END, "at",
+           destination_ref
     FROM {last}
     WHERE kind = 'ack' AND op = 'remove' AND remove_reason IN (?, ?, ?)
     ON CONFLICT (destination, subject_key) DO UPDATE SET
         status = CASE WHEN excluded.status = 'forgotten' THEN 'forgotten'
-                      ELSE destination_suppressions.status END
+                      ELSE destination_suppressions.status END,
+        destination_ref = coalesce(excluded.destination_ref,
+                                   destination_suppressions.destination_ref)
 """
 
 _COUNT_SQL = """

@@ -147,6 +147,7 @@ CREATE TABLE IF NOT EXISTS activation.destination_suppressions (
     subject_key     VARCHAR NOT NULL,
     status          VARCHAR NOT NULL,
     suppressed_at   TIMESTAMP NOT NULL,
+    destination_ref VARCHAR,
     PRIMARY KEY (destination, subject_key)
 );
 CREATE TABLE IF NOT EXISTS activation.suppression_list (
@@ -241,8 +242,9 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     or ``cleaned`` for a contact it keeps).
     ``departures``: members a destination still holds after they left the audience, with the
     time they were first seen gone (``left_at``); the retention clock of modes other than mirror.
-    ``destination_suppressions``: subjects a destination holds as unsubscribed or forgotten;
-    never subscribed again.
+    ``destination_suppressions``: subjects a destination holds as unsubscribed, cleaned or
+    forgotten; never subscribed again. ``destination_ref``: the platform's member id (the
+    reconciliation check reads the member's status there).
     ``suppression_list``: one row per data subject who objected (GDPR Art. 21(3)) or asked for
     erasure (Art. 17): hashes and a date only, never an address. ``google_key`` (NULL when
     unknown) catches Gmail variants of the same mailbox; ``request_type`` is ``erasure`` or
@@ -261,6 +263,10 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(
             f"ALTER TABLE activation.sync_rejections ADD COLUMN IF NOT EXISTS {column} {sql_type}"
         )
+    con.execute(
+        "ALTER TABLE activation.destination_suppressions "
+        "ADD COLUMN IF NOT EXISTS destination_ref VARCHAR"
+    )
 
 
 #: Columns older warehouses' ``sync_rejections`` lack (added in place, existing rows kept).
