@@ -108,7 +108,8 @@ def test_suppressed_subjects_are_not_added_on_that_destination_only(wh, tmp_path
         set_audience(con, SEG, [1, 2])
         k1 = key_of(con, 1)
         con.execute(
-            "INSERT INTO activation.destination_suppressions VALUES (?, ?, 'unsubscribed', ?)",
+            "INSERT INTO activation.destination_suppressions (destination, subject_key, status, "
+            "suppressed_at) VALUES (?, ?, 'unsubscribed', ?)",
             [DEST, k1, T0],
         )
     plan, files = _diff(wh, tmp_path)
