@@ -4,6 +4,7 @@ every run. A privacy removal a platform refuses keeps its request open, with the
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import dagster as dg
@@ -12,6 +13,7 @@ from orchestrator.privacy.receipts import receipt_for
 from orchestrator.privacy.requests import record_request
 from orchestrator.pseudonymize import subject_key
 from orchestrator.sync.rejections import REMOVE_RETRY_FIRST_S
+from tests.cli.conftest import run_activation
 from tests.sync.answers_project import (
     ADS,
     AS_OF,
@@ -85,6 +87,15 @@ def test_audience_size_too_low_is_recorded_the_adds_go_out_and_the_delete_backs_
         assert {r[3] for r in rows} == {first_retry}
         meta = sync_metadata(result, ADS, "meta_ads")
         assert meta["stuck_rows"] == 30 and "Audience Size too low" in meta["stuck"]
+        # the dry run says what is stuck and why, and that it would not resend it yet
+        preview = run_activation(
+            "preview", ADS, "--format", "json", "--as-of",
+            (AS_OF + timedelta(hours=1, minutes=10)).isoformat(),
+        )  # fmt: skip
+        assert preview.returncode == 0, preview.stderr
+        (dest,) = json.loads(preview.stdout)[0]["destinations"]
+        assert dest["removes_deferred"] == 30 and dest["removes"] == 0
+        assert "Audience Size too low" in dest["stuck"][0]["reason"]
 
         # within the back-off: nothing resent, said so
         assert len(deletes_since(mock, mark)) == 1  # one refused DELETE, not a retry loop

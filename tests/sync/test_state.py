@@ -58,7 +58,7 @@ def tables(path: Path) -> dict[str, list]:
                     "sync_rejections",
                     "rejected_at, remove_reason, attempts, retry_at, platform_status",
                 ),
-                ("destination_suppressions", "suppressed_at"),
+                ("destination_suppressions", "suppressed_at, destination_ref"),
             ]
         }
     finally:
