@@ -322,12 +322,28 @@ def _result_lines(
     return [encode(line) for line in lines], sum(1 for p in permanent if p is not None)
 
 
+#: Why a row that names nobody is not sent (it is refused here, for good, per row).
+NO_IDENTIFIER = (
+    "not sent: no identifier held for this subject (no address, no member id or key recorded)"
+)
+
+
 def _call(client: Destination, audience_id: str, batch: _Batch) -> list[RowResult]:
-    if batch.op == "remove":
-        return client.remove(audience_id, batch.rows, RemoveReason(batch.reason))
-    if batch.op == "add":
-        return client.add(audience_id, batch.rows)
-    return client.update(audience_id, batch.rows)
+    """Call the client for the batch. A row with neither a ``send_key`` nor a
+    ``destination_ref`` (an old state row of a person who left the warehouse) names nobody:
+    it is refused here with :data:`NO_IDENTIFIER` and never sent, so one such row does not
+    stop the batch (clients raise ``EmptyIdentifierError`` for it)."""
+    nameless = {r.subject_key for r in batch.rows if not r.send_key and not r.destination_ref}
+    rows = [r for r in batch.rows if r.subject_key not in nameless] if nameless else batch.rows
+    answered: list[RowResult] = []
+    if rows:
+        if batch.op == "remove":
+            answered = client.remove(audience_id, rows, RemoveReason(batch.reason))
+        elif batch.op == "add":
+            answered = client.add(audience_id, rows)
+        else:
+            answered = client.update(audience_id, rows)
+    return answered + [RowResult(key, False, None, NO_IDENTIFIER, True) for key in nameless]
 
 
 @dataclass(frozen=True)
