@@ -203,9 +203,11 @@ def parse_body_wait(body: bytes | str | None) -> float | None:
     or inside ``error``), or the words "retry/try again ... N seconds" in a Mailchimp problem
     document's ``detail`` (Mailchimp's 429 for its 10-connection limit documents no delay:
     https://mailchimp.com/developer/marketing/docs/fundamentals/#api-limits; when it names one
-    we honour it)."""
+    we honour it), or Google's ``RetryInfo`` ``retryDelay`` (:func:`parse_google_retry_delay`)."""
     data = parse_json(body)
     found: list[float] = []
+    if (google := parse_google_retry_delay(data)) is not None:
+        found.append(google)
     for holder in (data, data.get("error") if isinstance(data, dict) else None):
         if not isinstance(holder, dict):
             continue
@@ -234,6 +236,24 @@ def wait_hint(
     ]
     known = [h for h in hints if h is not None]
     return max(known) if known else None
+
+
+def parse_google_retry_delay(body: Any) -> float | None:
+    """Seconds from a Google API error's ``google.rpc.RetryInfo`` detail (``"retryDelay":
+    "3s"`` or ``"1.5s"``, a protobuf Duration in JSON), or None. Source: Google API error model,
+    https://cloud.google.com/apis/design/errors#retryinfo (the Data Manager API answers quota
+    errors with 429 ``RESOURCE_EXHAUSTED``)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, dict) or not str(detail.get("@type", "")).endswith("RetryInfo"):
+            continue
+        delay = str(detail.get("retryDelay") or "")
+        try:
+            return max(float(delay.removesuffix("s")), 0.0)
+        except ValueError:
+            return None
+    return None
 
 
 def _regain_minutes(data: Any) -> list[float]:
@@ -522,6 +542,7 @@ __all__ = [
     "classify",
     "error_details",
     "parse_body_wait",
+    "parse_google_retry_delay",
     "parse_json",
     "parse_retry_after",
     "parse_usage_wait",

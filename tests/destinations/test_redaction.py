@@ -11,6 +11,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from destinations.errors import AuthError
+from destinations.google import GoogleAudienceClient
 from destinations.mailchimp import MailchimpClient
 from destinations.meta import MetaAudienceClient
 from destinations.redaction import leaked_forms, redact, secret_forms
@@ -21,6 +22,7 @@ SECRETS = [
     ("meta", "EAABsbCS1iHgBAKZCZBmock0SecretZBZAtokenZDZD", "bearer"),
     ("mailchimp", "3f9c2b1e0d8a7c6b5a4f3e2d1c0b9a8f-us21", "basic"),
     ("mailchimp", "k3y/with+odd=chars&more", "basic"),
+    ("google", "ya29.a0AfB_byCmockOAuthSecret-Token_0123456789", "bearer"),
 ]
 
 
@@ -79,16 +81,17 @@ def scripted(client, body: bytes, status: int = 403) -> ScriptedAdapter:
 
 @pytest.mark.parametrize(("platform", "secret", "scheme"), SECRETS)
 def test_a_client_error_never_carries_an_echoed_secret(platform, secret, scheme) -> None:
+    echoes = " ".join(encoded(secret).values())
     if platform == "meta":
         client = MetaAudienceClient("meta_ads", "http://x/meta", secret)
+        doc: dict = {"error": {"code": 200, "message": f"denied: {echoes}"}}
+    elif platform == "google":
+        client = GoogleAudienceClient("google_ads", "http://x/google", secret, account_id="123")
+        doc = {"error": {"code": 403, "status": "PERMISSION_DENIED", "message": f"no: {echoes}"}}
     else:
         client = MailchimpClient("mailchimp", "http://x/mailchimp/3.0", secret)
-    echoes = " ".join(encoded(secret).values())
-    body = (
-        json.dumps({"error": {"code": 200, "message": f"denied: {echoes}"}})
-        if platform == "meta"
-        else json.dumps({"title": "Forbidden", "status": 403, "detail": f"denied: {echoes}"})
-    ).encode()
+        doc = {"title": "Forbidden", "status": 403, "detail": f"denied: {echoes}"}
+    body = json.dumps(doc).encode()
     adapter = scripted(client, body)
     with pytest.raises(AuthError) as info:
         client.member_count("aud1")

@@ -62,6 +62,26 @@ def usage(minutes: float) -> str:
             ).encode(),
             4.0,
         ),
+        # Google's 429 RESOURCE_EXHAUSTED with RetryInfo, longer than a Retry-After beside it
+        (
+            {"Retry-After": "1", "Content-Type": "application/json"},
+            json.dumps(
+                {
+                    "error": {
+                        "code": 429,
+                        "status": "RESOURCE_EXHAUSTED",
+                        "message": "Quota exceeded.",
+                        "details": [
+                            {
+                                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                "retryDelay": "5s",
+                            }
+                        ],
+                    }
+                }
+            ).encode(),
+            5.0,
+        ),
     ],
 )
 def test_the_wait_is_at_least_the_longest_hint(headers, body, least):
