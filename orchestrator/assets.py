@@ -23,6 +23,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from destinations.redaction import redact
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
 from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
@@ -39,7 +40,7 @@ from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.engine import BatchHook, run_sync
-from orchestrator.sync.rejections import RejectionSummary, summarize_rejections
+from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
 from orchestrator.warehouse.schema import create_activation_schema
 
@@ -386,14 +387,47 @@ def _refusals(summary: RejectionSummary) -> dict[str, object]:
     }
 
 
+def stuck_markdown(stuck: list[dict[str, object]]) -> str:
+    """What a pair cannot get through, as a Markdown table (operation, remove reason, the
+    platform's words, status kept, rows, refused for good, next retry), redacted."""
+    if not stuck:
+        return "Nothing stuck: the destination confirmed every row sent."
+    lines = [
+        "| operation | remove reason | platform says | kept as | rows | permanent | next retry |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in stuck:
+        cells = [
+            g["operation"],
+            g["remove_reason"] or "",
+            str(g["reason"]).replace("|", "/"),
+            g["platform_status"] or "",
+            g["rows"],
+            "yes" if g["permanent"] else "no (not confirmed)",
+            g["next_retry_at"] or "next run",
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return redact("\n".join(lines))
+
+
 def _sync_metadata(report: object) -> dict[str, object]:
     values = asdict(report)
     by_reason = values.pop("removes_by_reason", {}) or {}
+    stuck = values.pop("stuck", []) or []
     meta: dict[str, object] = {k: v for k, v in values.items() if k != "duration_s"}
     meta["duration_s"] = round(values["duration_s"], 3)
     meta["throttled_seconds"] = round(values["throttled_seconds"], 3)
     for reason, count in sorted(by_reason.items()):
         meta[f"removes_{reason}"] = count
+    meta["stuck_rows"] = sum(int(g["rows"]) for g in stuck)
+    kept: dict[str, int] = {}
+    for g in stuck:
+        if g["platform_status"]:
+            status = str(g["platform_status"])
+            kept[status] = kept.get(status, 0) + int(g["rows"])
+    for status, count in sorted(kept.items()):
+        meta[f"kept_{status}_by_platform"] = count
+    meta["stuck"] = dg.MetadataValue.md(stuck_markdown(stuck))
     return meta
 
 

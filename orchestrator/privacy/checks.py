@@ -11,8 +11,9 @@ Per segment ``<sid>`` (:func:`build_segment_checks`):
 ``destination_retention`` on ``sync/<sid>/<dest>`` (ERROR)
     no member stays at the destination ``retention_days`` or more after leaving the segment,
     and no ``sync_state`` row of the segment is held for a destination it no longer lists.
-``reconciliation`` on ``sync/<sid>/<dest>`` (WARN)
-    the destination's own member count equals the acknowledged rows of ``sync_state``.
+``reconciliation`` on ``sync/<sid>/<dest>`` (WARN; ERROR when a privacy removal is not honoured)
+    the destination's own member count equals the acknowledged rows of ``sync_state``; where
+    the platform lists its members (Mailchimp), keys and statuses match too.
 ``rejections`` on ``sync/<sid>/<dest>`` (severity from the destination's ``rejections``
     policy in ``activation.yaml``; default WARN for any permanent refusal, ERROR for a refused
     privacy removal) the rows the destination refused, counted by reason, with hash samples.
@@ -41,6 +42,7 @@ The evaluation functions (``evaluate_*``) take an open DuckDB connection and ret
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,7 @@ from orchestrator.privacy.retention import (
 from orchestrator.pseudonymize import TRIM_CHARS
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.sync.diff import PENDING_HASH
-from orchestrator.sync.rejections import RejectionSummary, summarize_rejections
+from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
 
 LEGAL_BASIS_VALID = "legal_basis_valid"
@@ -588,11 +590,60 @@ def acknowledged_count(con: duckdb.DuckDBPyConnection, *, segment: str, destinat
     return count
 
 
+@dataclass(frozen=True)
+class MemberComparison:
+    """Members of a destination compared with ``sync_state`` (keys and statuses).
+
+    ``compared``: contacts listed by the platform; ``missing``: rows held as synced whose
+    contact the platform does not hold as ``subscribed``; ``unknown``: contacts subscribed at
+    the platform that our state does not hold (synced or pending); ``privacy``: contacts we
+    unsubscribed for a withdrawal or objection (``destination_suppressions``) that the
+    platform holds as ``subscribed`` again.
+    """
+
+    compared: int
+    missing: int
+    unknown: int
+    privacy: int
+
+
+def compare_members(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    segment: str,
+    destination: str,
+    statuses: Mapping[str, str],
+) -> MemberComparison:
+    """Compare ``statuses`` (platform member id -> status, e.g. Mailchimp's list) with the
+    pair's ``sync_state`` refs and the destination's suppressions."""
+    state = con.execute(
+        "SELECT destination_ref, fields_hash FROM activation.sync_state "
+        "WHERE segment = ? AND destination = ? AND destination_ref IS NOT NULL",
+        [segment, destination],
+    ).fetchall()
+    suppressed = con.execute(
+        "SELECT destination_ref FROM activation.destination_suppressions "
+        "WHERE destination = ? AND destination_ref IS NOT NULL "
+        "AND status IN ('unsubscribed', 'forgotten')",
+        [destination],
+    ).fetchall()
+    held = {ref for ref, _ in state}
+    synced = {ref for ref, fields_hash in state if fields_hash != PENDING_HASH}
+    subscribed = {ref for ref, status in statuses.items() if status == "subscribed"}
+    return MemberComparison(
+        compared=len(statuses),
+        missing=len(synced - subscribed),
+        unknown=len(subscribed - held),
+        privacy=sum(1 for (ref,) in suppressed if statuses.get(ref) == "subscribed"),
+    )
+
+
 def evaluate_reconciliation(
     state_count: int,
     destination_count: int | None,
     *,
     audience_id: str,
+    members: MemberComparison | None = None,
     targetable: bool | None = None,
 ) -> dg.AssetCheckResult:
     """``reconciliation``: the destination's own count (Meta ``approximate_count``, Mailchimp
@@ -602,21 +653,38 @@ def evaluate_reconciliation(
     ``reconciled``, and ``targetable`` when the platform says whether it can serve the audience
     (Google: a Customer Match list under 100 members cannot be targeted; the check still passes
     on counts, the metadata says it). Severity WARN: a gap means someone changed the audience
-    outside this pipeline (or the platform rounds); the next mirror sync does not see it."""
+    outside this pipeline (or the platform rounds); the next mirror sync does not see it.
+
+    With ``members`` (a platform that lists its members: Mailchimp; Meta's API gives only an
+    approximate count), keys and statuses are compared too (:func:`compare_members`): any
+    mismatch fails the check, and a contact we unsubscribed for a withdrawal or objection that
+    the platform holds as subscribed again fails it with severity ERROR (a privacy removal
+    not honoured is never a warning)."""
     reconciled = destination_count is not None
     difference = (destination_count - state_count) if destination_count is not None else 0
-    return dg.AssetCheckResult(
-        passed=difference == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "state_count": state_count,
-            "destination_count": destination_count if reconciled else -1,
-            "difference": difference,
-            "audience_id": audience_id,
-            "reconciled": reconciled,
-            **({"targetable": targetable} if targetable is not None else {}),
-        },
-    )
+    metadata: dict[str, object] = {
+        "state_count": state_count,
+        "destination_count": destination_count if reconciled else -1,
+        "difference": difference,
+        "audience_id": audience_id,
+        "reconciled": reconciled,
+        "compared": "members" if members is not None else "count",
+    }
+    if targetable is not None:
+        metadata["targetable"] = targetable
+    passed = difference == 0
+    severity = dg.AssetCheckSeverity.WARN
+    if members is not None:
+        metadata.update(
+            members_compared=members.compared,
+            missing_at_destination=members.missing,
+            unknown_at_destination=members.unknown,
+            privacy_removals_not_honoured=members.privacy,
+        )
+        passed = passed and members.missing == members.unknown == members.privacy == 0
+        if members.privacy:
+            severity = dg.AssetCheckSeverity.ERROR
+    return dg.AssetCheckResult(passed=passed, severity=severity, metadata=metadata)
 
 
 def evaluate_rejections(summary: RejectionSummary, policy: RejectionPolicy) -> dg.AssetCheckResult:
@@ -766,8 +834,9 @@ def _reconciliation_check(
         asset=sync_key(sid, destination),
         name=RECONCILIATION,
         description=(
-            f"WARN: {destination}'s own member count for audience {audience_id} equals the "
-            "acknowledged rows of sync_state."
+            f"{destination}'s own member count for audience {audience_id} equals the "
+            "acknowledged rows of sync_state, and where the platform lists its members, keys "
+            "and statuses match (WARN; ERROR when a privacy removal is not honoured)."
         ),
     )
     def _check(
@@ -778,12 +847,22 @@ def _reconciliation_check(
         client = destinations.client(destination)  # no warehouse connection held during HTTP
         try:
             count = client.member_count(audience_id)
+            lister = getattr(client, "member_statuses", None)
+            statuses = lister(audience_id) if lister is not None else None
             targetable = getattr(client, "targetable", None)
             eligible = targetable(audience_id) if targetable is not None else None
         finally:
             if hasattr(client, "close"):
                 client.close()
-        return evaluate_reconciliation(state, count, audience_id=audience_id, targetable=eligible)
+        members = None
+        if statuses is not None:
+            with connect(Path(warehouse.database)) as con:
+                members = compare_members(
+                    con, segment=sid, destination=destination, statuses=statuses
+                )
+        return evaluate_reconciliation(
+            state, count, audience_id=audience_id, members=members, targetable=eligible
+        )
 
     return _check
 

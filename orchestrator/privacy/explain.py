@@ -29,6 +29,7 @@ from typing import Any
 
 import duckdb
 
+from destinations.redaction import redact
 from orchestrator.config import ProjectConfig
 from orchestrator.consent_signals import explain_signals, signals_for
 from orchestrator.privacy.receipts import key_prefix, utc_now
@@ -36,7 +37,6 @@ from orchestrator.pseudonymize import google_key, subject_key, subject_key_sql
 from orchestrator.segments.compiler import compile_segment, conditions_summary
 from orchestrator.segments.spec import AllCondition, SegmentSpec
 from orchestrator.sync.diff import PENDING_HASH
-from orchestrator.sync.rejections import subject_rejections
 from orchestrator.warehouse.connect import connect
 
 
@@ -135,11 +135,25 @@ def _destinations(
             [key],
         ).fetchall()
     )
+    refused: dict[str, list[dict[str, Any]]] = {}
+    for dest, operation, remove_reason, reason, permanent, retry_at, status in con.execute(
+        "SELECT destination, operation, remove_reason, reason, permanent, retry_at, "
+        "platform_status FROM activation.sync_rejections "
+        "WHERE segment = ? AND subject_key = ? ORDER BY rejected_at",
+        [spec.id, key],
+    ).fetchall():
+        refused.setdefault(dest, []).append(
+            {
+                "operation": operation,
+                "remove_reason": remove_reason,
+                "reason": redact(reason),
+                "permanent": permanent,
+                "retry_at": retry_at,
+                "platform_status": status,
+            }
+        )
     declared = [(e.destination, e.audience_id) for e in spec.destinations]
     declared += [(d, None) for d in sorted(set(held) - {d for d, _ in declared})]
-    refused: dict[str, list[dict[str, Any]]] = {}
-    for row in subject_rejections(con, segment=spec.id, subject_key=key):
-        refused.setdefault(str(row.pop("destination")), []).append(row)
     return [
         {
             "destination": dest,
@@ -159,7 +173,22 @@ def _destinations(
 _PLATFORM_STATUS = {
     "unsubscribed": "kept by the platform as unsubscribed (its suppression: never re-subscribed)",
     "forgotten": "permanently deleted at the platform (never added again)",
+    "cleaned": "kept by the platform as cleaned (bounced: never re-subscribed)",
 }
+
+
+def _refusal_text(refusal: Mapping[str, Any]) -> str:
+    """One line of what a destination did not take for this person, in its words."""
+    op = refusal["operation"]
+    if refusal["remove_reason"]:
+        op += f" ({refusal['remove_reason']})"
+    if refusal["retry_at"] is not None:
+        when = f"; retried after {refusal['retry_at']:%Y-%m-%d %H:%M} UTC"
+    elif refusal["permanent"]:
+        when = "; refused for good until the row changes"
+    else:
+        when = "; not confirmed, sent again at the next run"
+    return f"      {op} not done: {refusal['reason']}{when}"
 
 
 def explain(
@@ -312,12 +341,7 @@ def format_explanation(explanation: Mapping[str, Any]) -> str:
         member = " as a member" if kept and not d["held"] else ""
         kept = f"; {kept}" if kept else ""
         lines.append(f"    {d['destination']} {state} this person{member}{when}{pending}{kept}")
-        for r in d.get("refused", []):
-            kind = "for good (not retried until it changes)" if r["permanent"] else "retried"
-            lines.append(
-                f"      refused {r['operation']} on {r['rejected_at']:%Y-%m-%d %H:%M}, {kind}: "
-                f"{r['reason']}"
-            )
+        lines += [_refusal_text(r) for r in d.get("refused", [])]
         for sig in d.get("consent_signals") or []:
             why = sig["record"] or f"no consent record for {sig['purpose']}"
             lines.append(f"      consent signal {sig['name']}={sig['value']} ({why})")

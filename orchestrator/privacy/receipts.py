@@ -24,7 +24,6 @@ of the next month, or on that month's last day when the date does not exist
 from __future__ import annotations
 
 import calendar
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from destinations.redaction import redact
 from orchestrator.warehouse.connect import connect
 
 if TYPE_CHECKING:
@@ -48,8 +48,6 @@ OUTCOMES: tuple[str, ...] = ("ok", "refused", "error")
 REQUEST_TYPES: tuple[str, ...] = ("erasure", "objection")
 #: Hex characters of a subject key shown to people (never the whole key, never an address).
 PREFIX_LENGTH = 12
-
-_EMAIL_LIKE = re.compile(r"[^\s@\"'<>]+@[^\s@\"'<>]+")
 
 
 @dataclass(frozen=True)
@@ -85,8 +83,11 @@ def utc_now() -> datetime:
 
 
 def scrub(text: str | None) -> str:
-    """``text`` with anything shaped like an email address replaced by ``<email>``."""
-    return _EMAIL_LIKE.sub("<email>", text or "")
+    """``text`` with anything shaped like an email address replaced by ``<email>`` and any
+    credential (after ``Authorization``/``Basic``/``Bearer``, in a credential-named parameter)
+    blanked: :func:`destinations.redaction.redact` (the clients already blanked every form of
+    their own secret)."""
+    return redact(text or "")
 
 
 def key_prefix(key: str | None) -> str | None:

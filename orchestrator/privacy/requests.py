@@ -439,9 +439,9 @@ def _plan(
         email = subjects[key].email if key in subjects else None
         if email is None and ref is None:
             unsendable.append(key)
-        elif email is None and reason is RemoveReason.OBJECTION:
-            groups.setdefault(RemoveReason.LEFT_SEGMENT, []).append(Row(key, "", {}, ref))
         else:
+            # no address any more: the client names the contact by its member id (an
+            # objection unsubscribes it by id, it is not merely archived)
             groups.setdefault(reason, []).append(Row(key, email or "", {}, ref))
     return groups, unsendable
 
@@ -465,7 +465,12 @@ def _send(
 
 
 def _record_acks(
-    ctx: _Context, target: PairTarget, request_type: str, acked: list[str], at: datetime
+    ctx: _Context,
+    target: PairTarget,
+    request_type: str,
+    acked: list[str],
+    at: datetime,
+    refs: Mapping[str, str | None] | None = None,
 ) -> None:
     """Delete acknowledged rows from the pair's state; objection on email: suppressed."""
     if not acked:
@@ -481,9 +486,9 @@ def _record_acks(
         if request_type == "objection" and target.kind == "email":
             con.executemany(
                 "INSERT INTO activation.destination_suppressions (destination, subject_key, "
-                "status, suppressed_at) VALUES (?, ?, 'unsubscribed', ?) "
+                "status, suppressed_at, destination_ref) VALUES (?, ?, 'unsubscribed', ?, ?) "
                 "ON CONFLICT (destination, subject_key) DO NOTHING",
-                [[target.destination, key, at] for key in acked],
+                [[target.destination, key, at, (refs or {}).get(key)] for key in acked],
             )
         con.commit()
 
@@ -528,8 +533,9 @@ def _clear_pair(
             detail = f"{sent}{type(error).__name__}: {error}; nothing acknowledged, kept for retry"
             return _line(request, target, actions, "error", detail)
         acked = [r.subject_key for r in results if r.ok]
+        refs = {r.subject_key: r.destination_ref for r in results if r.ok}
         pending = sum(1 for key in acked if state.get(key, (None, ""))[1] == PENDING_HASH)
-        _record_acks(ctx, target, request.request_type, acked, utc_now())
+        _record_acks(ctx, target, request.request_type, acked, utc_now(), refs)
     refused = [r for r in results if not r.ok]
     asked = sum(len(rows) for rows in groups.values())
     unanswered = asked - len(results)  # asynchronous platforms: still processing

@@ -19,7 +19,6 @@ acknowledged so far, then propagates.
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,14 +39,14 @@ from destinations.base import (
     client_rows_per_call,
     min_calls,
 )
+from destinations.redaction import redact
 from orchestrator.privacy.retention import track_departures
 from orchestrator.sync import async_requests, journal
 from orchestrator.sync.diff import DiffParams, DiffPlan, compute_diff
 from orchestrator.sync.prefetch import prefetched
+from orchestrator.sync.rejections import pending_rows, stuck_rows
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
-
-_EMAIL_LIKE = re.compile(r"[^\s@\"'<>]+@[^\s@\"'<>]+")
 
 #: Called after each batch is journaled with the number of batches journaled so far in this
 #: run (tests use it to kill the process at a chosen point).
@@ -63,7 +62,14 @@ class SyncReport:
     audience, kept because the mode is not ``mirror``), ``rejected`` (sent and refused by the
     destination), ``suppressed`` (not sent: the destination holds them as unsubscribed or
     forgotten), ``skipped_rejected`` (not sent: refused for good before, unchanged since),
-    ``pending_recovered`` (rows of unknown outcome from an earlier crash, folded first).
+    ``pending_recovered`` (rows of unknown outcome from an earlier crash, folded first),
+    ``removes_deferred`` (not sent: the destination refused the same remove before and its
+    back-off has not ended, :mod:`orchestrator.sync.rejections`), ``rekeys`` (held in another
+    form of the key: removed as added, then added in the new form), ``pending`` (after the
+    run: rows whose outcome the destination's answer did not confirm).
+    ``stuck``: what the destination does not take, per group (operation, remove reason, the
+    platform's words, the status it keeps the contacts in, rows, next retry), see
+    :class:`orchestrator.sync.rejections.StuckGroup`.
     ``removes_by_reason``: RemoveReason value -> count. Calls: ``api_calls`` (HTTP requests made,
     retries included), ``min_api_calls`` (the least possible: sum over send groups of
     ceil(rows / rows one call carries), see :func:`destinations.base.min_calls`; e.g.
@@ -83,6 +89,9 @@ class SyncReport:
     suppressed: int = 0
     skipped_rejected: int = 0
     pending_recovered: int = 0
+    removes_deferred: int = 0
+    rekeys: int = 0
+    pending: int = 0
     api_calls: int = 0
     min_api_calls: int = 0
     retries: int = 0
@@ -90,6 +99,7 @@ class SyncReport:
     bytes_sent: int = 0
     duration_s: float = 0.0
     removes_by_reason: dict[str, int] = field(default_factory=dict)
+    stuck: list[dict[str, object]] = field(default_factory=list)
     dry_run: bool = False
     requests_processing: int = 0
     awaiting: int = 0
@@ -130,8 +140,10 @@ def _now(as_of: datetime | None) -> str:
 
 
 def _scrub(reason: str | None) -> str | None:
-    """The platform's words without any email address (some platforms echo the address)."""
-    return None if reason is None else _EMAIL_LIKE.sub("<email>", reason)
+    """The platform's words without any email address (some platforms echo the address) or
+    credential (:func:`destinations.redaction.redact`; the client already blanked every form
+    of its own secret)."""
+    return None if reason is None else redact(reason)
 
 
 def _column_chunks(path: Path, size: int) -> Iterator[dict[str, list]]:
@@ -210,11 +222,12 @@ def _line(
     at: str,
     refs: list[str | None],
     reasons: list[str | None] | None = None,
-    permanent: list[bool] | None = None,
+    permanent: list[bool | None] | None = None,
+    statuses: list[str | None] | None = None,
 ) -> dict:
     """One journal line for the rows at positions ``rows`` of ``batch`` (per-row values as
     arrays of the same length, see :mod:`orchestrator.sync.journal`)."""
-    return {
+    line = {
         **_header(run, seq, kind, batch, at),
         "subject_keys": [batch.subject_keys[i] for i in rows],
         "fields_hashs": [batch.hashes[i] for i in rows],
@@ -222,6 +235,9 @@ def _line(
         "reasons": reasons if reasons is not None else [None] * len(rows),
         "permanents": permanent if permanent is not None else [False] * len(rows),
     }
+    if statuses is not None and any(s is not None for s in statuses):
+        line["statuses"] = statuses
+    return line
 
 
 def _header(run: str, seq: int, kind: str, batch: _Batch, at: str) -> dict:
@@ -283,7 +299,9 @@ def _result_lines(
     refs: list[str | None] = []
     refused: list[int] = []
     reasons: list[str | None] = []
-    permanent: list[bool] = []
+    permanent: list[bool | None] = []
+    statuses: list[str | None] = []
+    held_refs: list[str | None] = []
     for i, key in enumerate(batch.subject_keys):
         result = by_key.get(key)
         if result is None:
@@ -293,24 +311,44 @@ def _result_lines(
             refs.append(result.destination_ref or batch.intent_refs[i])
         else:
             refused.append(i)
+            held_refs.append(result.destination_ref or batch.intent_refs[i])
             reasons.append(_scrub(result.reason))
-            permanent.append(bool(result.permanent))
+            # null: the answer did not confirm the row (outcome unknown, held as pending)
+            permanent.append(None if result.unknown else bool(result.permanent))
+            statuses.append(result.status)
     lines = []
     if acked:
         lines.append(_line(run, seq, "ack", batch, acked, at, refs))
     if refused:
-        no_refs = [batch.rows[i].destination_ref for i in refused]
-        lines.append(_line(run, seq, "reject", batch, refused, at, no_refs, reasons, permanent))
+        lines.append(
+            _line(run, seq, "reject", batch, refused, at, held_refs, reasons, permanent, statuses)
+        )
     encode = journal.line_encoder()
-    return [encode(line) for line in lines], len(refused)
+    return [encode(line) for line in lines], sum(1 for p in permanent if p is not None)
+
+
+#: Why a row that names nobody is not sent (it is refused here, for good, per row).
+NO_IDENTIFIER = (
+    "not sent: no identifier held for this subject (no address, no member id or key recorded)"
+)
 
 
 def _call(client: Destination, audience_id: str, batch: _Batch) -> list[RowResult]:
-    if batch.op == "remove":
-        return client.remove(audience_id, batch.rows, RemoveReason(batch.reason))
-    if batch.op == "add":
-        return client.add(audience_id, batch.rows)
-    return client.update(audience_id, batch.rows)
+    """Call the client for the batch. A row with neither a ``send_key`` nor a
+    ``destination_ref`` (an old state row of a person who left the warehouse) names nobody:
+    it is refused here with :data:`NO_IDENTIFIER` and never sent, so one such row does not
+    stop the batch (clients raise ``EmptyIdentifierError`` for it)."""
+    nameless = {r.subject_key for r in batch.rows if not r.send_key and not r.destination_ref}
+    rows = [r for r in batch.rows if r.subject_key not in nameless] if nameless else batch.rows
+    answered: list[RowResult] = []
+    if rows:
+        if batch.op == "remove":
+            answered = client.remove(audience_id, rows, RemoveReason(batch.reason))
+        elif batch.op == "add":
+            answered = client.add(audience_id, rows)
+        else:
+            answered = client.update(audience_id, rows)
+    return answered + [RowResult(key, False, None, NO_IDENTIFIER, True) for key in nameless]
 
 
 @dataclass(frozen=True)
@@ -326,8 +364,9 @@ class _Job:
     lock_timeout_s: float
     on_batch: BatchHook | None
 
-    def fold(self) -> int:
-        """Fold this pair's journal in a short connection; returns rows of unknown outcome."""
+    def fold(self, report: SyncReport | None = None) -> int:
+        """Fold this pair's journal in a short connection; returns rows of unknown outcome.
+        With ``report``, also fills its ``pending`` and ``stuck`` from the folded state."""
         p = self.params
         with connect(self.warehouse_path, timeout_s=self.lock_timeout_s) as con:
             stats = fold_journal(
@@ -336,6 +375,8 @@ class _Job:
             async_requests.fold_requests(
                 con, self.journal_path, segment=p.segment, destination=p.destination
             )
+            if report is not None:
+                _fill_stuck(con, p.segment, p.destination, report)
         return stats.pending
 
 
@@ -429,11 +470,17 @@ def _send_and_fold(job: _Job, plan: DiffPlan, client: Destination, report: SyncR
     try:
         report.rejected = _send(job, plan, client)
     finally:
-        job.fold()
+        job.fold(report)
         report.api_calls = stats.calls - before[0]
         report.retries = stats.retries - before[1]
         report.throttled_seconds = stats.throttled_seconds - before[2]
         report.bytes_sent = stats.bytes_sent - before[3]
+
+
+def _fill_stuck(con: object, segment: str, destination: str, report: SyncReport) -> None:
+    """``report.pending`` and ``report.stuck`` from the pair's state and rejections."""
+    report.pending = pending_rows(con, segment, destination)
+    report.stuck = [group.as_dict() for group in stuck_rows(con, segment, destination)]
 
 
 def _count_outstanding(job: _Job) -> int:
@@ -448,6 +495,7 @@ def _min_calls(plan: DiffPlan, batch_size: int, per_call: RowsPerCall | None) ->
     total = 0
     for op, reason, _path in plan.files:
         n = plan.removes_by_reason[reason] if op == "remove" else plan.counts[op]
+        n += plan.counts["rekey"] if op == "add" else 0
         rows_per_call = batch_size if per_call is None else per_call(op, _reason(reason))
         total += min_calls(n, rows_per_call, batch_size)
     return total
@@ -469,6 +517,8 @@ def _report(
         kept=c["kept"],
         suppressed=c["suppressed"],
         skipped_rejected=c["skipped_rejected"],
+        removes_deferred=c["remove_deferred"],
+        rekeys=c["rekey"],
         awaiting=c["awaiting"],
         pending_recovered=pending,
         min_api_calls=_min_calls(plan, batch_size, per_call),
@@ -496,7 +546,10 @@ class MassRemovalError(RuntimeError):
 def check_mass_removal(plan: DiffPlan, segment: str, destination: str) -> None:
     """Raise :class:`MassRemovalError` when ``left_segment`` removes exceed the limits."""
     leaving = plan.removes_by_reason.get(RemoveReason.LEFT_SEGMENT.value, 0)
-    held = sum(plan.counts[k] for k in ("unchanged", "update", "remove", "kept"))
+    held = sum(
+        plan.counts[k]
+        for k in ("unchanged", "update", "remove", "kept", "remove_deferred", "rekey")
+    )
     if leaving >= MASS_REMOVAL_MIN_ROWS and leaving > MASS_REMOVAL_FRACTION * held:
         raise MassRemovalError(
             f"sync {segment} -> {destination}: would remove {leaving} of the {held} members "
@@ -623,9 +676,10 @@ def run_sync(
                 async_requests.fold_requests(con, jpath, segment=segment, destination=destination)
                 track_departures(con, segment=segment, destination=destination, now=now)
                 plan = compute_diff(con, params, scratch)
-            if rows_per_call is None and client is not None:
-                rows_per_call = partial(client_rows_per_call, client)
-            report = _report(plan, size, rows_per_call, recovered.pending, dry_run)
+                if rows_per_call is None and client is not None:
+                    rows_per_call = partial(client_rows_per_call, client)
+                report = _report(plan, size, rows_per_call, recovered.pending, dry_run)
+                _fill_stuck(con, segment, destination, report)
             if not dry_run:
                 if not allow_mass_removal:
                     check_mass_removal(plan, segment, destination)

@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.config import RejectionPolicy
 from orchestrator.privacy.checks import evaluate_rejections
-from orchestrator.sync.rejections import summarize_rejections
+from orchestrator.sync.rejection_summary import summarize_rejections
 from orchestrator.warehouse.connect import connect
 from tests.conftest import AS_OF
 from tests.e2e_harness import EMAIL_RE, e2e_project, run_assets, segment_keys
@@ -75,7 +75,9 @@ def _seed(con: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, bool]]) -> 
     at = datetime(2026, 11, 29, 6)
     for key, operation, permanent in rows:
         con.execute(
-            "INSERT INTO activation.sync_rejections VALUES (?, ?, ?, 'h', ?, 'refused', ?, ?)",
+            "INSERT INTO activation.sync_rejections (segment, destination, subject_key, "
+            "fields_hash, operation, reason, permanent, rejected_at) "
+            "VALUES (?, ?, ?, 'h', ?, 'refused', ?, ?)",
             [SEGMENT, DESTINATION, key, operation, permanent, at],
         )
 
