@@ -16,7 +16,6 @@ The legal basis (Art. 6(1)) is recorded too, as regulators expect beside the pur
 Markdown in the Dagster UI as asset ``privacy/processing_register``.
 """
 
-import csv
 import io
 import re
 from collections.abc import Iterable, Mapping
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig
+from orchestrator.csv_output import csv_writer
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.spec import (
     AllCondition,
@@ -333,9 +333,10 @@ def render_register_csv(
     specs: Mapping[str, LoadedSegment] | Iterable[LoadedSegment | SegmentSpec],
 ) -> str:
     """The register as CSV (RFC 4180, header :data:`CSV_COLUMNS`), one row per processing
-    activity; multi-valued cells join their items with ``"; "``."""
+    activity; multi-valued cells join their items with ``"; "``. Cells that a spreadsheet would
+    read as a formula are neutralized (:mod:`orchestrator.csv_output`)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csv_writer(out)
     writer.writerow(CSV_COLUMNS)
     controller = project.controller
     for a in register_activities(project, specs):
