@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from orchestrator.cli.output import FORMATS, echo_json, error_record, stderr
-from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.config import ProjectConfig, ProjectConfigError, load_project_config
 from orchestrator.segments.loader import (
     LoadedSegment,
     LoadResult,
@@ -72,9 +72,9 @@ def _project(settings: Settings) -> ProjectConfig:
         return load_project_config(settings.config_path)
     except FileNotFoundError:
         raise click.ClickException(f"project config not found: {settings.config_path}") from None
-    except ValueError as error:  # pydantic.ValidationError and YAML errors
-        first = str(error).splitlines()[0]
-        raise click.ClickException(f"{settings.config_path} is invalid: {first}") from None
+    except ProjectConfigError as error:  # each problem as file:line field: message
+        more = f" (and {len(error.errors) - 1} more)" if len(error.errors) > 1 else ""
+        raise click.ClickException(f"invalid project config: {error.errors[0]}{more}") from None
 
 
 def _segments(settings: Settings, project: ProjectConfig) -> LoadResult:

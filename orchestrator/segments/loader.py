@@ -18,16 +18,17 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from orchestrator.config import ProjectConfig
 from orchestrator.segments.spec import CONDITION_TAGS, SegmentSpec
 
 SEGMENT_SUFFIXES: tuple[str, ...] = (".yaml", ".yml")
+_Model = TypeVar("_Model", bound=BaseModel)
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 
@@ -116,7 +117,7 @@ def load_segments(directory: Path, project: ProjectConfig) -> LoadResult:
             result.errors.extend(error.errors)
             continue
         loaded.append((LoadedSegment(spec, path), root))
-    rejected = _cross_file_errors(loaded)
+    rejected = _cross_file_errors(loaded, project)
     result.errors.extend(error for errors in rejected.values() for error in errors)
     for segment, _ in loaded:
         if segment.path not in rejected:
@@ -174,21 +175,40 @@ def _check_shape(text: str, path: Path) -> None:
 
 
 def _parse(text: str, path: Path, project: ProjectConfig) -> tuple[SegmentSpec, Node]:
+    return _parse_model(text, path, SegmentSpec, {"project": project})
+
+
+def parse_yaml_model(
+    text: str, path: Path, model: type[_Model], context: dict[str, Any] | None = None
+) -> _Model:
+    """Parse one YAML document into ``model`` with the rules of segment files: size, nesting
+    and alias limits, a mapping at the top, no duplicate key, and every field error located
+    (used for ``activation.yaml`` too).
+
+    Raises:
+        SegmentValidationError: every problem found, each with its line and field.
+    """
+    return _parse_model(text, path, model, context)[0]
+
+
+def _parse_model(
+    text: str, path: Path, model: type[_Model], context: dict[str, Any] | None
+) -> tuple[_Model, Node]:
     _check_shape(text, path)
     root = _yaml_step(path, lambda: yaml.compose(text, Loader=_SegmentYamlLoader))
-    _check_document(root, path)
+    _check_document(root, path, model)
     problems = list(_duplicate_keys(root, path, ()))
     if problems:
         raise SegmentValidationError(problems)
     # A SafeLoader subclass: no Python object tags can be constructed.
     data = _yaml_step(path, lambda: yaml.load(text, Loader=_SegmentYamlLoader))
     try:
-        spec = SegmentSpec.model_validate(data, context={"project": project})
+        parsed = model.model_validate(data, context=context)
     except ValidationError as error:
         raise SegmentValidationError(
             [_from_pydantic(item, root, path) for item in error.errors()]
         ) from None
-    return spec, root
+    return parsed, root
 
 
 def _yaml_step(path: Path, step: Callable[[], Any]) -> Any:
@@ -204,13 +224,22 @@ def _yaml_step(path: Path, step: Callable[[], Any]) -> Any:
     raise SegmentValidationError([SegmentError(path, line, "", message)])
 
 
-def _check_document(root: Node | None, path: Path) -> None:
+def _check_document(root: Node | None, path: Path, model: type[BaseModel]) -> None:
+    fields = (
+        "segment fields (name: ..., purpose: ...)"
+        if model is SegmentSpec
+        else f"fields ({', '.join(f'{name}: ...' for name in list(model.model_fields)[:2])})"
+    )
     if root is None:
-        message = "file is empty; expected a segment (name, purpose, audience, destinations, ...)"
+        message = (
+            "file is empty; expected a segment (name, purpose, audience, destinations, ...)"
+            if model is SegmentSpec
+            else f"file is empty; expected a mapping of {fields}"
+        )
         raise SegmentValidationError([SegmentError(path, 1, "", message)])
     if not isinstance(root, MappingNode):
         found = "a list" if isinstance(root, SequenceNode) else "a single value"
-        message = f"expected a mapping of segment fields (name: ..., purpose: ...), found {found}"
+        message = f"expected a mapping of {fields}, found {found}"
         raise SegmentValidationError([SegmentError(path, root.start_mark.line + 1, "", message)])
 
 
@@ -318,17 +347,22 @@ def human_message(error: Any) -> str:
 
 
 def _cross_file_errors(
-    loaded: Sequence[tuple[LoadedSegment, Node]],
+    loaded: Sequence[tuple[LoadedSegment, Node]], project: ProjectConfig
 ) -> dict[Path, list[SegmentError]]:
     """Errors for segments that clash with another file: same id, or same destination
-    audience (two segments mirroring into one audience would remove each other's members)."""
+    audience (two segments mirroring into one audience would remove each other's members).
+    An audience is one list at one platform account
+    (:meth:`~orchestrator.config.DestinationConfig.audience_identity`), so two destination
+    names reaching the same account with the same ``audience_id`` are one audience."""
     errors: dict[Path, list[SegmentError]] = defaultdict(list)
     by_id: dict[str, list[tuple[LoadedSegment, Node]]] = defaultdict(list)
-    by_audience: dict[tuple[str, str], list[tuple[LoadedSegment, Node, int]]] = defaultdict(list)
+    by_audience: dict[tuple, list[tuple[LoadedSegment, Node, int]]] = defaultdict(list)
     for segment, root in loaded:
         by_id[segment.spec.id].append((segment, root))
         for index, entry in enumerate(segment.spec.destinations):
-            by_audience[(entry.destination, entry.audience_id)].append((segment, root, index))
+            config = project.destinations[entry.destination]
+            identity = config.audience_identity(entry.audience_id)
+            by_audience[identity].append((segment, root, index))
     for segment_id, group in by_id.items():
         for segment, root in group if len(group) > 1 else ():
             others = ", ".join(display_path(s.path) for s, _ in group if s is not segment)
@@ -339,13 +373,18 @@ def _cross_file_errors(
             errors[segment.path].append(
                 SegmentError(segment.path, node_line(root, ("name",)), "name", message)
             )
-    for (destination, audience_id), group in by_audience.items():
+    for group in by_audience.values():
         for segment, root, index in group if len(group) > 1 else ():
-            others = ", ".join(display_path(s.path) for s, _, _ in group if s is not segment)
+            entry = segment.spec.destinations[index]
+            others = ", ".join(
+                f"{display_path(s.path)} ({s.spec.destinations[i].destination})"
+                for s, _, i in group
+                if s is not segment
+            )
             loc = ("destinations", index, "audience_id")
             message = (
-                f"{destination} audience {audience_id!r} is also used by {others}; each segment"
-                " needs its own audience"
+                f"{entry.destination} audience {entry.audience_id!r} is also used by {others};"
+                " each segment needs its own audience"
             )
             errors[segment.path].append(
                 SegmentError(segment.path, node_line(root, loc), field_path(loc), message)

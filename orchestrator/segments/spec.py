@@ -753,6 +753,7 @@ def _destination_problems(
 ) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[str, int] = {}
+    audiences: dict[tuple[str, str, str, str], int] = {}
     for index, entry in enumerate(entries):
         config = project.destinations.get(entry.destination)
         where = (index, "destination")
@@ -774,6 +775,16 @@ def _destination_problems(
                 )
             )
         seen.setdefault(entry.destination, index)
+        identity = config.audience_identity(entry.audience_id)
+        if identity in audiences and entries[audiences[identity]].destination != entry.destination:
+            problems.append(
+                (
+                    (index, "audience_id"),
+                    f"{entry.destination} audience {entry.audience_id!r} is the same audience as"
+                    f" destinations[{audiences[identity]}] (same platform account and list)",
+                )
+            )
+        audiences.setdefault(identity, index)
         if purpose is not None and purpose not in config.purposes:
             problems.append(
                 (
