@@ -41,6 +41,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from orchestrator.config import NAME_PATTERN, DestinationKind, LegalBasis, ProjectConfig
+from orchestrator.limits import MAX_COUNT, MAX_DAYS, day_problem, number_problem
 from orchestrator.segments.catalog import (
     EVENT_FIELDS,
     EVENT_TYPES,
@@ -99,7 +100,8 @@ _DatePair = Annotated[
     ),
 ]
 _Number = Annotated[Any, WithJsonSchema({"type": "number"})]
-_PositiveInt = Annotated[StrictInt, Field(gt=0)]
+#: A number of days (``within_days``, ``retention_days``): 1 to :data:`MAX_DAYS`.
+_Days = Annotated[StrictInt, Field(gt=0, le=MAX_DAYS)]
 
 
 class SyncMode(StrEnum):
@@ -156,11 +158,18 @@ def coerce_value(value_type: ValueType, value: Any) -> str | int | float | date 
             )
         raise ValueError(f"expected text, got {value!r}: quote the value")
     if value_type is ValueType.TIMESTAMP:
-        return _timestamp(value)
+        moment = _timestamp(value)
+        problem = day_problem(moment)
+        if problem:
+            raise ValueError(problem)
+        return moment
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {value!r}")
     if value_type is ValueType.INTEGER and not isinstance(value, int):
         raise ValueError(f"expected a whole number, got {value!r}")
+    problem = number_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -397,9 +406,9 @@ class EventCondition(_Strict):
     """
 
     event: Annotated[str, WithJsonSchema({"type": "string", "enum": list(EVENT_TYPES)})]
-    within_days: _PositiveInt | None = None
+    within_days: _Days | None = None
     between: _DatePair | None = None
-    at_least: Annotated[StrictInt, Field(ge=1)] = 1
+    at_least: Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)] = 1
     total_value: ValueBound | None = None
     where: Annotated[list[FieldCondition], Field(min_length=1)] | None = None
 
@@ -441,6 +450,9 @@ def _date_pair_problems(items: list[Any]) -> list[Problem]:
     for index, (item, day) in enumerate(zip(items, days, strict=True)):
         if day is None:
             return [(("between", index), f"expected an ISO date like 2024-03-01, got {item!r}")]
+        problem = day_problem(day)
+        if problem:
+            return [(("between", index), problem)]
     if days[0] > days[1]:
         return [(("between",), "first day is after last day")]
     return []
@@ -649,7 +661,7 @@ class SegmentSpec(_Strict):
     owner: str
     purpose: str
     legal_basis: LegalBasis
-    retention_days: _PositiveInt
+    retention_days: _Days
     schedule: str
     timezone: str = DEFAULT_TIMEZONE
     schedule_running: StrictBool = False
