@@ -17,7 +17,6 @@ Markdown in the Dagster UI as asset ``privacy/processing_register``.
 """
 
 import io
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -150,16 +149,15 @@ def _condition_columns(condition: object) -> list[str]:
     return []
 
 
-def _sql_columns(sql: str) -> list[str]:
-    """Columns of ``customers`` and ``events`` named in a segment's SQL (word match: a column
-    named in a comment counts too, which errs on the side of declaring more)."""
-    words = set(re.findall(r"[a-z_][a-z0-9_]*", sql.lower()))
+def _sql_columns(spec: SegmentSpec) -> list[str]:
+    """Columns a ``sql:`` segment reads, from its parsed and planned query
+    (:attr:`SegmentSpec.sql_reads`: whole-row references read every column), in table order."""
     return [
         f"{table}.{column}"
-        for table in ("customers", "events")
-        for column in SOURCE_COLUMNS[table]
-        if column in words
-    ]
+        for table, columns in SOURCE_COLUMNS.items()
+        for column in columns
+        if f"{table}.{column}" in spec.sql_reads
+    ] + sorted(c for c in spec.sql_reads if c.split(".", 1)[0] not in SOURCE_COLUMNS)
 
 
 def _requires_purchase(condition: object) -> bool:
@@ -180,7 +178,7 @@ def _personal_data(spec: SegmentSpec, project: ProjectConfig) -> tuple[str, ...]
         items.append("email address, pseudonymized (SHA-256) for ad platforms")
     if DestinationKind.EMAIL in kinds:
         items.append("email address (sent to email platforms for delivery)")
-    columns = _condition_columns(spec.audience) if spec.audience else _sql_columns(spec.sql or "")
+    columns = _condition_columns(spec.audience) if spec.audience else _sql_columns(spec)
     used = [COLUMN_LABELS.get(c, c) for c in columns if c != "customers.email"]
     items += [f"used to select: {label}" for label in dict.fromkeys(used)]
     for entry in spec.destinations:

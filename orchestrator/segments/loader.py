@@ -26,6 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from orchestrator.config import ProjectConfig
 from orchestrator.segments.spec import CONDITION_TAGS, SegmentSpec
+from orchestrator.segments.sql_reads import SqlSandbox
 
 SEGMENT_SUFFIXES: tuple[str, ...] = (".yaml", ".yml")
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -110,13 +111,14 @@ def load_segments(directory: Path, project: ProjectConfig) -> LoadResult:
         result.errors.append(SegmentError(directory, None, "", "segments directory not found"))
         return result
     loaded: list[tuple[LoadedSegment, Node]] = []
-    for path in sorted(p for p in directory.iterdir() if p.suffix in SEGMENT_SUFFIXES):
-        try:
-            spec, root = _load_file(path, project)
-        except SegmentValidationError as error:
-            result.errors.extend(error.errors)
-            continue
-        loaded.append((LoadedSegment(spec, path), root))
+    with SqlSandbox() as sandbox:  # one in-memory DuckDB for every sql: segment of the folder
+        for path in sorted(p for p in directory.iterdir() if p.suffix in SEGMENT_SUFFIXES):
+            try:
+                spec, root = _load_file(path, project, sandbox)
+            except SegmentValidationError as error:
+                result.errors.extend(error.errors)
+                continue
+            loaded.append((LoadedSegment(spec, path), root))
     rejected = _cross_file_errors(loaded, project)
     result.errors.extend(error for errors in rejected.values() for error in errors)
     for segment, _ in loaded:
@@ -132,17 +134,18 @@ def load_segment_text(text: str, path: str | Path, project: ProjectConfig) -> Se
         SegmentValidationError: YAML syntax error, empty or non-mapping document, duplicate
             key, or any field error (each with its line and field).
     """
-    return _parse(text, Path(path), project)[0]
+    with SqlSandbox() as sandbox:
+        return _parse(text, Path(path), project, sandbox)[0]
 
 
-def _load_file(path: Path, project: ProjectConfig) -> tuple[SegmentSpec, Node]:
+def _load_file(path: Path, project: ProjectConfig, sandbox: SqlSandbox) -> tuple[SegmentSpec, Node]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise SegmentValidationError(
             [SegmentError(path, None, "", f"cannot read file: {error}")]
         ) from None
-    return _parse(text, path, project)
+    return _parse(text, path, project, sandbox)
 
 
 #: Limits that keep one hostile or runaway file from stalling or crashing every load (the
@@ -174,8 +177,10 @@ def _check_shape(text: str, path: Path) -> None:
             depth -= 1
 
 
-def _parse(text: str, path: Path, project: ProjectConfig) -> tuple[SegmentSpec, Node]:
-    return _parse_model(text, path, SegmentSpec, {"project": project})
+def _parse(
+    text: str, path: Path, project: ProjectConfig, sandbox: SqlSandbox
+) -> tuple[SegmentSpec, Node]:
+    return _parse_model(text, path, SegmentSpec, {"project": project, "sql_sandbox": sandbox})
 
 
 def parse_yaml_model(

@@ -15,9 +15,9 @@ that the loader turns into ``file:line field: message``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictInt,
     Tag,
@@ -53,7 +54,7 @@ from orchestrator.segments.catalog import (
     ValueType,
 )
 from orchestrator.segments.cron import cron_error
-from orchestrator.warehouse.schema import create_source_schema
+from orchestrator.segments.sql_reads import SqlSandbox, columns_read
 
 DEFAULT_TIMEZONE = "Europe/Paris"
 #: Union tags of the condition kinds. They contain a space so they can never be mistaken for a
@@ -570,21 +571,22 @@ def _project(info: ValidationInfo) -> ProjectConfig:
     return project
 
 
-def check_select_sql(sql: str) -> str:
+def check_select_sql(sql: str, sandbox: SqlSandbox | None = None) -> str:
     """Check a ``sql:`` segment and return it without trailing ``;`` and blanks.
 
     It must be exactly one SELECT statement that binds against the source tables in an
-    in-memory DuckDB with external access disabled (so no file, URL or attached database),
-    never refers to an ``email`` column (the same rule as for conditions and merge fields: the
-    address is only pseudonymized, so the Article 30 register stays true), and returns exactly
-    one integer column named ``customer_id``.
+    in-memory DuckDB with external access disabled (``sandbox``, or a fresh one), never reads
+    an identifier column such as ``email`` (:data:`FORBIDDEN_COLUMNS`; the columns read come
+    from :func:`~orchestrator.segments.sql_reads.columns_read`, so a whole-row reference such
+    as ``CAST(c AS VARCHAR)`` or ``c.*`` reads it too: the address is only pseudonymized, GDPR
+    Art. 5(1)(c), and the Article 30 register must say what is read), and returns exactly one
+    integer column named ``customer_id``.
 
     Raises:
         ValueError: with a message saying which rule failed.
     """
-    con = duckdb.connect(":memory:", config={"enable_external_access": False})
-    try:
-        create_source_schema(con)
+    with _sandbox(sandbox) as box:
+        con = box.connection()
         try:
             statements = con.extract_statements(sql)
         except duckdb.Error as error:
@@ -594,11 +596,6 @@ def check_select_sql(sql: str) -> str:
         if statements[0].type != duckdb.StatementType.SELECT:
             raise ValueError(f"must be a SELECT, found {statements[0].type.name}")
         query = sql.strip().rstrip(";").rstrip()
-        if "email" in _column_names(con, query):
-            raise ValueError(
-                "'email' is not allowed: a raw identifier is never a segment condition (it is "
-                "only pseudonymized, GDPR Art. 5(1)(c), and would be missing from the register)"
-            )
         try:
             columns = con.execute(f"DESCRIBE {query}").fetchall()
         except duckdb.Error as error:
@@ -607,8 +604,19 @@ def check_select_sql(sql: str) -> str:
             con.execute(f"DESCRIBE SELECT customer_id FROM (\n{query}\n) AS s")
         except duckdb.Error:
             raise ValueError("cannot be used as a subquery: remove the ';' at its end") from None
-    finally:
-        con.close()
+        forbidden = sorted(
+            column
+            for column in columns_read(con, query)
+            if column.split(".", 1)[1] in FORBIDDEN_COLUMNS
+        )
+    if forbidden:
+        names = ", ".join(dict.fromkeys(repr(column.split(".", 1)[1]) for column in forbidden))
+        raise ValueError(
+            f"{names} is not allowed: a raw identifier is never a segment condition (it is only"
+            f" pseudonymized, GDPR Art. 5(1)(c)); the query reads {', '.join(forbidden)}. A"
+            " whole-row reference (CAST(c AS VARCHAR), c.*, *, COLUMNS(*), {'x': c}) reads"
+            " every column: name the columns you need"
+        )
     names = [(row[0], row[1]) for row in columns]
     if len(names) != 1 or names[0][0].lower() != "customer_id":
         shown = ", ".join(name for name, _ in names)
@@ -618,21 +626,14 @@ def check_select_sql(sql: str) -> str:
     return query
 
 
-def _column_names(con: duckdb.DuckDBPyConnection, query: str) -> set[str]:
-    """Lower-case names of every column the query refers to (last part of each reference),
-    from DuckDB's own parse tree (``json_serialize_sql``); empty when it cannot serialize."""
-    (tree,) = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
-    names: set[str] = set()
-    stack: list[Any] = [json.loads(tree)]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get("class") == "COLUMN_REF" and node.get("column_names"):
-                names.add(str(node["column_names"][-1]).lower())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return names
+def _sandbox(sandbox: SqlSandbox | None) -> AbstractContextManager[SqlSandbox]:
+    """``sandbox`` as is (its owner closes it), or a fresh one closed after use."""
+    return nullcontext(sandbox) if sandbox is not None else SqlSandbox()
+
+
+def _context_sandbox(info: ValidationInfo) -> SqlSandbox | None:
+    sandbox = (info.context or {}).get("sql_sandbox")
+    return sandbox if isinstance(sandbox, SqlSandbox) else None
 
 
 def _first_line(error: Exception) -> str:
@@ -668,6 +669,7 @@ class SegmentSpec(_Strict):
     audience: Condition | None = None
     sql: str | None = None
     destinations: Annotated[list[DestinationEntry], Field(min_length=1)]
+    _sql_reads: frozenset[str] = PrivateAttr(default=frozenset())
 
     @property
     def id(self) -> str:
@@ -743,13 +745,27 @@ class SegmentSpec(_Strict):
 
     @field_validator("sql")
     @classmethod
-    def _select_only(cls, value: str | None) -> str | None:
+    def _select_only(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         try:
-            return check_select_sql(value)
+            return check_select_sql(value, _context_sandbox(info))
         except ValueError as error:
             raise _error(str(error)) from None
+
+    @model_validator(mode="after")
+    def _know_what_sql_reads(self, info: ValidationInfo) -> SegmentSpec:
+        if self.sql is not None:
+            with _sandbox(_context_sandbox(info)) as box:
+                self._sql_reads = columns_read(box.connection(), self.sql)
+        return self
+
+    @property
+    def sql_reads(self) -> frozenset[str]:
+        """``table.column`` of every source column a ``sql:`` segment reads (whole-row
+        references expanded; see :mod:`orchestrator.segments.sql_reads`); empty for an
+        ``audience:`` segment."""
+        return self._sql_reads
 
     @field_validator("destinations")
     @classmethod
