@@ -251,7 +251,7 @@ def _progress() -> Any:
 def explain(email: str, segment: str, as_of: datetime, fmt: str) -> None:
     """Why the person with EMAIL is or is not in SEGMENT (and where they were sent). The
     address is hashed on entry and never printed."""
-    _check_email(email)
+    email = _check_email(email)
     module = _privacy("explain", "explain")
     settings = Settings.from_env()
     project = _project(settings)
@@ -308,25 +308,35 @@ def receipt(request_id: str, fmt: str) -> None:
         click.echo(module.format_receipt(found))
 
 
-def _check_email(email: str) -> None:
-    """A one-line error for an address that does not normalize (the address is not echoed)."""
-    from orchestrator.pseudonymize import normalize_email
+def _check_email(email: str) -> str:
+    """The address a person means by EMAIL (``mailto:``, ``Name <addr>``, quotes, a trailing
+    dot... read as :func:`orchestrator.privacy.addresses.request_address` says), or a
+    one-line error saying why not (the input is never echoed)."""
+    from orchestrator.privacy.addresses import RequestAddressError, request_address
 
-    if normalize_email(email) is None:
-        raise click.ClickException(_BAD_EMAIL)
+    try:
+        return request_address(email)
+    except RequestAddressError as error:
+        message = str(error)
+        raise click.ClickException(
+            _BAD_EMAIL if message.startswith("not a valid") else f"EMAIL: {message}"
+        ) from None
 
 
 def _record(email: str, request_type: str, fmt: str) -> None:
-    """Record a privacy request for ``email`` (hashed on entry); print its id and hash prefix."""
+    """Record a privacy request for ``email`` (hashed on entry); print its id and hash prefix,
+    and say so plainly when nobody we hold has the address (``no_match``)."""
+    from orchestrator.privacy.receipts import NO_MATCH_TEXT
     from orchestrator.pseudonymize import subject_key
 
-    _check_email(email)
+    address = _check_email(email)
     module = _privacy("requests", "forget" if request_type == "erasure" else "object")
     warehouse = _require_warehouse(Settings.from_env())
-    prefix = (subject_key(email) or "")[:HASH_PREFIX]
+    prefix = (subject_key(address) or "")[:HASH_PREFIX]
     with _warehouse_errors():
-        existing = module.open_request_for(warehouse, email, request_type)
-        request_id = existing or module.record_request(warehouse, email, request_type)
+        existing = module.open_request_for(warehouse, address, request_type)
+        request_id = existing or module.record_request(warehouse, address, request_type)
+        matched = module.subject_known(warehouse, address)
     if fmt == "json":
         echo_json(
             {
@@ -334,6 +344,8 @@ def _record(email: str, request_type: str, fmt: str) -> None:
                 "request_type": request_type,
                 "subject": prefix,
                 "already_open": existing is not None,
+                "matched": matched,
+                "status": "open" if matched else "no_match",
             }
         )
         return
@@ -344,6 +356,8 @@ def _record(email: str, request_type: str, fmt: str) -> None:
         )
     else:
         click.echo(f"recorded {request_type} request {request_id} for subject {prefix}…")
+    if not matched:
+        click.echo(f"NO MATCH: {NO_MATCH_TEXT}.")
     click.echo(f"`activation receipt {request_id}` shows its progress after the next syncs.")
 
 

@@ -165,7 +165,8 @@ CREATE TABLE IF NOT EXISTS activation.request_processing (
     request_id   VARCHAR NOT NULL PRIMARY KEY,
     subjects     INTEGER NOT NULL,
     purged_rows  INTEGER NOT NULL,
-    processed_at TIMESTAMP NOT NULL
+    processed_at TIMESTAMP NOT NULL,
+    matched      BOOLEAN
 );
 """
 
@@ -245,9 +246,14 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     platform's words, no address), ``sent_at`` (UTC). The latest row per (request, segment,
     destination) counts.
     ``request_processing``: one row per privacy request handled: subjects found (``subjects``),
-    rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC).
+    rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC),
+    ``matched`` (false: no customer had the address and no destination held it; NULL in rows
+    written before the column existed). Older warehouses get the column added.
     """
     con.execute(ACTIVATION_DDL)
+    con.execute(
+        "ALTER TABLE activation.request_processing ADD COLUMN IF NOT EXISTS matched BOOLEAN"
+    )
 
 
 #: ``audience_members`` as :data:`ACTIVATION_DDL` declares it, under a temporary name.
