@@ -80,7 +80,20 @@ SCHEDULES = [
     ("recent_buyers_eu_schedule", "0 6 * * *", "Europe/Paris", "STOPPED"),
 ]
 SCHEDULES = [(*row, f"{row[0].removesuffix('_schedule')}_job") for row in SCHEDULES]
-SENSORS = [("privacy_requests_sensor", "RUNNING", "privacy_requests_job")]
+SENSORS = [
+    (
+        "privacy_changes_sensor",
+        "RUNNING",
+        (
+            "lapsed_high_value_job",
+            "loyal_no_refund_sql_job",
+            "mug_buyers_60d_job",
+            "one_time_buyers_job",
+            "recent_buyers_eu_job",
+        ),
+    ),
+    ("privacy_requests_sensor", "RUNNING", ("privacy_requests_job",)),
+]
 JOBS = ["all_segments_job", "privacy_checks_job", "privacy_requests_job"]
 JOBS += [f"{sid}_job" for sid in SEGMENT_IDS]
 #: job -> sorted asset keys it materializes. Every segment run honours the open privacy
@@ -180,7 +193,10 @@ def test_schedules_sensors_and_jobs_are_pinned(real_defs: dg.Definitions) -> Non
         for s in repo.schedule_defs
     )
     assert schedules == SCHEDULES
-    sensors = sorted((s.name, s.default_status.value, s.job_name) for s in repo.sensor_defs)
+    sensors = sorted(
+        (s.name, s.default_status.value, tuple(sorted(t.job_name for t in s.targets)))
+        for s in repo.sensor_defs
+    )
     assert sensors == SENSORS
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == sorted(
         JOBS
