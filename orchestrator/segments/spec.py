@@ -54,7 +54,7 @@ from orchestrator.segments.catalog import (
     ValueType,
 )
 from orchestrator.segments.cron import cron_error
-from orchestrator.segments.sql_reads import SqlSandbox, columns_read
+from orchestrator.segments.sql_reads import SqlSandbox
 
 DEFAULT_TIMEZONE = "Europe/Paris"
 #: Union tags of the condition kinds. They contain a space so they can never be mistaken for a
@@ -606,7 +606,7 @@ def check_select_sql(sql: str, sandbox: SqlSandbox | None = None) -> str:
             raise ValueError("cannot be used as a subquery: remove the ';' at its end") from None
         forbidden = sorted(
             column
-            for column in columns_read(con, query)
+            for column in box.columns_read(query)
             if column.split(".", 1)[1] in FORBIDDEN_COLUMNS
         )
     if forbidden:
@@ -757,7 +757,7 @@ class SegmentSpec(_Strict):
     def _know_what_sql_reads(self, info: ValidationInfo) -> SegmentSpec:
         if self.sql is not None:
             with _sandbox(_context_sandbox(info)) as box:
-                self._sql_reads = columns_read(box.connection(), self.sql)
+                self._sql_reads = box.columns_read(self.sql)
         return self
 
     @property

@@ -127,6 +127,13 @@ class SqlSandbox:
 
     def __init__(self) -> None:
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._reads: dict[str, frozenset[str]] = {}
+
+    def columns_read(self, query: str) -> frozenset[str]:
+        """:func:`columns_read` of ``query`` in the sandbox, computed once per query."""
+        if query not in self._reads:
+            self._reads[query] = columns_read(self.connection(), query)
+        return self._reads[query]
 
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The sandbox connection (created with the source schema on first call)."""
