@@ -64,16 +64,17 @@ def test_shipped_segments_schedules_all_start_stopped(tmp_path: Path, warehouse:
     assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.STOPPED}
 
 
-def test_privacy_sensor_runs_by_default_and_is_the_only_running_automation(
+def test_privacy_sensors_run_by_default_and_are_the_only_running_automations(
     tmp_path: Path, warehouse: Path
 ) -> None:
-    """Requests must reach destinations without anyone switching the sensor on; nothing else
-    starts on its own (a new segment never sends by surprise)."""
+    """Requests and withdrawals must reach destinations without anyone switching a sensor on;
+    nothing else starts on its own (a new segment never sends by surprise: the privacy changes
+    sensor only launches a segment a destination already holds someone for)."""
     project = load_project_config(REPO / "activation.yaml")
     defs = build_definitions(_settings(REPO / "segments", warehouse, tmp_path / "s"), project)
     sensors = list(defs.sensors or ())
     running = [s.name for s in sensors if s.default_status is dg.DefaultSensorStatus.RUNNING]
-    assert len(running) == 1 and "privacy" in running[0]
+    assert sorted(running) == ["privacy_changes_sensor", "privacy_requests_sensor"]
 
 
 def _dry_run_config(job: dg.JobDefinition) -> dict:
