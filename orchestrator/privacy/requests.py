@@ -45,9 +45,8 @@ the data team; erasing the person there is theirs to do.
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -422,26 +421,6 @@ def _purge_audiences(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> int
 # --- one (segment, destination) ----------------------------------------------------------------
 
 
-@contextmanager
-def _pair_lock(state_dir: Path, segment: str, destination: str, wait_s: float) -> Iterator[None]:
-    """:func:`journal.pair_lock`, waiting up to ``wait_s`` seconds for a running sync.
-
-    Raises:
-        orchestrator.sync.journal.SyncInProgressError: the sync still runs after ``wait_s``.
-    """
-    deadline = time.monotonic() + wait_s
-    with ExitStack() as stack:
-        while True:
-            try:
-                stack.enter_context(journal.pair_lock(state_dir, segment, destination))
-                break
-            except journal.SyncInProgressError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
-        yield
-
-
 @dataclass(frozen=True)
 class _Context:
     warehouse_path: Path
@@ -560,7 +539,9 @@ def _clear_pair(
     clients: dict[str, Destination],
 ) -> ReceiptLine:
     """Step 3 of the module docstring for one pair, under its lock; returns the receipt."""
-    with _pair_lock(ctx.state_dir, target.segment, target.destination, ctx.pair_wait_s):
+    with journal.waiting_pair_lock(
+        ctx.state_dir, target.segment, target.destination, ctx.pair_wait_s
+    ):
         state = _state_rows(ctx, target, keys)
         groups, unsendable = _plan(target, request.request_type, keys, state, subjects)
         actions = "+".join(_action(target.kind, reason) for reason in groups) or "none"

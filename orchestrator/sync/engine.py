@@ -461,6 +461,7 @@ def run_sync(
     on_batch: BatchHook | None = None,
     rows_per_call: RowsPerCall | None = None,
     allow_mass_removal: bool = False,
+    lock_wait_s: float = 0,
 ) -> SyncReport:
     """Bring ``audience_id`` at ``destination`` in line with the segment's audience.
 
@@ -491,6 +492,8 @@ def run_sync(
         allow_mass_removal: send even when the diff would remove more than
             :data:`MASS_REMOVAL_FRACTION` of the members held for leaving the segment (see
             :class:`MassRemovalError`).
+        lock_wait_s: how long to wait for another sync of the pair to finish (s; 0: fail at
+            once). The diff is computed after the wait, so it sees what changed meanwhile.
 
     Returns:
         The :class:`SyncReport`.
@@ -499,7 +502,7 @@ def run_sync(
         MassRemovalError: the diff would empty most of the destination for leaving the segment
             (a segment edit that matches nobody?); nothing was sent.
         ValueError: a bad mode/kind/normalization/field mapping or name, or no client.
-        SyncInProgressError: another process is syncing this pair.
+        SyncInProgressError: another process is still syncing this pair after ``lock_wait_s``.
         destinations.errors.DestinationError: a call failed after the client's retries; what
             was acknowledged before it is folded into ``sync_state`` first.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s``.
@@ -519,7 +522,7 @@ def run_sync(
         Path(warehouse_path), jpath, params, audience_id, size, as_of, lock_timeout_s, on_batch
     )
     scratch = Path(state_dir) / "scratch" / jpath.stem
-    with journal.pair_lock(Path(state_dir), segment, destination):
+    with journal.waiting_pair_lock(Path(state_dir), segment, destination, lock_wait_s):
         shutil.rmtree(scratch, ignore_errors=True)  # a crashed run's files (may hold emails)
         scratch.mkdir(parents=True)
         try:

@@ -1,8 +1,9 @@
 """A withdrawal recorded while a sync of the same segment runs is applied within minutes
 (case P6), end to end: a segment job whose send is slowed by a ``429`` with ``Retry-After``
-(mock fault injection) holds the pair lock; the withdrawal is recorded; a second run of the job
-fails on the pair lock; ``privacy_changes_sensor`` waits for the running job, then launches the
-follow-up that removes the person. Real Definitions, instance, warehouse and mock."""
+(mock fault injection) holds the pair lock while the withdrawal is recorded. Either the same
+job started again waits for the running sync and then removes the person, or, with no second
+run, ``privacy_changes_sensor`` waits for the running job and launches the follow-up that
+removes them. Real Definitions, instance, warehouse and mock."""
 
 from __future__ import annotations
 
@@ -90,50 +91,53 @@ def _wait_for_throttled_send(mock, platform: str, path: str, since: int) -> None
     raise AssertionError("the slowed send never happened")
 
 
+def _start_throttled_run(project: Settings, mock, defs: dg.Definitions, instance, sid: str):
+    """Run ``sid``'s job in a thread with its first send throttled (``429`` + Retry-After);
+    returns (thread, results list) once the throttled call happened: the pair lock is held."""
+    _, platform, path = CASES[sid]
+    con = duckdb.connect(str(project.warehouse_path))
+    try:  # a newcomer gives the sync something to send, which the platform throttles
+        add_customer(con, LATER_IDS[0], "newcomer@example.org", AS_OF - timedelta(days=1))
+    finally:
+        con.close()
+    log = mock.requests_log(platform)
+    since = log[-1]["id"] if log else 0
+    throttle = {"type": "status", "status": 429, "headers": {"Retry-After": str(RETRY_AFTER_S)}}
+    mock.add_fault(platform, {"method": "POST", "path": path}, throttle)
+    job = defs.resolve_job_def(f"{sid}_job")
+    results: list[dg.ExecuteInProcessResult] = []
+    thread = threading.Thread(
+        target=lambda: results.append(
+            job.execute_in_process(
+                run_config=_run_config(sid), instance=instance, raise_on_error=False
+            )
+        )
+    )
+    thread.start()
+    _wait_for_throttled_send(mock, platform, path, since)
+    return thread, results
+
+
+def _withdraw(project: Settings, purpose: str) -> None:
+    _write(
+        project,
+        "INSERT INTO consents VALUES (?, ?, ?, 'withdrawn', ?, 'preference_centre', 'v3')",
+        [f"w-{ERIN_ID}-{purpose}", ERIN_ID, purpose, AS_OF - timedelta(minutes=1)],
+    )
+
+
 @pytest.mark.parametrize("sid", [MAIL, ADS])
 def test_a_withdrawal_recorded_during_a_sync_is_applied_by_a_follow_up_run(
     privacy_project: Settings, mock_destinations, sid: str
 ) -> None:
-    purpose, platform, path = CASES[sid]
     mock, defs = mock_destinations, load_defs()
-    job = defs.resolve_job_def(f"{sid}_job")
     with dg.DagsterInstance.get() as instance:
         run_segments(defs, instance)
         assert _held(mock, sid)
-        # A newcomer gives the next sync something to send, which the platform throttles.
-        con = duckdb.connect(str(privacy_project.warehouse_path))
-        try:
-            add_customer(con, LATER_IDS[0], "newcomer@example.org", AS_OF - timedelta(days=1))
-        finally:
-            con.close()
-        log = mock.requests_log(platform)
-        since = log[-1]["id"] if log else 0
-        throttle = {"type": "status", "status": 429, "headers": {"Retry-After": str(RETRY_AFTER_S)}}
-        mock.add_fault(platform, {"method": "POST", "path": path}, throttle)
-        first: list[dg.ExecuteInProcessResult] = []
-        running = threading.Thread(
-            target=lambda: first.append(
-                job.execute_in_process(
-                    run_config=_run_config(sid), instance=instance, raise_on_error=False
-                )
-            )
-        )
         started = datetime.now()
-        running.start()
+        running, first = _start_throttled_run(privacy_project, mock, defs, instance, sid)
         try:
-            _wait_for_throttled_send(mock, platform, path, since)
-            # The person withdraws while the sync waits out Retry-After (pair lock held).
-            _write(
-                privacy_project,
-                "INSERT INTO consents VALUES (?, ?, ?, 'withdrawn', ?, 'preference_centre', 'v3')",
-                [f"w-{ERIN_ID}-{purpose}", ERIN_ID, purpose, AS_OF - timedelta(minutes=1)],
-            )
-            second = job.execute_in_process(
-                run_config=_run_config(sid), instance=instance, raise_on_error=False
-            )
-            assert not second.success  # the sync step failed on the pair lock
-            failures = [e for e in second.all_events if e.is_step_failure]
-            assert any("SyncInProgressError" in str(e.event_specific_data) for e in failures)
+            _withdraw(privacy_project, CASES[sid][0])  # while the sync waits out Retry-After
             waiting, cursor = _tick(defs, instance, privacy_project)
             assert isinstance(waiting, dg.SkipReason), waiting  # a run of the job is in flight
         finally:
@@ -150,6 +154,29 @@ def test_a_withdrawal_recorded_during_a_sync_is_applied_by_a_follow_up_run(
         assert datetime.now() - started < timedelta(minutes=5)
         done, _ = _tick(defs, instance, privacy_project, cursor)
         assert isinstance(done, dg.SkipReason) and "no destination holds" in done.skip_message
+
+
+def test_the_same_job_started_again_waits_for_the_running_sync_and_applies_the_withdrawal(
+    privacy_project: Settings, mock_destinations
+) -> None:
+    """The case as reported: the second run used to fail on the pair lock."""
+    mock, defs = mock_destinations, load_defs()
+    with dg.DagsterInstance.get() as instance:
+        run_segments(defs, instance)
+        running, first = _start_throttled_run(privacy_project, mock, defs, instance, MAIL)
+        try:
+            _withdraw(privacy_project, "email_marketing")
+            second = defs.resolve_job_def(f"{MAIL}_job").execute_in_process(
+                run_config=_run_config(MAIL), instance=instance, raise_on_error=False
+            )
+        finally:
+            running.join(timeout=180)
+        assert first and first[0].success
+        failures = [e.event_specific_data for e in second.all_events if e.is_step_failure]
+        assert second.success, failures
+        assert not _held(mock, MAIL)
+        done, _ = _tick(defs, instance, privacy_project)
+        assert isinstance(done, dg.SkipReason)
 
 
 def test_only_the_purpose_withdrawn_counts_and_ties_favour_the_withdrawal(
