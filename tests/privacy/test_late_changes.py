@@ -91,6 +91,11 @@ def _wait_for_throttled_send(mock, platform: str, path: str, since: int) -> None
     raise AssertionError("the slowed send never happened")
 
 
+def mail_people_job() -> dg.JobDefinition:
+    """The segment job of the mail segment (reconstructable, for a multiprocess run)."""
+    return load_defs().resolve_job_def(f"{MAIL}_job")
+
+
 def _start_throttled_run(project: Settings, mock, defs: dg.Definitions, instance, sid: str):
     """Run ``sid``'s job in a thread with its first send throttled (``429`` + Retry-After);
     returns (thread, results list) once the throttled call happened: the pair lock is held."""
@@ -166,8 +171,13 @@ def test_the_same_job_started_again_waits_for_the_running_sync_and_applies_the_w
         running, first = _start_throttled_run(privacy_project, mock, defs, instance, MAIL)
         try:
             _withdraw(privacy_project, "email_marketing")
-            second = defs.resolve_job_def(f"{MAIL}_job").execute_in_process(
-                run_config=_run_config(MAIL), instance=instance, raise_on_error=False
+            # As Dagster runs it: each step in its own process (two runs' steps in one
+            # process would share one DuckDB instance, which no deployment does).
+            second = dg.execute_job(
+                dg.reconstructable(mail_people_job),
+                instance=instance,
+                run_config=_run_config(MAIL),
+                raise_on_error=False,
             )
         finally:
             running.join(timeout=180)
