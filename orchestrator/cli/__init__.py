@@ -37,7 +37,6 @@ from orchestrator.settings import Settings
 #: Characters of the subject key shown for a person (enough to find them, not to guess them;
 #: the same as ``orchestrator.privacy.receipts.PREFIX_LENGTH``).
 HASH_PREFIX = 12
-_BAD_EMAIL = "EMAIL is not a valid email address (it is not shown here)"
 
 _format_option = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
@@ -310,17 +309,14 @@ def receipt(request_id: str, fmt: str) -> None:
 
 def _check_email(email: str) -> str:
     """The address a person means by EMAIL (``mailto:``, ``Name <addr>``, quotes, a trailing
-    dot... read as :func:`orchestrator.privacy.addresses.request_address` says), or a
-    one-line error saying why not (the input is never echoed)."""
-    from orchestrator.privacy.addresses import RequestAddressError, request_address
+    dot...), or a one-line error saying why not (the input is never echoed): the intake checks
+    of :func:`orchestrator.privacy.intake.typed_address`."""
+    from orchestrator.privacy.intake import typed_address
 
     try:
-        return request_address(email)
-    except RequestAddressError as error:
-        message = str(error)
-        raise click.ClickException(
-            _BAD_EMAIL if message.startswith("not a valid") else f"EMAIL: {message}"
-        ) from None
+        return typed_address(email)
+    except ValueError as error:
+        raise click.ClickException(f"EMAIL: {error}") from None
 
 
 def _record(email: str, request_type: str, fmt: str) -> None:
@@ -395,6 +391,17 @@ def mock_destinations(port: int, state_dir: Path | None) -> None:
     folder = state_dir or Settings.from_env().project_dir / ".data" / "mock"
     code = mock_main(["--port", str(port), "--state-dir", str(folder)])
     click.get_current_context().exit(code)
+
+
+def _register_commands() -> None:
+    from orchestrator.cli.catalog import catalog_command
+    from orchestrator.cli.withdraw import withdraw_command
+
+    cli.add_command(catalog_command)
+    cli.add_command(withdraw_command)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -39,6 +39,9 @@ from orchestrator.pseudonymize import TRIM_CHARS, normalize_email
 #: Longest input read as an address (RFC 5321 4.5.3.1: 64 + 1 + 255 octets; a display name
 #: and ``mailto:`` around it fit in this too).
 MAX_INPUT_CHARS = 1024
+#: The longest address accepted: RFC 5321 section 4.5.3.1.3 limits a path to 256 octets,
+#: brackets included, so an address is at most 254 characters.
+MAX_ADDRESS_LENGTH = 254
 _PAIRS = {'"': '"', "'": "'", "`": "`", "<": ">", "(": ")", "[": "]", "“": "”", "‘": "’", "«": "»"}
 _TRAILING = ".,;:"
 _NAME_ADDR = re.compile(r"^[^<>]*<([^<>]*)>$")
@@ -60,7 +63,8 @@ def request_address(raw: str) -> str:
     """
     if len(raw) > MAX_INPUT_CHARS:
         raise RequestAddressError(
-            f"input is {len(raw):,} characters; an email address has at most {MAX_INPUT_CHARS}"
+            f"input is {len(raw):,} characters; an address has at most {MAX_ADDRESS_LENGTH}"
+            f" (RFC 5321), what is typed at most {MAX_INPUT_CHARS}; it is not stored"
         )
     text = raw.strip(TRIM_CHARS)
     if any(unicodedata.category(c) == "Cc" for c in text):

@@ -10,10 +10,12 @@ job, which waits for the pair lock; withdrawals had none.
 
 What it looks at is state, not arrival time: for each segment, the subjects a destination
 holds for it (``activation.sync_state``, pending rows included) whose latest consent record for
-the segment's purpose is ``withdrawn`` (over every customer record with that address: the
-pseudonym cache and the key history; at equal ``recorded_at`` the withdrawal wins, the most
-protective reading). A back-dated withdrawal counts as much as a fresh one; once the sync has
-removed the person the segment no longer shows up.
+the segment's purpose in the source model's consent view (``activation.src_consents``: the
+company's log and the withdrawals ``activation withdraw`` records; a withdrawal under a
+purpose-name variant counts, as in the audience) is ``withdrawn`` (over every customer record
+with that address: the pseudonym cache and the key history; at equal ``recorded_at`` the
+withdrawal wins, the most protective reading). A back-dated withdrawal counts as much as a
+fresh one; once the sync has removed the person the segment no longer shows up.
 
 Per tick (every :data:`SENSOR_INTERVAL_S` seconds, default RUNNING): one read-only query (the
 tick is skipped when a writer holds the warehouse for :data:`SENSOR_LOCK_TIMEOUT_S`); a
@@ -34,6 +36,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from orchestrator.consent import purpose_key, purpose_key_sql
 from orchestrator.privacy.receipts import utc_now
 from orchestrator.warehouse.connect import connect
 
@@ -52,7 +55,8 @@ ACTIVE_STATUSES = (
 
 _HELD_WITHDRAWN_SQL = """
 WITH seg AS (
-    SELECT unnest($segments) AS segment, unnest($purposes) AS purpose
+    SELECT unnest($segments) AS segment, unnest($purposes) AS purpose,
+           unnest($purpose_keys) AS purpose_key
 ),
 held AS (
     SELECT DISTINCT segment, subject_key FROM activation.sync_state
@@ -70,11 +74,12 @@ latest AS (
            arg_max(c.status, (c.recorded_at, c.status = 'withdrawn')) AS status
     FROM people AS p
     JOIN seg USING (segment)
-    JOIN main.consents AS c ON c.customer_id = p.customer_id AND c.purpose = seg.purpose
+    JOIN activation.src_consents AS c ON c.customer_id = p.customer_id
+     AND {purpose_key} = seg.purpose_key AND (c.purpose = seg.purpose OR c.status <> 'granted')
     GROUP BY p.segment, p.subject_key
 )
 SELECT segment, count(*) FROM latest WHERE status = 'withdrawn' GROUP BY segment ORDER BY segment
-"""
+""".replace("{purpose_key}", purpose_key_sql("c.purpose"))
 
 
 def held_withdrawn(
@@ -92,7 +97,11 @@ def held_withdrawn(
     segments = sorted(segment_purposes)
     rows = con.execute(
         _HELD_WITHDRAWN_SQL,
-        {"segments": segments, "purposes": [segment_purposes[s] for s in segments]},
+        {
+            "segments": segments,
+            "purposes": [segment_purposes[s] for s in segments],
+            "purpose_keys": [purpose_key(segment_purposes[s]) for s in segments],
+        },
     ).fetchall()
     return {segment: count for segment, count in rows}
 

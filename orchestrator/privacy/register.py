@@ -23,8 +23,10 @@ from dataclasses import dataclass
 import dagster as dg
 
 from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig
+from orchestrator.consent_signals import signals_for
 from orchestrator.csv_output import csv_writer
 from orchestrator.segments.loader import LoadedSegment
+from orchestrator.segments.sensitive import categories_used
 from orchestrator.segments.spec import (
     AllCondition,
     AnyCondition,
@@ -36,6 +38,10 @@ from orchestrator.segments.spec import (
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 REGISTER_KEY = dg.AssetKey(["privacy", "processing_register"])
+
+#: Columns the source model's canonical views add (``orchestrator.model.views``), which a
+#: ``sql:`` segment may read.
+_VIEW_COLUMNS: Mapping[str, tuple[str, ...]] = {"customers": (), "events": ("order_id",)}
 
 #: Words for the register, per source column (table.column).
 COLUMN_LABELS: Mapping[str, str] = {
@@ -50,6 +56,7 @@ COLUMN_LABELS: Mapping[str, str] = {
     "events.event_type": "purchases and refunds",
     "events.occurred_at": "dates of purchases and refunds",
     "events.invoice_no": "order numbers",
+    "events.order_id": "order numbers",
     "events.stock_code": "product codes bought",
     "events.description": "products bought",
     "events.quantity": "quantities bought",
@@ -151,13 +158,15 @@ def _condition_columns(condition: object) -> list[str]:
 
 def _sql_columns(spec: SegmentSpec) -> list[str]:
     """Columns a ``sql:`` segment reads, from its parsed and planned query
-    (:attr:`SegmentSpec.sql_reads`: whole-row references read every column), in table order."""
-    return [
+    (:attr:`SegmentSpec.sql_reads`: whole-row references read every column; ``customers`` and
+    ``events`` are the source model's views), the known ones in table order, then any other
+    column of a declared model sorted."""
+    known = [
         f"{table}.{column}"
-        for table, columns in SOURCE_COLUMNS.items()
-        for column in columns
-        if f"{table}.{column}" in spec.sql_reads
-    ] + sorted(c for c in spec.sql_reads if c.split(".", 1)[0] not in SOURCE_COLUMNS)
+        for table in ("customers", "events")
+        for column in (*SOURCE_COLUMNS[table], *_VIEW_COLUMNS[table])
+    ]
+    return [c for c in known if c in spec.sql_reads] + sorted(spec.sql_reads - set(known))
 
 
 def _requires_purchase(condition: object) -> bool:
@@ -187,6 +196,11 @@ def _personal_data(spec: SegmentSpec, project: ProjectConfig) -> tuple[str, ...]
             items.append(f"sent to {entry.destination} as {tag}: {label}")
     items.append(f"consent records for {spec.purpose} (status, date, source, notice version)")
     items.append("erasure and objection requests")
+    categories = categories_used(spec, project.source.sensitive)
+    items.append(
+        "special categories of data (GDPR Art. 9): "
+        + (", ".join(categories) if categories else "none")
+    )
     return tuple(items)
 
 
@@ -194,9 +208,14 @@ def _recipients(spec: SegmentSpec, project: ProjectConfig) -> tuple[tuple[str, .
     recipients, transfers = [], []
     for entry in spec.destinations:
         dest = project.destinations[entry.destination]
+        signals = signals_for(project, spec.purpose, dest.platform)
+        sent = "; consent signals sent: " + ", ".join(
+            f"{s.name} (granted by a valid consent for {s.purpose}, else denied)" for s in signals
+        )
         recipients.append(
             f"{entry.destination} ({dest.platform}, {dest.kind} platform, audience "
-            f"{entry.audience_id}, mode {entry.mode}; country {dest.country})"
+            f"{entry.audience_id}, mode {entry.mode}; country {dest.country}"
+            f"{sent if signals else ''})"
         )
         transfers.append(f"{entry.destination} -> {dest.country}: {dest.transfer_safeguard}")
     return tuple(recipients), tuple(transfers)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from orchestrator.config import ProjectConfig
+from orchestrator.segments.catalog import catalog_from_context
 from orchestrator.segments.spec import CONDITION_TAGS, SegmentSpec
 from orchestrator.segments.sql_reads import SqlSandbox
 
@@ -116,7 +117,8 @@ def load_segments(directory: Path, project: ProjectConfig) -> LoadResult:
         result.errors.append(SegmentError(directory, None, "", "segments directory not found"))
         return result
     loaded: list[tuple[LoadedSegment, Node]] = []
-    with SqlSandbox() as sandbox:  # one in-memory DuckDB for every sql: segment of the folder
+    # one in-memory DuckDB for every sql: segment of the folder, shaped as the project's views
+    with SqlSandbox(catalog_from_context({"project": project})) as sandbox:
         for path in sorted(p for p in directory.iterdir() if p.suffix in SEGMENT_SUFFIXES):
             try:
                 spec, root = _load_file(path, project, sandbox)
@@ -139,7 +141,7 @@ def load_segment_text(text: str, path: str | Path, project: ProjectConfig) -> Se
         SegmentValidationError: YAML syntax error, empty or non-mapping document, duplicate
             key, or any field error (each with its line and field).
     """
-    with SqlSandbox() as sandbox:
+    with SqlSandbox(catalog_from_context({"project": project})) as sandbox:
         return _parse(text, Path(path), project, sandbox)[0]
 
 

@@ -44,6 +44,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from orchestrator.config import NAME_PATTERN, DestinationKind, LegalBasis, ProjectConfig
 from orchestrator.limits import MAX_COUNT, MAX_DAYS, day_problem, number_problem
 from orchestrator.segments.catalog import (
+    DEFAULT_CATALOG,
     EVENT_FIELDS,
     EVENT_TYPES,
     FIELD_OPERATORS,
@@ -51,7 +52,9 @@ from orchestrator.segments.catalog import (
     TRAIT_OPERATORS,
     TRAIT_VALUE_CHECKS,
     TRAITS,
+    Catalog,
     ValueType,
+    catalog_from_context,
 )
 from orchestrator.segments.cron import cron_error
 from orchestrator.segments.sql_reads import SqlSandbox
@@ -142,9 +145,9 @@ def fail(problems: list[Problem]) -> NoReturn:
 def coerce_value(value_type: ValueType, value: Any) -> str | int | float | date | datetime:
     """Check one condition value against a catalog type and return it in Python form.
 
-    Text -> ``str``; integer -> ``int``; number -> ``int | float``; timestamp -> ``date`` (a
-    whole day) or naive UTC ``datetime`` (an instant; aware values are converted to UTC, the
-    warehouse stores naive UTC timestamps).
+    Text -> ``str``; integer -> ``int``; number -> ``int | float``; boolean -> ``bool``;
+    timestamp and date -> ``date`` (a whole day) or naive UTC ``datetime`` (an instant; aware
+    values are converted to UTC, the warehouse stores naive UTC timestamps).
 
     Raises:
         ValueError: the value does not fit the type; the message says what was expected.
@@ -158,12 +161,16 @@ def coerce_value(value_type: ValueType, value: Any) -> str | int | float | date 
                 ' booleans, quote the value (e.g. "NO")'
             )
         raise ValueError(f"expected text, got {value!r}: quote the value")
-    if value_type is ValueType.TIMESTAMP:
+    if value_type in (ValueType.TIMESTAMP, ValueType.DATE):
         moment = _timestamp(value)
         problem = day_problem(moment)
         if problem:
             raise ValueError(problem)
         return moment
+    if value_type is ValueType.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true or false, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {value!r}")
     if value_type is ValueType.INTEGER and not isinstance(value, int):
@@ -321,20 +328,21 @@ class TraitCondition(_Comparison):
 
     @field_validator("trait")
     @classmethod
-    def _known_trait(cls, value: str) -> str:
-        if value not in TRAITS:
-            raise _error(_unknown("trait", value, TRAITS))
+    def _known_trait(cls, value: str, info: ValidationInfo) -> str:
+        traits = catalog_from_context(info.context).traits
+        if value not in traits:
+            raise _error(_unknown("trait", value, traits))
         return value
 
     @model_validator(mode="after")
-    def _one_typed_operator(self) -> TraitCondition:
-        value_type = TRAITS[self.trait]
+    def _one_typed_operator(self, info: ValidationInfo) -> TraitCondition:
+        value_type = catalog_from_context(info.context).traits[self.trait]
         problems = self._problems(
             "trait",
             self.trait,
             value_type,
             TRAIT_OPERATORS[value_type],
-            TRAIT_VALUE_CHECKS.get(self.trait),
+            TRAIT_VALUE_CHECKS.get(self.trait) if value_type is ValueType.TEXT else None,
         )
         if problems:
             fail(problems)
@@ -354,14 +362,15 @@ class FieldCondition(_Comparison):
 
     @field_validator("field")
     @classmethod
-    def _known_field(cls, value: str) -> str:
-        if value not in EVENT_FIELDS:
-            raise _error(_unknown("event field", value, EVENT_FIELDS))
+    def _known_field(cls, value: str, info: ValidationInfo) -> str:
+        fields = catalog_from_context(info.context).event_fields
+        if value not in fields:
+            raise _error(_unknown("event field", value, fields))
         return value
 
     @model_validator(mode="after")
-    def _one_typed_operator(self) -> FieldCondition:
-        value_type = EVENT_FIELDS[self.field]
+    def _one_typed_operator(self, info: ValidationInfo) -> FieldCondition:
+        value_type = catalog_from_context(info.context).event_fields[self.field]
         problems = self._problems(
             "event field", self.field, value_type, FIELD_OPERATORS[value_type]
         )
@@ -415,10 +424,12 @@ class EventCondition(_Strict):
 
     @field_validator("event")
     @classmethod
-    def _known_event(cls, value: str) -> str:
-        if value not in EVENT_TYPES:
-            message = f"unknown event type {value!r}; valid event types: {', '.join(EVENT_TYPES)}"
-            raise _error(message)
+    def _known_event(cls, value: str, info: ValidationInfo) -> str:
+        catalog = catalog_from_context(info.context)
+        if value not in catalog.event_types:
+            shown = ", ".join(catalog.event_types)
+            more = " (the catalog lists only the first ones)" if catalog.event_types_capped else ""
+            raise _error(f"unknown event type {value!r}; valid event types: {shown}{more}")
         return value
 
     @model_validator(mode="after")
@@ -542,15 +553,16 @@ class DestinationEntry(_Strict):
 
     @field_validator("fields")
     @classmethod
-    def _fields_are_traits(cls, value: dict[str, str]) -> dict[str, str]:
+    def _fields_are_traits(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        traits = catalog_from_context(info.context).traits
         problems: list[Problem] = []
         for tag, trait in value.items():
             if tag == "EMAIL" or not re.match(MERGE_TAG_PATTERN, tag):
                 problems.append(
                     ((tag,), f"merge tag {tag!r} must match {MERGE_TAG_PATTERN} and not be EMAIL")
                 )
-            elif trait not in TRAITS:
-                problems.append(((tag,), _unknown("trait", trait, TRAITS)))
+            elif trait not in traits:
+                problems.append(((tag,), _unknown("trait", trait, traits)))
         fail_if(problems)
         return value
 
@@ -574,8 +586,10 @@ def _project(info: ValidationInfo) -> ProjectConfig:
 def check_select_sql(sql: str, sandbox: SqlSandbox | None = None) -> str:
     """Check a ``sql:`` segment and return it without trailing ``;`` and blanks.
 
-    It must be exactly one SELECT statement that binds against the source tables in an
-    in-memory DuckDB with external access disabled (``sandbox``, or a fresh one), never reads
+    It must be exactly one SELECT statement that binds against the source model's views
+    (``activation.src_customers``, ``activation.src_events``, shaped from the project's catalog:
+    :func:`~orchestrator.segments.sql_reads.bind_catalog`) in an in-memory DuckDB with external
+    access disabled (``sandbox``, or a fresh one of the default catalog), never reads
     an identifier column such as ``email`` (:data:`FORBIDDEN_COLUMNS`; the columns read come
     from :func:`~orchestrator.segments.sql_reads.columns_read`, so a whole-row reference such
     as ``CAST(c AS VARCHAR)`` or ``c.*`` reads it too: the address is only pseudonymized, GDPR
@@ -631,9 +645,13 @@ def _sandbox(sandbox: SqlSandbox | None) -> AbstractContextManager[SqlSandbox]:
     return nullcontext(sandbox) if sandbox is not None else SqlSandbox()
 
 
-def _context_sandbox(info: ValidationInfo) -> SqlSandbox | None:
+def _context_sandbox(info: ValidationInfo) -> AbstractContextManager[SqlSandbox]:
+    """The load's sandbox (``context["sql_sandbox"]``, its owner closes it), or a fresh one of
+    the project's catalog, closed after use."""
     sandbox = (info.context or {}).get("sql_sandbox")
-    return sandbox if isinstance(sandbox, SqlSandbox) else None
+    if isinstance(sandbox, SqlSandbox):
+        return nullcontext(sandbox)
+    return SqlSandbox(catalog_from_context(info.context))
 
 
 def _first_line(error: Exception) -> str:
@@ -671,10 +689,32 @@ class SegmentSpec(_Strict):
     destinations: Annotated[list[DestinationEntry], Field(min_length=1)]
     _sql_reads: frozenset[str] = PrivateAttr(default=frozenset())
 
+    _catalog: Catalog = PrivateAttr(default=DEFAULT_CATALOG)
+
     @property
     def id(self) -> str:
         """The segment id (``^[a-z][a-z0-9_]*$``) used for asset, job and schedule names."""
         return normalize_segment_id(self.name)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog this segment was validated against (its traits' and fields' types)."""
+        return self._catalog
+
+    @model_validator(mode="after")
+    def _remember_catalog(self, info: ValidationInfo) -> SegmentSpec:
+        self._catalog = catalog_from_context(info.context)
+        return self
+
+    @model_validator(mode="after")
+    def _no_special_category_for_marketing(self, info: ValidationInfo) -> SegmentSpec:
+        from orchestrator.segments.sensitive import sensitive_problems
+
+        project = _project(info)
+        purpose = project.purposes.get(self.purpose)
+        marketing = getattr(purpose, "marketing", True)
+        fail_if(sensitive_problems(self, project.source.sensitive, marketing))
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -749,14 +789,15 @@ class SegmentSpec(_Strict):
         if value is None:
             return None
         try:
-            return check_select_sql(value, _context_sandbox(info))
+            with _context_sandbox(info) as sandbox:
+                return check_select_sql(value, sandbox)
         except ValueError as error:
             raise _error(str(error)) from None
 
     @model_validator(mode="after")
     def _know_what_sql_reads(self, info: ValidationInfo) -> SegmentSpec:
         if self.sql is not None:
-            with _sandbox(_context_sandbox(info)) as box:
+            with _context_sandbox(info) as box:
                 self._sql_reads = box.columns_read(self.sql)
         return self
 

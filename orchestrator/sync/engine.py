@@ -41,7 +41,7 @@ from destinations.base import (
     min_calls,
 )
 from orchestrator.privacy.retention import track_departures
-from orchestrator.sync import journal
+from orchestrator.sync import async_requests, journal
 from orchestrator.sync.diff import DiffParams, DiffPlan, compute_diff
 from orchestrator.sync.prefetch import prefetched
 from orchestrator.sync.state import fold_journal
@@ -69,6 +69,9 @@ class SyncReport:
     ceil(rows / rows one call carries), see :func:`destinations.base.min_calls`; e.g.
     Mailchimp archives one member per call), ``retries``, ``throttled_seconds`` (s), ``bytes_sent``
     (request body bytes). ``duration_s``: wall time (s). ``dry_run``: nothing was sent.
+    ``requests_processing``: requests the platform had not finished processing when the run
+    ended (asynchronous platforms: their rows stay pending, confirmed by the next run).
+    ``awaiting``: pending rows not sent again because such a request already carries them.
     """
 
     adds: int = 0
@@ -88,6 +91,8 @@ class SyncReport:
     duration_s: float = 0.0
     removes_by_reason: dict[str, int] = field(default_factory=dict)
     dry_run: bool = False
+    requests_processing: int = 0
+    awaiting: int = 0
 
 
 #: Batches read and built ahead of the one being sent (see :mod:`orchestrator.sync.prefetch`).
@@ -328,6 +333,9 @@ class _Job:
             stats = fold_journal(
                 con, self.journal_path, segment=p.segment, destination=p.destination, kind=p.kind
             )
+            async_requests.fold_requests(
+                con, self.journal_path, segment=p.segment, destination=p.destination
+            )
         return stats.pending
 
 
@@ -337,7 +345,61 @@ def _send_batch(job: _Job, client: Destination, run: str, seq: int, batch: _Batc
     results = _call(client, job.audience_id, batch)
     lines, rejected = _result_lines(run, seq, batch, results, _now(job.as_of))
     journal.append_encoded(job.journal_path, lines)
+    if async_requests.is_async(client):
+        at = _now(job.as_of)
+        keys, hashes = batch.subject_keys, batch.hashes
+        async_requests.journal_batch(job.journal_path, client, keys, hashes, batch.reason, at)
     return rejected
+
+
+def _request_batch(request: async_requests.Outstanding, kind: str) -> _Batch:
+    """A :class:`_Batch` holding the rows of an outstanding asynchronous request."""
+    rows = request.rows
+    cols = {
+        "subject_key": [r.subject_key for r in rows],
+        "send_key": [r.send_key for r in rows],
+        "destination_ref": [r.destination_ref for r in rows],
+    }
+    encode = journal.line_encoder()
+    refs = _intent_refs(cols, kind)
+    keys = cols["subject_key"]
+    return _Batch(
+        op=request.op,
+        reason=request.remove_reason,
+        rows=rows,
+        subject_keys=keys,
+        hashes=request.hashes,
+        intent_refs=refs,
+        keys_json=f'"subject_keys":{encode(keys)},"fields_hashs":{encode(request.hashes)}',
+        intent_refs_json=encode(refs),
+    )
+
+
+def _confirm_requests(job: _Job, client: Destination) -> int:
+    """First thing in a run with an asynchronous client: fold what a crashed run left, read
+    the status of every request still outstanding for the pair, journal the rows it settles
+    (acknowledged or rejected with the platform's reason) and fold. Returns the number of
+    requests still processing. No warehouse connection is open while the platform is asked."""
+    p = job.params
+    job.fold()
+    with connect(job.warehouse_path, timeout_s=job.lock_timeout_s) as con:
+        waiting = async_requests.outstanding(con, segment=p.segment, destination=p.destination)
+    if not waiting:
+        return 0
+    found = async_requests.confirm(client, waiting)
+    run = journal.new_run_id()
+    for seq, (request, results) in enumerate(found.results):
+        batch = _request_batch(request, p.kind)
+        at = _now(job.as_of)
+        journal.append_encoded(job.journal_path, [_intent_line(run, seq, batch, at)])
+        lines, _ = _result_lines(run, seq, batch, results, at)
+        journal.append_encoded(job.journal_path, lines)
+        async_requests.journal_batch(
+            job.journal_path, client, batch.subject_keys, batch.hashes, batch.reason, at
+        )
+    async_requests.append_lines(job.journal_path, async_requests.resolve_lines(found.resolved))
+    job.fold()
+    return found.still_processing
 
 
 def _send(job: _Job, plan: DiffPlan, client: Destination) -> int:
@@ -374,6 +436,14 @@ def _send_and_fold(job: _Job, plan: DiffPlan, client: Destination, report: SyncR
         report.bytes_sent = stats.bytes_sent - before[3]
 
 
+def _count_outstanding(job: _Job) -> int:
+    """Requests of the pair the platform had not finished processing."""
+    p = job.params
+    with connect(job.warehouse_path, timeout_s=job.lock_timeout_s) as con:
+        waiting = async_requests.outstanding(con, segment=p.segment, destination=p.destination)
+    return len(waiting)
+
+
 def _min_calls(plan: DiffPlan, batch_size: int, per_call: RowsPerCall | None) -> int:
     total = 0
     for op, reason, _path in plan.files:
@@ -399,6 +469,7 @@ def _report(
         kept=c["kept"],
         suppressed=c["suppressed"],
         skipped_rejected=c["skipped_rejected"],
+        awaiting=c["awaiting"],
         pending_recovered=pending,
         min_api_calls=_min_calls(plan, batch_size, per_call),
         removes_by_reason=dict(plan.removes_by_reason),
@@ -463,6 +534,8 @@ def run_sync(
     allow_mass_removal: bool = False,
     other_purposes: Sequence[str] = (),
     lock_wait_s: float = 0,
+    signals: Mapping[str, tuple[str, int]] | None = None,
+    phone_platform: str | None = None,
 ) -> SyncReport:
     """Bring ``audience_id`` at ``destination`` in line with the segment's audience.
 
@@ -497,6 +570,10 @@ def run_sync(
             :class:`MassRemovalError`).
         lock_wait_s: how long to wait for another sync of the pair to finish (s; 0: fail at
             once). The diff is computed after the wait, so it sees what changed meanwhile.
+        signals: consent signals sent with each ad member, name -> (purpose, validity days)
+            (:mod:`orchestrator.consent_signals`).
+        phone_platform: ``google`` | ``meta``: send the customer's phone as a second
+            identifier, hashed by that platform's rules, when ``customers`` has a phone column.
 
     Returns:
         The :class:`SyncReport`.
@@ -523,6 +600,8 @@ def run_sync(
         retention_days,
         now,
         tuple(other_purposes),
+        signals=dict(signals or {}),
+        phone_platform=phone_platform,
     )
     if client is None and not dry_run:
         raise ValueError("a client is required unless dry_run")
@@ -538,10 +617,13 @@ def run_sync(
         shutil.rmtree(scratch, ignore_errors=True)  # a crashed run's files (may hold emails)
         scratch.mkdir(parents=True)
         try:
+            if client is not None and not dry_run and async_requests.is_async(client):
+                _confirm_requests(job, client)
             with connect(job.warehouse_path, timeout_s=lock_timeout_s) as con:
                 recovered = fold_journal(
                     con, jpath, segment=segment, destination=destination, kind=kind
                 )
+                async_requests.fold_requests(con, jpath, segment=segment, destination=destination)
                 track_departures(con, segment=segment, destination=destination, now=now)
                 plan = compute_diff(con, params, scratch)
             if rows_per_call is None and client is not None:
@@ -551,6 +633,8 @@ def run_sync(
                 if not allow_mass_removal:
                     check_mass_removal(plan, segment, destination)
                 _send_and_fold(job, plan, client, report)
+                if async_requests.is_async(client):
+                    report.requests_processing = _count_outstanding(job)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     report.duration_s = time.monotonic() - started

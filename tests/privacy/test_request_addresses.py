@@ -89,7 +89,7 @@ def test_a_request_that_matches_nobody_says_so_and_is_never_complete(
 @pytest.mark.parametrize(
     ("typed", "message"),
     [
-        ("x" * 10_000_000 + "@example.com", "an email address has at most 1024"),
+        ("x" * 10_000_000 + "@example.com", "an address has at most 254"),
         ("erin.tester@gmail.com\x1b[2J", "control characters"),
         ("mailto:erin.tester%00@gmail.com", "control characters"),
         ("erin.tester@gmail..com", "not a valid email address"),

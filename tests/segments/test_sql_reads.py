@@ -16,16 +16,21 @@ from orchestrator.cli import cli
 from orchestrator.segments.sql_reads import SqlSandbox, columns_read
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
-CASE = "SELECT customer_id FROM customers AS c WHERE CAST(c AS VARCHAR) ILIKE '%@gmail.com%'"
+CASE = (
+    "SELECT customer_id FROM activation.src_customers AS c"
+    " WHERE CAST(c AS VARCHAR) ILIKE '%@gmail.com%'"
+)
 WHOLE_ROW = [
     CASE,
-    "SELECT customer_id FROM (SELECT c.* FROM customers AS c) AS s WHERE s::VARCHAR LIKE '%@%'",
-    "SELECT customer_id FROM customers WHERE COLUMNS(*)::VARCHAR ILIKE '%@gmail.com%'",
-    "SELECT customer_id FROM (SELECT * FROM customers) AS s",
-    "WITH p AS (SELECT customer_id, {'row': c} AS packed FROM customers AS c)"
+    "SELECT customer_id FROM (SELECT c.* FROM activation.src_customers AS c) AS s"
+    " WHERE s::VARCHAR LIKE '%@%'",
+    "SELECT customer_id FROM activation.src_customers"
+    " WHERE COLUMNS(*)::VARCHAR ILIKE '%@gmail.com%'",
+    "SELECT customer_id FROM (SELECT * FROM activation.src_customers) AS s",
+    "WITH p AS (SELECT customer_id, {'row': c} AS packed FROM activation.src_customers AS c)"
     " SELECT customer_id FROM p WHERE packed::VARCHAR LIKE '%@%'",
-    "SELECT customer_id FROM customers WHERE customers::VARCHAR LIKE '%@%'",
-    "SELECT customer_id FROM customers WHERE false AND email LIKE '%@gmail.com'",
+    "SELECT customer_id FROM activation.src_customers WHERE src_customers::VARCHAR LIKE '%@%'",
+    "SELECT customer_id FROM activation.src_customers WHERE false AND email LIKE '%@gmail.com'",
 ]
 
 
@@ -78,10 +83,11 @@ def test_the_register_lists_what_a_query_really_reads(
         tmp_path,
         monkeypatch,
         # A whole row of events (no identifier there) and an unqualified country column.
-        "SELECT e.customer_id FROM events AS e JOIN customers USING (customer_id)"
+        "SELECT e.customer_id FROM activation.src_events AS e"
+        " JOIN activation.src_customers USING (customer_id)"
         " WHERE e::VARCHAR LIKE '%MUG%' AND country = 'FR'",
         # Words in a comment or a string are not columns read.
-        "SELECT customer_id FROM customers -- created_at, last_contact_at\n"
+        "SELECT customer_id FROM activation.src_customers -- collected_at, last_contact_at\n"
         "WHERE country_name = 'created_at'",
     )
     result = CliRunner().invoke(cli, ["register"])
@@ -111,3 +117,6 @@ def test_columns_read_by_plain_queries_are_only_those_named() -> None:
         assert reads == {"events.customer_id", "events.event_type"}
         everything = columns_read(con, "SELECT customer_id FROM customers c WHERE c::VARCHAR > ''")
         assert everything == {f"customers.{c}" for c in SOURCE_COLUMNS["customers"]}
+        # The source model's view reads as its role: ``customers``.
+        view = columns_read(con, "SELECT c.* FROM activation.src_customers AS c")
+        assert "customers.email" in view and "customers.customer_id" in view
