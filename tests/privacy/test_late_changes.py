@@ -210,6 +210,34 @@ def test_only_the_purpose_withdrawn_counts_and_ties_favour_the_withdrawal(
     assert waiting == {ADS: 1}
 
 
+def test_a_withdrawal_recorded_with_the_command_is_seen_under_a_typed_address(
+    privacy_project: Settings,
+) -> None:
+    """``activation withdraw`` writes the product's intake, never the company's consent log:
+    the sensor reads the model's consent view, which merges it, so the person shows up; the
+    address is read as typed (``mailto:``, other case) on the intake path."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    defs = load_defs()
+    with dg.DagsterInstance.get() as instance:
+        run_segments(defs, instance)
+    result = CliRunner().invoke(
+        cli, ["withdraw", f"mailto:{ERIN.upper()}", "--purpose", "ad_targeting"]
+    )
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(privacy_project.warehouse_path), read_only=True)
+    try:
+        (in_log,) = con.execute(
+            "SELECT count(*) FROM main.consents WHERE source = 'activation withdraw'"
+        ).fetchone()
+        waiting = held_withdrawn(con, {ADS: "ad_targeting", MAIL: "email_marketing"})
+    finally:
+        con.close()
+    assert in_log == 0 and waiting == {ADS: 1}
+
+
 def test_follow_ups_wait_for_running_jobs_and_are_spaced() -> None:
     now = datetime(2026, 11, 29, 6, 0)
     five = timedelta(minutes=5)
