@@ -99,6 +99,8 @@ SENSORS = [
         "privacy_changes_sensor",
         "RUNNING",
         (
+            "cart_abandoners_job",
+            "gold_tier_newsletter_job",
             "lapsed_high_value_job",
             "loyal_no_refund_sql_job",
             "mug_buyers_60d_job",
