@@ -48,6 +48,13 @@ DUCKDB_POOL = "duckdb"
 SOURCE_TABLES = ("customers", "events", "consents", "privacy_requests")
 
 
+#: How long a sync step waits for a running sync of the same pair (s): a run started while
+#: another is slowed by a platform's ``Retry-After`` then syncs right after it, with what
+#: changed meanwhile (a withdrawal), instead of failing. Longer waits are the privacy changes
+#: sensor's to follow up (:mod:`orchestrator.privacy.late_changes`).
+SYNC_LOCK_WAIT_S = 300
+
+
 class RunConfig(dg.Config):
     """Run configuration shared by the segment assets.
 
@@ -500,6 +507,7 @@ def build_sync_asset(
                 dry_run=config.dry_run,
                 allow_mass_removal=config.allow_mass_removal,
                 on_batch=batch_logger(context.log),
+                lock_wait_s=0 if config.dry_run else SYNC_LOCK_WAIT_S,
                 signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
                 phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,

@@ -9,10 +9,20 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
+from typing import NoReturn
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from orchestrator.limits import MAX_DAYS
 from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
 from orchestrator.segments.catalog import DEFAULT_CATALOG, Catalog
 
@@ -80,7 +90,7 @@ class Purpose(_Strict):
     """
 
     description: str
-    consent_validity_days: int = Field(gt=0)
+    consent_validity_days: int = Field(gt=0, le=MAX_DAYS)
     legal_bases: tuple[LegalBasis, ...] = Field(min_length=1)
     marketing: bool = True
     consent_signals: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -169,6 +179,13 @@ class DestinationConfig(_Strict):
             raise ValueError("a google destination needs account_id (the operating account)")
         return self
 
+    def audience_identity(self, audience_id: str) -> tuple[str, str, str, str]:
+        """What makes an audience one list at one platform account: (platform, base URL
+        environment variable, token environment variable, audience or list id). Two
+        destination names with the same platform, URL and token variables reach the same
+        account, so the same ``audience_id`` under both is one audience."""
+        return (self.platform, self.base_url_env, self.token_env, audience_id)
+
 
 class SourceRetention(_Strict):
     """How long a person's source records may feed an audience (days), from the last action
@@ -186,8 +203,8 @@ class SourceRetention(_Strict):
     the commercial relationship), applying GDPR Art. 5(1)(e) (storage limitation).
     """
 
-    prospect_days: int = Field(default=1095, gt=0)
-    customer_days: int = Field(default=1095, gt=0)
+    prospect_days: int = Field(default=1095, gt=0, le=MAX_DAYS)
+    customer_days: int = Field(default=1095, gt=0, le=MAX_DAYS)
 
 
 class AlertsConfig(_Strict):
@@ -201,7 +218,13 @@ class ProjectConfig(_Strict):
     """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``alerts``
     is optional (no alerts sensor without it); ``source`` is the declared source model
     (:mod:`orchestrator.model.spec`; default: the tables
-    ``orchestrator.warehouse.schema.create_source_schema`` creates)."""
+    ``orchestrator.warehouse.schema.create_source_schema`` creates).
+
+    Cross-field rules: every purpose a destination serves is declared; a destination that
+    serves a marketing purpose (:attr:`Purpose.marketing`) serves only marketing purposes, so a
+    person who opted out of marketing is never reached on a marketing list under another name
+    (GDPR Art. 21(3), ePrivacy Art. 13).
+    """
 
     controller: Controller
     purposes: dict[str, Purpose]
@@ -225,14 +248,18 @@ class ProjectConfig(_Strict):
 
     @model_validator(mode="after")
     def _signals_name_purposes(self) -> ProjectConfig:
-        for name, purpose in self.purposes.items():
-            for platform, signals in purpose.consent_signals.items():
-                for signal, source in signals.items():
-                    if source not in self.purposes:
-                        raise ValueError(
-                            f"purposes.{name}.consent_signals.{platform}.{signal}: "
-                            f"{source!r} is not a declared purpose"
-                        )
+        problems: list[tuple[tuple[str | int, ...], str]] = [
+            (
+                ("purposes", name, "consent_signals", platform, signal),
+                f"{source!r} is not a declared purpose",
+            )
+            for name, purpose in self.purposes.items()
+            for platform, signals in purpose.consent_signals.items()
+            for signal, source in signals.items()
+            if source not in self.purposes
+        ]
+        if problems:
+            _fail(problems)
         return self
 
     @field_validator("purposes", "destinations")
@@ -245,16 +272,75 @@ class ProjectConfig(_Strict):
                 raise ValueError(f"{name!r} must match {NAME_PATTERN}")
         return value
 
+    @model_validator(mode="after")
+    def _destinations_serve_declared_purposes(self) -> ProjectConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for name, destination in self.destinations.items():
+            loc: tuple[str | int, ...] = ("destinations", name, "purposes")
+            unknown = [p for p in destination.purposes if p not in self.purposes]
+            for purpose in unknown:
+                index = destination.purposes.index(purpose)
+                declared = ", ".join(self.purposes)
+                problems.append(
+                    ((*loc, index), f"unknown purpose {purpose!r}; declared purposes: {declared}")
+                )
+            if unknown:
+                continue
+            marketing = [p for p in destination.purposes if self.purposes[p].marketing]
+            other = [p for p in destination.purposes if not self.purposes[p].marketing]
+            if marketing and other:
+                problems.append(
+                    (
+                        loc,
+                        f"destination {name!r} is used for marketing ({', '.join(marketing)})"
+                        f" and may serve only marketing purposes, not {', '.join(other)}"
+                        " (marketing: false); declare another destination for it",
+                    )
+                )
+        if problems:
+            _fail(problems)
+        return self
+
+
+def _fail(problems: list[tuple[tuple[str | int, ...], str]]) -> NoReturn:
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError("config", "{message}", {"message": message}),
+            loc=loc,
+            input=None,
+        )
+        for loc, message in problems
+    ]
+    raise ValidationError.from_exception_data("ProjectConfig", details)
+
+
+class ProjectConfigError(ValueError):
+    """``activation.yaml`` is invalid; ``errors`` lists every problem as a
+    :class:`orchestrator.segments.loader.SegmentError` (``file:line field: message``); the
+    message is one problem per line."""
+
+    def __init__(self, errors: list) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(error) for error in self.errors))
+
 
 def load_project_config(path: Path) -> ProjectConfig:
-    """Read and validate ``activation.yaml``.
+    """Read and validate ``activation.yaml`` with the same rules as segment files: YAML
+    aliases, duplicate keys, and field errors are reported with file, line and field.
 
     Raises:
         FileNotFoundError: the file is missing.
-        pydantic.ValidationError: a field is wrong (the message names the field).
+        ProjectConfigError: invalid YAML, a duplicate key, or a field error (each problem as
+            ``activation.yaml:12 destinations.mailchimp.purposes: ...``).
     """
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return _with_committed_catalog(ProjectConfig.model_validate(data), Path(path))
+    from orchestrator.segments.loader import SegmentValidationError, parse_yaml_model
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        project = parse_yaml_model(text, Path(path), ProjectConfig)
+    except SegmentValidationError as error:
+        raise ProjectConfigError(error.errors) from None
+    return _with_committed_catalog(project, Path(path))
 
 
 def catalog_path_for(config_path: Path) -> Path:

@@ -27,6 +27,7 @@ from orchestrator.assets import (
 from orchestrator.config import ProjectConfig, load_project_config
 from orchestrator.executors import in_process_by_default
 from orchestrator.privacy.checks import privacy_checks_definitions
+from orchestrator.privacy.late_changes import build_changes_sensor
 from orchestrator.privacy.sensor import privacy_request_definitions
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
 from orchestrator.settings import Settings, duckdb_config
@@ -138,7 +139,16 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         job = segment_job(sid)
         jobs.append(job)
         schedules.append(segment_schedule(seg, job))
+    sensors = []
     if loaded.specs:
+        sensors.append(
+            build_changes_sensor(
+                {sid: seg.spec.purpose for sid, seg in loaded.specs.items()},
+                list(jobs),
+                job_for={sid: f"{sid}_job" for sid in loaded.specs},
+                all_job=ALL_SEGMENTS_JOB,
+            )
+        )
         everything = (
             dg.AssetSelection.key_prefixes(["segment"], ["audience"], ["sync"])
             | dg.AssetSelection.assets(RECEIPTS_KEY)
@@ -152,6 +162,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         asset_checks=[segment_files_check(loaded.errors)],
         jobs=jobs,
         schedules=schedules,
+        sensors=sensors,
         resources={
             "warehouse": DuckDBResource(
                 database=str(settings.warehouse_path), connection_config=duckdb_config()

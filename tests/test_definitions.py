@@ -111,8 +111,21 @@ SCHEDULES = sorted(
 )
 #: The alerts sensor launches nothing (it posts to a webhook).
 SENSORS = [
-    ("activation_alerts_sensor", "RUNNING", None),
-    ("privacy_requests_sensor", "RUNNING", "privacy_requests_job"),
+    ("activation_alerts_sensor", "RUNNING", ()),
+    (
+        "privacy_changes_sensor",
+        "RUNNING",
+        (
+            "cart_abandoners_job",
+            "gold_tier_newsletter_job",
+            "lapsed_high_value_job",
+            "loyal_no_refund_sql_job",
+            "mug_buyers_60d_job",
+            "one_time_buyers_job",
+            "recent_buyers_eu_job",
+        ),
+    ),
+    ("privacy_requests_sensor", "RUNNING", ("privacy_requests_job",)),
 ]
 JOBS = ["all_segments_job", "privacy_checks_job", "privacy_requests_job"]
 JOBS += [f"{sid}_job" for sid in SEGMENT_IDS]
@@ -214,7 +227,7 @@ def test_schedules_sensors_and_jobs_are_pinned(real_defs: dg.Definitions) -> Non
     )
     assert schedules == SCHEDULES
     sensors = sorted(
-        (s.name, s.default_status.value, s.targets[0].job_name if s.targets else None)
+        (s.name, s.default_status.value, tuple(sorted(t.job_name for t in s.targets)))
         for s in repo.sensor_defs
     )
     assert sensors == SENSORS

@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from orchestrator.cli.output import FORMATS, echo_json, error_record, stderr
-from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.config import ProjectConfig, ProjectConfigError, load_project_config
 from orchestrator.segments.loader import (
     LoadedSegment,
     LoadResult,
@@ -71,9 +71,9 @@ def _project(settings: Settings) -> ProjectConfig:
         return load_project_config(settings.config_path)
     except FileNotFoundError:
         raise click.ClickException(f"project config not found: {settings.config_path}") from None
-    except ValueError as error:  # pydantic.ValidationError and YAML errors
-        first = str(error).splitlines()[0]
-        raise click.ClickException(f"{settings.config_path} is invalid: {first}") from None
+    except ProjectConfigError as error:  # each problem as file:line field: message
+        more = f" (and {len(error.errors) - 1} more)" if len(error.errors) > 1 else ""
+        raise click.ClickException(f"invalid project config: {error.errors[0]}{more}") from None
 
 
 def _segments(settings: Settings, project: ProjectConfig) -> LoadResult:
@@ -320,7 +320,7 @@ def explain(email: str, segment: str | None, as_of: datetime, fmt: str) -> None:
     """Why the person with EMAIL is or is not in SEGMENT (default: every segment), which
     destinations hold them and what a destination refused. The address is hashed on entry
     and never printed."""
-    _check_email(email)
+    email = _check_email(email)
     module = _privacy("explain", "explain")
     settings = Settings.from_env()
     project = _project(settings)
@@ -464,32 +464,36 @@ def receipt(request_id: str, fmt: str) -> None:
         click.echo(module.format_receipt(found))
 
 
-def _check_email(email: str) -> None:
-    """A one-line error for an address that is empty, too long or does not normalize (the
-    address is never echoed): the intake checks of ``orchestrator.privacy.intake``."""
-    from orchestrator.privacy.intake import address_keys
+def _check_email(email: str) -> str:
+    """The address a person means by EMAIL (``mailto:``, ``Name <addr>``, quotes, a trailing
+    dot...), or a one-line error saying why not (the input is never echoed): the intake checks
+    of :func:`orchestrator.privacy.intake.typed_address`."""
+    from orchestrator.privacy.intake import typed_address
 
     try:
-        address_keys(email)
+        return typed_address(email)
     except ValueError as error:
         raise click.ClickException(f"EMAIL: {error}") from None
 
 
 def _record(email: str, request_type: str, fmt: str) -> None:
-    """Record a privacy request for ``email`` (hashed on entry); print its id and hash prefix."""
+    """Record a privacy request for ``email`` (hashed on entry); print its id and hash prefix,
+    and say so plainly when nobody we hold has the address (``no_match``)."""
+    from orchestrator.privacy.receipts import NO_MATCH_TEXT
     from orchestrator.pseudonymize import subject_key
 
-    _check_email(email)
+    address = _check_email(email)
     module = _privacy("requests", "forget" if request_type == "erasure" else "object")
     settings = Settings.from_env()
     project = _project(settings)
     warehouse = _require_warehouse(settings)
-    prefix = (subject_key(email) or "")[:HASH_PREFIX]
+    prefix = (subject_key(address) or "")[:HASH_PREFIX]
     with _warehouse_errors():
-        existing = module.open_request_for(warehouse, email, request_type, project=project)
+        existing = module.open_request_for(warehouse, address, request_type, project=project)
         request_id = existing or module.record_request(
-            warehouse, email, request_type, project=project
+            warehouse, address, request_type, project=project
         )
+        matched = module.subject_known(warehouse, address)
     if fmt == "json":
         echo_json(
             {
@@ -497,6 +501,8 @@ def _record(email: str, request_type: str, fmt: str) -> None:
                 "request_type": request_type,
                 "subject": prefix,
                 "already_open": existing is not None,
+                "matched": matched,
+                "status": "open" if matched else "no_match",
             }
         )
         return
@@ -507,6 +513,8 @@ def _record(email: str, request_type: str, fmt: str) -> None:
         )
     else:
         click.echo(f"recorded {request_type} request {request_id} for subject {prefix}…")
+    if not matched:
+        click.echo(f"NO MATCH: {NO_MATCH_TEXT}.")
     click.echo(f"`activation receipt {request_id}` shows its progress after the next syncs.")
 
 

@@ -11,21 +11,19 @@ the first :data:`PREFIX` characters of its SHA-256 key.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from typing import Any
 
 import duckdb
 
+from orchestrator.csv_output import csv_writer
 from orchestrator.sync.diff import PENDING_HASH
 
 #: Characters of the subject key shown (the same as every command).
 PREFIX = 12
 BASE_COLUMNS: tuple[str, ...] = ("subject", "legal_basis", "consent_ref", "computed_at")
 DESTINATION_COLUMNS: tuple[str, ...] = ("status", "synced_at", "refused_reason")
-#: Cell starts a spreadsheet would run as a formula (OWASP "CSV injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 _AUDIENCE_SQL = """
     SELECT left(subject_key, $prefix) AS subject, legal_basis, consent_ref, computed_at
@@ -83,17 +81,11 @@ def list_members(
     return [dict(zip(names, row, strict=True)) for row in rows.fetchall()]
 
 
-def _cell(value: object) -> str:
-    """A CSV cell; text a spreadsheet would take for a formula is prefixed with ``'``."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text
-
-
 def members_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """``rows`` as CSV with a header of ``columns`` (formula-like cells neutralised)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv_writer(out)  # formula-like cells neutralized (orchestrator.csv_output)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(name)) for name in columns])
+        writer.writerow(["" if row.get(name) is None else row.get(name) for name in columns])
     return out.getvalue()

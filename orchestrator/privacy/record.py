@@ -16,7 +16,6 @@ changed since its previous materialization (:func:`record_changes`).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import html
 import io
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.config import Contact, ProjectConfig, RecipientRole
+from orchestrator.csv_output import csv_writer
 from orchestrator.privacy.register import SECURITY_MEASURES, Activity, register_activities
 
 _ROLE_TEXT = {
@@ -313,16 +313,11 @@ def render_record_markdown(record: Record) -> str:
 # --- CSV ------------------------------------------------------------------------------------
 
 
-def _cell(value: str) -> str:
-    """Neutralise text a spreadsheet would run as a formula (OWASP "CSV injection")."""
-    return f"'{value}" if value.startswith(("=", "+", "-", "@", "\t", "\r")) else value
-
-
 def render_record_csv(record: Record) -> str:
     """The record as CSV (header :data:`RECORD_CSV_COLUMNS`): one row per purpose and
     recipient, every Art. 30(1) field filled; multi-valued cells joined with ``"; "``."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csv_writer(out)  # formula-like cells neutralized (orchestrator.csv_output)
     writer.writerow(RECORD_CSV_COLUMNS)
     for a in record.activities:
         for r in a.recipients:
@@ -348,7 +343,7 @@ def render_record_csv(record: Record) -> str:
                 " ".join(record.security),
                 "; ".join(c.name for c in a.campaigns),
             ]
-            writer.writerow([_cell(value) for value in row])
+            writer.writerow(row)
     return out.getvalue()
 
 

@@ -45,9 +45,8 @@ the data team; erasing the person there is theirs to do.
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -108,7 +107,8 @@ class Subject:
 class RequestOutcome:
     """What handling one request did: ``subjects`` (keys found), ``pairs`` ((segment,
     destination) pairs sent to), ``acknowledged`` (pairs whose platform acknowledged every
-    row), ``complete`` (every pair acknowledged)."""
+    row), ``complete`` (matched and every pair acknowledged), ``matched`` (a customer has or
+    had the address, or a destination holds one of its keys; false: ``no_match``)."""
 
     request_id: str
     request_type: str
@@ -116,6 +116,7 @@ class RequestOutcome:
     pairs: int
     acknowledged: int
     complete: bool
+    matched: bool = True
 
 
 def targets_from_specs(
@@ -180,9 +181,13 @@ def record_request(
     ``received_at``: naive UTC, default now. ``project``: the canonical views of its source
     model are made current first (:func:`orchestrator.warehouse.connect.connect`).
 
+    ``email`` is read as a person means it
+    (:func:`orchestrator.privacy.intake.typed_address`: ``mailto:``, ``Name <addr>``,
+    quotes, a trailing dot...).
+
     Raises:
-        ValueError: ``request_type`` is not ``erasure`` or ``objection``, or the address does
-            not normalize to a valid email (the message never repeats it).
+        ValueError: ``request_type`` is not ``erasure`` or ``objection``, or ``email`` names no
+            valid address (the message never repeats it).
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
     if request_type not in REQUEST_TYPES:
@@ -223,8 +228,9 @@ def open_request_for(
     Raises:
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
-    key = subject_key(email)
-    if key is None:
+    try:
+        key, _ = address_keys(email)
+    except ValueError:
         return None
     with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         still_open = {rid for rid, rtype, _ in open_requests(con) if rtype == request_type}
@@ -234,6 +240,34 @@ def open_request_for(
             [key, request_type],
         ).fetchall()
     return next((rid for (rid,) in rows if rid in still_open), None)
+
+
+def subject_known(warehouse_path: Path, email: str, *, lock_timeout_s: float = 30) -> bool:
+    """Whether a request for ``email`` names anyone we hold: a customer has or had the address
+    (or the same Gmail mailbox), or a destination holds its key. What the command line says
+    right after recording; the receipt's ``no_match`` status is decided when the request is
+    handled (:func:`process_requests`).
+
+    Raises:
+        ValueError: ``email`` names no valid address
+            (:func:`orchestrator.privacy.intake.address_keys`).
+        duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
+    """
+    key, gkey = address_keys(email)
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+        (found,) = con.execute(
+            f"""
+            SELECT EXISTS (SELECT 1 FROM activation.src_customers
+                           WHERE {subject_key_sql("email")} = $key)
+                OR EXISTS (SELECT 1 FROM activation.customer_keys
+                           WHERE subject_key = $key OR google_key = $gkey)
+                OR EXISTS (SELECT 1 FROM activation.customer_key_history
+                           WHERE subject_key = $key OR google_key = $gkey)
+                OR EXISTS (SELECT 1 FROM activation.sync_state WHERE subject_key = $key)
+            """,
+            {"key": key, "gkey": gkey},
+        ).fetchone()
+    return bool(found)
 
 
 # --- resolving the person ----------------------------------------------------------------------
@@ -322,6 +356,25 @@ def _resolve(con: duckdb.DuckDBPyConnection, request: _Request) -> list[Subject]
     return [subjects[k] for k in sorted(subjects)]
 
 
+_MATCHED_SQL = f"""
+    SELECT EXISTS (SELECT 1 FROM {_CUSTOMERS}
+                   WHERE customer_id = $customer_id OR list_contains($keys, subject_key))
+        OR EXISTS (SELECT 1 FROM activation.customer_key_history
+                   WHERE list_contains($keys, subject_key))
+"""
+
+
+def _matches_a_customer(
+    con: duckdb.DuckDBPyConnection, request: _Request, subjects: Sequence[Subject]
+) -> bool:
+    """True when a customer has or had one of the person's keys (or is named by id)."""
+    keys = [s.subject_key for s in subjects]
+    (found,) = con.execute(
+        _MATCHED_SQL, {"customer_id": request.customer_id, "keys": keys}
+    ).fetchone()
+    return bool(found)
+
+
 def _held_pairs(
     con: duckdb.DuckDBPyConnection,
     keys: Sequence[str],
@@ -370,26 +423,6 @@ def _purge_audiences(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> int
 
 
 # --- one (segment, destination) ----------------------------------------------------------------
-
-
-@contextmanager
-def _pair_lock(state_dir: Path, segment: str, destination: str, wait_s: float) -> Iterator[None]:
-    """:func:`journal.pair_lock`, waiting up to ``wait_s`` seconds for a running sync.
-
-    Raises:
-        orchestrator.sync.journal.SyncInProgressError: the sync still runs after ``wait_s``.
-    """
-    deadline = time.monotonic() + wait_s
-    with ExitStack() as stack:
-        while True:
-            try:
-                stack.enter_context(journal.pair_lock(state_dir, segment, destination))
-                break
-            except journal.SyncInProgressError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
-        yield
 
 
 @dataclass(frozen=True)
@@ -517,7 +550,9 @@ def _clear_pair(
     clients: dict[str, Destination],
 ) -> ReceiptLine:
     """Step 3 of the module docstring for one pair, under its lock; returns the receipt."""
-    with _pair_lock(ctx.state_dir, target.segment, target.destination, ctx.pair_wait_s):
+    with journal.waiting_pair_lock(
+        ctx.state_dir, target.segment, target.destination, ctx.pair_wait_s
+    ):
         state = _state_rows(ctx, target, keys)
         groups, unsendable = _plan(target, request.request_type, keys, state, subjects)
         actions = "+".join(_action(target.kind, reason) for reason in groups) or "none"
@@ -561,18 +596,38 @@ def _unknown_pair_line(request: _Request, segment: str, destination: str) -> Rec
 # --- one request -------------------------------------------------------------------------------
 
 
-def _resolve_all(ctx: _Context, requests: Sequence[_Request]) -> dict[str, list[Subject]]:
+@dataclass(frozen=True)
+class _Resolved:
+    """A request's subjects, and whether a customer has or had one of their keys."""
+
+    subjects: list[Subject]
+    customer_found: bool
+
+
+def _resolve_all(ctx: _Context, requests: Sequence[_Request]) -> dict[str, _Resolved]:
     """Step 1 for every request of the run, with the customers hashed once: resolving each
     request on its own hashed every customer each time (5 to 6 s per request at 2M
     customers, so a backlog of 100 requests held every segment job for about 9 minutes).
-    Returns request_id -> subjects. A request handled before another may purge cache rows
-    the other's resolution read: both then name the same person, whose extra keys are
-    suppressed and removed too."""
+    Returns request_id -> subjects and whether a customer matched. A request handled before
+    another may purge cache rows the other's resolution read: both then name the same person,
+    whose extra keys are suppressed and removed too."""
     if not requests:
         return {}
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         _hash_customers(con)
-        return {r.request_id: _resolve(con, r) for r in requests}
+        resolved = {r.request_id: _resolve(con, r) for r in requests}
+        matched = {
+            r.request_id for r in requests if _matches_a_customer(con, r, resolved[r.request_id])
+        }
+    return {rid: _Resolved(subjects, rid in matched) for rid, subjects in resolved.items()}
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A request's subjects, and whether a customer has or had one of their keys."""
+
+    subjects: list[Subject]
+    customer_found: bool
 
 
 def _prepare(
@@ -633,21 +688,29 @@ def _pair_line(
 def _handle(
     ctx: _Context,
     request: _Request,
-    subjects: list[Subject],
+    resolved: _Resolved,
     clients: dict[str, Destination],
 ) -> RequestOutcome:
+    subjects = resolved.subjects
     pairs, purged = _prepare(ctx, request, subjects)
+    matched = resolved.customer_found or bool(pairs)
     by_key = {s.subject_key: s for s in subjects}
     lines = [_pair_line(ctx, request, pair, pairs[pair], by_key, clients) for pair in sorted(pairs)]
     acknowledged = sum(1 for line in lines if line.outcome == "ok")
-    complete = acknowledged == len(lines)
+    complete = matched and acknowledged == len(lines)
     if complete and request.request_type == "erasure":
         purged += _purge_erased(ctx, list(by_key))
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         write_receipts(con, lines)
-        mark_processed(con, request.request_id, len(subjects), purged, utc_now())
+        mark_processed(con, request.request_id, len(subjects), purged, utc_now(), matched=matched)
     return RequestOutcome(
-        request.request_id, request.request_type, len(subjects), len(lines), acknowledged, complete
+        request.request_id,
+        request.request_type,
+        len(subjects),
+        len(lines),
+        acknowledged,
+        complete,
+        matched,
     )
 
 
@@ -735,5 +798,6 @@ __all__ = [
     "new_request_id",
     "process_requests",
     "record_request",
+    "subject_known",
     "targets_from_specs",
 ]

@@ -16,9 +16,11 @@ warehouse says is not done yet, whatever the order requests arrive in, and a req
 job's receipts step completed meanwhile is simply no longer open. The cursor only remembers what
 the warehouse cannot know yet: the runs launched but not finished. It is JSON
 ``{"in_flight": {launched_at ISO (naive UTC): [request_id, ...]}}``; an id stays in it while the
-request is open and was launched less than :data:`RELAUNCH_AFTER_S` ago, so it is not launched
-twice while its run is queued or running. A request still open after that (its run failed, a
-destination refused, the run was lost) is launched again, by a later tick, until it completes.
+request is open and was launched less than :data:`RELAUNCH_AFTER_S` ago
+(:data:`RELAUNCH_IDLE_AFTER_S` when no run of the job is queued or running), so it is not
+launched twice while its run is queued or running. A request still open after that (its run
+failed, a sync held the pair's lock longer than the job waits, a destination refused, the run
+was lost) is launched again, by a later tick, until it completes.
 At most :data:`MAX_IN_FLIGHT` ids are in flight at once (launching waits for room), so the
 cursor stays small (about 10 KB at most with ``pr-`` + 12 hex ids). A cursor of another shape
 (the former ``{"received_at", "request_id"}``) counts as nothing in flight: every open request
@@ -66,6 +68,11 @@ SENSOR_INTERVAL_S = 30
 #: a destination did not acknowledge, or the run was lost. Long enough for a queued run of
 #: :data:`MAX_REQUESTS_PER_RUN` requests to finish; short next to the one-month deadline.
 RELAUNCH_AFTER_S = 1800
+#: When no run of the privacy job is queued or running, a request still open this long after
+#: its launch is launched again (s): its run ended without completing it (a sync held the
+#: pair's lock longer than the job waits, a destination failed), so waiting the full
+#: :data:`RELAUNCH_AFTER_S` would leave the person at a destination for half an hour.
+RELAUNCH_IDLE_AFTER_S = 300
 #: At most this many requests in flight at once (bounds the cursor to about 10 KB).
 MAX_IN_FLIGHT = 5 * MAX_REQUESTS_PER_RUN
 
@@ -272,6 +279,22 @@ def launchable_requests(con: duckdb.DuckDBPyConnection) -> list[str]:
         return [request_id for (request_id,) in rows]
 
 
+def _privacy_runs_active(context: dg.SensorEvaluationContext) -> bool:
+    """Whether a run of :data:`PRIVACY_JOB` is queued or running (True when the instance
+    cannot tell: then the longer relaunch delay applies)."""
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:
+        return True
+    statuses = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+    return instance.get_runs_count(dg.RunsFilter(job_name=PRIVACY_JOB, statuses=statuses)) > 0
+
+
 def _run_key(now: datetime, request_ids: Sequence[str]) -> str:
     digest = hashlib.sha256("\n".join(request_ids).encode()).hexdigest()[:12]
     return f"privacy-{now.isoformat()}-{digest}"
@@ -317,13 +340,14 @@ def _tick(
     except duckdb.Error as error:
         return dg.SkipReason(f"warehouse not readable now ({type(error).__name__}); next tick")
     now = utc_now()
+    idle = in_flight and not _privacy_runs_active(context)
     launch, pending = plan_launch(
         open_ids,
         in_flight,
         now,
         limit=MAX_REQUESTS_PER_RUN,
         max_in_flight=MAX_IN_FLIGHT,
-        relaunch_after=timedelta(seconds=RELAUNCH_AFTER_S),
+        relaunch_after=timedelta(seconds=RELAUNCH_IDLE_AFTER_S if idle else RELAUNCH_AFTER_S),
     )
     if pending != in_flight:
         context.update_cursor(format_cursor(pending))
@@ -363,6 +387,7 @@ __all__ = [
     "PRIVACY_JOB",
     "RECEIPTS_KEY",
     "RELAUNCH_AFTER_S",
+    "RELAUNCH_IDLE_AFTER_S",
     "SENSOR_NAME",
     "ReceiptsConfig",
     "build_privacy_requests_sensor",

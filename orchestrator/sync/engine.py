@@ -586,6 +586,7 @@ def run_sync(
     rows_per_call: RowsPerCall | None = None,
     allow_mass_removal: bool = False,
     other_purposes: Sequence[str] = (),
+    lock_wait_s: float = 0,
     signals: Mapping[str, tuple[str, int]] | None = None,
     phone_platform: str | None = None,
 ) -> SyncReport:
@@ -620,6 +621,8 @@ def run_sync(
         allow_mass_removal: send even when the diff would remove more than
             :data:`MASS_REMOVAL_FRACTION` of the members held for leaving the segment (see
             :class:`MassRemovalError`).
+        lock_wait_s: how long to wait for another sync of the pair to finish (s; 0: fail at
+            once). The diff is computed after the wait, so it sees what changed meanwhile.
         signals: consent signals sent with each ad member, name -> (purpose, validity days)
             (:mod:`orchestrator.consent_signals`).
         phone_platform: ``google`` | ``meta``: send the customer's phone as a second
@@ -632,7 +635,7 @@ def run_sync(
         MassRemovalError: the diff would empty most of the destination for leaving the segment
             (a segment edit that matches nobody?); nothing was sent.
         ValueError: a bad mode/kind/normalization/field mapping or name, or no client.
-        SyncInProgressError: another process is syncing this pair.
+        SyncInProgressError: another process is still syncing this pair after ``lock_wait_s``.
         destinations.errors.DestinationError: a call failed after the client's retries; what
             was acknowledged before it is folded into ``sync_state`` first.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s``.
@@ -663,7 +666,7 @@ def run_sync(
         Path(warehouse_path), jpath, params, audience_id, size, as_of, lock_timeout_s, on_batch
     )
     scratch = Path(state_dir) / "scratch" / jpath.stem
-    with journal.pair_lock(Path(state_dir), segment, destination):
+    with journal.waiting_pair_lock(Path(state_dir), segment, destination, lock_wait_s):
         shutil.rmtree(scratch, ignore_errors=True)  # a crashed run's files (may hold emails)
         scratch.mkdir(parents=True)
         try:

@@ -46,7 +46,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -100,6 +100,29 @@ def pair_lock(state_dir: Path, segment: str, destination: str) -> Iterator[None]
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def waiting_pair_lock(
+    state_dir: Path, segment: str, destination: str, wait_s: float
+) -> Iterator[None]:
+    """:func:`pair_lock`, waiting up to ``wait_s`` seconds (polling every half second) for a
+    running sync of the pair to finish; ``wait_s`` 0 tries once.
+
+    Raises:
+        SyncInProgressError: the other sync still runs after ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    with ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(pair_lock(state_dir, segment, destination))
+                break
+            except SyncInProgressError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+        yield
 
 
 _TAIL_CHUNK = 64 * 1024
@@ -210,4 +233,5 @@ __all__ = [
     "new_run_id",
     "pair_lock",
     "repair",
+    "waiting_pair_lock",
 ]

@@ -221,7 +221,8 @@ CREATE TABLE IF NOT EXISTS activation.request_processing (
     request_id   VARCHAR NOT NULL PRIMARY KEY,
     subjects     INTEGER NOT NULL,
     purged_rows  INTEGER NOT NULL,
-    processed_at TIMESTAMP NOT NULL
+    processed_at TIMESTAMP NOT NULL,
+    matched      BOOLEAN
 );
 """
 
@@ -322,7 +323,9 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     platform's words, no address), ``sent_at`` (UTC). The latest row per (request, segment,
     destination) counts.
     ``request_processing``: one row per privacy request handled: subjects found (``subjects``),
-    rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC).
+    rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC),
+    ``matched`` (false: no customer had the address and no destination held it; NULL in rows
+    written before the column existed). Older warehouses get the column added.
     """
     con.execute(ACTIVATION_DDL)
     for column, sql_type in _REJECTION_COLUMNS_ADDED:
@@ -334,6 +337,9 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
         "ADD COLUMN IF NOT EXISTS destination_ref VARCHAR"
     )
     create_intake_tables(con)
+    con.execute(
+        "ALTER TABLE activation.request_processing ADD COLUMN IF NOT EXISTS matched BOOLEAN"
+    )
 
 
 #: Columns older warehouses' ``sync_rejections`` lack (added in place, existing rows kept).

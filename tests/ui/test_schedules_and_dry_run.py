@@ -68,18 +68,19 @@ def test_shipped_segments_schedules_all_start_stopped(tmp_path: Path, warehouse:
     assert checks.default_status is dg.DefaultScheduleStatus.RUNNING
 
 
-def test_privacy_sensor_runs_by_default_and_is_the_only_running_automation(
+def test_privacy_sensors_run_by_default_and_are_the_only_running_automations(
     tmp_path: Path, warehouse: Path
 ) -> None:
-    """Requests must reach destinations without anyone switching the sensor on; nothing else
-    starts on its own (a new segment never sends by surprise)."""
+    """Requests and withdrawals must reach destinations without anyone switching a sensor on;
+    nothing else starts on its own (a new segment never sends by surprise: the privacy changes
+    sensor only launches a segment a destination already holds someone for)."""
     project = load_project_config(REPO / "activation.yaml")
     defs = build_definitions(_settings(REPO / "segments", warehouse, tmp_path / "s"), project)
     sensors = list(defs.sensors or ())
     running = [s for s in sensors if s.default_status is dg.DefaultSensorStatus.RUNNING]
     # The alerts sensor runs too, but launches nothing (it posts to a webhook).
-    launching = [s.name for s in running if s.targets]
-    assert len(launching) == 1 and "privacy" in launching[0]
+    launching = sorted(s.name for s in running if s.targets)
+    assert launching == ["privacy_changes_sensor", "privacy_requests_sensor"]
     assert {s.name for s in running if not s.targets} == {"activation_alerts_sensor"}
 
 
