@@ -15,7 +15,7 @@ import yaml
 from destinations.mock.testing import running_mock
 from orchestrator.consent_signals import outside_regions_sql, signals_required
 from orchestrator.pseudonymize import google_key
-from tests.sync.answers_project import ADS, GOOGLE_AUD, run_job, sql, synthetic_emails
+from tests.sync.answers_project import ADS, AS_OF, GOOGLE_AUD, run_job, sql, synthetic_emails
 
 GRANTED = {"adUserData": "CONSENT_GRANTED", "adPersonalization": "CONSENT_GRANTED"}
 COUNTRIES = {1: "FR", 2: "US", 3: None, 4: "France", 5: "gb ", 6: "ch", 7: "BR"}
@@ -46,6 +46,10 @@ def test_signals_follow_the_country_trait_end_to_end(answers_env, tmp_path, dags
             "SELECT count(*) FROM activation.sync_rejections WHERE destination = 'google_ads'",
         )
     assert refused == [(0,)]
+    # explain says what was sent, and why nothing was for the member outside
+    us, fr = _explain(project, emails[2]), _explain(project, emails[1])
+    assert "consent signal ad_user_data=not sent (country US is outside the EEA" in us
+    assert "consent signal ad_user_data=CONSENT_GRANTED (" in fr
     assert held == {
         keys[1]: GRANTED,  # EEA
         keys[2]: {},  # outside: not subject to the EEA requirement, nothing claimed
@@ -55,6 +59,16 @@ def test_signals_follow_the_country_trait_end_to_end(answers_env, tmp_path, dags
         keys[6]: GRANTED,  # Switzerland
         keys[7]: {},
     }
+
+
+def _explain(project, email: str) -> str:
+    from orchestrator.config import load_project_config
+    from orchestrator.privacy.explain import explain, format_explanation
+    from orchestrator.segments.loader import load_segments
+
+    config = load_project_config(project.config)
+    specs = load_segments(project.segments, config).specs
+    return format_explanation(explain(project.warehouse, email, ADS, config, specs, AS_OF))
 
 
 def test_the_sql_rule_agrees_with_the_python_reference() -> None:
