@@ -131,6 +131,27 @@ CREATE TABLE IF NOT EXISTS activation.sync_rejections (
     permanent   BOOLEAN NOT NULL,
     rejected_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS activation.sync_journal (
+    segment     VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    run         VARCHAR NOT NULL,
+    seq         BIGINT NOT NULL,
+    kind        VARCHAR NOT NULL,
+    line        VARCHAR NOT NULL,
+    written_at  TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activation.pair_locks (
+    segment         VARCHAR NOT NULL,
+    destination     VARCHAR NOT NULL,
+    owner           VARCHAR NOT NULL,
+    host            VARCHAR NOT NULL,
+    pid             BIGINT NOT NULL,
+    process_started VARCHAR,
+    acquired_at     TIMESTAMP NOT NULL,
+    heartbeat_at    TIMESTAMP NOT NULL,
+    lease_s         DOUBLE NOT NULL,
+    PRIMARY KEY (segment, destination)
+);
 CREATE TABLE IF NOT EXISTS activation.departures (
     segment     VARCHAR NOT NULL,
     destination VARCHAR NOT NULL,
@@ -230,6 +251,10 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     ``sync_state``: what each destination acknowledged; ``destination_ref`` is the platform's own
     member id when it differs from subject_key (Mailchimp: md5 of the lowercase email).
     ``sync_rejections``: rows a destination refused, with reason and permanence.
+    ``sync_journal``: what a sync is about to send and what destinations answered, one row
+    per journal line, until folded into ``sync_state`` (``orchestrator.sync.journal``).
+    ``pair_locks``: one row per (segment, destination) being synced, with its holder and lease
+    (``orchestrator.sync.pair_lock``).
     ``departures``: members a destination still holds after they left the audience, with the
     time they were first seen gone (``left_at``); the retention clock of modes other than mirror.
     ``destination_suppressions``: subjects a destination holds as unsubscribed or forgotten;
