@@ -23,6 +23,7 @@ from orchestrator.assets import (
     source_asset_specs,
 )
 from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.executor import executor_from_env
 from orchestrator.privacy.checks import privacy_checks_definitions
 from orchestrator.privacy.sensor import privacy_request_definitions
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
@@ -108,6 +109,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         assets=assets,
         jobs=jobs,
         schedules=schedules,
+        executor=executor_from_env(),
         resources={
             "warehouse": DuckDBResource(
                 database=str(settings.warehouse_path), connection_config=duckdb_config()
