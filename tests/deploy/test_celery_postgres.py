@@ -31,6 +31,7 @@ from orchestrator.privacy.requests import record_request
 from orchestrator.privacy.sensor import PRIVACY_JOB
 from orchestrator.pseudonymize import google_key, subject_key
 from tests.conftest import AS_OF, REPO
+from tests.deploy.helpers import assert_destinations_hold_the_audiences
 from tests.e2e_harness import md5_hex, project_specs
 from tests.oracle import expected_audiences
 from tests.servers import running_postgres, running_redis
@@ -168,14 +169,7 @@ def test_segment_jobs_and_the_privacy_run_on_celery_workers_and_postgres(deploym
         assert "postgres" in type(instance.run_storage).__module__
 
     expected = expected_audiences(deployment["warehouse"], specs, config, AS_OF)
-    for sid, spec in specs.items():
-        for entry in spec.destinations:
-            if config.destinations[entry.destination].kind.value == "ad":
-                assert mock.meta_members(entry.audience_id) == sorted(expected[sid].members)
-                continue
-            contacts = mock.mailchimp_members(entry.audience_id)
-            subscribed = {c["hash"] for c in contacts if c["status"] == "subscribed"}
-            assert subscribed == {md5_hex(email) for email in expected[sid].emails}
+    assert_destinations_hold_the_audiences(mock, config, specs, expected, specs)
     worked = [(tmp / f"worker{n}.log").read_text() for n in (1, 2)]
     assert all("execute_plan" in log and "succeeded" in log for log in worked), "a worker idled"
 
