@@ -164,6 +164,13 @@ def test_segment_jobs_and_the_privacy_run_on_celery_workers_and_postgres(deploym
             return done if len(done) == len(specs) else None
 
         runs = _wait(segment_runs, RUNS_TIMEOUT_S, "the segment jobs")
+        # the privacy sensor may still run the demo's own requests: let every run finish
+        # before this process opens the warehouse (one DuckDB writer at a time)
+        _wait(
+            lambda: all(r.is_finished for r in instance.get_runs()),
+            RUNS_TIMEOUT_S,
+            "every run to finish",
+        )
         failed = [r.job_name for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
         assert not failed, (failed, (tmp / "daemon.log").read_text()[-3000:])
         assert "postgres" in type(instance.run_storage).__module__
@@ -203,6 +210,7 @@ def _erase_and_check(deployment, config, specs, expected) -> None:
 
     _wait(gone, 180, "the privacy sensor's run to remove the person", poll_s=3)
     with dg.DagsterInstance.get() as instance:
+        _wait(lambda: all(r.is_finished for r in instance.get_runs()), 180, "the privacy run")
         runs = [r for r in instance.get_runs() if r.job_name == PRIVACY_JOB]
         assert any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     con = duckdb.connect(str(deployment["warehouse"]), read_only=True)
