@@ -34,7 +34,12 @@ from pathlib import Path
 
 import duckdb
 
-from orchestrator.pseudonymize import normalize_email, subject_key, subject_key_sql
+from orchestrator.pseudonymize import (
+    normalize_email,
+    register_sql_functions,
+    subject_key,
+    subject_key_sql,
+)
 from orchestrator.sync.diff import PENDING_HASH
 
 _OPS = ("add", "remove", "update")
@@ -189,6 +194,7 @@ def _timed(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = 
 def duckdb_floor(warehouse: Path, *, segment: str, destination: str) -> FloorResult:
     """Measure the raw DuckDB floor for one pair (see module docstring), read-only."""
     con = duckdb.connect(str(warehouse), read_only=True)
+    register_sql_functions(con)
     try:
         emails = con.execute("SELECT count(*) FROM customers").fetchone()[0]
         sha_s = _timed(con, "SELECT count(sha256(email)) FROM customers")

@@ -43,6 +43,7 @@ from orchestrator.pseudonymize import (
     GMAIL_DOMAINS,
     normalize_email,
     normalized_email_sql,
+    register_sql_functions,
     sha256_hex,
     subject_key,
     subject_key_sql,
@@ -260,6 +261,7 @@ def same_work_floor(
         destination,
     ]
     con = duckdb.connect(str(warehouse), read_only=True)
+    register_sql_functions(con)
     try:
         started = time.perf_counter()
         target, adds, removes = con.execute(_floor_sql(model), params).fetchone()

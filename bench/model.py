@@ -8,12 +8,15 @@ merge-field columns of ``customers`` in the order given. Rules, all dated at ``a
 after it are ignored):
 
 - in the segment (the compiled query);
-- consent: the latest ``consents`` row for the purpose (``recorded_at`` then ``consent_id``,
-  both descending) is ``granted``, has a non-blank ``source`` and ``notice_version`` (plain
-  ``trim``) and was recorded after ``as_of - consent_validity_days`` (legal basis ``consent``
-  only: no soft opt-in);
-- no ``erasure`` or ``objection`` privacy request matched by ``customer_id`` and received by
-  ``as_of``;
+- consent, per address (``lower(trim(email))``: every customer row of one address is one
+  person): the latest ``consents`` row for the purpose (``recorded_at`` descending, a
+  withdrawal before a grant at the same instant, then ``consent_id`` descending) is
+  ``granted``, has a non-blank ``source`` and ``notice_version`` (plain ``trim``) and was
+  recorded after ``as_of - consent_validity_days`` (legal basis ``consent`` only: no soft
+  opt-in); and no other marketing purpose's latest row at the address is a withdrawal
+  recorded at or after that grant;
+- no ``erasure`` or ``objection`` privacy request matched by the ``customer_id`` of any row of
+  the address and received by ``as_of``;
 - source retention not expired: the later of the last purchase (or, without one, ``created_at``)
   and ``last_contact_at`` is after the cutoff of its kind (customer / prospect), as
   :mod:`orchestrator.privacy.retention` defines it.
@@ -30,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.config import LegalBasis, ProjectConfig
+from orchestrator.consent import segment_counted_purposes
 from orchestrator.privacy.retention import retention_params
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.spec import SegmentSpec
@@ -42,12 +46,18 @@ _MODEL_SQL = """
 WITH segment AS (
 {segment}
 ),
+address AS (
+    -- one address, one person: the bench's addresses are ASCII, so trim + lowercase is
+    -- their normalized form
+    SELECT customer_id, lower(trim(email)) AS address FROM customers WHERE email IS NOT NULL
+),
 latest_consent AS (
-    SELECT customer_id, status, source, notice_version, recorded_at
-    FROM consents
-    WHERE purpose = ? AND recorded_at <= ?
+    SELECT a.address, c.purpose, c.status, c.source, c.notice_version, c.recorded_at
+    FROM consents AS c JOIN address AS a USING (customer_id)
+    WHERE list_contains(?, c.purpose) AND c.recorded_at <= ?
     QUALIFY row_number() OVER (
-        PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
+        PARTITION BY a.address, c.purpose
+        ORDER BY c.recorded_at DESC, (c.status = 'granted') ASC, c.consent_id DESC) = 1
 ),
 last_purchase AS (
     SELECT customer_id, max(occurred_at) AS last_purchase_at
@@ -58,14 +68,19 @@ last_purchase AS (
 SELECT c.customer_id, c.email{fields}
 FROM segment AS s
 JOIN customers AS c ON c.customer_id = s.customer_id
-JOIN latest_consent AS l ON l.customer_id = c.customer_id
+JOIN address AS a ON a.customer_id = c.customer_id
+JOIN latest_consent AS l ON l.address = a.address AND l.purpose = ?
 LEFT JOIN last_purchase AS p ON p.customer_id = c.customer_id
 WHERE l.status = 'granted'
   AND trim(l.source) <> '' AND trim(l.notice_version) <> ''
   AND l.recorded_at > ?
   AND NOT EXISTS (
-      SELECT 1 FROM privacy_requests AS r
-      WHERE r.customer_id = c.customer_id AND list_contains(?, r.request_type)
+      SELECT 1 FROM latest_consent AS o
+      WHERE o.address = a.address AND o.purpose <> l.purpose AND o.status <> 'granted'
+        AND o.recorded_at >= l.recorded_at)
+  AND NOT EXISTS (
+      SELECT 1 FROM privacy_requests AS r JOIN address AS ra USING (customer_id)
+      WHERE ra.address = a.address AND list_contains(?, r.request_type)
         AND r.received_at <= ?)
   AND coalesce(
       greatest(coalesce(p.last_purchase_at, c.created_at),
@@ -112,9 +127,10 @@ def model_query(
     sql = _MODEL_SQL.format(segment=segment.sql, fields=_field_columns(columns))
     params = [
         *segment.params,
+        segment_counted_purposes(spec, project),
+        as_of,
+        as_of,
         spec.purpose,
-        as_of,
-        as_of,
         as_of - timedelta(days=validity),
         list(BLOCKING_REQUESTS),
         as_of,

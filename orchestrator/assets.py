@@ -25,6 +25,7 @@ from destinations.registry import platform_max_batch_size, platform_rows_per_cal
 from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
+from orchestrator.consent import segment_counted_purposes
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
@@ -255,11 +256,20 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
         context.log.info(
             f"audience {sid}: {stats.members} members, {sum(excluded.values())} excluded"
         )
+        for match in stats.unmatched_purposes:
+            context.log.warning(f"consent log purpose {match.describe()}")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.members,
                 "excluded_total": sum(excluded.values()),
                 **{f"excluded_{reason}": count for reason, count in excluded.items()},
+                # purpose names of the consent log that are not a declared purpose: never
+                # silently ignored (orchestrator.consent; check consent_purposes_declared)
+                "consent_purposes_unmatched": len(stats.unmatched_purposes),
+                "consent_purposes_unmatched_detail": "; ".join(
+                    match.describe() for match in stats.unmatched_purposes
+                )
+                or "none",
                 "as_of": as_of.isoformat(),
                 # Recorded on each event too: the event log is the record of processing.
                 "purpose": spec.purpose,
@@ -366,6 +376,7 @@ def build_sync_asset(
                 kind=str(dest.kind),
                 normalization=dest.normalization,
                 purpose=spec.purpose,
+                other_purposes=segment_counted_purposes(spec, project)[1:],
                 retention_days=spec.retention_days,
                 client=client,
                 as_of=as_of,

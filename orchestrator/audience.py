@@ -12,13 +12,18 @@ every member of ``activation.segment_members`` ends in exactly one of two tables
 Rules (everything dated after ``as_of`` is ignored: consents by ``recorded_at``, privacy requests
 by ``received_at``, purchases by ``occurred_at``):
 
+A data subject is an address (:mod:`orchestrator.pseudonymize`: every spelling of a mailbox has
+one subject key), so requests and consent are read at the address: over every customer row
+whose cached subject key is the member's (:mod:`orchestrator.consent`).
+
 1. ``erasure_requested`` / ``objection``: a privacy request (GDPR Art. 17 / Art. 21) matched by
-   ``customer_id`` or by ``subject_key`` equal to the customer's subject key. A request applies
-   to every purpose. The request's key goes through the same key function as the customer's
-   email (a hash is kept as is, lowercased). The same reasons apply to a customer whose
-   subject key or Google key is on ``activation.suppression_list`` (written when a request is
-   recorded or handled: ``orchestrator.privacy.requests``), whatever ``as_of``: a suppression
-   is permanent, and the Google key catches the same Gmail mailbox under another spelling.
+   the ``customer_id`` of any customer row of the address or by ``subject_key`` equal to the
+   customer's subject key. A request applies to every purpose, whatever its date. The request's
+   key goes through the same key function as the customer's email (a hash is kept as is,
+   lowercased). The same reasons apply to a customer whose subject key or Google key is on
+   ``activation.suppression_list`` (written when a request is recorded or handled:
+   ``orchestrator.privacy.requests``), whatever ``as_of``: a suppression is permanent, and the
+   Google key catches the same Gmail mailbox under another spelling.
 2. ``retention_expired``: the person's source records are past their retention date
    (:mod:`orchestrator.privacy.retention`: 3 years by default from the last purchase or inbound
    contact of a customer, from collection or the last inbound contact of a prospect; CNIL
@@ -26,9 +31,15 @@ by ``received_at``, purchases by ``occurred_at``):
    whatever the consent says; a privacy request still comes first, so it is reported.
 3. ``invalid_email``: the email does not normalize to a valid address (base rules), or its
    Google form is empty (``+tag@gmail.com``), or the customer row is missing, or the CRM holds a
-   hash instead of an address (an email destination could not deliver to it).
-4. Consent for the purpose: the latest record per (customer, purpose), ordered by
-   ``recorded_at`` then ``consent_id``, both descending. It is a valid consent when its status is
+   hash instead of an address (the rule for pre-hashed identifiers is in
+   :mod:`orchestrator.pseudonymize`).
+4. Consent for the purpose: the latest record at the address (every customer row of the
+   subject key), ordered by ``recorded_at`` descending, then a withdrawal before a grant at the
+   same instant, then ``consent_id`` descending; a record under a spelling variant of the
+   purpose name counts as a withdrawal only (:mod:`orchestrator.consent`). For a marketing
+   segment, a withdrawal standing at the address under any other marketing purpose makes the
+   state ``withdrawn`` unless the consent for the segment's purpose is valid and recorded
+   strictly after it. It is a valid consent when its status is
    ``granted``, it names its ``source`` and ``notice_version`` (GDPR Art. 7(1): the controller
    must be able to demonstrate consent) and ``recorded_at > as_of - consent_validity_days``.
    Otherwise the reason is ``consent_unproven`` (granted without source or notice version),
@@ -36,10 +47,10 @@ by ``received_at``, purchases by ``occurred_at``):
    allows only ``granted``/``withdrawn``, an unknown status is read as a withdrawal) or
    ``expired``.
 5. Soft opt-in (legal basis ``legitimate_interest``, ePrivacy Directive Art. 13(2)): without a
-   valid consent, a customer with at least one ``purchase`` event is allowed unless the latest
-   record for the purpose is a withdrawal; consent_ref is ``purchase:<event_id>`` of the latest
-   purchase (``occurred_at`` then ``event_id``, both descending). A valid consent takes
-   precedence (legal_basis ``consent``).
+   valid consent, a customer with at least one ``purchase`` event is allowed unless a
+   withdrawal stands at the address (the state of rule 4 is ``withdrawn``); consent_ref is
+   ``purchase:<event_id>`` of the latest purchase (``occurred_at`` then ``event_id``, both
+   descending). A valid consent takes precedence (legal_basis ``consent``).
 6. ``duplicate_address``: among allowed customers sharing one subject_key, the lowest
    customer_id is kept.
 """
@@ -47,15 +58,24 @@ by ``received_at``, purchases by ``occurred_at``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 
 from orchestrator.config import LegalBasis, ProjectConfig, Purpose, SourceRetention
+from orchestrator.consent import (
+    CONSENT_ORDER_SQL,
+    PurposeMatch,
+    counted_purposes,
+    is_marketing_segment,
+    purpose_map_sql,
+    purpose_params,
+    unmatched_purposes,
+)
 from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.privacy.retention import retention_clock_sql, retention_params
-from orchestrator.pseudonymize import TRIM_CHARS, subject_key_sql
+from orchestrator.pseudonymize import TRIM_CHARS, register_sql_functions, subject_key_sql
 from orchestrator.segments.spec import SegmentSpec
 from orchestrator.warehouse.memory import with_memory_growth
 from orchestrator.warehouse.schema import create_activation_schema, drop_audience_primary_key
@@ -75,6 +95,7 @@ EXCLUSION_REASONS: tuple[str, ...] = (
 
 _SCRATCH = "audience_classified"
 _SCOPE = "audience_scope"
+_KEY_SCOPE = "audience_key_scope"
 _FACTS = "audience_facts"
 _NEW = "audience_new_rows"
 
@@ -85,11 +106,15 @@ class AudienceStats:
 
     ``members``: rows in ``activation.audience_members``. ``excluded``: rows in
     ``activation.audience_exclusions`` per reason, every reason of :data:`EXCLUSION_REASONS`
-    present (zero included), in that order.
+    present (zero included), in that order. ``unmatched_purposes``: purpose names of the
+    consent log that are not exactly a declared purpose
+    (:func:`orchestrator.consent.unmatched_purposes`; a report on the log, not a count of
+    this audience: left out of equality).
     """
 
     members: int
     excluded: dict[str, int]
+    unmatched_purposes: tuple[PurposeMatch, ...] = field(default=(), compare=False)
 
 
 def _latest_purchase_sql(soft_opt_in: bool) -> str:
@@ -111,41 +136,85 @@ def _facts_sql(soft_opt_in: bool) -> str:
     ``unproven``, ``expired`` or ``valid``), purchase_id VARCHAR (soft opt-in's reference, see
     :func:`_latest_purchase_sql`), retention_expired BOOLEAN.
 
-    Everything here is keyed by customer_id and narrow; the keys, requests and duplicates come
-    in a second statement (:func:`_classify_sql`). In one statement, every materialized CTE of
-    both halves was alive at once: DuckDB spilled 90-170 MB at the 250MB default limit for 390k
-    members (1M customers) and the classification took 1.0-1.2 s instead of 0.8 s.
-    Shaped for memory as much as time (bench/README.md): the latest purchase is an ``arg_max``
-    aggregate, not a window over every purchase, and the same purchase scan feeds the retention
-    clock.
+    Consent is read per address (:mod:`orchestrator.consent`): the records of every customer
+    holding the member's subject key (the same ``address_id`` in ``activation.customer_keys``,
+    refreshed for the members and for every customer with a consent record or a privacy
+    request), for the counted
+    purposes (``$purposes``: the segment's, then the other marketing ones), the latest per
+    (address, purpose) in :data:`~orchestrator.consent.CONSENT_ORDER_SQL` order. The
+    segment's purpose gives the state; a withdrawal standing under another counted purpose
+    makes it ``withdrawn`` unless the state is ``valid`` with a grant recorded after it.
+
+    The keys, requests and duplicates come in a second statement (:func:`_classify_sql`). In
+    one statement, every materialized CTE of both halves was alive at once: DuckDB spilled
+    90-170 MB at the 250MB default limit for 390k members (1M customers) and the
+    classification took 1.0-1.2 s instead of 0.8 s. Shaped for memory as much as time
+    (bench/README.md): the latest purchase is an ``arg_max`` aggregate, not a window over every
+    purchase, and the same purchase scan feeds the retention clock.
     """
     return f"""
 CREATE OR REPLACE TEMP TABLE {_FACTS} AS
 WITH members AS (
-    SELECT customer_id FROM {_SCOPE}
+    SELECT m.customer_id, k.address_id
+    FROM {_SCOPE} AS m LEFT JOIN activation.customer_keys AS k USING (customer_id)
 ),
-latest_consent AS (
-    -- a window here, not arg_max over a struct of the record (7x slower, bench/README.md)
-    SELECT customer_id, consent_id, status, recorded_at, source, notice_version
-    FROM main.consents
-    WHERE purpose = $purpose AND recorded_at <= $as_of
-      AND customer_id IN (SELECT customer_id FROM members)
-    QUALIFY row_number() OVER (
-        PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
+holders AS (
+    -- every customer row at a member's address, the members included
+    SELECT customer_id, address_id FROM activation.customer_keys
+    WHERE address_id IN (SELECT address_id FROM members)
+),
+purpose_map AS ({purpose_map_sql()}),
+address_records AS (
+    SELECT h.address_id, pm.purpose, c.consent_id, c.status, c.recorded_at, c.source,
+           c.notice_version
+    FROM main.consents AS c
+    JOIN purpose_map AS pm ON pm.raw = c.purpose
+    JOIN holders AS h USING (customer_id)
+    WHERE c.recorded_at <= $as_of AND (pm.exact OR c.status <> 'granted')
+),
+latest AS (
+    -- the segment's purpose: its latest record at each address (a window here, not arg_max
+    -- over a struct of the record: twice the CPU in this query)
+    SELECT * FROM address_records WHERE purpose = $purpose
+    QUALIFY row_number() OVER (PARTITION BY address_id ORDER BY {CONSENT_ORDER_SQL}) = 1
+),
+own AS (
+    SELECT * FROM latest
+),
+other_withdrawals AS (
+    -- another counted purpose's latest record is a withdrawal exactly when its latest
+    -- withdrawal is not older than its latest grant (a tie goes to the withdrawal): an
+    -- aggregate, not a second window over every record of those purposes
+    SELECT address_id, max(withdrawn_at) AS withdrawn_at
+    FROM (
+        SELECT address_id, purpose,
+               max(recorded_at) FILTER (WHERE status <> 'granted') AS withdrawn_at,
+               max(recorded_at) FILTER (WHERE status = 'granted') AS granted_at
+        FROM address_records WHERE purpose <> $purpose
+        GROUP BY address_id, purpose
+    )
+    WHERE withdrawn_at >= coalesce(granted_at, withdrawn_at)
+    GROUP BY address_id
 ),
 consent AS (
     SELECT m.customer_id, l.consent_id,
            CASE
-               WHEN l.customer_id IS NULL THEN 'none'
+               WHEN l.address_id IS NULL THEN 'none'
                WHEN l.status <> 'granted' THEN 'withdrawn'
                WHEN coalesce(regexp_full_match(l.source, $blank_pattern), true)
                  OR coalesce(regexp_full_match(l.notice_version, $blank_pattern), true)
                  THEN 'unproven'
                WHEN l.recorded_at <= $cutoff THEN 'expired'
                ELSE 'valid'
+           END AS own_state,
+           CASE
+               WHEN o.withdrawn_at IS NULL THEN own_state
+               WHEN own_state = 'valid' AND o.withdrawn_at < l.recorded_at THEN 'valid'
+               ELSE 'withdrawn'
            END AS consent_state
     FROM members AS m
-    LEFT JOIN latest_consent AS l USING (customer_id)
+    LEFT JOIN own AS l USING (address_id)
+    LEFT JOIN other_withdrawals AS o USING (address_id)
 ),
 last_purchases AS (
     -- arg_max, not a row_number() window: same row (event_id is unique), without sorting
@@ -188,7 +257,7 @@ CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS
 WITH keyed AS (
     -- keys from the pseudonym cache (refreshed in this transaction); a member without a
     -- customers row has none: email NULL, so invalid_email
-    SELECT m.customer_id, k.subject_key,
+    SELECT m.customer_id, k.subject_key, k.address_id,
            k.email IS NULL OR k.google_key IS NULL AS invalid_email
     FROM {_SCOPE} AS m
     LEFT JOIN activation.customer_keys AS k USING (customer_id)
@@ -201,6 +270,13 @@ requests AS (
 matched_requests AS (
     SELECT k.customer_id, r.request_type
     FROM keyed AS k JOIN requests AS r ON r.customer_id = k.customer_id
+    UNION ALL
+    -- a request by another customer row at the same address: one address, one person
+    SELECT k.customer_id, r.request_type
+    FROM keyed AS k
+    JOIN activation.customer_keys AS peer
+      ON peer.address_id = k.address_id AND peer.customer_id <> k.customer_id
+    JOIN requests AS r ON r.customer_id = peer.customer_id
     UNION ALL
     SELECT k.customer_id, r.request_type
     FROM keyed AS k JOIN requests AS r ON r.subject_key = k.subject_key
@@ -399,14 +475,27 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def _stats(con: duckdb.DuckDBPyConnection) -> AudienceStats:
+def _stats(con: duckdb.DuckDBPyConnection, purposes: Mapping[str, Purpose]) -> AudienceStats:
     counts = dict(
         con.execute(f"SELECT coalesce(reason, ''), count(*) FROM {_SCRATCH} GROUP BY 1").fetchall()
     )
     return AudienceStats(
         members=counts.get("", 0),
         excluded={reason: counts.get(reason, 0) for reason in EXCLUSION_REASONS},
+        unmatched_purposes=tuple(unmatched_purposes(con, purposes)),
     )
+
+
+#: Customers whose keys the audience reads (temp table ``audience_key_scope``): the members,
+#: and everyone whose consent records or privacy requests may decide a member's address.
+_KEY_SCOPE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {_KEY_SCOPE} AS
+SELECT customer_id FROM {_SCOPE}
+UNION ALL  -- the refresh reads it with IN: duplicates cost less than removing them
+SELECT customer_id FROM main.consents WHERE customer_id IS NOT NULL
+UNION ALL
+SELECT customer_id FROM main.privacy_requests WHERE customer_id IS NOT NULL
+"""
 
 
 def build_audience(
@@ -418,6 +507,7 @@ def build_audience(
     purposes: Mapping[str, Purpose],
     as_of: datetime,
     retention: SourceRetention | None = None,
+    marketing: bool | None = None,
 ) -> AudienceStats:
     """Replace the audience and exclusions of ``segment`` from its current members.
 
@@ -437,6 +527,9 @@ def build_audience(
         as_of: the evaluation time; naive means UTC, aware is converted to UTC.
         retention: source retention durations (``ProjectConfig.retention``); None means the
             CNIL defaults of :class:`~orchestrator.config.SourceRetention` (3 years).
+        marketing: whether the segment is a marketing one (withdrawals under every marketing
+            purpose count, :mod:`orchestrator.consent`); None means the purpose's own
+            ``marketing`` flag.
 
     Returns:
         Member count and exclusion counts per reason.
@@ -451,7 +544,9 @@ def build_audience(
     clock = retention_params(retention or SourceRetention(), as_of)
     create_activation_schema(con)
     soft_opt_in = legal_basis is LegalBasis.LEGITIMATE_INTEREST
+    marketing = declared.marketing if marketing is None else marketing
     facts_params = {
+        **purpose_params(counted_purposes(purpose, purposes, marketing=marketing)),
         "purpose": purpose,
         "as_of": as_of,
         "cutoff": as_of - timedelta(days=declared.consent_validity_days),
@@ -462,6 +557,8 @@ def build_audience(
     }
     classify_params = {"as_of": as_of, "soft_opt_in": soft_opt_in}
 
+    register_sql_functions(con)  # outside the transaction: a rollback would forget them
+
     def build() -> AudienceStats:
         con.begin()
         try:
@@ -471,12 +568,14 @@ def build_audience(
                 "FROM activation.segment_members WHERE segment = ?",
                 [segment],
             )
-            refresh_customer_keys(con, within=_SCOPE)
+            con.execute(_KEY_SCOPE_SQL)
+            refresh_customer_keys(con, within=_KEY_SCOPE)
+            con.execute(f"DROP TABLE {_KEY_SCOPE}")
             con.execute(_facts_sql(soft_opt_in), facts_params)
             con.execute(_classify_sql(), classify_params)
             con.execute(f"DROP TABLE {_FACTS}")
             _replace_segment_rows(con, segment, as_of)
-            stats = _stats(con)
+            stats = _stats(con, purposes)
             con.execute(f"DROP TABLE {_SCRATCH}")
             con.execute(f"DROP TABLE {_SCOPE}")
             con.commit()
@@ -491,9 +590,16 @@ def build_audience(
 def build_segment_audience(
     con: duckdb.DuckDBPyConnection, spec: SegmentSpec, project: ProjectConfig, as_of: datetime
 ) -> AudienceStats:
-    """:func:`build_audience` for one segment with the project's purposes and source retention:
-    the one call the ``audience/<sid>`` asset, the CLI preview and the benchmark share, so they
-    cannot drift apart. Raises what :func:`build_audience` raises."""
+    """:func:`build_audience` for one segment with the project's purposes and source retention,
+    marketing when its purpose or one of its destinations' purposes is
+    (:func:`orchestrator.consent.is_marketing_segment`): the one call the ``audience/<sid>``
+    asset, the CLI preview and the benchmark share, so they cannot drift apart. Raises what
+    :func:`build_audience` raises."""
+    served = [
+        project.destinations[entry.destination].purposes
+        for entry in spec.destinations
+        if entry.destination in project.destinations
+    ]
     return build_audience(
         con,
         segment=spec.id,
@@ -502,4 +608,5 @@ def build_segment_audience(
         purposes=project.purposes,
         as_of=as_of,
         retention=project.retention,
+        marketing=is_marketing_segment(spec.purpose, served, project.purposes),
     )

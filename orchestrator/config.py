@@ -45,11 +45,16 @@ class Purpose(_Strict):
 
     ``consent_validity_days``: days after which a granted consent no longer counts (days).
     ``legal_bases``: the bases a segment with this purpose may declare.
+    ``marketing``: whether the purpose is direct marketing (GDPR Art. 21(2)-(3): an objection
+    to direct marketing ends every such purpose). Default true; a service purpose (order
+    updates, account notices) sets ``marketing: false``. A destination that serves one
+    marketing purpose serves only marketing purposes.
     """
 
     description: str
     consent_validity_days: int = Field(gt=0)
     legal_bases: tuple[LegalBasis, ...] = Field(min_length=1)
+    marketing: bool = True
 
 
 class DestinationConfig(_Strict):

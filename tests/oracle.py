@@ -7,8 +7,11 @@ It reads the warehouse's raw tables with ``fetchall`` and evaluates, row by row 
    ``total_value`` / ``where``; ``all`` / ``any`` / ``not``), never calling the product's SQL
    compiler. A ``sql:`` segment is the data engineer's own SELECT: it runs as written in DuckDB;
 2. the audience: the consent and legal-basis rules of ``orchestrator/audience.py`` (privacy
-   requests and the suppression list, source retention, email validity, latest consent per
-   purpose, soft opt-in, duplicate addresses), with the Python reference pseudonymizer.
+   requests and the suppression list, source retention, email validity, consent per address:
+   the latest record across every customer row sharing the subject key, a withdrawal before a
+   grant at equal times, purpose-name variants for withdrawals only, withdrawals under any
+   marketing purpose for a marketing segment; soft opt-in, duplicate addresses), with the
+   Python reference pseudonymizer.
 
 The semantics mirrored, in the words of the product docs: a NULL trait never matches a
 comparison (so ``not`` of it matches); only events at or before ``as_of`` count; a date value
@@ -20,6 +23,7 @@ means the whole day; ``within_days`` keeps events at or after ``as_of - within_d
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -277,12 +281,28 @@ def segment_members(
 # --- consent and legal basis ------------------------------------------------------------------
 
 
-def _request_kinds(sources: Sources, cid: int, raw: str | None, as_of: datetime) -> set[str]:
+def address_index(sources: Sources) -> dict[str, list[int]]:
+    """subject_key -> the customer ids whose email has that key (one address, one person)."""
+    index: dict[str, list[int]] = defaultdict(list)
+    for cid, customer in sources.customers.items():
+        key = subject_key(customer["email"])
+        if key is not None:
+            index[key].append(cid)
+    return dict(index)
+
+
+def _holders(index: Mapping[str, list[int]], cid: int, key: str | None) -> set[int]:
+    return {cid, *(index.get(key, []) if key is not None else [])}
+
+
+def _request_kinds(
+    sources: Sources, cid: int, raw: str | None, as_of: datetime, holders: set[int]
+) -> set[str]:
     key, gkey = subject_key(raw), google_key(raw)
     kinds = {
         kind
         for rcid, rkey, kind, at in sources.requests
-        if at <= as_of and (rcid == cid or (key is not None and subject_key(rkey) == key))
+        if at <= as_of and (rcid in holders or (key is not None and subject_key(rkey) == key))
     }
     kinds |= {
         kind
@@ -311,21 +331,67 @@ def _retention_expired(sources: Sources, cid: int, project: ProjectConfig, as_of
     return clock <= as_of - timedelta(days=days)
 
 
-def _consent_state(
-    sources: Sources, cid: int, purpose: str, validity_days: int, as_of: datetime
+def fold_purpose(name: str) -> str:
+    """A purpose name as matched against the declared ones: lowercase, runs of spaces, hyphens
+    and underscores as one ``_``, none at the ends (written here again, not imported)."""
+    return re.sub("[ \t\n\r\f\v_-]+", "_", name.lower()).strip("_")
+
+
+def _counts_for(record: tuple, declared: str) -> bool:
+    """Whether a consent record (consent_id, customer_id, purpose, status, ...) counts for the
+    declared purpose: its exact name, or a spelling variant for a withdrawal only."""
+    name, status = record[2], record[3]
+    if name == declared:
+        return True
+    return name is not None and status != "granted" and fold_purpose(name) == fold_purpose(declared)
+
+
+def latest_record(records: Iterable[tuple], declared: str, as_of: datetime) -> tuple | None:
+    """The record that decides ``declared`` among ``records`` (every record at one address):
+    latest ``recorded_at``; at a tie a withdrawal before a grant; then the highest id."""
+    counted = [r for r in records if r[4] <= as_of and _counts_for(r, declared)]
+    return max(counted, key=lambda r: (r[4], r[3] != "granted", r[0]), default=None)
+
+
+def address_consent_state(
+    records: Iterable[tuple],
+    purpose: str,
+    other_marketing: Iterable[str],
+    validity_days: int,
+    as_of: datetime,
 ) -> tuple[str, str | None]:
-    """('none' | 'withdrawn' | 'unproven' | 'expired' | 'valid', latest consent_id)."""
-    records = [r for r in sources.consents.get(cid, []) if r[2] == purpose and r[4] <= as_of]
-    latest = max(records, key=lambda r: (r[4], r[0]), default=None)
+    """('none' | 'withdrawn' | 'unproven' | 'expired' | 'valid', the purpose's latest consent_id)
+    for one address. ``records``: the consent rows of every customer at the address.
+    ``other_marketing``: the other marketing purposes (empty for a segment that is not
+    marketing): a withdrawal standing under one of them makes the state ``withdrawn`` unless
+    the purpose's own state is ``valid`` with a grant recorded strictly after it."""
+    records = list(records)
+    latest = latest_record(records, purpose, as_of)
     if latest is None:
-        return "none", None
-    if latest[3] != "granted":
-        return "withdrawn", latest[0]
-    if not (latest[5] or "").strip(TRIM_CHARS) or not (latest[6] or "").strip(TRIM_CHARS):
-        return "unproven", latest[0]
-    if latest[4] <= as_of - timedelta(days=validity_days):
-        return "expired", latest[0]
-    return "valid", latest[0]
+        state = "none"
+    elif latest[3] != "granted":
+        state = "withdrawn"
+    elif not (latest[5] or "").strip(TRIM_CHARS) or not (latest[6] or "").strip(TRIM_CHARS):
+        state = "unproven"
+    elif latest[4] <= as_of - timedelta(days=validity_days):
+        state = "expired"
+    else:
+        state = "valid"
+    others = [latest_record(records, other, as_of) for other in other_marketing]
+    withdrawn = [r[4] for r in others if r is not None and r[3] != "granted"]
+    if withdrawn and not (state == "valid" and max(withdrawn) < latest[4]):
+        state = "withdrawn"
+    return state, None if latest is None else latest[0]
+
+
+def other_marketing(
+    project_purposes: Mapping[str, Any], purpose: str, marketing: bool
+) -> list[str]:
+    """The marketing purposes other than ``purpose`` whose withdrawals count (none when the
+    segment is not a marketing one)."""
+    if not marketing:
+        return []
+    return sorted(name for name, p in project_purposes.items() if p.marketing and name != purpose)
 
 
 def _latest_purchase(sources: Sources, cid: int, as_of: datetime) -> str | None:
@@ -338,14 +404,31 @@ def _latest_purchase(sources: Sources, cid: int, as_of: datetime) -> str | None:
     return None if last is None else last["event_id"]
 
 
+def is_marketing(spec: SegmentSpec, project: ProjectConfig) -> bool:
+    """A segment whose purpose is marketing, or that syncs to a destination serving one."""
+    names = [spec.purpose]
+    for entry in spec.destinations:
+        if entry.destination in project.destinations:
+            names += project.destinations[entry.destination].purposes
+    return any(project.purposes[n].marketing for n in names if n in project.purposes)
+
+
 def classify(
-    sources: Sources, cid: int, spec: SegmentSpec, project: ProjectConfig, as_of: datetime
+    sources: Sources,
+    cid: int,
+    spec: SegmentSpec,
+    project: ProjectConfig,
+    as_of: datetime,
+    index: Mapping[str, list[int]] | None = None,
 ) -> tuple[str | None, str, str]:
     """(exclusion reason or None, legal basis used, consent_ref) for one member, before
-    duplicate addresses are resolved."""
+    duplicate addresses are resolved. Consent and requests are read at the address: every
+    customer whose email has the member's subject key (``index``, :func:`address_index`)."""
     customer = sources.customers.get(cid)
     raw = None if customer is None else customer["email"]
-    kinds = _request_kinds(sources, cid, raw, as_of)
+    index = address_index(sources) if index is None else index
+    holders = _holders(index, cid, subject_key(raw))
+    kinds = _request_kinds(sources, cid, raw, as_of, holders)
     if "erasure" in kinds:
         return "erasure_requested", "", ""
     if "objection" in kinds:
@@ -355,7 +438,9 @@ def classify(
     if normalize_email(raw) is None or google_key(raw) is None:
         return "invalid_email", "", ""
     validity = project.purposes[spec.purpose].consent_validity_days
-    state, consent_id = _consent_state(sources, cid, spec.purpose, validity, as_of)
+    records = [r for holder in sorted(holders) for r in sources.consents.get(holder, [])]
+    others = other_marketing(project.purposes, spec.purpose, is_marketing(spec, project))
+    state, consent_id = address_consent_state(records, spec.purpose, others, validity, as_of)
     if state == "valid":
         return None, "consent", str(consent_id)
     purchase = _latest_purchase(sources, cid, as_of)
@@ -377,8 +462,9 @@ def audience_of(
     chosen: dict[str, ExpectedMember] = {}
     exclusions: dict[int, str] = {}
     members = frozenset(members)
+    index = address_index(sources)
     for cid in sorted(members):
-        reason, basis, ref = classify(sources, cid, spec, project, as_of)
+        reason, basis, ref = classify(sources, cid, spec, project, as_of, index)
         raw = sources.customers[cid]["email"] if reason is None else None
         key = subject_key(raw) if reason is None else None
         if reason is None and key in chosen:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pyarrow as pa
 import pytest
@@ -23,12 +24,14 @@ from faker import Faker
 from orchestrator import audience
 from orchestrator.audience import EXCLUSION_REASONS, AudienceStats, build_audience
 from orchestrator.config import LegalBasis, Purpose, SourceRetention
+from orchestrator.privacy.checks import evaluate_consent_purposes, evaluate_legal_basis
 from orchestrator.pseudonymize import google_key, normalize_email, subject_key
 from orchestrator.warehouse.schema import (
     SOURCE_COLUMNS,
     create_activation_schema,
     create_source_schema,
 )
+from tests.oracle import address_consent_state, fold_purpose, other_marketing
 
 AS_OF = datetime(2024, 6, 1, 12, 0)
 CREATED = AS_OF - timedelta(days=300)
@@ -212,10 +215,10 @@ def add_named_cases(w: Warehouse) -> None:
     w.grant_both(26, ago(50))
     w.consent(26, EMAIL, "withdrawn", AS_OF + timedelta(days=1))
     w.consent(26, ADS, "withdrawn", AS_OF + timedelta(days=1))
-    w.customer(27, "tie@example.com")  # same recorded_at: higher consent_id (withdrawn) wins
+    w.customer(27, "tie@example.com")  # same recorded_at: the withdrawal wins, whatever the ids
     for purpose in (EMAIL, ADS):
-        w.consent(27, purpose, "granted", ago(7), consent_id=f"tie-{purpose}-a")
-        w.consent(27, purpose, "withdrawn", ago(7), consent_id=f"tie-{purpose}-b")
+        w.consent(27, purpose, "granted", ago(7), consent_id=f"tie-{purpose}-b")
+        w.consent(27, purpose, "withdrawn", ago(7), consent_id=f"tie-{purpose}-a")
     w.customer(28, "J.Doe+News@GoogleMail.com")  # member; Google key differs from subject key
     w.grant_both(28, ago(10))
     w.customer(29, "+only-tag@gmail.com")  # Gmail form empty: invalid_email
@@ -260,6 +263,63 @@ def add_named_cases(w: Warehouse) -> None:
     w.customer(52, " Forgotten@Example.org")  # erasure via the subject key, Google key unknown
     w.grant_both(52, ago(10))
     w.suppress("erasure", ago(30), sha("forgotten@example.org"), None)
+    add_address_cases(w)
+
+
+def add_address_cases(w: Warehouse) -> None:
+    """One address, one person: spellings, pre-hashed rows, consent per address, ties,
+    purpose-name variants and marketing opt-outs (customers 60-79)."""
+    w.customer(60, "user@ex\u00e4mple.com")  # member (lowest id of the mailbox)
+    w.grant_both(60, ago(10))
+    w.customer(61, "User@XN--EXMPLE-CUA.com")  # the same mailbox in punycode: duplicate_address
+    w.grant_both(61, ago(10))
+    w.customer(62, "\uff55\uff53\uff45\uff52\uff12@example.com")  # full-width: member
+    w.grant_both(62, ago(10))
+    w.customer(63, "user2@example.com")  # the same mailbox after NFKC: duplicate_address
+    w.grant_both(63, ago(10))
+    w.customer(64, "idn-erase@B\u00fccher.example")  # erasure named by the punycode spelling
+    w.grant_both(64, ago(10))
+    w.request("erasure", ago(1), key=sha("idn-erase@xn--bcher-kva.example"))
+    w.customer(65, "owner@example.net")  # withdrawn: a pre-hashed row of the address withdrew
+    w.grant_both(65, ago(30))
+    w.customer(66, sha("owner@example.net"))  # the CRM holds the hash: invalid_email
+    w.consent(66, EMAIL, "withdrawn", ago(3))
+    w.consent(66, ADS, "withdrawn", ago(3))
+    w.customer(67, "older-withdrawal@example.net")  # member: its grant is newer than
+    w.grant_both(67, ago(5))  # the other record's withdrawal
+    w.customer(68, " Older-Withdrawal@example.net")  # member's duplicate: duplicate_address
+    w.grant_both(68, ago(300))
+    w.consent(68, EMAIL, "withdrawn", ago(50))
+    w.consent(68, ADS, "withdrawn", ago(50))
+    w.customer(69, "variant@example.com")  # withdrawn under a spelling variant: withdrawn
+    w.grant_both(69, ago(30))
+    w.consent(69, " Email-Marketing ", "withdrawn", ago(5))  # for ads too: newer than the grant
+    w.customer(70, "variant-grant@example.com")  # a grant under a variant: no_consent
+    w.consent(70, "Email_Marketing", "granted", ago(5))
+    w.consent(70, "newsletter", "granted", ago(5))  # matches no purpose: not used
+    w.customer(71, "ads-after@example.com")  # email withdrawn, then ads granted: ads member
+    w.consent(71, EMAIL, "withdrawn", ago(100))
+    w.consent(71, ADS, "granted", ago(10))
+    w.customer(72, "objector-peer@example.com")  # objection by the other row: objection
+    w.grant_both(72, ago(10))
+    w.customer(73, "OBJECTOR-peer@example.com")
+    w.request("objection", ago(1), cid=73)
+    w.customer(74, "li-peer@example.com")  # soft opt-in blocked by the other row's withdrawal
+    w.event(74, "purchase", ago(20))
+    w.customer(75, "li-peer@example.com ")
+    w.consent(75, EMAIL, "withdrawn", ago(400))
+    w.customer(76, "li-ads-opt-out@example.com")  # soft opt-in blocked by an ads opt-out
+    w.event(76, "purchase", ago(20))
+    w.consent(76, ADS, "withdrawn", ago(400))
+    w.customer(77, "tie-other@example.com")  # ads grant at the same instant as an email
+    w.consent(77, ADS, "granted", ago(4))  # withdrawal: withdrawn for ads
+    w.consent(77, EMAIL, "withdrawn", ago(4))
+
+
+#: Spellings of one internationalized domain (the same mailbox for every local part).
+IDN_SPELLINGS = ("ex\u00e4mple.org", "xn--exmple-cua.org", "EX\u00c4MPLE.ORG", "XN--EXMPLE-CUA.ORG")
+#: Purpose-name variants the random consent log uses now and then.
+VARIANTS = {EMAIL: "Email_Marketing", ADS: "ad-targeting"}
 
 
 def add_random_customers(w: Warehouse, count: int) -> None:
@@ -269,9 +329,12 @@ def add_random_customers(w: Warehouse, count: int) -> None:
     addresses: list[str] = []
     for cid in range(1000, 1000 + count):
         if addresses and rng.random() < 0.2:
-            email = rng.choice(addresses).upper()  # the same person under another id
+            email = rng.choice(addresses)  # the same person under another id and spelling
+            if rng.random() < 0.5:
+                email = email.upper()
+            email = email.replace("ex\u00e4mple.org", rng.choice(IDN_SPELLINGS))
         else:
-            domain = rng.choice(["example.com", "example.org"])
+            domain = rng.choice(["example.com", "example.org", "ex\u00e4mple.org"])
             email = f"{fake.first_name()}.{fake.last_name()}{cid}@{domain}"
             addresses.append(email)
         email = rng.choice(["", " ", "\t", "\u00a0"]) + email + rng.choice(["", " ", "\n"])
@@ -288,7 +351,10 @@ def add_random_customers(w: Warehouse, count: int) -> None:
                 status = rng.choice(["granted", "granted", "withdrawn"])
                 source = rng.choice(["signup_form", "checkout", "signup_form", "checkout", None])
                 notice = rng.choice(["v1", "v2", "v3", "v3", "v3", ""])
-                w.consent(cid, purpose, status, at, source=source, notice=notice)
+                name = purpose
+                if rng.random() < 0.05:  # a spelling variant of the purpose name
+                    name = VARIANTS[purpose]
+                w.consent(cid, name, status, at, source=source, notice=notice)
         for _ in range(rng.choice([0, 0, 1, 2])):
             kind = rng.choice(["purchase", "purchase", "refund"])
             w.event(cid, kind, AS_OF - timedelta(days=rng.randint(-30, 900)))
@@ -343,15 +409,18 @@ def oracle_retention_expired(src: dict, cid: int) -> bool:
 
 
 def oracle_reason(
-    src: dict, cid: int, purpose: str, basis: LegalBasis
+    src: dict, cid: int, purpose: str, basis: LegalBasis, marketing: bool = True
 ) -> tuple[str | None, str, str]:
-    """(reason or None, legal_basis, consent_ref) for one customer, before duplicates."""
-    raw = dict(src["customers"]).get(cid)
+    """(reason or None, legal_basis, consent_ref) for one customer, before duplicates.
+    Consent and requests are read at the address (every customer with the same key)."""
+    emails = dict(src["customers"])
+    raw = emails.get(cid)
     key = subject_key(raw)
+    holders = {cid} | ({c for c, e in emails.items() if subject_key(e) == key} if key else set())
     kinds = {
         kind
         for rcid, rkey, kind, at in src["requests"]
-        if at <= AS_OF and (rcid == cid or (key is not None and subject_key(rkey) == key))
+        if at <= AS_OF and (rcid in holders or (key is not None and subject_key(rkey) == key))
     }
     gkey = google_key(raw)
     kinds |= {
@@ -367,18 +436,12 @@ def oracle_reason(
         return "retention_expired", "", ""
     if normalize_email(raw) is None or google_key(raw) is None:
         return "invalid_email", "", ""
-    records = [r for r in src["consents"] if r[1] == cid and r[2] == purpose and r[4] <= AS_OF]
-    latest = max(records, key=lambda r: (r[4], r[0]), default=None)
-    if latest is None:
-        state = "none"
-    elif latest[3] != "granted":
-        state = "withdrawn"
-    elif not (latest[5] or "").strip() or not (latest[6] or "").strip():
-        state = "unproven"
-    elif latest[4] <= AS_OF - timedelta(days=PURPOSES[purpose].consent_validity_days):
-        state = "expired"
-    else:
-        return None, "consent", latest[0]
+    records = [r for r in src["consents"] if r[1] in holders]
+    others = other_marketing(PURPOSES, purpose, marketing)
+    validity = PURPOSES[purpose].consent_validity_days
+    state, consent_id = address_consent_state(records, purpose, others, validity, AS_OF)
+    if state == "valid":
+        return None, "consent", consent_id
     purchases = [e for e in src["events"] if e[1] == cid and e[2] == "purchase" and e[3] <= AS_OF]
     if basis is LI and state != "withdrawn" and purchases:
         last = max(purchases, key=lambda e: (e[3], e[0]))
@@ -387,13 +450,15 @@ def oracle_reason(
     return reason, "", ""
 
 
-def oracle(src: dict, members: list[int], purpose: str, basis: LegalBasis) -> tuple[set, dict]:
+def oracle(
+    src: dict, members: list[int], purpose: str, basis: LegalBasis, marketing: bool = True
+) -> tuple[set, dict]:
     """Expected audience rows and exclusions {customer_id: reason}."""
     emails = dict(src["customers"])
     audience: dict[str, tuple] = {}
     exclusions: dict[int, str] = {}
     for cid in sorted(members):
-        reason, used, ref = oracle_reason(src, cid, purpose, basis)
+        reason, used, ref = oracle_reason(src, cid, purpose, basis, marketing)
         if reason is not None:
             exclusions[cid] = reason
             continue
@@ -500,7 +565,7 @@ def test_named_cases_email_consent(con) -> None:
     build(con, "everyone", EMAIL, CONSENT)
     excluded = exclusion_rows(con, "everyone")
     members = {row[2]: row for row in audience_rows(con, "everyone")}
-    assert set(members) >= {1, 3, 5, 18, 21, 24, 26, 28, 32}
+    assert set(members) >= {1, 3, 5, 18, 21, 26, 28, 32}
     assert {cid: excluded[cid] for cid in (2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14)} == {
         2: "withdrawn",
         4: "expired",
@@ -514,7 +579,7 @@ def test_named_cases_email_consent(con) -> None:
         13: "consent_unproven",
         14: "no_consent",
     }
-    assert {cid: excluded[cid] for cid in (15, 16, 17, 19, 20, 22, 23, 25, 27, 29, 31, 33)} == {
+    assert {cid: excluded[cid] for cid in (15, 16, 17, 19, 20, 22, 23, 24, 25, 27, 29, 31, 33)} == {
         15: "objection",
         16: "erasure_requested",
         17: "erasure_requested",
@@ -522,6 +587,7 @@ def test_named_cases_email_consent(con) -> None:
         20: "invalid_email",
         22: "duplicate_address",
         23: "withdrawn",
+        24: "withdrawn",  # 23 withdrew at the same address after 24's grant
         25: "no_consent",
         27: "withdrawn",
         29: "invalid_email",
@@ -617,11 +683,17 @@ def test_nobody_without_a_legal_basis_is_a_member(con, purpose: str, basis: Lega
     validity = timedelta(days=PURPOSES[purpose].consent_validity_days)
     consents = {r[0]: r for r in src["consents"]}
     purchases = {e[0]: e for e in src["events"] if e[2] == "purchase"}
+    holders: dict[str, set[int]] = {}
+    for c, e in src["customers"]:
+        holders.setdefault(subject_key(e) or "", set()).add(c)
     for key, _, cid, _, used, ref in audience_rows(con, "everyone"):
         live = [r for r in src["requests"] if r[3] <= AS_OF]
-        assert not any(r[0] == cid or (r[1] or "").lower() == key for r in live), cid
-        records = [r for r in src["consents"] if r[1] == cid and r[2] == purpose and r[4] <= AS_OF]
-        latest = max(records, key=lambda r: (r[4], r[0]), default=None)
+        at_address = holders[key]
+        assert not any(r[0] in at_address or (r[1] or "").lower() == key for r in live), cid
+        records = [
+            r for r in src["consents"] if r[1] in at_address and r[2] == purpose and r[4] <= AS_OF
+        ]
+        latest = max(records, key=lambda r: (r[4], r[3] != "granted", r[0]), default=None)
         if used == "consent":
             record = consents[ref]
             assert record == latest and record[3] == "granted" and record[5] and record[6]
@@ -631,6 +703,22 @@ def test_nobody_without_a_legal_basis_is_a_member(con, purpose: str, basis: Lega
             event = purchases[ref.removeprefix("purchase:")]
             assert event[1] == cid and event[3] <= AS_OF
             assert latest is None or latest[3] == "granted"
+        # no marketing opt-out at the address newer than the basis (any purpose, any spelling)
+        basis_at = consents[ref][4] if used == "consent" else None
+        for r in src["consents"]:
+            declared = {fold_purpose(name): name for name in PURPOSES}.get(fold_purpose(r[2]))
+            if r[1] in at_address and r[3] != "granted" and r[4] <= AS_OF and declared:
+                later = [
+                    g
+                    for g in src["consents"]
+                    if g[1] in at_address
+                    and g[2] == declared
+                    and g[3] == "granted"
+                    and g[4] > r[4]
+                    and g[4] <= AS_OF
+                ]
+                if not later:
+                    assert basis_at is not None and basis_at > r[4], (cid, r)
 
 
 def test_keys_are_hashes_never_raw_emails(con) -> None:
@@ -763,3 +851,130 @@ def test_a_subject_key_twice_fails_the_build_and_writes_nothing(
     monkeypatch.undo()
     build(con, "everyone", ADS, CONSENT)
     assert (audience_rows(con, "everyone"), exclusion_rows(con, "everyone")) == before
+
+
+ADDRESS_CASES = {
+    # customer: (email consent, email soft opt-in, ads consent)
+    60: ("member", "member", "member"),
+    61: ("duplicate_address",) * 3,
+    62: ("member", "member", "member"),
+    63: ("duplicate_address",) * 3,
+    64: ("erasure_requested",) * 3,
+    65: ("withdrawn",) * 3,
+    66: ("invalid_email",) * 3,
+    67: ("member", "member", "member"),
+    68: ("duplicate_address",) * 3,
+    69: ("withdrawn",) * 3,
+    70: ("no_consent",) * 3,
+    71: ("withdrawn", "withdrawn", "member"),
+    72: ("objection",) * 3,
+    74: ("withdrawn",) * 3,
+    76: ("withdrawn", "withdrawn", "withdrawn"),
+    77: ("withdrawn",) * 3,
+}
+
+
+@pytest.mark.parametrize(("index", "purpose", "basis"), [(0, EMAIL, CONSENT), (1, EMAIL, LI),
+                                                          (2, ADS, CONSENT)])  # fmt: skip
+def test_one_address_is_one_person(con, index: int, purpose: str, basis: LegalBasis) -> None:
+    """C5 and consent per address: every spelling of a mailbox (Unicode or punycode domain,
+    full-width letters, a pre-hashed CRM row) is one data subject for duplicates, requests
+    and consent; a withdrawal wins a tie (P2); a withdrawal under a purpose-name variant or
+    under another marketing purpose keeps the person out (P1)."""
+    build(con, "everyone", purpose, basis)
+    excluded = exclusion_rows(con, "everyone")
+    members = {row[2]: row for row in audience_rows(con, "everyone")}
+    got = {cid: "member" if cid in members else excluded[cid] for cid in ADDRESS_CASES}
+    assert got == {cid: cases[index] for cid, cases in ADDRESS_CASES.items()}
+    assert members[60][3] == "user@xn--exmple-cua.com"
+    assert members[60][0] == sha("user@xn--exmple-cua.com")
+    assert members[62][3] == "user2@example.com"
+
+
+def test_a_non_marketing_segment_ignores_marketing_opt_outs(con) -> None:
+    """Withdrawals under other purposes count only for a marketing segment."""
+    build_audience(
+        con, segment="everyone", purpose=ADS, legal_basis=CONSENT, purposes=PURPOSES,
+        as_of=AS_OF, retention=RETENTION, marketing=False,
+    )  # fmt: skip
+    members = {row[2] for row in audience_rows(con, "everyone")}
+    assert {69, 77} <= members  # their own ads grants stand
+    expected, exclusions = oracle(
+        read_sources(con), segment_ids(con, "everyone"), ADS, CONSENT, marketing=False
+    )
+    assert audience_rows(con, "everyone") == expected
+    assert exclusion_rows(con, "everyone") == exclusions
+
+
+def test_unmatched_purpose_names_are_reported(con) -> None:
+    stats = build(con, "everyone", EMAIL, CONSENT)
+    found = {m.name: m.purpose for m in stats.unmatched_purposes}
+    assert found == {
+        " Email-Marketing ": EMAIL,
+        "Email_Marketing": EMAIL,
+        "ad-targeting": ADS,
+        "newsletter": None,
+    }
+
+
+@pytest.mark.parametrize(("purpose", "basis"), COMBINATIONS)
+def test_the_legal_basis_check_agrees_at_the_address(con, purpose: str, basis: LegalBasis) -> None:
+    """The blocking check, written without the audience's windows, passes on every audience
+    the product builds here (shared addresses, ties, variants, opt-outs, random customers)."""
+    build(con, "everyone", purpose, basis)
+    result = evaluate_legal_basis(
+        con, segment="everyone", purpose=purpose, legal_basis=basis, purposes=PURPOSES
+    )
+    assert result.passed, result.metadata
+
+
+@pytest.mark.parametrize(
+    ("cid", "purpose", "problem"),
+    [
+        (65, EMAIL, "consent_superseded"),  # the pre-hashed row of the address withdrew later
+        (24, ADS, "consent_superseded"),  # the other customer row withdrew later
+        (27, EMAIL, "consent_superseded"),  # a withdrawal at the same instant wins
+        (69, ADS, "marketing_opt_out"),  # an email opt-out under a variant spelling
+        (77, ADS, "marketing_opt_out"),  # an email opt-out at the same instant as the grant
+    ],
+)
+def test_the_legal_basis_check_catches_a_member_the_address_withdrew(
+    con, cid: int, purpose: str, problem: str
+) -> None:
+    build(con, "everyone", purpose, CONSENT)
+    (raw,) = con.execute("SELECT email FROM customers WHERE customer_id = ?", [cid]).fetchone()
+    (grant,) = con.execute(
+        "SELECT consent_id FROM consents WHERE customer_id = ? AND purpose = ? "
+        "AND status = 'granted' ORDER BY consent_id LIMIT 1",
+        [cid, purpose],
+    ).fetchone()
+    con.execute(
+        "INSERT INTO activation.audience_members VALUES ('everyone', ?, ?, ?, ?, 'consent', ?, ?)",
+        [subject_key(raw), google_key(raw), cid, normalize_email(raw), grant, AS_OF],
+    )
+    result = evaluate_legal_basis(
+        con, segment="everyone", purpose=purpose, legal_basis=CONSENT, purposes=PURPOSES
+    )
+    assert not result.passed
+    assert result.metadata[f"without_basis_{problem}"].value == 1
+    assert result.metadata["members_without_basis"].value == 1
+
+
+def test_the_consent_purposes_check_names_variants_and_unknown_names(con) -> None:
+    result = evaluate_consent_purposes(con, PURPOSES)
+    assert not result.passed and result.severity is dg.AssetCheckSeverity.WARN
+    meta = {k: v.value for k, v in result.metadata.items()}
+    assert (meta["variant_names"], meta["unknown_names"]) == (3, 1)
+    (variants,) = con.execute(
+        "SELECT count(*) FROM consents WHERE purpose NOT IN ('email_marketing', 'ad_targeting')"
+    ).fetchone()
+    assert meta["records_unmatched"] == variants
+    assert "'newsletter': matches no declared purpose" in meta["detail"]
+    assert "'Email_Marketing': variant of 'email_marketing'" in meta["detail"]
+    clean = duckdb.connect()
+    create_source_schema(clean)
+    clean.execute(
+        "INSERT INTO consents VALUES ('c1', 1, 'email_marketing', 'granted', ?, 's', 'v')",
+        [AS_OF],
+    )
+    assert evaluate_consent_purposes(clean, PURPOSES).passed

@@ -36,6 +36,10 @@ TRICKY = [
     None,
     "a" * 64,  # a hash held instead of an address
     "ren\u0065\u0301@example.com",  # decomposed accent: NFC
+    "user@ex\u00e4mple.com",  # internationalized domain: folded to its ASCII form
+    "USER@XN--EXMPLE-CUA.COM",  # the same mailbox in punycode
+    "\uff55\uff53\uff45\uff52@example.net",  # full-width letters: NFKC
+    "user@\U0001f600.example",  # a domain UTS #46 refuses
 ]
 
 
@@ -199,3 +203,83 @@ def test_an_objection_reaches_the_address_a_customer_had_when_we_sent_it(
     request = _Request("pr-1", "objection", 20, None, AS_OF)
     _hash_customers(con)
     assert {s.subject_key for s in _resolve(con, request)} == {subject_key(old), new}
+
+
+def test_keys_of_older_rules_are_recomputed_for_non_ascii_addresses_only(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """A cache written under the rules before the UTS #46 fold (version 1, no version row)
+    holds other keys for non-ASCII addresses: the next refresh recomputes those rows, and
+    only those, archiving a held old key so that its removal can still name it."""
+    refresh_customer_keys(con)
+    con.execute("DELETE FROM activation.customer_keys_rules")
+    idn = TRICKY.index("user@ex\u00e4mple.com") + 1
+    old_key = "f" * 64  # what version 1 computed (Unicode domain kept as written)
+    con.execute(
+        "UPDATE activation.customer_keys SET subject_key = ? WHERE customer_id = ?", [old_key, idn]
+    )
+    con.execute(
+        "INSERT INTO activation.sync_state VALUES ('s', 'meta_ads', ?, NULL, 'h', ?)",
+        [old_key, AS_OF],
+    )
+    rows = con.execute("SELECT email FROM customers").fetchall()
+    non_ascii = sum(1 for (email,) in rows if email is not None and not email.isascii())
+    stats = refresh_customer_keys(con)
+    assert stats.computed == stats.deleted == non_ascii
+    assert _cache(con) == _expected(con)
+    history = con.execute(
+        "SELECT customer_id, subject_key FROM activation.customer_key_history"
+    ).fetchall()
+    assert history == [(idn, old_key)]
+    assert refresh_customer_keys(con).computed == 0  # the version is recorded: once only
+
+
+def test_every_spelling_of_one_mailbox_has_one_subject_key(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    refresh_customer_keys(con)
+    unicode_id = TRICKY.index("user@ex\u00e4mple.com") + 1
+    puny_id = TRICKY.index("USER@XN--EXMPLE-CUA.COM") + 1
+    keys = dict(
+        con.execute("SELECT customer_id, subject_key FROM activation.customer_keys").fetchall()
+    )
+    assert keys[unicode_id] == keys[puny_id] == subject_key("user@xn--exmple-cua.com")
+
+
+def _addresses(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+    return dict(
+        con.execute("SELECT customer_id, address_id FROM activation.customer_keys").fetchall()
+    )
+
+
+def _expected_addresses(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+    keys = dict(
+        con.execute("SELECT customer_id, subject_key FROM activation.customer_keys").fetchall()
+    )
+    lowest: dict[str, int] = {}
+    for cid, key in sorted(keys.items()):
+        if key is not None:
+            lowest.setdefault(key, cid)
+    return {cid: lowest[key] if key is not None else cid for cid, key in keys.items()}
+
+
+def test_address_ids_follow_shared_addresses_through_changes(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """address_id: the lowest cached customer id of each subject key, kept exact when a row
+    joins, leaves or changes its address, and filled in for a cache that predates it."""
+    refresh_customer_keys(con)
+    assert _addresses(con) == _expected_addresses(con)
+    unicode_id = TRICKY.index("user@ex\u00e4mple.com") + 1
+    puny_id = TRICKY.index("USER@XN--EXMPLE-CUA.COM") + 1
+    assert _addresses(con)[puny_id] == _addresses(con)[unicode_id] == min(unicode_id, puny_id)
+    con.execute("UPDATE customers SET email = 'elsewhere@example.org' WHERE customer_id = ?",
+                [min(unicode_id, puny_id)])  # fmt: skip
+    con.execute("UPDATE customers SET email = 'User@Ex\u00e4mple.com' WHERE customer_id = 100")
+    refresh_customer_keys(con)
+    assert _addresses(con) == _expected_addresses(con)
+    assert _addresses(con)[max(unicode_id, puny_id)] == max(unicode_id, puny_id)
+    assert _addresses(con)[100] == max(unicode_id, puny_id)
+    con.execute("ALTER TABLE activation.customer_keys DROP COLUMN address_id")
+    refresh_customer_keys(con)
+    assert _addresses(con) == _expected_addresses(con)

@@ -69,6 +69,7 @@ CHECKS = [
     "sync/recent_buyers_eu/mailchimp:destination_retention",
     "sync/recent_buyers_eu/mailchimp:reconciliation",
     "warehouse/consents:consent_proof",
+    "warehouse/consents:consent_purposes_declared",
     "warehouse/customers:source_retention",
 ]
 #: (name, cron, time zone, default status, job)

@@ -14,6 +14,7 @@ from orchestrator.pseudonymize import (
     google_key_sql,
     normalize_email,
     normalized_email_sql,
+    register_sql_functions,
     sha256_hex,
     subject_key,
     subject_key_sql,
@@ -22,6 +23,7 @@ from orchestrator.pseudonymize import (
 TEST_HASH = "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
 TEST1_HASH = "9b431636bd164765d63c573c346708846af4f68fe3701a77a3bdd7e7e5166254"
 HEX64 = "0123456789abcdef" * 4
+IDN = "user@xn--exmple-cua.com"
 
 # (raw input, expected base normalization, expected Google normalization)
 CASES: list[tuple[str | None, str | None, str | None]] = [
@@ -70,9 +72,48 @@ CASES: list[tuple[str | None, str | None, str | None]] = [
     (HEX64.upper(), None, None),
     (" " + HEX64 + "\n", None, None),
     (HEX64[:63], None, None),
-    # Unicode domains stay as written; case mapping the way DuckDB does it
-    ("user@b\u00fccher.example", "user@b\u00fccher.example", "user@b\u00fccher.example"),
-    ("USER@B\u00dcCHER.EXAMPLE", "user@b\u00fccher.example", "user@b\u00fccher.example"),
+    ("\u00a0" + HEX64 + "\ufeff", None, None),
+    # one mailbox, one subject: internationalized domains fold to their ASCII form (UTS #46)
+    ("user@b\u00fccher.example", "user@xn--bcher-kva.example", "user@xn--bcher-kva.example"),
+    ("USER@B\u00dcCHER.EXAMPLE", "user@xn--bcher-kva.example", "user@xn--bcher-kva.example"),
+    ("user@ex\u00e4mple.com", IDN, IDN),
+    ("user@xn--exmple-cua.com", IDN, IDN),
+    ("USER@XN--EXMPLE-CUA.COM", IDN, IDN),
+    ("User@EX\u00c4MPLE.com", IDN, IDN),
+    ("user@exa\u0308mple.com", IDN, IDN),  # decomposed a + combining diaeresis
+    ("user@ex\u00e4mple\u3002com", IDN, IDN),  # ideographic full stop separates labels
+    ("\u00a0user@ex\u00e4mple.com\u200b", IDN, IDN),
+    (
+        "user@ex\u00e4mple.xn--bcher-kva.example",
+        "user@xn--exmple-cua.xn--bcher-kva.example",
+        "user@xn--exmple-cua.xn--bcher-kva.example",
+    ),
+    # ASCII labels of an internationalized domain are kept as ASCII domains are
+    (
+        "u@b\u00fccher.my_host.example",
+        "u@xn--bcher-kva.my_host.example",
+        "u@xn--bcher-kva.my_host.example",
+    ),
+    (
+        "J\u00fcrgen@Ex\u00e4mple.com",
+        "j\u00fcrgen@xn--exmple-cua.com",
+        "j\u00fcrgen@xn--exmple-cua.com",
+    ),
+    ("stra\u00dfe@stra\u00dfe.de", "stra\u00dfe@xn--strae-oqa.de", "stra\u00dfe@xn--strae-oqa.de"),
+    # compatibility forms (NFKC): full-width letters and signs, ligatures, roman numerals
+    (
+        "\uff35\uff33\uff25\uff32\uff20\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45\uff0e\uff43\uff4f\uff4d",
+        "user@example.com",
+        "user@example.com",
+    ),
+    ("\ufb01le@example.com", "file@example.com", "file@example.com"),
+    ("john.doe@\uff47\uff4d\uff41\uff49\uff4c.com", "john.doe@gmail.com", "johndoe@gmail.com"),
+    ("v\u2167@example.com", "vviii@example.com", "vviii@example.com"),
+    # domains UTS #46 / IDNA2008 refuse are invalid addresses
+    ("user@\U0001f600.example", None, None),
+    ("user@-\u00e4.example", None, None),
+    ("user@" + "a" * 64 + "\u00e4.example", None, None),
+    # case mapping the way DuckDB does it
     ("\u0130nci@example.com", "inci@example.com", "inci@example.com"),
     ("STRASSE\u00df@example.com", "strasse\u00df@example.com", "strasse\u00df@example.com"),
     # capital sigma at a word end: Python's str.lower would give a final sigma, DuckDB does not
@@ -99,6 +140,7 @@ def _expected_keys(raw: str | None, base: str | None, google: str | None) -> tup
 def duck_rows() -> list[tuple]:
     """Each case computed by the SQL expressions in DuckDB, in case order."""
     con = duckdb.connect()
+    register_sql_functions(con)
     try:
         con.execute("CREATE TABLE inputs (i INTEGER, raw VARCHAR)")
         con.executemany(
@@ -156,6 +198,7 @@ def test_empty_is_never_hashed() -> None:
     with pytest.raises(ValueError):
         sha256_hex("")
     con = duckdb.connect()
+    register_sql_functions(con)
     try:
         rows = con.execute(
             f"SELECT {subject_key_sql('x')}, {google_key_sql('x')} "
@@ -179,11 +222,38 @@ def test_already_hashed_is_not_hashed_again() -> None:
 def test_lowercase_follows_duckdb_everywhere() -> None:
     """Python's str.lower gives 'i' + U+0307 for U+0130 and a final sigma; we follow DuckDB."""
     con = duckdb.connect()
+    register_sql_functions(con)
     try:
         samples = ["\u0130", "\u03a3\u03a3", "\u1e9e", "\u00c9", "\u2126", "\u01c5", "\uff21"]
         for sample in samples:
             raw = f"{sample}x@example.com"
             (duck,) = con.execute(f"SELECT {normalized_email_sql('$1')}", [raw]).fetchone()
             assert normalize_email(raw) == duck
+    finally:
+        con.close()
+
+
+def test_the_sql_refuses_to_run_without_the_address_functions() -> None:
+    """Never a wrong key: without the functions the query fails; after a rollback that made
+    DuckDB forget them, registering again says why instead of leaving them missing."""
+    con = duckdb.connect()
+    try:
+        with pytest.raises(duckdb.CatalogException):
+            con.execute(f"SELECT {subject_key_sql('$1')}", ["user@ex\u00e4mple.com"]).fetchall()
+        con.begin()
+        register_sql_functions(con)
+        con.rollback()
+        with pytest.raises(RuntimeError, match="rolled back"):
+            register_sql_functions(con)
+    finally:
+        con.close()
+    con = duckdb.connect()
+    try:
+        register_sql_functions(con)
+        register_sql_functions(con)  # idempotent
+        (key,) = con.execute(
+            f"SELECT {subject_key_sql('$1')}", ["user@ex\u00e4mple.com"]
+        ).fetchone()
+        assert key == subject_key("user@xn--exmple-cua.com")
     finally:
         con.close()

@@ -39,6 +39,7 @@ from destinations.base import RemoveReason, min_calls
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
 from orchestrator.audience import build_segment_audience
 from orchestrator.config import ProjectConfig
+from orchestrator.consent import segment_counted_purposes
 from orchestrator.privacy.retention import create_departures_table, track_departures
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
@@ -224,6 +225,7 @@ def _destination(
         spec.purpose,
         spec.retention_days,
         as_of,
+        tuple(segment_counted_purposes(spec, project)[1:]),
     )
     folded = _fold_copy(con, params)
     track_departures(con, segment=spec.id, destination=entry.destination, now=as_of)

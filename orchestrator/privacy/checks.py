@@ -22,6 +22,9 @@ Once per project (:func:`build_source_checks`, :func:`privacy_checks_definitions
 ``consent_proof`` on ``warehouse/consents`` (WARN)
     consent records lacking who, when, how, purpose or notice version, and whether any of them
     is used by an audience (it must not be: such a record is not consent, GDPR Art. 7(1)).
+``consent_purposes_declared`` on ``warehouse/consents`` (WARN)
+    every purpose name in the consent log is exactly a declared purpose; variants (honoured
+    for withdrawals only) and unknown names are listed (:mod:`orchestrator.consent`).
 ``no_unregistered_sync_state`` on ``privacy/processing_register`` (ERROR)
     no ``sync_state`` row for a (segment, destination) absent from the register (a deleted
     segment or a destination it no longer lists): data kept beyond its purpose.
@@ -46,6 +49,13 @@ from dagster_duckdb import DuckDBResource
 from destinations.resources import DestinationsResource
 from orchestrator.assets import DUCKDB_POOL, audience_key, source_key, sync_key
 from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig, Purpose, SourceRetention
+from orchestrator.consent import (
+    counted_purposes,
+    is_marketing_segment,
+    purpose_key,
+    purpose_key_sql,
+    unmatched_purposes,
+)
 from orchestrator.privacy.register import REGISTER_KEY, build_register_asset
 from orchestrator.privacy.retention import (
     destination_retention_summary,
@@ -64,6 +74,7 @@ DESTINATION_RETENTION = "destination_retention"
 RECONCILIATION = "reconciliation"
 SOURCE_RETENTION = "source_retention"
 CONSENT_PROOF = "consent_proof"
+CONSENT_PURPOSES_DECLARED = "consent_purposes_declared"
 NO_UNREGISTERED_SYNC_STATE = "no_unregistered_sync_state"
 PRIVACY_JOB = "privacy_checks_job"
 #: How many offending hash prefixes (12 hex characters) a check shows at most.
@@ -76,11 +87,12 @@ BASIS_PROBLEMS: tuple[str, ...] = (
     "suppressed",
     "consent_record_missing",
     "basis_mismatch",
-    "consent_of_another_customer",
+    "consent_of_another_address",
     "consent_for_another_purpose",
     "consent_not_granted",
     "consent_after_evaluation",
     "consent_superseded",
+    "marketing_opt_out",
     "consent_expired",
     "consent_unproven",
     "soft_opt_in_not_allowed",
@@ -90,25 +102,76 @@ BASIS_PROBLEMS: tuple[str, ...] = (
     "consent_withdrawn",
 )
 
+
+def _counted_sql(alias: str, names: str, keys: str) -> str:
+    """A record of ``alias`` counts for one of the purposes ``names`` (their folded ``keys``):
+    the exact name, or a spelling variant for a withdrawal (:mod:`orchestrator.consent`)."""
+    return (
+        f"(list_contains({names}, {alias}.purpose) OR ({alias}.status <> 'granted' "
+        f"AND list_contains({keys}, {alias}.purpose_key)))"
+    )
+
+
+def _standing_sql(withdrawal: str) -> str:
+    """No grant under the same declared purpose at the address after the withdrawal
+    ``withdrawal`` (at an equal time the withdrawal stands)."""
+    return f"""NOT EXISTS (
+                SELECT 1 FROM recs AS g
+                WHERE g.subject_key = {withdrawal}.subject_key AND g.status = 'granted'
+                  AND g.purpose_key = {withdrawal}.purpose_key
+                  AND list_contains($all_purposes, g.purpose)
+                  AND g.recorded_at <= m.computed_at
+                  AND g.recorded_at > {withdrawal}.recorded_at)"""
+
+
+_OWN = _counted_sql("later", "[$purpose]", "[$purpose_key]")
+_OWN_W = _counted_sql("w", "[$purpose]", "[$purpose_key]")
+_OTHER_W = _counted_sql("w", "$others", "$other_keys")
+
 #: One row per member of ``activation.audience_members`` for ``$segment``: ``subject_key``,
 #: ``problem`` (one of :data:`BASIS_PROBLEMS`, NULL when the basis holds) and ``basis_at`` (the
 #: consent's ``recorded_at`` or the purchase's ``occurred_at``). Each member is checked at its
 #: own ``computed_at`` (the instant the audience step evaluated it). Written on purpose without
-#: the audience query's window functions: correlated NOT EXISTS for "latest record".
-#: Parameters: ``$segment``, ``$purpose``, ``$validity_days``, ``$soft_opt_in_allowed``,
-#: ``$trim_chars``.
-LEGAL_BASIS_SQL = """
+#: the audience query's window functions: correlated NOT EXISTS for "latest record". Consent
+#: is read at the address: the records of every customer whose cached key
+#: (``activation.customer_keys``) is the member's, purpose names folded for withdrawals, a
+#: withdrawal winning a tie (:mod:`orchestrator.consent`).
+#: Parameters: ``$segment``, ``$purpose``, ``$purpose_key``, ``$others`` and ``$other_keys``
+#: (the other marketing purposes, empty for a segment that is not marketing),
+#: ``$all_purposes`` (the purpose and the others), ``$validity_days``,
+#: ``$soft_opt_in_allowed``, ``$trim_chars``.
+LEGAL_BASIS_SQL = f"""
 WITH m AS (
     SELECT subject_key, customer_id, legal_basis, consent_ref, computed_at,
            CASE WHEN starts_with(consent_ref, 'purchase:')
                 THEN substr(consent_ref, 10) END AS purchase_id
     FROM activation.audience_members WHERE segment = $segment
 ),
+holders AS (
+    SELECT k.subject_key, k.customer_id FROM activation.customer_keys AS k
+    WHERE k.subject_key IN (SELECT subject_key FROM m)
+    UNION
+    SELECT subject_key, customer_id FROM m
+),
+names AS (
+    SELECT raw, {purpose_key_sql("raw")} AS purpose_key
+    FROM (SELECT DISTINCT purpose AS raw FROM main.consents)
+),
+recs AS (
+    SELECT h.subject_key, c.*, n.purpose_key
+    FROM main.consents AS c
+    JOIN holders AS h USING (customer_id)
+    JOIN names AS n ON n.raw = c.purpose
+),
 requests AS (
     SELECT m.subject_key, r.request_type
+    FROM m JOIN holders AS h ON h.subject_key = m.subject_key
+    JOIN main.privacy_requests AS r
+      ON r.received_at <= m.computed_at AND r.customer_id = h.customer_id
+    UNION ALL
+    SELECT m.subject_key, r.request_type
     FROM m JOIN main.privacy_requests AS r
-      ON r.received_at <= m.computed_at
-     AND (r.customer_id = m.customer_id OR lower(trim(r.subject_key)) = m.subject_key)
+      ON r.received_at <= m.computed_at AND lower(trim(r.subject_key)) = m.subject_key
 )
 SELECT m.subject_key,
     CASE
@@ -122,18 +185,26 @@ SELECT m.subject_key,
         WHEN m.purchase_id IS NULL THEN CASE
             WHEN c.consent_id IS NULL THEN 'consent_record_missing'
             WHEN m.legal_basis <> 'consent' THEN 'basis_mismatch'
-            WHEN c.customer_id <> m.customer_id THEN 'consent_of_another_customer'
+            WHEN NOT EXISTS (SELECT 1 FROM holders AS h WHERE h.subject_key = m.subject_key
+                             AND h.customer_id = c.customer_id)
+                THEN 'consent_of_another_address'
             WHEN c.purpose <> $purpose THEN 'consent_for_another_purpose'
             WHEN c.status <> 'granted' THEN 'consent_not_granted'
             WHEN c.recorded_at > m.computed_at THEN 'consent_after_evaluation'
             WHEN EXISTS (
-                SELECT 1 FROM main.consents AS later
-                WHERE later.customer_id = m.customer_id AND later.purpose = $purpose
-                  AND later.recorded_at <= m.computed_at
+                SELECT 1 FROM recs AS later
+                WHERE later.subject_key = m.subject_key AND {_OWN}
+                  AND later.recorded_at <= m.computed_at AND later.consent_id <> c.consent_id
                   AND (later.recorded_at > c.recorded_at
                        OR (later.recorded_at = c.recorded_at
-                           AND later.consent_id > c.consent_id))
+                           AND (later.status <> 'granted' OR later.consent_id > c.consent_id)))
             ) THEN 'consent_superseded'
+            WHEN EXISTS (
+                SELECT 1 FROM recs AS w
+                WHERE w.subject_key = m.subject_key AND w.status <> 'granted' AND {_OTHER_W}
+                  AND w.recorded_at <= m.computed_at AND w.recorded_at >= c.recorded_at
+                  AND {_standing_sql("w")}
+            ) THEN 'marketing_opt_out'
             WHEN c.recorded_at <= m.computed_at - to_days($validity_days) THEN 'consent_expired'
             WHEN coalesce(trim(c.source, $trim_chars), '') = ''
               OR coalesce(trim(c.notice_version, $trim_chars), '') = '' THEN 'consent_unproven'
@@ -145,16 +216,10 @@ SELECT m.subject_key,
             WHEN e.customer_id <> m.customer_id THEN 'purchase_of_another_customer'
             WHEN e.occurred_at > m.computed_at THEN 'purchase_after_evaluation'
             WHEN EXISTS (
-                SELECT 1 FROM main.consents AS w
-                WHERE w.customer_id = m.customer_id AND w.purpose = $purpose
-                  AND w.recorded_at <= m.computed_at AND w.status <> 'granted'
-                  AND NOT EXISTS (
-                      SELECT 1 FROM main.consents AS after
-                      WHERE after.customer_id = w.customer_id AND after.purpose = w.purpose
-                        AND after.recorded_at <= m.computed_at
-                        AND (after.recorded_at > w.recorded_at
-                             OR (after.recorded_at = w.recorded_at
-                                 AND after.consent_id > w.consent_id)))
+                SELECT 1 FROM recs AS w
+                WHERE w.subject_key = m.subject_key AND w.status <> 'granted'
+                  AND ({_OWN_W} OR {_OTHER_W})
+                  AND w.recorded_at <= m.computed_at AND {_standing_sql("w")}
             ) THEN 'consent_withdrawn'
         END
     END AS problem,
@@ -188,18 +253,24 @@ def evaluate_legal_basis(
     purpose: str,
     legal_basis: LegalBasis,
     purposes: Mapping[str, Purpose],
+    marketing: bool | None = None,
 ) -> dg.AssetCheckResult:
     """``legal_basis_valid``: every member of the segment's audience has a valid basis.
 
-    A consent member (``consent_ref`` = consent_id) passes when the record exists, is the
-    customer's, for the segment's purpose, ``granted``, the latest record for (customer,
-    purpose) at the member's ``computed_at`` (ties by consent_id), younger than the purpose's
+    Consent is per address (:mod:`orchestrator.consent`): the records of every customer row
+    holding the member's subject key count. A consent member (``consent_ref`` = consent_id)
+    passes when the record exists, belongs to a customer at the member's address, is for the
+    segment's purpose, ``granted``, the latest record for the purpose at the address at the
+    member's ``computed_at`` (a withdrawal, even under a spelling variant of the purpose name,
+    wins a tie), not followed or tied by a withdrawal standing under another marketing purpose
+    (``marketing``: None means the purpose's own flag), younger than the purpose's
     ``consent_validity_days`` and names its source and notice version (GDPR Art. 6(1)(a),
-    7(1)). A soft opt-in member (``purchase:<event_id>``, ePrivacy Directive Art. 13(2)) passes
-    when the segment's basis is ``legitimate_interest`` and the purpose accepts it, the purchase
-    is the customer's and not after ``computed_at``, and the latest consent record for the
-    purpose is not a withdrawal. Nobody passes with an erasure or objection request (GDPR Art.
-    17, 21) received by ``computed_at``, or put on the suppression list by then. A request or
+    7(1), 7(3)). A soft opt-in member (``purchase:<event_id>``, ePrivacy Directive Art. 13(2))
+    passes when the segment's basis is ``legitimate_interest`` and the purpose accepts it, the
+    purchase is the customer's and not after ``computed_at``, and no withdrawal stands at the
+    address for the purpose or another marketing purpose. Nobody passes with an erasure or
+    objection request (GDPR Art. 17, 21) by any customer row of the address received by
+    ``computed_at``, or put on the suppression list by then. A request or
     suppression recorded after the audience step cannot make its audience wrong; the sync
     keeps that person out instead (:mod:`orchestrator.sync.diff` reads the suppression list
     at send time), so an objection recorded mid-run no longer fails the run.
@@ -213,11 +284,17 @@ def evaluate_legal_basis(
         LegalBasis(legal_basis) is LegalBasis.LEGITIMATE_INTEREST
         and LegalBasis.LEGITIMATE_INTEREST in declared.legal_bases
     )
+    marketing = declared.marketing if marketing is None else marketing
+    counted = counted_purposes(purpose, purposes, marketing=marketing)
     rows = con.execute(
         f"SELECT * FROM ({LEGAL_BASIS_SQL}) ORDER BY subject_key",
         {
             "segment": segment,
             "purpose": purpose,
+            "purpose_key": purpose_key(purpose),
+            "others": counted[1:],
+            "other_keys": [purpose_key(name) for name in counted[1:]],
+            "all_purposes": counted,
             "validity_days": declared.consent_validity_days,
             "soft_opt_in_allowed": soft_opt_in,
             "trim_chars": TRIM_CHARS,
@@ -447,6 +524,38 @@ def evaluate_consent_proof(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResul
     )
 
 
+def evaluate_consent_purposes(
+    con: duckdb.DuckDBPyConnection, purposes: Mapping[str, Purpose]
+) -> dg.AssetCheckResult:
+    """``consent_purposes_declared``: every ``consents.purpose`` is exactly a declared purpose.
+
+    A spelling variant of a declared name (case, spaces, hyphens, underscores) counts for
+    withdrawals only, and a name matching no declared purpose is not used at all
+    (:mod:`orchestrator.consent`): both are listed so the data team can fix the log or the
+    declaration. Metadata: ``purpose_names_unmatched``, ``variant_names``, ``unknown_names``,
+    ``records_unmatched``, ``detail`` (each name, what it is read as, its record count; names
+    and counts only). Severity WARN: no person is reached by it (a variant grant is not
+    counted, a variant withdrawal is honoured)."""
+    matches = unmatched_purposes(con, purposes)
+    variants = [m for m in matches if m.purpose is not None]
+    return dg.AssetCheckResult(
+        passed=not matches,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "purpose_names_unmatched": len(matches),
+            "variant_names": len(variants),
+            "unknown_names": len(matches) - len(variants),
+            "records_unmatched": sum(m.records for m in matches),
+            "detail": "; ".join(m.describe() for m in matches) or "none",
+        },
+        description=(
+            f"{len(matches)} purpose names in the consent log are not declared purposes"
+            if matches
+            else "every purpose name in the consent log is declared"
+        ),
+    )
+
+
 # --- reconciliation -------------------------------------------------------------------------
 
 
@@ -512,6 +621,12 @@ def evaluate_unregistered_state(
 
 def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> dg.AssetChecksDefinition:
     spec = loaded.spec
+    served = [
+        project.destinations[e.destination].purposes
+        for e in spec.destinations
+        if e.destination in project.destinations
+    ]
+    marketing = is_marketing_segment(spec.purpose, served, project.purposes)
 
     @dg.asset_check(
         asset=audience_key(spec.id),
@@ -532,6 +647,7 @@ def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> dg.Asse
                 purpose=spec.purpose,
                 legal_basis=spec.legal_basis,
                 purposes=project.purposes,
+                marketing=marketing,
             )
 
     return _check
@@ -631,8 +747,9 @@ def build_segment_checks(
 
 
 def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition]:
-    """``source_retention`` on ``warehouse/customers`` and ``consent_proof`` on
-    ``warehouse/consents`` (both WARN), evaluated at the wall clock."""
+    """``source_retention`` on ``warehouse/customers``, ``consent_proof`` and
+    ``consent_purposes_declared`` on ``warehouse/consents`` (all WARN), evaluated at the wall
+    clock."""
     retention = project.retention
 
     @dg.asset_check(
@@ -661,7 +778,20 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
         with connect(Path(warehouse.database)) as con:
             return evaluate_consent_proof(con)
 
-    return [_source_retention, _consent_proof]
+    @dg.asset_check(
+        asset=source_key("consents"),
+        name=CONSENT_PURPOSES_DECLARED,
+        pool=DUCKDB_POOL,
+        description=(
+            "WARN: purpose names in the consent log that are not declared purposes (variants "
+            "count for withdrawals only, unknown names not at all)."
+        ),
+    )
+    def _consent_purposes(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            return evaluate_consent_purposes(con, project.purposes)
+
+    return [_source_retention, _consent_proof, _consent_purposes]
 
 
 def _unregistered_state_check(pairs: list[tuple[str, str]]) -> dg.AssetChecksDefinition:
@@ -707,6 +837,7 @@ def privacy_checks_definitions(
 __all__ = [
     "BASIS_PROBLEMS",
     "CONSENT_PROOF",
+    "CONSENT_PURPOSES_DECLARED",
     "DESTINATION_RETENTION",
     "LEGAL_BASIS_SQL",
     "LEGAL_BASIS_VALID",
@@ -719,6 +850,7 @@ __all__ = [
     "build_segment_checks",
     "build_source_checks",
     "evaluate_consent_proof",
+    "evaluate_consent_purposes",
     "evaluate_destination_retention",
     "evaluate_legal_basis",
     "evaluate_no_raw_identifier",

@@ -42,6 +42,7 @@ from pathlib import Path
 import duckdb
 
 from destinations.base import RemoveReason
+from orchestrator.consent import CONSENT_ORDER_SQL, purpose_map_sql, purpose_params
 from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
 from orchestrator.warehouse.memory import with_memory_growth
@@ -82,7 +83,11 @@ class DiffParams:
     ``mode``: ``mirror`` | ``upsert`` | ``add_only``; ``kind``: ``ad`` | ``email``;
     ``normalization``: ``base`` | ``google`` (ad destinations). ``purpose``: the segment's
     purpose; when given, a withdrawn latest consent for it removes the subject in every mode,
-    even after the subject left the segment. ``retention_days`` and ``as_of``: in modes other
+    even after the subject left the segment; ``other_purposes``: the other purposes whose
+    withdrawals do the same (the other marketing purposes of a marketing segment,
+    :func:`orchestrator.consent.segment_counted_purposes`). Records are read as
+    :mod:`orchestrator.consent` says: a withdrawal wins a tie, and counts under a spelling
+    variant of the purpose name. ``retention_days`` and ``as_of``: in modes other
     than mirror, a member who left the audience (``activation.departures.left_at``) more than
     ``retention_days`` days before ``as_of`` is removed (``left_segment``).
     """
@@ -96,6 +101,7 @@ class DiffParams:
     purpose: str | None = None
     retention_days: int | None = None
     as_of: datetime | None = None
+    other_purposes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_params(self)
@@ -263,28 +269,40 @@ def _retention_cutoff(p: DiffParams) -> datetime | None:
 
 
 def _latest_withdrawn_sql() -> str:
-    """Customer ids whose latest consent record for the purpose (``?``, twice) is not a grant."""
-    return """
-        SELECT customer_id, 'withdrawn' AS act
+    """Customer ids whose latest consent record for the purpose (``$purpose``) is not a grant,
+    or whose latest record for another counted purpose is a withdrawal not older than their
+    latest record for the purpose (the audience's marketing rule, :mod:`orchestrator.consent`).
+    Counted purposes and names: ``$purposes``, ``$purpose_keys``
+    (:func:`orchestrator.consent.purpose_map_sql`); order
+    :data:`~orchestrator.consent.CONSENT_ORDER_SQL` (a withdrawal wins a tie). Per customer
+    row: a withdrawal standing on any row of an address removes it from a destination it no
+    longer targets (stricter than the audience, which lets a later grant on another row of
+    the address keep it: that address is then in the target anyway)."""
+    return f"""
+        SELECT DISTINCT l.customer_id, 'withdrawn' AS act
         FROM (
             -- only customers with some non-grant record can have one as their latest: the
             -- window then sorts their records alone (a fifth of them in the benchmark)
-            SELECT customer_id, status FROM consents
-            WHERE purpose = ? AND customer_id IN (
-                SELECT customer_id FROM consents WHERE purpose = ? AND status <> 'granted')
+            SELECT c.customer_id, pm.purpose, c.status, c.recorded_at
+            FROM consents AS c JOIN ({purpose_map_sql("consents")}) AS pm ON pm.raw = c.purpose
+            WHERE (pm.exact OR c.status <> 'granted') AND c.customer_id IN (
+                SELECT customer_id FROM consents WHERE status <> 'granted')
             QUALIFY row_number() OVER (
-                PARTITION BY customer_id ORDER BY recorded_at DESC, consent_id DESC) = 1
-        ) latest
-        WHERE latest.status <> 'granted'
+                PARTITION BY c.customer_id, pm.purpose ORDER BY {CONSENT_ORDER_SQL}) = 1
+        ) AS l
+        LEFT JOIN (
+            SELECT customer_id, recorded_at FROM consents
+            WHERE purpose = $purpose AND status = 'granted'
+        ) AS g ON g.customer_id = l.customer_id AND g.recorded_at > l.recorded_at
+        WHERE l.status <> 'granted' AND (l.purpose = $purpose OR g.customer_id IS NULL)
     """
 
 
-def _person_acts_sql(p: DiffParams) -> tuple[str, list[object]]:
+def _person_acts_sql(p: DiffParams) -> tuple[str, dict[str, object]]:
     """Temp table ``sync_person_acts(customer_id, act)``: customers who asked for erasure or
     objected (a privacy request, any date), whose exclusion from the segment is a withdrawal,
-    or (with a purpose) whose latest consent record for it is not a grant; ``act`` is
-    ``erasure``, ``objection`` or ``withdrawn``."""
-    withdrawn = ", ".join("?" for _ in WITHDRAWN_EXCLUSIONS)
+    or (with a purpose) whose latest consent record for it or for one of ``other_purposes``
+    is not a grant; ``act`` is ``erasure``, ``objection`` or ``withdrawn``."""
     by_log = f"UNION ALL {_latest_withdrawn_sql()}" if p.purpose else ""
     sql = f"""
         CREATE OR REPLACE TEMP TABLE sync_person_acts AS
@@ -292,14 +310,12 @@ def _person_acts_sql(p: DiffParams) -> tuple[str, list[object]]:
         WHERE request_type IN ('erasure', 'objection') AND customer_id IS NOT NULL
         UNION ALL
         SELECT customer_id, 'withdrawn' AS act FROM activation.audience_exclusions
-        WHERE segment = ? AND reason IN ({withdrawn})
+        WHERE segment = $segment AND list_contains($withdrawn, reason)
         {by_log}
     """
-    params: list[object] = [
-        p.segment,
-        *WITHDRAWN_EXCLUSIONS,
-        *([p.purpose, p.purpose] if p.purpose else []),
-    ]
+    params: dict[str, object] = {"segment": p.segment, "withdrawn": list(WITHDRAWN_EXCLUSIONS)}
+    if p.purpose:
+        params |= purpose_params([p.purpose, *p.other_purposes]) | {"purpose": p.purpose}
     return sql, params
 
 

@@ -551,6 +551,7 @@ def run_sync(
     on_batch: BatchHook | None = None,
     rows_per_call: RowsPerCall | None = None,
     allow_mass_removal: bool = False,
+    other_purposes: Sequence[str] = (),
     lease_s: float = DEFAULT_LEASE_S,
 ) -> SyncReport:
     """Bring ``audience_id`` at ``destination`` in line with the segment's audience.
@@ -570,6 +571,8 @@ def run_sync(
             destination matches on).
         purpose: the segment's purpose; a subject whose latest consent for it is withdrawn is
             removed in every mode (see :mod:`orchestrator.sync.diff`).
+        other_purposes: purposes whose withdrawals do the same (the other marketing purposes
+            of a marketing segment: :func:`orchestrator.consent.segment_counted_purposes`).
         retention_days: in modes upsert and add_only, members who left the audience more than
             this many days before ``as_of`` are removed (None: kept until they act).
         client: the destination client (required unless ``dry_run``).
@@ -606,7 +609,16 @@ def run_sync(
     started = time.monotonic()
     now = _naive_utc(as_of) if as_of else datetime.now(UTC).replace(tzinfo=None)
     params = DiffParams(
-        segment, destination, mode, kind, normalization, dict(fields), purpose, retention_days, now
+        segment,
+        destination,
+        mode,
+        kind,
+        normalization,
+        dict(fields),
+        purpose,
+        retention_days,
+        now,
+        tuple(other_purposes),
     )
     if client is None and not dry_run:
         raise ValueError("a client is required unless dry_run")

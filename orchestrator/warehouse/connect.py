@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from orchestrator.pseudonymize import register_sql_functions
 from orchestrator.settings import duckdb_config
 from orchestrator.warehouse.schema import create_activation_schema
 
@@ -53,7 +54,9 @@ def connect(
     lock), waiting 50 ms doubling up to 2 s between attempts (with jitter), for at most
     ``timeout_s`` seconds in total. When ``read_only`` is False the product's ``activation``
     tables are created if missing. The connection is configured by
-    :func:`orchestrator.settings.duckdb_config` (memory limit). The connection is closed on
+    :func:`orchestrator.settings.duckdb_config` (memory limit) and has the address
+    normalization functions the key SQL needs
+    (:func:`orchestrator.pseudonymize.register_sql_functions`). The connection is closed on
     exit, also on error.
 
     Raises:
@@ -62,6 +65,7 @@ def connect(
     """
     con = _open_with_retry(Path(path), read_only, timeout_s)
     try:
+        register_sql_functions(con)
         if not read_only:
             create_activation_schema(con)
         yield con

@@ -104,7 +104,11 @@ CREATE TABLE IF NOT EXISTS activation.customer_keys (
     email_fingerprint UBIGINT NOT NULL,
     email             VARCHAR,
     subject_key       VARCHAR,
-    google_key        VARCHAR
+    google_key        VARCHAR,
+    address_id        BIGINT
+);
+CREATE TABLE IF NOT EXISTS activation.customer_keys_rules (
+    version     INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS activation.customer_key_history (
     customer_id    BIGINT NOT NULL,
@@ -244,7 +248,10 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     the member.
     ``audience_exclusions``: one row per (segment, customer_id) left out, with the reason.
     ``customer_keys``: one row per customer: base-normalized email and keys, with the
-    fingerprint of the raw address they came from (``orchestrator.customer_keys``).
+    fingerprint of the raw address they came from, and ``address_id``, the lowest cached
+    customer_id holding the same subject key (``orchestrator.customer_keys``).
+    ``customer_keys_rules``: one row, the version of the normalization rules the cached keys
+    were computed with (``orchestrator.customer_keys.KEY_RULES_VERSION``).
     ``customer_key_history``: keys a customer had before their address changed (or their row
     went), kept while a destination still holds the key, so the person's requests and
     withdrawals reach every address we ever sent for them.

@@ -16,6 +16,7 @@ import duckdb
 from orchestrator.pseudonymize import (
     TRIM_CHARS,
     normalized_email_sql,
+    register_sql_functions,
     subject_key,
     subject_key_sql,
 )
@@ -38,6 +39,7 @@ def _inputs() -> list[str | None]:
 
 def test_fast_trim_gives_the_same_keys_as_a_plain_trim() -> None:
     con = duckdb.connect()
+    register_sql_functions(con)
     con.execute("CREATE TABLE t (i INTEGER, raw VARCHAR)")
     values = _inputs()
     con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(values)))

@@ -149,7 +149,7 @@ def test_a_withdrawn_consent_ref_fails_with_error(con) -> None:
     assert meta(result, "members_without_basis") == 1
     problems = {p: meta(result, f"without_basis_{p}") for p in BASIS_PROBLEMS}
     assert sum(problems.values()) == 1
-    assert problems["consent_of_another_customer"] + problems["consent_not_granted"] == 1
+    assert problems["consent_of_another_address"] + problems["consent_not_granted"] == 1
     assert meta(result, "offending_hash_prefixes") == key[:12]
     assert meta(result, "oldest_offending_basis_at") != "none"
     assert_no_email(result)

@@ -165,6 +165,7 @@ def test_checks_sit_beside_the_assets_they_guard(definitions: dg.Definitions) ->
     expected = {
         ("warehouse/customers", "source_retention"),
         ("warehouse/consents", "consent_proof"),
+        ("warehouse/consents", "consent_purposes_declared"),
         ("privacy/processing_register", "no_unregistered_sync_state"),
     }
     for sid, seg in specs().items():

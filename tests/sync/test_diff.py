@@ -322,3 +322,34 @@ def test_email_removes_of_every_reason_get_their_address_from_an_audience_or_the
         keys[4]: "",
     }
     assert [r["subject_key"] for r in files[("remove", "erasure")]] == [keys[3]]
+
+
+@pytest.mark.parametrize("mode", ["upsert", "add_only"])
+def test_marketing_opt_outs_and_ties_remove_in_every_mode(wh, tmp_path, mode):
+    """A held person who left the segment is removed as a withdrawal when any counted
+    (marketing) purpose's latest record is a withdrawal not followed by a grant for the
+    segment's purpose, under any spelling of the purpose name, and when a withdrawal ties a
+    grant; a later grant for the segment's own purpose keeps them."""
+    held = [5, 6, 7, 8, 9]
+    _hold(wh, held)
+    later = T0 + timedelta(days=1)
+    rows = [
+        ("a5", 5, "ad_targeting", "withdrawn", T0),  # no email record: removed
+        ("a6", 6, "email_marketing", "granted", T0),  # ads opt-out after the grant: removed
+        ("b6", 6, "ad_targeting", "withdrawn", later),
+        ("a7", 7, "ad_targeting", "withdrawn", T0),  # email granted after it: kept
+        ("b7", 7, "email_marketing", "granted", later),
+        ("a8", 8, "email_marketing", "granted", T0),  # a variant spelling: removed
+        ("b8", 8, " Email-Marketing ", "withdrawn", later),
+        ("z9", 9, "email_marketing", "granted", T0),  # tie, the grant has the higher id
+        ("a9", 9, "email_marketing", "withdrawn", T0),
+    ]
+    with connect(wh) as con:
+        set_audience(con, SEG, [])
+        k = {c: key_of(con, c) for c in held}
+        con.executemany("INSERT INTO consents VALUES (?, ?, ?, ?, ?, 'form', 'v1')", rows)
+    plan, files = _diff(
+        wh, tmp_path, mode=mode, purpose="email_marketing", other_purposes=("ad_targeting",)
+    )
+    assert sorted(_keys(files, "remove", "consent_withdrawn")) == sorted([k[5], k[6], k[8], k[9]])
+    assert plan.counts["kept"] == 1
