@@ -12,6 +12,7 @@ after the privacy run, not the person.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -48,16 +49,19 @@ def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subproc
         )
 
 
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop a process group started by :func:`_start` (SIGTERM, then SIGKILL)."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    """Stop a process group started by :func:`_start`: SIGTERM, then SIGKILL to the whole group
+    (the daemon's code server outlives a SIGTERM of the daemon and would be left behind)."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _run_config(sid: str, spec) -> dict:
