@@ -14,6 +14,8 @@ export META_BASE_URL        ?= http://127.0.0.1:$(MOCK_PORT)/meta
 export META_ACCESS_TOKEN    ?= mock-meta-token
 export MAILCHIMP_BASE_URL   ?= http://127.0.0.1:$(MOCK_PORT)/mailchimp/3.0
 export MAILCHIMP_API_KEY    ?= mock-mailchimp-token
+export GOOGLE_BASE_URL      ?= http://127.0.0.1:$(MOCK_PORT)/google
+export GOOGLE_ACCESS_TOKEN  ?= mock-google-token
 
 .PHONY: venv demo test lint format ui mock mock-stop clean-demo bench browser-deps server-deps
 

@@ -190,6 +190,24 @@ def parse_usage_wait(headers: Mapping[str, str]) -> float | None:
     return max(positive) * 60.0 if positive else None
 
 
+def parse_google_retry_delay(body: Any) -> float | None:
+    """Seconds from a Google API error's ``google.rpc.RetryInfo`` detail (``"retryDelay":
+    "3s"`` or ``"1.5s"``, a protobuf Duration in JSON), or None. Source: Google API error model,
+    https://cloud.google.com/apis/design/errors#retryinfo (the Data Manager API answers quota
+    errors with 429 ``RESOURCE_EXHAUSTED``)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, dict) or not str(detail.get("@type", "")).endswith("RetryInfo"):
+            continue
+        delay = str(detail.get("retryDelay") or "")
+        try:
+            return max(float(delay.removesuffix("s")), 0.0)
+        except ValueError:
+            return None
+    return None
+
+
 def _regain_minutes(data: Any) -> list[float]:
     if isinstance(data, dict):
         found = []
@@ -266,6 +284,8 @@ def classify(
         hint = parse_retry_after(_header(headers, "Retry-After"), now)
         if hint is None and throttled:
             hint = parse_usage_wait(headers)
+        if hint is None:
+            hint = parse_google_retry_delay(parse_json(body))
         return Classification(Verdict.RETRY, throttled, hint, message)
     if status in (401, 403) or code in META_AUTH_CODES:
         return Classification(Verdict.AUTH, message=message)
@@ -457,6 +477,7 @@ __all__ = [
     "Verdict",
     "classify",
     "error_details",
+    "parse_google_retry_delay",
     "parse_json",
     "parse_retry_after",
     "parse_usage_wait",

@@ -7,7 +7,15 @@ https://developers.facebook.com/docs/marketing-api/reference/custom-audience/use
 request ("You can add an unlimited number of records for an audience, but only a maximum of
 10000 at a time"). ``GET {base}/{version}/{audience_id}?fields=approximate_count`` counts.
 
-Privacy invariant: no raw identifier ever reaches an ad platform. A row whose ``send_key`` is
+Multi-key: a row whose ``send_key`` carries a phone hash (``<email hash>|<phone hash>``, see
+:mod:`destinations.identifiers`) is sent with schema ``["EMAIL_SHA256", "PHONE_SHA256"]`` and
+data ``[[email, phone], ...]`` (an empty string for a member without phone), the documented
+multi-key shape (https://developers.facebook.com/docs/marketing-api/audiences/guides/custom-audiences#multikey);
+a batch of email-only rows keeps ``EMAIL_SHA256``. The phone hash is Meta's (digits with the
+country code, no ``+``: :mod:`orchestrator.phone`). A remove names the member by the same key it
+was added with (kept in ``sync_state.destination_ref``), so with the same identifiers.
+
+Privacy invariant: no raw identifier ever reaches an ad platform. A row whose identifiers are
 not 64 lowercase hex characters is refused here, before any request, and never sent.
 """
 
@@ -18,11 +26,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from destinations.base import CallStats, RemoveReason, Row, RowResult
+from destinations.errors import PermanentError
 from destinations.http import HttpClient, RetryPolicy
+from destinations.identifiers import SEPARATOR, split_send_key
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+MULTI_KEY_SCHEMA = ["EMAIL_SHA256", "PHONE_SHA256"]
 NOT_A_HASH = "not a SHA-256 hex identifier"
 MAX_BATCH_SIZE = 10_000
+#: Meta's error subcode for an audience whose edits are blocked (health or financial status).
+BLOCKED_SUBCODE = 1713230
 
 
 def is_sha256_hex(value: str) -> bool:
@@ -130,7 +143,7 @@ class MetaAudienceClient:
         results: dict[int, RowResult] = {}
         sendable: list[tuple[int, Row]] = []
         for i, row in enumerate(rows):
-            if is_sha256_hex(row.send_key):
+            if all(is_sha256_hex(k) for k in row.send_key.split(SEPARATOR, 1)):
                 sendable.append((i, row))
             else:
                 results[i] = RowResult(row.subject_key, ok=False, reason=NOT_A_HASH, permanent=True)
@@ -142,9 +155,34 @@ class MetaAudienceClient:
 
     def _send_chunk(self, method: str, audience_id: str, rows: list[Row]) -> list[RowResult]:
         url = f"{self._base}/{self._version}/{audience_id}/users"
-        payload = {"payload": {"schema": "EMAIL_SHA256", "data": [r.send_key for r in rows]}}
-        body = self._http.request(method, url, json_body=payload).body
+        try:
+            body = self._http.request(method, url, json_body=users_payload(rows)).body
+        except PermanentError as error:
+            if error.status == 400 and f"subcode {BLOCKED_SUBCODE}" in str(error):
+                return blocked_rows(rows, str(error))
+            raise
         return rows_from_response(rows, body if isinstance(body, dict) else {})
+
+
+def blocked_rows(rows: Sequence[Row], words: str) -> list[RowResult]:
+    """Every row refused for good: Meta blocked the audience (``Audience Upload Blocked``,
+    code 100, subcode 1713230; the audience's ``operation_status`` is 471). Since September
+    2025 Meta restricts custom audiences that suggest health or financial status and refuses
+    their membership edits; resending changes nothing until the audience is reviewed, so the
+    refusal is permanent and recorded per row with Meta's words (other audiences are not
+    affected)."""
+    reason = f"audience blocked by Meta: {words}"
+    return [RowResult(r.subject_key, ok=False, reason=reason, permanent=True) for r in rows]
+
+
+def users_payload(rows: Sequence[Row]) -> dict[str, Any]:
+    """``{"payload": {"schema", "data"}}``: ``EMAIL_SHA256`` with one hash per row, or the
+    multi-key schema ``[EMAIL_SHA256, PHONE_SHA256]`` with ``[email, phone or ""]`` per row when
+    some row carries a phone hash."""
+    if not any(SEPARATOR in r.send_key for r in rows):
+        return {"payload": {"schema": "EMAIL_SHA256", "data": [r.send_key for r in rows]}}
+    data = [[email, phone or ""] for email, phone in (split_send_key(r.send_key) for r in rows)]
+    return {"payload": {"schema": MULTI_KEY_SCHEMA, "data": data}}
 
 
 def rows_from_response(rows: Sequence[Row], body: dict[str, Any]) -> list[RowResult]:
@@ -161,12 +199,12 @@ def rows_from_response(rows: Sequence[Row], body: dict[str, Any]) -> list[RowRes
     counted = body.get("num_invalid_entries") or 0
     if not samples and (not isinstance(counted, int) or counted <= 0):  # all accepted
         return [RowResult(row.subject_key, ok=True) for row in rows]
-    named = sum(1 for r in rows if r.send_key in samples)
+    named = sum(1 for r in rows if _sample_key(r, samples) is not None)
     unnamed = counted - named if isinstance(counted, int) else 0
     results = []
     for row in rows:
-        if row.send_key in samples:
-            reason = str(samples[row.send_key] or "invalid entry")
+        if (key := _sample_key(row, samples)) is not None:
+            reason = str(samples[key] or "invalid entry")
             results.append(RowResult(row.subject_key, ok=False, reason=reason, permanent=True))
         elif unnamed > 0:
             reason = f"Meta counted {counted} invalid entries but named only {named}"
@@ -176,11 +214,24 @@ def rows_from_response(rows: Sequence[Row], body: dict[str, Any]) -> list[RowRes
     return results
 
 
+def _sample_key(row: Row, samples: dict[str, Any]) -> str | None:
+    """The key under which ``invalid_entry_samples`` names the row (its send key, or for a
+    multi-key row its email hash), or None."""
+    if row.send_key in samples:
+        return row.send_key
+    email, _phone = split_send_key(row.send_key)
+    return email if email in samples else None
+
+
 __all__ = [
+    "BLOCKED_SUBCODE",
     "MAX_BATCH_SIZE",
+    "MULTI_KEY_SCHEMA",
     "NOT_A_HASH",
     "MetaAudienceClient",
     "all_sha256_hex",
+    "blocked_rows",
     "is_sha256_hex",
     "rows_from_response",
+    "users_payload",
 ]

@@ -6,6 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 from destinations.base import Destination, RemoveReason
+from destinations.google import GoogleAudienceClient
 from destinations.http import RetryPolicy
 from destinations.mailchimp import MailchimpClient
 from destinations.meta import MetaAudienceClient
@@ -16,12 +17,17 @@ RETRY_FIELDS = frozenset(f.name for f in fields(RetryPolicy))
 
 def platform_max_batch_size(platform: str) -> int:
     """Rows per call the client for ``platform`` sends at most (``meta`` 10,000: Meta Custom
-    Audiences users endpoint; ``mailchimp`` 500: Mailchimp batch subscribe).
+    Audiences users endpoint; ``mailchimp`` 500: Mailchimp batch subscribe; ``google`` 10,000:
+    Data Manager API ``audienceMembers:ingest``).
 
     Raises:
         KeyError: another platform.
     """
-    sizes = {"meta": MetaAudienceClient.max_batch_size, "mailchimp": MailchimpClient.max_batch_size}
+    sizes = {
+        "meta": MetaAudienceClient.max_batch_size,
+        "mailchimp": MailchimpClient.max_batch_size,
+        "google": GoogleAudienceClient.max_batch_size,
+    }
     return sizes[platform]
 
 
@@ -33,15 +39,19 @@ def platform_rows_per_call(platform: str, op: str, reason: RemoveReason | None =
     Raises:
         KeyError: another platform.
     """
-    classes = {"meta": MetaAudienceClient, "mailchimp": MailchimpClient}
+    classes = {
+        "meta": MetaAudienceClient,
+        "mailchimp": MailchimpClient,
+        "google": GoogleAudienceClient,
+    }
     return classes[platform].rows_per_call(op, reason)
 
 
 def build_client(
     name: str, cfg: DestinationConfig, base_url: str, token: str, **retry_overrides: Any
 ) -> Destination:
-    """A client for destination ``name`` of platform ``cfg.platform`` (``meta`` or
-    ``mailchimp``) talking to ``base_url`` with ``token``.
+    """A client for destination ``name`` of platform ``cfg.platform`` (``meta``, ``mailchimp``
+    or ``google``) talking to ``base_url`` with ``token``.
 
     ``retry_overrides``: :class:`RetryPolicy` fields (``max_attempts``, ``max_total_wait``,
     ``backoff_multiplier``, ``backoff_max``, ``max_hint_wait``, ``connect_timeout``,
@@ -60,6 +70,10 @@ def build_client(
         client = MetaAudienceClient(name, base_url, token, policy=policy)
     elif cfg.platform == "mailchimp":
         client = MailchimpClient(name, base_url, token, policy=policy)
+    elif cfg.platform == "google":
+        client = GoogleAudienceClient(
+            name, base_url, token, account_id=cfg.account_id or "", policy=policy
+        )
     else:
         raise ValueError(f"destination {name!r}: unknown platform {cfg.platform!r}")
     if client.kind != cfg.kind:

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
@@ -26,6 +27,11 @@ from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
 from orchestrator.consent import segment_counted_purposes
+from orchestrator.consent_signals import as_mapping, signals_for
+from orchestrator.model.catalog import live_drift
+from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
+from orchestrator.model.views import SourceModelError, refresh_source_views
+from orchestrator.phone import phone_platform_for
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
@@ -101,20 +107,31 @@ def sync_key(segment_id: str, destination: str) -> dg.AssetKey:
 RECEIPTS_KEY = dg.AssetKey(["privacy", "erasure_receipts"])
 
 
-def source_asset_specs() -> list[dg.AssetSpec]:
-    """One external AssetSpec per warehouse source table (group ``warehouse``)."""
+def source_asset_specs(model: SourceModel = DEFAULT_MODEL) -> list[dg.AssetSpec]:
+    """One external AssetSpec per role of the source model (group ``warehouse``), its
+    description and ``tables`` metadata naming the company's own tables (or SELECTs)."""
+    relations: dict[str, list[str]] = {
+        "customers": [model.customers.described()],
+        "events": [source.described() for source in model.events],
+        "consents": [model.consents.described(), "activation.consent_intake"],
+        "privacy_requests": [
+            *([model.privacy_requests.described()] if model.privacy_requests else []),
+            "activation.request_intake",
+        ],
+    }
     descriptions = {
-        "customers": "Customers: id, raw email, country, collection and last contact dates.",
-        "events": "Purchases and refunds (invoice lines) with product and value in GBP.",
-        "consents": "Append-only consent log per customer and purpose.",
+        "customers": "Customers (the parent model): key, raw email, traits.",
+        "events": "Events of every declared source: type, time, value, fields.",
+        "consents": "Append-only consent log per customer and purpose, mapped to our words.",
         "privacy_requests": "Erasure (GDPR Art. 17) and objection (Art. 21) requests.",
     }
     return [
         dg.AssetSpec(
             key=source_key(table),
-            description=descriptions[table],
+            description=f"{descriptions[table]} Reads: {', '.join(relations[table])}.",
             group_name="warehouse",
             kinds={"duckdb"},
+            metadata={"tables": ", ".join(relations[table])},
         )
         for table in SOURCE_TABLES
     ]
@@ -135,33 +152,41 @@ def _tags(loaded: LoadedSegment) -> dict[str, str]:
     return {"purpose": loaded.spec.purpose, "legal_basis": str(loaded.spec.legal_basis)}
 
 
-def segment_column_lineage() -> dg.TableColumnLineage:
-    """``segment_members.customer_id`` comes from the customers and events tables."""
-    return dg.TableColumnLineage(
-        deps_by_column={
-            "customer_id": [
-                dg.TableColumnDep(asset_key=source_key("customers"), column_name="customer_id"),
-                dg.TableColumnDep(asset_key=source_key("events"), column_name="customer_id"),
-            ]
-        }
+def segment_column_lineage(model: SourceModel = DEFAULT_MODEL) -> dg.TableColumnLineage:
+    """``segment_members.customer_id`` comes from the customers key and the events' keys
+    (the company's own column names)."""
+    keys = [dg.TableColumnDep(asset_key=source_key("customers"), column_name=model.customers.key)]
+    keys += [
+        dg.TableColumnDep(asset_key=source_key("events"), column_name=key)
+        for key in sorted({source.key for source in model.events})
+    ]
+    return dg.TableColumnLineage(deps_by_column={"customer_id": keys})
+
+
+def audience_column_lineage(model: SourceModel = DEFAULT_MODEL) -> dg.TableColumnLineage:
+    """Which warehouse columns (the company's own names) each audience column comes from."""
+    customers, consents = model.customers, model.consents
+    email = dg.TableColumnDep(asset_key=source_key("customers"), column_name=customers.email)
+    customer = dg.TableColumnDep(asset_key=source_key("customers"), column_name=customers.key)
+    consent_id = dg.TableColumnDep(
+        asset_key=source_key("consents"), column_name=consents.column("consent_id")
     )
-
-
-def audience_column_lineage() -> dg.TableColumnLineage:
-    """Which warehouse columns each audience column comes from."""
-    email = dg.TableColumnDep(asset_key=source_key("customers"), column_name="email")
-    customer = dg.TableColumnDep(asset_key=source_key("customers"), column_name="customer_id")
-    consent_id = dg.TableColumnDep(asset_key=source_key("consents"), column_name="consent_id")
-    status = dg.TableColumnDep(asset_key=source_key("consents"), column_name="status")
-    purchase = dg.TableColumnDep(asset_key=source_key("events"), column_name="event_id")
+    status = dg.TableColumnDep(
+        asset_key=source_key("consents"), column_name=consents.column("status")
+    )
+    purchase = [
+        dg.TableColumnDep(asset_key=source_key("events"), column_name=source.id)
+        for source in model.events
+        if source.id
+    ]
     return dg.TableColumnLineage(
         deps_by_column={
             "subject_key": [email],
             "google_key": [email],
             "email": [email],
             "customer_id": [customer],
-            "consent_ref": [consent_id, purchase],
-            "legal_basis": [status, purchase],
+            "consent_ref": [consent_id, *purchase],
+            "legal_basis": [status, *purchase],
         }
     )
 
@@ -178,8 +203,13 @@ AUDIENCE_SCHEMA = dg.TableSchema(
 )
 
 
-def build_segment_asset(loaded: LoadedSegment) -> dg.AssetsDefinition:
-    """The ``segment/<sid>`` asset: runs the compiled segment query, stores its members."""
+def build_segment_asset(
+    loaded: LoadedSegment, project: ProjectConfig | None = None
+) -> dg.AssetsDefinition:
+    """The ``segment/<sid>`` asset: refreshes the canonical views of the project's source model
+    (:func:`orchestrator.model.views.refresh_source_views`; ``project`` None: the views are
+    left as they are), runs the compiled segment query, stores its members."""
+    model = project.source if project is not None else DEFAULT_MODEL
     spec = loaded.spec
     sid = spec.id
 
@@ -193,7 +223,7 @@ def build_segment_asset(loaded: LoadedSegment) -> dg.AssetsDefinition:
         tags=_tags(loaded),
         metadata={
             **_definition_metadata(loaded),
-            "dagster/column_lineage": segment_column_lineage(),
+            "dagster/column_lineage": segment_column_lineage(model),
         },
         pool=DUCKDB_POOL,
     )
@@ -202,19 +232,50 @@ def build_segment_asset(loaded: LoadedSegment) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         as_of = resolve_as_of(config)
         query = compile_segment(spec, as_of)
+        drift_warnings: list[str] = []
         with warehouse.get_connection() as con:
             create_activation_schema(con)
+            if project is not None:
+                drift_warnings = _check_drift(con, project, loaded)
             members = write_segment_members(con, spec, as_of)
+        for warning in drift_warnings:
+            context.log.warning(f"catalog drift: {warning}")
         context.log.info(f"segment {sid}: {members} members as of {as_of.isoformat()}")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": members,
                 "as_of": as_of.isoformat(),
                 "query": dg.MetadataValue.md(f"```sql\n{query.sql}\n```"),
+                "catalog_drift_warnings": len(drift_warnings),
             }
         )
 
     return _segment
+
+
+def _check_drift(
+    con: duckdb.DuckDBPyConnection, project: ProjectConfig, loaded: LoadedSegment
+) -> list[str]:
+    """Refresh the source model's views and compare the warehouse with the committed catalog
+    for this segment (:func:`orchestrator.model.catalog.live_drift`): return the warnings.
+
+    Raises:
+        dagster.Failure: the model does not match the warehouse, or a column the segment uses
+            is missing or retyped (the message names the column and the segment file).
+    """
+    try:
+        refresh_source_views(con, project.source, project.purposes)
+        drift = live_drift(con, project, {loaded.spec.id: (loaded.spec, str(loaded.path))})
+    except SourceModelError as error:
+        raise dg.Failure(
+            description="The source model does not match the warehouse:\n" + str(error)
+        ) from None
+    if drift.errors:
+        raise dg.Failure(
+            description="Catalog drift breaks this segment:\n"
+            + "\n".join(drift.errors[loaded.spec.id])
+        )
+    return drift.warnings
 
 
 def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.AssetsDefinition:
@@ -242,7 +303,7 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
         metadata={
             **_definition_metadata(loaded),
             "dagster/column_schema": AUDIENCE_SCHEMA,
-            "dagster/column_lineage": audience_column_lineage(),
+            "dagster/column_lineage": audience_column_lineage(project.source),
         },
         pool=DUCKDB_POOL,
     )
@@ -276,7 +337,7 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
                 "legal_basis": str(spec.legal_basis),
                 "retention_days": spec.retention_days,
                 "dagster/column_schema": AUDIENCE_SCHEMA,
-                "dagster/column_lineage": audience_column_lineage(),
+                "dagster/column_lineage": audience_column_lineage(project.source),
             }
         )
 
@@ -295,7 +356,7 @@ def sync_column_lineage(
         )
     deps = {"email_address": [dg.TableColumnDep(audience, "email")]}
     for tag, trait in entry.fields.items():
-        deps[tag] = [dg.TableColumnDep(source_key("customers"), trait)]
+        deps[tag] = [dg.TableColumnDep(source_key("customers"), trait)]  # traits keep their names
     return dg.TableColumnLineage(deps_by_column=deps)
 
 
@@ -382,6 +443,8 @@ def build_sync_asset(
                 as_of=as_of,
                 dry_run=config.dry_run,
                 allow_mass_removal=config.allow_mass_removal,
+                signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
+                phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
                 rows_per_call=(
                     partial(platform_rows_per_call, dest.platform) if config.dry_run else None

@@ -74,6 +74,7 @@ from orchestrator.consent import (
     unmatched_purposes,
 )
 from orchestrator.customer_keys import refresh_customer_keys
+from orchestrator.model.views import refresh_source_views
 from orchestrator.privacy.retention import retention_clock_sql, retention_params
 from orchestrator.pseudonymize import TRIM_CHARS, register_sql_functions, subject_key_sql
 from orchestrator.segments.spec import SegmentSpec
@@ -125,7 +126,7 @@ def _latest_purchase_sql(soft_opt_in: bool) -> str:
     if soft_opt_in:
         return (
             "arg_max(e.event_id, (e.occurred_at, e.event_id))"
-            " FILTER (WHERE c.consent_state NOT IN ('valid', 'withdrawn'))"
+            " FILTER (WHERE e.is_purchase AND c.consent_state NOT IN ('valid', 'withdrawn'))"
         )
     return "CAST(NULL AS VARCHAR)"
 
@@ -167,7 +168,7 @@ purpose_map AS ({purpose_map_sql()}),
 address_records AS (
     SELECT h.address_id, pm.purpose, c.consent_id, c.status, c.recorded_at, c.source,
            c.notice_version
-    FROM main.consents AS c
+    FROM activation.src_consents AS c
     JOIN purpose_map AS pm ON pm.raw = c.purpose
     JOIN holders AS h USING (customer_id)
     WHERE c.recorded_at <= $as_of AND (pm.exact OR c.status <> 'granted')
@@ -220,16 +221,17 @@ last_purchases AS (
     -- arg_max, not a row_number() window: same row (event_id is unique), without sorting
     -- every purchase of every member (3 s of 13 CPU s at 1M customers, bench/README.md);
     -- a join with the members (unique ids), not IN: 0.11 s instead of 0.17 s
+    -- own-action events (purchases among them) feed the retention clock too
     SELECT e.customer_id, {_latest_purchase_sql(soft_opt_in)} AS event_id,
-           max(e.occurred_at) AS last_purchase_at
-    FROM main.events AS e
+           bool_or(e.is_purchase) AS is_customer, max(e.occurred_at) AS last_action_at
+    FROM activation.src_events AS e
     JOIN consent AS c USING (customer_id)
-    WHERE e.event_type = 'purchase' AND e.occurred_at <= $as_of
+    WHERE e.own_action AND e.occurred_at <= $as_of
     GROUP BY e.customer_id
 ),
 retention AS (
     SELECT customer_id, expired
-    FROM ({retention_clock_sql("members", last_purchases="last_purchases")}) AS clock
+    FROM ({retention_clock_sql("members", last_actions="last_purchases")}) AS clock
 )
 SELECT c.customer_id, c.consent_id, c.consent_state, p.event_id AS purchase_id,
        coalesce(rt.expired, false) AS retention_expired
@@ -264,7 +266,7 @@ WITH keyed AS (
 ),
 requests AS (
     SELECT request_type, customer_id, {subject_key_sql("subject_key")} AS subject_key
-    FROM main.privacy_requests
+    FROM activation.src_privacy_requests
     WHERE received_at <= $as_of
 ),
 matched_requests AS (
@@ -492,9 +494,9 @@ _KEY_SCOPE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE {_KEY_SCOPE} AS
 SELECT customer_id FROM {_SCOPE}
 UNION ALL  -- the refresh reads it with IN: duplicates cost less than removing them
-SELECT customer_id FROM main.consents WHERE customer_id IS NOT NULL
+SELECT customer_id FROM activation.src_consents WHERE customer_id IS NOT NULL
 UNION ALL
-SELECT customer_id FROM main.privacy_requests WHERE customer_id IS NOT NULL
+SELECT customer_id FROM activation.src_privacy_requests WHERE customer_id IS NOT NULL
 """
 
 
@@ -594,7 +596,10 @@ def build_segment_audience(
     marketing when its purpose or one of its destinations' purposes is
     (:func:`orchestrator.consent.is_marketing_segment`): the one call the ``audience/<sid>``
     asset, the CLI preview and the benchmark share, so they cannot drift apart. Raises what
-    :func:`build_audience` raises."""
+    :func:`build_audience` raises, and :class:`orchestrator.model.views.SourceModelError`.
+    The canonical views are refreshed from the project's source model first
+    (:func:`orchestrator.model.views.refresh_source_views`, a no-op when unchanged)."""
+    refresh_source_views(con, project.source, project.purposes)
     served = [
         project.destinations[entry.destination].purposes
         for entry in spec.destinations

@@ -6,13 +6,19 @@ URL and token, read by the destination resources at run time.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
+from orchestrator.segments.catalog import DEFAULT_CATALOG, Catalog
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+#: The catalog file's name, beside ``activation.yaml`` (``activation catalog`` writes it).
+CATALOG_FILE = "catalog.json"
 
 
 class LegalBasis(StrEnum):
@@ -32,6 +38,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Consent fields each platform takes with an upload (Google Data Manager API ``Consent``:
+#: https://developers.google.com/data-manager/api/reference/rest/v1/Consent).
+CONSENT_SIGNALS: dict[str, tuple[str, ...]] = {"google": ("ad_user_data", "ad_personalization")}
+
+
 class Controller(_Strict):
     """The controller named in the Article 30(1)(a) register."""
 
@@ -49,20 +60,41 @@ class Purpose(_Strict):
     to direct marketing ends every such purpose). Default true; a service purpose (order
     updates, account notices) sets ``marketing: false``. A destination that serves one
     marketing purpose serves only marketing purposes.
+    ``consent_signals``: platform -> consent field -> the purpose whose valid consent grants it
+    (e.g. ``{"google": {"ad_user_data": "ad_targeting", "ad_personalization":
+    "ad_personalization"}}``): a member's signal is granted only when their latest consent
+    record for that purpose is a grant still valid; denied otherwise (see
+    :mod:`orchestrator.consent_signals`).
     """
 
     description: str
     consent_validity_days: int = Field(gt=0)
     legal_bases: tuple[LegalBasis, ...] = Field(min_length=1)
     marketing: bool = True
+    consent_signals: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("consent_signals")
+    @classmethod
+    def _known_signals(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for platform, signals in value.items():
+            known = CONSENT_SIGNALS.get(platform)
+            if known is None:
+                raise ValueError(f"no consent signals are known for platform {platform!r}")
+            unknown = set(signals) - set(known)
+            if unknown:
+                raise ValueError(
+                    f"{platform}: unknown consent signals {sorted(unknown)}; known: {list(known)}"
+                )
+        return value
 
 
 class DestinationConfig(_Strict):
     """A destination instance: which platform client, which purposes it serves, where its data
     goes (country and transfer safeguard for the register), and the environment variable names
-    of its base URL and token."""
+    of its base URL and token. ``account_id``: the operating account a Google destination
+    writes to (the Google Ads customer id; required for ``google``, not a secret)."""
 
-    platform: str = Field(pattern=r"^(meta|mailchimp)$")
+    platform: str = Field(pattern=r"^(meta|mailchimp|google)$")
     kind: DestinationKind
     purposes: tuple[str, ...] = Field(min_length=1)
     country: str
@@ -70,6 +102,23 @@ class DestinationConfig(_Strict):
     base_url_env: str
     token_env: str
     normalization: str = Field(default="base", pattern=r"^(base|google)$")
+    account_id: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_\-]+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _google_normalizes_like_google(cls, data: object) -> object:
+        """A ``google`` destination matches on the Google-normalized email unless told
+        otherwise (Gmail dots removed: Data Manager API formatting guide,
+        https://developers.google.com/data-manager/api/get-started/formatting)."""
+        if isinstance(data, dict) and data.get("platform") == "google":
+            return {"normalization": "google", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _google_needs_account(self) -> DestinationConfig:
+        if self.platform == "google" and not self.account_id:
+            raise ValueError("a google destination needs account_id (the operating account)")
+        return self
 
 
 class SourceRetention(_Strict):
@@ -93,12 +142,40 @@ class SourceRetention(_Strict):
 
 
 class ProjectConfig(_Strict):
-    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults)."""
+    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``source`` is
+    the declared source model (:mod:`orchestrator.model.spec`; default: the tables
+    ``orchestrator.warehouse.schema.create_source_schema`` creates)."""
 
     controller: Controller
     purposes: dict[str, Purpose]
     destinations: dict[str, DestinationConfig]
     retention: SourceRetention = SourceRetention()
+    source: SourceModel = DEFAULT_MODEL
+    _catalog: Catalog = PrivateAttr(default=DEFAULT_CATALOG)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The committed catalog of the source model (:mod:`orchestrator.model.catalog`), or
+        :data:`orchestrator.segments.catalog.DEFAULT_CATALOG` when the project has none."""
+        return self._catalog
+
+    def with_catalog(self, catalog: Catalog) -> ProjectConfig:
+        """A copy of this config validating segments against ``catalog``."""
+        copy = self.model_copy()
+        copy._catalog = catalog
+        return copy
+
+    @model_validator(mode="after")
+    def _signals_name_purposes(self) -> ProjectConfig:
+        for name, purpose in self.purposes.items():
+            for platform, signals in purpose.consent_signals.items():
+                for signal, source in signals.items():
+                    if source not in self.purposes:
+                        raise ValueError(
+                            f"purposes.{name}.consent_signals.{platform}.{signal}: "
+                            f"{source!r} is not a declared purpose"
+                        )
+        return self
 
     @field_validator("purposes", "destinations")
     @classmethod
@@ -119,4 +196,23 @@ def load_project_config(path: Path) -> ProjectConfig:
         pydantic.ValidationError: a field is wrong (the message names the field).
     """
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return ProjectConfig.model_validate(data)
+    return _with_committed_catalog(ProjectConfig.model_validate(data), Path(path))
+
+
+def catalog_path_for(config_path: Path) -> Path:
+    """The catalog file of a project: ``ACTIVATION_CATALOG``, else ``catalog.json`` beside
+    its ``activation.yaml``."""
+    env = os.environ.get("ACTIVATION_CATALOG")
+    return Path(env) if env else Path(config_path).parent / CATALOG_FILE
+
+
+def _with_committed_catalog(project: ProjectConfig, config_path: Path) -> ProjectConfig:
+    """``project`` with the catalog file read (never the warehouse), when there is one.
+
+    Raises:
+        pydantic.ValidationError: the catalog file is not a valid catalog.
+    """
+    path = catalog_path_for(config_path)
+    if not path.is_file():
+        return project
+    return project.with_catalog(Catalog.model_validate_json(path.read_text(encoding="utf-8")))

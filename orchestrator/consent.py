@@ -141,16 +141,18 @@ def match_purposes(names: Iterable[tuple[str, int]], declared: Iterable[str]) ->
 def unmatched_purposes(
     con: duckdb.DuckDBPyConnection, purposes: Mapping[str, Purpose]
 ) -> list[PurposeMatch]:
-    """:func:`match_purposes` over the distinct purpose names of ``main.consents``.
+    """:func:`match_purposes` over the distinct purpose names of ``activation.src_consents``.
 
     Raises:
-        duckdb.Error: ``main.consents`` is missing.
+        duckdb.Error: ``activation.src_consents`` is missing.
     """
-    rows = con.execute("SELECT purpose, count(*) FROM main.consents GROUP BY purpose").fetchall()
+    rows = con.execute(
+        "SELECT purpose, count(*) FROM activation.src_consents GROUP BY purpose"
+    ).fetchall()
     return match_purposes(rows, purposes)
 
 
-def purpose_map_sql(consents: str = "main.consents") -> str:
+def purpose_map_sql(consents: str = "activation.src_consents") -> str:
     """SQL of a relation (raw VARCHAR, purpose VARCHAR, exact BOOLEAN): each distinct purpose
     name of ``consents`` that names one of the counted purposes, exactly or as a variant.
     Parameters: ``$purposes`` (the counted names, :func:`counted_purposes`) and

@@ -66,7 +66,7 @@ KEY_RULES_VERSION = 2
 _MARK_OLD_RULES = f"""
 INSERT INTO {_SCRATCH}
 SELECT k.customer_id, true
-FROM activation.customer_keys AS k JOIN main.customers AS c USING (customer_id)
+FROM activation.customer_keys AS k JOIN activation.src_customers AS c USING (customer_id)
 WHERE strlen(c.email) <> length(c.email)
   AND k.customer_id NOT IN (SELECT customer_id FROM {_SCRATCH})
 """
@@ -82,7 +82,7 @@ def _changes_sql(within: str | None) -> str:
 CREATE OR REPLACE TEMP TABLE {_SCRATCH} AS
 SELECT coalesce(c.customer_id, k.customer_id) AS customer_id,
        c.customer_id IS NOT NULL AS present
-FROM (SELECT customer_id, hash(email) AS fingerprint FROM main.customers) AS c
+FROM (SELECT customer_id, hash(email) AS fingerprint FROM activation.src_customers) AS c
 FULL JOIN activation.customer_keys AS k
   ON k.customer_id = c.customer_id AND k.email_fingerprint = c.fingerprint
 WHERE (k.customer_id IS NULL{scope}) OR c.customer_id IS NULL
@@ -156,7 +156,7 @@ SELECT customer_id, hash(email),
        {subject_key_sql("email")},
        {google_key_sql("email")},
        customer_id
-FROM main.customers
+FROM activation.src_customers
 WHERE customer_id IN (SELECT customer_id FROM {_SCRATCH} WHERE present)
 """
 
@@ -184,7 +184,8 @@ class KeyRefresh:
 
 
 def refresh_customer_keys(con: duckdb.DuckDBPyConnection, within: str | None = None) -> KeyRefresh:
-    """Bring ``activation.customer_keys`` in line with ``main.customers`` (module docstring).
+    """Bring ``activation.customer_keys`` in line with ``activation.src_customers`` (module
+    docstring).
 
     ``within``: the name of a relation with a ``customer_id`` column (written by our code,
     never user input): only those customers get a row when they lack one; None: every
@@ -195,7 +196,7 @@ def refresh_customer_keys(con: duckdb.DuckDBPyConnection, within: str | None = N
     addresses in scope only.
 
     Raises:
-        duckdb.Error: ``main.customers`` is missing or lacks ``customer_id`` / ``email``.
+        duckdb.Error: ``activation.src_customers`` is missing or lacks ``customer_id`` / ``email``.
     """
     create_activation_schema(con)
     # a cache created before addresses were kept (2026-12-03): the column, filled below

@@ -91,11 +91,11 @@ def segment_schedule(
 def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definitions:
     """Definitions for every valid segment in ``settings.segments_dir``."""
     loaded = load_segments(settings.segments_dir, project)
-    assets: list = [*source_asset_specs(), segment_file_errors_asset(loaded.errors)]
+    assets: list = [*source_asset_specs(project.source), segment_file_errors_asset(loaded.errors)]
     jobs, schedules = [], []
     for sid in sorted(loaded.specs):
         seg = loaded.specs[sid]
-        assets += [build_segment_asset(seg), build_audience_asset(seg, project)]
+        assets += [build_segment_asset(seg, project), build_audience_asset(seg, project)]
         assets += [build_sync_asset(seg, entry, project) for entry in seg.spec.destinations]
         job = segment_job(sid)
         jobs.append(job)

@@ -33,6 +33,8 @@ from tests.conftest import REPO
 
 #: The example segments shipped in ``segments/`` (a test checks the list is complete).
 EXAMPLE_SEGMENTS = (
+    "cart_abandoners",
+    "gold_tier_newsletter",
     "lapsed_high_value",
     "loyal_no_refund_sql",
     "mug_buyers_60d",

@@ -1,6 +1,7 @@
 """An independent plain-Python oracle for segments and audiences, for the end-to-end tests.
 
-It reads the warehouse's raw tables with ``fetchall`` and evaluates, row by row in Python:
+It reads the company's own tables named by the source model with ``fetchall`` (mapping columns
+and values in Python, never through the product's views) and evaluates, row by row in Python:
 
 1. the segment: the condition tree of a :class:`~orchestrator.segments.spec.SegmentSpec`
    (traits; events with ``within_days`` / ``between`` / ``at_least`` distinct orders /
@@ -17,7 +18,8 @@ The semantics mirrored, in the words of the product docs: a NULL trait never mat
 comparison (so ``not`` of it matches); only events at or before ``as_of`` count; a date value
 means the whole day; ``within_days`` keeps events at or after ``as_of - within_days``;
 ``between`` days are whole and both included;
-``at_least`` counts distinct ``invoice_no`` (an event without one is its own order);
+``at_least`` counts distinct orders (the model's ``order`` column; an event without one is its
+own order);
 ``total_value`` bounds the sum of the non-NULL ``value`` (inclusive; no value means no match).
 """
 
@@ -34,6 +36,7 @@ from typing import Any
 import duckdb
 
 from orchestrator.config import LegalBasis, ProjectConfig
+from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
 from orchestrator.pseudonymize import TRIM_CHARS, google_key, normalize_email, subject_key
 from orchestrator.segments.spec import (
     AllCondition,
@@ -44,13 +47,6 @@ from orchestrator.segments.spec import (
     SegmentSpec,
     TraitCondition,
 )
-
-#: Columns holding timestamps: a value written as ``YYYY-MM-DD`` means that whole day.
-TIMESTAMP_COLUMNS = frozenset({"created_at", "last_contact_at", "occurred_at"})
-CUSTOMER_COLUMNS = ("customer_id", "email", "country", "country_name", "created_at")
-CUSTOMER_COLUMNS += ("last_contact_at",)
-EVENT_COLUMNS = ("event_id", "customer_id", "event_type", "occurred_at", "invoice_no")
-EVENT_COLUMNS += ("stock_code", "description", "quantity", "unit_price", "value")
 
 
 @dataclass(frozen=True)
@@ -122,36 +118,143 @@ class ExpectedAudience:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def read_sources(con: duckdb.DuckDBPyConnection) -> Sources:
-    """Read every source table (and the suppression list) with ``fetchall``."""
-    customers = {
-        row[0]: dict(zip(CUSTOMER_COLUMNS, row, strict=True))
-        for row in con.execute(f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM customers").fetchall()
-    }
+def _rows(con: duckdb.DuckDBPyConnection, relation: Any) -> list[dict[str, Any]]:
+    """Every row of a declared table or SELECT, as dicts (the company's own column names)."""
+    sql = relation.table if relation.table else f"({relation.select})"
+    cursor = con.execute(f"SELECT * FROM {sql} AS s")
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _latest(values: Iterable[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _customers(con: duckdb.DuckDBPyConnection, model: SourceModel) -> dict[int, dict[str, Any]]:
+    spec = model.customers
+    out = {}
+    for row in _rows(con, spec):
+        person = dict(row)
+        person["customer_id"] = row[spec.key]
+        person["email"] = row[spec.email]
+        person["collected_at"] = row[spec.collected_at] if spec.collected_at else None
+        person["last_own_action_at"] = _latest(row[c] for c in spec.own_action_columns)
+        out[row[spec.key]] = person
+    return out
+
+
+def _events(con: duckdb.DuckDBPyConnection, model: SourceModel) -> dict[int, list[dict]]:
+    own = {model.purchase_event, *model.own_action_events}
     events: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in con.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events").fetchall():
-        events[row[1]].append(dict(zip(EVENT_COLUMNS, row, strict=True)))
+    for source in model.events:
+        for row in _rows(con, source):
+            kind = str(row[source.type_column]) if source.type_column else source.type
+            at = row[source.time]
+            event = {name: row[name] for name in source.fields}
+            event.update(
+                event_id=str(row[source.id])
+                if source.id
+                else f"{source.name}:{row[source.key]}:{at}:{kind}",
+                customer_id=row[source.key],
+                event_type=kind,
+                occurred_at=at,
+                value=None
+                if not source.value or row[source.value] is None
+                else float(row[source.value]),
+                order=None
+                if not source.order or row[source.order] is None
+                else str(row[source.order]),
+                is_purchase=kind == model.purchase_event,
+                own_action=kind in own,
+            )
+            events[row[source.key]].append(event)
+    return events
+
+
+def _reverse(mapping: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    return {word: canonical for canonical, words in mapping.items() for word in words}
+
+
+def _consents(
+    con: duckdb.DuckDBPyConnection, model: SourceModel, intake: bool
+) -> dict[int, list[tuple]]:
+    spec = model.consents
+    statuses = _reverse(spec.status_values)
+    purposes = _reverse(spec.purpose_values) if spec.purpose_values else None
     consents: dict[int, list[tuple]] = defaultdict(list)
-    for row in con.execute(
-        "SELECT consent_id, customer_id, purpose, status, recorded_at, source, notice_version "
-        "FROM consents"
-    ).fetchall():
-        consents[row[1]].append(row)
-    requests = con.execute(
-        "SELECT customer_id, subject_key, request_type, received_at FROM privacy_requests"
-    ).fetchall()
-    (has_list,) = con.execute(
+    for row in _rows(con, spec):
+        status = statuses.get(str(row[spec.column("status")]))
+        raw_purpose = str(row[spec.column("purpose")])
+        purpose = raw_purpose if purposes is None else purposes.get(raw_purpose)
+        if status is None or purpose is None:
+            continue  # an unmapped value is never consent
+        source, notice = row[spec.column("source")], row[spec.column("notice_version")]
+        ours = (not spec.ours.sources or source in spec.ours.sources) and (
+            not spec.ours.notice_versions or notice in spec.ours.notice_versions
+        )
+        cid = row[spec.column("customer_id")]
+        consents[cid].append(
+            (str(row[spec.column("consent_id")]), cid, purpose, status,
+             row[spec.column("recorded_at")], source, notice if ours else None)
+        )  # fmt: skip
+    if intake:
+        for row in con.execute(
+            "SELECT consent_id, customer_id, purpose, status, recorded_at, source, "
+            "notice_version FROM activation.consent_intake WHERE customer_id IS NOT NULL"
+        ).fetchall():
+            consents[row[1]].append(row)
+    return consents
+
+
+def _requests(con: duckdb.DuckDBPyConnection, model: SourceModel, intake: bool) -> list[tuple]:
+    requests: list[tuple] = []
+    spec = model.privacy_requests
+    if spec is not None:
+        types = _reverse(spec.type_values)
+        for row in _rows(con, spec):
+            kind = types.get(str(row[spec.column("request_type")]))
+            if kind is not None:
+                requests.append(
+                    (row[spec.column("customer_id")], row[spec.column("subject_key")], kind,
+                     row[spec.column("received_at")])
+                )  # fmt: skip
+    if intake:
+        requests += con.execute(
+            "SELECT customer_id, subject_key, request_type, received_at "
+            "FROM activation.request_intake"
+        ).fetchall()
+    return requests
+
+
+def _has(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    (found,) = con.execute(
         "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_schema = 'activation' AND table_name = 'suppression_list'"
+        "WHERE table_schema = 'activation' AND table_name = ?",
+        [table],
     ).fetchone()
+    return bool(found)
+
+
+def read_sources(con: duckdb.DuckDBPyConnection, model: SourceModel = DEFAULT_MODEL) -> Sources:
+    """Read the company's own tables named by ``model`` (and the product's intake tables and
+    suppression list) with ``fetchall``, applying the model's column and value mappings in
+    Python (never the product's views)."""
+    has_intake = _has(con, "consent_intake")
     suppressions = (
         con.execute(
             "SELECT subject_key, google_key, request_type FROM activation.suppression_list"
         ).fetchall()
-        if has_list
+        if _has(con, "suppression_list")
         else []
     )
-    return Sources(customers, dict(events), dict(consents), requests, suppressions)
+    return Sources(
+        _customers(con, model),
+        dict(_events(con, model)),
+        dict(_consents(con, model, has_intake)),
+        _requests(con, model, has_intake),
+        suppressions,
+    )
 
 
 # --- segment conditions -----------------------------------------------------------------------
@@ -184,7 +287,9 @@ def _compare(value: Any, op: str, raw: Any, column: str) -> bool:
         return value in list(raw)
     if op == "between":
         return _compare(value, "gte", raw[0], column) and _compare(value, "lte", raw[1], column)
-    if column in TIMESTAMP_COLUMNS:
+    if isinstance(value, date):  # a timestamp or date column: YYYY-MM-DD means that whole day
+        if not isinstance(value, datetime):
+            value = _start(value)
         bound = _day(raw)
         if not isinstance(bound, datetime):
             low, high = _start(bound), _start(bound) + timedelta(days=1)
@@ -236,10 +341,7 @@ def _value_ok(total: float | None, condition: EventCondition) -> bool:
 
 def _event_holds(events: list[dict[str, Any]], condition: EventCondition, as_of: datetime) -> bool:
     matching = [e for e in events if _event_matches(e, condition, as_of)]
-    orders = {
-        e["invoice_no"] if e["invoice_no"] is not None else f"event:{e['event_id']}"
-        for e in matching
-    }
+    orders = {e["order"] if e["order"] is not None else f"event:{e['event_id']}" for e in matching}
     values = [e["value"] for e in matching if e["value"] is not None]
     total = sum(values) if values else None
     return bool(matching) and len(orders) >= condition.at_least and _value_ok(total, condition)
@@ -316,19 +418,17 @@ def _retention_expired(sources: Sources, cid: int, project: ProjectConfig, as_of
     customer = sources.customers.get(cid)
     if customer is None:
         return False
-    purchases = [
-        e["occurred_at"]
-        for e in sources.events.get(cid, [])
-        if e["event_type"] == "purchase" and e["occurred_at"] <= as_of
-    ]
-    contact = customer["last_contact_at"]
+    mine = [e for e in sources.events.get(cid, []) if e["own_action"] and e["occurred_at"] <= as_of]
+    last_action = _latest(e["occurred_at"] for e in mine)
+    contact = customer["last_own_action_at"]
     contact = contact if contact is not None and contact <= as_of else None
-    if purchases:
-        days, start = project.retention.customer_days, max(purchases)
+    if any(e["is_purchase"] for e in mine):
+        days, moments = project.retention.customer_days, (last_action, contact)
     else:
-        days, start = project.retention.prospect_days, customer["created_at"]
-    clock = max(moment for moment in (start, contact) if moment is not None)
-    return clock <= as_of - timedelta(days=days)
+        days = project.retention.prospect_days
+        moments = (customer["collected_at"], last_action, contact)
+    clock = _latest(moments)
+    return clock is not None and clock <= as_of - timedelta(days=days)
 
 
 def fold_purpose(name: str) -> str:
@@ -396,9 +496,7 @@ def other_marketing(
 
 def _latest_purchase(sources: Sources, cid: int, as_of: datetime) -> str | None:
     purchases = [
-        e
-        for e in sources.events.get(cid, [])
-        if e["event_type"] == "purchase" and e["occurred_at"] <= as_of
+        e for e in sources.events.get(cid, []) if e["is_purchase"] and e["occurred_at"] <= as_of
     ]
     last = max(purchases, key=lambda e: (e["occurred_at"], e["event_id"]), default=None)
     return None if last is None else last["event_id"]
@@ -485,7 +583,7 @@ def expected_audiences(
     """:func:`expected_audience` for every segment, reading the warehouse once."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        sources = read_sources(con)
+        sources = read_sources(con, project.source)
         members = {sid: segment_members(spec, sources, con, as_of) for sid, spec in specs.items()}
     finally:
         con.close()

@@ -23,6 +23,8 @@ from orchestrator.settings import Settings
 from tests.conftest import REPO
 
 SEGMENT_IDS = [
+    "cart_abandoners",
+    "gold_tier_newsletter",
     "lapsed_high_value",
     "loyal_no_refund_sql",
     "mug_buyers_60d",
@@ -32,6 +34,8 @@ SEGMENT_IDS = [
 SOURCES = ["warehouse/consents", "warehouse/customers", "warehouse/events"]
 SOURCES += ["warehouse/privacy_requests"]
 SYNCS = [
+    "sync/cart_abandoners/meta_ads",
+    "sync/gold_tier_newsletter/mailchimp",
     "sync/lapsed_high_value/meta_ads",
     "sync/loyal_no_refund_sql/mailchimp",
     "sync/mug_buyers_60d/meta_ads",
@@ -49,6 +53,9 @@ ASSET_DEPS: dict[str, list[str]] = {
     **{source: [] for source in SOURCES},
 }
 CHECKS = [
+    "audience/cart_abandoners:legal_basis_valid",
+    "audience/cart_abandoners:no_raw_identifier",
+    "audience/gold_tier_newsletter:legal_basis_valid",
     "audience/lapsed_high_value:legal_basis_valid",
     "audience/lapsed_high_value:no_raw_identifier",
     "audience/loyal_no_refund_sql:legal_basis_valid",
@@ -58,6 +65,10 @@ CHECKS = [
     "audience/recent_buyers_eu:legal_basis_valid",
     "privacy/erasure_receipts:requests_deadline",
     "privacy/processing_register:no_unregistered_sync_state",
+    "sync/cart_abandoners/meta_ads:destination_retention",
+    "sync/cart_abandoners/meta_ads:reconciliation",
+    "sync/gold_tier_newsletter/mailchimp:destination_retention",
+    "sync/gold_tier_newsletter/mailchimp:reconciliation",
     "sync/lapsed_high_value/meta_ads:destination_retention",
     "sync/lapsed_high_value/meta_ads:reconciliation",
     "sync/loyal_no_refund_sql/mailchimp:destination_retention",
@@ -74,6 +85,8 @@ CHECKS = [
 ]
 #: (name, cron, time zone, default status, job)
 SCHEDULES = [
+    ("cart_abandoners_schedule", "0 * * * *", "Europe/Paris", "STOPPED"),
+    ("gold_tier_newsletter_schedule", "0 7 * * TUE", "Europe/Paris", "STOPPED"),
     ("lapsed_high_value_schedule", "30 5 * * MON", "Europe/Paris", "STOPPED"),
     ("loyal_no_refund_sql_schedule", "0 8 * * MON", "Europe/Paris", "STOPPED"),
     ("mug_buyers_60d_schedule", "15 6 * * *", "Europe/Paris", "STOPPED"),

@@ -1,11 +1,11 @@
 """``python -m destinations.mock --port 8765 --state-dir DIR [--meta-token T]
-[--mailchimp-token T] [--ready-file F]``.
+[--mailchimp-token T] [--google-token T] [--ready-file F]``.
 
 Serves both mock platforms on 127.0.0.1 until SIGTERM or SIGINT. Tokens default to the
-environment (``MOCK_META_TOKEN``, ``MOCK_MAILCHIMP_TOKEN``), else ``mock-meta-token`` and
-``mock-mailchimp-token``. When listening it prints ``mock destinations listening on
-http://127.0.0.1:PORT`` and writes PORT to the ready file (atomically), so a parent process
-started with ``--port 0`` learns the port.
+environment (``MOCK_META_TOKEN``, ``MOCK_MAILCHIMP_TOKEN``, ``MOCK_GOOGLE_TOKEN``), else
+``mock-meta-token``, ``mock-mailchimp-token`` and ``mock-google-token``. When listening it
+prints ``mock destinations listening on http://127.0.0.1:PORT`` and writes PORT to the ready
+file (atomically), so a parent process started with ``--port 0`` learns the port.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from destinations.mock.server import (
+    DEFAULT_GOOGLE_TOKEN,
     DEFAULT_MAILCHIMP_TOKEN,
     DEFAULT_META_TOKEN,
     HOST,
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--state-dir", type=Path, required=True, help="where the SQLite file lives")
     parser.add_argument("--meta-token", default=None, help="env MOCK_META_TOKEN")
     parser.add_argument("--mailchimp-token", default=None, help="env MOCK_MAILCHIMP_TOKEN")
+    parser.add_argument("--google-token", default=None, help="env MOCK_GOOGLE_TOKEN")
     parser.add_argument("--ready-file", type=Path, default=None, help="gets the port when ready")
     return parser.parse_args(argv)
 
@@ -50,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     mailchimp_token = (
         args.mailchimp_token or os.environ.get("MOCK_MAILCHIMP_TOKEN") or DEFAULT_MAILCHIMP_TOKEN
     )
+    google_token = args.google_token or os.environ.get("MOCK_GOOGLE_TOKEN") or DEFAULT_GOOGLE_TOKEN
     server = make_server(
-        args.state_dir, port=args.port, meta_token=meta_token, mailchimp_token=mailchimp_token
+        args.state_dir,
+        port=args.port,
+        meta_token=meta_token,
+        mailchimp_token=mailchimp_token,
+        google_token=google_token,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,7 +23,10 @@ other). Actions (``type``):
   applied.
 - ``reject_rows``: ``values`` (Meta hashes or Mailchimp email addresses) are refused with
   ``error`` (Meta: counted invalid with that reason; Mailchimp: an ``errors[]`` entry, or a 400
-  for PUT); the other rows are applied normally.
+  for PUT); the other rows are applied normally. Google: the members holding one of the
+  ``values`` (identifier hashes) fail during asynchronous processing with reason ``error``
+  (an ``ErrorReason`` name; default ``INVALID_AUDIENCE_MEMBER``), so the request status is
+  ``PARTIAL_SUCCESS`` or ``FAILED``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-from destinations.mock import mailchimp_api, meta_api
+from destinations.mock import google_api, mailchimp_api, meta_api
 from destinations.mock.wire import Response, json_response
 
 ACTIONS = ("status", "timeout_after_apply", "drop_connection", "reject_rows")
@@ -94,7 +97,8 @@ def _check_action(action: dict[str, Any]) -> None:
 
 def reject_map(platform: str, action: dict[str, Any]) -> dict[str, str]:
     """``reject_rows`` as value -> reason (Mailchimp emails lowercased)."""
-    reason = str(action.get("error") or DEFAULT_REJECT_REASON)
+    default = google_api.DEFAULT_FAILURE_REASON if platform == "google" else DEFAULT_REJECT_REASON
+    reason = str(action.get("error") or default)
     values = [str(v) for v in action.get("values", [])]
     if platform == "mailchimp":
         values = [v.lower() for v in values]
@@ -116,7 +120,23 @@ def status_response(platform: str, action: dict[str, Any], path: str) -> Respons
         return Response(status, _phrase(status).encode(), CONTENT_TYPES[kind], headers)
     if platform == "meta":
         return _meta_default(status, action, path, headers)
+    if platform == "google":
+        return _google_default(status, action, headers)
     return _mailchimp_default(status, headers)
+
+
+def _google_default(status: int, action: dict[str, Any], headers: dict[str, str]) -> Response:
+    """Google's error for ``status``: 429 ``RESOURCE_EXHAUSTED`` with ``RetryInfo``
+    (``retry_delay_s``, default 1), 5xx ``UNAVAILABLE``/``INTERNAL``, else ``INVALID_ARGUMENT``."""
+    if status == 429:
+        response = google_api.quota_exhausted(float(action.get("retry_delay_s", 1.0)))
+    elif status >= 500:
+        code = "UNAVAILABLE" if status == 503 else "INTERNAL"
+        response = google_api.google_error(status, code, "The service is currently unavailable.")
+    else:
+        response = google_api.google_error(status, "INVALID_ARGUMENT", _phrase(status))
+    response.headers.update(headers)
+    return response
 
 
 def _meta_default(

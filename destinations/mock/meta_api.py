@@ -7,12 +7,19 @@ Routes (``{version}`` like ``v19.0``; audiences are created on first use):
   10,000 rows; 200 ``{"audience_id", "session_id", "num_received", "num_invalid_entries",
   "invalid_entry_samples": {value: reason}}``. Invalid rows are reported, not stored; adding an
   existing member or removing an absent one is a no-op.
+  Multi-key: ``"schema": ["EMAIL_SHA256", "PHONE_SHA256"]`` with ``"data": [[email, phone],
+  ...]`` (phone ``""`` when none); the member is kept under its email hash.
 - ``GET /meta/{version}/{audience_id}?fields=approximate_count``: ``{"id", "approximate_count"}``
   (exact here), plus ``approximate_count_lower_bound`` / ``_upper_bound`` as the real API has.
 
 Source: Meta Marketing API, "Custom Audience Users" (``/{audience_id}/users``, schema
 ``EMAIL_SHA256``, 10,000 users per request) and "Handling Errors" (error object, code 100
 invalid parameter, 190 invalid token, 80004/17/4/613 throttling).
+
+An audience flagged through the control API (``POST /meta/_control/restrict {"audience_id"}``)
+refuses every membership edit with 400 code 100, subcode 1713230 "Audience Upload Blocked",
+and its GET shows ``operation_status`` 471, as Meta does since September 2025 for audiences that
+suggest health or financial status (the message text here is ours).
 
 A value that looks like a raw email or phone number is counted as a ``raw_identifier``
 violation: an ad destination must only ever receive hashes.
@@ -33,6 +40,7 @@ from destinations.mock.wire import BadJson, Request, Response, json_response
 
 MAX_ROWS = 10_000
 SCHEMA = "EMAIL_SHA256"
+MULTI_KEY_SCHEMA = ["EMAIL_SHA256", "PHONE_SHA256"]
 INVALID_HASH_REASON = "Invalid hash format: expected SHA-256 as 64 lowercase hex characters"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -110,9 +118,12 @@ def redact(value: str) -> str:
 
 @dataclass(frozen=True)
 class Payload:
-    """A validated ``payload``: ``data`` as a list of strings (one per row, as sent)."""
+    """A validated ``payload``: ``data`` as a list of strings (one per row, as sent; the email
+    key of a multi-key row) and ``phones`` (the phone key per row of a multi-key payload,
+    "" when none)."""
 
     data: list[str]
+    phones: list[str] | None = None
 
 
 def parse_payload(req: Request) -> Payload | Response:
@@ -125,6 +136,8 @@ def parse_payload(req: Request) -> Payload | Response:
     if not isinstance(payload, dict):
         return meta_error(400, 100, "(#100) The parameter payload is required")
     schema = payload.get("schema")
+    if schema == MULTI_KEY_SCHEMA:
+        return _parse_multi_key(payload.get("data"))
     if schema not in (SCHEMA, [SCHEMA]):
         return meta_error(400, 100, f"(#100) Invalid schema: expected {SCHEMA}")
     data = payload.get("data")
@@ -144,6 +157,38 @@ def parse_payload(req: Request) -> Payload | Response:
     return Payload(rows)
 
 
+def _parse_multi_key(data: Any) -> Payload | Response:
+    """Rows of a ``[EMAIL_SHA256, PHONE_SHA256]`` payload: each ``[email, phone]``; the member
+    is stored under its email hash (the phone hash is validated, not kept)."""
+    if not isinstance(data, list) or not data:
+        return meta_error(400, 100, "(#100) The parameter payload.data must be a non-empty list")
+    if len(data) > MAX_ROWS:
+        return meta_error(
+            400, 100, f"(#100) Too many entries in the payload: {len(data)} > {MAX_ROWS}"
+        )
+    rows: list[str] = []
+    phones: list[str] = []
+    for item in data:
+        if not (
+            isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)
+        ):
+            return meta_error(400, 100, "(#100) Each entry must match the schema's 2 keys")
+        rows.append(item[0])
+        phones.append(item[1])
+    return Payload(rows, phones)
+
+
+def _values(data: list[Any]) -> list[Any]:
+    """Every identifier value of ``payload.data`` (single key, or each key of a multi-key row)."""
+    values: list[Any] = []
+    for d in data:
+        if isinstance(d, list):
+            values += [v for v in d if v != ""]
+        else:
+            values.append(d)
+    return values
+
+
 def logged_values(req: Request) -> list[str]:
     """The rows of the request for the request log, raw identifiers redacted ([] if none)."""
     body = req.json_or_none()
@@ -151,8 +196,7 @@ def logged_values(req: Request) -> list[str]:
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, list):
         return []
-    values = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]
-    return [redact(v) if isinstance(v, str) else repr(v)[:100] for v in values]
+    return [redact(v) if isinstance(v, str) else repr(v)[:100] for v in _values(data)]
 
 
 def count_violations(store: Store, req: Request) -> None:
@@ -162,7 +206,7 @@ def count_violations(store: Store, req: Request) -> None:
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, list):
         return
-    values = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]
+    values = _values(data)
     samples = [redact(v) for v in values if isinstance(v, str) and raw_identifier_kind(v)]
     store.add_violations("meta", "raw_identifier", samples)
 
@@ -187,18 +231,68 @@ def handle(
     )
 
 
+_RESTRICTED_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta_restricted (audience_id TEXT PRIMARY KEY) WITHOUT ROWID"
+)
+BLOCKED_TITLE = "Audience Upload Blocked"
+BLOCKED_MESSAGE = (
+    "This audience may suggest health or financial status and can't be updated. "
+    "(operation_status 471)"
+)
+
+
+def restrict(store: Store, audience_id: str) -> None:
+    """Flag an audience as restricted (health or financial status): edits are refused."""
+    with store._tx() as con:
+        con.execute(_RESTRICTED_DDL)
+        con.execute("INSERT OR IGNORE INTO meta_restricted VALUES (?)", (audience_id,))
+
+
+def is_restricted(store: Store, audience_id: str) -> bool:
+    """True when the audience was flagged by :func:`restrict` (until a reset)."""
+    with store._tx() as con:
+        con.execute(_RESTRICTED_DDL)
+        found = con.execute(
+            "SELECT 1 FROM meta_restricted WHERE audience_id = ?", (audience_id,)
+        ).fetchone()
+    return found is not None
+
+
+def clear_restricted(store: Store) -> None:
+    """Lift every flag (part of a reset)."""
+    with store._tx() as con:
+        con.execute(_RESTRICTED_DDL)
+        con.execute("DELETE FROM meta_restricted")
+
+
+def blocked() -> Response:
+    """400 ``Audience Upload Blocked``: code 100, subcode 1713230 (Meta restricts audiences
+    that suggest health or financial status, from September 2025)."""
+    return meta_error(
+        400,
+        100,
+        BLOCKED_MESSAGE,
+        error_subcode=1713230,
+        error_user_title=BLOCKED_TITLE,
+        error_user_msg=BLOCKED_MESSAGE,
+    )
+
+
 def _change_users(
     store: Store, req: Request, audience_id: str, reject_rows: dict[str, str]
 ) -> Response:
+    if is_restricted(store, audience_id):
+        return blocked()
     parsed = parse_payload(req)
     if isinstance(parsed, Response):
         return parsed
     invalid: dict[str, str] = {}
     valid: list[str] = []
-    for value in parsed.data:
+    phones = parsed.phones or [""] * len(parsed.data)
+    for value, phone in zip(parsed.data, phones, strict=True):
         if value in reject_rows:
             invalid[value] = reject_rows[value]
-        elif _HEX64.fullmatch(value):
+        elif _HEX64.fullmatch(value) and (phone == "" or _HEX64.fullmatch(phone)):
             valid.append(value)
         else:
             invalid[value] = INVALID_HASH_REASON
@@ -220,12 +314,12 @@ def _change_users(
 
 def _audience(store: Store, audience_id: str) -> Response:
     count = store.meta_count(audience_id)
-    return json_response(
-        200,
-        {
-            "id": audience_id,
-            "approximate_count": count,
-            "approximate_count_lower_bound": count,
-            "approximate_count_upper_bound": count,
-        },
-    )
+    body: dict[str, Any] = {
+        "id": audience_id,
+        "approximate_count": count,
+        "approximate_count_lower_bound": count,
+        "approximate_count_upper_bound": count,
+    }
+    if is_restricted(store, audience_id):
+        body["operation_status"] = {"code": 471, "description": BLOCKED_MESSAGE}
+    return json_response(200, body)

@@ -1,7 +1,8 @@
 """The HTTP server: one ``ThreadingHTTPServer`` on 127.0.0.1 serving both mock platforms.
 
-Routing: ``/healthz``; ``/meta/_control/...`` and ``/mailchimp/_control/...`` (control API,
-no auth); ``/meta/...`` (Meta-shaped) and ``/mailchimp/3.0/...`` (Mailchimp-shaped). Every
+Routing: ``/healthz``; ``/{meta,mailchimp,google}/_control/...`` (control API, no auth);
+``/meta/...`` (Meta-shaped), ``/mailchimp/3.0/...`` (Mailchimp-shaped) and ``/google/v1/...``
+(Google Data Manager API-shaped). Every
 platform request is counted against the queued faults, logged and, for Mailchimp, counted
 against the limit of 10 simultaneous requests (the 11th gets a 429 without Retry-After, as
 Mailchimp does).
@@ -25,13 +26,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from destinations.mock import control, faults, mailchimp_api, meta_api
+from destinations.mock import control, faults, google_api, mailchimp_api, meta_api
 from destinations.mock.store import Store
 from destinations.mock.wire import Request, Response, json_response
 
 HOST = "127.0.0.1"
 DEFAULT_META_TOKEN = "mock-meta-token"
 DEFAULT_MAILCHIMP_TOKEN = "mock-mailchimp-token"
+DEFAULT_GOOGLE_TOKEN = "mock-google-token"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -48,11 +50,20 @@ class MockServer(ThreadingHTTPServer):
     # connection waits for a SYN retransmit (1 s, then 3 s), which no real API does.
     request_queue_size = 128
 
-    def __init__(self, store: Store, port: int, meta_token: str, mailchimp_token: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        port: int,
+        meta_token: str,
+        mailchimp_token: str,
+        google_token: str = DEFAULT_GOOGLE_TOKEN,
+    ) -> None:
         super().__init__((HOST, port), MockHandler)
         self.store = store
         self.meta_token = meta_token
         self.mailchimp_token = mailchimp_token
+        self.google_token = google_token
+        google_api.ensure_schema(store)
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
 
@@ -75,10 +86,15 @@ class MockServer(ThreadingHTTPServer):
 
 
 def make_server(
-    state_dir: Path, *, port: int = 0, meta_token: str, mailchimp_token: str
+    state_dir: Path,
+    *,
+    port: int = 0,
+    meta_token: str,
+    mailchimp_token: str,
+    google_token: str = DEFAULT_GOOGLE_TOKEN,
 ) -> MockServer:
     """Open the store under ``state_dir`` and bind the server (not yet serving)."""
-    return MockServer(Store(state_dir), port, meta_token, mailchimp_token)
+    return MockServer(Store(state_dir), port, meta_token, mailchimp_token, google_token)
 
 
 class MockHandler(BaseHTTPRequestHandler):
@@ -177,13 +193,13 @@ def route(server: MockServer, req: Request) -> Response | None:
     if req.path == "/healthz":
         return json_response(200, {"status": "ok"})
     platform = req.path.split("/", 2)[1] if req.path.count("/") >= 2 else ""
-    if platform not in ("meta", "mailchimp"):
-        return json_response(404, {"error": "unknown path; use /meta or /mailchimp/3.0"})
+    if platform not in ("meta", "mailchimp", "google"):
+        return json_response(404, {"error": "unknown path; use /meta, /mailchimp/3.0 or /google"})
     control_prefix = f"/{platform}/_control/"
     if req.path.startswith(control_prefix):
         return control.handle(server.store, platform, req.path[len(control_prefix) :], req)
-    if platform == "meta":
-        return _platform_request(server, "meta", req)
+    if platform in ("meta", "google"):
+        return _platform_request(server, platform, req)
     if not req.path.startswith(mailchimp_api.PREFIX + "/"):
         return mailchimp_api.problem(404, "Resource Not Found", "Use /mailchimp/3.0/...")
     with server.mailchimp_slot() as admitted:
@@ -201,6 +217,8 @@ def _platform_request(server: MockServer, platform: str, req: Request) -> Respon
     kind = action.get("type")
     if platform == "meta":
         meta_api.count_violations(store, req)
+    elif platform == "google":
+        google_api.count_violations(store, req)
     if kind == "drop_connection":
         _log(store, platform, req, None, kind)
         return None
@@ -210,6 +228,8 @@ def _platform_request(server: MockServer, platform: str, req: Request) -> Respon
         rejects = faults.reject_map(platform, action) if kind == "reject_rows" else None
         if platform == "meta":
             response = meta_api.handle(store, req, server.meta_token, rejects)
+        elif platform == "google":
+            response = google_api.handle(store, req, server.google_token, rejects)
         else:
             response = mailchimp_api.handle(store, req, server.mailchimp_token, rejects)
     _log(store, platform, req, response.status, kind)
@@ -219,7 +239,7 @@ def _platform_request(server: MockServer, platform: str, req: Request) -> Respon
 
 
 def _log(store: Store, platform: str, req: Request, status: int | None, fault: str | None) -> None:
-    api = meta_api if platform == "meta" else mailchimp_api
+    api = {"meta": meta_api, "google": google_api}.get(platform, mailchimp_api)
     values = api.logged_values(req)
     store.log_request(platform, req.method, req.path, _safe_query(req.query), status, fault, values)
 

@@ -365,10 +365,12 @@ class Store:
         return None
 
     def reset(self, platform: str) -> None:
-        """Wipe everything of one platform (``"meta"`` or ``"mailchimp"``)."""
-        member_tables = (
-            ("meta_audiences", "meta_members") if platform == "meta" else ("mc_lists", "mc_members")
-        )
+        """Wipe everything of one platform (``"meta"``, ``"mailchimp"`` or ``"google"``; the
+        Google audiences themselves are wiped by ``google_api.reset``)."""
+        member_tables = {
+            "meta": ("meta_audiences", "meta_members"),
+            "mailchimp": ("mc_lists", "mc_members"),
+        }.get(platform, ())
         with self._tx() as con:
             for table in member_tables:
                 con.execute(f"DELETE FROM {table}")  # table names are constants above

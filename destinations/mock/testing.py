@@ -25,9 +25,13 @@ from typing import Any
 
 import requests
 
-from destinations.mock.server import DEFAULT_MAILCHIMP_TOKEN, DEFAULT_META_TOKEN
+from destinations.mock.server import (
+    DEFAULT_GOOGLE_TOKEN,
+    DEFAULT_MAILCHIMP_TOKEN,
+    DEFAULT_META_TOKEN,
+)
 
-PLATFORMS = ("meta", "mailchimp")
+PLATFORMS = ("meta", "mailchimp", "google")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 #: The folder holding the ``destinations`` package (a checkout or site-packages): the mock's
@@ -44,7 +48,8 @@ class MockHandle:
     """A running mock: URLs, tokens and control helpers (``requests``, raise on HTTP errors).
 
     ``meta_url`` = ``<base>/meta`` (clients append ``/{version}/{audience_id}/users``);
-    ``mailchimp_url`` = ``<base>/mailchimp/3.0``.
+    ``mailchimp_url`` = ``<base>/mailchimp/3.0``; ``google_url`` = ``<base>/google`` (clients
+    append ``/v1/audienceMembers:ingest``...).
     """
 
     base_url: str
@@ -52,7 +57,29 @@ class MockHandle:
     mailchimp_token: str
     state_dir: Path
     port: int
+    google_token: str = DEFAULT_GOOGLE_TOKEN
     _session: requests.Session = field(default_factory=requests.Session, repr=False)
+
+    @property
+    def google_url(self) -> str:
+        return f"{self.base_url}/google"
+
+    def google_members(self, audience_id: str) -> list[dict[str, Any]]:
+        """Members of a Google audience once processed: ``{"identifiers": [sorted hashes],
+        "consent": {"adUserData", "adPersonalization"}}``, sorted by first identifier."""
+        return self._call("GET", "google", f"audiences/{audience_id}")["members"]
+
+    def google_settings(self, *, processing_delay_s: float) -> None:
+        """Seconds a Google request stays PROCESSING before it is applied."""
+        self._call("POST", "google", "settings", {"processing_delay_s": processing_delay_s})
+
+    def meta_restrict(self, audience_id: str) -> None:
+        """Flag a Meta audience as restricted: its edits get 'Audience Upload Blocked'."""
+        self._call("POST", "meta", "restrict", {"audience_id": audience_id})
+
+    def google_eea_users(self, identifiers: list[str]) -> None:
+        """Mark identifier hashes as users in the EEA (uploads then need both consents)."""
+        self._call("POST", "google", "eea_users", {"identifiers": identifiers})
 
     @property
     def meta_url(self) -> str:
@@ -76,7 +103,7 @@ class MockHandle:
         return response.json()
 
     def reset(self, platform: str | None = None) -> None:
-        """Wipe one platform, or both when ``platform`` is None."""
+        """Wipe one platform, or all when ``platform`` is None."""
         for p in (platform,) if platform else PLATFORMS:
             self._call("POST", p, "reset")
 
@@ -126,6 +153,7 @@ def running_mock(
     port: int = 0,
     meta_token: str | None = None,
     mailchimp_token: str | None = None,
+    google_token: str | None = None,
 ) -> Iterator[MockHandle]:
     """Run ``python -m destinations.mock`` on ``port`` (0 = free port) with state in
     ``state_dir`` until the block exits. Tokens default like the server's (env, then
@@ -138,9 +166,11 @@ def running_mock(
     mailchimp_token = (
         mailchimp_token or os.environ.get("MOCK_MAILCHIMP_TOKEN") or DEFAULT_MAILCHIMP_TOKEN
     )
+    google_token = google_token or os.environ.get("MOCK_GOOGLE_TOKEN") or DEFAULT_GOOGLE_TOKEN
     ready_file = state_dir / f"ready-{uuid.uuid4().hex[:8]}.port"
     stderr_path = state_dir / f"mock-stderr-{ready_file.stem[6:]}.log"
     env = {**os.environ, "MOCK_META_TOKEN": meta_token, "MOCK_MAILCHIMP_TOKEN": mailchimp_token}
+    env["MOCK_GOOGLE_TOKEN"] = google_token
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGES_DIR), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "destinations.mock", "--port", str(port)]
     cmd += ["--state-dir", str(state_dir), "--ready-file", str(ready_file)]
@@ -157,7 +187,7 @@ def running_mock(
     try:
         bound = _wait_ready(proc, ready_file, stderr_path)
         handle = MockHandle(
-            f"http://127.0.0.1:{bound}", meta_token, mailchimp_token, state_dir, bound
+            f"http://127.0.0.1:{bound}", meta_token, mailchimp_token, state_dir, bound, google_token
         )
         yield handle
     finally:

@@ -37,7 +37,6 @@ from orchestrator.settings import Settings
 #: Characters of the subject key shown for a person (enough to find them, not to guess them;
 #: the same as ``orchestrator.privacy.receipts.PREFIX_LENGTH``).
 HASH_PREFIX = 12
-_BAD_EMAIL = "EMAIL is not a valid email address (it is not shown here)"
 
 _format_option = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
@@ -309,11 +308,14 @@ def receipt(request_id: str, fmt: str) -> None:
 
 
 def _check_email(email: str) -> None:
-    """A one-line error for an address that does not normalize (the address is not echoed)."""
-    from orchestrator.pseudonymize import normalize_email
+    """A one-line error for an address that is empty, too long or does not normalize (the
+    address is never echoed): the intake checks of ``orchestrator.privacy.intake``."""
+    from orchestrator.privacy.intake import address_keys
 
-    if normalize_email(email) is None:
-        raise click.ClickException(_BAD_EMAIL)
+    try:
+        address_keys(email)
+    except ValueError as error:
+        raise click.ClickException(f"EMAIL: {error}") from None
 
 
 def _record(email: str, request_type: str, fmt: str) -> None:
@@ -381,6 +383,17 @@ def mock_destinations(port: int, state_dir: Path | None) -> None:
     folder = state_dir or Settings.from_env().project_dir / ".data" / "mock"
     code = mock_main(["--port", str(port), "--state-dir", str(folder)])
     click.get_current_context().exit(code)
+
+
+def _register_commands() -> None:
+    from orchestrator.cli.catalog import catalog_command
+    from orchestrator.cli.withdraw import withdraw_command
+
+    cli.add_command(catalog_command)
+    cli.add_command(withdraw_command)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +40,10 @@ from destinations.registry import platform_max_batch_size, platform_rows_per_cal
 from orchestrator.audience import build_segment_audience
 from orchestrator.config import ProjectConfig
 from orchestrator.consent import segment_counted_purposes
+from orchestrator.consent_signals import as_mapping, signals_for
+from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
+from orchestrator.model.views import refresh_source_views
+from orchestrator.phone import phone_platform_for
 from orchestrator.privacy.retention import create_departures_table, track_departures
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
@@ -128,6 +132,16 @@ def _relations(con: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> lis
     return [name for (name,) in rows]
 
 
+def _warehouse_schemas(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The warehouse's schemas other than the product's own (the company's tables)."""
+    rows = con.execute(
+        "SELECT DISTINCT table_schema FROM information_schema.tables"
+        " WHERE table_catalog = ? AND table_schema <> 'activation' ORDER BY 1",
+        [WAREHOUSE_CATALOG],
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
 def _warehouse_relations(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
     return _relations(con, WAREHOUSE_CATALOG, schema)
 
@@ -169,25 +183,36 @@ def _copy_state(con: duckdb.DuckDBPyConnection, segment: str, destinations: list
 
 @contextmanager
 def overlay(
-    warehouse_path: Path, segment: str, destinations: list[str], lock_timeout_s: float = 60
+    warehouse_path: Path,
+    segment: str,
+    destinations: list[str],
+    lock_timeout_s: float = 60,
+    *,
+    model: SourceModel = DEFAULT_MODEL,
+    purposes: Iterable[str] = (),
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory connection laid over the warehouse (see the module docstring).
+    """An in-memory connection laid over the warehouse (see the module docstring), with the
+    canonical views of ``model`` (:mod:`orchestrator.model.views`) over the company's tables.
 
     Raises:
+        SourceModelError: ``model`` does not match the warehouse.
         FileNotFoundError: no warehouse file at ``warehouse_path``.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
     con = duckdb.connect(":memory:", config=duckdb_config())
     try:
         _attach(con, Path(warehouse_path), lock_timeout_s)
-        for name in _warehouse_relations(con, "main"):
-            con.execute(
-                f"CREATE VIEW main.{_quote(name)} AS "
-                f"SELECT * FROM {WAREHOUSE_CATALOG}.main.{_quote(name)}"
-            )
+        for schema in _warehouse_schemas(con):
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}")
+            for name in _warehouse_relations(con, schema):
+                con.execute(
+                    f"CREATE VIEW {_quote(schema)}.{_quote(name)} AS "
+                    f"SELECT * FROM {WAREHOUSE_CATALOG}.{_quote(schema)}.{_quote(name)}"
+                )
         create_activation_schema(con)
         create_departures_table(con)
         _copy_state(con, segment, destinations)
+        refresh_source_views(con, model, purposes)
         yield con
     finally:
         con.close()
@@ -226,6 +251,8 @@ def _destination(
         spec.retention_days,
         as_of,
         tuple(segment_counted_purposes(spec, project)[1:]),
+        signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
+        phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
     )
     folded = _fold_copy(con, params)
     track_departures(con, segment=spec.id, destination=entry.destination, now=as_of)
@@ -282,7 +309,14 @@ def preview_segment(
     names = [entry.destination for entry in spec.destinations]
     with (
         tempfile.TemporaryDirectory(prefix="activation-preview-") as tmp,
-        overlay(warehouse_path, spec.id, names, lock_timeout_s) as con,
+        overlay(
+            warehouse_path,
+            spec.id,
+            names,
+            lock_timeout_s,
+            model=project.source,
+            purposes=project.purposes,
+        ) as con,
     ):
         members = write_segment_members(con, loaded.spec, as_of)
         stats = build_segment_audience(con, spec, project, as_of)

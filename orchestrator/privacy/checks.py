@@ -155,22 +155,22 @@ holders AS (
 ),
 names AS (
     SELECT raw, {purpose_key_sql("raw")} AS purpose_key
-    FROM (SELECT DISTINCT purpose AS raw FROM main.consents)
+    FROM (SELECT DISTINCT purpose AS raw FROM activation.src_consents)
 ),
 recs AS (
     SELECT h.subject_key, c.*, n.purpose_key
-    FROM main.consents AS c
+    FROM activation.src_consents AS c
     JOIN holders AS h USING (customer_id)
     JOIN names AS n ON n.raw = c.purpose
 ),
 requests AS (
     SELECT m.subject_key, r.request_type
     FROM m JOIN holders AS h ON h.subject_key = m.subject_key
-    JOIN main.privacy_requests AS r
+    JOIN activation.src_privacy_requests AS r
       ON r.received_at <= m.computed_at AND r.customer_id = h.customer_id
     UNION ALL
     SELECT m.subject_key, r.request_type
-    FROM m JOIN main.privacy_requests AS r
+    FROM m JOIN activation.src_privacy_requests AS r
       ON r.received_at <= m.computed_at AND lower(trim(r.subject_key)) = m.subject_key
 )
 SELECT m.subject_key,
@@ -212,7 +212,7 @@ SELECT m.subject_key,
         ELSE CASE
             WHEN NOT $soft_opt_in_allowed THEN 'soft_opt_in_not_allowed'
             WHEN m.legal_basis <> 'legitimate_interest' THEN 'basis_mismatch'
-            WHEN e.event_id IS NULL OR e.event_type <> 'purchase' THEN 'purchase_missing'
+            WHEN e.event_id IS NULL OR NOT e.is_purchase THEN 'purchase_missing'
             WHEN e.customer_id <> m.customer_id THEN 'purchase_of_another_customer'
             WHEN e.occurred_at > m.computed_at THEN 'purchase_after_evaluation'
             WHEN EXISTS (
@@ -225,8 +225,8 @@ SELECT m.subject_key,
     END AS problem,
     coalesce(c.recorded_at, e.occurred_at) AS basis_at
 FROM m
-LEFT JOIN main.consents AS c ON m.purchase_id IS NULL AND c.consent_id = m.consent_ref
-LEFT JOIN main.events AS e ON e.event_id = m.purchase_id
+LEFT JOIN activation.src_consents AS c ON m.purchase_id IS NULL AND c.consent_id = m.consent_ref
+LEFT JOIN activation.src_events AS e ON e.event_id = m.purchase_id
 """
 
 
@@ -499,14 +499,14 @@ def evaluate_consent_proof(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResul
         f"""
         SELECT count(*), count(*) FILTER ({unproven}),
                min(c.recorded_at) FILTER ({unproven}), {per_field}
-        FROM main.consents AS c
+        FROM activation.src_consents AS c
         """,
         {"trim": TRIM_CHARS},
     ).fetchone()
     (used,) = con.execute(
         f"""
         SELECT count(*) FROM activation.audience_members AS m
-        JOIN main.consents AS c ON c.consent_id = m.consent_ref
+        JOIN activation.src_consents AS c ON c.consent_id = m.consent_ref
         WHERE {unproven}
         """,
         {"trim": TRIM_CHARS},
@@ -573,14 +573,20 @@ def acknowledged_count(con: duckdb.DuckDBPyConnection, *, segment: str, destinat
 
 
 def evaluate_reconciliation(
-    state_count: int, destination_count: int | None, *, audience_id: str
+    state_count: int,
+    destination_count: int | None,
+    *,
+    audience_id: str,
+    targetable: bool | None = None,
 ) -> dg.AssetCheckResult:
     """``reconciliation``: the destination's own count (Meta ``approximate_count``, Mailchimp
     ``stats.member_count`` = subscribed members) equals ``state_count`` exactly. A destination
     that gives no count passes with ``reconciled`` False. Metadata: ``state_count``,
     ``destination_count``, ``difference`` (destination minus state), ``audience_id``,
-    ``reconciled``. Severity WARN: a gap means someone changed the audience outside this
-    pipeline (or the platform rounds); the next mirror sync does not see it."""
+    ``reconciled``, and ``targetable`` when the platform says whether it can serve the audience
+    (Google: a Customer Match list under 100 members cannot be targeted; the check still passes
+    on counts, the metadata says it). Severity WARN: a gap means someone changed the audience
+    outside this pipeline (or the platform rounds); the next mirror sync does not see it."""
     reconciled = destination_count is not None
     difference = (destination_count - state_count) if destination_count is not None else 0
     return dg.AssetCheckResult(
@@ -592,6 +598,7 @@ def evaluate_reconciliation(
             "difference": difference,
             "audience_id": audience_id,
             "reconciled": reconciled,
+            **({"targetable": targetable} if targetable is not None else {}),
         },
     )
 
@@ -721,10 +728,12 @@ def _reconciliation_check(
         client = destinations.client(destination)  # no warehouse connection held during HTTP
         try:
             count = client.member_count(audience_id)
+            targetable = getattr(client, "targetable", None)
+            eligible = targetable(audience_id) if targetable is not None else None
         finally:
             if hasattr(client, "close"):
                 client.close()
-        return evaluate_reconciliation(state, count, audience_id=audience_id)
+        return evaluate_reconciliation(state, count, audience_id=audience_id, targetable=eligible)
 
     return _check
 

@@ -27,6 +27,7 @@ from typing import Any
 import duckdb
 
 from orchestrator.config import ProjectConfig
+from orchestrator.consent_signals import explain_signals, signals_for
 from orchestrator.privacy.receipts import key_prefix, utc_now
 from orchestrator.pseudonymize import google_key, subject_key, subject_key_sql
 from orchestrator.segments.compiler import compile_segment, conditions_summary
@@ -70,7 +71,7 @@ def _consent(con: duckdb.DuckDBPyConnection, consent_ref: str) -> dict[str, Any]
         return {"purchase_event_id": consent_ref.removeprefix("purchase:")}
     row = con.execute(
         "SELECT consent_id, purpose, status, recorded_at, source, notice_version "
-        "FROM main.consents WHERE consent_id = ?",
+        "FROM activation.src_consents WHERE consent_id = ?",
         [consent_ref],
     ).fetchone()
     names = ("consent_id", "purpose", "status", "recorded_at", "source", "notice_version")
@@ -181,7 +182,8 @@ def explain(
         ``reason``), ``suppression`` (``request_type``, ``suppressed_at``, or None) and
         ``destinations`` (``destination``, ``audience_id``, ``held``, ``synced_at``,
         ``pending``, ``platform_status``: ``unsubscribed`` or ``forgotten`` when an email
-        platform keeps the person as a suppression, else None).
+        platform keeps the person as a suppression, else None; ``consent_signals``, for
+        destinations sent some: each field's value and the record deciding it).
 
     Raises:
         KeyError: unknown segment id.
@@ -200,7 +202,7 @@ def explain(
         ids = [
             row[0]
             for row in con.execute(
-                "SELECT customer_id FROM main.customers "
+                "SELECT customer_id FROM activation.src_customers "
                 f"WHERE {subject_key_sql('email')} = ? ORDER BY customer_id",
                 [key],
             ).fetchall()
@@ -219,7 +221,39 @@ def explain(
             "suppression": _suppression(con, key, gkey),
             "destinations": _destinations(con, spec, key),
         }
+        _add_signals(con, result, spec, project, moment)
     return result
+
+
+def _add_signals(
+    con: duckdb.DuckDBPyConnection,
+    result: dict[str, Any],
+    spec: SegmentSpec,
+    project: ProjectConfig,
+    moment: datetime,
+) -> None:
+    """Each destination's ``consent_signals`` for the member (see
+    :func:`orchestrator.consent_signals.explain_signals`) for destinations that are sent some;
+    [] when the person is not in the audience."""
+    consent = result.get("consent") or {}
+    for dest in result["destinations"]:
+        config = project.destinations.get(dest["destination"])
+        signals = signals_for(project, spec.purpose, config.platform) if config else []
+        if not signals:
+            continue
+        dest["consent_signals"] = (
+            explain_signals(
+                con,
+                signals,
+                segment_purpose=spec.purpose,
+                customer_id=result["member_customer_id"],
+                legal_basis=result["legal_basis"],
+                consent_ref=consent.get("consent_id"),
+                as_of=moment,
+            )
+            if result["in_audience"]
+            else []
+        )
 
 
 def _yes(flag: bool) -> str:
@@ -266,6 +300,9 @@ def format_explanation(explanation: Mapping[str, Any]) -> str:
         member = " as a member" if kept and not d["held"] else ""
         kept = f"; {kept}" if kept else ""
         lines.append(f"    {d['destination']} {state} this person{member}{when}{pending}{kept}")
+        for sig in d.get("consent_signals") or []:
+            why = sig["record"] or f"no consent record for {sig['purpose']}"
+            lines.append(f"      consent signal {sig['name']}={sig['value']} ({why})")
     return "\n".join(lines)
 
 

@@ -147,7 +147,7 @@ _STATUS_SQL = f"""
              AND NOT EXISTS (
                  SELECT 1 FROM ({_LATEST_SQL}) AS l
                  WHERE l.request_id = r.request_id AND l.outcome <> 'ok') AS complete
-    FROM main.privacy_requests AS r
+    FROM activation.src_privacy_requests AS r
     LEFT JOIN activation.request_processing AS p USING (request_id)
     WHERE r.request_type IN ('erasure', 'objection')
 """
@@ -177,7 +177,7 @@ def _request_row(con: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, A
     row = con.execute(
         "SELECT r.request_type, r.received_at, lower(r.subject_key), s.complete, "
         "p.processed_at, p.subjects, p.purged_rows "
-        f"FROM main.privacy_requests AS r JOIN ({_STATUS_SQL}) AS s USING (request_id) "
+        f"FROM activation.src_privacy_requests AS r JOIN ({_STATUS_SQL}) AS s USING (request_id) "
         "LEFT JOIN activation.request_processing AS p USING (request_id) "
         "WHERE r.request_id = ?",
         [request_id],

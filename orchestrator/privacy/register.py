@@ -25,7 +25,9 @@ from dataclasses import dataclass
 import dagster as dg
 
 from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig
+from orchestrator.consent_signals import signals_for
 from orchestrator.segments.loader import LoadedSegment
+from orchestrator.segments.sensitive import categories_used
 from orchestrator.segments.spec import (
     AllCondition,
     AnyCondition,
@@ -37,6 +39,10 @@ from orchestrator.segments.spec import (
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 REGISTER_KEY = dg.AssetKey(["privacy", "processing_register"])
+
+#: Columns the source model's canonical views add (``orchestrator.model.views``), which a
+#: ``sql:`` segment may read.
+_VIEW_COLUMNS: Mapping[str, tuple[str, ...]] = {"customers": (), "events": ("order_id",)}
 
 #: Words for the register, per source column (table.column).
 COLUMN_LABELS: Mapping[str, str] = {
@@ -51,6 +57,7 @@ COLUMN_LABELS: Mapping[str, str] = {
     "events.event_type": "purchases and refunds",
     "events.occurred_at": "dates of purchases and refunds",
     "events.invoice_no": "order numbers",
+    "events.order_id": "order numbers",
     "events.stock_code": "product codes bought",
     "events.description": "products bought",
     "events.quantity": "quantities bought",
@@ -157,7 +164,7 @@ def _sql_columns(sql: str) -> list[str]:
     return [
         f"{table}.{column}"
         for table in ("customers", "events")
-        for column in SOURCE_COLUMNS[table]
+        for column in (*SOURCE_COLUMNS[table], *_VIEW_COLUMNS[table])
         if column in words
     ]
 
@@ -189,6 +196,11 @@ def _personal_data(spec: SegmentSpec, project: ProjectConfig) -> tuple[str, ...]
             items.append(f"sent to {entry.destination} as {tag}: {label}")
     items.append(f"consent records for {spec.purpose} (status, date, source, notice version)")
     items.append("erasure and objection requests")
+    categories = categories_used(spec, project.source.sensitive)
+    items.append(
+        "special categories of data (GDPR Art. 9): "
+        + (", ".join(categories) if categories else "none")
+    )
     return tuple(items)
 
 
@@ -196,9 +208,14 @@ def _recipients(spec: SegmentSpec, project: ProjectConfig) -> tuple[tuple[str, .
     recipients, transfers = [], []
     for entry in spec.destinations:
         dest = project.destinations[entry.destination]
+        signals = signals_for(project, spec.purpose, dest.platform)
+        sent = "; consent signals sent: " + ", ".join(
+            f"{s.name} (granted by a valid consent for {s.purpose}, else denied)" for s in signals
+        )
         recipients.append(
             f"{entry.destination} ({dest.platform}, {dest.kind} platform, audience "
-            f"{entry.audience_id}, mode {entry.mode}; country {dest.country})"
+            f"{entry.audience_id}, mode {entry.mode}; country {dest.country}"
+            f"{sent if signals else ''})"
         )
         transfers.append(f"{entry.destination} -> {dest.country}: {dest.transfer_safeguard}")
     return tuple(recipients), tuple(transfers)

@@ -2,9 +2,9 @@
 them to every destination that holds the person, and out of our own state.
 
 Recording (:func:`record_request`, for ``activation forget EMAIL`` / ``activation object
-EMAIL``): the address is hashed on entry; ``privacy_requests`` gets the subject key (and the
-lowest matching ``customer_id``, if any) and ``activation.suppression_list`` gets the subject
-key and Google key at once, so no audience built from then on can include the person. The
+EMAIL``): the address is hashed on entry; ``activation.request_intake`` gets the subject key
+(and the lowest matching ``customer_id``, if any) and ``activation.suppression_list`` gets the
+subject key and Google key at once, so no audience built from then on can include the person. The
 address itself is never stored, logged or returned.
 
 Handling (:func:`process_requests`), per request:
@@ -58,6 +58,7 @@ from destinations.base import Destination, RemoveReason, Row, RowResult
 from destinations.errors import DestinationError
 from destinations.resources import MissingEnvironmentVariable
 from orchestrator.config import ProjectConfig
+from orchestrator.privacy.intake import address_keys
 from orchestrator.privacy.receipts import (
     REQUEST_TYPES,
     ReceiptLine,
@@ -67,7 +68,6 @@ from orchestrator.privacy.receipts import (
     write_receipts,
 )
 from orchestrator.pseudonymize import (
-    google_key,
     google_key_sql,
     normalized_email_sql,
     subject_key,
@@ -172,9 +172,11 @@ def record_request(
 ) -> str:
     """Record an erasure or objection request made with an email address; returns its id.
 
-    The address is hashed here (``subject_key``, ``google_key``) and dropped: only the hash
-    goes to ``privacy_requests`` (with the lowest ``customer_id`` holding that subject key, or
-    NULL) and to ``activation.suppression_list`` (effective at once for every audience).
+    The address is checked and hashed here (:func:`orchestrator.privacy.intake.address_keys`:
+    ``subject_key``, ``google_key``) and dropped: only the hash goes to the product's own
+    ``activation.request_intake`` (never the company's tables; merged into
+    ``activation.src_privacy_requests``), with the lowest ``customer_id`` holding that subject
+    key, or NULL, and to ``activation.suppression_list`` (effective at once for every audience).
     ``received_at``: naive UTC, default now.
 
     Raises:
@@ -184,19 +186,18 @@ def record_request(
     """
     if request_type not in REQUEST_TYPES:
         raise ValueError(f"request_type must be one of {REQUEST_TYPES}, got {request_type!r}")
-    key, gkey = subject_key(email), google_key(email)
-    if key is None:
-        raise ValueError("not a valid email address (it is not stored)")
+    key, gkey = address_keys(email)
     at = received_at or utc_now()
     request_id = new_request_id()
     with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
         con.begin()
         (customer_id,) = con.execute(
-            f"SELECT min(customer_id) FROM main.customers WHERE {subject_key_sql('email')} = ?",
+            "SELECT min(customer_id) FROM activation.src_customers "
+            f"WHERE {subject_key_sql('email')} = ?",
             [key],
         ).fetchone()
         con.execute(
-            "INSERT INTO main.privacy_requests (request_id, customer_id, subject_key, "
+            "INSERT INTO activation.request_intake (request_id, customer_id, subject_key, "
             "request_type, received_at) VALUES (?, ?, ?, ?, ?)",
             [request_id, customer_id, key, request_type, at],
         )
@@ -222,7 +223,7 @@ def open_request_for(
     with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
         still_open = {rid for rid, rtype, _ in open_requests(con) if rtype == request_type}
         rows = con.execute(
-            "SELECT request_id FROM main.privacy_requests "
+            "SELECT request_id FROM activation.src_privacy_requests "
             "WHERE subject_key = ? AND request_type = ? ORDER BY received_at, request_id",
             [key, request_type],
         ).fetchall()
@@ -244,7 +245,7 @@ class _Request:
 _CUSTOMER_KEYS_SQL = f"""
     SELECT customer_id, {subject_key_sql("email")} AS subject_key,
            {google_key_sql("email")} AS google_key, {normalized_email_sql("email")} AS email
-    FROM main.customers
+    FROM activation.src_customers
 """
 
 #: Temp table of every customer's keys (:data:`_CUSTOMER_KEYS_SQL`), built once per
@@ -442,11 +443,12 @@ def _record_acks(
         return
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         con.begin()
-        con.execute(
-            "DELETE FROM activation.sync_state WHERE segment = ? AND destination = ? "
-            "AND list_contains(?, subject_key)",
-            [target.segment, target.destination, acked],
-        )
+        for table in ("sync_state", "destination_requests"):  # the remove supersedes both
+            con.execute(
+                f"DELETE FROM activation.{table} WHERE segment = ? AND destination = ? "
+                "AND list_contains(?, subject_key)",
+                [target.segment, target.destination, acked],
+            )
         if request_type == "objection" and target.kind == "email":
             con.executemany(
                 "INSERT INTO activation.destination_suppressions (destination, subject_key, "
@@ -506,12 +508,17 @@ def _clear_pair(
         pending = sum(1 for key in acked if state.get(key, (None, ""))[1] == PENDING_HASH)
         _record_acks(ctx, target, request.request_type, acked, utc_now())
     refused = [r for r in results if not r.ok]
-    detail = f"{sent}{len(acked)} of {len(results) + len(unsendable)} row(s) acknowledged"
+    asked = sum(len(rows) for rows in groups.values())
+    unanswered = asked - len(results)  # asynchronous platforms: still processing
+    detail = f"{sent}{len(acked)} of {asked + len(unsendable)} row(s) acknowledged"
     detail += f" ({pending} of unknown outcome before)" if pending else ""
     if refused:
         detail += "; refused: " + "; ".join(sorted({r.reason or "refused" for r in refused}))
     if unsendable:
         detail += f"; {len(unsendable)} row(s) not sent: address no longer known"
+    if unanswered:
+        detail += f"; {unanswered} row(s) still processing at the platform, kept for retry"
+        return _line(request, target, actions, "error", detail)
     outcome = "ok" if not refused and not unsendable else "refused"
     return _line(request, target, actions, outcome, detail)
 
@@ -556,13 +563,14 @@ def _prepare(
 
 
 def _purge_erased(ctx: _Context, keys: Sequence[str]) -> int:
-    """Step 4: the erased person's rows in rejections and destination suppressions."""
+    """Step 4: the erased person's rows in rejections, destination suppressions and requests
+    still outstanding at an asynchronous platform."""
     if not keys:
         return 0
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         con.begin()
         total = 0
-        for table in ("sync_rejections", "destination_suppressions"):
+        for table in ("sync_rejections", "destination_suppressions", "destination_requests"):
             (count,) = con.execute(
                 f"DELETE FROM activation.{table} WHERE list_contains(?, subject_key)",
                 [list(keys)],
@@ -626,7 +634,7 @@ def _load_requests(ctx: _Context, request_ids: Sequence[str] | None) -> list[_Re
             return []
         rows = con.execute(
             "SELECT request_id, request_type, customer_id, subject_key, received_at "
-            "FROM main.privacy_requests WHERE list_contains(?, request_id) "
+            "FROM activation.src_privacy_requests WHERE list_contains(?, request_id) "
             "AND list_contains(?, request_type) ORDER BY received_at, request_id",
             [ids, list(REQUEST_TYPES)],
         ).fetchall()

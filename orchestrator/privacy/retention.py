@@ -7,18 +7,20 @@ commerciales", 2021 — 3 years from collection or the last contact coming from 
 years from the end of the commercial relationship for a customer; durations configurable in
 ``activation.yaml`` under ``retention``):
 
-- a *customer* (at least one ``purchase`` event at or before ``as_of``): the clock starts at the
-  later of their last purchase (``events.occurred_at``) and their last inbound contact
-  (``customers.last_contact_at``); expired after ``customer_days``;
-- a *prospect* (no purchase): the clock starts at the later of collection
-  (``customers.created_at``) and their last inbound contact; expired after ``prospect_days``.
+- a *customer* (at least one purchase, the model's ``purchase_event``, at or before ``as_of``):
+  the clock starts at the later of their last own-action event and their last own-action
+  column value (``activation.src_customers.last_own_action_at``); expired after
+  ``customer_days``;
+- a *prospect* (no purchase): the clock starts at the later of collection (the model's
+  ``collected_at``), their last own-action event and column; expired after ``prospect_days``.
 
-Only an action of the person moves the clock: a purchase, or an inbound contact recorded in
-``last_contact_at`` (an order, a click on a link, a reply; the CNIL does not count an email
-open). An import, a CRM update or a re-load of the row never does, so the rule reads event
-times and ``last_contact_at`` and never a row's updated or imported time. For a customer,
-``created_at`` is not used either: a row re-created by a migration must not restart the clock.
-Dates after ``as_of`` are ignored. A clock exactly ``days`` old is expired (as for consent).
+Only an action of the person moves the clock: the event types and customer columns the source
+model declares as own actions (``own_action_events``, ``own_action_columns``: an order, a
+click on a link, a reply; the CNIL does not count an email open). An import, a CRM update or a
+re-load of the row never does: a column not declared an own action (an import time, an
+``updated_at``) is never read here. For a customer, the collection date is not used either: a
+row re-created by a migration must not restart the clock. Dates after ``as_of`` are ignored. A
+clock exactly ``days`` old is expired (as for consent).
 
 Destination retention: a member who leaves a segment may stay in a destination (modes
 ``upsert`` and ``add_only`` never remove for leaving) at most the segment's
@@ -43,30 +45,32 @@ SELECT customer_id, is_customer, clock_at,
                                  ELSE $prospect_cutoff END, false) AS expired
 FROM (
     SELECT c.customer_id,
-           p.last_purchase_at IS NOT NULL AS is_customer,
-           CASE WHEN p.last_purchase_at IS NULL
-                THEN greatest(c.created_at, c.last_contact_at)
-                ELSE greatest(p.last_purchase_at, c.last_contact_at)
+           coalesce(p.is_customer, false) AS is_customer,
+           CASE WHEN coalesce(p.is_customer, false)
+                THEN greatest(p.last_action_at, c.last_own_action_at)
+                ELSE greatest(c.collected_at, p.last_action_at, c.last_own_action_at)
            END AS clock_at
     FROM (
-        SELECT customer_id, created_at,
-               CASE WHEN last_contact_at <= $as_of THEN last_contact_at END AS last_contact_at
-        FROM main.customers
+        SELECT customer_id, collected_at,
+               CASE WHEN last_own_action_at <= $as_of THEN last_own_action_at END
+                   AS last_own_action_at
+        FROM activation.src_customers
     ) AS c
-    LEFT JOIN {purchases} AS p ON p.customer_id = c.customer_id{customers_scope}
+    LEFT JOIN {actions} AS p ON p.customer_id = c.customer_id{customers_scope}
 )
 """
 
 
-_LAST_PURCHASE_TEMPLATE = """(
-        SELECT customer_id, max(occurred_at) AS last_purchase_at
-        FROM main.events
-        WHERE event_type = 'purchase' AND occurred_at <= $as_of{events_scope}
+_LAST_ACTION_TEMPLATE = """(
+        SELECT customer_id, bool_or(is_purchase) AS is_customer,
+               max(occurred_at) AS last_action_at
+        FROM activation.src_events
+        WHERE own_action AND occurred_at <= $as_of{events_scope}
         GROUP BY customer_id
     )"""
 
 
-def retention_clock_sql(within: str | None = None, last_purchases: str | None = None) -> str:
+def retention_clock_sql(within: str | None = None, last_actions: str | None = None) -> str:
     """The retention clock query, one row per customer: ``customer_id`` BIGINT,
     ``is_customer`` BOOLEAN (has a purchase), ``clock_at`` TIMESTAMP (the last action of the
     person that counts, NULL when none is known), ``expired`` BOOLEAN (``clock_at`` at or
@@ -79,16 +83,17 @@ def retention_clock_sql(within: str | None = None, last_purchases: str | None = 
     customer then filtering cost 1.2 to 1.7 CPU s at 1M customers, bench/README.md). Rows of
     the customers kept are the same as without ``within``.
 
-    ``last_purchases``: the name of a relation (written by our code) with ``customer_id`` and
-    ``last_purchase_at`` (the latest ``purchase`` event at or before ``$as_of``, one row per
-    customer who has one, at least every customer in scope) that the caller already computed;
-    the clock then reads it instead of aggregating ``events`` again.
+    ``last_actions``: the name of a relation (written by our code) with ``customer_id``,
+    ``is_customer`` (has a purchase at or before ``$as_of``) and ``last_action_at`` (the
+    latest own-action event at or before ``$as_of``), one row per customer who has one, at
+    least every customer in scope, that the caller already computed; the clock then reads it
+    instead of aggregating ``activation.src_events`` again.
     """
     scope = "" if within is None else f" IN (SELECT customer_id FROM {within})"
     events_scope = f"\n          AND customer_id{scope}" if scope else ""
-    purchases = last_purchases or _LAST_PURCHASE_TEMPLATE.format(events_scope=events_scope)
+    actions = last_actions or _LAST_ACTION_TEMPLATE.format(events_scope=events_scope)
     return _CLOCK_TEMPLATE.format(
-        purchases=purchases,
+        actions=actions,
         customers_scope=f"\n    WHERE c.customer_id{scope}" if scope else "",
     )
 

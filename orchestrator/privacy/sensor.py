@@ -259,7 +259,8 @@ def launchable_requests(con: duckdb.DuckDBPyConnection) -> list[str]:
         return [request_id for request_id, _, _ in open_requests(con)]
     except duckdb.CatalogException:
         rows = con.execute(
-            "SELECT request_id FROM main.privacy_requests WHERE list_contains(?, request_type) "
+            "SELECT request_id FROM activation.src_privacy_requests "
+            "WHERE list_contains(?, request_type) "
             "ORDER BY received_at, request_id",
             [list(REQUEST_TYPES)],
         ).fetchall()

@@ -1,8 +1,10 @@
 """What a segment may refer to: customer traits, event types and event fields, with value types.
 
-Built on :data:`orchestrator.warehouse.schema.SOURCE_COLUMNS` so the catalog cannot name a column
-the warehouse does not have. Only columns listed here can appear in compiled SQL as identifiers;
-every value a marketer writes is bound as a parameter.
+A :class:`Catalog` is read from the project's committed catalog file (written by ``activation
+catalog`` from the warehouse, :mod:`orchestrator.model.catalog`); :data:`DEFAULT_CATALOG`, used
+when a project has none, describes the default source tables
+(:data:`orchestrator.warehouse.schema.SOURCE_COLUMNS`). Only columns a catalog lists can appear
+in compiled SQL as identifiers; every value a marketer writes is bound as a parameter.
 
 Deliberately absent: ``customers.email`` (a raw identifier is never a segment condition or a
 merge field: the sync sends the address itself, to email destinations only), and the technical
@@ -15,6 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
@@ -23,14 +28,53 @@ class ValueType(StrEnum):
     """Type of a column as a segment sees it, deciding which values and operators are valid.
 
     ``text``: YAML strings (quote codes YAML would read as numbers or booleans, e.g. ``"NO"``).
-    ``integer``: whole numbers. ``number``: any number (GBP amounts). ``timestamp``: ISO dates
-    (``2024-03-01``, a whole day) or date-times (``2024-03-01T12:00:00``, an instant).
+    ``integer``: whole numbers. ``number``: any number (GBP amounts). ``timestamp`` and
+    ``date``: ISO dates (``2024-03-01``, a whole day) or date-times (``2024-03-01T12:00:00``, an
+    instant). ``boolean``: true or false.
     """
 
     TEXT = "text"
     INTEGER = "integer"
     NUMBER = "number"
     TIMESTAMP = "timestamp"
+    DATE = "date"
+    BOOLEAN = "boolean"
+
+
+_INTEGER_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+)
+_NUMBER_TYPES = ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "NUMERIC")
+
+
+def value_type_of(warehouse_type: str) -> ValueType | None:
+    """The segment value type of a warehouse column type (DuckDB type names: ``VARCHAR`` ->
+    text, ``BIGINT`` -> integer, ``DECIMAL(10,2)`` -> number, ``TIMESTAMP`` -> timestamp,
+    ``DATE`` -> date, ``BOOLEAN`` -> boolean), or None for a type no condition can compare
+    (lists, structs, blobs)."""
+    name = warehouse_type.upper()
+    if name.startswith(("VARCHAR", "TEXT", "STRING", "CHAR", "UUID", "ENUM")):
+        return ValueType.TEXT
+    if name.startswith(_INTEGER_TYPES) and "[" not in name:
+        return ValueType.INTEGER
+    if name.startswith(_NUMBER_TYPES) and "[" not in name:
+        return ValueType.NUMBER
+    if name.startswith("TIMESTAMP") and "[" not in name:
+        return ValueType.TIMESTAMP
+    if name == "DATE":
+        return ValueType.DATE
+    if name in ("BOOLEAN", "BOOL"):
+        return ValueType.BOOLEAN
+    return None
 
 
 #: Columns never allowed in a condition or a merge field (raw personal identifiers).
@@ -85,6 +129,8 @@ TRAIT_OPERATORS: Mapping[ValueType, tuple[str, ...]] = MappingProxyType(
         ValueType.INTEGER: ("eq", "in", "gte", "lte", "between", "is_null"),
         ValueType.NUMBER: ("eq", "in", "gte", "lte", "between", "is_null"),
         ValueType.TIMESTAMP: ("eq", "gte", "lte", "between", "is_null"),
+        ValueType.DATE: ("eq", "gte", "lte", "between", "is_null"),
+        ValueType.BOOLEAN: ("eq", "is_null"),
     }
 )
 FIELD_OPERATORS: Mapping[ValueType, tuple[str, ...]] = MappingProxyType(
@@ -93,6 +139,8 @@ FIELD_OPERATORS: Mapping[ValueType, tuple[str, ...]] = MappingProxyType(
         ValueType.INTEGER: ("eq", "in", "gte", "lte", "between", "is_null"),
         ValueType.NUMBER: ("eq", "in", "gte", "lte", "between", "is_null"),
         ValueType.TIMESTAMP: ("eq", "gte", "lte", "between", "is_null"),
+        ValueType.DATE: ("eq", "gte", "lte", "between", "is_null"),
+        ValueType.BOOLEAN: ("eq", "is_null"),
     }
 )
 
@@ -173,3 +221,44 @@ def country_code_error(value: str) -> str | None:
 TRAIT_VALUE_CHECKS: Mapping[str, Callable[[str], str | None]] = MappingProxyType(
     {"country": country_code_error}
 )
+
+
+class Catalog(BaseModel):
+    """What segments of one project may name, with value types.
+
+    ``traits``: trait (a column of ``activation.src_customers``) -> value type, in table
+    order. ``event_types``: the values of the event type columns and the fixed types, sorted;
+    ``event_types_capped``: True when a type column had more distinct values than the catalog
+    keeps (the list is then incomplete, and a segment naming another type is refused).
+    ``event_fields``: event field -> value type. ``columns``: canonical view
+    (``customers``, ``events``) -> column -> warehouse type, for the drift check.
+    ``relations``: role -> the company's tables it reads (for messages and lineage).
+    ``sensitive``: trait or field -> special-category label (GDPR Art. 9), and
+    ``sensitive_values``: field -> {label: words}.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = 1
+    traits: dict[str, ValueType]
+    event_types: tuple[str, ...]
+    event_types_capped: bool = False
+    event_fields: dict[str, ValueType]
+    columns: dict[str, dict[str, str]] = {}
+    relations: dict[str, tuple[str, ...]] = {}
+    sensitive: dict[str, str] = {}
+    sensitive_values: dict[str, dict[str, tuple[str, ...]]] = {}
+
+
+#: The catalog of the default source tables, for a project without a catalog file.
+DEFAULT_CATALOG = Catalog(
+    traits=dict(TRAITS), event_types=EVENT_TYPES, event_fields=dict(EVENT_FIELDS)
+)
+
+
+def catalog_from_context(context: Any) -> Catalog:
+    """The catalog of the project in a pydantic validation context (``{"project": ...}``), or
+    :data:`DEFAULT_CATALOG` when there is none."""
+    project = (context or {}).get("project")
+    catalog = getattr(project, "catalog", None)
+    return catalog if isinstance(catalog, Catalog) else DEFAULT_CATALOG

@@ -1,20 +1,22 @@
 """Compile a segment into one DuckDB SELECT with positional ``?`` parameters.
 
-Shape of the result: one column ``customer_id`` (BIGINT), DISTINCT, read from the source tables
-``customers`` and ``events`` (see ``orchestrator/warehouse/schema.py``). Every customer row is a
-candidate; conditions become a WHERE predicate over ``customers AS c``.
+Shape of the result: one column ``customer_id`` (BIGINT), DISTINCT, read from the canonical views
+of the source model, ``activation.src_customers`` and ``activation.src_events`` (see
+``orchestrator/model/views.py``). Every customer row is a candidate; conditions become a WHERE
+predicate over ``activation.src_customers AS c``.
 
-Safety: identifiers in the SQL text come only from the catalog (``catalog.TRAITS`` and
-``catalog.EVENT_FIELDS``); every value from the YAML is a bound parameter, never pasted.
+Safety: identifiers in the SQL text come only from the segment's catalog (``spec.catalog``:
+traits and event fields, quoted); every value from the YAML is a bound parameter, never pasted.
 
 Semantics:
 - Each leaf predicate is wrapped in ``coalesce(..., false)``, so a customer whose trait is NULL
   does not match the comparison and *does* match its ``not``.
-- An event condition is ``c.customer_id IN (SELECT e.customer_id FROM events AS e WHERE ...
+- An event condition is ``c.customer_id IN (SELECT e.customer_id FROM src_events AS e WHERE ...
   GROUP BY e.customer_id HAVING ...)``: ``within_days`` becomes ``e.occurred_at >= ?`` with the
   bound timestamp ``as_of - within_days``; ``between`` dates become ``>= first day 00:00`` and
   ``< day after the last day 00:00`` (both days whole); ``at_least`` counts distinct orders
-  (``invoice_no``, an event without one counting alone); ``total_value`` bounds ``sum(value)``.
+  (``order_id``, the model's order column; an event without one counting alone);
+  ``total_value`` bounds ``sum(value)``.
 - Timestamps are naive UTC: an aware ``as_of`` is converted to UTC first.
 """
 
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from orchestrator.segments.catalog import EVENT_FIELDS, TRAITS, ValueType
+from orchestrator.model.views import CUSTOMERS_VIEW, EVENTS_VIEW, quote_ident
+from orchestrator.segments.catalog import Catalog, ValueType
 from orchestrator.segments.spec import (
     AllCondition,
     AnyCondition,
@@ -68,8 +71,8 @@ def compile_segment(spec: SegmentSpec, as_of: datetime) -> CompiledQuery:
             [],
         )
     assert spec.audience is not None  # validation requires audience or sql
-    predicate = _condition(spec.audience, _naive_utc(as_of))
-    sql = f"SELECT DISTINCT c.customer_id\nFROM customers AS c\nWHERE {predicate.text}"
+    predicate = _condition(spec.audience, _naive_utc(as_of), spec.catalog)
+    sql = f"SELECT DISTINCT c.customer_id\nFROM {CUSTOMERS_VIEW} AS c\nWHERE {predicate.text}"
     return CompiledQuery(sql, list(predicate.params))
 
 
@@ -77,18 +80,18 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-def _condition(condition: Any, as_of: datetime) -> _Sql:
+def _condition(condition: Any, as_of: datetime, catalog: Catalog) -> _Sql:
     if isinstance(condition, TraitCondition):
-        column = f"c.{condition.trait}"
-        return _coalesced(_comparison(condition, column, TRAITS[condition.trait]))
+        column = f"c.{quote_ident(condition.trait)}"
+        return _coalesced(_comparison(condition, column, catalog.traits[condition.trait]))
     if isinstance(condition, EventCondition):
-        return _event(condition, as_of)
+        return _event(condition, as_of, catalog)
     if isinstance(condition, AllCondition | AnyCondition):
         parts = condition.all_ if isinstance(condition, AllCondition) else condition.any_
         joiner = "\n  AND " if isinstance(condition, AllCondition) else "\n  OR "
-        return _join([_condition(part, as_of) for part in parts], joiner)
+        return _join([_condition(part, as_of, catalog) for part in parts], joiner)
     if isinstance(condition, NotCondition):
-        inner = _condition(condition.not_, as_of)
+        inner = _condition(condition.not_, as_of, catalog)
         return _Sql(f"NOT ({inner.text})", inner.params)
     raise TypeError(f"unknown condition {type(condition).__name__}")
 
@@ -126,7 +129,7 @@ def _comparison(
 
 def _bound(column: str, op: str, raw: Any, value_type: ValueType) -> _Sql:
     value = coerce_value(value_type, raw)
-    if value_type is not ValueType.TIMESTAMP or isinstance(value, datetime):
+    if value_type not in (ValueType.TIMESTAMP, ValueType.DATE) or isinstance(value, datetime):
         return _Sql(f"{column} {_COMPARATORS[op]} ?", (value,))
     assert isinstance(value, date)
     start, end = timestamp_bounds(value)
@@ -137,7 +140,7 @@ def _bound(column: str, op: str, raw: Any, value_type: ValueType) -> _Sql:
     return _Sql(f"({column} >= ? AND {column} < ?)", (start, end))
 
 
-def _event(condition: EventCondition, as_of: datetime) -> _Sql:
+def _event(condition: EventCondition, as_of: datetime, catalog: Catalog) -> _Sql:
     # Nothing after the evaluation time counts: a replayed run sees the warehouse as it was.
     filters = [_Sql("e.event_type = ? AND e.occurred_at <= ?", (condition.event, as_of))]
     if condition.within_days is not None:
@@ -148,14 +151,15 @@ def _event(condition: EventCondition, as_of: datetime) -> _Sql:
         _, end = timestamp_bounds(days[1])
         filters.append(_Sql("e.occurred_at >= ? AND e.occurred_at < ?", (start, end)))
     for where in condition.where or ():
-        filters.append(_comparison(where, f"e.{where.field}", EVENT_FIELDS[where.field]))
+        column = f"e.{quote_ident(where.field)}"
+        filters.append(_comparison(where, column, catalog.event_fields[where.field]))
     # Every group holds at least one event, so ``at_least: 1`` needs no count; counting
     # distinct orders costs about 2 CPU s over 4.5M purchases at 1M customers (bench/README.md).
     having = []
     if condition.at_least > 1:
         having.append(
             _Sql(
-                "count(DISTINCT coalesce(e.invoice_no, 'event:' || e.event_id)) >= ?",
+                "count(DISTINCT coalesce(e.order_id, 'event:' || e.event_id)) >= ?",
                 (condition.at_least,),
             )
         )
@@ -164,13 +168,13 @@ def _event(condition: EventCondition, as_of: datetime) -> _Sql:
     where_sql = _join(filters, "\n      AND ")
     if not having:
         return _Sql(
-            "c.customer_id IN (\n    SELECT e.customer_id FROM events AS e\n"
+            f"c.customer_id IN (\n    SELECT e.customer_id FROM {EVENTS_VIEW} AS e\n"
             f"    WHERE {where_sql.text}\n  )",
             where_sql.params,
         )
     having_sql = _join(having, " AND ")
     return _Sql(
-        "c.customer_id IN (\n    SELECT e.customer_id FROM events AS e\n"
+        f"c.customer_id IN (\n    SELECT e.customer_id FROM {EVENTS_VIEW} AS e\n"
         f"    WHERE {where_sql.text}\n    GROUP BY e.customer_id\n"
         f"    HAVING {having_sql.text}\n  )",
         where_sql.params + having_sql.params,

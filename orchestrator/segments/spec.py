@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictInt,
     Tag,
@@ -42,6 +43,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from orchestrator.config import NAME_PATTERN, DestinationKind, LegalBasis, ProjectConfig
 from orchestrator.segments.catalog import (
+    DEFAULT_CATALOG,
     EVENT_FIELDS,
     EVENT_TYPES,
     FIELD_OPERATORS,
@@ -49,7 +51,9 @@ from orchestrator.segments.catalog import (
     TRAIT_OPERATORS,
     TRAIT_VALUE_CHECKS,
     TRAITS,
+    Catalog,
     ValueType,
+    catalog_from_context,
 )
 from orchestrator.segments.cron import cron_error
 from orchestrator.warehouse.schema import create_source_schema
@@ -139,9 +143,9 @@ def fail(problems: list[Problem]) -> NoReturn:
 def coerce_value(value_type: ValueType, value: Any) -> str | int | float | date | datetime:
     """Check one condition value against a catalog type and return it in Python form.
 
-    Text -> ``str``; integer -> ``int``; number -> ``int | float``; timestamp -> ``date`` (a
-    whole day) or naive UTC ``datetime`` (an instant; aware values are converted to UTC, the
-    warehouse stores naive UTC timestamps).
+    Text -> ``str``; integer -> ``int``; number -> ``int | float``; boolean -> ``bool``;
+    timestamp and date -> ``date`` (a whole day) or naive UTC ``datetime`` (an instant; aware
+    values are converted to UTC, the warehouse stores naive UTC timestamps).
 
     Raises:
         ValueError: the value does not fit the type; the message says what was expected.
@@ -155,8 +159,12 @@ def coerce_value(value_type: ValueType, value: Any) -> str | int | float | date 
                 ' booleans, quote the value (e.g. "NO")'
             )
         raise ValueError(f"expected text, got {value!r}: quote the value")
-    if value_type is ValueType.TIMESTAMP:
+    if value_type in (ValueType.TIMESTAMP, ValueType.DATE):
         return _timestamp(value)
+    if value_type is ValueType.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true or false, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {value!r}")
     if value_type is ValueType.INTEGER and not isinstance(value, int):
@@ -311,20 +319,21 @@ class TraitCondition(_Comparison):
 
     @field_validator("trait")
     @classmethod
-    def _known_trait(cls, value: str) -> str:
-        if value not in TRAITS:
-            raise _error(_unknown("trait", value, TRAITS))
+    def _known_trait(cls, value: str, info: ValidationInfo) -> str:
+        traits = catalog_from_context(info.context).traits
+        if value not in traits:
+            raise _error(_unknown("trait", value, traits))
         return value
 
     @model_validator(mode="after")
-    def _one_typed_operator(self) -> TraitCondition:
-        value_type = TRAITS[self.trait]
+    def _one_typed_operator(self, info: ValidationInfo) -> TraitCondition:
+        value_type = catalog_from_context(info.context).traits[self.trait]
         problems = self._problems(
             "trait",
             self.trait,
             value_type,
             TRAIT_OPERATORS[value_type],
-            TRAIT_VALUE_CHECKS.get(self.trait),
+            TRAIT_VALUE_CHECKS.get(self.trait) if value_type is ValueType.TEXT else None,
         )
         if problems:
             fail(problems)
@@ -344,14 +353,15 @@ class FieldCondition(_Comparison):
 
     @field_validator("field")
     @classmethod
-    def _known_field(cls, value: str) -> str:
-        if value not in EVENT_FIELDS:
-            raise _error(_unknown("event field", value, EVENT_FIELDS))
+    def _known_field(cls, value: str, info: ValidationInfo) -> str:
+        fields = catalog_from_context(info.context).event_fields
+        if value not in fields:
+            raise _error(_unknown("event field", value, fields))
         return value
 
     @model_validator(mode="after")
-    def _one_typed_operator(self) -> FieldCondition:
-        value_type = EVENT_FIELDS[self.field]
+    def _one_typed_operator(self, info: ValidationInfo) -> FieldCondition:
+        value_type = catalog_from_context(info.context).event_fields[self.field]
         problems = self._problems(
             "event field", self.field, value_type, FIELD_OPERATORS[value_type]
         )
@@ -405,10 +415,12 @@ class EventCondition(_Strict):
 
     @field_validator("event")
     @classmethod
-    def _known_event(cls, value: str) -> str:
-        if value not in EVENT_TYPES:
-            message = f"unknown event type {value!r}; valid event types: {', '.join(EVENT_TYPES)}"
-            raise _error(message)
+    def _known_event(cls, value: str, info: ValidationInfo) -> str:
+        catalog = catalog_from_context(info.context)
+        if value not in catalog.event_types:
+            shown = ", ".join(catalog.event_types)
+            more = " (the catalog lists only the first ones)" if catalog.event_types_capped else ""
+            raise _error(f"unknown event type {value!r}; valid event types: {shown}{more}")
         return value
 
     @model_validator(mode="after")
@@ -529,15 +541,16 @@ class DestinationEntry(_Strict):
 
     @field_validator("fields")
     @classmethod
-    def _fields_are_traits(cls, value: dict[str, str]) -> dict[str, str]:
+    def _fields_are_traits(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        traits = catalog_from_context(info.context).traits
         problems: list[Problem] = []
         for tag, trait in value.items():
             if tag == "EMAIL" or not re.match(MERGE_TAG_PATTERN, tag):
                 problems.append(
                     ((tag,), f"merge tag {tag!r} must match {MERGE_TAG_PATTERN} and not be EMAIL")
                 )
-            elif trait not in TRAITS:
-                problems.append(((tag,), _unknown("trait", trait, TRAITS)))
+            elif trait not in traits:
+                problems.append(((tag,), _unknown("trait", trait, traits)))
         fail_if(problems)
         return value
 
@@ -558,11 +571,25 @@ def _project(info: ValidationInfo) -> ProjectConfig:
     return project
 
 
-def check_select_sql(sql: str) -> str:
+def _bind_catalog(con: duckdb.DuckDBPyConnection, catalog: Catalog | None) -> None:
+    """Empty tables to bind a ``sql:`` segment against: the canonical views of the catalog's
+    warehouse (``activation.src_customers``, ``activation.src_events`` with its columns and
+    types), or the default source tables and their views when the catalog has no columns."""
+    if catalog is None or not catalog.columns:
+        create_source_schema(con)
+        return
+    con.execute("CREATE SCHEMA activation")
+    for view, columns in catalog.columns.items():
+        body = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
+        con.execute(f"CREATE TABLE activation.src_{view} ({body})")
+
+
+def check_select_sql(sql: str, catalog: Catalog | None = None) -> str:
     """Check a ``sql:`` segment and return it without trailing ``;`` and blanks.
 
-    It must be exactly one SELECT statement that binds against the source tables in an
-    in-memory DuckDB with external access disabled (so no file, URL or attached database),
+    It must be exactly one SELECT statement that binds against the source model's views
+    (shaped from ``catalog``, :func:`_bind_catalog`) in an in-memory DuckDB with external
+    access disabled (so no file, URL or attached database),
     never refers to an ``email`` column (the same rule as for conditions and merge fields: the
     address is only pseudonymized, so the Article 30 register stays true), and returns exactly
     one integer column named ``customer_id``.
@@ -572,7 +599,7 @@ def check_select_sql(sql: str) -> str:
     """
     con = duckdb.connect(":memory:", config={"enable_external_access": False})
     try:
-        create_source_schema(con)
+        _bind_catalog(con, catalog)
         try:
             statements = con.extract_statements(sql)
         except duckdb.Error as error:
@@ -657,10 +684,32 @@ class SegmentSpec(_Strict):
     sql: str | None = None
     destinations: Annotated[list[DestinationEntry], Field(min_length=1)]
 
+    _catalog: Catalog = PrivateAttr(default=DEFAULT_CATALOG)
+
     @property
     def id(self) -> str:
         """The segment id (``^[a-z][a-z0-9_]*$``) used for asset, job and schedule names."""
         return normalize_segment_id(self.name)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog this segment was validated against (its traits' and fields' types)."""
+        return self._catalog
+
+    @model_validator(mode="after")
+    def _remember_catalog(self, info: ValidationInfo) -> SegmentSpec:
+        self._catalog = catalog_from_context(info.context)
+        return self
+
+    @model_validator(mode="after")
+    def _no_special_category_for_marketing(self, info: ValidationInfo) -> SegmentSpec:
+        from orchestrator.segments.sensitive import sensitive_problems
+
+        project = _project(info)
+        purpose = project.purposes.get(self.purpose)
+        marketing = getattr(purpose, "marketing", True)
+        fail_if(sensitive_problems(self, project.source.sensitive, marketing))
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -731,11 +780,11 @@ class SegmentSpec(_Strict):
 
     @field_validator("sql")
     @classmethod
-    def _select_only(cls, value: str | None) -> str | None:
+    def _select_only(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         try:
-            return check_select_sql(value)
+            return check_select_sql(value, catalog_from_context(info.context))
         except ValueError as error:
             raise _error(str(error)) from None
 

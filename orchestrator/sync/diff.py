@@ -27,6 +27,9 @@ or a withdrawn consent for the purpose (Art. 7(3)). ``unchanged``: held with the
 destination holds the subject as unsubscribed or forgotten (``destination_suppressions``).
 ``skipped_rejected``: would be added or updated but the destination refused this very row (same
 ``fields_hash``) for good (``sync_rejections.permanent``); it is retried once the row changes.
+``awaiting``: pending, and a request the platform is still processing already carries this very
+operation (``activation.destination_requests``: an add with the same ``fields_hash``, or a
+remove); not sent again, its status is read first thing in the next run.
 
 A subject is in exactly one action, so no key is both added and removed in a run.
 """
@@ -42,11 +45,13 @@ from pathlib import Path
 import duckdb
 
 from destinations.base import RemoveReason
+from destinations.identifiers import SEPARATOR
 from orchestrator.consent import CONSENT_ORDER_SQL, purpose_map_sql, purpose_params
+from orchestrator.consent_signals import Signal, grants_table_sql, signal_column_sql
 from orchestrator.customer_keys import refresh_customer_keys
+from orchestrator.phone_keys import refresh_phone_keys
 from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
 from orchestrator.warehouse.memory import with_memory_growth
-from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 #: ``sync_state.fields_hash`` of a row whose last send has an unknown outcome (sent, but the
 #: answer was never journaled): the destination may or may not hold it. The next diff re-adds
@@ -73,6 +78,9 @@ REMOVE_REASON_ORDER = (
 WITHDRAWN_EXCLUSIONS = ("withdrawn",)
 
 _MERGE_FIELD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
+_TRAIT_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Columns of ``activation.src_customers`` that are never a merge field.
+_NOT_MERGE_COLUMNS = frozenset({"email", "collected_at", "last_own_action_at"})
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,14 @@ class DiffParams:
     variant of the purpose name. ``retention_days`` and ``as_of``: in modes other
     than mirror, a member who left the audience (``activation.departures.left_at``) more than
     ``retention_days`` days before ``as_of`` is removed (``left_segment``).
+    ``signals``: consent signals sent with an ad upload, name -> (purpose whose consent grants
+    it, that purpose's validity in days), see :mod:`orchestrator.consent_signals`; they are
+    row fields (a change of consent is an update). ``phone_platform``: ``google`` | ``meta``
+    to send the customer's phone (column ``phone_column``, read in the country of
+    ``region_column``) as a second identifier hashed by that platform's rules
+    (:mod:`orchestrator.phone`) when ``customers`` has that column; the send key is then
+    ``<email hash>|<phone hash>`` (:mod:`destinations.identifiers`), email alone when the phone
+    is missing or invalid.
     """
 
     segment: str
@@ -102,14 +118,19 @@ class DiffParams:
     retention_days: int | None = None
     as_of: datetime | None = None
     other_purposes: tuple[str, ...] = ()
+    signals: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    phone_platform: str | None = None
+    phone_column: str = "phone"
+    region_column: str = "country"
 
     def __post_init__(self) -> None:
         _check_params(self)
 
     @property
     def field_names(self) -> list[str]:
-        """Merge field names in canonical (sorted) order: ``f0`` is the first, and so on."""
-        return sorted(self.fields)
+        """Field names in canonical order: merge fields (sorted), then consent signals
+        (sorted); ``f0`` is the first, and so on."""
+        return sorted(self.fields) + sorted(self.signals)
 
 
 def _check_params(p: DiffParams) -> None:
@@ -122,12 +143,20 @@ def _check_params(p: DiffParams) -> None:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}")
     if p.kind == "ad" and p.fields:
         raise ValueError("ad destinations take hashed identifiers only, no merge fields")
-    allowed = SOURCE_COLUMNS["customers"]
+    if p.kind != "ad" and (p.signals or p.phone_platform):
+        raise ValueError("consent signals and phone identifiers are for ad destinations")
+    if p.phone_platform not in (None, "google", "meta"):
+        raise ValueError(f"phone_platform must be google or meta, got {p.phone_platform!r}")
+    for name in (*p.signals, p.phone_column, p.region_column):
+        if not _MERGE_FIELD_PATTERN.match(name):
+            raise ValueError(f"{name!r} must match {_MERGE_FIELD_PATTERN.pattern}")
     for name, column in p.fields.items():
         if not _MERGE_FIELD_PATTERN.match(name):
             raise ValueError(f"merge field name {name!r} must match {_MERGE_FIELD_PATTERN.pattern}")
-        if column not in allowed:
-            raise ValueError(f"merge field {name!r}: {column!r} is not a customers column")
+        # the catalog (segment validation) decides which traits exist; here only the shape
+        # that makes the column safe to quote, and never the raw address
+        if not _TRAIT_COLUMN.match(column) or column in _NOT_MERGE_COLUMNS:
+            raise ValueError(f"merge field {name!r}: {column!r} is not a customer trait")
 
 
 @dataclass(frozen=True)
@@ -154,20 +183,39 @@ def _send_key_sql(p: DiffParams) -> str:
     return "am.google_key" if p.normalization == "google" else "am.subject_key"
 
 
-def _target_sql(p: DiffParams) -> tuple[str, list[object]]:
+def _phone_send_key_sql(p: DiffParams) -> str:
+    """The ad send key with the phone hash appended when the customer has a valid phone (the
+    hash comes from ``activation.customer_phone_keys``, :mod:`orchestrator.phone_keys`)."""
+    base = _send_key_sql(p)
+    # || with a NULL phone hash (missing or invalid phone) is NULL: the email key alone
+    return f"coalesce({base} || '{SEPARATOR}' || pk.{p.phone_platform}_hash, {base})"
+
+
+def _target_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[object]]:
     """SELECT of the target audience (see module docstring) and its parameters. Members on
     ``activation.suppression_list`` (by subject key or Google key) are left out whenever they
-    got there: a request recorded after the audience step must not be sent."""
+    got there: a request recorded after the audience step must not be sent. ``use_phone``:
+    append the phone hash to the send key (the caller checked the column exists)."""
     names = p.field_names
+    merge = sorted(p.fields)
     cols = "".join(
-        f", coalesce(CAST(c.\"{p.fields[n]}\" AS VARCHAR), '') AS f{i}" for i, n in enumerate(names)
+        f", coalesce(CAST(c.\"{p.fields[n]}\" AS VARCHAR), '') AS f{i}" for i, n in enumerate(merge)
     )
-    join = "LEFT JOIN customers c ON c.customer_id = am.customer_id" if names else ""
+    signal_params: list[object] = []
+    for j, name in enumerate(sorted(p.signals), start=len(merge)):
+        purpose, days = p.signals[name]
+        value, params = signal_column_sql(Signal(name, purpose, days), p.purpose)
+        cols += f", {value} AS f{j}"
+        signal_params += params
+    join = "LEFT JOIN activation.src_customers c ON c.customer_id = am.customer_id" if merge else ""
+    if use_phone:
+        join += " LEFT JOIN activation.customer_phone_keys pk ON pk.customer_id = am.customer_id"
+    send_key = _phone_send_key_sql(p) if use_phone else _send_key_sql(p)
     hash_items = "".join(f", ?, f{i}" for i in range(len(names)))
     sql = f"""
         SELECT *, sha256(CAST(to_json([send_key{hash_items}]) AS VARCHAR)) AS fields_hash
         FROM (
-            SELECT am.subject_key, {_send_key_sql(p)} AS send_key{cols}
+            SELECT am.subject_key, {send_key} AS send_key{cols}
             FROM activation.audience_members am {join}
             WHERE am.segment = ?
               AND am.subject_key NOT IN (SELECT subject_key FROM activation.suppression_list)
@@ -176,17 +224,42 @@ def _target_sql(p: DiffParams) -> tuple[str, list[object]]:
                   WHERE google_key IS NOT NULL)
         )
     """
-    return sql, [*names, p.segment]
+    return sql, [*names, *signal_params, p.segment]
 
 
-def _target_table_sql(p: DiffParams) -> tuple[str, list[object]]:
+def _target_table_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[object]]:
     """Temp table ``sync_target`` (subject_key, send_key, f0..fN, fields_hash) from
     :func:`_target_sql`. A statement of its own: inside the diff's one statement, the
     ``customers`` join for the merge fields, the full join with the state and the target rows
     were all held at once, and at 2M customers (535k members) DuckDB could not stay within
     250MB (``failed to pin block``: the limit had to double); apart, each step fits."""
-    target, params = _target_sql(p)
+    target, params = _target_sql(p, use_phone)
     return f"CREATE OR REPLACE TEMP TABLE sync_target AS {target}", params
+
+
+def _has_customer_column(con: duckdb.DuckDBPyConnection, column: str) -> bool:
+    (found,) = con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'activation'"
+        " AND table_name = 'src_customers' AND column_name = ?",
+        [column],
+    ).fetchone()
+    return bool(found)
+
+
+def _prepare_identifiers(con: duckdb.DuckDBPyConnection, p: DiffParams) -> bool:
+    """Build the consent grants table and register the phone functions when needed; returns
+    whether the phone is sent (a phone platform is set and ``customers`` has the column)."""
+    grants = grants_table_sql(
+        [Signal(n, pur, d) for n, (pur, d) in p.signals.items()], p.purpose, p.as_of
+    )
+    if grants is not None:
+        con.execute(*grants)
+    if p.phone_platform is None or not _has_customer_column(con, p.phone_column):
+        return False
+    refresh_phone_keys(
+        con, segment=p.segment, phone_column=p.phone_column, region_column=p.region_column
+    )
+    return True
 
 
 def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
@@ -206,6 +279,12 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
             SELECT DISTINCT subject_key, fields_hash FROM activation.sync_rejections
             WHERE segment = ? AND destination = ? AND permanent
         ),
+        awaiting AS (
+            SELECT subject_key, max(fields_hash) FILTER (op <> 'remove') AS add_hash,
+                   bool_or(op = 'remove') AS removing
+            FROM activation.destination_requests WHERE segment = ? AND destination = ?
+            GROUP BY subject_key
+        ),
         joined AS (
             SELECT coalesce(t.subject_key, s.subject_key) AS subject_key,
                    t.send_key, s.destination_ref,
@@ -217,7 +296,9 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                    sp.subject_key IS NOT NULL AS is_suppressed,
                    rf.subject_key IS NOT NULL AS is_refused,
                    ml.subject_key IS NOT NULL AS must_leave,
-                   coalesce(dp.left_at <= ?, false) AS retention_over
+                   coalesce(dp.left_at <= ?, false) AS retention_over,
+                   coalesce(aw.add_hash = t.fields_hash, false) AS awaiting_add,
+                   coalesce(aw.removing, false) AS awaiting_remove
                    {fcols}
             FROM target t
             FULL OUTER JOIN state s ON s.subject_key = t.subject_key
@@ -227,12 +308,15 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                 AND dp.subject_key = s.subject_key
             LEFT JOIN refused rf
                 ON rf.subject_key = t.subject_key AND rf.fields_hash = t.fields_hash
+            LEFT JOIN awaiting aw ON aw.subject_key = coalesce(t.subject_key, s.subject_key)
         ),
         wanted AS (
             SELECT *, CASE
+                WHEN in_target AND pending AND awaiting_add THEN 'awaiting'
                 WHEN in_target AND (NOT in_state OR pending) THEN 'add'
                 WHEN in_target AND changed AND ? <> 'add_only' THEN 'update'
                 WHEN in_target THEN 'unchanged'
+                WHEN pending AND awaiting_remove THEN 'awaiting'
                 WHEN ? = 'mirror' OR must_leave OR retention_over THEN 'remove'
                 ELSE 'kept'
             END AS wanted
@@ -248,6 +332,8 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
     params = [
         p.segment,
         p.destination,
+        p.destination,
+        p.segment,
         p.destination,
         p.segment,
         p.destination,
@@ -284,14 +370,14 @@ def _latest_withdrawn_sql() -> str:
             -- only customers with some non-grant record can have one as their latest: the
             -- window then sorts their records alone (a fifth of them in the benchmark)
             SELECT c.customer_id, pm.purpose, c.status, c.recorded_at
-            FROM consents AS c JOIN ({purpose_map_sql("consents")}) AS pm ON pm.raw = c.purpose
+            FROM activation.src_consents AS c JOIN ({purpose_map_sql()}) AS pm ON pm.raw = c.purpose
             WHERE (pm.exact OR c.status <> 'granted') AND c.customer_id IN (
-                SELECT customer_id FROM consents WHERE status <> 'granted')
+                SELECT customer_id FROM activation.src_consents WHERE status <> 'granted')
             QUALIFY row_number() OVER (
                 PARTITION BY c.customer_id, pm.purpose ORDER BY {CONSENT_ORDER_SQL}) = 1
         ) AS l
         LEFT JOIN (
-            SELECT customer_id, recorded_at FROM consents
+            SELECT customer_id, recorded_at FROM activation.src_consents
             WHERE purpose = $purpose AND status = 'granted'
         ) AS g ON g.customer_id = l.customer_id AND g.recorded_at > l.recorded_at
         WHERE l.status <> 'granted' AND (l.purpose = $purpose OR g.customer_id IS NULL)
@@ -306,7 +392,7 @@ def _person_acts_sql(p: DiffParams) -> tuple[str, dict[str, object]]:
     by_log = f"UNION ALL {_latest_withdrawn_sql()}" if p.purpose else ""
     sql = f"""
         CREATE OR REPLACE TEMP TABLE sync_person_acts AS
-        SELECT customer_id, request_type AS act FROM privacy_requests
+        SELECT customer_id, request_type AS act FROM activation.src_privacy_requests
         WHERE request_type IN ('erasure', 'objection') AND customer_id IS NOT NULL
         UNION ALL
         SELECT customer_id, 'withdrawn' AS act FROM activation.audience_exclusions
@@ -344,7 +430,7 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
                 SELECT customer_id, subject_key FROM activation.customer_key_history
             ) k USING (customer_id)
             UNION ALL
-            SELECT subject_key, request_type AS act FROM privacy_requests
+            SELECT subject_key, request_type AS act FROM activation.src_privacy_requests
             WHERE request_type IN ('erasure', 'objection') AND subject_key IS NOT NULL
             UNION ALL
             SELECT subject_key, request_type AS act FROM activation.suppression_list
@@ -435,7 +521,7 @@ def _remove_addresses_sql() -> str:
             SELECT subject_key, min(email) AS email FROM (
                 SELECT {subject_key_sql("email")} AS subject_key,
                        {normalized_email_sql("email")} AS email
-                FROM customers
+                FROM activation.src_customers
                 WHERE email IS NOT NULL AND EXISTS (SELECT 1 FROM missing)
             ) AS c
             WHERE c.subject_key IN (SELECT subject_key FROM missing)
@@ -469,7 +555,17 @@ def _export_sql(p: DiffParams, action: str) -> str:
 
 def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     counts = dict.fromkeys(
-        ("add", "update", "remove", "unchanged", "kept", "suppressed", "skipped_rejected"), 0
+        (
+            "add",
+            "update",
+            "remove",
+            "unchanged",
+            "kept",
+            "suppressed",
+            "skipped_rejected",
+            "awaiting",
+        ),
+        0,
     )
     for action, n in con.execute("SELECT action, count(*) FROM sync_diff GROUP BY 1").fetchall():
         counts[action] = n
@@ -503,7 +599,13 @@ def compute_diff(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Pat
 def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -> DiffPlan:
     con.execute(*_person_acts_sql(p))
     refresh_customer_keys(con, within="sync_person_acts")
-    steps = (_must_leave_sql(p), _target_table_sql(p), _classify_sql(p), _reasons_sql())
+    use_phone = _prepare_identifiers(con, p)
+    steps = (
+        _must_leave_sql(p),
+        _target_table_sql(p, use_phone),
+        _classify_sql(p),
+        _reasons_sql(),
+    )
     for sql, params in steps:
         con.execute(sql, params)
     con.execute("DROP TABLE sync_target")

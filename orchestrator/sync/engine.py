@@ -12,10 +12,12 @@ a second run out, on this machine or another: :mod:`orchestrator.sync.pair_lock`
    go in journal windows (:func:`window_batches`): one short warehouse transaction writes the
    answers of the previous window and the ``intent`` lines of the next window's batches
    (checking the lock is still ours), then the window's calls are made with the warehouse
-   closed.
+   closed. For a destination that processes requests asynchronously (Google), the same
+   transactions write the pair's request journal (:mod:`orchestrator.sync.async_requests`).
 3. Open the warehouse briefly and, in one transaction, write the last answers, withdraw the
    intents of batches never called (the run stopped on an error), fold the journal into
-   ``sync_state`` and delete the folded lines; delete the scratch files.
+   ``sync_state`` (and the request journal into ``destination_requests``) and delete the
+   folded lines; delete the scratch files.
 
 A crash at any point leaves ``sync_state`` holding only what a destination acknowledged, plus
 rows of unknown outcome marked ``pending`` (never counted as synced): intents journaled ahead
@@ -49,7 +51,7 @@ from destinations.base import (
     min_calls,
 )
 from orchestrator.privacy.retention import track_departures
-from orchestrator.sync import journal
+from orchestrator.sync import async_requests, journal
 from orchestrator.sync.diff import DiffParams, DiffPlan, compute_diff
 from orchestrator.sync.journal import JournalLine
 from orchestrator.sync.pair_lock import DEFAULT_LEASE_S, HeldPairLock, pair_lock
@@ -79,6 +81,9 @@ class SyncReport:
     ceil(rows / rows one call carries), see :func:`destinations.base.min_calls`; e.g.
     Mailchimp archives one member per call), ``retries``, ``throttled_seconds`` (s), ``bytes_sent``
     (request body bytes). ``duration_s``: wall time (s). ``dry_run``: nothing was sent.
+    ``requests_processing``: requests the platform had not finished processing when the run
+    ended (asynchronous platforms: their rows stay pending, confirmed by the next run).
+    ``awaiting``: pending rows not sent again because such a request already carries them.
     """
 
     adds: int = 0
@@ -98,6 +103,8 @@ class SyncReport:
     duration_s: float = 0.0
     removes_by_reason: dict[str, int] = field(default_factory=dict)
     dry_run: bool = False
+    requests_processing: int = 0
+    awaiting: int = 0
 
 
 #: A journal window holds at most this many rows, and this many batches (see
@@ -347,8 +354,11 @@ class _Job:
     on_batch: BatchHook | None
     lock: HeldPairLock
 
-    def write(self, lines: Sequence[JournalLine]) -> None:
-        """Write journal lines in one short transaction, after checking the lock is ours.
+    def write(
+        self, lines: Sequence[JournalLine], requests: Sequence[async_requests.RequestLine] = ()
+    ) -> None:
+        """Write journal lines (and request journal lines of an asynchronous destination) in
+        one short transaction, after checking the lock is ours.
 
         Raises:
             PairLockLost: another run took the pair over (nothing written).
@@ -359,23 +369,30 @@ class _Job:
             try:
                 self.lock.fence(con)
                 journal.append_lines(con, p.segment, p.destination, lines)
+                async_requests.append_lines(con, p.segment, p.destination, requests)
                 con.commit()
             except BaseException:
                 con.rollback()
                 raise
 
     def fold(self, progress: _Progress) -> int:
-        """Write the answers not yet written, withdraw the intents of batches never called and
-        fold the pair's journal, in one short transaction; returns rows of unknown outcome."""
+        """Write the answers (and request lines) not yet written, withdraw the intents of
+        batches never called and fold the pair's journal and request journal, in one short
+        transaction; returns rows of unknown outcome."""
         p = self.params
 
         def finish(con: duckdb.DuckDBPyConnection) -> None:
             self.lock.fence(con)
             journal.append_lines(con, p.segment, p.destination, progress.unwritten)
+            async_requests.append_lines(con, p.segment, p.destination, progress.requests)
             if progress.run is not None and progress.first_unsent is not None:
                 journal.withdraw_unsent(
                     con, p.segment, p.destination, progress.run, progress.first_unsent
                 )
+                async_requests.withdraw_unsent(
+                    con, p.segment, p.destination, progress.run, progress.first_unsent
+                )
+            async_requests.fold_requests(con, segment=p.segment, destination=p.destination)
 
         with connect(self.warehouse_path, timeout_s=self.lock_timeout_s) as con:
             stats = fold_journal(
@@ -388,10 +405,12 @@ class _Job:
 class _Progress:
     """Where a send stands: ``run`` id, answers not yet written (``unwritten``), the first
     batch not called (``first_unsent``: its intent, and those of later batches of its window,
-    were journaled ahead; None before the first window) and rows rejected so far."""
+    were journaled ahead; None before the first window), rows rejected so far and, for an
+    asynchronous destination, request journal lines not yet written (``requests``)."""
 
     run: str | None = None
     unwritten: list[JournalLine] = field(default_factory=list)
+    requests: list[async_requests.RequestLine] = field(default_factory=list)
     first_unsent: int | None = None
     rejected: int = 0
 
@@ -408,24 +427,98 @@ def _windows(batches: Iterator[_Batch], size: int) -> Iterator[list[tuple[int, _
         yield window
 
 
+def _request_batch(request: async_requests.Outstanding, kind: str) -> _Batch:
+    """A :class:`_Batch` holding the rows of an outstanding asynchronous request."""
+    rows = request.rows
+    cols = {
+        "subject_key": [r.subject_key for r in rows],
+        "send_key": [r.send_key for r in rows],
+        "destination_ref": [r.destination_ref for r in rows],
+    }
+    encode = journal.line_encoder()
+    refs = _intent_refs(cols, kind)
+    keys = cols["subject_key"]
+    return _Batch(
+        op=request.op,
+        reason=request.remove_reason,
+        rows=rows,
+        subject_keys=keys,
+        hashes=request.hashes,
+        intent_refs=refs,
+        keys_json=f'"subject_keys":{encode(keys)},"fields_hashs":{encode(request.hashes)}',
+        intent_refs_json=encode(refs),
+    )
+
+
+def _confirm_requests(job: _Job, client: Destination) -> int:
+    """First thing in a run with an asynchronous client: fold what a crashed run left, read
+    the status of every request still outstanding for the pair, and in one transaction journal
+    the rows it settles (acknowledged or rejected with the platform's reason), mark the
+    requests resolved and fold. Returns the number of requests still processing. No warehouse
+    connection is open while the platform is asked."""
+    p = job.params
+    job.fold(_Progress())
+    with connect(job.warehouse_path, timeout_s=job.lock_timeout_s) as con:
+        waiting = async_requests.outstanding(con, segment=p.segment, destination=p.destination)
+    if not waiting:
+        return 0
+    found = async_requests.confirm(client, waiting)
+    progress = _Progress(run=journal.new_run_id())
+    run = progress.run
+    for seq, (request, results) in enumerate(found.results):
+        batch = _request_batch(request, p.kind)
+        at = _now(job.as_of)
+        progress.unwritten.append(
+            JournalLine(run, seq, "intent", _intent_line(run, seq, batch, at))
+        )
+        lines, _ = _result_lines(run, seq, batch, results, at)
+        progress.unwritten += lines
+        keys, hashes = batch.subject_keys, batch.hashes
+        requests = [async_requests.sent_line(keys)]
+        requests += async_requests.submitted_lines(client, keys, hashes, batch.reason, at)
+        progress.requests += async_requests.numbered(run, seq, requests)
+    resolved = async_requests.resolve_lines(found.resolved)
+    progress.requests += async_requests.numbered(run, len(found.results), resolved)
+    job.fold(progress)
+    return found.still_processing
+
+
 def _send_window(
     job: _Job, client: Destination, window: list[tuple[int, _Batch]], progress: _Progress
 ) -> None:
     """Journal the window's intents (with the previous window's answers), then call the
-    client for each batch, keeping its answers for the next write."""
+    client for each batch, keeping its answers for the next write. For an asynchronous
+    destination, a ``sent`` request line goes with each intent and the requests left
+    processing with the answers (:mod:`orchestrator.sync.async_requests`)."""
     run = progress.run
     intents = [
         JournalLine(run, seq, "intent", _intent_line(run, seq, batch, _now(job.as_of)))
         for seq, batch in window
     ]
-    job.write([*progress.unwritten, *intents])
+    asynchronous = async_requests.is_async(client)
+    sent = (
+        [async_requests.RequestLine(run, seq, 0, async_requests.sent_line(batch.subject_keys))
+         for seq, batch in window]
+        if asynchronous else []
+    )  # fmt: skip
+    job.write([*progress.unwritten, *intents], [*progress.requests, *sent])
     progress.unwritten = []
+    progress.requests = []
     for seq, batch in window:
         progress.first_unsent = seq + 1  # this batch is called: its intent stays
         results = _call(client, job.audience_id, batch)
-        lines, rejected = _result_lines(run, seq, batch, results, _now(job.as_of))
+        at = _now(job.as_of)
+        lines, rejected = _result_lines(run, seq, batch, results, at)
         progress.unwritten += lines
         progress.rejected += rejected
+        if asynchronous:
+            submitted = async_requests.submitted_lines(
+                client, batch.subject_keys, batch.hashes, batch.reason, at
+            )
+            progress.requests += [
+                async_requests.RequestLine(run, seq, 1 + i, line)
+                for i, line in enumerate(submitted)
+            ]
         if job.on_batch is not None:
             job.on_batch(seq + 1)
 
@@ -464,6 +557,14 @@ def _send_and_fold(job: _Job, plan: DiffPlan, client: Destination, report: SyncR
         report.bytes_sent = stats.bytes_sent - before[3]
 
 
+def _count_outstanding(job: _Job) -> int:
+    """Requests of the pair the platform had not finished processing."""
+    p = job.params
+    with connect(job.warehouse_path, timeout_s=job.lock_timeout_s) as con:
+        waiting = async_requests.outstanding(con, segment=p.segment, destination=p.destination)
+    return len(waiting)
+
+
 def _min_calls(plan: DiffPlan, batch_size: int, per_call: RowsPerCall | None) -> int:
     total = 0
     for op, reason, _path in plan.files:
@@ -489,6 +590,7 @@ def _report(
         kept=c["kept"],
         suppressed=c["suppressed"],
         skipped_rejected=c["skipped_rejected"],
+        awaiting=c["awaiting"],
         pending_recovered=pending,
         min_api_calls=_min_calls(plan, batch_size, per_call),
         removes_by_reason=dict(plan.removes_by_reason),
@@ -553,6 +655,8 @@ def run_sync(
     allow_mass_removal: bool = False,
     other_purposes: Sequence[str] = (),
     lease_s: float = DEFAULT_LEASE_S,
+    signals: Mapping[str, tuple[str, int]] | None = None,
+    phone_platform: str | None = None,
 ) -> SyncReport:
     """Bring ``audience_id`` at ``destination`` in line with the segment's audience.
 
@@ -591,6 +695,10 @@ def run_sync(
         lease_s: the pair lock's lease (s): how long after this process stops renewing it
             (killed, its machine gone) another run may take the pair over; on this host a dead
             holder is replaced at once.
+        signals: consent signals sent with each ad member, name -> (purpose, validity days)
+            (:mod:`orchestrator.consent_signals`).
+        phone_platform: ``google`` | ``meta``: send the customer's phone as a second
+            identifier, hashed by that platform's rules, when ``customers`` has a phone column.
 
     Returns:
         The :class:`SyncReport`.
@@ -619,6 +727,8 @@ def run_sync(
         retention_days,
         now,
         tuple(other_purposes),
+        signals=dict(signals or {}),
+        phone_platform=phone_platform,
     )
     if client is None and not dry_run:
         raise ValueError("a client is required unless dry_run")
@@ -641,8 +751,21 @@ def run_sync(
         scratch.mkdir(parents=True)
         try:
             with connect(job.warehouse_path, timeout_s=lock_timeout_s) as con:
+                # journals earlier versions kept as local files
                 journal.import_file_journal(con, Path(state_dir), segment, destination)
-                recovered = fold_journal(con, segment=segment, destination=destination, kind=kind)
+                async_requests.import_file_requests(con, Path(state_dir), segment, destination)
+            if client is not None and not dry_run and async_requests.is_async(client):
+                _confirm_requests(job, client)
+            with connect(job.warehouse_path, timeout_s=lock_timeout_s) as con:
+                recovered = fold_journal(
+                    con,
+                    segment=segment,
+                    destination=destination,
+                    kind=kind,
+                    before_fold=partial(
+                        async_requests.fold_requests, segment=segment, destination=destination
+                    ),
+                )
                 track_departures(con, segment=segment, destination=destination, now=now)
                 plan = compute_diff(con, params, scratch)
             if rows_per_call is None and client is not None:
@@ -652,6 +775,8 @@ def run_sync(
                 if not allow_mass_removal:
                     check_mass_removal(plan, segment, destination)
                 _send_and_fold(job, plan, client, report)
+                if async_requests.is_async(client):
+                    report.requests_processing = _count_outstanding(job)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     report.duration_s = time.monotonic() - started

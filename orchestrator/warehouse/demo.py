@@ -167,6 +167,8 @@ def _populate(
     _insert_customers(con, emails)
     _insert_consents(con, consents)
     _insert_privacy_requests(con, requests)
+    _insert_loyalty(con, seed)
+    _insert_web_events(con, [cid for cid, _ in customers], as_of, seed)
     _insert_build_info(con, as_of, shift_days, seed, source.name, digest, total_rows, dropped)
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SOURCE_TABLES}
     return BuildReport(
@@ -541,6 +543,78 @@ def _synthesize_privacy_requests(
     return [(f"pr-{i:04d}", cid, kind, at) for i, (cid, kind, at) in enumerate(rows, start=1)]
 
 
+# --- the loyalty programme and the website (synthetic, their own tables and names) ------------
+
+_STORES = ("London Covent Garden", "Manchester Arndale", "Edinburgh Princes St", "Online")
+
+_LOYALTY_SQL = """
+INSERT INTO crm.loyalty
+SELECT customer_id AS customer_ref,
+       CASE WHEN spent >= 1000 THEN 'gold' WHEN spent >= 300 THEN 'silver' ELSE 'bronze' END,
+       CAST(round(spent, 2) AS DECIMAL(12, 2)),
+       stores[1 + CAST(hash(customer_id, $seed) % 4 AS INTEGER)]
+FROM (
+    SELECT customer_id, greatest(coalesce(sum(value), 0), 0) AS spent
+    FROM events GROUP BY customer_id
+), (SELECT $stores AS stores)
+ORDER BY customer_ref
+"""
+
+
+def _insert_loyalty(con: duckdb.DuckDBPyConnection, seed: int) -> None:
+    """``crm.loyalty``: every customer's tier from their lifetime value (GBP, purchases less
+    refunds: gold from 1,000, silver from 300), and a preferred store (seeded)."""
+    con.execute(_LOYALTY_SQL, {"seed": seed, "stores": list(_STORES)})
+
+
+#: Events per session of the synthetic website, shaped on the real REES46 October 2019 sample
+#: (``../shared/data/real``: 4,895 views, 50 carts, 54 purchases in 4,999 events): about 1%
+#: of page views lead to a cart add, and about half the carts to a checkout.
+_P_CART, _P_CHECKOUT = 0.06, 0.5
+_WEB_DAYS = 30
+
+
+def _insert_web_events(
+    con: duckdb.DuckDBPyConnection, customer_ids: Sequence[int], as_of: date, seed: int
+) -> None:
+    """``web.events`` for about a third of the customers over the ``_WEB_DAYS`` days before
+    ``as_of``: sessions of page views, some with a cart add and a checkout started."""
+    end = datetime.combine(as_of, time())
+    skus = [
+        s for (s,) in con.execute("SELECT DISTINCT stock_code FROM events ORDER BY 1").fetchall()
+    ]
+    rows: list[tuple] = []
+    for cid in customer_ids:
+        rng = random.Random(f"{seed}:web:{cid}")
+        if rng.random() > 0.35:
+            continue
+        for session in range(rng.randint(1, 4)):
+            at = end - timedelta(seconds=rng.randrange(60, _WEB_DAYS * 86400))
+            sku = rng.choice(skus)
+            steps = ["page_view"] * rng.randint(2, 12)
+            if rng.random() < _P_CART:
+                steps.append("add_to_cart")
+                if rng.random() < _P_CHECKOUT:
+                    steps.append("checkout_started")
+            for n, action in enumerate(steps):
+                moment = min(at + timedelta(seconds=40 * n), end - timedelta(seconds=1))
+                rows.append(
+                    (f"w-{cid}-{session}-{n}", cid, action, moment, sku, f"/products/{sku}")
+                )
+    table = pa.table(
+        {
+            "event_uuid": [r[0] for r in rows],
+            "visitor_customer_id": pa.array([r[1] for r in rows], pa.int64()),
+            "action": [r[2] for r in rows],
+            "happened_at": pa.array([r[3] for r in rows], pa.timestamp("us")),
+            "sku": [r[4] for r in rows],
+            "page_path": [r[5] for r in rows],
+        }
+    )
+    sql = "INSERT INTO web.events SELECT * FROM new_web ORDER BY event_uuid"
+    _insert_arrow(con, table, sql, "new_web")
+
+
 # --- writing ----------------------------------------------------------------------------------
 
 
@@ -614,7 +688,7 @@ def _insert_build_info(
         "source_rows": str(total_rows),
         "dropped_rows_without_customer_id": str(dropped),
         "dataset": "UCI Online Retail (doi:10.24432/C5BW33), CC BY 4.0; see data/ATTRIBUTION.md",
-        "synthetic": "customers.email, consents, privacy_requests",
+        "synthetic": "customers.email, consents, privacy_requests, crm.loyalty, web.events",
     }
     con.executemany("INSERT INTO warehouse_build VALUES (?, ?)", sorted(info.items()))
 

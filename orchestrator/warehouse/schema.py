@@ -21,6 +21,14 @@ Source tables (schema ``main``, written by the data team or by the demo builder)
     only), subject_key VARCHAR (sha256 of the normalized email, NULL when made by customer id),
     request_type VARCHAR (``erasure``, GDPR Art. 17, or ``objection``, GDPR Art. 21),
     received_at TIMESTAMP.
+``crm.loyalty``
+    The loyalty programme's own table: customer_ref BIGINT (a customers id), loyalty_tier
+    VARCHAR (``gold``, ``silver``, ``bronze``), lifetime_value DECIMAL(12,2) (GBP),
+    preferred_store VARCHAR.
+``web.events``
+    The website's event stream, with its own names: event_uuid VARCHAR, visitor_customer_id
+    BIGINT, action VARCHAR (``page_view``, ``add_to_cart``, ``checkout_started``), happened_at
+    TIMESTAMP, sku VARCHAR, page_path VARCHAR.
 ``warehouse_build``
     key VARCHAR, value VARCHAR: how the demo warehouse was built (as-of date, time shift, seed).
 
@@ -30,6 +38,9 @@ Product tables (schema ``activation``) are created by :func:`create_activation_s
 from __future__ import annotations
 
 import duckdb
+
+from orchestrator.model.spec import DEFAULT_MODEL
+from orchestrator.model.views import create_intake_tables, refresh_source_views
 
 SOURCE_DDL = """
 CREATE TABLE IF NOT EXISTS customers (
@@ -67,6 +78,22 @@ CREATE TABLE IF NOT EXISTS privacy_requests (
     subject_key  VARCHAR,
     request_type VARCHAR NOT NULL,
     received_at  TIMESTAMP NOT NULL
+);
+CREATE SCHEMA IF NOT EXISTS crm;
+CREATE TABLE IF NOT EXISTS crm.loyalty (
+    customer_ref    BIGINT PRIMARY KEY,
+    loyalty_tier    VARCHAR NOT NULL,
+    lifetime_value  DECIMAL(12, 2) NOT NULL,
+    preferred_store VARCHAR
+);
+CREATE SCHEMA IF NOT EXISTS web;
+CREATE TABLE IF NOT EXISTS web.events (
+    event_uuid          VARCHAR PRIMARY KEY,
+    visitor_customer_id BIGINT NOT NULL,
+    action              VARCHAR NOT NULL,
+    happened_at         TIMESTAMP NOT NULL,
+    sku                 VARCHAR,
+    page_path           VARCHAR
 );
 CREATE TABLE IF NOT EXISTS warehouse_build (
     key   VARCHAR PRIMARY KEY,
@@ -156,6 +183,36 @@ CREATE TABLE IF NOT EXISTS activation.pair_locks (
     lease_s         DOUBLE NOT NULL,
     PRIMARY KEY (segment, destination)
 );
+CREATE TABLE IF NOT EXISTS activation.destination_request_journal (
+    segment     VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    run         VARCHAR NOT NULL,
+    seq         BIGINT NOT NULL,
+    pos         BIGINT NOT NULL,
+    kind        VARCHAR NOT NULL,
+    line        VARCHAR NOT NULL,
+    written_at  TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activation.destination_requests (
+    segment         VARCHAR NOT NULL,
+    destination     VARCHAR NOT NULL,
+    request_id      VARCHAR NOT NULL,
+    audience_id     VARCHAR NOT NULL,
+    op              VARCHAR NOT NULL,
+    remove_reason   VARCHAR,
+    subject_key     VARCHAR NOT NULL,
+    send_key        VARCHAR NOT NULL,
+    fields_hash     VARCHAR NOT NULL,
+    destination_ref VARCHAR,
+    fields_json     VARCHAR NOT NULL,
+    submitted_at    TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activation.customer_phone_keys (
+    customer_id BIGINT PRIMARY KEY,
+    fingerprint UBIGINT NOT NULL,
+    google_hash VARCHAR,
+    meta_hash   VARCHAR
+);
 CREATE TABLE IF NOT EXISTS activation.departures (
     segment     VARCHAR NOT NULL,
     destination VARCHAR NOT NULL,
@@ -231,8 +288,12 @@ SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def create_source_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the empty source tables if they do not exist (idempotent)."""
+    """Create the empty source tables if they do not exist (idempotent), the product's intake
+    tables, and the canonical views over them for :data:`orchestrator.model.spec.DEFAULT_MODEL`
+    (the layout of these tables; a project with its own model refreshes the views from its
+    declaration, :func:`orchestrator.model.views.refresh_source_views`)."""
     con.execute(SOURCE_DDL)
+    refresh_source_views(con, DEFAULT_MODEL, ())
 
 
 def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -262,6 +323,16 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     per journal line, until folded into ``sync_state`` (``orchestrator.sync.journal``).
     ``pair_locks``: one row per (segment, destination) being synced, with its holder and lease
     (``orchestrator.sync.pair_lock``).
+    ``customer_phone_keys``: each customer's phone hashes (Google with ``+``, Meta without), NULL
+    for an invalid phone, re-hashed when the phone or country changes
+    (``orchestrator.phone_keys``).
+    ``destination_requests``: one row per member of a request a destination accepted for
+    asynchronous processing and had not finished when the sync stopped waiting (Google Data
+    Manager API); the member is ``pending`` in ``sync_state`` until a later run reads the
+    request's status (``orchestrator.sync.async_requests``). Hashes only (``send_key`` is
+    what was sent to an ad platform, ``fields_json`` its consent signals).
+    ``destination_request_journal``: the journal of those requests, one row per line, until
+    folded into ``destination_requests`` with the sync journal (same transactions).
     ``departures``: members a destination still holds after they left the audience, with the
     time they were first seen gone (``left_at``); the retention clock of modes other than mirror.
     ``destination_suppressions``: subjects a destination holds as unsubscribed or forgotten;
@@ -280,6 +351,7 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC).
     """
     con.execute(ACTIVATION_DDL)
+    create_intake_tables(con)
 
 
 #: ``audience_members`` as :data:`ACTIVATION_DDL` declares it, under a temporary name.

@@ -89,10 +89,15 @@ def test_preview_writes_nothing_and_needs_no_destination(
     assert dest["destination"] == "mailchimp" and dest["adds"] == preview["audience"]
     assert dest["api_calls"] == -(-dest["adds"] // 500)
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        schemas = {
-            name for (name,) in con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()
+        tables = {
+            name
+            for (name,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'activation'"
+            ).fetchall()
         }
-    assert "activation" not in schemas  # the demo warehouse has none until a real run
+    # the demo warehouse holds the source model's views and empty intake tables, and no
+    # state until a real run
+    assert not tables & {"segment_members", "audience_members", "sync_state"}
 
 
 def test_preview_predicts_the_real_run_then_an_erasure(
@@ -118,7 +123,7 @@ def test_preview_predicts_the_real_run_then_an_erasure(
     assert forget.exit_code == 0, forget.output
     with connect(warehouse) as con:  # received the day before AS_OF, whatever today's date
         con.execute(
-            "UPDATE privacy_requests SET received_at = ? WHERE request_id = ?",
+            "UPDATE activation.request_intake SET received_at = ? WHERE request_id = ?",
             [AS_OF - timedelta(days=1), json.loads(forget.stdout)["request_id"]],
         )
     (erased,) = _preview(runner, SEGMENT)

@@ -30,10 +30,15 @@ def test_forget_records_a_hashed_request_and_shows_no_email(
     request_id = result.stdout.split("request ", 1)[1].split()[0]
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute(
-            "SELECT subject_key, request_type FROM privacy_requests WHERE request_id = ?",
+            "SELECT subject_key, request_type FROM activation.request_intake WHERE request_id = ?",
             [request_id],
         ).fetchall()
     assert rows == [(key, "erasure")]
+    with duckdb.connect(str(warehouse), read_only=True) as con:  # the company's table untouched
+        (source,) = con.execute(
+            "SELECT count(*) FROM main.privacy_requests WHERE request_id = ?", [request_id]
+        ).fetchone()
+    assert source == 0
 
 
 def test_object_json_and_receipt(runner: CliRunner, project_env: dict[str, str]) -> None:
@@ -69,8 +74,8 @@ def test_register_markdown_csv_and_file(
     written = runner.invoke(cli, ["register", "--format", "csv", "--output", str(out)])
     assert written.exit_code == 0 and written.stdout == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
-    assert sorted(r["activity"] for r in rows)[:1] == ["lapsed_high_value"]
-    assert len({r["activity"] for r in rows}) == 5
+    assert sorted(r["activity"] for r in rows)[:1] == ["cart_abandoners"]
+    assert len({r["activity"] for r in rows}) == 7
 
 
 def test_subprocess_forget_and_bad_email(project_env: dict[str, str]) -> None:
@@ -97,7 +102,7 @@ def test_forget_twice_keeps_one_open_request(
     assert json.loads(objection.stdout)["already_open"] is False
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute(
-            "SELECT request_type, count(*) FROM privacy_requests WHERE subject_key = ? "
+            "SELECT request_type, count(*) FROM activation.request_intake WHERE subject_key = ? "
             "GROUP BY 1 ORDER BY 1",
             [subject_key(EMAIL)],
         ).fetchall()

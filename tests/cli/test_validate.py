@@ -19,7 +19,7 @@ def test_shipped_segments_are_valid(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["validate"])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert "5 valid segment(s), 0 error(s)" in result.stderr
+    assert "7 valid segment(s), 0 error(s)" in result.stderr
 
 
 def test_broken_file_is_reported_with_line_and_field(runner: CliRunner, broken_dir: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from orchestrator.audience import build_audience
 from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.model.views import refresh_source_views
 from orchestrator.privacy.checks import (
     BASIS_PROBLEMS,
     acknowledged_count,
@@ -51,6 +52,7 @@ def build_segment(con: duckdb.DuckDBPyConnection, loaded: LoadedSegment, cfg: Pr
     spec = loaded.spec
     query = compile_segment(spec, AS_OF)
     create_activation_schema(con)
+    refresh_source_views(con, cfg.source, cfg.purposes)  # as the segment step does first
     con.execute("DELETE FROM activation.segment_members WHERE segment = ?", [spec.id])
     con.execute(
         f"INSERT INTO activation.segment_members SELECT ?, customer_id, ? FROM ({query.sql}) AS q",

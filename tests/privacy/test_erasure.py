@@ -149,7 +149,9 @@ def test_erasure_reaches_three_destinations_and_the_person_never_returns(
         suppressed = rows(wh, "SELECT subject_key, google_key, request_type, suppressed_at "
                           "FROM activation.suppression_list")  # fmt: skip
         assert [r[:3] for r in suppressed] == [(ERIN_KEY, ERIN_GOOGLE, "erasure")]
-        stored = rows(wh, "SELECT * FROM privacy_requests WHERE request_id = ?", [request_id])
+        stored = rows(
+            wh, "SELECT * FROM activation.request_intake WHERE request_id = ?", [request_id]
+        )
         assert "@" not in str(stored) and ERIN_KEY in str(stored)
 
         # The same person imported again, in two other spellings, with a fresh consent.

@@ -196,7 +196,7 @@ def test_every_segment_asset_has_definition_metadata_and_lineage(
 ) -> None:
     graph = definitions.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if k.path[0] in ("segment", "audience", "sync")]
-    assert len(keys) == 6 + 6 + 6  # five shipped segments and the new one, one destination each
+    assert len(keys) == 8 + 8 + 8  # seven shipped segments and the new one, one destination each
     for key in keys:
         metadata = graph.get(key).metadata
         for name in ("purpose", "legal_basis", "retention_days", "owner", "source_file"):

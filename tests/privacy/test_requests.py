@@ -44,7 +44,7 @@ def insert_request(wh: Path, request_id: str, customer_id: int, received_at: dat
 def test_record_request_keeps_only_the_hash(privacy_env: Settings) -> None:
     wh = privacy_env.warehouse_path
     request_id = record_request(wh, "\u00a0erin.tester@GMAIL.com ", "objection")
-    stored = rows(wh, "SELECT * FROM privacy_requests WHERE request_id = ?", [request_id])
+    stored = rows(wh, "SELECT * FROM activation.request_intake WHERE request_id = ?", [request_id])
     assert stored[0][1:4] == (ERIN_ID, subject_key(ERIN), "objection")
     suppressed = rows(wh, "SELECT * FROM activation.suppression_list")
     assert "@" not in str(stored) + str(suppressed) and len(suppressed) == 1

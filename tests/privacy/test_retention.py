@@ -140,10 +140,14 @@ def test_audience_asset_excludes_expired_people_with_the_configured_duration(
             WHERE m.segment = 'one_time_buyers' AND NOT EXISTS (
                 SELECT 1 FROM events e WHERE e.customer_id = m.customer_id
                   AND e.event_type = 'purchase' AND e.occurred_at > ? AND e.occurred_at <= ?)
+              AND NOT EXISTS (  -- the website's own actions (the model's own_action_events)
+                SELECT 1 FROM web.events w WHERE w.visitor_customer_id = m.customer_id
+                  AND w.action IN ('add_to_cart', 'checkout_started')
+                  AND w.happened_at > ? AND w.happened_at <= ?)
               AND coalesce((SELECT last_contact_at FROM customers c
                             WHERE c.customer_id = m.customer_id), TIMESTAMP '1900-01-01') <= ?
             """,
-            [ago(60), AS_OF, ago(60)],
+            [ago(60), AS_OF, ago(60), AS_OF, ago(60)],
         ).fetchone()
         (reasons,) = con.execute(
             "SELECT count(*) FROM activation.audience_exclusions "

@@ -192,7 +192,7 @@ legal_basis: consent
 retention_days: 30
 schedule: "0 6 * * *"
 sql: |
-  SELECT customer_id FROM events WHERE event_type = 'purchase'
+  SELECT customer_id FROM activation.src_events WHERE event_type = 'purchase'
   UNION ALL SELECT NULL::BIGINT AS customer_id;
 destinations: [{destination: mailchimp, audience_id: a1, mode: mirror}]
 """

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from orchestrator.segments.catalog import EVENT_FIELDS, EVENT_TYPES, TRAITS
+from orchestrator.config import load_project_config
 from orchestrator.segments.jsonschema import render, segment_json_schema
 
 from .conftest import REPO
@@ -35,10 +35,12 @@ def test_module_prints_the_schema() -> None:
 def test_schema_offers_catalog_names_and_forbids_unknown_fields() -> None:
     schema = segment_json_schema()
     defs = schema["$defs"]
-    assert defs["TraitCondition"]["properties"]["trait"]["enum"] == list(TRAITS)
+    catalog = load_project_config(REPO / "activation.yaml").catalog  # the committed catalog
+    assert "loyalty_tier" in catalog.traits and "add_to_cart" in catalog.event_types
+    assert defs["TraitCondition"]["properties"]["trait"]["enum"] == list(catalog.traits)
     assert "email" not in defs["TraitCondition"]["properties"]["trait"]["enum"]
-    assert defs["EventCondition"]["properties"]["event"]["enum"] == list(EVENT_TYPES)
-    assert defs["FieldCondition"]["properties"]["field"]["enum"] == list(EVENT_FIELDS)
+    assert defs["EventCondition"]["properties"]["event"]["enum"] == list(catalog.event_types)
+    assert defs["FieldCondition"]["properties"]["field"]["enum"] == list(catalog.event_fields)
     assert set(defs["TraitCondition"]["properties"]) == {
         "trait",
         "eq",

@@ -75,7 +75,7 @@ audience:
         EMAIL_HEAD
         + SIMPLE_AUDIENCE
         + """\
-sql: SELECT customer_id FROM customers  # <-
+sql: SELECT customer_id FROM activation.src_customers  # <-
 """
         + MAILCHIMP,
         "sql",
@@ -195,7 +195,7 @@ destinations:
     case(
         EMAIL_HEAD
         + """\
-sql: SELECT customer_id FROM customers; SELECT customer_id FROM events  # <-
+sql: SELECT customer_id FROM activation.src_customers; SELECT 1 AS customer_id  # <-
 """
         + MAILCHIMP,
         "sql",
@@ -205,7 +205,7 @@ sql: SELECT customer_id FROM customers; SELECT customer_id FROM events  # <-
         EMAIL_HEAD
         + """\
 sql: |  # <-
-  SELECT customer_id FROM customers WHERE lower(email) LIKE '%gmail%'
+  SELECT customer_id FROM activation.src_customers WHERE lower(email) LIKE '%gmail%'
 """
         + MAILCHIMP,
         "sql",
@@ -233,7 +233,7 @@ sql: |  # <-
     case(
         EMAIL_HEAD
         + """\
-sql: SELECT customer_id, country FROM customers  # <-
+sql: SELECT customer_id, country FROM activation.src_customers  # <-
 """
         + MAILCHIMP,
         "sql",
@@ -389,7 +389,8 @@ audience:
 """
         + MAILCHIMP,
         "audience.event",
-        "unknown event type 'purchases'; valid event types: purchase, refund",
+        "unknown event type 'purchases'; valid event types: add_to_cart, checkout_started, "
+        "page_view, purchase, refund",
     ),
     case(
         EMAIL_HEAD

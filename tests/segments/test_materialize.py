@@ -57,7 +57,12 @@ def test_rerun_keeps_exactly_the_current_members_and_leaves_other_segments(
     con, project: ProjectConfig
 ) -> None:
     spec = _spec(project)  # FR with a purchase in 90 days
-    other = _spec(project, name="everyone", audience=None, sql="SELECT customer_id FROM customers")
+    other = _spec(
+        project,
+        name="everyone",
+        audience=None,
+        sql="SELECT customer_id FROM activation.src_customers",
+    )
     assert write_segment_members(con, other, T1) == 4
     assert write_segment_members(con, spec, T1) == 2
     assert _rows(con) >= {("recent_buyers_fr", 1, T1), ("recent_buyers_fr", 2, T1)}
@@ -83,7 +88,9 @@ def test_a_failing_segment_writes_nothing(con, project: ProjectConfig) -> None:
     write_segment_members(con, spec, T1)
     before = _rows(con)
     broken = _spec(
-        project, audience=None, sql="SELECT CAST(country AS BIGINT) AS customer_id FROM customers"
+        project,
+        audience=None,
+        sql="SELECT CAST(country AS BIGINT) AS customer_id FROM activation.src_customers",
     )
     with pytest.raises(duckdb.Error):
         write_segment_members(con, broken, T2)

@@ -60,7 +60,7 @@ def test_shipped_segments_schedules_all_start_stopped(tmp_path: Path, warehouse:
     project = load_project_config(REPO / "activation.yaml")
     defs = build_definitions(_settings(REPO / "segments", warehouse, tmp_path / "s"), project)
     schedules = list(defs.schedules or ())
-    assert len(schedules) == 5
+    assert len(schedules) == 7
     assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.STOPPED}
 
 

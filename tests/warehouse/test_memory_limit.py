@@ -60,7 +60,9 @@ def test_the_preview_overlay_carries_the_limit(tmp_path: Path, monkeypatch) -> N
     from orchestrator.cli.preview import overlay
 
     monkeypatch.setenv("ACTIVATION_DUCKDB_MEMORY_LIMIT", "88MB")
-    with connect(tmp_path / "w.duckdb"):
-        pass
+    from orchestrator.warehouse.schema import create_source_schema
+
+    with connect(tmp_path / "w.duckdb") as con:
+        create_source_schema(con)  # the overlay renders the source model's views over them
     with overlay(tmp_path / "w.duckdb", "some_segment", []) as con:
         assert abs(_limit_bytes(con) - 88_000_000) < MIB
