@@ -62,9 +62,14 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-## The Dagster UI on http://127.0.0.1:3000 with a persistent instance in .dagster_home.
+## The Dagster UI on http://127.0.0.1:$(PORT) (default 3000) with the same environment as
+## `make demo` (instance in .dagster_home, warehouse, mock destinations on MOCK_PORT). A watcher
+## beside it reloads the code location when a file in segments/ or activation.yaml changes.
+PORT ?= 3000
 ui: venv $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml
+	@$(BIN)/python -m orchestrator.reload --port $(PORT) & watcher=$$!; \
+	trap 'kill $$watcher 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 ## Benchmark at BENCH_CUSTOMERS customers (try 1000000): full, incremental and no-change syncs
 ## against the mock destinations; results in bench/results/ (see bench/README.md).

@@ -23,12 +23,16 @@ class RemoveReason(StrEnum):
     platform's suppression: GDPR Art. 7(3)). ``OBJECTION``: GDPR Art. 21 objection
     (unsubscribe, suppressed).
     ``ERASURE``: GDPR Art. 17 erasure (email: permanent delete where the platform supports it).
+    ``REKEY``: the subject stays, but the destination now receives another form of its key
+    (a normalization or identifier type changed): the old form is removed as it was added,
+    and the new one added in the same run.
     """
 
     LEFT_SEGMENT = "left_segment"
     CONSENT_WITHDRAWN = "consent_withdrawn"
     OBJECTION = "objection"
     ERASURE = "erasure"
+    REKEY = "rekey"
 
 
 @dataclass(frozen=True, init=False)
@@ -67,11 +71,17 @@ class Row:
 
 @dataclass(frozen=True, init=False)
 class RowResult:
-    """The platform's answer for one row.
+    """The platform's answer for one row, read from what the answer says the platform did
+    (final statuses, counts, per-row errors), never from the HTTP status alone.
 
-    ``destination_ref``: the platform's member id to store in sync state (None when the platform
-    keys members by the value we sent). ``reason``: the platform's words when refused.
-    ``permanent``: True when resending the same row would be refused again.
+    ``ok``: the answer confirms the operation. ``destination_ref``: the platform's member id to
+    store in sync state (None when the platform keys members by the value we sent).
+    ``reason``: the platform's words when not confirmed. ``permanent``: True when resending the
+    same row would be refused again. ``unknown``: the answer neither confirms nor refuses the
+    row (a count short of the rows sent, a member missing from the answer, a body that is not
+    the documented JSON): the platform may or may not hold it, so sync state marks it pending.
+    ``status``: the member's status as the platform reports it (email platforms:
+    ``subscribed``, ``unsubscribed``, ``cleaned``, ``forgotten``...), None when not said.
     """
 
     subject_key: str
@@ -79,6 +89,8 @@ class RowResult:
     destination_ref: str | None = None
     reason: str | None = None
     permanent: bool = False
+    unknown: bool = False
+    status: str | None = None
 
     def __init__(
         self,
@@ -87,6 +99,8 @@ class RowResult:
         destination_ref: str | None = None,
         reason: str | None = None,
         permanent: bool = False,
+        unknown: bool = False,
+        status: str | None = None,
     ) -> None:
         # Same signature and result as the generated __init__, about 3x faster (see Row).
         values = self.__dict__
@@ -95,6 +109,8 @@ class RowResult:
         values["destination_ref"] = destination_ref
         values["reason"] = reason
         values["permanent"] = permanent
+        values["unknown"] = unknown
+        values["status"] = status
 
 
 @dataclass

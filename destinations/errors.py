@@ -13,6 +13,8 @@ token and never a raw email address.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class DestinationError(Exception):
     """Base class: a call to a destination failed as a whole (no row was acknowledged)."""
@@ -21,6 +23,8 @@ class DestinationError(Exception):
         self.destination = destination
         self.status = status
         prefix = f"{destination}: HTTP {status}: " if status else f"{destination}: "
+        #: When the platform said the call may be tried again (UTC), when it said so.
+        self.retry_at: datetime | None = None
         super().__init__(prefix + message)
 
 
@@ -39,3 +43,8 @@ class AuthError(PermanentError):
 class ThrottledError(TransientError):
     """A :class:`TransientError` whose last failure was throttling (429 or a rate-limit code):
     the platform wants fewer calls, so a scheduler may back off longer before the next run."""
+
+
+class EmptyIdentifierError(ValueError):
+    """A client was asked to send a row that names nobody (an empty address, hash or member
+    id); raised before any request, so the platform never receives it."""

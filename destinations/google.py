@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from destinations.base import CallStats, RemoveReason, Row, RowResult
-from destinations.errors import PermanentError
+from destinations.errors import EmptyIdentifierError, PermanentError
 from destinations.http import HttpClient, RetryPolicy, error_details
 from destinations.identifiers import split_send_key
 from destinations.meta import NOT_A_HASH, is_sha256_hex
@@ -179,7 +179,11 @@ class GoogleAudienceClient:
         self, audience_id: str, rows: Sequence[Row], reason: RemoveReason
     ) -> list[RowResult]:
         """Remove rows by the identifiers they were added with (no consent: a removal needs
-        none); removing an absent member succeeds."""
+        none); removing an absent member succeeds.
+
+        Raises:
+            EmptyIdentifierError: a row has an empty ``send_key`` (nothing sent).
+        """
         return self._send("remove", audience_id, rows)
 
     def member_count(self, audience_id: str) -> int | None:
@@ -234,6 +238,10 @@ class GoogleAudienceClient:
     # -- internals
 
     def _send(self, op: str, audience_id: str, rows: Sequence[Row]) -> list[RowResult]:
+        if any(not row.send_key for row in rows):
+            raise EmptyIdentifierError(
+                f"{self.name}: a row with an empty identifier would name nobody; nothing sent"
+            )
         results: dict[str, RowResult] = {}
         sendable: list[Row] = []
         for row in rows:

@@ -12,12 +12,15 @@ tenacity ``Retrying`` loop retries what the platform could not take *now*:
   https://developers.facebook.com/docs/graph-api/guides/error-handling);
 - HTTP 5xx and 408, timeouts, refused or dropped connections.
 
-The wait before a retry is the platform's hint when it gives one (``Retry-After`` in seconds or
-as an HTTP date, RFC 9110 §10.2.3; Meta's ``X-Business-Use-Case-Usage`` / ``X-App-Usage``
-``estimated_time_to_regain_access``, in MINUTES), otherwise exponential backoff with full jitter
-(tenacity ``wait_random_exponential``). Retries stop after ``max_attempts`` requests or when the
-next wait would end past ``max_total_wait`` seconds from the first attempt; then
-:class:`TransientError` is raised. 401/403 (and Meta code 190, an invalid OAuth token) raise
+The wait before a retry is at least the longest hint the answer carries (``Retry-After`` in
+seconds or as an HTTP date, RFC 9110 §10.2.3; Meta's ``X-Business-Use-Case-Usage`` /
+``X-App-Usage`` / ``X-Ad-Account-Usage`` ``estimated_time_to_regain_access``, in MINUTES; a
+delay named in the error body) and at least the exponential backoff with full jitter (tenacity
+``wait_random_exponential``), so a hint of 0 still backs off. Retries stop after
+``max_attempts`` requests, when the next wait would end past ``max_total_wait`` seconds from the
+first attempt, or at once when a hint is longer than ``max_hint_wait`` (never sending before the
+platform said to); then :class:`TransientError` is raised, saying when to retry
+(``retry_at``) when the platform said. 401/403 (and Meta code 190, an invalid OAuth token) raise
 :class:`AuthError`; any other 4xx raises :class:`PermanentError` at once, never retried.
 
 Error text and logs carry the destination name, the HTTP method, a path with hashes shortened,
@@ -33,7 +36,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
@@ -53,6 +56,7 @@ from tenacity import (
 
 from destinations.base import CallStats
 from destinations.errors import AuthError, PermanentError, ThrottledError, TransientError
+from destinations.redaction import redact as redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,6 @@ META_TRANSIENT_CODES: frozenset[int] = frozenset({1, 2})
 META_AUTH_CODES: frozenset[int] = frozenset({10, 190, *range(200, 300)})
 """Meta OAuth/permission errors: 190 invalid or expired token, 10 and 200-299 permission."""
 
-_EMAIL_RE = re.compile(r"[^\s\"'<>,;:()\[\]{}]+@[^\s\"'<>,;:()\[\]{}]+")
 _HEX_RUN_RE = re.compile(r"[0-9a-fA-F]{32,}")
 
 
@@ -190,6 +193,51 @@ def parse_usage_wait(headers: Mapping[str, str]) -> float | None:
     return max(positive) * 60.0 if positive else None
 
 
+_BODY_SECONDS = re.compile(r"(?i)(?:retry|try again)\D{0,20}?(\d+(?:\.\d+)?)\s*(?:s\b|sec)")
+
+
+def parse_body_wait(body: bytes | str | None) -> float | None:
+    """Seconds to wait named in an error body, or None.
+
+    JSON members ``retry_after`` / ``retry-after`` / ``retryAfter`` (seconds, at the top level
+    or inside ``error``), or the words "retry/try again ... N seconds" in a Mailchimp problem
+    document's ``detail`` (Mailchimp's 429 for its 10-connection limit documents no delay:
+    https://mailchimp.com/developer/marketing/docs/fundamentals/#api-limits; when it names one
+    we honour it), or Google's ``RetryInfo`` ``retryDelay`` (:func:`parse_google_retry_delay`)."""
+    data = parse_json(body)
+    found: list[float] = []
+    if (google := parse_google_retry_delay(data)) is not None:
+        found.append(google)
+    for holder in (data, data.get("error") if isinstance(data, dict) else None):
+        if not isinstance(holder, dict):
+            continue
+        for name in ("retry_after", "retry-after", "retryAfter"):
+            value = holder.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                found.append(float(value))
+        for name in ("detail", "message", "title"):
+            text = holder.get(name)
+            if isinstance(text, str) and (m := _BODY_SECONDS.search(text)):
+                found.append(float(m.group(1)))
+    return max(found) if found else None
+
+
+def wait_hint(
+    headers: Mapping[str, str], body: bytes | str | None = None, now: datetime | None = None
+) -> float | None:
+    """The longest wait any hint of a response asks for (seconds), or None when it has none:
+    ``Retry-After`` (seconds or HTTP date), Meta's usage headers
+    (``estimated_time_to_regain_access``, minutes) and the body (:func:`parse_body_wait`).
+    A hint of 0 is returned as 0.0 (the caller still backs off)."""
+    hints = [
+        parse_retry_after(_header(headers, "Retry-After"), now),
+        parse_usage_wait(headers),
+        parse_body_wait(body),
+    ]
+    known = [h for h in hints if h is not None]
+    return max(known) if known else None
+
+
 def parse_google_retry_delay(body: Any) -> float | None:
     """Seconds from a Google API error's ``google.rpc.RetryInfo`` detail (``"retryDelay":
     "3s"`` or ``"1.5s"``, a protobuf Duration in JSON), or None. Source: Google API error model,
@@ -281,23 +329,17 @@ def classify(
     message, code, transient = error_details(parse_json(body), content_type)
     throttled = status == 429 or code in META_THROTTLE_CODES
     if throttled or status >= 500 or status == 408 or code in META_TRANSIENT_CODES or transient:
-        hint = parse_retry_after(_header(headers, "Retry-After"), now)
-        if hint is None and throttled:
-            hint = parse_usage_wait(headers)
-        if hint is None:
-            hint = parse_google_retry_delay(parse_json(body))
-        return Classification(Verdict.RETRY, throttled, hint, message)
+        return Classification(Verdict.RETRY, throttled, wait_hint(headers, body, now), message)
     if status in (401, 403) or code in META_AUTH_CODES:
         return Classification(Verdict.AUTH, message=message)
     return Classification(Verdict.PERMANENT, message=message)
 
 
 def redact(text: str, secrets: Collection[str] = ()) -> str:
-    """``text`` with every email address replaced by ``<email>`` and each secret by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return _EMAIL_RE.sub("<email>", text)
+    """``text`` with every email address replaced by ``<email>`` and every form of each secret
+    (literal, base64 as in HTTP Basic, URL-encoded, in a URL or echoed in an error body) by
+    ``***``: :func:`destinations.redaction.redact`, the one redaction function."""
+    return redact_secrets(text, secrets)
 
 
 def safe_path(url: str) -> str:
@@ -371,7 +413,8 @@ class HttpClient:
             retry=retry_if_exception_type(_Retryable),
             wait=self._wait,
             stop=stop_after_attempt(self.policy.max_attempts)
-            | stop_before_delay(self.policy.max_total_wait),
+            | stop_before_delay(self.policy.max_total_wait)
+            | self._hint_too_long,
             before_sleep=self._before_sleep,
             sleep=self._sleep,
             reraise=False,
@@ -441,29 +484,50 @@ class HttpClient:
             wait,
         )
 
+    def _hint_too_long(self, state: RetryCallState) -> bool:
+        """Stop (without sending early) when the platform asks for a longer wait than
+        ``max_hint_wait`` allows."""
+        failure = state.outcome.exception() if state.outcome else None
+        hint = failure.wait_hint if isinstance(failure, _Retryable) else None
+        return hint is not None and hint > self.policy.max_hint_wait
+
     def _gave_up(self, last: Future) -> TransientError:
         failure = last.exception()
         assert isinstance(failure, _Retryable)  # the loop retries nothing else
         attempts = last.attempt_number
+        hint = failure.wait_hint
+        retry_at = None
         budget = ""
-        if attempts < self.policy.max_attempts:
+        if hint is not None and hint > self.policy.max_hint_wait:
+            retry_at = datetime.now(UTC) + timedelta(seconds=hint)
+            budget = (
+                f"; the platform asks to wait {hint:g} s, more than "
+                f"max_hint_wait={self.policy.max_hint_wait:g} s: not retried early"
+            )
+        elif attempts < self.policy.max_attempts:
             budget = f", the next wait would pass max_total_wait={self.policy.max_total_wait:g} s"
-        message = f"{failure.message}; gave up after {attempts} attempt(s){budget}"
+            if hint is not None:
+                retry_at = datetime.now(UTC) + timedelta(seconds=hint)
+        when = f"; retry after {retry_at:%Y-%m-%dT%H:%M:%SZ}" if retry_at else ""
+        message = f"{failure.message}; gave up after {attempts} attempt(s){budget}{when}"
         cls = ThrottledError if failure.throttled else TransientError
-        return cls(self.destination, self._safe(message), failure.status)
+        error = cls(self.destination, self._safe(message), failure.status)
+        error.retry_at = retry_at
+        return error
 
     def _safe(self, text: str) -> str:
         return redact(text, (self._secret,))
 
 
 def retry_wait(failure: BaseException | None, state: RetryCallState, policy: RetryPolicy) -> float:
-    """Seconds before the next attempt: the platform's hint (capped at ``max_hint_wait``) when
-    the failure carries one, else ``wait_random_exponential(multiplier, max)``."""
+    """Seconds before the next attempt: at least the platform's longest hint when the failure
+    carries one, and at least the jittered exponential back-off
+    (``wait_random_exponential(multiplier, max)``) in every case, so a hint of 0 is no licence
+    to burst. A hint longer than ``max_hint_wait`` never reaches here: the loop gives up
+    instead (``HttpClient._hint_too_long``)."""
     hint = failure.wait_hint if isinstance(failure, _Retryable) else None
-    if hint is not None:
-        return min(hint, policy.max_hint_wait)
     backoff = wait_random_exponential(multiplier=policy.backoff_multiplier, max=policy.backoff_max)
-    return float(backoff(state))
+    return max(float(backoff(state)), hint or 0.0)
 
 
 __all__ = [
@@ -477,6 +541,7 @@ __all__ = [
     "Verdict",
     "classify",
     "error_details",
+    "parse_body_wait",
     "parse_google_retry_delay",
     "parse_json",
     "parse_retry_after",
@@ -484,4 +549,5 @@ __all__ = [
     "redact",
     "retry_wait",
     "safe_path",
+    "wait_hint",
 ]

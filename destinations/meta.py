@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from destinations.base import CallStats, RemoveReason, Row, RowResult
-from destinations.errors import PermanentError
+from destinations.errors import AuthError, EmptyIdentifierError, PermanentError
 from destinations.http import HttpClient, RetryPolicy
 from destinations.identifiers import SEPARATOR, split_send_key
 
@@ -110,7 +110,11 @@ class MetaAudienceClient:
 
     def add(self, audience_id: str, rows: Sequence[Row]) -> list[RowResult]:
         """Add hashed rows to the audience, ``max_batch_size`` per request. Rows that are not
-        SHA-256 hex are refused unsent; rows Meta reports invalid are refused (permanent)."""
+        SHA-256 hex are refused unsent; rows Meta reports invalid are refused (permanent).
+
+        Raises:
+            EmptyIdentifierError: a row's ``send_key`` is empty (nothing is sent).
+        """
         return self._send("POST", audience_id, rows)
 
     def update(self, audience_id: str, rows: Sequence[Row]) -> list[RowResult]:
@@ -121,7 +125,13 @@ class MetaAudienceClient:
         self, audience_id: str, rows: Sequence[Row], reason: RemoveReason
     ) -> list[RowResult]:
         """Remove rows (one ``DELETE`` per batch, whatever the ``reason``); removing an absent
-        member succeeds."""
+        member succeeds. A ``DELETE`` Meta refuses as a whole (a 4xx other than auth, e.g. code
+        2650 "Audience Size too low") refuses every row of the batch for good with Meta's words
+        instead of raising.
+
+        Raises:
+            EmptyIdentifierError: a row's ``send_key`` is empty (nothing is sent).
+        """
         return self._send("DELETE", audience_id, rows)
 
     def member_count(self, audience_id: str) -> int | None:
@@ -134,6 +144,10 @@ class MetaAudienceClient:
     # -- internals
 
     def _send(self, method: str, audience_id: str, rows: Sequence[Row]) -> list[RowResult]:
+        if any(not row.send_key for row in rows):
+            raise EmptyIdentifierError(
+                f"{self.name}: a row with an empty identifier would name nobody; nothing sent"
+            )
         if all_sha256_hex([r.send_key for r in rows]):  # the common case: one check per batch
             answered: list[RowResult] = []
             for start in range(0, len(rows), self.max_batch_size):
@@ -156,12 +170,24 @@ class MetaAudienceClient:
     def _send_chunk(self, method: str, audience_id: str, rows: list[Row]) -> list[RowResult]:
         url = f"{self._base}/{self._version}/{audience_id}/users"
         try:
-            body = self._http.request(method, url, json_body=users_payload(rows)).body
+            answer = self._http.request(method, url, json_body=users_payload(rows))
+        except AuthError:
+            raise
         except PermanentError as error:
             if error.status == 400 and f"subcode {BLOCKED_SUBCODE}" in str(error):
                 return blocked_rows(rows, str(error))
-            raise
-        return rows_from_response(rows, body if isinstance(body, dict) else {})
+            if method != "DELETE":
+                raise
+            # A refused remove is a per-row answer, not a failed run: Meta refuses some
+            # removals for the audience as a whole (code 2650 "Audience Size too low"); the
+            # rest of the run goes on and the sync backs off before asking again.
+            return [RowResult(r.subject_key, False, None, str(error), True) for r in rows]
+        return rows_from_response(rows, answer.body)
+
+
+def _count(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def blocked_rows(rows: Sequence[Row], words: str) -> list[RowResult]:
@@ -185,30 +211,38 @@ def users_payload(rows: Sequence[Row]) -> dict[str, Any]:
     return {"payload": {"schema": MULTI_KEY_SCHEMA, "data": data}}
 
 
-def rows_from_response(rows: Sequence[Row], body: dict[str, Any]) -> list[RowResult]:
-    """Per-row results from a users-edge response.
+def rows_from_response(rows: Sequence[Row], body: Any) -> list[RowResult]:
+    """Per-row results from a users-edge response: only what the answer confirms is ``ok``.
 
-    ``body``: ``{"num_received", "num_invalid_entries", "invalid_entry_samples": {value: reason}}``.
-    Rows named in ``invalid_entry_samples`` are refused for good with Meta's reason. When
-    ``num_invalid_entries`` counts more invalid rows than the samples name, the unnamed rows
-    cannot be told apart, so none of them is claimed as acknowledged (``ok=False``,
-    ``permanent=False``): sync state under-claims rather than over-claims.
+    ``body``: the documented JSON ``{"audience_id", "session_id", "num_received",
+    "num_invalid_entries", "invalid_entry_samples": {value: reason}}`` (Marketing API, Custom
+    Audience Users, https://developers.facebook.com/docs/marketing-api/reference/custom-audience/users/).
+    Rows named in ``invalid_entry_samples`` are refused for good with Meta's reason. Every
+    other row is confirmed only when ``num_received`` equals the rows sent and no invalid
+    entry is left unnamed; otherwise the unnamed rows cannot be told apart and are
+    ``unknown`` (pending: the audience may or may not hold them). A body that is not that
+    JSON (an HTML page, no ``num_received``) confirms nothing: every row is ``unknown``.
     """
+    received = _count(body, "num_received") if isinstance(body, dict) else None
+    if received is None:
+        reason = "answer not understood (not the documented JSON with num_received)"
+        return [RowResult(r.subject_key, False, None, reason, unknown=True) for r in rows]
     samples = body.get("invalid_entry_samples") or {}
     samples = samples if isinstance(samples, dict) else {}
-    counted = body.get("num_invalid_entries") or 0
-    if not samples and (not isinstance(counted, int) or counted <= 0):  # all accepted
-        return [RowResult(row.subject_key, ok=True) for row in rows]
+    counted = _count(body, "num_invalid_entries") or 0
     named = sum(1 for r in rows if _sample_key(r, samples) is not None)
-    unnamed = counted - named if isinstance(counted, int) else 0
+    doubt = None
+    if received != len(rows):
+        doubt = f"Meta received {received} of {len(rows)} rows sent"
+    elif counted > named:
+        doubt = f"Meta counted {counted} invalid entries but named only {named}"
     results = []
     for row in rows:
         if (key := _sample_key(row, samples)) is not None:
             reason = str(samples[key] or "invalid entry")
             results.append(RowResult(row.subject_key, ok=False, reason=reason, permanent=True))
-        elif unnamed > 0:
-            reason = f"Meta counted {counted} invalid entries but named only {named}"
-            results.append(RowResult(row.subject_key, ok=False, reason=reason, permanent=False))
+        elif doubt is not None:
+            results.append(RowResult(row.subject_key, False, None, doubt, unknown=True))
         else:
             results.append(RowResult(row.subject_key, ok=True))
     return results

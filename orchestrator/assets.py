@@ -13,6 +13,7 @@ The builder never reads files: it takes a :class:`LoadedSegment` and the project
 Every asset that writes the DuckDB file is in pool ``duckdb`` (one writer at a time).
 """
 
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
@@ -22,6 +23,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from destinations.redaction import redact
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
 from destinations.resources import DestinationsResource
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
@@ -32,15 +34,25 @@ from orchestrator.model.catalog import live_drift
 from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
 from orchestrator.model.views import SourceModelError, refresh_source_views
 from orchestrator.phone import phone_platform_for
+from orchestrator.progress import batch_message
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import DestinationEntry
-from orchestrator.sync.engine import run_sync
+from orchestrator.sync.engine import BatchHook, run_sync
+from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
+from orchestrator.warehouse.connect import connect
 from orchestrator.warehouse.schema import create_activation_schema
 
 DUCKDB_POOL = "duckdb"
 SOURCE_TABLES = ("customers", "events", "consents", "privacy_requests")
+
+
+#: How long a sync step waits for a running sync of the same pair (s): a run started while
+#: another is slowed by a platform's ``Retry-After`` then syncs right after it, with what
+#: changed meanwhile (a withdrawal), instead of failing. Longer waits are the privacy changes
+#: sensor's to follow up (:mod:`orchestrator.privacy.late_changes`).
+SYNC_LOCK_WAIT_S = 300
 
 
 class RunConfig(dg.Config):
@@ -360,14 +372,76 @@ def sync_column_lineage(
     return dg.TableColumnLineage(deps_by_column=deps)
 
 
+def batch_logger(log: dg.DagsterLogManager, every_s: float = 1.0) -> BatchHook:
+    """A ``run_sync`` hook writing :func:`orchestrator.progress.batch_message` to the run's log
+    after the first batch and then at most once per ``every_s`` seconds (a sync of thousands of
+    one-member calls must not write thousands of log events); ``activation run`` and
+    ``make demo`` show it live."""
+    last = [float("-inf")]
+
+    def _hook(batches: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            log.info(batch_message(batches))
+
+    return _hook
+
+
+def _refusals(summary: RejectionSummary) -> dict[str, object]:
+    """Metadata on what the destination refuses now (every run, not only this one's rows):
+    ``refused_now`` rows, ``refused_permanent``, ``refused_by_reason`` (reason -> rows),
+    ``refused_samples`` (hash prefixes), ``privacy_removals_refused``."""
+    return {
+        "refused_now": summary.total,
+        "refused_permanent": summary.permanent,
+        "refused_by_reason": dg.MetadataValue.json(summary.by_reason),
+        "refused_samples": ", ".join(summary.samples) or "none",
+        "privacy_removals_refused": summary.privacy_removals,
+    }
+
+
+def stuck_markdown(stuck: list[dict[str, object]]) -> str:
+    """What a pair cannot get through, as a Markdown table (operation, remove reason, the
+    platform's words, status kept, rows, refused for good, next retry), redacted."""
+    if not stuck:
+        return "Nothing stuck: the destination confirmed every row sent."
+    lines = [
+        "| operation | remove reason | platform says | kept as | rows | permanent | next retry |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in stuck:
+        cells = [
+            g["operation"],
+            g["remove_reason"] or "",
+            str(g["reason"]).replace("|", "/"),
+            g["platform_status"] or "",
+            g["rows"],
+            "yes" if g["permanent"] else "no (not confirmed)",
+            g["next_retry_at"] or "next run",
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return redact("\n".join(lines))
+
+
 def _sync_metadata(report: object) -> dict[str, object]:
     values = asdict(report)
     by_reason = values.pop("removes_by_reason", {}) or {}
+    stuck = values.pop("stuck", []) or []
     meta: dict[str, object] = {k: v for k, v in values.items() if k != "duration_s"}
     meta["duration_s"] = round(values["duration_s"], 3)
     meta["throttled_seconds"] = round(values["throttled_seconds"], 3)
     for reason, count in sorted(by_reason.items()):
         meta[f"removes_{reason}"] = count
+    meta["stuck_rows"] = sum(int(g["rows"]) for g in stuck)
+    kept: dict[str, int] = {}
+    for g in stuck:
+        if g["platform_status"]:
+            status = str(g["platform_status"])
+            kept[status] = kept.get(status, 0) + int(g["rows"])
+    for status, count in sorted(kept.items()):
+        meta[f"kept_{status}_by_platform"] = count
+    meta["stuck"] = dg.MetadataValue.md(stuck_markdown(stuck))
     return meta
 
 
@@ -443,6 +517,8 @@ def build_sync_asset(
                 as_of=as_of,
                 dry_run=config.dry_run,
                 allow_mass_removal=config.allow_mass_removal,
+                on_batch=batch_logger(context.log),
+                lock_wait_s=0 if config.dry_run else SYNC_LOCK_WAIT_S,
                 signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
                 phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
@@ -458,6 +534,8 @@ def build_sync_asset(
             f"~{report.updates}, rejected {report.rejected}, "
             f"{report.api_calls} API calls (minimum {report.min_api_calls})"
         )
-        return dg.MaterializeResult(metadata=_sync_metadata(report))
+        with connect(Path(warehouse.database)) as con:
+            refused = summarize_rejections(con, segment=sid, destination=entry.destination)
+        return dg.MaterializeResult(metadata={**_sync_metadata(report), **_refusals(refused)})
 
     return _sync

@@ -9,10 +9,20 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
+from typing import NoReturn
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from orchestrator.limits import MAX_DAYS
 from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
 from orchestrator.segments.catalog import DEFAULT_CATALOG, Catalog
 
@@ -43,12 +53,24 @@ class _Strict(BaseModel):
 CONSENT_SIGNALS: dict[str, tuple[str, ...]] = {"google": ("ad_user_data", "ad_personalization")}
 
 
-class Controller(_Strict):
-    """The controller named in the Article 30(1)(a) register."""
+class Contact(_Strict):
+    """A person or body the register names: ``name``, postal ``address``, ``contact`` (email)."""
 
     name: str
     address: str = ""
     contact: str
+
+
+class Controller(_Strict):
+    """The controller named in the Article 30(1)(a) register, with its data protection officer
+    (``dpo``, Art. 37-39) and its representative in the Union (``eu_representative``, Art. 27:
+    required of a controller established outside the EU)."""
+
+    name: str
+    address: str = ""
+    contact: str
+    dpo: Contact | None = None
+    eu_representative: Contact | None = None
 
 
 class Purpose(_Strict):
@@ -68,7 +90,7 @@ class Purpose(_Strict):
     """
 
     description: str
-    consent_validity_days: int = Field(gt=0)
+    consent_validity_days: int = Field(gt=0, le=MAX_DAYS)
     legal_bases: tuple[LegalBasis, ...] = Field(min_length=1)
     marketing: bool = True
     consent_signals: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -88,11 +110,44 @@ class Purpose(_Strict):
         return value
 
 
+class Severity(StrEnum):
+    """How loud a failed check is: ``warn`` (yellow in the UI) or ``error`` (red)."""
+
+    WARN = "warn"
+    ERROR = "error"
+
+
+class RejectionPolicy(_Strict):
+    """How the ``rejections`` check of a destination's syncs judges refused rows.
+
+    ``max_permanent``: permanent refusals (rows the platform will not take until they change)
+    tolerated before the check fails (rows; default 0: any). ``permanent_severity``: the
+    severity of that failure (default ``warn``). ``privacy_removal_severity``: the severity
+    when the destination refused to remove someone who asked for erasure (GDPR Art. 17) or
+    objected (Art. 21): default ``error``, whatever ``max_permanent`` says.
+    """
+
+    max_permanent: int = Field(default=0, ge=0)
+    permanent_severity: Severity = Severity.WARN
+    privacy_removal_severity: Severity = Severity.ERROR
+
+
+class RecipientRole(StrEnum):
+    """What a recipient is to the controller (GDPR Art. 28 processor, Art. 26 joint
+    controller: e.g. an ad platform matching custom audiences under its joint-controller terms)."""
+
+    PROCESSOR = "processor"
+    JOINT_CONTROLLER = "joint_controller"
+
+
 class DestinationConfig(_Strict):
     """A destination instance: which platform client, which purposes it serves, where its data
     goes (country and transfer safeguard for the register), and the environment variable names
     of its base URL and token. ``account_id``: the operating account a Google destination
-    writes to (the Google Ads customer id; required for ``google``, not a secret)."""
+    writes to (the Google Ads customer id; required for ``google``, not a secret). For the
+    register (Art. 30(1)(d)-(e)): ``legal_entity`` (the company receiving the data), ``role``
+    (:class:`RecipientRole`) and ``dpa_reference`` (the data processing agreement or
+    joint-controller arrangement, Art. 28(3) / 26(1))."""
 
     platform: str = Field(pattern=r"^(meta|mailchimp|google)$")
     kind: DestinationKind
@@ -102,6 +157,10 @@ class DestinationConfig(_Strict):
     base_url_env: str
     token_env: str
     normalization: str = Field(default="base", pattern=r"^(base|google)$")
+    rejections: RejectionPolicy = RejectionPolicy()
+    legal_entity: str = ""
+    role: RecipientRole = RecipientRole.PROCESSOR
+    dpa_reference: str = ""
     account_id: str | None = Field(default=None, pattern=r"^[0-9A-Za-z_\-]+$")
 
     @model_validator(mode="before")
@@ -120,6 +179,13 @@ class DestinationConfig(_Strict):
             raise ValueError("a google destination needs account_id (the operating account)")
         return self
 
+    def audience_identity(self, audience_id: str) -> tuple[str, str, str, str]:
+        """What makes an audience one list at one platform account: (platform, base URL
+        environment variable, token environment variable, audience or list id). Two
+        destination names with the same platform, URL and token variables reach the same
+        account, so the same ``audience_id`` under both is one audience."""
+        return (self.platform, self.base_url_env, self.token_env, audience_id)
+
 
 class SourceRetention(_Strict):
     """How long a person's source records may feed an audience (days), from the last action
@@ -137,19 +203,34 @@ class SourceRetention(_Strict):
     the commercial relationship), applying GDPR Art. 5(1)(e) (storage limitation).
     """
 
-    prospect_days: int = Field(default=1095, gt=0)
-    customer_days: int = Field(default=1095, gt=0)
+    prospect_days: int = Field(default=1095, gt=0, le=MAX_DAYS)
+    customer_days: int = Field(default=1095, gt=0, le=MAX_DAYS)
+
+
+class AlertsConfig(_Strict):
+    """Where the alerts sensor posts (``orchestrator.alerts``): ``webhook_url_env`` names the
+    environment variable holding the webhook URL (a secret: never in this file)."""
+
+    webhook_url_env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
 
 
 class ProjectConfig(_Strict):
-    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``source`` is
-    the declared source model (:mod:`orchestrator.model.spec`; default: the tables
-    ``orchestrator.warehouse.schema.create_source_schema`` creates)."""
+    """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``alerts``
+    is optional (no alerts sensor without it); ``source`` is the declared source model
+    (:mod:`orchestrator.model.spec`; default: the tables
+    ``orchestrator.warehouse.schema.create_source_schema`` creates).
+
+    Cross-field rules: every purpose a destination serves is declared; a destination that
+    serves a marketing purpose (:attr:`Purpose.marketing`) serves only marketing purposes, so a
+    person who opted out of marketing is never reached on a marketing list under another name
+    (GDPR Art. 21(3), ePrivacy Art. 13).
+    """
 
     controller: Controller
     purposes: dict[str, Purpose]
     destinations: dict[str, DestinationConfig]
     retention: SourceRetention = SourceRetention()
+    alerts: AlertsConfig | None = None
     source: SourceModel = DEFAULT_MODEL
     _catalog: Catalog = PrivateAttr(default=DEFAULT_CATALOG)
 
@@ -167,14 +248,18 @@ class ProjectConfig(_Strict):
 
     @model_validator(mode="after")
     def _signals_name_purposes(self) -> ProjectConfig:
-        for name, purpose in self.purposes.items():
-            for platform, signals in purpose.consent_signals.items():
-                for signal, source in signals.items():
-                    if source not in self.purposes:
-                        raise ValueError(
-                            f"purposes.{name}.consent_signals.{platform}.{signal}: "
-                            f"{source!r} is not a declared purpose"
-                        )
+        problems: list[tuple[tuple[str | int, ...], str]] = [
+            (
+                ("purposes", name, "consent_signals", platform, signal),
+                f"{source!r} is not a declared purpose",
+            )
+            for name, purpose in self.purposes.items()
+            for platform, signals in purpose.consent_signals.items()
+            for signal, source in signals.items()
+            if source not in self.purposes
+        ]
+        if problems:
+            _fail(problems)
         return self
 
     @field_validator("purposes", "destinations")
@@ -187,16 +272,75 @@ class ProjectConfig(_Strict):
                 raise ValueError(f"{name!r} must match {NAME_PATTERN}")
         return value
 
+    @model_validator(mode="after")
+    def _destinations_serve_declared_purposes(self) -> ProjectConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for name, destination in self.destinations.items():
+            loc: tuple[str | int, ...] = ("destinations", name, "purposes")
+            unknown = [p for p in destination.purposes if p not in self.purposes]
+            for purpose in unknown:
+                index = destination.purposes.index(purpose)
+                declared = ", ".join(self.purposes)
+                problems.append(
+                    ((*loc, index), f"unknown purpose {purpose!r}; declared purposes: {declared}")
+                )
+            if unknown:
+                continue
+            marketing = [p for p in destination.purposes if self.purposes[p].marketing]
+            other = [p for p in destination.purposes if not self.purposes[p].marketing]
+            if marketing and other:
+                problems.append(
+                    (
+                        loc,
+                        f"destination {name!r} is used for marketing ({', '.join(marketing)})"
+                        f" and may serve only marketing purposes, not {', '.join(other)}"
+                        " (marketing: false); declare another destination for it",
+                    )
+                )
+        if problems:
+            _fail(problems)
+        return self
+
+
+def _fail(problems: list[tuple[tuple[str | int, ...], str]]) -> NoReturn:
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError("config", "{message}", {"message": message}),
+            loc=loc,
+            input=None,
+        )
+        for loc, message in problems
+    ]
+    raise ValidationError.from_exception_data("ProjectConfig", details)
+
+
+class ProjectConfigError(ValueError):
+    """``activation.yaml`` is invalid; ``errors`` lists every problem as a
+    :class:`orchestrator.segments.loader.SegmentError` (``file:line field: message``); the
+    message is one problem per line."""
+
+    def __init__(self, errors: list) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(error) for error in self.errors))
+
 
 def load_project_config(path: Path) -> ProjectConfig:
-    """Read and validate ``activation.yaml``.
+    """Read and validate ``activation.yaml`` with the same rules as segment files: YAML
+    aliases, duplicate keys, and field errors are reported with file, line and field.
 
     Raises:
         FileNotFoundError: the file is missing.
-        pydantic.ValidationError: a field is wrong (the message names the field).
+        ProjectConfigError: invalid YAML, a duplicate key, or a field error (each problem as
+            ``activation.yaml:12 destinations.mailchimp.purposes: ...``).
     """
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return _with_committed_catalog(ProjectConfig.model_validate(data), Path(path))
+    from orchestrator.segments.loader import SegmentValidationError, parse_yaml_model
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        project = parse_yaml_model(text, Path(path), ProjectConfig)
+    except SegmentValidationError as error:
+        raise ProjectConfigError(error.errors) from None
+    return _with_committed_catalog(project, Path(path))
 
 
 def catalog_path_for(config_path: Path) -> Path:

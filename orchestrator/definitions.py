@@ -12,6 +12,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from dagster_duckdb import DuckDBResource
 
 from destinations.resources import DestinationsResource
+from orchestrator.alerts import build_alerts_sensor
 from orchestrator.assets import (
     RECEIPTS_KEY,
     SyncStateDir,
@@ -21,16 +22,19 @@ from orchestrator.assets import (
     build_sync_asset,
     segment_key,
     source_asset_specs,
+    sync_key,
 )
 from orchestrator.config import ProjectConfig, load_project_config
-from orchestrator.executor import executor_from_env
+from orchestrator.executors import executor_from_env
 from orchestrator.privacy.checks import privacy_checks_definitions
+from orchestrator.privacy.late_changes import build_changes_sensor
 from orchestrator.privacy.sensor import privacy_request_definitions
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
 from orchestrator.settings import Settings, duckdb_config
 
 DEFAULT_TIMEZONE = "Europe/Paris"
 ALL_SEGMENTS_JOB = "all_segments_job"
+SEGMENT_FILE_ERRORS_KEY = dg.AssetKey(["segment_file_errors"])
 
 
 def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition:
@@ -44,7 +48,7 @@ def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition
     )
 
     @dg.asset(
-        key=dg.AssetKey(["segment_file_errors"]),
+        key=SEGMENT_FILE_ERRORS_KEY,
         group_name="warehouse",
         description=description,
         metadata={"error_count": len(lines)},
@@ -60,13 +64,47 @@ def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition
     return _errors
 
 
+SEGMENT_FILES_VALID = "segment_files_valid"
+
+
+def segment_files_check(errors: list[SegmentError]) -> dg.AssetChecksDefinition:
+    """``segment_files_valid`` on ``segment_file_errors`` (ERROR, red in the UI): fails while a
+    segment file is broken, listing each ``file:line field: message`` (the other segments
+    load and run). Runs with every segment job and the privacy checks' schedule."""
+    lines = [str(e) for e in errors]
+
+    @dg.asset_check(
+        asset=SEGMENT_FILE_ERRORS_KEY,
+        name=SEGMENT_FILES_VALID,
+        description="ERROR: every file in segments/ is a valid segment.",
+    )
+    def _check() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(
+            passed=not lines,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                f"{len(lines)} broken segment file(s), not loaded: " + "; ".join(lines)
+                if lines
+                else "all segment files are valid"
+            ),
+            metadata={
+                "error_count": len(lines),
+                "errors": dg.MetadataValue.md("\n".join(f"- `{line}`" for line in lines) or "none"),
+            },
+        )
+
+    return _check
+
+
 def segment_job(sid: str) -> UnresolvedAssetJobDefinition:
     """The job that refreshes one segment end to end (segment, audience, syncs), handling the
     open erasure/objection requests first (``privacy/erasure_receipts``, upstream of every
     sync)."""
-    selection = dg.AssetSelection.assets(
-        segment_key(sid), audience_key(sid)
-    ).downstream() | dg.AssetSelection.assets(RECEIPTS_KEY)
+    selection = (
+        dg.AssetSelection.assets(segment_key(sid), audience_key(sid)).downstream()
+        | dg.AssetSelection.assets(RECEIPTS_KEY)
+        | dg.AssetSelection.checks(dg.AssetCheckKey(SEGMENT_FILE_ERRORS_KEY, SEGMENT_FILES_VALID))
+    )
     return dg.define_asset_job(name=f"{sid}_job", selection=selection, tags={"segment": sid})
 
 
@@ -89,7 +127,9 @@ def segment_schedule(
 
 
 def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definitions:
-    """Definitions for every valid segment in ``settings.segments_dir``."""
+    """Definitions for every valid segment in ``settings.segments_dir``. Every job runs its
+    steps in one process by default, or as ``ACTIVATION_EXECUTOR`` selects
+    (:func:`orchestrator.executors.executor_from_env`)."""
     loaded = load_segments(settings.segments_dir, project)
     assets: list = [*source_asset_specs(project.source), segment_file_errors_asset(loaded.errors)]
     jobs, schedules = [], []
@@ -100,16 +140,30 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         job = segment_job(sid)
         jobs.append(job)
         schedules.append(segment_schedule(seg, job))
+    sensors = []
     if loaded.specs:
-        everything = dg.AssetSelection.key_prefixes(
-            ["segment"], ["audience"], ["sync"]
-        ) | dg.AssetSelection.assets(RECEIPTS_KEY)
+        sensors.append(
+            build_changes_sensor(
+                {sid: seg.spec.purpose for sid, seg in loaded.specs.items()},
+                list(jobs),
+                job_for={sid: f"{sid}_job" for sid in loaded.specs},
+                all_job=ALL_SEGMENTS_JOB,
+            )
+        )
+        everything = (
+            dg.AssetSelection.key_prefixes(["segment"], ["audience"], ["sync"])
+            | dg.AssetSelection.assets(RECEIPTS_KEY)
+            | dg.AssetSelection.checks(
+                dg.AssetCheckKey(SEGMENT_FILE_ERRORS_KEY, SEGMENT_FILES_VALID)
+            )
+        )
         jobs.append(dg.define_asset_job(name=ALL_SEGMENTS_JOB, selection=everything))
     segments = dg.Definitions(
         assets=assets,
+        asset_checks=[segment_files_check(loaded.errors)],
         jobs=jobs,
         schedules=schedules,
-        executor=executor_from_env(),
+        sensors=sensors,
         resources={
             "warehouse": DuckDBResource(
                 database=str(settings.warehouse_path), connection_config=duckdb_config()
@@ -117,11 +171,23 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
             "destinations": DestinationsResource(config_path=str(settings.config_path)),
             "sync_state": SyncStateDir(path=str(settings.state_dir)),
         },
+        executor=executor_from_env(),
+    )
+    syncs = [
+        sync_key(sid, entry.destination)
+        for sid, seg in loaded.specs.items()
+        for entry in seg.spec.destinations
+    ]
+    alerts = (
+        [build_alerts_sensor(project.alerts, settings.warehouse_path, syncs)]
+        if project.alerts
+        else []
     )
     return dg.Definitions.merge(
         segments,
+        dg.Definitions(sensors=alerts),
         privacy_request_definitions(loaded.specs, project),
-        privacy_checks_definitions(loaded.specs, project),
+        privacy_checks_definitions(loaded.specs, project, settings.project_dir),
     )
 
 

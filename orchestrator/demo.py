@@ -14,8 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,9 +28,10 @@ from orchestrator.segments.loader import load_segments
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
-    from dagster import DagsterInstance, ExecuteJobResult
+    from dagster import DagsterInstance
 
 ALL_SEGMENTS_JOB = "all_segments_job"
+PRIVACY_CHECKS_JOB = "privacy_checks_job"
 DEMO_PID_TAG = "activation/demo_pid"
 
 
@@ -129,65 +129,35 @@ def _demo_process_gone(tags: Mapping[str, str]) -> bool:
     return False
 
 
-def failure_lines(result: ExecuteJobResult) -> list[str]:
-    """One line per failed step and per failed asset check of a run (their own messages)."""
-    lines = []
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            error = event.event_specific_data.error
-            message = (error.message if error else "failed").strip().splitlines()[0]
-            lines.append(f"step {event.step_key} failed: {message}")
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-            check = event.event_specific_data
-            if not check.passed:
-                name = f"{check.asset_key.to_user_string()}:{check.check_name}"
-                lines.append(f"check {name} failed ({check.severity.value})")
-    return lines
+def materialize_all(
+    console: Console, log_path: Path, job: str = ALL_SEGMENTS_JOB, title: str = ""
+) -> tuple[str, bool]:
+    """Run ``job`` (default ``all_segments_job``) on the instance in ``DAGSTER_HOME`` with the
+    live progress display of ``activation run`` (:mod:`orchestrator.launch`); return its run id
+    and whether it succeeded, after printing why it failed if it did.
 
-
-def materialize_all(console: Console, log_path: Path) -> tuple[str, bool]:
-    """Run ``all_segments_job`` on the instance in ``DAGSTER_HOME``; return its run id and
-    whether it succeeded, after printing why it failed if it did.
-
-    Dagster's step-by-step log (the steps run in child processes) goes to ``log_path``; the
-    same events are in the Dagster UI (``make ui``).
+    Dagster's step-by-step log goes to ``log_path``; the same events are in the Dagster UI
+    (``make ui``). Ctrl-C cancels the run cleanly and exits with status 130.
     """
-    from dagster import DagsterInstance, execute_job, reconstructable
+    from dagster import DagsterInstance
 
-    from orchestrator.definitions import all_segments_job_def
+    from orchestrator.launch import launch_job, summary_lines
 
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     with DagsterInstance.get() as instance:
         release_slots_of_dead_runs(instance, console)
-        with (
-            open(log_path, "ab") as log,
-            _stderr_to(log.fileno()),
-            console.status("materializing every segment (segment -> audience -> sync)..."),
-        ):
-            result = execute_job(
-                reconstructable(all_segments_job_def),
-                instance=instance,
-                tags={DEMO_PID_TAG: str(os.getpid())},
-            )
-    state = "success" if result.success else "FAILED"
-    console.print(f"dagster run {result.run_id}: {state} (log: {log_path})")
-    for line in failure_lines(result):
-        console.print(f"  [red]{line}[/red]", highlight=False)
-    return result.run_id, result.success
-
-
-@contextmanager
-def _stderr_to(fd: int) -> Iterator[None]:
-    """Point file descriptor 2 (inherited by Dagster's step processes) at ``fd`` for a while."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(fd, 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        outcome = launch_job(
+            instance,
+            job,
+            console=console,
+            title=title or "every segment: segment -> audience -> sync",
+            tags={DEMO_PID_TAG: str(os.getpid())},
+            log_path=log_path,
+        )
+    for line in summary_lines(outcome):
+        console.print(line, style="red" if "failed:" in line else None, highlight=False)
+    if outcome.interrupted:
+        raise SystemExit(130)
+    return outcome.run_id, outcome.success
 
 
 def report_segment_errors(settings: Settings, console: Console) -> int:
@@ -233,8 +203,15 @@ def main(mock_port: int, mock_state_dir: Path, only_mock: bool, stop: bool) -> N
     ensure_warehouse(Settings.from_env(), console)
     settings = Settings.from_env()
     broken = report_segment_errors(settings, console)
-    run_id, ok = materialize_all(console, settings.state_dir.parent / "dagster-run.log")
+    log = settings.state_dir.parent / "dagster-run.log"
+    run_id, ok = materialize_all(console, log)
     console.print(summary_table(console, run_id))
+    # The privacy checks (consent proof, source retention, the register's own check) also run
+    # daily on their schedule; run them now so their evidence exists after the first demo.
+    _, checked = materialize_all(
+        console, log, PRIVACY_CHECKS_JOB, "privacy checks: register, consent proof, retention"
+    )
+    ok = ok and checked
     console.print(
         f"Mock destinations keep running on http://127.0.0.1:{mock_port} "
         "(`make mock-stop` stops them). `make ui` opens the Dagster UI."

@@ -314,6 +314,11 @@ def register_sql_functions(con: duckdb.DuckDBPyConnection) -> None:
         except duckdb.NotImplementedException as error:  # known to this connection
             if "already created" not in str(error):
                 raise
+        except duckdb.CatalogException as error:
+            # another connection of the same database instance in this process (two runs of
+            # one process sharing the file) registered the same function: use it
+            if "already exists" not in str(error):
+                raise
         try:  # (asking duckdb_functions() instead cost 15 ms of CPU per call)
             con.execute(f"SELECT {name}(NULL)").fetchall()
         except duckdb.CatalogException as error:

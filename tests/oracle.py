@@ -139,7 +139,7 @@ def _customers(con: duckdb.DuckDBPyConnection, model: SourceModel) -> dict[int, 
         person["customer_id"] = row[spec.key]
         person["email"] = row[spec.email]
         person["collected_at"] = row[spec.collected_at] if spec.collected_at else None
-        person["last_own_action_at"] = _latest(row[c] for c in spec.own_action_columns)
+        person["own_action_times"] = [row[c] for c in spec.own_action_columns]
         out[row[spec.key]] = person
     return out
 
@@ -420,8 +420,7 @@ def _retention_expired(sources: Sources, cid: int, project: ProjectConfig, as_of
         return False
     mine = [e for e in sources.events.get(cid, []) if e["own_action"] and e["occurred_at"] <= as_of]
     last_action = _latest(e["occurred_at"] for e in mine)
-    contact = customer["last_own_action_at"]
-    contact = contact if contact is not None and contact <= as_of else None
+    contact = _latest(t for t in customer["own_action_times"] if t is not None and t <= as_of)
     if any(e["is_purchase"] for e in mine):
         days, moments = project.retention.customer_days, (last_action, contact)
     else:

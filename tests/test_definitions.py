@@ -65,20 +65,28 @@ CHECKS = [
     "audience/recent_buyers_eu:legal_basis_valid",
     "privacy/erasure_receipts:requests_deadline",
     "privacy/processing_register:no_unregistered_sync_state",
+    "segment_file_errors:segment_files_valid",
     "sync/cart_abandoners/meta_ads:destination_retention",
     "sync/cart_abandoners/meta_ads:reconciliation",
+    "sync/cart_abandoners/meta_ads:rejections",
     "sync/gold_tier_newsletter/mailchimp:destination_retention",
     "sync/gold_tier_newsletter/mailchimp:reconciliation",
+    "sync/gold_tier_newsletter/mailchimp:rejections",
     "sync/lapsed_high_value/meta_ads:destination_retention",
     "sync/lapsed_high_value/meta_ads:reconciliation",
+    "sync/lapsed_high_value/meta_ads:rejections",
     "sync/loyal_no_refund_sql/mailchimp:destination_retention",
     "sync/loyal_no_refund_sql/mailchimp:reconciliation",
+    "sync/loyal_no_refund_sql/mailchimp:rejections",
     "sync/mug_buyers_60d/meta_ads:destination_retention",
     "sync/mug_buyers_60d/meta_ads:reconciliation",
+    "sync/mug_buyers_60d/meta_ads:rejections",
     "sync/one_time_buyers/mailchimp:destination_retention",
     "sync/one_time_buyers/mailchimp:reconciliation",
+    "sync/one_time_buyers/mailchimp:rejections",
     "sync/recent_buyers_eu/mailchimp:destination_retention",
     "sync/recent_buyers_eu/mailchimp:reconciliation",
+    "sync/recent_buyers_eu/mailchimp:rejections",
     "warehouse/consents:consent_proof",
     "warehouse/consents:consent_purposes_declared",
     "warehouse/customers:source_retention",
@@ -94,7 +102,31 @@ SCHEDULES = [
     ("recent_buyers_eu_schedule", "0 6 * * *", "Europe/Paris", "STOPPED"),
 ]
 SCHEDULES = [(*row, f"{row[0].removesuffix('_schedule')}_job") for row in SCHEDULES]
-SENSORS = [("privacy_requests_sensor", "RUNNING", "privacy_requests_job")]
+#: The privacy checks run on their own, RUNNING by default, so their evidence always exists.
+SCHEDULES = sorted(
+    [
+        *SCHEDULES,
+        ("privacy_checks_schedule", "0 5 * * *", "Europe/Paris", "RUNNING", "privacy_checks_job"),
+    ]
+)
+#: The alerts sensor launches nothing (it posts to a webhook).
+SENSORS = [
+    ("activation_alerts_sensor", "RUNNING", ()),
+    (
+        "privacy_changes_sensor",
+        "RUNNING",
+        (
+            "cart_abandoners_job",
+            "gold_tier_newsletter_job",
+            "lapsed_high_value_job",
+            "loyal_no_refund_sql_job",
+            "mug_buyers_60d_job",
+            "one_time_buyers_job",
+            "recent_buyers_eu_job",
+        ),
+    ),
+    ("privacy_requests_sensor", "RUNNING", ("privacy_requests_job",)),
+]
 JOBS = ["all_segments_job", "privacy_checks_job", "privacy_requests_job"]
 JOBS += [f"{sid}_job" for sid in SEGMENT_IDS]
 #: job -> sorted asset keys it materializes. Every segment run honours the open privacy
@@ -194,7 +226,10 @@ def test_schedules_sensors_and_jobs_are_pinned(real_defs: dg.Definitions) -> Non
         for s in repo.schedule_defs
     )
     assert schedules == SCHEDULES
-    sensors = sorted((s.name, s.default_status.value, s.job_name) for s in repo.sensor_defs)
+    sensors = sorted(
+        (s.name, s.default_status.value, tuple(sorted(t.job_name for t in s.targets)))
+        for s in repo.sensor_defs
+    )
     assert sensors == SENSORS
     assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == sorted(
         JOBS
@@ -317,3 +352,13 @@ def test_dagster_validates_the_workspace_with_a_broken_file(broken_project) -> N
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert not (result["tmp"] / "absent").exists()
+
+
+def test_every_job_runs_its_steps_in_one_process_by_default(real_defs: dg.Definitions) -> None:
+    """A process per step cost ten times the work of a demo run (see orchestrator.executors);
+    a run config may still ask for ``multiprocess``."""
+    repo = real_defs.get_repository_def()
+    for job in repo.get_all_jobs():
+        field = job.executor_def.config_schema.as_field()
+        assert field.default_value == {"in_process": {}}, job.name
+        assert set(field.config_type.fields) == {"in_process", "multiprocess"}, job.name

@@ -176,3 +176,38 @@ def test_an_import_column_never_resets_the_retention_clock(
         update={"source": project.source.model_copy(update={"customers": customers})}
     )
     assert reason(wrong) is None  # counted as an action, the import would have reset the clock
+
+
+def test_a_future_dated_own_action_column_never_hides_an_older_valid_one(
+    project_and_warehouse: tuple[ProjectConfig, Path], tmp_path: Path
+) -> None:
+    """Two own-action columns: a login last month (valid) and a date after as-of (a typo, a
+    clock skew). Dates after as-of are dropped per column before the latest is taken, so the
+    login still counts and the member signed up in 2016 is within retention."""
+    project, template = project_and_warehouse
+    path = tmp_path / "w.duckdb"
+    shutil.copyfile(template, path)
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "INSERT INTO app.members VALUES (998, 'active@example.org', 'plus', 10, false, "
+            "'2016-01-01', '2019-09-01 10:00', '2019-12-01 00:00');"
+            "INSERT INTO app.marketing_permissions VALUES ('p998', 998, 'EMAIL', 'YES', "
+            "'2019-06-01', 'signup_form', '2018-05')"
+        )
+    customers = project.source.customers.model_copy(
+        update={"own_action_columns": ("profile_synced_at", "last_login_at")}
+    )
+    both = project.model_copy(
+        update={"source": project.source.model_copy(update={"customers": customers})}
+    )
+    spec = load_segment_text(LAPSED, "segments/plus_members.yaml", both)
+    with duckdb.connect(str(path)) as con:
+        write_segment_members(con, spec, rees46.AS_OF)
+        build_segment_audience(con, spec, both, rees46.AS_OF)
+        excluded = con.execute(
+            "SELECT reason FROM activation.audience_exclusions "
+            "WHERE segment = 'plus_members' AND customer_id = 998"
+        ).fetchall()
+    assert excluded == []
+    expected = expected_audiences(path, {"plus_members": spec}, both, rees46.AS_OF)
+    assert 998 not in expected["plus_members"].exclusions

@@ -200,8 +200,8 @@ def test_after_the_first_run_each_destination_holds_exactly_the_audience(
 
 def stage_requests(s: Scenario, after: str, until: str, *, reads: bool) -> list[dict]:
     """Requests logged between the marks of two stages, both platforms: the GETs (the
-    reconciliation check reads each destination's member count) or everything else (what a
-    sync sends)."""
+    reconciliation check reads each destination's member count, and Mailchimp's members) or
+    everything else (what a sync sends)."""
     return [
         r
         for platform in ("meta", "mailchimp")
@@ -213,7 +213,11 @@ def stage_requests(s: Scenario, after: str, until: str, *, reads: bool) -> list[
 def test_a_second_run_makes_zero_api_calls(scenario: Scenario) -> None:
     assert stage_requests(scenario, "first", "second", reads=False) == []
     reads = stage_requests(scenario, "first", "second", reads=True)
-    assert len(reads) == len(sync_keys(scenario.specs))  # one member count per sync, no more
+    counts = [r for r in reads if not r["path"].endswith("/members")]
+    listings = [r for r in reads if r["path"].endswith("/members")]
+    assert len(counts) == len(sync_keys(scenario.specs))  # one member count per sync, no more
+    # and the pages of members Mailchimp lists for the reconciliation (Meta lists none)
+    assert listings and all(r["path"].startswith("/mailchimp/") for r in listings)
     syncs = sync_metadata(scenario.runs["second"])
     assert len(syncs) == len(sync_keys(scenario.specs))
     for key, meta in syncs.items():

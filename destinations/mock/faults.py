@@ -27,6 +27,17 @@ other). Actions (``type``):
   ``values`` (identifier hashes) fail during asynchronous processing with reason ``error``
   (an ``ErrorReason`` name; default ``INVALID_AUDIENCE_MEMBER``), so the request status is
   ``PARTIAL_SUCCESS`` or ``FAILED``.
+- ``answer``: a 200 that says less, or something else, than a plain success, as the real
+  platforms do (each documented on the platform module): ``omit`` (values the platform
+  silently ignores: not applied, absent from the answer; Meta: ``num_received`` counts only
+  the others), ``keep`` (Mailchimp, email -> status: the contact is left as it is and reported
+  in ``updated_members`` with that status, e.g. a list keeping an unsubscribed or cleaned
+  contact, or keeping a contact ``subscribed``), ``body`` (``"html"`` or ``"truncated"``: the
+  request is applied, then answered 200 with a body that is not the documented JSON).
+
+A ``status`` action with ``"echo_request": true`` puts the request line and its
+``Authorization`` header (as received) in the error body, as some gateways do: the client must
+never let it out.
 """
 
 from __future__ import annotations
@@ -37,9 +48,9 @@ from http import HTTPStatus
 from typing import Any
 
 from destinations.mock import google_api, mailchimp_api, meta_api
-from destinations.mock.wire import Response, json_response
+from destinations.mock.wire import Request, Response, json_response
 
-ACTIONS = ("status", "timeout_after_apply", "drop_connection", "reject_rows")
+ACTIONS = ("status", "timeout_after_apply", "drop_connection", "reject_rows", "answer")
 CONTENT_TYPES = {
     "json": "application/json",
     "html": "text/html; charset=utf-8",
@@ -93,6 +104,36 @@ def _check_action(action: dict[str, Any]) -> None:
         raise FaultSpecError("timeout_after_apply needs a number of 'seconds'")
     if kind == "reject_rows" and not isinstance(action.get("values"), list):
         raise FaultSpecError("reject_rows needs a list of 'values'")
+    if kind == "answer":
+        if not isinstance(action.get("omit", []), list):
+            raise FaultSpecError("answer.omit must be a list of values")
+        if not isinstance(action.get("keep", {}), dict):
+            raise FaultSpecError("answer.keep must be an object value -> status")
+        if action.get("body") not in (None, "html", "truncated"):
+            raise FaultSpecError("answer.body must be 'html' or 'truncated'")
+
+
+def answer_options(platform: str, action: dict[str, Any]) -> dict[str, Any]:
+    """An ``answer`` action as ``{"omit": set, "keep": {value: status}}`` (Mailchimp emails
+    lowercased)."""
+    fold = str.lower if platform == "mailchimp" else str
+    return {
+        "omit": {fold(str(v)) for v in action.get("omit", [])},
+        "keep": {fold(str(k)): str(v) for k, v in (action.get("keep") or {}).items()},
+    }
+
+
+def rewrite_body(response: Response, action: dict[str, Any]) -> Response:
+    """The ``body`` option of an ``answer`` action applied to a 2xx response."""
+    kind = action.get("body")
+    if kind is None or not 200 <= response.status < 300:
+        return response
+    if kind == "html":
+        page = "<!DOCTYPE html><html><body><h1>OK</h1><p>Request received.</p></body></html>"
+        return Response(200, page.encode(), CONTENT_TYPES["html"], response.headers)
+    return Response(
+        200, response.body[: len(response.body) // 2], response.content_type, response.headers
+    )
 
 
 def reject_map(platform: str, action: dict[str, Any]) -> dict[str, str]:
@@ -105,12 +146,30 @@ def reject_map(platform: str, action: dict[str, Any]) -> dict[str, str]:
     return dict.fromkeys(values, reason)
 
 
-def status_response(platform: str, action: dict[str, Any], path: str) -> Response:
+def echoed_request(req: Request) -> str:
+    """The request as a gateway echoes it: request line (query included) and the
+    ``Authorization`` header exactly as received."""
+    target = f"{req.path}?{req.query}" if req.query else req.path
+    return f"{req.method} {target} Authorization: {req.headers.get('authorization', '')}"
+
+
+def status_response(
+    platform: str, action: dict[str, Any], path: str, req: Request | None = None
+) -> Response:
     """The response of a ``status`` fault (see module docstring for defaults)."""
     status = int(action["status"])
     kind = action.get("content_type", "json")
     headers = {str(k): str(v) for k, v in (action.get("headers") or {}).items()}
     body = action.get("body")
+    if action.get("echo_request") and req is not None:
+        echo = echoed_request(req)
+        if platform == "meta":
+            message = f"(#200) Permissions error for request {echo}"
+            return meta_api.meta_error(status, 200, message, headers=headers)
+        doc = mailchimp_api.problem(status, "Forbidden", f"Request refused: {echo}")
+        return json_response(
+            status, json.loads(doc.body), content_type=doc.content_type, headers=headers
+        )
     if body is not None:
         raw = json.dumps(body) if not isinstance(body, str) else body
         return Response(status, raw.encode(), CONTENT_TYPES[kind], headers)

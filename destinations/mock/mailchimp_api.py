@@ -6,11 +6,21 @@ Routes (lists are created on first use; member id = md5 of the lowercase email):
   members; 200 ``{"new_members", "updated_members", "errors": [{"email_address", "error",
   "error_code"}], "total_created", "total_updated", "error_count"}``.
 - ``PUT /lists/{list_id}/members/{hash}``: upsert one contact (``status_if_new``, ``status``).
+- ``PATCH /lists/{list_id}/members/{hash}``: change an existing contact's status or fields by id.
+- ``GET /lists/{list_id}/members?count=&offset=``: list contacts (keys and statuses).
 - ``GET /lists/{list_id}/members/{hash}``; ``DELETE`` same path archives it (204).
 - ``POST /lists/{list_id}/members/{hash}/actions/delete-permanent``: GDPR erasure (204); the
   contact becomes ``forgotten``: only the hash is kept, email and merge fields are dropped.
 - ``GET /lists/{list_id}``: ``{"id", "stats": {"member_count" (subscribed),
   "unsubscribe_count", "cleaned_count", ...}}``; ``GET /ping``.
+
+The batch answer is each member's final state (Mailchimp Marketing API, "Batch subscribe or
+unsubscribe", ``POST /lists/{list_id}``,
+https://mailchimp.com/developer/marketing/api/lists/batch-subscribe-or-unsubscribe/):
+``new_members`` / ``updated_members`` hold member resources with their ``status`` after the
+call, which need not be the status asked for (a list keeps an unsubscribed or cleaned contact
+as it is); ``errors`` the members refused. Such answers are injected with the ``answer``
+fault (:mod:`destinations.mock.faults`).
 
 Compliance rules (source: Mailchimp Marketing API "Errors" glossary, titles "Member In
 Compliance State" and "Forgotten Email Not Subscribed"): a contact that unsubscribed or was
@@ -57,6 +67,7 @@ ERRORS_DOC = "https://mailchimp.com/developer/marketing/docs/errors/"
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 _LIST = re.compile(r"/lists/(?P<list>[A-Za-z0-9_\-]+)")
 _MEMBER = re.compile(r"/lists/(?P<list>[A-Za-z0-9_\-]+)/members/(?P<hash>[^/]+)")
+_MEMBERS = re.compile(r"/lists/(?P<list>[A-Za-z0-9_\-]+)/members")
 _DELETE_PERMANENT = re.compile(
     r"/lists/(?P<list>[A-Za-z0-9_\-]+)/members/(?P<hash>[^/]+)/actions/delete-permanent"
 )
@@ -151,22 +162,33 @@ def logged_values(req: Request) -> list[dict[str, Any]]:
 
 
 def handle(
-    store: Store, req: Request, token: str, reject_rows: dict[str, str] | None = None
+    store: Store,
+    req: Request,
+    token: str,
+    reject_rows: dict[str, str] | None = None,
+    answer: dict | None = None,
 ) -> Response:
     """Answer one Mailchimp request (auth checked here). ``reject_rows``: lowercase email ->
-    error text that a fault wants returned for that member."""
+    error text that a fault wants returned for that member. ``answer``: ``{"omit": emails}``
+    silently ignored (not applied, absent from the answer) and ``{"keep": email -> status}``
+    left as they are and reported with that status (batch only)."""
     if not is_authorized(req, token):
         return unauthorized()
     path = req.path[len(PREFIX) :]
     rejects = reject_rows or {}
+    shaping = answer or {}
     if path == "/ping" and req.method == "GET":
         return json_response(200, {"health_status": "Everything's Chimpy!"})
     if m := _DELETE_PERMANENT.fullmatch(path):
         if req.method != "POST":
             return _not_allowed(req)
         return _delete_permanent(store, m["list"], m["hash"])
+    if m := _MEMBERS.fullmatch(path):
+        return _list_members(store, req, m["list"]) if req.method == "GET" else _not_allowed(req)
     if m := _MEMBER.fullmatch(path):
         routes = {"PUT": _put_member, "GET": _get_member, "DELETE": _archive_member}
+        if req.method == "PATCH":
+            return _patch_member(store, req, m["list"], m["hash"])
         if req.method not in routes:
             return _not_allowed(req)
         if req.method == "PUT":
@@ -174,7 +196,7 @@ def handle(
         return routes[req.method](store, m["list"], m["hash"])
     if m := _LIST.fullmatch(path):
         if req.method == "POST":
-            return _batch(store, req, m["list"], rejects)
+            return _batch(store, req, m["list"], rejects, shaping)
         if req.method == "GET":
             return _list_info(store, m["list"])
         return _not_allowed(req)
@@ -263,7 +285,9 @@ def _invalid(errors: list[dict[str, str]]) -> Response:
     return problem(400, "Invalid Resource", detail, errors=errors)
 
 
-def _batch(store: Store, req: Request, list_id: str, rejects: dict[str, str]) -> Response:
+def _batch(
+    store: Store, req: Request, list_id: str, rejects: dict[str, str], shaping: dict
+) -> Response:
     parsed = _parse_batch(req)
     if isinstance(parsed, Response):
         return parsed
@@ -271,8 +295,16 @@ def _batch(store: Store, req: Request, list_id: str, rejects: dict[str, str]) ->
     state = store.mc_get_many(list_id, (subscriber_hash(m["email_address"]) for m in members))
     new, updated, errors, violations = [], [], [], {}
     changed: dict[str, McMember] = {}
+    omit, keep = shaping.get("omit") or set(), shaping.get("keep") or {}
     for m in members:
         email = m["email_address"]
+        if email.lower() in omit:
+            continue
+        if email.lower() in keep:
+            held = state.get(subscriber_hash(email))
+            kept = held or McMember(list_id, subscriber_hash(email), email, "", {}, "")
+            updated.append(member_json(replace(kept, status=keep[email.lower()])))
+            continue
         reason = rejects.get(email.lower()) or (None if is_valid_email(email) else INVALID_EMAIL)
         out = (
             _Outcome(None, False, reason)
@@ -347,6 +379,47 @@ def _put_member(
         return problem(400, title, out.error or "")
     store.mc_put_many([out.member])
     return json_response(200, member_json(out.member))
+
+
+def _patch_member(store: Store, req: Request, list_id: str, member_hash: str) -> Response:
+    """ "Update list member" (``PATCH /lists/{list_id}/members/{subscriber_hash}``,
+    https://mailchimp.com/developer/marketing/api/list-members/update-list-member/): change an
+    existing contact's ``status`` / ``merge_fields`` by its id, no address needed; 404 when the
+    list has no such contact; the compliance rules of the batch endpoint apply."""
+    try:
+        body = req.json()
+    except BadJson:
+        return problem(400, "JSON Parse Error", "We encountered an unspecified JSON parsing error.")
+    if not isinstance(body, dict) or (
+        body.get("status") is not None and body["status"] not in SETTABLE_STATUSES
+    ):
+        return _invalid([{"field": "status", "message": "not a settable status"}])
+    current = _live(store, list_id, member_hash)
+    if current is None or current.status == "archived":
+        return _not_found()
+    if body.get("status") == "subscribed" and current.status in COMPLIANCE_STATUSES:
+        store.add_violations("mailchimp", "resubscribe", ["md5:" + member_hash[:12]])
+        return problem(400, "Member In Compliance State", COMPLIANCE)
+    fields = {**current.merge_fields, **(body.get("merge_fields") or {})}
+    status = body.get("status") or current.status
+    member = replace(current, status=status, merge_fields=fields, last_changed=utc_now_iso())
+    store.mc_put_many([member])
+    return json_response(200, member_json(member))
+
+
+def _list_members(store: Store, req: Request, list_id: str) -> Response:
+    """ "List members info" (``GET /lists/{list_id}/members?count=&offset=``, at most 1000 per
+    page, https://mailchimp.com/developer/marketing/api/list-members/list-members-info/):
+    ``{"members": [member], "total_items", "list_id"}``; forgotten contacts are not listed."""
+    params = req.query_params()
+    try:
+        count = min(int(params.get("count", "10")), 1000)
+        offset = max(int(params.get("offset", "0")), 0)
+    except ValueError:
+        return _invalid([{"field": "count", "message": "count and offset must be integers"}])
+    members = [m for m in store.mc_members(list_id) if m.status != "forgotten"]
+    page = [member_json(m) for m in members[offset : offset + count]]
+    return json_response(200, {"members": page, "total_items": len(members), "list_id": list_id})
 
 
 def _live(store: Store, list_id: str, member_hash: str) -> McMember | None:

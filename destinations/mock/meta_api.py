@@ -13,8 +13,14 @@ Routes (``{version}`` like ``v19.0``; audiences are created on first use):
   (exact here), plus ``approximate_count_lower_bound`` / ``_upper_bound`` as the real API has.
 
 Source: Meta Marketing API, "Custom Audience Users" (``/{audience_id}/users``, schema
-``EMAIL_SHA256``, 10,000 users per request) and "Handling Errors" (error object, code 100
-invalid parameter, 190 invalid token, 80004/17/4/613 throttling).
+``EMAIL_SHA256``, 10,000 users per request; the answer's ``num_received``,
+``num_invalid_entries`` and ``invalid_entry_samples`` say what was taken:
+https://developers.facebook.com/docs/marketing-api/reference/custom-audience/users/) and
+"Handling Errors" (error object, code 100 invalid parameter, 190 invalid token,
+80004/17/4/613 throttling: https://developers.facebook.com/docs/graph-api/guides/error-handling).
+Answers that say less than a plain success (rows silently not received, a body that is not
+JSON) and whole-call refusals (e.g. ``{"error": {"code": 2650, "message": "Audience Size too
+low"}}`` on a ``DELETE``) are injected as faults (:mod:`destinations.mock.faults`).
 
 An audience flagged through the control API (``POST /meta/_control/restrict {"audience_id"}``)
 refuses every membership edit with 400 code 100, subcode 1713230 "Audience Upload Blocked",
@@ -212,17 +218,23 @@ def count_violations(store: Store, req: Request) -> None:
 
 
 def handle(
-    store: Store, req: Request, token: str, reject_rows: dict[str, str] | None = None
+    store: Store,
+    req: Request,
+    token: str,
+    reject_rows: dict[str, str] | None = None,
+    answer: dict | None = None,
 ) -> Response:
     """Answer one Meta request (auth checked here). ``reject_rows``: value -> reason that a
-    fault wants counted invalid."""
+    fault wants counted invalid; ``answer``: ``{"omit": values}`` silently ignored (not
+    applied, left out of ``num_received``)."""
     if not is_authorized(req, token):
         return unauthorized()
     users = _USERS.fullmatch(req.path)
     if users:
         if req.method not in ("POST", "DELETE"):
             return meta_error(400, 100, f"(#100) Unsupported {req.method.lower()} request.")
-        return _change_users(store, req, users["audience"], reject_rows or {})
+        omit = (answer or {}).get("omit") or set()
+        return _change_users(store, req, users["audience"], reject_rows or {}, omit)
     audience = _AUDIENCE.fullmatch(req.path)
     if audience and req.method == "GET":
         return _audience(store, audience["audience"])
@@ -279,7 +291,11 @@ def blocked() -> Response:
 
 
 def _change_users(
-    store: Store, req: Request, audience_id: str, reject_rows: dict[str, str]
+    store: Store,
+    req: Request,
+    audience_id: str,
+    reject_rows: dict[str, str],
+    omit: set[str] | frozenset[str] = frozenset(),
 ) -> Response:
     if is_restricted(store, audience_id):
         return blocked()
@@ -289,7 +305,8 @@ def _change_users(
     invalid: dict[str, str] = {}
     valid: list[str] = []
     phones = parsed.phones or [""] * len(parsed.data)
-    for value, phone in zip(parsed.data, phones, strict=True):
+    received = [(v, p) for v, p in zip(parsed.data, phones, strict=True) if v not in omit]
+    for value, phone in received:
         if value in reject_rows:
             invalid[value] = reject_rows[value]
         elif _HEX64.fullmatch(value) and (phone == "" or _HEX64.fullmatch(phone)):
@@ -305,8 +322,8 @@ def _change_users(
         {
             "audience_id": audience_id,
             "session_id": session_id,
-            "num_received": len(parsed.data),
-            "num_invalid_entries": len(parsed.data) - len(valid),
+            "num_received": len(received),
+            "num_invalid_entries": len(received) - len(valid),
             "invalid_entry_samples": invalid,
         },
     )

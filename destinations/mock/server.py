@@ -223,15 +223,18 @@ def _platform_request(server: MockServer, platform: str, req: Request) -> Respon
         _log(store, platform, req, None, kind)
         return None
     if kind == "status":
-        response = faults.status_response(platform, action, req.path)
+        response = faults.status_response(platform, action, req.path, req)
     else:
         rejects = faults.reject_map(platform, action) if kind == "reject_rows" else None
+        answer = faults.answer_options(platform, action) if kind == "answer" else None
         if platform == "meta":
-            response = meta_api.handle(store, req, server.meta_token, rejects)
+            response = meta_api.handle(store, req, server.meta_token, rejects, answer)
         elif platform == "google":
             response = google_api.handle(store, req, server.google_token, rejects)
         else:
-            response = mailchimp_api.handle(store, req, server.mailchimp_token, rejects)
+            response = mailchimp_api.handle(store, req, server.mailchimp_token, rejects, answer)
+        if kind == "answer":
+            response = faults.rewrite_body(response, action)
     _log(store, platform, req, response.status, kind)
     if kind == "timeout_after_apply":
         time.sleep(float(action["seconds"]))

@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from orchestrator.cli.output import FORMATS, echo_json, error_record, stderr
-from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.config import ProjectConfig, ProjectConfigError, load_project_config
 from orchestrator.segments.loader import (
     LoadedSegment,
     LoadResult,
@@ -71,9 +71,9 @@ def _project(settings: Settings) -> ProjectConfig:
         return load_project_config(settings.config_path)
     except FileNotFoundError:
         raise click.ClickException(f"project config not found: {settings.config_path}") from None
-    except ValueError as error:  # pydantic.ValidationError and YAML errors
-        first = str(error).splitlines()[0]
-        raise click.ClickException(f"{settings.config_path} is invalid: {first}") from None
+    except ProjectConfigError as error:  # each problem as file:line field: message
+        more = f" (and {len(error.errors) - 1} more)" if len(error.errors) > 1 else ""
+        raise click.ClickException(f"invalid project config: {error.errors[0]}{more}") from None
 
 
 def _segments(settings: Settings, project: ProjectConfig) -> LoadResult:
@@ -121,11 +121,17 @@ def _warehouse_errors() -> Iterator[None]:
     """Turn DuckDB's lock and missing-table errors into one-line messages (exit 1)."""
     import duckdb
 
+    from orchestrator.model.views import SourceModelError
+
     try:
         yield
     except duckdb.IOException as error:
         first = str(error).splitlines()[0]
         raise click.ClickException(f"warehouse unavailable (locked by a run?): {first}") from None
+    except SourceModelError as error:
+        raise click.ClickException(
+            f"the source model does not match the warehouse: {error}"
+        ) from None
     except duckdb.CatalogException as error:
         first = str(error).splitlines()[0]
         raise click.ClickException(
@@ -239,54 +245,203 @@ def _progress() -> Any:
     )
 
 
+# --- run --------------------------------------------------------------------------------
+
+
+@cli.command(name="run")
+@click.argument("segments", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Compute and report; send nothing, write no state.")
+@click.option(
+    "--as-of",
+    metavar="ISO",
+    default=None,
+    help="Evaluate the segments at this time (UTC unless an offset is given). Default: now.",
+)
+def run_(segments: tuple[str, ...], dry_run: bool, as_of: str | None) -> None:
+    """Run SEGMENT...'s job on the Dagster instance (DAGSTER_HOME, default .dagster_home; the
+    run shows in the UI's run history), one run per segment, with live progress. Ctrl-C cancels
+    the run cleanly. Exits 1 when a run fails or a check fails, 130 when interrupted."""
+    from dagster import DagsterInstance
+
+    from orchestrator.cli.output import stdout
+    from orchestrator.launch import (
+        ensure_dagster_home,
+        launch_job,
+        reconstructable_job,
+        segment_run_config,
+        summary_lines,
+    )
+
+    if as_of is not None:
+        as_of = _parse_as_of(click.get_current_context(), None, as_of).isoformat()
+    settings = Settings.from_env()
+    project = _project(settings)
+    chosen = _choose(_segments(settings, project), segments)
+    _require_warehouse(settings)
+    ensure_dagster_home(settings)
+    console, failed = stdout(), False
+    log = settings.state_dir.parent / "dagster-run.log"
+    stderr().print(f"Dagster's step-by-step log: {log} (the same events are in the UI)")
+    with DagsterInstance.get() as instance:
+        for n, loaded in enumerate(chosen):
+            job = f"{loaded.spec.id}_job"
+            definition = reconstructable_job(job, settings).get_definition()
+            config = segment_run_config(definition, dry_run=dry_run, as_of=as_of)
+            title = f"{loaded.spec.id}{' (dry run: nothing sent)' if dry_run else ''}"
+            outcome = launch_job(
+                instance,
+                job,
+                console=console,
+                title=title,
+                segment=loaded.spec.id,
+                run_config=config,
+                log_path=log,
+            )
+            for line in summary_lines(outcome):
+                console.print(line, style="red" if "failed:" in line else None)
+            if outcome.interrupted:
+                if chosen[n + 1 :]:
+                    console.print(f"not started: {', '.join(s.spec.id for s in chosen[n + 1 :])}")
+                click.get_current_context().exit(130)
+            failed = failed or not outcome.success or outcome.progress.error_checks > 0
+    if failed:
+        click.get_current_context().exit(1)
+
+
 # --- privacy ------------------------------------------------------------------------------
 
 
 @cli.command()
 @click.argument("email")
-@click.argument("segment")
+@click.argument("segment", required=False)
 @_as_of_option
 @_format_option
-def explain(email: str, segment: str, as_of: datetime, fmt: str) -> None:
-    """Why the person with EMAIL is or is not in SEGMENT (and where they were sent). The
-    address is hashed on entry and never printed."""
-    _check_email(email)
+def explain(email: str, segment: str | None, as_of: datetime, fmt: str) -> None:
+    """Why the person with EMAIL is or is not in SEGMENT (default: every segment), which
+    destinations hold them and what a destination refused. The address is hashed on entry
+    and never printed."""
+    email = _check_email(email)
     module = _privacy("explain", "explain")
     settings = Settings.from_env()
     project = _project(settings)
     result = _segments(settings, project)
-    _choose(result, [segment])
+    if segment is not None:
+        _choose(result, [segment])
     warehouse = _require_warehouse(settings)
     with _warehouse_errors():
-        found = module.explain(warehouse, email, segment, project, result.specs, as_of)
+        if segment is None:
+            found = module.explain_everywhere(warehouse, email, project, result.specs, as_of)
+            text = module.format_everywhere
+        else:
+            found = module.explain(warehouse, email, segment, project, result.specs, as_of)
+            text = module.format_explanation
     if fmt == "json":
         echo_json(found)
     else:
-        click.echo(module.format_explanation(found))
+        click.echo(text(found))
+
+
+@cli.command()
+@click.argument("segment")
+@click.option("--destination", help="Also show what this destination of the segment holds.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("table", "csv", "json")),
+    default="table",
+    show_default=True,
+)
+def members(segment: str, destination: str | None, fmt: str) -> None:
+    """The members of SEGMENT's last computed audience by hash prefix, with legal basis and
+    consent reference; with --destination, what that destination holds of each (and who it
+    still holds after they left). CSV and JSON for auditors; never an email address."""
+    from orchestrator.privacy.members import (
+        BASE_COLUMNS,
+        DESTINATION_COLUMNS,
+        list_members,
+        members_csv,
+    )
+    from orchestrator.warehouse.connect import connect
+
+    settings = Settings.from_env()
+    project = _project(settings)
+    (loaded,) = _choose(_segments(settings, project), [segment])
+    names = [entry.destination for entry in loaded.spec.destinations]
+    if destination is not None and destination not in names:
+        raise click.ClickException(
+            f"segment {segment!r} does not sync to {destination!r}; its destinations: "
+            f"{', '.join(names)}"
+        )
+    warehouse = _require_warehouse(settings)
+    with _warehouse_errors(), connect(warehouse, read_only=True, timeout_s=30) as con:
+        rows = list_members(con, segment=segment, destination=destination)
+    columns = [*BASE_COLUMNS, *(DESTINATION_COLUMNS if destination else ())]
+    if fmt == "json":
+        echo_json(rows)
+    elif fmt == "csv":
+        click.echo(members_csv(rows, columns), nl=False)
+    else:
+        _members_table(rows, columns, f"{segment}{f' at {destination}' if destination else ''}")
+
+
+_SHORT = {"legal_basis": "basis", "consent_ref": "consent", "synced_at": "synced"}
+
+
+def _members_table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    """A table for people (the audience's computation time once, in the title)."""
+    from rich.table import Table
+
+    from orchestrator.cli.output import stdout
+
+    computed = next((r["computed_at"] for r in rows if r["computed_at"]), None)
+    when = f", computed {_table_cell(computed)}" if computed else ""
+    table = Table(title=f"{title}: {len(rows)} subject(s){when}", title_justify="left")
+    columns = [name for name in columns if name != "computed_at"]
+    for name in columns:
+        table.add_column(_SHORT.get(name, name).replace("_", " "), no_wrap=name != "refused_reason")
+    for row in rows:
+        table.add_row(*(_table_cell(row[name]) for name in columns))
+    stdout().print(table)
+
+
+def _table_cell(value: object) -> str:
+    if value is None:
+        return ""
+    return f"{value:%Y-%m-%d %H:%M}" if isinstance(value, datetime) else str(value)
 
 
 @cli.command()
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(("markdown", "csv")),
+    type=click.Choice(("markdown", "csv", "html")),
     default="markdown",
     show_default=True,
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 def register(fmt: str, output: Path | None) -> None:
-    """The GDPR Article 30 record of processing activities, built from the segment files."""
-    module = _privacy("register", "register")
+    """The GDPR Article 30(1) record of processing activities a DPO files: per purpose, with
+    campaigns as detail, recipients (legal entity, role, country, safeguard, agreement), the
+    DPO and EU representative, version, date and history. HTML prints as an A4 page."""
+    module = _privacy("record", "register")
     settings = Settings.from_env()
     project = _project(settings)
     specs = _segments(settings, project).specs
-    render = module.render_register_csv if fmt == "csv" else module.render_register_markdown
-    text = render(project, specs)
+    inputs = [settings.segments_dir, settings.config_path]
+    record = module.build_record(
+        project, specs, history=module.git_history(settings.project_dir, inputs)
+    )
+    render = {
+        "csv": module.render_record_csv,
+        "html": module.render_record_html,
+        "markdown": module.render_record_markdown,
+    }[fmt]
+    text = render(record)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
     output.write_text(text, encoding="utf-8")
-    stderr().print(f"wrote {output}")
+    stderr().print(f"wrote {output} (record {record.version}, dated {record.date})")
 
 
 @cli.command()
@@ -295,10 +450,12 @@ def register(fmt: str, output: Path | None) -> None:
 def receipt(request_id: str, fmt: str) -> None:
     """The receipt of an erasure or objection request: what was removed where, and when."""
     module = _privacy("receipts", "receipt")
-    warehouse = _require_warehouse(Settings.from_env())
+    settings = Settings.from_env()
+    project = _project(settings)
+    warehouse = _require_warehouse(settings)
     try:
         with _warehouse_errors():
-            found = module.receipt_for(warehouse, request_id)
+            found = module.receipt_for(warehouse, request_id, project=project)
     except LookupError:
         raise click.ClickException(f"unknown request id {request_id!r}") from None
     if fmt == "json":
@@ -307,28 +464,36 @@ def receipt(request_id: str, fmt: str) -> None:
         click.echo(module.format_receipt(found))
 
 
-def _check_email(email: str) -> None:
-    """A one-line error for an address that is empty, too long or does not normalize (the
-    address is never echoed): the intake checks of ``orchestrator.privacy.intake``."""
-    from orchestrator.privacy.intake import address_keys
+def _check_email(email: str) -> str:
+    """The address a person means by EMAIL (``mailto:``, ``Name <addr>``, quotes, a trailing
+    dot...), or a one-line error saying why not (the input is never echoed): the intake checks
+    of :func:`orchestrator.privacy.intake.typed_address`."""
+    from orchestrator.privacy.intake import typed_address
 
     try:
-        address_keys(email)
+        return typed_address(email)
     except ValueError as error:
         raise click.ClickException(f"EMAIL: {error}") from None
 
 
 def _record(email: str, request_type: str, fmt: str) -> None:
-    """Record a privacy request for ``email`` (hashed on entry); print its id and hash prefix."""
+    """Record a privacy request for ``email`` (hashed on entry); print its id and hash prefix,
+    and say so plainly when nobody we hold has the address (``no_match``)."""
+    from orchestrator.privacy.receipts import NO_MATCH_TEXT
     from orchestrator.pseudonymize import subject_key
 
-    _check_email(email)
+    address = _check_email(email)
     module = _privacy("requests", "forget" if request_type == "erasure" else "object")
-    warehouse = _require_warehouse(Settings.from_env())
-    prefix = (subject_key(email) or "")[:HASH_PREFIX]
+    settings = Settings.from_env()
+    project = _project(settings)
+    warehouse = _require_warehouse(settings)
+    prefix = (subject_key(address) or "")[:HASH_PREFIX]
     with _warehouse_errors():
-        existing = module.open_request_for(warehouse, email, request_type)
-        request_id = existing or module.record_request(warehouse, email, request_type)
+        existing = module.open_request_for(warehouse, address, request_type, project=project)
+        request_id = existing or module.record_request(
+            warehouse, address, request_type, project=project
+        )
+        matched = module.subject_known(warehouse, address)
     if fmt == "json":
         echo_json(
             {
@@ -336,6 +501,8 @@ def _record(email: str, request_type: str, fmt: str) -> None:
                 "request_type": request_type,
                 "subject": prefix,
                 "already_open": existing is not None,
+                "matched": matched,
+                "status": "open" if matched else "no_match",
             }
         )
         return
@@ -346,6 +513,8 @@ def _record(email: str, request_type: str, fmt: str) -> None:
         )
     else:
         click.echo(f"recorded {request_type} request {request_id} for subject {prefix}…")
+    if not matched:
+        click.echo(f"NO MATCH: {NO_MATCH_TEXT}.")
     click.echo(f"`activation receipt {request_id}` shows its progress after the next syncs.")
 
 

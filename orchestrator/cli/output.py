@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from destinations.redaction import redact
 from orchestrator.cli.preview import SegmentPreview
 from orchestrator.segments.loader import SegmentError, display_path
 
@@ -85,8 +86,30 @@ def preview_tables(preview: SegmentPreview) -> list[Table]:
         ("kept (mode keeps leavers)", [d.kept for d in preview.destinations]),
         ("suppressed at destination", [d.suppressed for d in preview.destinations]),
         ("refused before, unchanged", [d.skipped_rejected for d in preview.destinations]),
+        ("removes refused, backing off", [d.removes_deferred for d in preview.destinations]),
+        ("re-keyed", [d.rekeys for d in preview.destinations]),
+        ("pending (not confirmed)", [d.pending for d in preview.destinations]),
         ("API calls", [f"{d.api_calls} (≤{d.max_batch_size}/call)" for d in preview.destinations]),
     ]
     for label, values in rows:
         sends.add_row(label, *(str(v) for v in values))
-    return [audience, sends]
+    tables = [audience, sends]
+    stuck = Table(title="stuck at the destination (what it does not take, and why)")
+    for name in ("destination", "operation", "platform says", "kept as", "rows", "next retry"):
+        stuck.add_column(name)
+    for d in preview.destinations:
+        for g in d.stuck:
+            op = (
+                f"{g['operation']} ({g['remove_reason']})" if g["remove_reason"] else g["operation"]
+            )
+            stuck.add_row(
+                d.destination,
+                str(op),
+                redact(str(g["reason"])),
+                str(g["platform_status"] or ""),
+                str(g["rows"]),
+                str(g["next_retry_at"] or "next run"),
+            )
+    if stuck.row_count:
+        tables.append(stuck)
+    return tables

@@ -50,6 +50,7 @@ from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import DestinationEntry
 from orchestrator.settings import duckdb_config
 from orchestrator.sync.diff import DiffParams, compute_diff
+from orchestrator.sync.rejections import pending_rows, stuck_rows
 from orchestrator.sync.state import fold_journal, journal_line_count
 from orchestrator.warehouse.schema import create_activation_schema
 
@@ -68,7 +69,11 @@ class DestinationPreview:
 
     ``removes_by_reason``: RemoveReason value -> count. ``api_calls``: the fewest calls
     (``destinations.registry.platform_rows_per_call`` rows each, at most ``max_batch_size``).
-    ``journal_folded``: a crashed run's journal was counted in.
+    ``journal_folded``: a crashed run's journal was counted in. ``removes_deferred``: removes
+    the destination refused before, not sent until their back-off ends; ``rekeys``: subjects
+    re-keyed (old form removed, new form added); ``pending``: rows of unknown outcome; ``stuck``:
+    what the destination does not take and why
+    (:class:`orchestrator.sync.rejections.StuckGroup` as dicts).
     """
 
     destination: str
@@ -87,6 +92,10 @@ class DestinationPreview:
     api_calls: int
     max_batch_size: int
     journal_folded: bool = False
+    removes_deferred: int = 0
+    rekeys: int = 0
+    pending: int = 0
+    stuck: list[dict[str, object]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -263,8 +272,12 @@ def _destination(
     groups: list[tuple[str, RemoveReason | None, int]] = [
         ("remove", RemoveReason(reason), n) for reason, n in plan.removes_by_reason.items()
     ]
-    groups += [("add", None, plan.counts["add"]), ("update", None, plan.counts["update"])]
+    groups += [
+        ("add", None, plan.counts["add"] + plan.counts["rekey"]),
+        ("update", None, plan.counts["update"]),
+    ]
     c = plan.counts
+    stuck = [g.as_dict() for g in stuck_rows(con, spec.id, entry.destination)]
     return DestinationPreview(
         destination=entry.destination,
         platform=dest.platform,
@@ -285,6 +298,10 @@ def _destination(
         ),
         max_batch_size=size,
         journal_folded=folded,
+        removes_deferred=c["remove_deferred"],
+        rekeys=c["rekey"],
+        pending=pending_rows(con, spec.id, entry.destination),
+        stuck=stuck,
     )
 
 

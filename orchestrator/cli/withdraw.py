@@ -52,7 +52,7 @@ def withdraw_command(email: str, purposes: tuple[str, ...], all_purposes: bool, 
         raise click.ClickException(f"warehouse not found: {settings.warehouse_path}")
     chosen = tuple(project.purposes) if all_purposes else tuple(dict.fromkeys(purposes))
     try:
-        done = record_withdrawal(settings.warehouse_path, email, chosen)
+        done = record_withdrawal(settings.warehouse_path, email, chosen, project=project)
     except duckdb.IOException as error:
         first = str(error).splitlines()[0]
         raise click.ClickException(f"warehouse unavailable (locked by a run?): {first}") from None

@@ -45,7 +45,7 @@ from orchestrator.segments.spec import (
 #: Distinct values of one type column kept in the catalog; more are reported, not listed.
 MAX_EVENT_TYPES = 200
 #: Columns of ``activation.src_customers`` that are not traits.
-NOT_TRAITS = ("email", "collected_at", "last_own_action_at")
+NOT_TRAITS = ("email", "collected_at", "last_own_action_at", "own_action_times")
 #: Columns of ``activation.src_events`` that are not event fields (``value`` is one).
 NOT_FIELDS = (
     "event_id",

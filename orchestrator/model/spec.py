@@ -46,7 +46,13 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 QUALIFIED_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$"
 
 #: Column names the canonical customers view adds itself; a trait may not take them.
-CUSTOMER_RESERVED = ("customer_id", "email", "collected_at", "last_own_action_at")
+CUSTOMER_RESERVED = (
+    "customer_id",
+    "email",
+    "collected_at",
+    "last_own_action_at",
+    "own_action_times",
+)
 #: Column names the canonical events view adds itself; a field may not take them.
 EVENT_RESERVED = (
     "event_id",

@@ -7,7 +7,10 @@ summary, bench) reads these views, never the company's tables or column names di
     customer_id BIGINT (the declared key), email VARCHAR (raw), one column per trait under the
     warehouse's own name and type, collected_at TIMESTAMP (NULL when not declared),
     last_own_action_at TIMESTAMP (the latest of the declared own-action columns, NULL when
-    none).
+    none), own_action_times TIMESTAMP[] (every declared own-action column's value, in declared
+    order, NULLs kept; empty when none): the retention clock drops the values after its as-of
+    per column before taking the latest, so a future-dated column never hides an older valid
+    one.
 ``activation.src_events``
     event_id VARCHAR, customer_id BIGINT, event_type VARCHAR, occurred_at TIMESTAMP, value
     DOUBLE (NULL when the source has none), order_id VARCHAR (NULL when none), is_purchase
@@ -24,7 +27,8 @@ summary, bench) reads these views, never the company's tables or column names di
     (``erasure`` | ``objection``), received_at TIMESTAMP: the mapped requests UNION ALL
     ``activation.request_intake``.
 
-The SQL is plain and portable (CAST, CASE, UNION ALL, greatest), with quoted identifiers and
+The SQL is plain and portable (CAST, CASE, UNION ALL, greatest; one list literal for
+``own_action_times``), with quoted identifiers and
 literals doubled-quoted, so another dialect can run it. The views read the company's tables in
 place; nothing is copied.
 """
@@ -390,6 +394,7 @@ def _customers_sql(model: CustomersModel, columns: Mapping[str, str]) -> str:
         if not own
         else f"CAST({own[0] if len(own) == 1 else 'greatest(' + ', '.join(own) + ')'} AS TIMESTAMP)"
     )
+    times = f"CAST([{', '.join(f'CAST({c} AS TIMESTAMP)' for c in own)}] AS TIMESTAMP[])"
     collected = (
         f"CAST({_col(model.collected_at)} AS TIMESTAMP)"
         if model.collected_at
@@ -401,6 +406,7 @@ def _customers_sql(model: CustomersModel, columns: Mapping[str, str]) -> str:
         *(f"{_col(t)} AS {quote_ident(t)}" for t in trait_columns(model, columns)),
         f"{collected} AS collected_at",
         f"{last_own} AS last_own_action_at",
+        f"{times} AS own_action_times",
     ]
     return "SELECT " + ",\n       ".join(select) + f"\nFROM {model.relation_sql()} AS s"
 
@@ -598,6 +604,49 @@ def create_intake_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(INTAKE_DDL)
 
 
+def _installed(con: duckdb.DuckDBPyConnection) -> tuple[set[str], dict[str, str]]:
+    """The canonical views the warehouse has, and the SELECT each was last created from."""
+    views = {
+        name
+        for (name,) in con.execute(
+            "SELECT schema_name || '.' || view_name FROM duckdb_views() "
+            "WHERE database_name = current_database() AND schema_name = ? AND NOT internal",
+            [SCHEMA],
+        ).fetchall()
+    }
+    try:
+        rendered = dict(
+            con.execute(f"SELECT view_name, definition FROM {SCHEMA}.source_views").fetchall()
+        )
+    except duckdb.CatalogException:  # a warehouse no step has written to yet
+        rendered = {}
+    return views, rendered
+
+
+def _stale_views(
+    con: duckdb.DuckDBPyConnection, model: SourceModel, purposes: list[str]
+) -> dict[str, str]:
+    """View name -> SELECT for every canonical view missing or created from another SELECT."""
+    views, rendered = _installed(con)
+    return {
+        name: select
+        for name, select in render_views(model, introspect(con, model), purposes).items()
+        if name not in views or rendered.get(name) != select
+    }
+
+
+def source_views_current(
+    con: duckdb.DuckDBPyConnection, model: SourceModel, purposes: Iterable[str]
+) -> bool:
+    """True when every canonical view exists and was created from the SELECT ``model`` renders
+    today (reads only: usable on a read-only connection). False also when the model does not
+    match the warehouse, so that :func:`refresh_source_views` says what is wrong."""
+    try:
+        return not _stale_views(con, model, list(purposes))
+    except (ValueError, KeyError, duckdb.Error):  # SourceModelError is a ValueError
+        return False
+
+
 def refresh_source_views(
     con: duckdb.DuckDBPyConnection, model: SourceModel, purposes: Iterable[str]
 ) -> bool:
@@ -611,17 +660,7 @@ def refresh_source_views(
     create_intake_tables(con)
     found = introspect(con, model)
     check_model(model, found, purposes)
-    views = {
-        name
-        for (name,) in con.execute(
-            "SELECT schema_name || '.' || view_name FROM duckdb_views() "
-            "WHERE database_name = current_database() AND schema_name = ? AND NOT internal",
-            [SCHEMA],
-        ).fetchall()
-    }
-    rendered = dict(
-        con.execute(f"SELECT view_name, definition FROM {SCHEMA}.source_views").fetchall()
-    )
+    views, rendered = _installed(con)
     changed = False
     for name, select in render_views(model, found, purposes).items():
         if name in views and rendered.get(name) == select:

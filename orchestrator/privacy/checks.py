@@ -11,8 +11,12 @@ Per segment ``<sid>`` (:func:`build_segment_checks`):
 ``destination_retention`` on ``sync/<sid>/<dest>`` (ERROR)
     no member stays at the destination ``retention_days`` or more after leaving the segment,
     and no ``sync_state`` row of the segment is held for a destination it no longer lists.
-``reconciliation`` on ``sync/<sid>/<dest>`` (WARN)
-    the destination's own member count equals the acknowledged rows of ``sync_state``.
+``reconciliation`` on ``sync/<sid>/<dest>`` (WARN; ERROR when a privacy removal is not honoured)
+    the destination's own member count equals the acknowledged rows of ``sync_state``; where
+    the platform lists its members (Mailchimp), keys and statuses match too.
+``rejections`` on ``sync/<sid>/<dest>`` (severity from the destination's ``rejections``
+    policy in ``activation.yaml``; default WARN for any permanent refusal, ERROR for a refused
+    privacy removal) the rows the destination refused, counted by reason, with hash samples.
 
 Once per project (:func:`build_source_checks`, :func:`privacy_checks_definitions`):
 
@@ -38,6 +42,7 @@ The evaluation functions (``evaluate_*``) take an open DuckDB connection and ret
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +53,14 @@ from dagster_duckdb import DuckDBResource
 
 from destinations.resources import DestinationsResource
 from orchestrator.assets import DUCKDB_POOL, audience_key, source_key, sync_key
-from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig, Purpose, SourceRetention
+from orchestrator.config import (
+    DestinationKind,
+    LegalBasis,
+    ProjectConfig,
+    Purpose,
+    RejectionPolicy,
+    SourceRetention,
+)
 from orchestrator.consent import (
     counted_purposes,
     is_marketing_segment,
@@ -66,17 +78,23 @@ from orchestrator.privacy.retention import (
 from orchestrator.pseudonymize import TRIM_CHARS
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
 
 LEGAL_BASIS_VALID = "legal_basis_valid"
 NO_RAW_IDENTIFIER = "no_raw_identifier"
 DESTINATION_RETENTION = "destination_retention"
 RECONCILIATION = "reconciliation"
+REJECTIONS = "rejections"
 SOURCE_RETENTION = "source_retention"
 CONSENT_PROOF = "consent_proof"
 CONSENT_PURPOSES_DECLARED = "consent_purposes_declared"
 NO_UNREGISTERED_SYNC_STATE = "no_unregistered_sync_state"
 PRIVACY_JOB = "privacy_checks_job"
+#: ``privacy_checks_job`` runs daily at 05:00 Paris time, RUNNING by default (unlike segment
+#: schedules it sends nothing): the evidence the checks give always exists and is fresh.
+PRIVACY_SCHEDULE = "privacy_checks_schedule"
+PRIVACY_CRON = "0 5 * * *"
 #: How many offending hash prefixes (12 hex characters) a check shows at most.
 SAMPLE_SIZE = 5
 
@@ -572,11 +590,60 @@ def acknowledged_count(con: duckdb.DuckDBPyConnection, *, segment: str, destinat
     return count
 
 
+@dataclass(frozen=True)
+class MemberComparison:
+    """Members of a destination compared with ``sync_state`` (keys and statuses).
+
+    ``compared``: contacts listed by the platform; ``missing``: rows held as synced whose
+    contact the platform does not hold as ``subscribed``; ``unknown``: contacts subscribed at
+    the platform that our state does not hold (synced or pending); ``privacy``: contacts we
+    unsubscribed for a withdrawal or objection (``destination_suppressions``) that the
+    platform holds as ``subscribed`` again.
+    """
+
+    compared: int
+    missing: int
+    unknown: int
+    privacy: int
+
+
+def compare_members(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    segment: str,
+    destination: str,
+    statuses: Mapping[str, str],
+) -> MemberComparison:
+    """Compare ``statuses`` (platform member id -> status, e.g. Mailchimp's list) with the
+    pair's ``sync_state`` refs and the destination's suppressions."""
+    state = con.execute(
+        "SELECT destination_ref, fields_hash FROM activation.sync_state "
+        "WHERE segment = ? AND destination = ? AND destination_ref IS NOT NULL",
+        [segment, destination],
+    ).fetchall()
+    suppressed = con.execute(
+        "SELECT destination_ref FROM activation.destination_suppressions "
+        "WHERE destination = ? AND destination_ref IS NOT NULL "
+        "AND status IN ('unsubscribed', 'forgotten')",
+        [destination],
+    ).fetchall()
+    held = {ref for ref, _ in state}
+    synced = {ref for ref, fields_hash in state if fields_hash != PENDING_HASH}
+    subscribed = {ref for ref, status in statuses.items() if status == "subscribed"}
+    return MemberComparison(
+        compared=len(statuses),
+        missing=len(synced - subscribed),
+        unknown=len(subscribed - held),
+        privacy=sum(1 for (ref,) in suppressed if statuses.get(ref) == "subscribed"),
+    )
+
+
 def evaluate_reconciliation(
     state_count: int,
     destination_count: int | None,
     *,
     audience_id: str,
+    members: MemberComparison | None = None,
     targetable: bool | None = None,
 ) -> dg.AssetCheckResult:
     """``reconciliation``: the destination's own count (Meta ``approximate_count``, Mailchimp
@@ -586,19 +653,70 @@ def evaluate_reconciliation(
     ``reconciled``, and ``targetable`` when the platform says whether it can serve the audience
     (Google: a Customer Match list under 100 members cannot be targeted; the check still passes
     on counts, the metadata says it). Severity WARN: a gap means someone changed the audience
-    outside this pipeline (or the platform rounds); the next mirror sync does not see it."""
+    outside this pipeline (or the platform rounds); the next mirror sync does not see it.
+
+    With ``members`` (a platform that lists its members: Mailchimp; Meta's API gives only an
+    approximate count), keys and statuses are compared too (:func:`compare_members`): any
+    mismatch fails the check, and a contact we unsubscribed for a withdrawal or objection that
+    the platform holds as subscribed again fails it with severity ERROR (a privacy removal
+    not honoured is never a warning)."""
     reconciled = destination_count is not None
     difference = (destination_count - state_count) if destination_count is not None else 0
+    metadata: dict[str, object] = {
+        "state_count": state_count,
+        "destination_count": destination_count if reconciled else -1,
+        "difference": difference,
+        "audience_id": audience_id,
+        "reconciled": reconciled,
+        "compared": "members" if members is not None else "count",
+    }
+    if targetable is not None:
+        metadata["targetable"] = targetable
+    passed = difference == 0
+    severity = dg.AssetCheckSeverity.WARN
+    if members is not None:
+        metadata.update(
+            members_compared=members.compared,
+            missing_at_destination=members.missing,
+            unknown_at_destination=members.unknown,
+            privacy_removals_not_honoured=members.privacy,
+        )
+        passed = passed and members.missing == members.unknown == members.privacy == 0
+        if members.privacy:
+            severity = dg.AssetCheckSeverity.ERROR
+    return dg.AssetCheckResult(passed=passed, severity=severity, metadata=metadata)
+
+
+def evaluate_rejections(summary: RejectionSummary, policy: RejectionPolicy) -> dg.AssetCheckResult:
+    """``rejections``: fails when the destination refused to remove someone who asked for
+    erasure or objected (``privacy_removals`` > 0, severity ``policy.privacy_removal_severity``,
+    default ERROR: GDPR Art. 17 and 21 leave no room for a platform's refusal), or holds more
+    than ``policy.max_permanent`` permanent refusals (severity ``policy.permanent_severity``,
+    default WARN: those people are simply not in the audience). Metadata: ``rejected``,
+    ``permanent``, ``privacy_removals_refused``, ``by_reason`` (reason -> rows), ``samples``
+    (hash prefixes), ``max_permanent``; the description names the first reasons."""
+    privacy = summary.privacy_removals > 0
+    too_many = summary.permanent > policy.max_permanent
+    chosen = policy.privacy_removal_severity if privacy else policy.permanent_severity
+    severity = dg.AssetCheckSeverity.ERROR if chosen == "error" else dg.AssetCheckSeverity.WARN
+    reasons = "; ".join(f"{n} x {reason}" for reason, n in list(summary.by_reason.items())[:3])
+    if privacy:
+        description = f"{summary.privacy_removals} privacy removal(s) refused"
+    elif too_many:
+        description = f"{summary.permanent} row(s) refused for good"
+    else:
+        description = f"{summary.total} refused row(s), within the policy"
     return dg.AssetCheckResult(
-        passed=difference == 0,
-        severity=dg.AssetCheckSeverity.WARN,
+        passed=not (privacy or too_many),
+        severity=severity,
+        description=f"{description}{': ' + reasons if reasons else ''}",
         metadata={
-            "state_count": state_count,
-            "destination_count": destination_count if reconciled else -1,
-            "difference": difference,
-            "audience_id": audience_id,
-            "reconciled": reconciled,
-            **({"targetable": targetable} if targetable is not None else {}),
+            "rejected": summary.total,
+            "permanent": summary.permanent,
+            "privacy_removals_refused": summary.privacy_removals,
+            "by_reason": dg.MetadataValue.json(summary.by_reason),
+            "samples": ", ".join(summary.samples),
+            "max_permanent": policy.max_permanent,
         },
     )
 
@@ -647,7 +765,7 @@ def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> dg.Asse
         ),
     )
     def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), project=project) as con:
             return evaluate_legal_basis(
                 con,
                 segment=spec.id,
@@ -716,8 +834,9 @@ def _reconciliation_check(
         asset=sync_key(sid, destination),
         name=RECONCILIATION,
         description=(
-            f"WARN: {destination}'s own member count for audience {audience_id} equals the "
-            "acknowledged rows of sync_state."
+            f"{destination}'s own member count for audience {audience_id} equals the "
+            "acknowledged rows of sync_state, and where the platform lists its members, keys "
+            "and statuses match (WARN; ERROR when a privacy removal is not honoured)."
         ),
     )
     def _check(
@@ -728,12 +847,45 @@ def _reconciliation_check(
         client = destinations.client(destination)  # no warehouse connection held during HTTP
         try:
             count = client.member_count(audience_id)
+            lister = getattr(client, "member_statuses", None)
+            statuses = lister(audience_id) if lister is not None else None
             targetable = getattr(client, "targetable", None)
             eligible = targetable(audience_id) if targetable is not None else None
         finally:
             if hasattr(client, "close"):
                 client.close()
-        return evaluate_reconciliation(state, count, audience_id=audience_id, targetable=eligible)
+        members = None
+        if statuses is not None:
+            with connect(Path(warehouse.database)) as con:
+                members = compare_members(
+                    con, segment=sid, destination=destination, statuses=statuses
+                )
+        return evaluate_reconciliation(
+            state, count, audience_id=audience_id, members=members, targetable=eligible
+        )
+
+    return _check
+
+
+def _rejections_check(
+    loaded: LoadedSegment, destination: str, policy: RejectionPolicy
+) -> dg.AssetChecksDefinition:
+    sid = loaded.spec.id
+
+    @dg.asset_check(
+        asset=sync_key(sid, destination),
+        name=REJECTIONS,
+        description=(
+            f"{policy.permanent_severity.upper()} when {destination} holds more than "
+            f"{policy.max_permanent} permanent refusal(s); "
+            f"{policy.privacy_removal_severity.upper()} when it refused to remove someone who "
+            "asked for erasure or objected. Counts by reason and hash samples in the metadata."
+        ),
+    )
+    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            summary = summarize_rejections(con, segment=sid, destination=destination)
+        return evaluate_rejections(summary, policy)
 
     return _check
 
@@ -743,7 +895,7 @@ def build_segment_checks(
 ) -> list[dg.AssetChecksDefinition]:
     """The checks of one segment: ``legal_basis_valid`` (and ``no_raw_identifier`` when it
     syncs to an ad destination) on ``audience/<sid>``; ``destination_retention`` and
-    ``reconciliation`` on each ``sync/<sid>/<destination>``."""
+    ``reconciliation`` and ``rejections`` on each ``sync/<sid>/<destination>``."""
     spec = loaded.spec
     checks = [_legal_basis_check(loaded, project)]
     kinds = {project.destinations[e.destination].kind for e in spec.destinations}
@@ -752,6 +904,8 @@ def build_segment_checks(
     for entry in spec.destinations:
         checks.append(_destination_retention_check(loaded, entry.destination))
         checks.append(_reconciliation_check(loaded, entry.destination, entry.audience_id))
+        policy = project.destinations[entry.destination].rejections
+        checks.append(_rejections_check(loaded, entry.destination, policy))
     return checks
 
 
@@ -771,7 +925,7 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
         ),
     )
     def _source_retention(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), project=project) as con:
             return evaluate_source_retention(con, retention, _now())
 
     @dg.asset_check(
@@ -784,7 +938,7 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
         ),
     )
     def _consent_proof(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), project=project) as con:
             return evaluate_consent_proof(con)
 
     @dg.asset_check(
@@ -797,7 +951,7 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
         ),
     )
     def _consent_purposes(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), project=project) as con:
             return evaluate_consent_purposes(con, project.purposes)
 
     return [_source_retention, _consent_proof, _consent_purposes]
@@ -820,12 +974,13 @@ def _unregistered_state_check(pairs: list[tuple[str, str]]) -> dg.AssetChecksDef
 
 
 def privacy_checks_definitions(
-    specs: Mapping[str, LoadedSegment], project: ProjectConfig
+    specs: Mapping[str, LoadedSegment], project: ProjectConfig, project_dir: Path | None = None
 ) -> dg.Definitions:
     """Everything of this module for ``Definitions.merge``: the checks of every segment, the
     source checks, the ``privacy/processing_register`` asset with its
-    ``no_unregistered_sync_state`` check, and ``privacy_checks_job`` (the register and the
-    source checks; segment checks run with their segment's jobs). Uses the ``warehouse`` and
+    ``no_unregistered_sync_state`` check, ``privacy_checks_job`` (the register, the source
+    checks and ``segment_files_valid``; segment checks run with their segment's jobs) and its
+    ``privacy_checks_schedule`` (daily, RUNNING by default). Uses the ``warehouse`` and
     ``destinations`` resources of the segment definitions."""
     checks: list[dg.AssetChecksDefinition] = []
     for sid in sorted(specs):
@@ -834,12 +989,21 @@ def privacy_checks_definitions(
     pairs = [(sid, e.destination) for sid in sorted(specs) for e in specs[sid].spec.destinations]
     checks.append(_unregistered_state_check(pairs))
     selection = dg.AssetSelection.assets(REGISTER_KEY) | dg.AssetSelection.checks_for_assets(
-        source_key("customers"), source_key("consents")
+        source_key("customers"), source_key("consents"), dg.AssetKey(["segment_file_errors"])
+    )
+    job = dg.define_asset_job(name=PRIVACY_JOB, selection=selection)
+    schedule = dg.ScheduleDefinition(
+        name=PRIVACY_SCHEDULE,
+        cron_schedule=PRIVACY_CRON,
+        execution_timezone="Europe/Paris",
+        job=job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
     )
     return dg.Definitions(
-        assets=[build_register_asset(specs, project)],
+        assets=[build_register_asset(specs, project, project_dir)],
         asset_checks=checks,
-        jobs=[dg.define_asset_job(name=PRIVACY_JOB, selection=selection)],
+        jobs=[job],
+        schedules=[schedule],
     )
 
 
@@ -853,7 +1017,9 @@ __all__ = [
     "NO_RAW_IDENTIFIER",
     "NO_UNREGISTERED_SYNC_STATE",
     "PRIVACY_JOB",
+    "PRIVACY_SCHEDULE",
     "RECONCILIATION",
+    "REJECTIONS",
     "SOURCE_RETENTION",
     "acknowledged_count",
     "build_segment_checks",
@@ -864,6 +1030,7 @@ __all__ = [
     "evaluate_legal_basis",
     "evaluate_no_raw_identifier",
     "evaluate_reconciliation",
+    "evaluate_rejections",
     "evaluate_source_retention",
     "evaluate_unregistered_state",
     "pipeline_time",

@@ -11,7 +11,10 @@ Given an email address (hashed on the spot: never stored, logged or returned) an
   purchase, for soft opt-in) that allowed it, or the exclusion reason per customer
   (``activation.audience_exclusions``) and a suppression-list entry;
 - what each of the segment's destinations holds (``activation.sync_state``: synced_at, and
-  ``pending`` when the last send's outcome is unknown).
+  ``pending`` when the last send's outcome is unknown), and what it refused of the person
+  (``activation.sync_rejections``: operation, the platform's reason, permanent or not).
+
+:func:`explain_everywhere` does it for every segment at once (every destination).
 
 Only hash prefixes (:data:`~orchestrator.privacy.receipts.PREFIX_LENGTH` hex characters)
 identify the person in the result.
@@ -26,6 +29,7 @@ from typing import Any
 
 import duckdb
 
+from destinations.redaction import redact
 from orchestrator.config import ProjectConfig
 from orchestrator.consent_signals import explain_signals, signals_for
 from orchestrator.privacy.receipts import key_prefix, utc_now
@@ -131,6 +135,23 @@ def _destinations(
             [key],
         ).fetchall()
     )
+    refused: dict[str, list[dict[str, Any]]] = {}
+    for dest, operation, remove_reason, reason, permanent, retry_at, status in con.execute(
+        "SELECT destination, operation, remove_reason, reason, permanent, retry_at, "
+        "platform_status FROM activation.sync_rejections "
+        "WHERE segment = ? AND subject_key = ? ORDER BY rejected_at",
+        [spec.id, key],
+    ).fetchall():
+        refused.setdefault(dest, []).append(
+            {
+                "operation": operation,
+                "remove_reason": remove_reason,
+                "reason": redact(reason),
+                "permanent": permanent,
+                "retry_at": retry_at,
+                "platform_status": status,
+            }
+        )
     declared = [(e.destination, e.audience_id) for e in spec.destinations]
     declared += [(d, None) for d in sorted(set(held) - {d for d, _ in declared})]
     return [
@@ -141,6 +162,7 @@ def _destinations(
             "synced_at": held[dest][0] if dest in held else None,
             "pending": held[dest][1] if dest in held else False,
             "platform_status": suppressed.get(dest),
+            "refused": refused.get(dest, []),
         }
         for dest, audience_id in declared
     ]
@@ -151,7 +173,22 @@ def _destinations(
 _PLATFORM_STATUS = {
     "unsubscribed": "kept by the platform as unsubscribed (its suppression: never re-subscribed)",
     "forgotten": "permanently deleted at the platform (never added again)",
+    "cleaned": "kept by the platform as cleaned (bounced: never re-subscribed)",
 }
+
+
+def _refusal_text(refusal: Mapping[str, Any]) -> str:
+    """One line of what a destination did not take for this person, in its words."""
+    op = refusal["operation"]
+    if refusal["remove_reason"]:
+        op += f" ({refusal['remove_reason']})"
+    if refusal["retry_at"] is not None:
+        when = f"; retried after {refusal['retry_at']:%Y-%m-%d %H:%M} UTC"
+    elif refusal["permanent"]:
+        when = "; refused for good until the row changes"
+    else:
+        when = "; not confirmed, sent again at the next run"
+    return f"      {op} not done: {refusal['reason']}{when}"
 
 
 def explain(
@@ -182,8 +219,10 @@ def explain(
         ``reason``), ``suppression`` (``request_type``, ``suppressed_at``, or None) and
         ``destinations`` (``destination``, ``audience_id``, ``held``, ``synced_at``,
         ``pending``, ``platform_status``: ``unsubscribed`` or ``forgotten`` when an email
-        platform keeps the person as a suppression, else None; ``consent_signals``, for
-        destinations sent some: each field's value and the record deciding it).
+        platform keeps the person as a suppression, else None; ``refused``: the rows of the
+        person the destination refused, ``operation``, ``reason``, ``permanent``,
+        ``rejected_at``; ``consent_signals``, for destinations sent some: each field's value
+        and the record deciding it).
 
     Raises:
         KeyError: unknown segment id.
@@ -198,7 +237,9 @@ def explain(
     if key is None:
         raise ValueError("not a valid email address")
     moment = as_of or utc_now()
-    with connect(Path(warehouse_path), read_only=True, timeout_s=lock_timeout_s) as con:
+    with connect(
+        Path(warehouse_path), read_only=True, timeout_s=lock_timeout_s, project=project
+    ) as con:
         ids = [
             row[0]
             for row in con.execute(
@@ -300,10 +341,62 @@ def format_explanation(explanation: Mapping[str, Any]) -> str:
         member = " as a member" if kept and not d["held"] else ""
         kept = f"; {kept}" if kept else ""
         lines.append(f"    {d['destination']} {state} this person{member}{when}{pending}{kept}")
+        lines += [_refusal_text(r) for r in d.get("refused", [])]
         for sig in d.get("consent_signals") or []:
             why = sig["record"] or f"no consent record for {sig['purpose']}"
             lines.append(f"      consent signal {sig['name']}={sig['value']} ({why})")
     return "\n".join(lines)
 
 
-__all__ = ["explain", "format_explanation"]
+def explain_everywhere(
+    warehouse_path: Path,
+    email: str,
+    project: ProjectConfig,
+    specs: Mapping[str, object],
+    as_of: datetime | None = None,
+) -> dict[str, Any]:
+    """:func:`explain` for every segment in ``specs`` (sorted by id): ``subject``,
+    ``google_key`` (hash prefixes), ``as_of``, ``segments`` (one :func:`explain` dict each,
+    with every destination of that segment), ``held_by`` (``segment/destination`` pairs holding
+    the person), ``refused_by`` (pairs that refused a row of them). Raises as :func:`explain`."""
+    moment = as_of or utc_now()
+    found = [explain(warehouse_path, email, sid, project, specs, moment) for sid in sorted(specs)]
+    key, gkey = subject_key(email), google_key(email)
+    return {
+        "subject": key_prefix(key or ""),
+        "google_key": key_prefix(gkey),
+        "as_of": moment,
+        "segments": found,
+        "held_by": [
+            f"{e['segment']}/{d['destination']}"
+            for e in found
+            for d in e["destinations"]
+            if d["held"]
+        ],
+        "refused_by": [
+            f"{e['segment']}/{d['destination']}"
+            for e in found
+            for d in e["destinations"]
+            if d["refused"]
+        ],
+    }
+
+
+def format_everywhere(explanation: Mapping[str, Any]) -> str:
+    """Plain text of an :func:`explain_everywhere` dict: a headline (which destinations hold
+    the person, which refused them), then each segment's explanation."""
+    e = explanation
+    held = ", ".join(e["held_by"]) or "none"
+    lines = [
+        f"Subject {e['subject']} across {len(e['segments'])} segment(s), as of "
+        f"{e['as_of']:%Y-%m-%d %H:%M}",
+        f"  held by: {held}",
+    ]
+    if e["refused_by"]:
+        lines.append(f"  refused by: {', '.join(e['refused_by'])}")
+    for one in e["segments"]:
+        lines += ["", format_explanation(one)]
+    return "\n".join(lines)
+
+
+__all__ = ["explain", "explain_everywhere", "format_everywhere", "format_explanation"]

@@ -21,35 +21,52 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from orchestrator.privacy.addresses import MAX_ADDRESS_LENGTH, request_address
 from orchestrator.pseudonymize import google_key, subject_key, subject_key_sql
 from orchestrator.warehouse.connect import connect
 
-#: The longest address accepted: RFC 5321 section 4.5.3.1.3 limits a path to 256 octets,
-#: brackets included, so an address is at most 254 characters.
-MAX_ADDRESS_LENGTH = 254
+if TYPE_CHECKING:
+    from orchestrator.config import ProjectConfig
+
 #: ``source`` of the consent records ``activation withdraw`` writes.
 WITHDRAW_SOURCE = "activation withdraw"
 
 
-def address_keys(email: str) -> tuple[str, str | None]:
-    """The (subject key, Google key) of a typed address, after the intake checks.
+def typed_address(email: str) -> str:
+    """The address a person means by what they typed (``mailto:``, ``Name <addr>``, quotes,
+    a trailing dot... read by :func:`orchestrator.privacy.addresses.request_address`), after
+    the intake checks.
 
     Raises:
-        ValueError: the address is empty, longer than :data:`MAX_ADDRESS_LENGTH` characters,
-            or does not normalize to a valid address. The message never repeats the input.
+        ValueError: the input is empty, too long (input over
+            :data:`~orchestrator.privacy.addresses.MAX_INPUT_CHARS` characters, or an address
+            over :data:`MAX_ADDRESS_LENGTH`), holds control characters, or names no valid
+            address. The message never repeats the input.
     """
     if not email or not email.strip():
         raise ValueError("the email address is empty")
-    if len(email) > MAX_ADDRESS_LENGTH:
+    address = request_address(email)
+    if len(address) > MAX_ADDRESS_LENGTH:
         raise ValueError(
-            f"not an email address: {len(email)} characters, an address has at most "
+            f"not an email address: {len(address)} characters, an address has at most "
             f"{MAX_ADDRESS_LENGTH} (RFC 5321); it is not stored"
         )
-    key = subject_key(email)
+    return address
+
+
+def address_keys(email: str) -> tuple[str, str | None]:
+    """The (subject key, Google key) of a typed address, after :func:`typed_address`.
+
+    Raises:
+        ValueError: as :func:`typed_address`. The message never repeats the input.
+    """
+    address = typed_address(email)
+    key = subject_key(address)
     if key is None:
         raise ValueError("not a valid email address (it is not stored)")
-    return key, google_key(email)
+    return key, google_key(address)
 
 
 @dataclass(frozen=True)
@@ -71,11 +88,13 @@ def record_withdrawal(
     *,
     recorded_at: datetime | None = None,
     lock_timeout_s: float = 30,
+    project: ProjectConfig | None = None,
 ) -> Withdrawal:
     """Record a consent withdrawal for ``email`` for each of ``purposes`` (declared purposes:
     the caller checks them) in ``activation.consent_intake``, one row per customer whose
     current or earlier address has the subject key, in one transaction. ``recorded_at``:
-    naive UTC, default now.
+    naive UTC, default now. ``project``: the canonical views of its source model are made
+    current first (:func:`orchestrator.warehouse.connect.connect`).
 
     Raises:
         ValueError: the address fails :func:`address_keys`, or ``purposes`` is empty.
@@ -88,7 +107,7 @@ def record_withdrawal(
         raise ValueError("name at least one purpose")
     at = recorded_at or utc_now()
     withdrawal_id = f"cw-{secrets.token_hex(6)}"
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         con.begin()
         customers = tuple(
             cid

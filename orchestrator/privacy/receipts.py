@@ -12,9 +12,13 @@ outcome, detail, sent_at)
 ``activation.request_processing`` (request_id, subjects, purged_rows, processed_at)
     One row per request handled by :func:`orchestrator.privacy.requests.process_requests`.
 
-A request is **complete** when it was handled and the latest receipt of every (segment,
-destination) it touched is ``ok`` (a request whose subject no destination held is complete
-once handled). GDPR Art. 12(3): the controller answers a request under Articles 15 to 22
+A request is **complete** when it was handled, it matched the person (a customer has or had
+the address, or a destination holds one of its keys) and the latest receipt of every (segment,
+destination) it touched is ``ok`` (a customer no destination held is complete once handled). A
+request that matched nobody is **no_match**, never complete on the strength of nothing: it
+stays open (handled again at each run, so a customer imported later is covered) and the
+deadline check keeps counting it, because the controller still owes the person an answer.
+GDPR Art. 12(3): the controller answers a request under Articles 15 to 22
 "without undue delay and in any event within one month of receipt of the request"; the month
 is counted as in Regulation (EEC, Euratom) No 1182/71 Art. 3(2)(c): it ends on the same date
 of the next month, or on that month's last day when the date does not exist
@@ -24,16 +28,19 @@ of the next month, or on that month's last day when the date does not exist
 from __future__ import annotations
 
 import calendar
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from destinations.redaction import redact
 from orchestrator.warehouse.connect import connect
+
+if TYPE_CHECKING:
+    from orchestrator.config import ProjectConfig
 
 #: What a receipt says was sent: ``remove`` (ad audience: remove the hashed identifier),
 #: ``unsubscribe`` (email: status unsubscribed, the platform keeps a suppression),
@@ -43,10 +50,14 @@ ACTIONS: tuple[str, ...] = ("remove", "unsubscribe", "delete_permanent", "archiv
 OUTCOMES: tuple[str, ...] = ("ok", "refused", "error")
 #: Request types handled here (GDPR Art. 17 erasure, Art. 21 objection).
 REQUEST_TYPES: tuple[str, ...] = ("erasure", "objection")
+#: What a request that matched nobody means, for the receipt and the command line.
+NO_MATCH_TEXT = (
+    "no customer has this address and no destination holds it: nothing was removed. Check the"
+    " address with the person (GDPR Art. 11(2), 12(6)); a +tag is matched as written except at"
+    " Gmail. The address stays suppressed, and the request is handled again at each run"
+)
 #: Hex characters of a subject key shown to people (never the whole key, never an address).
 PREFIX_LENGTH = 12
-
-_EMAIL_LIKE = re.compile(r"[^\s@\"'<>]+@[^\s@\"'<>]+")
 
 
 @dataclass(frozen=True)
@@ -82,8 +93,11 @@ def utc_now() -> datetime:
 
 
 def scrub(text: str | None) -> str:
-    """``text`` with anything shaped like an email address replaced by ``<email>``."""
-    return _EMAIL_LIKE.sub("<email>", text or "")
+    """``text`` with anything shaped like an email address replaced by ``<email>`` and any
+    credential (after ``Authorization``/``Basic``/``Bearer``, in a credential-named parameter)
+    blanked: :func:`destinations.redaction.redact` (the clients already blanked every form of
+    their own secret)."""
+    return redact(text or "")
 
 
 def key_prefix(key: str | None) -> str | None:
@@ -123,15 +137,23 @@ def write_receipts(con: duckdb.DuckDBPyConnection, lines: Sequence[ReceiptLine])
 
 
 def mark_processed(
-    con: duckdb.DuckDBPyConnection, request_id: str, subjects: int, purged_rows: int, at: datetime
+    con: duckdb.DuckDBPyConnection,
+    request_id: str,
+    subjects: int,
+    purged_rows: int,
+    at: datetime,
+    *,
+    matched: bool = True,
 ) -> None:
-    """Record that ``request_id`` was handled (replacing an earlier record of it)."""
+    """Record that ``request_id`` was handled (replacing an earlier record of it).
+    ``matched``: false when no customer had the address and no destination held it."""
     con.execute(
         "INSERT INTO activation.request_processing (request_id, subjects, purged_rows, "
-        "processed_at) VALUES (?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET "
+        "processed_at, matched) VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET "
         "subjects = excluded.subjects, purged_rows = request_processing.purged_rows + "
-        "excluded.purged_rows, processed_at = excluded.processed_at",
-        [request_id, subjects, purged_rows, at],
+        "excluded.purged_rows, processed_at = excluded.processed_at, "
+        "matched = excluded.matched",
+        [request_id, subjects, purged_rows, at, matched],
     )
 
 
@@ -143,7 +165,7 @@ _LATEST_SQL = """
 
 _STATUS_SQL = f"""
     SELECT r.request_id, r.request_type, r.received_at,
-           p.request_id IS NOT NULL
+           p.request_id IS NOT NULL AND coalesce(p.matched, true)
              AND NOT EXISTS (
                  SELECT 1 FROM ({_LATEST_SQL}) AS l
                  WHERE l.request_id = r.request_id AND l.outcome <> 'ok') AS complete
@@ -176,7 +198,7 @@ def overdue_requests(con: duckdb.DuckDBPyConnection, now: datetime) -> Overdue:
 def _request_row(con: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, Any]:
     row = con.execute(
         "SELECT r.request_type, r.received_at, lower(r.subject_key), s.complete, "
-        "p.processed_at, p.subjects, p.purged_rows "
+        "p.processed_at, p.subjects, p.purged_rows, coalesce(p.matched, true) "
         f"FROM activation.src_privacy_requests AS r JOIN ({_STATUS_SQL}) AS s USING (request_id) "
         "LEFT JOIN activation.request_processing AS p USING (request_id) "
         "WHERE r.request_id = ?",
@@ -184,7 +206,7 @@ def _request_row(con: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, A
     ).fetchone()
     if row is None:
         raise KeyError(f"no erasure or objection request {request_id!r}")
-    kind, received, key, complete, processed, subjects, purged = row
+    kind, received, key, complete, processed, subjects, purged, matched = row
     return {
         "request_id": request_id,
         "request_type": kind,
@@ -195,6 +217,7 @@ def _request_row(con: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, A
         "processed_at": processed,
         "subjects": subjects,
         "purged_rows": purged,
+        "matched": bool(matched),
     }
 
 
@@ -219,28 +242,40 @@ def receipt(
     ).fetchone()
     out["attempts"] = attempts
     late = (now or utc_now()) > out["deadline"]
-    out["status"] = "complete" if out["complete"] else ("overdue" if late else "open")
+    if out["complete"]:
+        out["status"] = "complete"
+    elif out["processed_at"] is not None and not out["matched"]:
+        out["status"] = "no_match"
+    else:
+        out["status"] = "overdue" if late else "open"
     return out
 
 
 def receipt_for(
-    warehouse_path: Path, request_id: str, *, lock_timeout_s: float = 30
+    warehouse_path: Path,
+    request_id: str,
+    *,
+    lock_timeout_s: float = 30,
+    project: ProjectConfig | None = None,
 ) -> dict[str, Any]:
     """The receipt of one erasure or objection request, for ``activation receipt REQUEST_ID``.
 
     Returns a dict: ``request_id``, ``request_type``, ``received_at`` and ``deadline``
     (datetime, naive UTC), ``subject`` (hash prefix or None when the request names a
-    customer id only), ``complete`` (bool), ``status`` (``complete``, ``open`` or
-    ``overdue``), ``processed_at`` (None until handled), ``subjects`` and ``purged_rows``
-    (int or None), ``attempts`` (receipt rows in total) and ``destinations``: the latest row
-    per (segment, destination) as dicts with ``segment``, ``destination``, ``audience_id``,
-    ``action``, ``outcome``, ``detail``, ``sent_at``. Never an email address.
+    customer id only), ``complete`` (bool), ``matched`` (bool), ``status`` (``complete``,
+    ``no_match``, ``open`` or ``overdue``), ``processed_at`` (None until handled),
+    ``subjects`` and ``purged_rows`` (int or None), ``attempts`` (receipt rows in total)
+    and ``destinations``: the latest row per (segment, destination) as dicts with
+    ``segment``, ``destination``, ``audience_id``, ``action``, ``outcome``, ``detail``,
+    ``sent_at``. Never an email address. ``project``: the
+    canonical views of its source model are made current first
+    (:func:`orchestrator.warehouse.connect.connect`).
 
     Raises:
         KeyError: no erasure or objection request has this id.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         return receipt(con, request_id)
 
 
@@ -264,7 +299,9 @@ def format_receipt(receipt: dict[str, Any]) -> str:
         f"  handled {_when(receipt['processed_at'])}: {receipt['subjects']} subject key(s), "
         f"{receipt['purged_rows']} row(s) purged from our own tables"
     )
-    if not receipt["destinations"]:
+    if receipt["status"] == "no_match":
+        lines.append(f"  {NO_MATCH_TEXT}")
+    elif not receipt["destinations"]:
         lines.append("  no destination held this person")
     for d in receipt["destinations"]:
         lines.append(
@@ -276,6 +313,7 @@ def format_receipt(receipt: dict[str, Any]) -> str:
 
 __all__ = [
     "ACTIONS",
+    "NO_MATCH_TEXT",
     "OUTCOMES",
     "REQUEST_TYPES",
     "Overdue",

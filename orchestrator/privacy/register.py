@@ -16,16 +16,16 @@ The legal basis (Art. 6(1)) is recorded too, as regulators expect beside the pur
 Markdown in the Dagster UI as asset ``privacy/processing_register``.
 """
 
-import csv
 import io
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
 from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig
 from orchestrator.consent_signals import signals_for
+from orchestrator.csv_output import csv_writer
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.sensitive import categories_used
 from orchestrator.segments.spec import (
@@ -157,16 +157,17 @@ def _condition_columns(condition: object) -> list[str]:
     return []
 
 
-def _sql_columns(sql: str) -> list[str]:
-    """Columns of ``customers`` and ``events`` named in a segment's SQL (word match: a column
-    named in a comment counts too, which errs on the side of declaring more)."""
-    words = set(re.findall(r"[a-z_][a-z0-9_]*", sql.lower()))
-    return [
+def _sql_columns(spec: SegmentSpec) -> list[str]:
+    """Columns a ``sql:`` segment reads, from its parsed and planned query
+    (:attr:`SegmentSpec.sql_reads`: whole-row references read every column; ``customers`` and
+    ``events`` are the source model's views), the known ones in table order, then any other
+    column of a declared model sorted."""
+    known = [
         f"{table}.{column}"
         for table in ("customers", "events")
         for column in (*SOURCE_COLUMNS[table], *_VIEW_COLUMNS[table])
-        if column in words
     ]
+    return [c for c in known if c in spec.sql_reads] + sorted(spec.sql_reads - set(known))
 
 
 def _requires_purchase(condition: object) -> bool:
@@ -187,7 +188,7 @@ def _personal_data(spec: SegmentSpec, project: ProjectConfig) -> tuple[str, ...]
         items.append("email address, pseudonymized (SHA-256) for ad platforms")
     if DestinationKind.EMAIL in kinds:
         items.append("email address (sent to email platforms for delivery)")
-    columns = _condition_columns(spec.audience) if spec.audience else _sql_columns(spec.sql or "")
+    columns = _condition_columns(spec.audience) if spec.audience else _sql_columns(spec)
     used = [COLUMN_LABELS.get(c, c) for c in columns if c != "customers.email"]
     items += [f"used to select: {label}" for label in dict.fromkeys(used)]
     for entry in spec.destinations:
@@ -350,9 +351,10 @@ def render_register_csv(
     specs: Mapping[str, LoadedSegment] | Iterable[LoadedSegment | SegmentSpec],
 ) -> str:
     """The register as CSV (RFC 4180, header :data:`CSV_COLUMNS`), one row per processing
-    activity; multi-valued cells join their items with ``"; "``."""
+    activity; multi-valued cells join their items with ``"; "``. Cells that a spreadsheet would
+    read as a formula are neutralized (:mod:`orchestrator.csv_output`)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csv_writer(out)
     writer.writerow(CSV_COLUMNS)
     controller = project.controller
     for a in register_activities(project, specs):
@@ -379,25 +381,54 @@ def render_register_csv(
 
 
 def build_register_asset(
-    specs: Mapping[str, LoadedSegment], project: ProjectConfig
+    specs: Mapping[str, LoadedSegment], project: ProjectConfig, project_dir: Path | None = None
 ) -> dg.AssetsDefinition:
-    """Asset ``privacy/processing_register`` (group ``privacy``): the register rendered at
-    definition time as the asset description, and as ``register`` Markdown metadata (plus
-    ``activities`` count) on each materialization."""
-    markdown = render_register_markdown(project, specs)
+    """Asset ``privacy/processing_register`` (group ``privacy``): the record a DPO files
+    (:mod:`orchestrator.privacy.record`, per purpose) as the asset description, and on each
+    materialization as ``register`` Markdown metadata with ``version``, ``date``, the history
+    of the inputs from git (``project_dir``) and ``changes`` since the previous
+    materialization (its ``sections`` digests), plus the ``activities`` (campaigns) count."""
+    from orchestrator.privacy.record import (
+        build_record,
+        git_history,
+        record_changes,
+        render_record_markdown,
+        section_digests,
+    )
+
     count = len(specs)
+    description = render_record_markdown(build_record(project, specs))
 
     @dg.asset(
         key=REGISTER_KEY,
         group_name="privacy",
-        description=markdown,
+        description=description,
         kinds={"markdown"},
         metadata={"activities": count, "controller": project.controller.name},
     )
     def _register(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        context.log.info(f"processing register: {count} activities")
+        inputs = [Path("segments"), Path("activation.yaml")]
+        history = git_history(project_dir, inputs) if project_dir else []
+        record = build_record(project, specs, history=history)
+        sections = section_digests(record)
+        previous = context.instance.get_latest_materialization_event(REGISTER_KEY)
+        before = {}
+        if previous is not None and previous.asset_materialization is not None:
+            value = previous.asset_materialization.metadata.get("sections")
+            before = dict(getattr(value, "value", None) or {})
+        changes = record_changes(before, sections) if before else ["first version recorded"]
+        context.log.info(f"processing register {record.version}: {count} campaigns")
         return dg.MaterializeResult(
-            metadata={"register": dg.MetadataValue.md(markdown), "activities": count}
+            metadata={
+                "register": dg.MetadataValue.md(render_record_markdown(record)),
+                "activities": count,
+                "version": record.version,
+                "date": record.date,
+                "changes": dg.MetadataValue.md(
+                    "\n".join(f"- {c}" for c in changes) or "- no change"
+                ),
+                "sections": dg.MetadataValue.json(sections),
+            }
         )
 
     return _register

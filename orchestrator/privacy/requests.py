@@ -109,7 +109,8 @@ class Subject:
 class RequestOutcome:
     """What handling one request did: ``subjects`` (keys found), ``pairs`` ((segment,
     destination) pairs sent to), ``acknowledged`` (pairs whose platform acknowledged every
-    row), ``complete`` (every pair acknowledged)."""
+    row), ``complete`` (matched and every pair acknowledged), ``matched`` (a customer has or
+    had the address, or a destination holds one of its keys; false: ``no_match``)."""
 
     request_id: str
     request_type: str
@@ -117,6 +118,7 @@ class RequestOutcome:
     pairs: int
     acknowledged: int
     complete: bool
+    matched: bool = True
 
 
 def targets_from_specs(
@@ -169,6 +171,7 @@ def record_request(
     *,
     received_at: datetime | None = None,
     lock_timeout_s: float = 30,
+    project: ProjectConfig | None = None,
 ) -> str:
     """Record an erasure or objection request made with an email address; returns its id.
 
@@ -177,11 +180,16 @@ def record_request(
     ``activation.request_intake`` (never the company's tables; merged into
     ``activation.src_privacy_requests``), with the lowest ``customer_id`` holding that subject
     key, or NULL, and to ``activation.suppression_list`` (effective at once for every audience).
-    ``received_at``: naive UTC, default now.
+    ``received_at``: naive UTC, default now. ``project``: the canonical views of its source
+    model are made current first (:func:`orchestrator.warehouse.connect.connect`).
+
+    ``email`` is read as a person means it
+    (:func:`orchestrator.privacy.intake.typed_address`: ``mailto:``, ``Name <addr>``,
+    quotes, a trailing dot...).
 
     Raises:
-        ValueError: ``request_type`` is not ``erasure`` or ``objection``, or the address does
-            not normalize to a valid email (the message never repeats it).
+        ValueError: ``request_type`` is not ``erasure`` or ``objection``, or ``email`` names no
+            valid address (the message never repeats it).
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
     if request_type not in REQUEST_TYPES:
@@ -189,7 +197,7 @@ def record_request(
     key, gkey = address_keys(email)
     at = received_at or utc_now()
     request_id = new_request_id()
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         con.begin()
         (customer_id,) = con.execute(
             "SELECT min(customer_id) FROM activation.src_customers "
@@ -207,20 +215,26 @@ def record_request(
 
 
 def open_request_for(
-    warehouse_path: Path, email: str, request_type: str, *, lock_timeout_s: float = 30
+    warehouse_path: Path,
+    email: str,
+    request_type: str,
+    *,
+    lock_timeout_s: float = 30,
+    project: ProjectConfig | None = None,
 ) -> str | None:
     """The id of a request of ``request_type`` for ``email``'s subject key that is not complete
     yet (:func:`orchestrator.privacy.receipts.open_requests`), or None. The address is hashed
     here and dropped. Opens the warehouse like :func:`record_request` (creating the product's
-    tables if missing).
+    tables if missing, and the views of ``project``'s source model when given).
 
     Raises:
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
-    key = subject_key(email)
-    if key is None:
+    try:
+        key, _ = address_keys(email)
+    except ValueError:
         return None
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         still_open = {rid for rid, rtype, _ in open_requests(con) if rtype == request_type}
         rows = con.execute(
             "SELECT request_id FROM activation.src_privacy_requests "
@@ -228,6 +242,34 @@ def open_request_for(
             [key, request_type],
         ).fetchall()
     return next((rid for (rid,) in rows if rid in still_open), None)
+
+
+def subject_known(warehouse_path: Path, email: str, *, lock_timeout_s: float = 30) -> bool:
+    """Whether a request for ``email`` names anyone we hold: a customer has or had the address
+    (or the same Gmail mailbox), or a destination holds its key. What the command line says
+    right after recording; the receipt's ``no_match`` status is decided when the request is
+    handled (:func:`process_requests`).
+
+    Raises:
+        ValueError: ``email`` names no valid address
+            (:func:`orchestrator.privacy.intake.address_keys`).
+        duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
+    """
+    key, gkey = address_keys(email)
+    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+        (found,) = con.execute(
+            f"""
+            SELECT EXISTS (SELECT 1 FROM activation.src_customers
+                           WHERE {subject_key_sql("email")} = $key)
+                OR EXISTS (SELECT 1 FROM activation.customer_keys
+                           WHERE subject_key = $key OR google_key = $gkey)
+                OR EXISTS (SELECT 1 FROM activation.customer_key_history
+                           WHERE subject_key = $key OR google_key = $gkey)
+                OR EXISTS (SELECT 1 FROM activation.sync_state WHERE subject_key = $key)
+            """,
+            {"key": key, "gkey": gkey},
+        ).fetchone()
+    return bool(found)
 
 
 # --- resolving the person ----------------------------------------------------------------------
@@ -316,6 +358,25 @@ def _resolve(con: duckdb.DuckDBPyConnection, request: _Request) -> list[Subject]
     return [subjects[k] for k in sorted(subjects)]
 
 
+_MATCHED_SQL = f"""
+    SELECT EXISTS (SELECT 1 FROM {_CUSTOMERS}
+                   WHERE customer_id = $customer_id OR list_contains($keys, subject_key))
+        OR EXISTS (SELECT 1 FROM activation.customer_key_history
+                   WHERE list_contains($keys, subject_key))
+"""
+
+
+def _matches_a_customer(
+    con: duckdb.DuckDBPyConnection, request: _Request, subjects: Sequence[Subject]
+) -> bool:
+    """True when a customer has or had one of the person's keys (or is named by id)."""
+    keys = [s.subject_key for s in subjects]
+    (found,) = con.execute(
+        _MATCHED_SQL, {"customer_id": request.customer_id, "keys": keys}
+    ).fetchone()
+    return bool(found)
+
+
 def _held_pairs(
     con: duckdb.DuckDBPyConnection,
     keys: Sequence[str],
@@ -374,6 +435,7 @@ class _Context:
     client_for: ClientFactory
     lock_timeout_s: float
     pair_wait_s: float
+    project: ProjectConfig | None = None
 
 
 def _state_rows(
@@ -410,9 +472,9 @@ def _plan(
         email = subjects[key].email if key in subjects else None
         if email is None and ref is None:
             unsendable.append(key)
-        elif email is None and reason is RemoveReason.OBJECTION:
-            groups.setdefault(RemoveReason.LEFT_SEGMENT, []).append(Row(key, "", {}, ref))
         else:
+            # no address any more: the client names the contact by its member id (an
+            # objection unsubscribes it by id, it is not merely archived)
             groups.setdefault(reason, []).append(Row(key, email or "", {}, ref))
     return groups, unsendable
 
@@ -436,7 +498,12 @@ def _send(
 
 
 def _record_acks(
-    ctx: _Context, target: PairTarget, request_type: str, acked: list[str], at: datetime
+    ctx: _Context,
+    target: PairTarget,
+    request_type: str,
+    acked: list[str],
+    at: datetime,
+    refs: Mapping[str, str | None] | None = None,
 ) -> None:
     """Delete acknowledged rows from the pair's state; objection on email: suppressed."""
     if not acked:
@@ -452,9 +519,9 @@ def _record_acks(
         if request_type == "objection" and target.kind == "email":
             con.executemany(
                 "INSERT INTO activation.destination_suppressions (destination, subject_key, "
-                "status, suppressed_at) VALUES (?, ?, 'unsubscribed', ?) "
+                "status, suppressed_at, destination_ref) VALUES (?, ?, 'unsubscribed', ?, ?) "
                 "ON CONFLICT (destination, subject_key) DO NOTHING",
-                [[target.destination, key, at] for key in acked],
+                [[target.destination, key, at, (refs or {}).get(key)] for key in acked],
             )
         con.commit()
 
@@ -505,8 +572,9 @@ def _clear_pair(
             detail = f"{sent}{type(error).__name__}: {error}; nothing acknowledged, kept for retry"
             return _line(request, target, actions, "error", detail)
         acked = [r.subject_key for r in results if r.ok]
+        refs = {r.subject_key: r.destination_ref for r in results if r.ok}
         pending = sum(1 for key in acked if state.get(key, (None, ""))[1] == PENDING_HASH)
-        _record_acks(ctx, target, request.request_type, acked, utc_now())
+        _record_acks(ctx, target, request.request_type, acked, utc_now(), refs)
     refused = [r for r in results if not r.ok]
     asked = sum(len(rows) for rows in groups.values())
     unanswered = asked - len(results)  # asynchronous platforms: still processing
@@ -532,18 +600,38 @@ def _unknown_pair_line(request: _Request, segment: str, destination: str) -> Rec
 # --- one request -------------------------------------------------------------------------------
 
 
-def _resolve_all(ctx: _Context, requests: Sequence[_Request]) -> dict[str, list[Subject]]:
+@dataclass(frozen=True)
+class _Resolved:
+    """A request's subjects, and whether a customer has or had one of their keys."""
+
+    subjects: list[Subject]
+    customer_found: bool
+
+
+def _resolve_all(ctx: _Context, requests: Sequence[_Request]) -> dict[str, _Resolved]:
     """Step 1 for every request of the run, with the customers hashed once: resolving each
     request on its own hashed every customer each time (5 to 6 s per request at 2M
     customers, so a backlog of 100 requests held every segment job for about 9 minutes).
-    Returns request_id -> subjects. A request handled before another may purge cache rows
-    the other's resolution read: both then name the same person, whose extra keys are
-    suppressed and removed too."""
+    Returns request_id -> subjects and whether a customer matched. A request handled before
+    another may purge cache rows the other's resolution read: both then name the same person,
+    whose extra keys are suppressed and removed too."""
     if not requests:
         return {}
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         _hash_customers(con)
-        return {r.request_id: _resolve(con, r) for r in requests}
+        resolved = {r.request_id: _resolve(con, r) for r in requests}
+        matched = {
+            r.request_id for r in requests if _matches_a_customer(con, r, resolved[r.request_id])
+        }
+    return {rid: _Resolved(subjects, rid in matched) for rid, subjects in resolved.items()}
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A request's subjects, and whether a customer has or had one of their keys."""
+
+    subjects: list[Subject]
+    customer_found: bool
 
 
 def _prepare(
@@ -604,27 +692,35 @@ def _pair_line(
 def _handle(
     ctx: _Context,
     request: _Request,
-    subjects: list[Subject],
+    resolved: _Resolved,
     clients: dict[str, Destination],
 ) -> RequestOutcome:
+    subjects = resolved.subjects
     pairs, purged = _prepare(ctx, request, subjects)
+    matched = resolved.customer_found or bool(pairs)
     by_key = {s.subject_key: s for s in subjects}
     lines = [_pair_line(ctx, request, pair, pairs[pair], by_key, clients) for pair in sorted(pairs)]
     acknowledged = sum(1 for line in lines if line.outcome == "ok")
-    complete = acknowledged == len(lines)
+    complete = matched and acknowledged == len(lines)
     if complete and request.request_type == "erasure":
         purged += _purge_erased(ctx, list(by_key))
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         write_receipts(con, lines)
-        mark_processed(con, request.request_id, len(subjects), purged, utc_now())
+        mark_processed(con, request.request_id, len(subjects), purged, utc_now(), matched=matched)
     return RequestOutcome(
-        request.request_id, request.request_type, len(subjects), len(lines), acknowledged, complete
+        request.request_id,
+        request.request_type,
+        len(subjects),
+        len(lines),
+        acknowledged,
+        complete,
+        matched,
     )
 
 
 def _load_requests(ctx: _Context, request_ids: Sequence[str] | None) -> list[_Request]:
     """The requests to handle, oldest first: the given ids, or every open one."""
-    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
+    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s, project=ctx.project) as con:
         ids = (
             list(request_ids)
             if request_ids is not None
@@ -650,6 +746,7 @@ def process_requests(
     request_ids: Sequence[str] | None = None,
     lock_timeout_s: float = 60,
     pair_wait_s: float = 120,
+    project: ProjectConfig | None = None,
 ) -> list[RequestOutcome]:
     """Carry erasure/objection requests to the destinations and out of our state (see the
     module docstring), writing ``activation.erasure_receipts`` and ``request_processing``.
@@ -664,6 +761,8 @@ def process_requests(
             unknown or of another type are ignored. Handling a request again is harmless.
         lock_timeout_s: how long to wait for the warehouse lock each time (s).
         pair_wait_s: how long to wait for a running sync of a pair to finish (s).
+        project: the canonical views of its source model are made current before the
+            requests are read (:func:`orchestrator.warehouse.connect.connect`).
 
     Returns:
         One :class:`RequestOutcome` per request handled, oldest first.
@@ -675,7 +774,13 @@ def process_requests(
         raised: it becomes an ``error`` receipt and the request stays open.
     """
     ctx = _Context(
-        Path(warehouse_path), Path(state_dir), targets, client_for, lock_timeout_s, pair_wait_s
+        Path(warehouse_path),
+        Path(state_dir),
+        targets,
+        client_for,
+        lock_timeout_s,
+        pair_wait_s,
+        project,
     )
     clients: dict[str, Destination] = {}
     try:
@@ -698,5 +803,6 @@ __all__ = [
     "new_request_id",
     "process_requests",
     "record_request",
+    "subject_known",
     "targets_from_specs",
 ]

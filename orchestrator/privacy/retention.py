@@ -9,7 +9,7 @@ years from the end of the commercial relationship for a customer; durations conf
 
 - a *customer* (at least one purchase, the model's ``purchase_event``, at or before ``as_of``):
   the clock starts at the later of their last own-action event and their last own-action
-  column value (``activation.src_customers.last_own_action_at``); expired after
+  column value at or before ``as_of`` (``activation.src_customers.own_action_times``); expired after
   ``customer_days``;
 - a *prospect* (no purchase): the clock starts at the later of collection (the model's
   ``collected_at``), their last own-action event and column; expired after ``prospect_days``.
@@ -19,7 +19,9 @@ model declares as own actions (``own_action_events``, ``own_action_columns``: an
 click on a link, a reply; the CNIL does not count an email open). An import, a CRM update or a
 re-load of the row never does: a column not declared an own action (an import time, an
 ``updated_at``) is never read here. For a customer, the collection date is not used either: a
-row re-created by a migration must not restart the clock. Dates after ``as_of`` are ignored. A
+row re-created by a migration must not restart the clock. Dates after ``as_of`` are ignored,
+column by column before the latest is taken (``src_customers.own_action_times``): a
+future-dated column never hides an older valid one. A
 clock exactly ``days`` old is expired (as for consent).
 
 Destination retention: a member who leaves a segment may stay in a destination (modes
@@ -52,7 +54,7 @@ FROM (
            END AS clock_at
     FROM (
         SELECT customer_id, collected_at,
-               CASE WHEN last_own_action_at <= $as_of THEN last_own_action_at END
+               list_max(list_filter(own_action_times, lambda t: t <= $as_of))
                    AS last_own_action_at
         FROM activation.src_customers
     ) AS c

@@ -16,9 +16,11 @@ warehouse says is not done yet, whatever the order requests arrive in, and a req
 job's receipts step completed meanwhile is simply no longer open. The cursor only remembers what
 the warehouse cannot know yet: the runs launched but not finished. It is JSON
 ``{"in_flight": {launched_at ISO (naive UTC): [request_id, ...]}}``; an id stays in it while the
-request is open and was launched less than :data:`RELAUNCH_AFTER_S` ago, so it is not launched
-twice while its run is queued or running. A request still open after that (its run failed, a
-destination refused, the run was lost) is launched again, by a later tick, until it completes.
+request is open and was launched less than :data:`RELAUNCH_AFTER_S` ago
+(:data:`RELAUNCH_IDLE_AFTER_S` when no run of the job is queued or running), so it is not
+launched twice while its run is queued or running. A request still open after that (its run
+failed, a sync held the pair's lock longer than the job waits, a destination refused, the run
+was lost) is launched again, by a later tick, until it completes.
 At most :data:`MAX_IN_FLIGHT` ids are in flight at once (launching waits for room), so the
 cursor stays small (about 10 KB at most with ``pr-`` + 12 hex ids). A cursor of another shape
 (the former ``{"received_at", "request_id"}``) counts as nothing in flight: every open request
@@ -46,6 +48,7 @@ from dagster_duckdb import DuckDBResource
 from destinations.resources import DestinationsResource
 from orchestrator.assets import RECEIPTS_KEY, SyncStateDir, source_key
 from orchestrator.config import ProjectConfig
+from orchestrator.model.views import SourceModelError
 from orchestrator.privacy.receipts import (
     REQUEST_TYPES,
     open_requests,
@@ -65,6 +68,11 @@ SENSOR_INTERVAL_S = 30
 #: a destination did not acknowledge, or the run was lost. Long enough for a queued run of
 #: :data:`MAX_REQUESTS_PER_RUN` requests to finish; short next to the one-month deadline.
 RELAUNCH_AFTER_S = 1800
+#: When no run of the privacy job is queued or running, a request still open this long after
+#: its launch is launched again (s): its run ended without completing it (a sync held the
+#: pair's lock longer than the job waits, a destination failed), so waiting the full
+#: :data:`RELAUNCH_AFTER_S` would leave the person at a destination for half an hour.
+RELAUNCH_IDLE_AFTER_S = 300
 #: At most this many requests in flight at once (bounds the cursor to about 10 KB).
 MAX_IN_FLIGHT = 5 * MAX_REQUESTS_PER_RUN
 
@@ -84,7 +92,9 @@ def receipts_run_config(request_ids: list[str] | None) -> dict:
     return {"ops": {op: {"config": {"request_ids": request_ids}}}}
 
 
-def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.AssetsDefinition:
+def build_receipts_asset(
+    targets: Mapping[tuple[str, str], PairTarget], project: ProjectConfig | None = None
+) -> dg.AssetsDefinition:
     """The ``privacy/erasure_receipts`` asset (group ``privacy``): handles requests with
     :func:`~orchestrator.privacy.requests.process_requests` and reports what it did.
 
@@ -94,7 +104,8 @@ def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.As
     and the syncs then have nothing left to send for the person.
 
     Not in the ``duckdb`` pool: it opens the warehouse only briefly (waiting for the lock up to
-    60 s each time), never during HTTP calls. Fails (after writing every receipt) when a
+    60 s each time), never during HTTP calls. ``project``: the canonical views of its source
+    model are made current before the requests are read. Fails (after writing every receipt) when a
     destination could not be reached, which skips the syncs downstream in the same run.
     """
 
@@ -117,7 +128,7 @@ def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.As
         sync_state: SyncStateDir,
     ) -> dg.MaterializeResult:
         if config.dry_run:
-            with connect(Path(warehouse.database)) as con:
+            with connect(Path(warehouse.database), project=project) as con:
                 waiting = len(open_requests(con))
             context.log.info(f"dry run: {waiting} open request(s) would be handled first")
             return dg.MaterializeResult(metadata={"dry_run": True, "open_requests": waiting})
@@ -127,6 +138,7 @@ def build_receipts_asset(targets: Mapping[tuple[str, str], PairTarget]) -> dg.As
             targets=targets,
             client_for=destinations.client,
             request_ids=config.request_ids,
+            project=project,
         )
         with connect(Path(warehouse.database)) as con:
             still_open = len(open_requests(con))
@@ -267,41 +279,75 @@ def launchable_requests(con: duckdb.DuckDBPyConnection) -> list[str]:
         return [request_id for (request_id,) in rows]
 
 
+def _privacy_runs_active(context: dg.SensorEvaluationContext) -> bool:
+    """Whether a run of :data:`PRIVACY_JOB` is queued or running (True when the instance
+    cannot tell: then the longer relaunch delay applies)."""
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:
+        return True
+    statuses = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+    return instance.get_runs_count(dg.RunsFilter(job_name=PRIVACY_JOB, statuses=statuses)) > 0
+
+
 def _run_key(now: datetime, request_ids: Sequence[str]) -> str:
     digest = hashlib.sha256("\n".join(request_ids).encode()).hexdigest()[:12]
     return f"privacy-{now.isoformat()}-{digest}"
 
 
-@dg.sensor(
-    name=SENSOR_NAME,
-    job_name=PRIVACY_JOB,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
-    description=(
-        "Launches the removal everywhere of each open erasure/objection request no run is in "
-        "flight for, whatever its received_at; relaunches requests still open after a while."
-    ),
-)
-def privacy_requests_sensor(
-    context: dg.SensorEvaluationContext, warehouse: DuckDBResource
+def build_privacy_requests_sensor(
+    project: ProjectConfig | None = None,
+) -> dg.SensorDefinition:
+    """The ``privacy_requests_sensor`` (module docstring). ``project``: each tick first makes
+    the canonical views of its source model current (a short read-write open only when one
+    changed), so a request recorded through the model's own table is seen before any segment
+    run; a model that does not match the warehouse skips the tick and says so."""
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        job_name=PRIVACY_JOB,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        description=(
+            "Launches the removal everywhere of each open erasure/objection request no run is "
+            "in flight for, whatever its received_at; relaunches requests still open after a "
+            "while."
+        ),
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext, warehouse: DuckDBResource
+    ) -> dg.RunRequest | dg.SkipReason:
+        return _tick(context, Path(warehouse.database), project)
+
+    return _sensor
+
+
+def _tick(
+    context: dg.SensorEvaluationContext, path: Path, project: ProjectConfig | None
 ) -> dg.RunRequest | dg.SkipReason:
     """One run of :data:`PRIVACY_JOB` for the open requests not in flight (module docstring)."""
     in_flight = parse_cursor(context.cursor)
     try:
-        with connect(
-            Path(warehouse.database), read_only=True, timeout_s=SENSOR_LOCK_TIMEOUT_S
-        ) as con:
+        with connect(path, read_only=True, timeout_s=SENSOR_LOCK_TIMEOUT_S, project=project) as con:
             open_ids = launchable_requests(con)
+    except SourceModelError as error:
+        return dg.SkipReason(f"the source model does not match the warehouse: {error}")
     except duckdb.Error as error:
         return dg.SkipReason(f"warehouse not readable now ({type(error).__name__}); next tick")
     now = utc_now()
+    idle = in_flight and not _privacy_runs_active(context)
     launch, pending = plan_launch(
         open_ids,
         in_flight,
         now,
         limit=MAX_REQUESTS_PER_RUN,
         max_in_flight=MAX_IN_FLIGHT,
-        relaunch_after=timedelta(seconds=RELAUNCH_AFTER_S),
+        relaunch_after=timedelta(seconds=RELAUNCH_IDLE_AFTER_S if idle else RELAUNCH_AFTER_S),
     )
     if pending != in_flight:
         context.update_cursor(format_cursor(pending))
@@ -328,10 +374,10 @@ def privacy_request_definitions(
         tags={"privacy": "requests"},
     )
     return dg.Definitions(
-        assets=[build_receipts_asset(targets_from_specs(specs, project))],
+        assets=[build_receipts_asset(targets_from_specs(specs, project), project)],
         asset_checks=[requests_deadline],
         jobs=[job],
-        sensors=[privacy_requests_sensor],
+        sensors=[build_privacy_requests_sensor(project)],
     )
 
 
@@ -341,15 +387,16 @@ __all__ = [
     "PRIVACY_JOB",
     "RECEIPTS_KEY",
     "RELAUNCH_AFTER_S",
+    "RELAUNCH_IDLE_AFTER_S",
     "SENSOR_NAME",
     "ReceiptsConfig",
+    "build_privacy_requests_sensor",
     "build_receipts_asset",
     "format_cursor",
     "launchable_requests",
     "parse_cursor",
     "plan_launch",
     "privacy_request_definitions",
-    "privacy_requests_sensor",
     "receipts_run_config",
     "requests_deadline",
 ]

@@ -18,21 +18,29 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from orchestrator.config import ProjectConfig
+from orchestrator.segments.catalog import catalog_from_context
 from orchestrator.segments.spec import CONDITION_TAGS, SegmentSpec
+from orchestrator.segments.sql_reads import SqlSandbox
 
 SEGMENT_SUFFIXES: tuple[str, ...] = (".yaml", ".yml")
+_Model = TypeVar("_Model", bound=BaseModel)
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 
-class _SegmentYamlLoader(yaml.SafeLoader):
-    """SafeLoader without the implicit timestamp type (dates stay strings)."""
+#: libyaml's parser (C) when PyYAML was built with it, else the pure-Python one: same events,
+#: nodes and marks, about ten times faster (500 segment files: bench/README.md).
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _SegmentYamlLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """Safe loader without the implicit timestamp type (dates stay strings)."""
 
 
 _SegmentYamlLoader.yaml_implicit_resolvers = {
@@ -109,14 +117,16 @@ def load_segments(directory: Path, project: ProjectConfig) -> LoadResult:
         result.errors.append(SegmentError(directory, None, "", "segments directory not found"))
         return result
     loaded: list[tuple[LoadedSegment, Node]] = []
-    for path in sorted(p for p in directory.iterdir() if p.suffix in SEGMENT_SUFFIXES):
-        try:
-            spec, root = _load_file(path, project)
-        except SegmentValidationError as error:
-            result.errors.extend(error.errors)
-            continue
-        loaded.append((LoadedSegment(spec, path), root))
-    rejected = _cross_file_errors(loaded)
+    # one in-memory DuckDB for every sql: segment of the folder, shaped as the project's views
+    with SqlSandbox(catalog_from_context({"project": project})) as sandbox:
+        for path in sorted(p for p in directory.iterdir() if p.suffix in SEGMENT_SUFFIXES):
+            try:
+                spec, root = _load_file(path, project, sandbox)
+            except SegmentValidationError as error:
+                result.errors.extend(error.errors)
+                continue
+            loaded.append((LoadedSegment(spec, path), root))
+    rejected = _cross_file_errors(loaded, project)
     result.errors.extend(error for errors in rejected.values() for error in errors)
     for segment, _ in loaded:
         if segment.path not in rejected:
@@ -131,17 +141,18 @@ def load_segment_text(text: str, path: str | Path, project: ProjectConfig) -> Se
         SegmentValidationError: YAML syntax error, empty or non-mapping document, duplicate
             key, or any field error (each with its line and field).
     """
-    return _parse(text, Path(path), project)[0]
+    with SqlSandbox(catalog_from_context({"project": project})) as sandbox:
+        return _parse(text, Path(path), project, sandbox)[0]
 
 
-def _load_file(path: Path, project: ProjectConfig) -> tuple[SegmentSpec, Node]:
+def _load_file(path: Path, project: ProjectConfig, sandbox: SqlSandbox) -> tuple[SegmentSpec, Node]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise SegmentValidationError(
             [SegmentError(path, None, "", f"cannot read file: {error}")]
         ) from None
-    return _parse(text, path, project)
+    return _parse(text, path, project, sandbox)
 
 
 #: Limits that keep one hostile or runaway file from stalling or crashing every load (the
@@ -173,22 +184,44 @@ def _check_shape(text: str, path: Path) -> None:
             depth -= 1
 
 
-def _parse(text: str, path: Path, project: ProjectConfig) -> tuple[SegmentSpec, Node]:
+def _parse(
+    text: str, path: Path, project: ProjectConfig, sandbox: SqlSandbox
+) -> tuple[SegmentSpec, Node]:
+    return _parse_model(text, path, SegmentSpec, {"project": project, "sql_sandbox": sandbox})
+
+
+def parse_yaml_model(
+    text: str, path: Path, model: type[_Model], context: dict[str, Any] | None = None
+) -> _Model:
+    """Parse one YAML document into ``model`` with the rules of segment files: size, nesting
+    and alias limits, a mapping at the top, no duplicate key, and every field error located
+    (used for ``activation.yaml`` too).
+
+    Raises:
+        SegmentValidationError: every problem found, each with its line and field.
+    """
+    return _parse_model(text, path, model, context)[0]
+
+
+def _parse_model(
+    text: str, path: Path, model: type[_Model], context: dict[str, Any] | None
+) -> tuple[_Model, Node]:
     _check_shape(text, path)
+    # The text is composed once; the data is constructed from that node tree (no third parse).
     root = _yaml_step(path, lambda: yaml.compose(text, Loader=_SegmentYamlLoader))
-    _check_document(root, path)
+    _check_document(root, path, model)
     problems = list(_duplicate_keys(root, path, ()))
     if problems:
         raise SegmentValidationError(problems)
     # A SafeLoader subclass: no Python object tags can be constructed.
-    data = _yaml_step(path, lambda: yaml.load(text, Loader=_SegmentYamlLoader))
+    data = _yaml_step(path, lambda: _SegmentYamlLoader("").construct_document(root))
     try:
-        spec = SegmentSpec.model_validate(data, context={"project": project})
+        parsed = model.model_validate(data, context=context)
     except ValidationError as error:
         raise SegmentValidationError(
             [_from_pydantic(item, root, path) for item in error.errors()]
         ) from None
-    return spec, root
+    return parsed, root
 
 
 def _yaml_step(path: Path, step: Callable[[], Any]) -> Any:
@@ -198,19 +231,32 @@ def _yaml_step(path: Path, step: Callable[[], Any]) -> Any:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark else 1
         detail = " ".join(part for part in (error.context, error.problem) if part)
-        message = f"invalid YAML: {detail}"
+        message = (
+            f"nested more than {MAX_NESTING} levels deep; simplify the conditions"
+            if "maximum nesting depth" in detail  # libyaml's own limit, met before ours
+            else f"invalid YAML: {detail}"
+        )
     except (yaml.YAMLError, ValueError) as error:
         line, message = 1, f"invalid YAML: {error}"
     raise SegmentValidationError([SegmentError(path, line, "", message)])
 
 
-def _check_document(root: Node | None, path: Path) -> None:
+def _check_document(root: Node | None, path: Path, model: type[BaseModel]) -> None:
+    fields = (
+        "segment fields (name: ..., purpose: ...)"
+        if model is SegmentSpec
+        else f"fields ({', '.join(f'{name}: ...' for name in list(model.model_fields)[:2])})"
+    )
     if root is None:
-        message = "file is empty; expected a segment (name, purpose, audience, destinations, ...)"
+        message = (
+            "file is empty; expected a segment (name, purpose, audience, destinations, ...)"
+            if model is SegmentSpec
+            else f"file is empty; expected a mapping of {fields}"
+        )
         raise SegmentValidationError([SegmentError(path, 1, "", message)])
     if not isinstance(root, MappingNode):
         found = "a list" if isinstance(root, SequenceNode) else "a single value"
-        message = f"expected a mapping of segment fields (name: ..., purpose: ...), found {found}"
+        message = f"expected a mapping of {fields}, found {found}"
         raise SegmentValidationError([SegmentError(path, root.start_mark.line + 1, "", message)])
 
 
@@ -318,17 +364,22 @@ def human_message(error: Any) -> str:
 
 
 def _cross_file_errors(
-    loaded: Sequence[tuple[LoadedSegment, Node]],
+    loaded: Sequence[tuple[LoadedSegment, Node]], project: ProjectConfig
 ) -> dict[Path, list[SegmentError]]:
     """Errors for segments that clash with another file: same id, or same destination
-    audience (two segments mirroring into one audience would remove each other's members)."""
+    audience (two segments mirroring into one audience would remove each other's members).
+    An audience is one list at one platform account
+    (:meth:`~orchestrator.config.DestinationConfig.audience_identity`), so two destination
+    names reaching the same account with the same ``audience_id`` are one audience."""
     errors: dict[Path, list[SegmentError]] = defaultdict(list)
     by_id: dict[str, list[tuple[LoadedSegment, Node]]] = defaultdict(list)
-    by_audience: dict[tuple[str, str], list[tuple[LoadedSegment, Node, int]]] = defaultdict(list)
+    by_audience: dict[tuple, list[tuple[LoadedSegment, Node, int]]] = defaultdict(list)
     for segment, root in loaded:
         by_id[segment.spec.id].append((segment, root))
         for index, entry in enumerate(segment.spec.destinations):
-            by_audience[(entry.destination, entry.audience_id)].append((segment, root, index))
+            config = project.destinations[entry.destination]
+            identity = config.audience_identity(entry.audience_id)
+            by_audience[identity].append((segment, root, index))
     for segment_id, group in by_id.items():
         for segment, root in group if len(group) > 1 else ():
             others = ", ".join(display_path(s.path) for s, _ in group if s is not segment)
@@ -339,13 +390,18 @@ def _cross_file_errors(
             errors[segment.path].append(
                 SegmentError(segment.path, node_line(root, ("name",)), "name", message)
             )
-    for (destination, audience_id), group in by_audience.items():
+    for group in by_audience.values():
         for segment, root, index in group if len(group) > 1 else ():
-            others = ", ".join(display_path(s.path) for s, _, _ in group if s is not segment)
+            entry = segment.spec.destinations[index]
+            others = ", ".join(
+                f"{display_path(s.path)} ({s.spec.destinations[i].destination})"
+                for s, _, i in group
+                if s is not segment
+            )
             loc = ("destinations", index, "audience_id")
             message = (
-                f"{destination} audience {audience_id!r} is also used by {others}; each segment"
-                " needs its own audience"
+                f"{entry.destination} audience {entry.audience_id!r} is also used by {others};"
+                " each segment needs its own audience"
             )
             errors[segment.path].append(
                 SegmentError(segment.path, node_line(root, loc), field_path(loc), message)

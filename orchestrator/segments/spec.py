@@ -15,9 +15,9 @@ that the loader turns into ``file:line field: message``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from orchestrator.config import NAME_PATTERN, DestinationKind, LegalBasis, ProjectConfig
+from orchestrator.limits import MAX_COUNT, MAX_DAYS, day_problem, number_problem
 from orchestrator.segments.catalog import (
     DEFAULT_CATALOG,
     EVENT_FIELDS,
@@ -56,7 +57,7 @@ from orchestrator.segments.catalog import (
     catalog_from_context,
 )
 from orchestrator.segments.cron import cron_error
-from orchestrator.warehouse.schema import create_source_schema
+from orchestrator.segments.sql_reads import SqlSandbox
 
 DEFAULT_TIMEZONE = "Europe/Paris"
 #: Union tags of the condition kinds. They contain a space so they can never be mistaken for a
@@ -103,7 +104,8 @@ _DatePair = Annotated[
     ),
 ]
 _Number = Annotated[Any, WithJsonSchema({"type": "number"})]
-_PositiveInt = Annotated[StrictInt, Field(gt=0)]
+#: A number of days (``within_days``, ``retention_days``): 1 to :data:`MAX_DAYS`.
+_Days = Annotated[StrictInt, Field(gt=0, le=MAX_DAYS)]
 
 
 class SyncMode(StrEnum):
@@ -160,7 +162,11 @@ def coerce_value(value_type: ValueType, value: Any) -> str | int | float | date 
             )
         raise ValueError(f"expected text, got {value!r}: quote the value")
     if value_type in (ValueType.TIMESTAMP, ValueType.DATE):
-        return _timestamp(value)
+        moment = _timestamp(value)
+        problem = day_problem(moment)
+        if problem:
+            raise ValueError(problem)
+        return moment
     if value_type is ValueType.BOOLEAN:
         if isinstance(value, bool):
             return value
@@ -169,6 +175,9 @@ def coerce_value(value_type: ValueType, value: Any) -> str | int | float | date 
         raise ValueError(f"expected a number, got {value!r}")
     if value_type is ValueType.INTEGER and not isinstance(value, int):
         raise ValueError(f"expected a whole number, got {value!r}")
+    problem = number_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -407,9 +416,9 @@ class EventCondition(_Strict):
     """
 
     event: Annotated[str, WithJsonSchema({"type": "string", "enum": list(EVENT_TYPES)})]
-    within_days: _PositiveInt | None = None
+    within_days: _Days | None = None
     between: _DatePair | None = None
-    at_least: Annotated[StrictInt, Field(ge=1)] = 1
+    at_least: Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)] = 1
     total_value: ValueBound | None = None
     where: Annotated[list[FieldCondition], Field(min_length=1)] | None = None
 
@@ -453,6 +462,9 @@ def _date_pair_problems(items: list[Any]) -> list[Problem]:
     for index, (item, day) in enumerate(zip(items, days, strict=True)):
         if day is None:
             return [(("between", index), f"expected an ISO date like 2024-03-01, got {item!r}")]
+        problem = day_problem(day)
+        if problem:
+            return [(("between", index), problem)]
     if days[0] > days[1]:
         return [(("between",), "first day is after last day")]
     return []
@@ -571,35 +583,24 @@ def _project(info: ValidationInfo) -> ProjectConfig:
     return project
 
 
-def _bind_catalog(con: duckdb.DuckDBPyConnection, catalog: Catalog | None) -> None:
-    """Empty tables to bind a ``sql:`` segment against: the canonical views of the catalog's
-    warehouse (``activation.src_customers``, ``activation.src_events`` with its columns and
-    types), or the default source tables and their views when the catalog has no columns."""
-    if catalog is None or not catalog.columns:
-        create_source_schema(con)
-        return
-    con.execute("CREATE SCHEMA activation")
-    for view, columns in catalog.columns.items():
-        body = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
-        con.execute(f"CREATE TABLE activation.src_{view} ({body})")
-
-
-def check_select_sql(sql: str, catalog: Catalog | None = None) -> str:
+def check_select_sql(sql: str, sandbox: SqlSandbox | None = None) -> str:
     """Check a ``sql:`` segment and return it without trailing ``;`` and blanks.
 
     It must be exactly one SELECT statement that binds against the source model's views
-    (shaped from ``catalog``, :func:`_bind_catalog`) in an in-memory DuckDB with external
-    access disabled (so no file, URL or attached database),
-    never refers to an ``email`` column (the same rule as for conditions and merge fields: the
-    address is only pseudonymized, so the Article 30 register stays true), and returns exactly
-    one integer column named ``customer_id``.
+    (``activation.src_customers``, ``activation.src_events``, shaped from the project's catalog:
+    :func:`~orchestrator.segments.sql_reads.bind_catalog`) in an in-memory DuckDB with external
+    access disabled (``sandbox``, or a fresh one of the default catalog), never reads
+    an identifier column such as ``email`` (:data:`FORBIDDEN_COLUMNS`; the columns read come
+    from :func:`~orchestrator.segments.sql_reads.columns_read`, so a whole-row reference such
+    as ``CAST(c AS VARCHAR)`` or ``c.*`` reads it too: the address is only pseudonymized, GDPR
+    Art. 5(1)(c), and the Article 30 register must say what is read), and returns exactly one
+    integer column named ``customer_id``.
 
     Raises:
         ValueError: with a message saying which rule failed.
     """
-    con = duckdb.connect(":memory:", config={"enable_external_access": False})
-    try:
-        _bind_catalog(con, catalog)
+    with _sandbox(sandbox) as box:
+        con = box.connection()
         try:
             statements = con.extract_statements(sql)
         except duckdb.Error as error:
@@ -609,11 +610,6 @@ def check_select_sql(sql: str, catalog: Catalog | None = None) -> str:
         if statements[0].type != duckdb.StatementType.SELECT:
             raise ValueError(f"must be a SELECT, found {statements[0].type.name}")
         query = sql.strip().rstrip(";").rstrip()
-        if "email" in _column_names(con, query):
-            raise ValueError(
-                "'email' is not allowed: a raw identifier is never a segment condition (it is "
-                "only pseudonymized, GDPR Art. 5(1)(c), and would be missing from the register)"
-            )
         try:
             columns = con.execute(f"DESCRIBE {query}").fetchall()
         except duckdb.Error as error:
@@ -622,8 +618,19 @@ def check_select_sql(sql: str, catalog: Catalog | None = None) -> str:
             con.execute(f"DESCRIBE SELECT customer_id FROM (\n{query}\n) AS s")
         except duckdb.Error:
             raise ValueError("cannot be used as a subquery: remove the ';' at its end") from None
-    finally:
-        con.close()
+        forbidden = sorted(
+            column
+            for column in box.columns_read(query)
+            if column.split(".", 1)[1] in FORBIDDEN_COLUMNS
+        )
+    if forbidden:
+        names = ", ".join(dict.fromkeys(repr(column.split(".", 1)[1]) for column in forbidden))
+        raise ValueError(
+            f"{names} is not allowed: a raw identifier is never a segment condition (it is only"
+            f" pseudonymized, GDPR Art. 5(1)(c)); the query reads {', '.join(forbidden)}. A"
+            " whole-row reference (CAST(c AS VARCHAR), c.*, *, COLUMNS(*), {'x': c}) reads"
+            " every column: name the columns you need"
+        )
     names = [(row[0], row[1]) for row in columns]
     if len(names) != 1 or names[0][0].lower() != "customer_id":
         shown = ", ".join(name for name, _ in names)
@@ -633,21 +640,18 @@ def check_select_sql(sql: str, catalog: Catalog | None = None) -> str:
     return query
 
 
-def _column_names(con: duckdb.DuckDBPyConnection, query: str) -> set[str]:
-    """Lower-case names of every column the query refers to (last part of each reference),
-    from DuckDB's own parse tree (``json_serialize_sql``); empty when it cannot serialize."""
-    (tree,) = con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
-    names: set[str] = set()
-    stack: list[Any] = [json.loads(tree)]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get("class") == "COLUMN_REF" and node.get("column_names"):
-                names.add(str(node["column_names"][-1]).lower())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return names
+def _sandbox(sandbox: SqlSandbox | None) -> AbstractContextManager[SqlSandbox]:
+    """``sandbox`` as is (its owner closes it), or a fresh one closed after use."""
+    return nullcontext(sandbox) if sandbox is not None else SqlSandbox()
+
+
+def _context_sandbox(info: ValidationInfo) -> AbstractContextManager[SqlSandbox]:
+    """The load's sandbox (``context["sql_sandbox"]``, its owner closes it), or a fresh one of
+    the project's catalog, closed after use."""
+    sandbox = (info.context or {}).get("sql_sandbox")
+    if isinstance(sandbox, SqlSandbox):
+        return nullcontext(sandbox)
+    return SqlSandbox(catalog_from_context(info.context))
 
 
 def _first_line(error: Exception) -> str:
@@ -676,13 +680,14 @@ class SegmentSpec(_Strict):
     owner: str
     purpose: str
     legal_basis: LegalBasis
-    retention_days: _PositiveInt
+    retention_days: _Days
     schedule: str
     timezone: str = DEFAULT_TIMEZONE
     schedule_running: StrictBool = False
     audience: Condition | None = None
     sql: str | None = None
     destinations: Annotated[list[DestinationEntry], Field(min_length=1)]
+    _sql_reads: frozenset[str] = PrivateAttr(default=frozenset())
 
     _catalog: Catalog = PrivateAttr(default=DEFAULT_CATALOG)
 
@@ -784,9 +789,24 @@ class SegmentSpec(_Strict):
         if value is None:
             return None
         try:
-            return check_select_sql(value, catalog_from_context(info.context))
+            with _context_sandbox(info) as sandbox:
+                return check_select_sql(value, sandbox)
         except ValueError as error:
             raise _error(str(error)) from None
+
+    @model_validator(mode="after")
+    def _know_what_sql_reads(self, info: ValidationInfo) -> SegmentSpec:
+        if self.sql is not None:
+            with _context_sandbox(info) as box:
+                self._sql_reads = box.columns_read(self.sql)
+        return self
+
+    @property
+    def sql_reads(self) -> frozenset[str]:
+        """``table.column`` of every source column a ``sql:`` segment reads (whole-row
+        references expanded; see :mod:`orchestrator.segments.sql_reads`); empty for an
+        ``audience:`` segment."""
+        return self._sql_reads
 
     @field_validator("destinations")
     @classmethod
@@ -802,6 +822,7 @@ def _destination_problems(
 ) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[str, int] = {}
+    audiences: dict[tuple[str, str, str, str], int] = {}
     for index, entry in enumerate(entries):
         config = project.destinations.get(entry.destination)
         where = (index, "destination")
@@ -823,6 +844,16 @@ def _destination_problems(
                 )
             )
         seen.setdefault(entry.destination, index)
+        identity = config.audience_identity(entry.audience_id)
+        if identity in audiences and entries[audiences[identity]].destination != entry.destination:
+            problems.append(
+                (
+                    (index, "audience_id"),
+                    f"{entry.destination} audience {entry.audience_id!r} is the same audience as"
+                    f" destinations[{audiences[identity]}] (same platform account and list)",
+                )
+            )
+        audiences.setdefault(identity, index)
         if purpose is not None and purpose not in config.purposes:
             problems.append(
                 (

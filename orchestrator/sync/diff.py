@@ -51,6 +51,7 @@ from orchestrator.consent_signals import Signal, grants_table_sql, signal_column
 from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.phone_keys import refresh_phone_keys
 from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
+from orchestrator.sync.rejections import deferred_removes_sql
 from orchestrator.warehouse.memory import with_memory_growth
 
 #: ``sync_state.fields_hash`` of a row whose last send has an unknown outcome (sent, but the
@@ -80,7 +81,7 @@ WITHDRAWN_EXCLUSIONS = ("withdrawn",)
 _MERGE_FIELD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
 _TRAIT_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Columns of ``activation.src_customers`` that are never a merge field.
-_NOT_MERGE_COLUMNS = frozenset({"email", "collected_at", "last_own_action_at"})
+_NOT_MERGE_COLUMNS = frozenset({"email", "collected_at", "last_own_action_at", "own_action_times"})
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,8 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                    s.fields_hash = ? AS pending,
                    s.fields_hash IS DISTINCT FROM t.fields_hash AS changed,
                    sp.subject_key IS NOT NULL AS is_suppressed,
+                   ? = 'ad' AND s.fields_hash <> ?
+                       AND t.send_key <> coalesce(s.destination_ref, s.subject_key) AS rekeyed,
                    rf.subject_key IS NOT NULL AS is_refused,
                    ml.subject_key IS NOT NULL AS must_leave,
                    coalesce(dp.left_at <= ?, false) AS retention_over,
@@ -314,6 +317,7 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
             SELECT *, CASE
                 WHEN in_target AND pending AND awaiting_add THEN 'awaiting'
                 WHEN in_target AND (NOT in_state OR pending) THEN 'add'
+                WHEN in_target AND rekeyed THEN 'rekey'
                 WHEN in_target AND changed AND ? <> 'add_only' THEN 'update'
                 WHEN in_target THEN 'unchanged'
                 WHEN pending AND awaiting_remove THEN 'awaiting'
@@ -323,7 +327,7 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
             FROM joined
         )
         SELECT * EXCLUDE (wanted), CASE
-            WHEN wanted IN ('add', 'update') AND is_suppressed THEN 'suppressed'
+            WHEN wanted IN ('add', 'update', 'rekey') AND is_suppressed THEN 'suppressed'
             WHEN wanted IN ('add', 'update') AND is_refused THEN 'skipped_rejected'
             ELSE wanted
         END AS action
@@ -337,6 +341,8 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
         p.destination,
         p.segment,
         p.destination,
+        PENDING_HASH,
+        p.kind,
         PENDING_HASH,
         _retention_cutoff(p),
         p.segment,
@@ -456,14 +462,28 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
 
 
 def _reasons_sql() -> tuple[str, list[object]]:
+    """Temp table ``sync_remove_reasons(subject_key, reason)``: the reason of each remove, and
+    ``rekey`` for the old form of a re-keyed subject's key."""
     sql = """
         CREATE OR REPLACE TEMP TABLE sync_remove_reasons AS
         SELECT d.subject_key, coalesce(ml.reason, ?) AS reason
         FROM sync_diff d
         LEFT JOIN sync_must_leave ml ON ml.subject_key = d.subject_key
         WHERE d.action = 'remove'
+        UNION ALL
+        SELECT subject_key, ? FROM sync_diff WHERE action = 'rekey'
     """
-    return sql, [RemoveReason.LEFT_SEGMENT.value]
+    return sql, [RemoveReason.LEFT_SEGMENT.value, RemoveReason.REKEY.value]
+
+
+def _defer_removes(con: duckdb.DuckDBPyConnection, p: DiffParams) -> None:
+    """Removes refused before for the same reason wait for their back-off
+    (:mod:`orchestrator.sync.rejections`): ``remove_deferred``, not sent this run."""
+    con.execute(deferred_removes_sql(), [p.segment, p.destination, p.as_of or datetime.now()])
+    con.execute(
+        "DELETE FROM sync_remove_reasons WHERE subject_key IN "
+        "(SELECT subject_key FROM sync_diff WHERE action = 'remove_deferred')"
+    )
 
 
 def _remove_send_key_sql(p: DiffParams) -> str:
@@ -544,12 +564,18 @@ def _export_sql(p: DiffParams, action: str) -> str:
             FROM sync_diff d
             JOIN sync_remove_reasons r ON r.subject_key = d.subject_key
             {_remove_joins_sql(p)}
-            WHERE d.action = 'remove' AND r.reason = ?
+            WHERE d.action IN ('remove', 'rekey') AND r.reason = ?
             ORDER BY d.subject_key
         """
+    # a re-keyed subject is added again in its new form, with that form as its ref
     return f"""
-        SELECT d.subject_key, d.send_key, d.destination_ref, d.fields_hash{fcols}
-        FROM sync_diff d WHERE d.action = ? ORDER BY d.subject_key
+        SELECT d.subject_key, d.send_key,
+               CASE WHEN d.action = 'rekey' THEN d.send_key ELSE d.destination_ref END
+                   AS destination_ref,
+               d.fields_hash{fcols}
+        FROM sync_diff d
+        WHERE d.action = ? OR (? = 'add' AND d.action = 'rekey')
+        ORDER BY d.subject_key
     """
 
 
@@ -563,6 +589,8 @@ def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             "kept",
             "suppressed",
             "skipped_rejected",
+            "remove_deferred",
+            "rekey",
             "awaiting",
         ),
         0,
@@ -575,7 +603,10 @@ def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 def _removes_by_reason(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     rows = con.execute("SELECT reason, count(*) FROM sync_remove_reasons GROUP BY 1").fetchall()
     found = dict(rows)
-    return {r.value: found.get(r.value, 0) for r in REMOVE_REASON_ORDER}
+    counts = {r.value: found.get(r.value, 0) for r in REMOVE_REASON_ORDER}
+    if found.get(RemoveReason.REKEY.value):
+        counts[RemoveReason.REKEY.value] = found[RemoveReason.REKEY.value]
+    return counts
 
 
 def compute_diff(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -> DiffPlan:
@@ -608,6 +639,7 @@ def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -
     )
     for sql, params in steps:
         con.execute(sql, params)
+    _defer_removes(con, p)
     con.execute("DROP TABLE sync_target")
     counts = _counts(con)
     by_reason = _removes_by_reason(con)
@@ -617,15 +649,17 @@ def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -
     groups: list[tuple[str, str | None, int]] = [
         ("remove", r.value, by_reason[r.value]) for r in REMOVE_REASON_ORDER
     ]
-    groups += [("add", None, counts["add"]), ("update", None, counts["update"])]
+    groups.append(("remove", RemoveReason.REKEY.value, by_reason.get(RemoveReason.REKEY.value, 0)))
+    groups += [
+        ("add", None, counts["add"] + counts["rekey"]),
+        ("update", None, counts["update"]),
+    ]
     for action, reason, n in groups:
         if n == 0:
             continue
         path = Path(scratch_dir) / (f"{action}_{reason}.parquet" if reason else f"{action}.parquet")
-        con.execute(
-            f"COPY ({_export_sql(p, action)}) TO ? (FORMAT parquet)",
-            [reason if reason else action, str(path)],
-        )
+        params = [reason] if reason else [action, action]
+        con.execute(f"COPY ({_export_sql(p, action)}) TO ? (FORMAT parquet)", [*params, str(path)])
         files.append((action, reason, path))
     return DiffPlan(counts, by_reason, files, p.field_names)
 

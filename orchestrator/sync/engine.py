@@ -28,7 +28,6 @@ propagates.
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -50,19 +49,19 @@ from destinations.base import (
     client_rows_per_call,
     min_calls,
 )
+from destinations.redaction import redact
 from orchestrator.privacy.retention import track_departures
 from orchestrator.sync import async_requests, journal
 from orchestrator.sync.diff import DiffParams, DiffPlan, compute_diff
 from orchestrator.sync.journal import JournalLine
 from orchestrator.sync.pair_lock import DEFAULT_LEASE_S, HeldPairLock, pair_lock
 from orchestrator.sync.prefetch import prefetched
+from orchestrator.sync.rejections import pending_rows, stuck_rows
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
 
-_EMAIL_LIKE = re.compile(r"[^\s@\"'<>]+@[^\s@\"'<>]+")
-
-#: Called after each batch's call with the number of batches sent so far in this run (tests
-#: use it to kill the process at a chosen point).
+#: Called after each batch is journaled with the number of batches journaled so far in this
+#: run (tests use it to kill the process at a chosen point).
 BatchHook = Callable[[int], None]
 
 
@@ -75,7 +74,14 @@ class SyncReport:
     audience, kept because the mode is not ``mirror``), ``rejected`` (sent and refused by the
     destination), ``suppressed`` (not sent: the destination holds them as unsubscribed or
     forgotten), ``skipped_rejected`` (not sent: refused for good before, unchanged since),
-    ``pending_recovered`` (rows of unknown outcome from an earlier crash, folded first).
+    ``pending_recovered`` (rows of unknown outcome from an earlier crash, folded first),
+    ``removes_deferred`` (not sent: the destination refused the same remove before and its
+    back-off has not ended, :mod:`orchestrator.sync.rejections`), ``rekeys`` (held in another
+    form of the key: removed as added, then added in the new form), ``pending`` (after the
+    run: rows whose outcome the destination's answer did not confirm).
+    ``stuck``: what the destination does not take, per group (operation, remove reason, the
+    platform's words, the status it keeps the contacts in, rows, next retry), see
+    :class:`orchestrator.sync.rejections.StuckGroup`.
     ``removes_by_reason``: RemoveReason value -> count. Calls: ``api_calls`` (HTTP requests made,
     retries included), ``min_api_calls`` (the least possible: sum over send groups of
     ceil(rows / rows one call carries), see :func:`destinations.base.min_calls`; e.g.
@@ -95,6 +101,9 @@ class SyncReport:
     suppressed: int = 0
     skipped_rejected: int = 0
     pending_recovered: int = 0
+    removes_deferred: int = 0
+    rekeys: int = 0
+    pending: int = 0
     api_calls: int = 0
     min_api_calls: int = 0
     retries: int = 0
@@ -102,6 +111,7 @@ class SyncReport:
     bytes_sent: int = 0
     duration_s: float = 0.0
     removes_by_reason: dict[str, int] = field(default_factory=dict)
+    stuck: list[dict[str, object]] = field(default_factory=list)
     dry_run: bool = False
     requests_processing: int = 0
     awaiting: int = 0
@@ -158,8 +168,10 @@ def _now(as_of: datetime | None) -> str:
 
 
 def _scrub(reason: str | None) -> str | None:
-    """The platform's words without any email address (some platforms echo the address)."""
-    return None if reason is None else _EMAIL_LIKE.sub("<email>", reason)
+    """The platform's words without any email address (some platforms echo the address) or
+    credential (:func:`destinations.redaction.redact`; the client already blanked every form
+    of its own secret)."""
+    return None if reason is None else redact(reason)
 
 
 def _column_chunks(path: Path, size: int) -> Iterator[dict[str, list]]:
@@ -238,11 +250,12 @@ def _line(
     at: str,
     refs: list[str | None],
     reasons: list[str | None] | None = None,
-    permanent: list[bool] | None = None,
+    permanent: list[bool | None] | None = None,
+    statuses: list[str | None] | None = None,
 ) -> dict:
     """One journal line for the rows at positions ``rows`` of ``batch`` (per-row values as
     arrays of the same length, see :mod:`orchestrator.sync.journal`)."""
-    return {
+    line = {
         **_header(run, seq, kind, batch, at),
         "subject_keys": [batch.subject_keys[i] for i in rows],
         "fields_hashs": [batch.hashes[i] for i in rows],
@@ -250,6 +263,9 @@ def _line(
         "reasons": reasons if reasons is not None else [None] * len(rows),
         "permanents": permanent if permanent is not None else [False] * len(rows),
     }
+    if statuses is not None and any(s is not None for s in statuses):
+        line["statuses"] = statuses
+    return line
 
 
 def _header(run: str, seq: int, kind: str, batch: _Batch, at: str) -> dict:
@@ -311,7 +327,9 @@ def _result_lines(
     refs: list[str | None] = []
     refused: list[int] = []
     reasons: list[str | None] = []
-    permanent: list[bool] = []
+    permanent: list[bool | None] = []
+    statuses: list[str | None] = []
+    held_refs: list[str | None] = []
     for i, key in enumerate(batch.subject_keys):
         result = by_key.get(key)
         if result is None:
@@ -321,24 +339,46 @@ def _result_lines(
             refs.append(result.destination_ref or batch.intent_refs[i])
         else:
             refused.append(i)
+            held_refs.append(result.destination_ref or batch.intent_refs[i])
             reasons.append(_scrub(result.reason))
-            permanent.append(bool(result.permanent))
+            # null: the answer did not confirm the row (outcome unknown, held as pending)
+            permanent.append(None if result.unknown else bool(result.permanent))
+            statuses.append(result.status)
     lines = []
     if acked:
         lines.append(_line(run, seq, "ack", batch, acked, at, refs))
     if refused:
-        no_refs = [batch.rows[i].destination_ref for i in refused]
-        lines.append(_line(run, seq, "reject", batch, refused, at, no_refs, reasons, permanent))
+        lines.append(
+            _line(run, seq, "reject", batch, refused, at, held_refs, reasons, permanent, statuses)
+        )
     encode = journal.line_encoder()
-    return [JournalLine(run, seq, line["kind"], encode(line)) for line in lines], len(refused)
+    return [JournalLine(run, seq, line["kind"], encode(line)) for line in lines], sum(
+        1 for p in permanent if p is not None
+    )
+
+
+#: Why a row that names nobody is not sent (it is refused here, for good, per row).
+NO_IDENTIFIER = (
+    "not sent: no identifier held for this subject (no address, no member id or key recorded)"
+)
 
 
 def _call(client: Destination, audience_id: str, batch: _Batch) -> list[RowResult]:
-    if batch.op == "remove":
-        return client.remove(audience_id, batch.rows, RemoveReason(batch.reason))
-    if batch.op == "add":
-        return client.add(audience_id, batch.rows)
-    return client.update(audience_id, batch.rows)
+    """Call the client for the batch. A row with neither a ``send_key`` nor a
+    ``destination_ref`` (an old state row of a person who left the warehouse) names nobody:
+    it is refused here with :data:`NO_IDENTIFIER` and never sent, so one such row does not
+    stop the batch (clients raise ``EmptyIdentifierError`` for it)."""
+    nameless = {r.subject_key for r in batch.rows if not r.send_key and not r.destination_ref}
+    rows = [r for r in batch.rows if r.subject_key not in nameless] if nameless else batch.rows
+    answered: list[RowResult] = []
+    if rows:
+        if batch.op == "remove":
+            answered = client.remove(audience_id, rows, RemoveReason(batch.reason))
+        elif batch.op == "add":
+            answered = client.add(audience_id, rows)
+        else:
+            answered = client.update(audience_id, rows)
+    return answered + [RowResult(key, False, None, NO_IDENTIFIER, True) for key in nameless]
 
 
 @dataclass(frozen=True)
@@ -375,10 +415,11 @@ class _Job:
                 con.rollback()
                 raise
 
-    def fold(self, progress: _Progress) -> int:
+    def fold(self, progress: _Progress, report: SyncReport | None = None) -> int:
         """Write the answers (and request lines) not yet written, withdraw the intents of
         batches never called and fold the pair's journal and request journal, in one short
-        transaction; returns rows of unknown outcome."""
+        transaction; returns rows of unknown outcome. With ``report``, also fills its
+        ``pending`` and ``stuck`` from the folded state."""
         p = self.params
 
         def finish(con: duckdb.DuckDBPyConnection) -> None:
@@ -398,6 +439,8 @@ class _Job:
             stats = fold_journal(
                 con, segment=p.segment, destination=p.destination, kind=p.kind, before_fold=finish
             )
+            if report is not None:
+                _fill_stuck(con, p.segment, p.destination, report)
         return stats.pending
 
 
@@ -550,11 +593,17 @@ def _send_and_fold(job: _Job, plan: DiffPlan, client: Destination, report: SyncR
         _send(job, plan, client, progress)
     finally:
         report.rejected = progress.rejected
-        job.fold(progress)
+        job.fold(progress, report)
         report.api_calls = stats.calls - before[0]
         report.retries = stats.retries - before[1]
         report.throttled_seconds = stats.throttled_seconds - before[2]
         report.bytes_sent = stats.bytes_sent - before[3]
+
+
+def _fill_stuck(con: object, segment: str, destination: str, report: SyncReport) -> None:
+    """``report.pending`` and ``report.stuck`` from the pair's state and rejections."""
+    report.pending = pending_rows(con, segment, destination)
+    report.stuck = [group.as_dict() for group in stuck_rows(con, segment, destination)]
 
 
 def _count_outstanding(job: _Job) -> int:
@@ -569,6 +618,7 @@ def _min_calls(plan: DiffPlan, batch_size: int, per_call: RowsPerCall | None) ->
     total = 0
     for op, reason, _path in plan.files:
         n = plan.removes_by_reason[reason] if op == "remove" else plan.counts[op]
+        n += plan.counts["rekey"] if op == "add" else 0
         rows_per_call = batch_size if per_call is None else per_call(op, _reason(reason))
         total += min_calls(n, rows_per_call, batch_size)
     return total
@@ -590,6 +640,8 @@ def _report(
         kept=c["kept"],
         suppressed=c["suppressed"],
         skipped_rejected=c["skipped_rejected"],
+        removes_deferred=c["remove_deferred"],
+        rekeys=c["rekey"],
         awaiting=c["awaiting"],
         pending_recovered=pending,
         min_api_calls=_min_calls(plan, batch_size, per_call),
@@ -617,7 +669,10 @@ class MassRemovalError(RuntimeError):
 def check_mass_removal(plan: DiffPlan, segment: str, destination: str) -> None:
     """Raise :class:`MassRemovalError` when ``left_segment`` removes exceed the limits."""
     leaving = plan.removes_by_reason.get(RemoveReason.LEFT_SEGMENT.value, 0)
-    held = sum(plan.counts[k] for k in ("unchanged", "update", "remove", "kept"))
+    held = sum(
+        plan.counts[k]
+        for k in ("unchanged", "update", "remove", "kept", "remove_deferred", "rekey")
+    )
     if leaving >= MASS_REMOVAL_MIN_ROWS and leaving > MASS_REMOVAL_FRACTION * held:
         raise MassRemovalError(
             f"sync {segment} -> {destination}: would remove {leaving} of the {held} members "
@@ -655,6 +710,7 @@ def run_sync(
     allow_mass_removal: bool = False,
     other_purposes: Sequence[str] = (),
     lease_s: float = DEFAULT_LEASE_S,
+    lock_wait_s: float = 0,
     signals: Mapping[str, tuple[str, int]] | None = None,
     phone_platform: str | None = None,
 ) -> SyncReport:
@@ -695,6 +751,8 @@ def run_sync(
         lease_s: the pair lock's lease (s): how long after this process stops renewing it
             (killed, its machine gone) another run may take the pair over; on this host a dead
             holder is replaced at once.
+        lock_wait_s: how long to wait for another sync of the pair to finish (s; 0: fail at
+            once). The diff is computed after the wait, so it sees what changed meanwhile.
         signals: consent signals sent with each ad member, name -> (purpose, validity days)
             (:mod:`orchestrator.consent_signals`).
         phone_platform: ``google`` | ``meta``: send the customer's phone as a second
@@ -707,9 +765,10 @@ def run_sync(
         MassRemovalError: the diff would empty most of the destination for leaving the segment
             (a segment edit that matches nobody?); nothing was sent.
         ValueError: a bad mode/kind/normalization/field mapping or name, or no client.
-        SyncInProgressError: another run (any process, any machine) is syncing this pair; the
-            message names its host and process. ``PairLockLost`` (a subclass): this run's
-            lease ran out and another run took over; it stopped before its next call.
+        SyncInProgressError: another run (any process, any machine) is still syncing this pair
+            after ``lock_wait_s``; the message names its host and process. ``PairLockLost`` (a
+            subclass): this run's lease ran out and another run took over; it stopped before
+            its next call.
         destinations.errors.DestinationError: a call failed after the client's retries; what
             was acknowledged before it is folded into ``sync_state`` first.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s``.
@@ -768,9 +827,10 @@ def run_sync(
                 )
                 track_departures(con, segment=segment, destination=destination, now=now)
                 plan = compute_diff(con, params, scratch)
-            if rows_per_call is None and client is not None:
-                rows_per_call = partial(client_rows_per_call, client)
-            report = _report(plan, size, rows_per_call, recovered.pending, dry_run)
+                if rows_per_call is None and client is not None:
+                    rows_per_call = partial(client_rows_per_call, client)
+                report = _report(plan, size, rows_per_call, recovered.pending, dry_run)
+                _fill_stuck(con, segment, destination, report)
             if not dry_run:
                 if not allow_mass_removal:
                     check_mass_removal(plan, segment, destination)

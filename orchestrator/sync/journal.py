@@ -18,9 +18,11 @@ The JSON ``line`` holds: ``run``, ``seq`` and ``kind`` as above; ``op``: ``add``
 ``at`` str (ISO 8601, UTC, no offset). Per row, arrays of the same length (one element per row
 of the line): ``subject_keys`` (sha256 hex), ``fields_hashs`` (the row's hash; for removes the
 hash held in state), ``destination_refs`` (str | null: platform member id, or the Google key
-sent to an ad platform), ``reasons`` (str | null: platform's words for a reject, emails masked)
-and ``permanents`` (bool); a missing ``reasons``/``permanents`` array means null/false for
-every row (intent lines leave them out).
+sent to an ad platform), ``reasons`` (str | null: platform's words for a reject, emails masked),
+``permanents`` (bool, or null on a reject: the answer did not confirm the row, outcome
+unknown) and ``statuses`` (str | null: the member's status as the platform reported it); a
+missing ``reasons``/``permanents``/``statuses`` array means null/false/null for every row
+(intent lines leave them out).
 
 Compact ``ack`` (the common case: the destination accepted every row of the batch):
 ``"whole_batch": true`` and no per-row arrays, except ``destination_refs`` when the platform

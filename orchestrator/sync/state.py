@@ -11,9 +11,15 @@ each subject the LAST journal line decides (ordered by run, batch, and result af
   ``consent_withdrawn`` or ``objection`` also records the subject as ``unsubscribed`` in
   ``destination_suppressions``, and for ``erasure`` as ``forgotten`` (never added again).
 - ``reject``: nothing changes in state (the destination kept what it had); the row goes to
-  ``sync_rejections`` (replacing an earlier rejection of the same subject, hash and operation).
-  A later ``ack`` of the subject clears its rejections (the retried remove went through, or
-  an add with other values was accepted).
+  ``sync_rejections`` (replacing an earlier rejection of the same subject, hash and operation;
+  of a remove: of the same subject), with ``attempts`` counting refusals in a row and, for a
+  remove, ``retry_at`` (:mod:`orchestrator.sync.rejections`). A reject whose ``permanent`` is
+  null is a row the answer did not confirm (outcome unknown): it is recorded with the
+  platform's words AND held as pending, like an unanswered intent. A reject of an add or
+  update with ``status`` ``unsubscribed`` / ``cleaned`` / ``forgotten`` (email destinations)
+  records the platform's status in ``destination_suppressions``: the contact is kept so by the
+  platform and never sent again. A later ``ack`` of the subject clears its rejections (the
+  retried remove went through, or an add with other values was accepted).
 - ``intent`` with no result (sent, answer lost: crash, timeout, error): the outcome is unknown,
   so the row is held with ``fields_hash = 'pending'`` (:data:`~orchestrator.sync.diff.
   PENDING_HASH`). The next diff re-adds it if it is still in the audience, or removes it if
@@ -33,6 +39,7 @@ import duckdb
 
 from destinations.base import RemoveReason
 from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.sync.rejections import retry_at_sql
 from orchestrator.warehouse.memory import with_memory_growth
 
 #: Per-batch values of a journal line, and their types.
@@ -54,13 +61,19 @@ _ROW_COLUMNS = {
     "destination_ref": "VARCHAR",
     "reason": "VARCHAR",
     "permanent": "BOOLEAN",
+    "status": "VARCHAR",
 }
+
+
+def _plural(name: str) -> str:
+    """The journal's name of a per-row array (``statuses``; the first fields just add s)."""
+    return "statuses" if name == "status" else f"{name}s"
 
 
 def _row_value(name: str) -> str:
     """One per-row column of ``sync_journal``: the line's array unnested (``l.<name>s``), or its
     scalar (per-row lines of the first versions); a compact ack's refs come first."""
-    sources = [f"l.{name}s", f"[l.{name}]"]
+    sources = [f"l.{_plural(name)}", f"[l.{name}]"]
     if name == "destination_ref":
         sources.insert(0, "w.destination_refs")
     return f"unnest(coalesce({', '.join(sources)})) AS {name}"
@@ -94,7 +107,7 @@ def _load_sql() -> str:
     columns: dict[str, object] = dict(_BATCH_COLUMNS)
     for name, sql_type in _ROW_COLUMNS.items():
         columns[name] = sql_type
-        columns[f"{name}s"] = [sql_type]
+        columns[_plural(name)] = [sql_type]
     spec = json.dumps(columns, separators=(",", ":"))
     rows = ", ".join(_row_value(name) for name in _ROW_COLUMNS)
     return f"""
@@ -170,29 +183,76 @@ _PENDING_SQL = """
     INSERT INTO activation.sync_state
         (segment, destination, subject_key, destination_ref, fields_hash, synced_at)
     SELECT ?, ?, subject_key, destination_ref, ?, "at"
-    FROM {last} WHERE kind = 'intent'
+    FROM {last} WHERE kind = 'intent' OR (kind = 'reject' AND permanent IS NULL)
     ON CONFLICT (segment, destination, subject_key) DO UPDATE SET
         destination_ref = coalesce(excluded.destination_ref, sync_state.destination_ref),
         fields_hash = excluded.fields_hash
 """
 
+#: The journal's rejections, last per (subject, hash, operation), with the count of refusals in
+#: a row: one more than the rejection they replace when it is older (so folding the same journal
+#: twice counts once). ``permanent`` NULL means "not confirmed" (outcome unknown, pending).
+_REJECTIONS_NEW_SQL = f"""
+    CREATE OR REPLACE TEMP TABLE sync_new_rejections AS
+    WITH latest AS (
+        SELECT subject_key, fields_hash, op, remove_reason, coalesce(reason, 'refused') AS reason,
+               permanent, status, "at"
+        FROM sync_journal WHERE kind = 'reject'
+        QUALIFY row_number() OVER (
+            PARTITION BY subject_key, fields_hash, op ORDER BY run DESC, seq DESC
+        ) = 1
+    ),
+    earlier AS (
+        SELECT subject_key, operation, remove_reason, max(attempts) AS attempts,
+               max(rejected_at) AS rejected_at
+        FROM activation.sync_rejections WHERE segment = ? AND destination = ?
+        GROUP BY ALL
+    ),
+    counted AS (
+        SELECT l.*, CASE
+            WHEN l.permanent IS NULL THEN 1
+            WHEN e.rejected_at < l."at" THEN e.attempts + 1
+            ELSE coalesce(e.attempts, 1)
+        END AS attempts
+        FROM latest l LEFT JOIN earlier e
+          ON e.subject_key = l.subject_key AND e.operation = l.op
+         AND e.remove_reason IS NOT DISTINCT FROM l.remove_reason
+    )
+    SELECT *, CASE WHEN op = 'remove' AND permanent IS NOT NULL
+                   THEN {retry_at_sql('"at"', "attempts")} END AS retry_at
+    FROM counted
+"""
+
 _REJECTIONS_DELETE_SQL = """
     DELETE FROM activation.sync_rejections r
     WHERE r.segment = ? AND r.destination = ? AND EXISTS (
-        SELECT 1 FROM sync_journal j
-        WHERE j.kind = 'reject' AND j.subject_key = r.subject_key
-          AND j.fields_hash = r.fields_hash AND j.op = r.operation
+        SELECT 1 FROM sync_new_rejections j
+        WHERE j.subject_key = r.subject_key AND j.op = r.operation
+          AND (j.op = 'remove' OR j.fields_hash = r.fields_hash)
     )
 """
 
 _REJECTIONS_INSERT_SQL = """
     INSERT INTO activation.sync_rejections
-        (segment, destination, subject_key, fields_hash, operation, reason, permanent, rejected_at)
-    SELECT ?, ?, subject_key, fields_hash, op, coalesce(reason, 'refused'), permanent, "at"
-    FROM sync_journal WHERE kind = 'reject'
-    QUALIFY row_number() OVER (
-        PARTITION BY subject_key, fields_hash, op ORDER BY run DESC, seq DESC
-    ) = 1
+        (segment, destination, subject_key, fields_hash, operation, reason, permanent,
+         rejected_at, remove_reason, attempts, retry_at, platform_status)
+    SELECT ?, ?, subject_key, fields_hash, op, reason, coalesce(permanent, false), "at",
+           remove_reason, attempts, retry_at, status
+    FROM sync_new_rejections
+"""
+
+#: A contact the platform keeps unsubscribed, cleaned or forgotten when asked to subscribe it
+#: is recorded as the platform holds it (email destinations): never sent again.
+_KEPT_SQL = """
+    INSERT INTO activation.destination_suppressions
+        (destination, subject_key, status, suppressed_at, destination_ref)
+    SELECT ?, subject_key, status, "at", destination_ref
+    FROM {last}
+    WHERE kind = 'reject' AND op IN ('add', 'update')
+      AND status IN ('unsubscribed', 'cleaned', 'forgotten')
+    ON CONFLICT (destination, subject_key) DO UPDATE SET
+        status = CASE WHEN excluded.status = 'forgotten' THEN 'forgotten'
+                      ELSE destination_suppressions.status END
 """
 
 #: Rejections of a subject whose last journal line is an acknowledgement: the destination has
@@ -207,25 +267,31 @@ _REJECTIONS_CLEARED_SQL = """
 
 _SUPPRESS_SQL = """
     INSERT INTO activation.destination_suppressions
-        (destination, subject_key, status, suppressed_at)
+        (destination, subject_key, status, suppressed_at, destination_ref)
     SELECT ?, subject_key,
-           CASE WHEN remove_reason = ? THEN 'forgotten' ELSE 'unsubscribed' END, "at"
+           CASE WHEN remove_reason = ? THEN 'forgotten' ELSE 'unsubscribed' END, "at",
+           destination_ref
     FROM {last}
     WHERE kind = 'ack' AND op = 'remove' AND remove_reason IN (?, ?, ?)
     ON CONFLICT (destination, subject_key) DO UPDATE SET
         status = CASE WHEN excluded.status = 'forgotten' THEN 'forgotten'
-                      ELSE destination_suppressions.status END
+                      ELSE destination_suppressions.status END,
+        destination_ref = coalesce(excluded.destination_ref,
+                                   destination_suppressions.destination_ref)
 """
 
 _COUNT_SQL = """
-    SELECT count(*) FILTER (kind = 'ack'), count(*) FILTER (kind = 'reject'),
-           count(*) FILTER (kind = 'intent'), count(*), count(DISTINCT subject_key)
+    SELECT count(*) FILTER (kind = 'ack'),
+           count(*) FILTER (kind = 'reject' AND permanent IS NOT NULL),
+           count(*) FILTER (kind = 'intent' OR (kind = 'reject' AND permanent IS NULL)),
+           count(*), count(DISTINCT subject_key)
     FROM sync_journal
 """
 
 _LAST_COUNT_SQL = """
-    SELECT count(*) FILTER (kind = 'ack'), count(*) FILTER (kind = 'reject'),
-           count(*) FILTER (kind = 'intent')
+    SELECT count(*) FILTER (kind = 'ack'),
+           count(*) FILTER (kind = 'reject' AND permanent IS NOT NULL),
+           count(*) FILTER (kind = 'intent' OR (kind = 'reject' AND permanent IS NULL))
     FROM sync_journal_last
 """
 
@@ -292,10 +358,12 @@ def _apply(
     _write_acked(con, pair, last, acked)
     con.execute(_DELETE_REMOVED_SQL.format(last=last), pair)
     con.execute(_PENDING_SQL.format(last=last), [*pair, PENDING_HASH])
+    con.execute(_REJECTIONS_NEW_SQL, pair)
     con.execute(_REJECTIONS_DELETE_SQL, pair)
     con.execute(_REJECTIONS_INSERT_SQL, pair)
     con.execute(_REJECTIONS_CLEARED_SQL.format(last=last), pair)
     if kind == "email":
+        con.execute(_KEPT_SQL.format(last=last), [destination])
         con.execute(
             _SUPPRESS_SQL.format(last=last),
             [

@@ -14,12 +14,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
+from orchestrator.model.views import refresh_source_views, source_views_current
 from orchestrator.pseudonymize import register_sql_functions
 from orchestrator.settings import duckdb_config
 from orchestrator.warehouse.schema import create_activation_schema
+
+if TYPE_CHECKING:
+    from orchestrator.config import ProjectConfig
 
 _FIRST_DELAY_S = 0.05
 _MAX_DELAY_S = 2.0
@@ -44,16 +49,35 @@ def _open_with_retry(path: Path, read_only: bool, timeout_s: float) -> duckdb.Du
             delay = min(delay * 2, _MAX_DELAY_S)
 
 
+def _ensure_views(path: Path, project: ProjectConfig, timeout_s: float) -> None:
+    """Recreate the canonical views in a short read-write open (for a read-only caller)."""
+    con = _open_with_retry(path, False, timeout_s)
+    try:
+        create_activation_schema(con)
+        refresh_source_views(con, project.source, project.purposes)
+    finally:
+        con.close()
+
+
 @contextmanager
 def connect(
-    path: Path, *, read_only: bool = False, timeout_s: float = 60
+    path: Path,
+    *,
+    read_only: bool = False,
+    timeout_s: float = 60,
+    project: ProjectConfig | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the DuckDB file at ``path`` for the duration of a ``with`` block.
 
     Retries while another process holds the file's lock (``duckdb.IOException`` mentioning the
     lock), waiting 50 ms doubling up to 2 s between attempts (with jitter), for at most
     ``timeout_s`` seconds in total. When ``read_only`` is False the product's ``activation``
-    tables are created if missing. The connection is configured by
+    tables are created if missing. With ``project``, the canonical views of its source model
+    (``activation.src_*``) are made current before the block runs, so every reader sees the
+    model ``activation.yaml`` declares today: the one place every entry point that reads the
+    views (CLI commands, sensor, checks, privacy steps) ensures them. Cheap when unchanged (a
+    view is rewritten only when its SELECT changed); a read-only caller whose views are stale
+    gets them recreated in a short read-write open first. The connection is configured by
     :func:`orchestrator.settings.duckdb_config` (memory limit) and has the address
     normalization functions the key SQL needs
     (:func:`orchestrator.pseudonymize.register_sql_functions`). The connection is closed on
@@ -62,12 +86,22 @@ def connect(
     Raises:
         duckdb.IOException: the lock was still held after ``timeout_s`` seconds, or the file
             cannot be opened for another reason (e.g. ``read_only`` and the file is missing).
+        orchestrator.model.views.SourceModelError: ``project``'s source model does not match
+            the warehouse.
     """
-    con = _open_with_retry(Path(path), read_only, timeout_s)
+    path = Path(path)
+    con = _open_with_retry(path, read_only, timeout_s)
     try:
+        stale = project is not None and read_only
+        if stale and not source_views_current(con, project.source, project.purposes):
+            con.close()
+            _ensure_views(path, project, timeout_s)
+            con = _open_with_retry(path, read_only, timeout_s)
         register_sql_functions(con)
         if not read_only:
             create_activation_schema(con)
+            if project is not None:
+                refresh_source_views(con, project.source, project.purposes)
         yield con
     finally:
         con.close()

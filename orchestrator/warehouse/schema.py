@@ -160,7 +160,11 @@ CREATE TABLE IF NOT EXISTS activation.sync_rejections (
     operation   VARCHAR NOT NULL,
     reason      VARCHAR NOT NULL,
     permanent   BOOLEAN NOT NULL,
-    rejected_at TIMESTAMP NOT NULL
+    rejected_at TIMESTAMP NOT NULL,
+    remove_reason   VARCHAR,
+    attempts        INTEGER NOT NULL DEFAULT 1,
+    retry_at        TIMESTAMP,
+    platform_status VARCHAR
 );
 CREATE TABLE IF NOT EXISTS activation.sync_journal (
     segment     VARCHAR NOT NULL,
@@ -225,6 +229,7 @@ CREATE TABLE IF NOT EXISTS activation.destination_suppressions (
     subject_key     VARCHAR NOT NULL,
     status          VARCHAR NOT NULL,
     suppressed_at   TIMESTAMP NOT NULL,
+    destination_ref VARCHAR,
     PRIMARY KEY (destination, subject_key)
 );
 CREATE TABLE IF NOT EXISTS activation.suppression_list (
@@ -247,7 +252,8 @@ CREATE TABLE IF NOT EXISTS activation.request_processing (
     request_id   VARCHAR NOT NULL PRIMARY KEY,
     subjects     INTEGER NOT NULL,
     purged_rows  INTEGER NOT NULL,
-    processed_at TIMESTAMP NOT NULL
+    processed_at TIMESTAMP NOT NULL,
+    matched      BOOLEAN
 );
 """
 
@@ -318,7 +324,12 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     withdrawals reach every address we ever sent for them.
     ``sync_state``: what each destination acknowledged; ``destination_ref`` is the platform's own
     member id when it differs from subject_key (Mailchimp: md5 of the lowercase email).
-    ``sync_rejections``: rows a destination refused, with reason and permanence.
+    ``sync_rejections``: rows a destination refused or did not confirm, with the platform's
+    words (``reason``), ``permanent`` (refused for good), the remove's ``remove_reason``,
+    ``attempts`` (refusals in a row of the same operation), ``retry_at`` (a refused remove is
+    not sent again before it, unless its reason changes: ``orchestrator.sync.rejections``) and
+    ``platform_status`` (the status the platform reports the contact in, e.g. ``unsubscribed``
+    or ``cleaned`` for a contact it keeps).
     ``sync_journal``: what a sync is about to send and what destinations answered, one row
     per journal line, until folded into ``sync_state`` (``orchestrator.sync.journal``).
     ``pair_locks``: one row per (segment, destination) being synced, with its holder and lease
@@ -335,8 +346,9 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     folded into ``destination_requests`` with the sync journal (same transactions).
     ``departures``: members a destination still holds after they left the audience, with the
     time they were first seen gone (``left_at``); the retention clock of modes other than mirror.
-    ``destination_suppressions``: subjects a destination holds as unsubscribed or forgotten;
-    never subscribed again.
+    ``destination_suppressions``: subjects a destination holds as unsubscribed, cleaned or
+    forgotten; never subscribed again. ``destination_ref``: the platform's member id (the
+    reconciliation check reads the member's status there).
     ``suppression_list``: one row per data subject who objected (GDPR Art. 21(3)) or asked for
     erasure (Art. 17): hashes and a date only, never an address. ``google_key`` (NULL when
     unknown) catches Gmail variants of the same mailbox; ``request_type`` is ``erasure`` or
@@ -348,10 +360,32 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     platform's words, no address), ``sent_at`` (UTC). The latest row per (request, segment,
     destination) counts.
     ``request_processing``: one row per privacy request handled: subjects found (``subjects``),
-    rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC).
+    rows purged from the product's own tables (``purged_rows``), ``processed_at`` (UTC),
+    ``matched`` (false: no customer had the address and no destination held it; NULL in rows
+    written before the column existed). Older warehouses get the column added.
     """
     con.execute(ACTIVATION_DDL)
+    for column, sql_type in _REJECTION_COLUMNS_ADDED:
+        con.execute(
+            f"ALTER TABLE activation.sync_rejections ADD COLUMN IF NOT EXISTS {column} {sql_type}"
+        )
+    con.execute(
+        "ALTER TABLE activation.destination_suppressions "
+        "ADD COLUMN IF NOT EXISTS destination_ref VARCHAR"
+    )
     create_intake_tables(con)
+    con.execute(
+        "ALTER TABLE activation.request_processing ADD COLUMN IF NOT EXISTS matched BOOLEAN"
+    )
+
+
+#: Columns older warehouses' ``sync_rejections`` lack (added in place, existing rows kept).
+_REJECTION_COLUMNS_ADDED = (
+    ("remove_reason", "VARCHAR"),
+    ("attempts", "INTEGER DEFAULT 1"),
+    ("retry_at", "TIMESTAMP"),
+    ("platform_status", "VARCHAR"),
+)
 
 
 #: ``audience_members`` as :data:`ACTIVATION_DDL` declares it, under a temporary name.

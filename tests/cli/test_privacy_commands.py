@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from orchestrator.pseudonymize import subject_key
+from tests.conftest import REPO
 
 from .conftest import run_activation
 
@@ -69,13 +70,16 @@ def test_register_markdown_csv_and_file(
     markdown = runner.invoke(cli, ["register"])
     assert markdown.exit_code == 0, markdown.output
     assert markdown.stdout.startswith("# Record of processing activities")
-    assert "| recent_buyers_eu | email_marketing |" in markdown.stdout
+    # Per purpose; each segment is a campaign row of its purpose.
+    assert "## Processing activity: email_marketing" in markdown.stdout
+    assert "| recent_buyers_eu |" in markdown.stdout
     out = tmp_path / "register.csv"
     written = runner.invoke(cli, ["register", "--format", "csv", "--output", str(out)])
     assert written.exit_code == 0 and written.stdout == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
-    assert sorted(r["activity"] for r in rows)[:1] == ["cart_abandoners"]
-    assert len({r["activity"] for r in rows}) == 7
+    assert sorted(r["purpose"] for r in rows) == ["ad_targeting", "email_marketing"]
+    campaigns = {c for r in rows for c in r["campaigns"].split("; ")}
+    assert campaigns == {p.stem for p in (REPO / "segments").glob("*.yaml")}
 
 
 def test_subprocess_forget_and_bad_email(project_env: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from destinations.base import RemoveReason, Row
+from destinations.errors import EmptyIdentifierError
 from destinations.google import GoogleAudienceClient
 from destinations.http import RetryPolicy
 from destinations.mock.testing import MockHandle, running_mock
@@ -110,3 +111,9 @@ def test_size_and_targetable_as_google_reports_them(mock: MockHandle) -> None:
         assert (c.member_count(AUDIENCE), c.targetable(AUDIENCE)) == (99, False)
         c.add(AUDIENCE, [row("hundredth")])
         assert (c.member_count(AUDIENCE), c.targetable(AUDIENCE)) == (100, True)
+
+
+def test_a_row_naming_nobody_stops_the_call_before_anything_is_sent(mock: MockHandle) -> None:
+    with client(mock) as google, pytest.raises(EmptyIdentifierError):
+        google.remove("list1", [row("a"), Row("f" * 64, "")], RemoveReason.CONSENT_WITHDRAWN)
+    assert mock.requests_log("google") == []

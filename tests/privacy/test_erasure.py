@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster_duckdb import DuckDBResource
 
 from orchestrator.privacy.receipts import format_receipt, receipt_for
@@ -75,8 +76,8 @@ def own_rows(wh: Path, keys: list[str]) -> dict[str, int]:
 def handle_request_through_dagster(
     project: Settings, instance, defs, *, in_process: bool = False
 ) -> dg.RunRequest:
-    """Evaluate the sensor, execute its run request's job (in child processes, as Dagster
-    runs it, unless ``in_process``); return the run request."""
+    """Evaluate the sensor, execute its run request's job (reconstructed from its module, as
+    Dagster runs it, unless ``in_process``); return the run request."""
     wh = project.warehouse_path
     run_request, cursor = evaluate_sensor(defs, instance, wh)
     assert isinstance(run_request, dg.RunRequest)
@@ -85,6 +86,10 @@ def handle_request_through_dagster(
             run_config=run_request.run_config, instance=instance, tags=run_request.tags
         )
     else:
+        # The job's steps run in this process (orchestrator.executors): forget the definitions
+        # Dagster cached for an earlier test's environment (its lru_cache keys on the pointer).
+        ReconstructableJob.get_definition.cache_clear()
+        ReconstructableJob.get_repository_definition.cache_clear()
         result = dg.execute_job(
             dg.reconstructable(privacy_job),
             instance=instance,

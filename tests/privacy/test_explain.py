@@ -98,6 +98,7 @@ def test_a_member_is_explained_by_conditions_consent_and_destination(setup) -> N
             "synced_at": AS_OF,
             "pending": False,
             "platform_status": None,
+            "refused": [],
         }
     ]
     text = format_explanation(result)
@@ -153,6 +154,7 @@ def test_a_person_the_platform_keeps_as_unsubscribed_is_said_so(setup) -> None:
         )
         con.execute(
             "INSERT INTO activation.destination_suppressions "
+            "(destination, subject_key, status, suppressed_at) "
             "VALUES ('mailchimp', ?, 'unsubscribed', ?)",
             [subject_key(emails[3]), AS_OF],
         )

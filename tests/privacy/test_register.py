@@ -146,12 +146,15 @@ def test_register_asset_renders_markdown_in_the_ui(definitions: dg.Definitions) 
     graph = definitions.resolve_asset_graph()
     node = graph.get(REGISTER_KEY)
     assert node.group_name == "privacy"
-    assert "### winter_prospects" in node.description
+    # The filed record is per purpose; each segment is a campaign row of its purpose.
+    assert "| winter_prospects |" in node.description
     result = dg.materialize([definitions.resolve_assets_def(REGISTER_KEY)])
     (event,) = result.get_asset_materialization_events()
     register = event.materialization.metadata["register"]
     assert isinstance(register, dg.MarkdownMetadataValue)
-    assert "### winter_prospects" in register.value
+    assert "| winter_prospects |" in register.value
+    assert "first version recorded" in event.materialization.metadata["changes"].value
+    assert event.materialization.metadata["version"].value.startswith("v-")
 
 
 def test_checks_sit_beside_the_assets_they_guard(definitions: dg.Definitions) -> None:
@@ -167,6 +170,7 @@ def test_checks_sit_beside_the_assets_they_guard(definitions: dg.Definitions) ->
         ("warehouse/consents", "consent_proof"),
         ("warehouse/consents", "consent_purposes_declared"),
         ("privacy/processing_register", "no_unregistered_sync_state"),
+        ("segment_file_errors", "segment_files_valid"),
     }
     for sid, seg in specs().items():
         expected.add((f"audience/{sid}", "legal_basis_valid"))
@@ -175,10 +179,12 @@ def test_checks_sit_beside_the_assets_they_guard(definitions: dg.Definitions) ->
         for entry in seg.spec.destinations:
             expected.add((f"sync/{sid}/{entry.destination}", "destination_retention"))
             expected.add((f"sync/{sid}/{entry.destination}", "reconciliation"))
+            expected.add((f"sync/{sid}/{entry.destination}", "rejections"))
     expected |= {
         ("audience/winter_prospects", "legal_basis_valid"),
         ("sync/winter_prospects/mailchimp", "destination_retention"),
         ("sync/winter_prospects/mailchimp", "reconciliation"),
+        ("sync/winter_prospects/mailchimp", "rejections"),
     }
     assert mine == expected
     blocking = {

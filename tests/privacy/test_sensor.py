@@ -233,3 +233,32 @@ def test_requests_are_launched_before_the_activation_tables_exist(
     insert_requests(fresh, [("pr-2", 2, utc_now()), ("pr-1", 1, utc_now() - timedelta(days=1))])
     result, _ = tick(None, fresh)
     assert launched(result) == ["pr-1", "pr-2"]
+
+
+def test_a_request_left_open_is_relaunched_within_minutes_once_no_privacy_run_is_active(
+    privacy_env: Settings, clock
+):
+    """A request its run could not finish (a sync held the pair's lock longer than the job
+    waits) is relaunched five minutes later when no run of the privacy job is in flight, not
+    half an hour later; while one is queued or running, the longer delay holds."""
+    sensor = load_defs().resolve_sensor_def(SENSOR_NAME)
+    resources = {"warehouse": DuckDBResource(database=str(privacy_env.warehouse_path))}
+    insert_requests(privacy_env.warehouse_path, [("pr-late", ERIN_ID, T0 - timedelta(hours=1))])
+    with dg.DagsterInstance.get() as instance:
+
+        def tick(cursor: str | None) -> tuple[object, str | None]:
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+            return sensor(context), context.cursor
+
+        first, cursor = tick(None)
+        assert launched(first) == ["pr-late"]
+        # A run of the privacy job not started yet: one is in flight.
+        run = instance.create_run_for_job(
+            load_defs().resolve_job_def("privacy_requests_job"), run_config={}
+        )
+        clock(T0 + timedelta(minutes=6))
+        waiting, cursor = tick(cursor)
+        assert isinstance(waiting, dg.SkipReason)
+        instance.delete_run(run.run_id)  # no privacy run in flight any more
+        retry, cursor = tick(cursor)
+        assert launched(retry) == ["pr-late"]

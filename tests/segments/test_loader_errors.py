@@ -255,7 +255,7 @@ sql: "ATTACH 'other.duckdb'"  # <-
         )
         + "purpose: email_marketing\n",
         "",
-        "invalid YAML: mapping values are not allowed here",
+        "invalid YAML: mapping values are not allowed",
     ),
     case(
         HEAD + "purpose: email_marketing\n\tlegal_basis: consent  # <-\n",

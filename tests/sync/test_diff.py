@@ -108,7 +108,8 @@ def test_suppressed_subjects_are_not_added_on_that_destination_only(wh, tmp_path
         set_audience(con, SEG, [1, 2])
         k1 = key_of(con, 1)
         con.execute(
-            "INSERT INTO activation.destination_suppressions VALUES (?, ?, 'unsubscribed', ?)",
+            "INSERT INTO activation.destination_suppressions (destination, subject_key, status, "
+            "suppressed_at) VALUES (?, ?, 'unsubscribed', ?)",
             [DEST, k1, T0],
         )
     plan, files = _diff(wh, tmp_path)
@@ -127,7 +128,9 @@ def test_permanent_rejection_of_the_same_row_is_skipped_until_the_row_changes(wh
         rejections = [(k1, hashes[k1], True), (k2, "another-hash", True), (k3, hashes[k3], False)]
         for key, h, permanent in rejections:
             con.execute(
-                "INSERT INTO activation.sync_rejections VALUES (?, ?, ?, ?, 'add', 'x', ?, ?)",
+                "INSERT INTO activation.sync_rejections (segment, destination, subject_key, "
+                "fields_hash, operation, reason, permanent, rejected_at) "
+                "VALUES (?, ?, ?, ?, 'add', 'x', ?, ?)",
                 [SEG, DEST, key, h, permanent, T0],
             )
     plan, files = _diff(wh, tmp_path)

@@ -53,8 +53,11 @@ def tables(path: Path) -> dict[str, list]:
             t: con.execute(f"SELECT * EXCLUDE ({ts}) FROM activation.{t} ORDER BY ALL").fetchall()
             for t, ts in [
                 ("sync_state", "synced_at"),
-                ("sync_rejections", "rejected_at"),
-                ("destination_suppressions", "suppressed_at"),
+                (
+                    "sync_rejections",
+                    "rejected_at, remove_reason, attempts, retry_at, platform_status",
+                ),
+                ("destination_suppressions", "suppressed_at, destination_ref"),
             ]
         }
     finally:

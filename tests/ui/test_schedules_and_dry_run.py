@@ -53,27 +53,35 @@ def test_one_schedule_per_segment_stopped_unless_asked(tmp_path: Path, warehouse
     assert eager.default_status is dg.DefaultScheduleStatus.RUNNING
     assert quiet.job_name == "quiet_one_job" and eager.job_name == "eager_one_job"
     names = {s.name for s in defs.schedules or ()}
-    assert names == {"quiet_one_schedule", "eager_one_schedule"}
+    # One schedule per segment, plus the privacy checks' own (which sends nothing).
+    assert names == {"quiet_one_schedule", "eager_one_schedule", "privacy_checks_schedule"}
 
 
 def test_shipped_segments_schedules_all_start_stopped(tmp_path: Path, warehouse: Path) -> None:
     project = load_project_config(REPO / "activation.yaml")
     defs = build_definitions(_settings(REPO / "segments", warehouse, tmp_path / "s"), project)
-    schedules = list(defs.schedules or ())
-    assert len(schedules) == 7
+    # Segment schedules send: all stopped. The privacy checks' schedule sends nothing: running.
+    schedules = [s for s in defs.schedules or () if s.job_name != "privacy_checks_job"]
+    assert len(schedules) == len(list((REPO / "segments").glob("*.yaml")))
     assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.STOPPED}
+    checks = defs.resolve_schedule_def("privacy_checks_schedule")
+    assert checks.default_status is dg.DefaultScheduleStatus.RUNNING
 
 
-def test_privacy_sensor_runs_by_default_and_is_the_only_running_automation(
+def test_privacy_sensors_run_by_default_and_are_the_only_running_automations(
     tmp_path: Path, warehouse: Path
 ) -> None:
-    """Requests must reach destinations without anyone switching the sensor on; nothing else
-    starts on its own (a new segment never sends by surprise)."""
+    """Requests and withdrawals must reach destinations without anyone switching a sensor on;
+    nothing else starts on its own (a new segment never sends by surprise: the privacy changes
+    sensor only launches a segment a destination already holds someone for)."""
     project = load_project_config(REPO / "activation.yaml")
     defs = build_definitions(_settings(REPO / "segments", warehouse, tmp_path / "s"), project)
     sensors = list(defs.sensors or ())
-    running = [s.name for s in sensors if s.default_status is dg.DefaultSensorStatus.RUNNING]
-    assert len(running) == 1 and "privacy" in running[0]
+    running = [s for s in sensors if s.default_status is dg.DefaultSensorStatus.RUNNING]
+    # The alerts sensor runs too, but launches nothing (it posts to a webhook).
+    launching = sorted(s.name for s in running if s.targets)
+    assert launching == ["privacy_changes_sensor", "privacy_requests_sensor"]
+    assert {s.name for s in running if not s.targets} == {"activation_alerts_sensor"}
 
 
 def _dry_run_config(job: dg.JobDefinition) -> dict:

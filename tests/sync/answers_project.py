@@ -1,0 +1,207 @@
+"""A small project for end-to-end tests of what destinations answer: a synthetic warehouse
+(Faker, example.com), two SQL segments (``ads_fr`` -> Meta, ``mail_fr`` -> Mailchimp, members:
+customers in FR), the real Definitions and job, the mock destinations.
+
+The segment modes and the Meta normalization are parameters, so one test covers every mode.
+Leaving a segment = moving out of FR; withdrawing = a newer ``withdrawn`` consent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+from faker import Faker
+
+from orchestrator.assets import audience_key, segment_key, sync_key
+from orchestrator.config import load_project_config
+from orchestrator.definitions import ALL_SEGMENTS_JOB, build_definitions
+from orchestrator.settings import Settings
+from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
+from tests.conftest import REPO
+
+AS_OF = datetime(2026, 11, 29, 6, 0, 0)
+ADS, MAIL = "ads_fr", "mail_fr"
+META_AUD, LIST = "120210000000777", "answerslist01"
+SEGMENT_DESTINATIONS = {ADS: ["meta_ads"], MAIL: ["mailchimp"]}
+
+
+def md5(email: str) -> str:
+    return hashlib.md5(email.lower().encode(), usedforsecurity=False).hexdigest()
+
+
+def synthetic_emails(n: int, seed: int = 1103) -> list[str]:
+    fake = Faker()
+    fake.seed_instance(seed)
+    return [f"{fake.user_name()}.{i}@example.com" for i in range(1, n + 1)]
+
+
+@dataclass(frozen=True)
+class AnswersProject:
+    """Paths and settings of one test project (``warehouse``, ``config`` path)."""
+
+    warehouse: Path
+    config: Path
+    segments: Path
+    mock: object
+
+
+def write_config(path: Path, *, normalization: str = "base") -> Path:
+    """activation.yaml of the repository with ``meta_ads`` normalized as asked."""
+    data = yaml.safe_load((REPO / "activation.yaml").read_text())
+    data["destinations"]["meta_ads"]["normalization"] = normalization
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _segment(name: str, purpose: str, destinations: list[dict]) -> str:
+    return yaml.safe_dump(
+        {
+            "name": name,
+            "description": f"answers test segment {name}",
+            "owner": "crm-team@example.com",
+            "purpose": purpose,
+            "legal_basis": "consent",
+            "retention_days": 30,
+            "schedule": "0 6 * * *",
+            "sql": "SELECT customer_id FROM customers WHERE country = 'FR'",
+            "destinations": destinations,
+        }
+    )
+
+
+def write_segments(folder: Path, *, ads_mode: str = "mirror", mail_mode: str = "mirror") -> Path:
+    folder.mkdir(exist_ok=True)
+    ads = [{"destination": "meta_ads", "audience_id": META_AUD, "mode": ads_mode}]
+    mail = [
+        {
+            "destination": "mailchimp",
+            "audience_id": LIST,
+            "mode": mail_mode,
+            "fields": {"COUNTRY": "country"},
+        }
+    ]
+    (folder / f"{ADS}.yaml").write_text(_segment(ADS, "ad_targeting", ads))
+    (folder / f"{MAIL}.yaml").write_text(_segment(MAIL, "email_marketing", mail))
+    return folder
+
+
+def add_customer(con: duckdb.DuckDBPyConnection, cid: int, email: str, at: datetime) -> None:
+    """A customer in FR with a granted consent for both purposes at ``at``."""
+    con.execute("INSERT INTO customers VALUES (?, ?, 'FR', 'France', ?, ?)", [cid, email, at, at])
+    for purpose in ("email_marketing", "ad_targeting"):
+        con.execute(
+            "INSERT INTO consents VALUES (?, ?, ?, 'granted', ?, 'signup_form', 'v3')",
+            [f"c-{cid}-{purpose}", cid, purpose, at],
+        )
+
+
+def write_warehouse(path: Path, emails: dict[int, str]) -> None:
+    con = duckdb.connect(str(path))
+    try:
+        create_source_schema(con)
+        create_activation_schema(con)
+        for cid, email in emails.items():
+            add_customer(con, cid, email, AS_OF - timedelta(days=10))
+    finally:
+        con.close()
+
+
+def sql(path: Path, statement: str, params: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(path))
+    try:
+        return con.execute(statement, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def withdraw(path: Path, cid: int, purpose: str, at: datetime) -> None:
+    sql(
+        path,
+        "INSERT INTO consents VALUES (?, ?, ?, 'withdrawn', ?, 'preference_center', 'v3')",
+        [f"w-{cid}-{purpose}-{at:%H%M%S}", cid, purpose, at],
+    )
+
+
+def load_defs() -> dg.Definitions:
+    settings = Settings.from_env()
+    return build_definitions(settings, load_project_config(settings.config_path))
+
+
+def run_config(as_of: datetime) -> dict:
+    keys = []
+    for sid, destinations in SEGMENT_DESTINATIONS.items():
+        keys += [segment_key(sid), audience_key(sid), *(sync_key(sid, d) for d in destinations)]
+    config = {"config": {"as_of": as_of.isoformat()}}
+    return {"ops": {key.to_python_identifier(): config for key in keys}}
+
+
+def run_job(instance: dg.DagsterInstance, as_of: datetime = AS_OF, *, raise_on_error=True):
+    """The real all-segments job (privacy receipts, segments, audiences, syncs, checks)."""
+    return (
+        load_defs()
+        .resolve_job_def(ALL_SEGMENTS_JOB)
+        .execute_in_process(
+            run_config=run_config(as_of), instance=instance, raise_on_error=raise_on_error
+        )
+    )
+
+
+def sync_metadata(result, sid: str, destination: str) -> dict:
+    """The sync asset's materialization metadata values of a run."""
+    key = sync_key(sid, destination)
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        if mat.asset_key == key:
+            return {k: v.value for k, v in mat.metadata.items()}
+    raise AssertionError(f"no materialization of {key.to_user_string()}")
+
+
+def check_results(result) -> dict[str, tuple[bool, str]]:
+    """``asset:check`` -> (passed, severity) for every check evaluated in the run."""
+    out = {}
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            ev = event.event_specific_data
+            key = f"{ev.asset_check_key.asset_key.to_user_string()}:{ev.asset_check_key.name}"
+            out[key] = (ev.passed, str(ev.severity))
+    return out
+
+
+def project_maker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dagster_home: Path):
+    """A function writing a temp project (modes, normalization, customers) and pointing the
+    environment of the real Definitions at it (the ``answers_env`` fixture)."""
+
+    def make(
+        mock, emails: dict[int, str], *, ads_mode="mirror", mail_mode="mirror", normalization="base"
+    ) -> AnswersProject:
+        project = AnswersProject(
+            tmp_path / "warehouse.duckdb",
+            write_config(tmp_path / "activation.yaml", normalization=normalization),
+            write_segments(tmp_path / "segments", ads_mode=ads_mode, mail_mode=mail_mode),
+            mock,
+        )
+        env = {
+            "ACTIVATION_PROJECT_DIR": str(REPO),
+            "ACTIVATION_WAREHOUSE": str(project.warehouse),
+            "ACTIVATION_STATE_DIR": str(tmp_path / "state"),
+            "ACTIVATION_SEGMENTS_DIR": str(project.segments),
+            "ACTIVATION_CONFIG": str(project.config),
+            "DAGSTER_HOME": str(dagster_home),
+            "META_BASE_URL": mock.meta_url,
+            "META_ACCESS_TOKEN": mock.meta_token,
+            "MAILCHIMP_BASE_URL": mock.mailchimp_url,
+            "MAILCHIMP_API_KEY": mock.mailchimp_token,
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        write_warehouse(project.warehouse, emails)
+        return project
+
+    return make

@@ -1,0 +1,16 @@
+"""Fixtures of the sync tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.sync.answers_project import project_maker
+
+
+@pytest.fixture
+def answers_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dagster_home: Path):
+    """Call with (mock, customers, ads_mode=, mail_mode=, normalization=): a temp project of
+    :mod:`tests.sync.answers_project` that the real Definitions read."""
+    return project_maker(tmp_path, monkeypatch, dagster_home)
