@@ -298,6 +298,10 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
             FROM activation.destination_requests WHERE segment = ? AND destination = ?
             GROUP BY subject_key
         ),
+        retired AS (
+            SELECT DISTINCT r.subject_key FROM sync_retired r JOIN sync_target t USING (subject_key)
+            WHERE r.identifiers <> t.send_key
+        ),
         joined AS (
             SELECT coalesce(t.subject_key, s.subject_key) AS subject_key,
                    t.send_key, s.destination_ref,
@@ -307,12 +311,14 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
                    s.fields_hash = ? AS pending,
                    s.fields_hash IS DISTINCT FROM t.fields_hash AS changed,
                    sp.subject_key IS NOT NULL AS is_suppressed,
-                   ? = 'ad' AND s.fields_hash <> ?
-                       AND t.send_key <> coalesce(s.destination_ref, s.subject_key) AS rekeyed,
+                   ? = 'ad' AND s.subject_key IS NOT NULL
+                       AND t.send_key <> coalesce(s.destination_ref, s.subject_key) AS key_changed,
+                   rt.subject_key IS NOT NULL AS has_retired,
                    rf.subject_key IS NOT NULL AS is_refused,
                    ml.subject_key IS NOT NULL AS must_leave,
                    coalesce(dp.left_at <= ?, false) AS retention_over,
                    coalesce(aw.add_hash = t.fields_hash, false) AS awaiting_add,
+                   aw.add_hash IS NOT NULL AS awaiting_any_add,
                    coalesce(aw.removing, false) AS awaiting_remove
                    {fcols}
             FROM target t
@@ -324,12 +330,14 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
             LEFT JOIN refused rf
                 ON rf.subject_key = t.subject_key AND rf.fields_hash = t.fields_hash
             LEFT JOIN awaiting aw ON aw.subject_key = coalesce(t.subject_key, s.subject_key)
+            LEFT JOIN retired rt ON rt.subject_key = t.subject_key
         ),
         wanted AS (
             SELECT *, CASE
-                WHEN in_target AND pending AND awaiting_add THEN 'awaiting'
+                WHEN in_target AND pending
+                    AND (awaiting_add OR (key_changed AND awaiting_any_add)) THEN 'awaiting'
+                WHEN in_target AND (key_changed OR has_retired) THEN 'rekey'
                 WHEN in_target AND (NOT in_state OR pending) THEN 'add'
-                WHEN in_target AND rekeyed THEN 'rekey'
                 WHEN in_target AND changed AND ? <> 'add_only' THEN 'update'
                 WHEN in_target THEN 'unchanged'
                 WHEN pending AND awaiting_remove THEN 'awaiting'
@@ -355,7 +363,6 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
         p.destination,
         PENDING_HASH,
         p.kind,
-        PENDING_HASH,
         _retention_cutoff(p),
         p.segment,
         p.destination,
@@ -439,6 +446,9 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
         CREATE OR REPLACE TEMP TABLE sync_must_leave AS
         WITH held AS (
             SELECT subject_key FROM activation.sync_state WHERE segment = ? AND destination = ?
+            UNION
+            SELECT subject_key FROM activation.sync_retired_keys
+            WHERE segment = ? AND destination = ?
         ),
         key_acts AS (
             SELECT k.subject_key, a.act
@@ -466,6 +476,8 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
     params: list[object] = [
         p.segment,
         p.destination,
+        p.segment,
+        p.destination,
         RemoveReason.ERASURE.value,
         RemoveReason.OBJECTION.value,
         RemoveReason.CONSENT_WITHDRAWN.value,
@@ -474,18 +486,70 @@ def _must_leave_sql(p: DiffParams) -> tuple[str, list[object]]:
 
 
 def _reasons_sql() -> tuple[str, list[object]]:
-    """Temp table ``sync_remove_reasons(subject_key, reason)``: the reason of each remove, and
-    ``rekey`` for the old form of a re-keyed subject's key."""
+    """Temp table ``sync_remove_reasons(subject_key, reason)``: the reason of each remove (the
+    old identifier sets of re-keyed subjects are in ``sync_rekey_removes``)."""
     sql = """
         CREATE OR REPLACE TEMP TABLE sync_remove_reasons AS
         SELECT d.subject_key, coalesce(ml.reason, ?) AS reason
         FROM sync_diff d
         LEFT JOIN sync_must_leave ml ON ml.subject_key = d.subject_key
         WHERE d.action = 'remove'
-        UNION ALL
-        SELECT subject_key, ? FROM sync_diff WHERE action = 'rekey'
     """
-    return sql, [RemoveReason.LEFT_SEGMENT.value, RemoveReason.REKEY.value]
+    return sql, [RemoveReason.LEFT_SEGMENT.value]
+
+
+def _retired_sql(p: DiffParams) -> tuple[str, list[object]]:
+    """Temp table ``sync_retired(subject_key, identifiers)``: the old identifier sets the
+    destination may still hold for a subject (``activation.sync_retired_keys``, written by
+    :mod:`orchestrator.sync.state`), to remove this run. A set whose remove was refused waits
+    for its back-off (:mod:`orchestrator.sync.rejections`), unless the person acted against
+    the processing (``sync_must_leave``: erasure, objection, withdrawal), which removes every
+    set they may be held under at once."""
+    sql = """
+        CREATE OR REPLACE TEMP TABLE sync_retired AS
+        SELECT k.subject_key, k.identifiers
+        FROM activation.sync_retired_keys k
+        WHERE k.segment = ? AND k.destination = ? AND (
+            k.subject_key IN (SELECT subject_key FROM sync_must_leave)
+            OR k.subject_key NOT IN (
+                SELECT subject_key FROM activation.sync_rejections
+                WHERE segment = ? AND destination = ? AND operation = 'remove'
+                  AND remove_reason = ? AND retry_at > ?
+            )
+        )
+    """
+    params: list[object] = [
+        p.segment,
+        p.destination,
+        p.segment,
+        p.destination,
+        RemoveReason.REKEY.value,
+        p.as_of or datetime.now(),
+    ]
+    return sql, params
+
+
+def _rekey_removes_sql() -> tuple[str, list[object]]:
+    """Temp table ``sync_rekey_removes(subject_key, identifiers, fields_hash)``: every
+    identifier set to remove with reason ``rekey``, once each: the set held in state of a
+    re-keyed subject (acknowledged or pending: an add of unknown outcome may have landed) when
+    it differs from the set now sent, and the subject's retired sets (``sync_retired``) but
+    the one now sent. Removing a set a platform does not hold is harmless (Meta, Google and
+    Mailchimp answer it as done or not found)."""
+    sql = """
+        CREATE OR REPLACE TEMP TABLE sync_rekey_removes AS
+        SELECT subject_key, identifiers, max(fields_hash) AS fields_hash FROM (
+            SELECT subject_key, coalesce(destination_ref, subject_key) AS identifiers,
+                   ? AS fields_hash
+            FROM sync_diff WHERE action = 'rekey' AND key_changed
+            UNION ALL
+            SELECT r.subject_key, r.identifiers, ? AS fields_hash
+            FROM sync_retired r LEFT JOIN sync_diff d USING (subject_key)
+            WHERE r.identifiers IS DISTINCT FROM d.send_key
+        )
+        GROUP BY ALL
+    """
+    return sql, [PENDING_HASH, PENDING_HASH]
 
 
 def _defer_removes(con: duckdb.DuckDBPyConnection, p: DiffParams) -> None:
@@ -567,8 +631,17 @@ def _remove_addresses_sql() -> str:
     """
 
 
-def _export_sql(p: DiffParams, action: str) -> str:
+def _export_sql(p: DiffParams, action: str, reason: str | None = None) -> str:
     fcols = "".join(f", d.f{i}" for i in range(len(p.field_names)))
+    if action == "remove" and reason == RemoveReason.REKEY.value:
+        blank = "".join(f", coalesce(d.f{i}, '') AS f{i}" for i in range(len(p.field_names)))
+        return f"""
+            SELECT k.subject_key, k.identifiers AS send_key, k.identifiers AS destination_ref,
+                   k.fields_hash{blank}
+            FROM sync_rekey_removes k LEFT JOIN sync_diff d USING (subject_key)
+            WHERE ? IS NOT NULL
+            ORDER BY k.subject_key, k.identifiers
+        """
     if action == "remove":
         return f"""
             SELECT d.subject_key, {_remove_send_key_sql(p)} AS send_key,
@@ -576,7 +649,7 @@ def _export_sql(p: DiffParams, action: str) -> str:
             FROM sync_diff d
             JOIN sync_remove_reasons r ON r.subject_key = d.subject_key
             {_remove_joins_sql(p)}
-            WHERE d.action IN ('remove', 'rekey') AND r.reason = ?
+            WHERE d.action = 'remove' AND r.reason = ?
             ORDER BY d.subject_key
         """
     # a re-keyed subject is added again in its new form, with that form as its ref
@@ -616,8 +689,9 @@ def _removes_by_reason(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     rows = con.execute("SELECT reason, count(*) FROM sync_remove_reasons GROUP BY 1").fetchall()
     found = dict(rows)
     counts = {r.value: found.get(r.value, 0) for r in REMOVE_REASON_ORDER}
-    if found.get(RemoveReason.REKEY.value):
-        counts[RemoveReason.REKEY.value] = found[RemoveReason.REKEY.value]
+    (rekeys,) = con.execute("SELECT count(*) FROM sync_rekey_removes").fetchone()
+    if rekeys:
+        counts[RemoveReason.REKEY.value] = rekeys
     return counts
 
 
@@ -647,8 +721,10 @@ def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -
     steps = (
         _must_leave_sql(p),
         _target_table_sql(p, use_phone, use_country),
+        _retired_sql(p),
         _classify_sql(p),
         _reasons_sql(),
+        _rekey_removes_sql(),
     )
     for sql, params in steps:
         con.execute(sql, params)
@@ -672,7 +748,9 @@ def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -
             continue
         path = Path(scratch_dir) / (f"{action}_{reason}.parquet" if reason else f"{action}.parquet")
         params = [reason] if reason else [action, action]
-        con.execute(f"COPY ({_export_sql(p, action)}) TO ? (FORMAT parquet)", [*params, str(path)])
+        con.execute(
+            f"COPY ({_export_sql(p, action, reason)}) TO ? (FORMAT parquet)", [*params, str(path)]
+        )
         files.append((action, reason, path))
     return DiffPlan(counts, by_reason, files, p.field_names)
 

@@ -125,6 +125,67 @@ def _load_sql() -> str:
 """
 
 
+#: The rows of re-key removes (an old identifier set of a subject, reason ``rekey``) are
+#: moved out of ``sync_journal`` into ``sync_journal_rekey``: they never decide the subject's
+#: state row, only ``sync_retired_keys`` (see :data:`_RETIRED_LAST_SQL`).
+_SPLIT_REKEY_SQL = (
+    """
+    CREATE OR REPLACE TEMP TABLE sync_journal_rekey AS
+    SELECT * FROM sync_journal WHERE op = 'remove' AND remove_reason = ?
+    """,
+    "DELETE FROM sync_journal WHERE op = 'remove' AND remove_reason = ?",
+)
+
+#: The last row per (subject, old identifier set) of the re-key removes.
+_RETIRED_LAST_SQL = """
+    CREATE OR REPLACE TEMP TABLE sync_journal_retired AS
+    SELECT subject_key, coalesce(destination_ref, subject_key) AS identifiers, kind, "at"
+    FROM sync_journal_rekey
+    QUALIFY row_number() OVER (
+        PARTITION BY subject_key, coalesce(destination_ref, subject_key)
+        ORDER BY run DESC, seq DESC, (kind = 'intent') ASC
+    ) = 1
+"""
+
+#: An old set whose remove is acknowledged is no longer held; one whose remove was refused or
+#: not answered may still be: it stays (or becomes) retired, removed again by the next diffs.
+_RETIRED_DONE_SQL = """
+    DELETE FROM activation.sync_retired_keys k
+    WHERE k.segment = ? AND k.destination = ? AND EXISTS (
+        SELECT 1 FROM sync_journal_retired j
+        WHERE j.kind = 'ack' AND j.subject_key = k.subject_key AND j.identifiers = k.identifiers
+    )
+"""
+
+_RETIRED_KEEP_SQL = """
+    INSERT INTO activation.sync_retired_keys
+        (segment, destination, subject_key, identifiers, retired_at)
+    SELECT ?, ?, subject_key, identifiers, "at" FROM sync_journal_retired WHERE kind <> 'ack'
+    ON CONFLICT DO NOTHING
+"""
+
+#: A retired set that is again the subject's current set (held in ``sync_state``) is not
+#: retired; the rejections of re-key removes go with the subject's last retired set.
+_RETIRED_CURRENT_SQL = """
+    DELETE FROM activation.sync_retired_keys k
+    WHERE k.segment = ? AND k.destination = ? AND EXISTS (
+        SELECT 1 FROM activation.sync_state s
+        WHERE s.segment = k.segment AND s.destination = k.destination
+          AND s.subject_key = k.subject_key
+          AND coalesce(s.destination_ref, s.subject_key) = k.identifiers
+    )
+"""
+
+_RETIRED_REJECTIONS_SQL = """
+    DELETE FROM activation.sync_rejections r
+    WHERE r.segment = ? AND r.destination = ? AND r.operation = 'remove'
+      AND r.remove_reason = ? AND NOT EXISTS (
+        SELECT 1 FROM activation.sync_retired_keys k
+        WHERE k.segment = r.segment AND k.destination = r.destination
+          AND k.subject_key = r.subject_key
+    )
+"""
+
 #: The last row per subject (its journal's verdict), as a temp table: only needed when a subject
 #: has more than one row (an intent and its per-row answer, or several runs in one journal).
 _LAST_SQL = """
@@ -197,7 +258,8 @@ _REJECTIONS_NEW_SQL = f"""
     WITH latest AS (
         SELECT subject_key, fields_hash, op, remove_reason, coalesce(reason, 'refused') AS reason,
                permanent, status, "at"
-        FROM sync_journal WHERE kind = 'reject'
+        FROM (SELECT * FROM sync_journal UNION ALL SELECT * FROM sync_journal_rekey)
+        WHERE kind = 'reject'
         QUALIFY row_number() OVER (
             PARTITION BY subject_key, fields_hash, op ORDER BY run DESC, seq DESC
         ) = 1
@@ -262,7 +324,7 @@ _REJECTIONS_CLEARED_SQL = """
     DELETE FROM activation.sync_rejections
     WHERE segment = ? AND destination = ? AND subject_key IN (
         SELECT subject_key FROM {last} WHERE kind = 'ack'
-    )
+    ) AND NOT (operation = 'remove' AND remove_reason IS NOT DISTINCT FROM ?)
 """
 
 _SUPPRESS_SQL = """
@@ -306,12 +368,25 @@ class FoldStats:
     pending: int = 0
 
 
+def _apply_retired(con: duckdb.DuckDBPyConnection, pair: list[str]) -> None:
+    """Fold the re-key removes (``sync_journal_rekey``) into ``sync_retired_keys``: an old
+    identifier set stays recorded until its remove is acknowledged, and the refusals of such
+    removes (``sync_rejections``, with their back-off) as long as the subject has one."""
+    con.execute(_RETIRED_LAST_SQL)
+    con.execute(_RETIRED_DONE_SQL, pair)
+    con.execute(_RETIRED_KEEP_SQL, pair)
+    con.execute(_RETIRED_CURRENT_SQL, pair)
+    con.execute(_RETIRED_REJECTIONS_SQL, [*pair, RemoveReason.REKEY.value])
+
+
 def _load(con: duckdb.DuckDBPyConnection, pair: list[str]) -> tuple[FoldStats, str]:
     """Load the pair's journal; returns the stats and the name of the relation holding the
     last row per subject (``sync_journal`` when no subject has two rows, else
-    ``sync_journal_last``)."""
+    ``sync_journal_last``). Re-key removes are set apart first (``sync_journal_rekey``)."""
     con.execute(_SNAPSHOT_SQL, pair)
     con.execute(_load_sql())
+    for statement in _SPLIT_REKEY_SQL:
+        con.execute(statement, [RemoveReason.REKEY.value])
     acked, rejected, pending, rows, subjects = con.execute(_COUNT_SQL).fetchone()
     if rows == subjects:
         return FoldStats(acked, rejected, pending), "sync_journal"
@@ -361,7 +436,9 @@ def _apply(
     con.execute(_REJECTIONS_NEW_SQL, pair)
     con.execute(_REJECTIONS_DELETE_SQL, pair)
     con.execute(_REJECTIONS_INSERT_SQL, pair)
-    con.execute(_REJECTIONS_CLEARED_SQL.format(last=last), pair)
+    con.execute(_REJECTIONS_CLEARED_SQL.format(last=last), [*pair, RemoveReason.REKEY.value])
+    if kind == "ad":
+        _apply_retired(con, pair)
     if kind == "email":
         con.execute(_KEPT_SQL.format(last=last), [destination])
         con.execute(

@@ -166,6 +166,14 @@ CREATE TABLE IF NOT EXISTS activation.sync_rejections (
     retry_at        TIMESTAMP,
     platform_status VARCHAR
 );
+CREATE TABLE IF NOT EXISTS activation.sync_retired_keys (
+    segment     VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    subject_key VARCHAR NOT NULL,
+    identifiers VARCHAR NOT NULL,
+    retired_at  TIMESTAMP NOT NULL,
+    PRIMARY KEY (segment, destination, subject_key, identifiers)
+);
 CREATE TABLE IF NOT EXISTS activation.sync_journal (
     segment     VARCHAR NOT NULL,
     destination VARCHAR NOT NULL,
@@ -330,6 +338,10 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     not sent again before it, unless its reason changes: ``orchestrator.sync.rejections``) and
     ``platform_status`` (the status the platform reports the contact in, e.g. ``unsubscribed``
     or ``cleaned`` for a contact it keeps).
+    ``sync_retired_keys``: identifier sets an ad platform may still hold for a subject besides
+    the one in ``sync_state`` (an old set whose re-key remove was sent and not acknowledged:
+    refused, or its answer lost); ``identifiers`` is the send key as it was added. Removed
+    each run until acknowledged (``orchestrator.sync.state``).
     ``sync_journal``: what a sync is about to send and what destinations answered, one row
     per journal line, until folded into ``sync_state`` (``orchestrator.sync.journal``).
     ``pair_locks``: one row per (segment, destination) being synced, with its holder and lease
