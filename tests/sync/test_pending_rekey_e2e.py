@@ -76,7 +76,8 @@ def test_meta_unconfirmed_add_then_changed_phone_removes_the_set_that_may_have_l
         _phones(wh, {2: PHONE_A})  # 1: email only; 2: email + phone A; 3: email only
         # Meta applies the add but answers with a body that is not its JSON: outcome unknown
         mock.add_fault(
-            "meta", {"method": "POST", "path": f"{META_AUD}/users$"}, {"type": "answer", "body": "truncated"}
+            "meta", {"method": "POST", "path": f"{META_AUD}/users$"},
+            {"type": "answer", "body": "truncated"},
         )  # fmt: skip
         with dg.DagsterInstance.get() as instance:
             run_job(instance, raise_on_error=False)
