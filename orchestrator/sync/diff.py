@@ -29,7 +29,15 @@ destination holds the subject as unsubscribed or forgotten (``destination_suppre
 ``fields_hash``) for good (``sync_rejections.permanent``); it is retried once the row changes.
 ``awaiting``: pending, and a request the platform is still processing already carries this very
 operation (``activation.destination_requests``: an add with the same ``fields_hash``, or a
-remove); not sent again, its status is read first thing in the next run.
+remove); not sent again, its status is read first thing in the next run. ``rekey`` (ad
+destinations): in the target and held under another identifier set (the state row's
+``coalesce(destination_ref, subject_key)``, acknowledged or pending: an add of unknown outcome
+may have landed) or with an old set retired but not yet removed (``sync_retired_keys``); every
+such old set is removed (reason ``rekey``, ``sync_rekey_removes``) and the new set added in the
+same run. A pending row whose old set is still in a request the platform is processing is
+``awaiting`` instead, so the remove cannot overtake that request. Retired sets are removed
+whatever the subject's action (after the back-off of a refused remove, unless the person
+acted against the processing: then at once).
 
 A subject is in exactly one action, so no key is both added and removed in a run.
 """
