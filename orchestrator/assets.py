@@ -179,10 +179,9 @@ def audience_column_lineage(model: SourceModel = DEFAULT_MODEL) -> dg.TableColum
     status = dg.TableColumnDep(
         asset_key=source_key("consents"), column_name=consents.column("status")
     )
-    purchase = [
-        dg.TableColumnDep(asset_key=source_key("events"), column_name=source.id)
-        for source in model.events
-        if source.id
+    purchase = [  # one dep per column: two sources over one table share their id column
+        dg.TableColumnDep(asset_key=source_key("events"), column_name=column)
+        for column in dict.fromkeys(source.id for source in model.events if source.id)
     ]
     return dg.TableColumnLineage(
         deps_by_column={
@@ -510,6 +509,7 @@ def build_sync_asset(
                 lock_wait_s=0 if config.dry_run else SYNC_LOCK_WAIT_S,
                 signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
                 phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
+                project=project,
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
                 rows_per_call=(
                     partial(platform_rows_per_call, dest.platform) if config.dry_run else None

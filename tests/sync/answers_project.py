@@ -25,6 +25,7 @@ from orchestrator.definitions import ALL_SEGMENTS_JOB, build_definitions
 from orchestrator.settings import Settings
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
 from tests.conftest import REPO
+from tests.source_layout import repo_config, write_layout_config
 
 AS_OF = datetime(2026, 11, 29, 6, 0, 0)
 ADS, MAIL = "ads_fr", "mail_fr"
@@ -54,10 +55,9 @@ class AnswersProject:
 
 def write_config(path: Path, *, normalization: str = "base") -> Path:
     """activation.yaml of the repository with ``meta_ads`` normalized as asked."""
-    data = yaml.safe_load((REPO / "activation.yaml").read_text())
+    data = repo_config()  # the hand-built layout's model
     data["destinations"]["meta_ads"]["normalization"] = normalization
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_layout_config(path, data)
 
 
 def _segment(name: str, purpose: str, destinations: list[dict]) -> str:
