@@ -51,9 +51,8 @@ def _project_files(root: Path) -> tuple[Path, Path]:
         "token_env": "GOOGLE_ACCESS_TOKEN",
         "account_id": "1234567890",
     }
-    # the source model declares the CRM's phone column (added by _prepare_warehouse)
-    customers = config["source"]["customers"]
-    customers["select"] = customers["select"].replace("c.email,", "c.email, c.phone,")
+    # the CRM's phone column added by _prepare_warehouse is a trait of crm.contacts (the
+    # model takes every column but phone_number)
     config_path = root / "activation.yaml"
     config_path.write_text(yaml.safe_dump(config))
     segments = root / "segments"
