@@ -20,15 +20,18 @@ AS_OF = datetime(2026, 11, 29, 6, 0, 0)
 @pytest.fixture(scope="session")
 def demo_warehouse_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo warehouse built once per test session (read it, never write it), with the
-    product's tables and the views of the demo's source model made."""
+    views of the demo's source model made (and the intake tables they read), no run yet."""
+    import duckdb
+
     from orchestrator.config import load_project_config
-    from orchestrator.warehouse.connect import connect
+    from orchestrator.model.views import refresh_source_views
     from orchestrator.warehouse.demo import build_demo_warehouse
 
     path = tmp_path_factory.mktemp("template") / "warehouse.duckdb"
     build_demo_warehouse(path, as_of=BUILD_DATE)
-    with connect(path, project=load_project_config(REPO / "activation.yaml")):
-        pass  # the product's tables and the model's views, as a first entry point makes them
+    project = load_project_config(REPO / "activation.yaml")
+    with duckdb.connect(str(path)) as con:  # the views and intake tables only: no run yet
+        refresh_source_views(con, project.source, project.purposes)
     return path
 
 
