@@ -14,7 +14,8 @@ Every asset that writes the DuckDB file is in pool ``duckdb`` (one writer at a t
 """
 
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -77,6 +78,36 @@ class SyncStateDir(dg.ConfigurableResource):
     """
 
     path: str
+
+
+@dataclass(frozen=True)
+class SegmentCheck:
+    """An asset check evaluated by the step of the asset it guards, right after the asset.
+
+    ``spec`` goes to the asset's ``check_specs``; ``evaluate(warehouse, destinations)`` (the
+    step's :class:`DuckDBResource` and :class:`DestinationsResource`, the latter None for a
+    step without it) returns the result. One step per asset instead of one per check keeps
+    the number of Dagster definitions, and so the time to load 500 segments, down; a blocking
+    check that fails still stops the assets downstream (Dagster fails the step after it).
+    """
+
+    spec: dg.AssetCheckSpec
+    evaluate: Callable[[DuckDBResource, DestinationsResource | None], dg.AssetCheckResult]
+
+
+def run_checks(
+    context: dg.AssetExecutionContext,
+    checks: Sequence[SegmentCheck],
+    warehouse: DuckDBResource,
+    destinations: DestinationsResource | None = None,
+) -> Iterator[dg.AssetCheckResult]:
+    """The results of the ``checks`` selected in this run (all of them in a segment's job; none
+    when a run leaves checks out), in order."""
+    selected = context.selected_asset_check_keys
+    for check in checks:
+        if check.spec.key in selected:
+            result = check.evaluate(warehouse, destinations)
+            yield result._replace(asset_key=check.spec.asset_key, check_name=check.spec.name)
 
 
 def resolve_as_of(config: RunConfig) -> datetime:
@@ -283,13 +314,17 @@ def _check_drift(
     return drift.warnings
 
 
-def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.AssetsDefinition:
-    """The ``audience/<sid>`` asset: consent filter and pseudonymization of the members."""
+def build_audience_asset(
+    loaded: LoadedSegment, project: ProjectConfig, checks: Sequence[SegmentCheck] = ()
+) -> dg.AssetsDefinition:
+    """The ``audience/<sid>`` asset: consent filter and pseudonymization of the members, then
+    its ``checks`` (:func:`orchestrator.privacy.checks.audience_checks`) in the same step. A run
+    may select the checks without the asset (the asset is then left as it is)."""
     spec = loaded.spec
     sid = spec.id
-
-    @dg.asset(
-        key=audience_key(sid),
+    key = audience_key(sid)
+    asset = dg.AssetSpec(
+        key=key,
         deps=[
             segment_key(sid),
             source_key("customers"),
@@ -310,9 +345,23 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
             "dagster/column_schema": AUDIENCE_SCHEMA,
             "dagster/column_lineage": audience_column_lineage(project.source),
         },
+    )
+
+    @dg.multi_asset(
+        name=key.to_python_identifier(),
+        specs=[asset],
+        check_specs=[check.spec for check in checks],
+        can_subset=True,
         pool=DUCKDB_POOL,
     )
     def _audience(
+        context: dg.AssetExecutionContext, config: RunConfig, warehouse: DuckDBResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        if key in context.selected_asset_keys:
+            yield _build_audience(context, config, warehouse)
+        yield from run_checks(context, checks, warehouse)
+
+    def _build_audience(
         context: dg.AssetExecutionContext, config: RunConfig, warehouse: DuckDBResource
     ) -> dg.MaterializeResult:
         as_of = resolve_as_of(config)
@@ -325,6 +374,7 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
         for match in stats.unmatched_purposes:
             context.log.warning(f"consent log purpose {match.describe()}")
         return dg.MaterializeResult(
+            asset_key=key,
             metadata={
                 "dagster/row_count": stats.members,
                 "excluded_total": sum(excluded.values()),
@@ -343,7 +393,7 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
                 "retention_days": spec.retention_days,
                 "dagster/column_schema": AUDIENCE_SCHEMA,
                 "dagster/column_lineage": audience_column_lineage(project.source),
-            }
+            },
         )
 
     return _audience
@@ -439,7 +489,10 @@ def _sync_metadata(report: object) -> dict[str, object]:
 
 
 def build_sync_asset(
-    loaded: LoadedSegment, entry: DestinationEntry, project: ProjectConfig
+    loaded: LoadedSegment,
+    entry: DestinationEntry,
+    project: ProjectConfig,
+    checks: Sequence[SegmentCheck] = (),
 ) -> dg.AssetsDefinition:
     """The ``sync/<sid>/<destination>`` asset: diff the audience against what the destination
     acknowledged and send only the changes (removes, then adds, then updates).
@@ -452,13 +505,16 @@ def build_sync_asset(
     Not in the ``duckdb`` pool: it holds the warehouse only for two short moments (diff export
     and state fold, waiting for the lock if needed) and never during HTTP calls, so syncs to
     different destinations run in parallel.
+
+    Its ``checks`` (:func:`orchestrator.privacy.checks.sync_checks`) run in the same step,
+    after the sync; a run may select them without the sync.
     """
     spec = loaded.spec
     sid = spec.id
     dest = project.destinations[entry.destination]
-
-    @dg.asset(
-        key=sync_key(sid, entry.destination),
+    key = sync_key(sid, entry.destination)
+    asset = dg.AssetSpec(
+        key=key,
         deps=[audience_key(sid), RECEIPTS_KEY],
         group_name=sid,
         description=(
@@ -479,6 +535,24 @@ def build_sync_asset(
             "dagster/column_lineage": sync_column_lineage(sid, entry, dest),
         },
     )
+
+    @dg.multi_asset(
+        name=key.to_python_identifier(),
+        specs=[asset],
+        check_specs=[check.spec for check in checks],
+        can_subset=True,
+    )
+    def _sync_step(
+        context: dg.AssetExecutionContext,
+        config: RunConfig,
+        warehouse: DuckDBResource,
+        destinations: DestinationsResource,
+        sync_state: SyncStateDir,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        if key in context.selected_asset_keys:
+            yield _sync(context, config, warehouse, destinations, sync_state)
+        yield from run_checks(context, checks, warehouse, destinations)
+
     def _sync(
         context: dg.AssetExecutionContext,
         config: RunConfig,
@@ -525,6 +599,8 @@ def build_sync_asset(
         )
         with connect(Path(warehouse.database)) as con:
             refused = summarize_rejections(con, segment=sid, destination=entry.destination)
-        return dg.MaterializeResult(metadata={**_sync_metadata(report), **_refusals(refused)})
+        return dg.MaterializeResult(
+            asset_key=key, metadata={**_sync_metadata(report), **_refusals(refused)}
+        )
 
-    return _sync
+    return _sync_step
