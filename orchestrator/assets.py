@@ -122,6 +122,13 @@ def step_run_config(context: dg.AssetExecutionContext) -> RunConfig:
     return RunConfig(**(context.op_execution_context.op_config or {}))
 
 
+def destination_pool(destination: str) -> str:
+    """The concurrency pool of every sync to ``destination``: ``destination_<name>`` (its
+    limit is the instance's ``concurrency.pools.default_limit`` unless set with ``dagster
+    instance concurrency set destination_<name> N``)."""
+    return f"destination_{destination}"
+
+
 def resolve_as_of(config: RunConfig) -> datetime:
     """The evaluation time for a run, as a naive UTC datetime (the warehouse stores naive UTC)."""
     if config.as_of:
@@ -516,9 +523,12 @@ def build_sync_asset(
     before the sync diffs, so the sync never removes a requester without a receipt; when the
     receipts step fails (a destination did not acknowledge), the syncs of the run are skipped.
 
-    Not in the ``duckdb`` pool: it holds the warehouse only for two short moments (diff export
-    and state fold, waiting for the lock if needed) and never during HTTP calls, so syncs to
-    different destinations run in parallel.
+    Not in the ``duckdb`` pool: it holds the warehouse only for short moments (pair lock, diff
+    export, one journal write per window of batches, state fold, each waiting for the lock if
+    needed) and never during HTTP calls, so syncs to different destinations run in parallel.
+    In the destination's pool instead (:func:`destination_pool`): the instance caps how many
+    steps call one platform at once, across runs (one by default), so parallel runs share its
+    rate limit rather than each hitting it.
 
     Its ``checks`` (:func:`orchestrator.privacy.checks.sync_checks`) run in the same step,
     after the sync; a run may select them without the sync.
@@ -555,6 +565,7 @@ def build_sync_asset(
         specs=[asset],
         check_specs=[check.spec for check in checks],
         can_subset=True,
+        pool=destination_pool(entry.destination),
         config_schema=run_config_schema(),
     )
     def _sync_step(
