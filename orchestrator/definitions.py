@@ -5,6 +5,8 @@ connection). A broken segment file never stops the others from loading: its erro
 on the ``segment_file_errors`` asset in the UI, whose materialization fails with the list.
 """
 
+from collections.abc import Sequence
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -65,11 +67,16 @@ def segment_file_errors_asset(errors: list[SegmentError]) -> dg.AssetsDefinition
 SEGMENT_FILES_VALID = "segment_files_valid"
 
 
-def segment_files_check(errors: list[SegmentError]) -> dg.AssetChecksDefinition:
+def segment_files_check(
+    errors: list[SegmentError], warnings: Sequence[SegmentError] = ()
+) -> dg.AssetChecksDefinition:
     """``segment_files_valid`` on ``segment_file_errors`` (ERROR, red in the UI): fails while a
     segment file is broken, listing each ``file:line field: message`` (the other segments
-    load and run). Runs with every segment job and the privacy checks' schedule."""
+    load and run). With no error but ``warnings`` (an ad segment reading data marked health or
+    financial, :mod:`orchestrator.segments.restricted`) it fails at WARN severity, listing
+    them. Runs with every segment job and the privacy checks' schedule."""
     lines = [str(e) for e in errors]
+    warned = [str(w) for w in warnings]
 
     @dg.asset_check(
         asset=SEGMENT_FILE_ERRORS_KEY,
@@ -77,17 +84,21 @@ def segment_files_check(errors: list[SegmentError]) -> dg.AssetChecksDefinition:
         description="ERROR: every file in segments/ is a valid segment.",
     )
     def _check() -> dg.AssetCheckResult:
+        if lines:
+            description = f"{len(lines)} broken segment file(s), not loaded: " + "; ".join(lines)
+        elif warned:
+            description = f"{len(warned)} warning(s): " + "; ".join(warned)
+        else:
+            description = "all segment files are valid"
         return dg.AssetCheckResult(
-            passed=not lines,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=(
-                f"{len(lines)} broken segment file(s), not loaded: " + "; ".join(lines)
-                if lines
-                else "all segment files are valid"
-            ),
+            passed=not lines and not warned,
+            severity=dg.AssetCheckSeverity.ERROR if lines else dg.AssetCheckSeverity.WARN,
+            description=description,
             metadata={
                 "error_count": len(lines),
                 "errors": dg.MetadataValue.md("\n".join(f"- `{line}`" for line in lines) or "none"),
+                "warning_count": len(warned),
+                "warnings": dg.MetadataValue.md("\n".join(f"- `{w}`" for w in warned) or "none"),
             },
         )
 
@@ -167,7 +178,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         jobs.append(dg.define_asset_job(name=ALL_SEGMENTS_JOB, selection=everything))
     segments = dg.Definitions(
         assets=assets,
-        asset_checks=[segment_files_check(loaded.errors)],
+        asset_checks=[segment_files_check(loaded.errors, loaded.warnings)],
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,

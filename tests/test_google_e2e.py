@@ -129,11 +129,17 @@ def _expected_google(members: list[tuple]) -> list[dict]:
     for _cid, _subject, gkey, phone, country, personalized in members:
         ids = [gkey] + ([h] if (h := google_phone_hash(phone, country)) else [])
         consent = {"adUserData": GRANTED, "adPersonalization": GRANTED if personalized else DENIED}
-        out.append({"identifiers": sorted(ids), "consent": consent})
+        # no consent fields for a known country outside the EEA, UK and Switzerland
+        out.append({"identifiers": sorted(ids), "consent": consent if _eea(country) else {}})
     return sorted(out, key=lambda m: m["identifiers"][0])
 
 
 EEA = "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO"
+
+
+def _eea(country: str | None) -> bool:
+    """Consent signals are sent: EEA, UK, Switzerland, or an unknown country."""
+    return country is None or country in [*EEA.split(), "GB", "CH"] or len(country) != 2
 
 
 def _mark_eea_users(project: E2EProject) -> int:
@@ -267,4 +273,5 @@ def test_register_lists_the_consent_signals_sent_to_each_recipient(tmp_path: Pat
     meta = next(r for r in activity.recipients if r.startswith("meta_ads"))
     assert "consent signals sent: ad_personalization (granted by a valid consent for " in google
     assert "ad_user_data (granted by a valid consent for ad_targeting, else denied)" in google
+    assert "to members of the EEA, the UK, Switzerland or an unknown country" in google
     assert "consent signals" not in meta

@@ -210,8 +210,16 @@ def _recipients(spec: SegmentSpec, project: ProjectConfig) -> tuple[tuple[str, .
     for entry in spec.destinations:
         dest = project.destinations[entry.destination]
         signals = signals_for(project, spec.purpose, dest.platform)
-        sent = "; consent signals sent: " + ", ".join(
-            f"{s.name} (granted by a valid consent for {s.purpose}, else denied)" for s in signals
+        sent = (
+            "; consent signals sent: "
+            + ", ".join(
+                f"{s.name} (granted by a valid consent for {s.purpose}, else denied)"
+                for s in signals
+            )
+            + (
+                " to members of the EEA, the UK, Switzerland or an unknown country (none to a"
+                " known country outside them)"
+            )
         )
         recipients.append(
             f"{entry.destination} ({dest.platform}, {dest.kind} platform, audience "
