@@ -8,9 +8,6 @@ on the ``segment_file_errors`` asset in the UI, whose materialization fails with
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 from dagster_duckdb import DuckDBResource
 
 from destinations.resources import DestinationsResource
@@ -28,9 +25,10 @@ from orchestrator.assets import (
 )
 from orchestrator.config import ProjectConfig, load_project_config
 from orchestrator.executors import executor_from_env
-from orchestrator.privacy.checks import privacy_checks_definitions
+from orchestrator.privacy.checks import audience_checks, privacy_checks_definitions, sync_checks
 from orchestrator.privacy.late_changes import build_changes_sensor
 from orchestrator.privacy.sensor import privacy_request_definitions
+from orchestrator.scoped_jobs import ScopedAssetJob, scoped_asset_job
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
 from orchestrator.settings import Settings, duckdb_config
 
@@ -107,21 +105,24 @@ def segment_files_check(
     return _check
 
 
-def segment_job(sid: str) -> UnresolvedAssetJobDefinition:
+def segment_job(loaded: LoadedSegment) -> ScopedAssetJob:
     """The job that refreshes one segment end to end (segment, audience, syncs), handling the
     open erasure/objection requests first (``privacy/erasure_receipts``, upstream of every
-    sync)."""
+    sync). Resolved in its own part of the asset graph (:mod:`orchestrator.scoped_jobs`), so
+    500 of them resolve in linear time."""
+    sid = loaded.spec.id
+    own = [segment_key(sid), audience_key(sid)]
+    own += [sync_key(sid, entry.destination) for entry in loaded.spec.destinations]
     selection = (
-        dg.AssetSelection.assets(segment_key(sid), audience_key(sid)).downstream()
+        dg.AssetSelection.assets(*own[:2]).downstream()
         | dg.AssetSelection.assets(RECEIPTS_KEY)
         | dg.AssetSelection.checks(dg.AssetCheckKey(SEGMENT_FILE_ERRORS_KEY, SEGMENT_FILES_VALID))
     )
-    return dg.define_asset_job(name=f"{sid}_job", selection=selection, tags={"segment": sid})
+    scope = [*own, RECEIPTS_KEY, SEGMENT_FILE_ERRORS_KEY]
+    return scoped_asset_job(f"{sid}_job", selection, scope, tags={"segment": sid})
 
 
-def segment_schedule(
-    loaded: LoadedSegment, job: UnresolvedAssetJobDefinition
-) -> dg.ScheduleDefinition:
+def segment_schedule(loaded: LoadedSegment, job: ScopedAssetJob) -> dg.ScheduleDefinition:
     """One schedule per segment from its cron, in its time zone; starts STOPPED unless the
     segment sets ``schedule_running: true`` (a new segment never sends by surprise)."""
     spec = loaded.spec
@@ -146,9 +147,15 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
     jobs, schedules = [], []
     for sid in sorted(loaded.specs):
         seg = loaded.specs[sid]
-        assets += [build_segment_asset(seg, project), build_audience_asset(seg, project)]
-        assets += [build_sync_asset(seg, entry, project) for entry in seg.spec.destinations]
-        job = segment_job(sid)
+        assets += [
+            build_segment_asset(seg, project),
+            build_audience_asset(seg, project, audience_checks(seg, project)),
+        ]
+        assets += [
+            build_sync_asset(seg, entry, project, sync_checks(seg, entry, project))
+            for entry in seg.spec.destinations
+        ]
+        job = segment_job(seg)
         jobs.append(job)
         schedules.append(segment_schedule(seg, job))
     sensors = []

@@ -28,6 +28,7 @@ from orchestrator.definitions import ALL_SEGMENTS_JOB, build_definitions
 from orchestrator.settings import Settings
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
 from tests.conftest import REPO
+from tests.source_layout import repo_config
 
 AS_OF = datetime(2026, 11, 29, 6, 0, 0)
 ADS, MAIL = "ads_fr", "mail_fr"
@@ -55,9 +56,10 @@ class AnswersProject:
 
 
 def write_config(path: Path, *, normalization: str = "base", google: bool = False) -> Path:
-    """activation.yaml of the repository with ``meta_ads`` normalized as asked; ``google``: a
-    ``google_ads`` destination and the customers' ``phone`` column in the source model."""
-    data = yaml.safe_load((REPO / "activation.yaml").read_text())
+    """activation.yaml of the repository, with the hand-built layout's model, ``meta_ads``
+    normalized as asked; ``google``: a ``google_ads`` destination and the customers' ``phone``
+    column in the source model."""
+    data = repo_config()  # the hand-built layout's model
     data["destinations"]["meta_ads"]["normalization"] = normalization
     if google:
         data["purposes"]["ad_targeting"]["consent_signals"] = {
