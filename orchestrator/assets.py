@@ -25,7 +25,7 @@ from dagster_duckdb import DuckDBResource
 
 from destinations.redaction import redact
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
-from destinations.resources import DestinationsResource
+from destinations.resources import destination_resource_key
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
 from orchestrator.consent import segment_counted_purposes
@@ -462,10 +462,15 @@ def build_sync_asset(
     In the destination's pool instead (:func:`destination_pool`): the instance caps how many
     steps call one platform at once, across runs (one by default), so parallel runs share its
     rate limit rather than each hitting it.
+
+    Requires the resources ``warehouse``, ``sync_state`` and ``destination_<name>`` of its own
+    destination only (:func:`destinations.resources.destination_resources`), so a segment's
+    job needs only its own destinations' environment variables, set when the run starts.
     """
     spec = loaded.spec
     sid = spec.id
     dest = project.destinations[entry.destination]
+    client_key = destination_resource_key(entry.destination)
 
     @dg.asset(
         key=sync_key(sid, entry.destination),
@@ -479,6 +484,8 @@ def build_sync_asset(
         kinds={"duckdb", dest.platform},
         tags={**_tags(loaded), "destination": entry.destination},
         pool=destination_pool(entry.destination),
+        # only its own destination's resource: a job needs only its destinations' variables
+        required_resource_keys={"warehouse", "sync_state", client_key},
         metadata={
             **_definition_metadata(loaded),
             "destination": entry.destination,
@@ -490,15 +497,11 @@ def build_sync_asset(
             "dagster/column_lineage": sync_column_lineage(sid, entry, dest),
         },
     )
-    def _sync(
-        context: dg.AssetExecutionContext,
-        config: RunConfig,
-        warehouse: DuckDBResource,
-        destinations: DestinationsResource,
-        sync_state: SyncStateDir,
-    ) -> dg.MaterializeResult:
+    def _sync(context: dg.AssetExecutionContext, config: RunConfig) -> dg.MaterializeResult:
+        warehouse: DuckDBResource = context.resources.warehouse
+        sync_state: SyncStateDir = context.resources.sync_state
         as_of = resolve_as_of(config)
-        client = None if config.dry_run else destinations.client(entry.destination)
+        client = None if config.dry_run else getattr(context.resources, client_key).client()
         try:
             report = run_sync(
                 Path(warehouse.database),

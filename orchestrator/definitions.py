@@ -11,7 +11,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 from dagster_duckdb import DuckDBResource
 
-from destinations.resources import DestinationsResource
+from destinations.resources import DestinationsResource, destination_resources
 from orchestrator.alerts import build_alerts_sensor
 from orchestrator.assets import (
     RECEIPTS_KEY,
@@ -168,7 +168,10 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
             "warehouse": DuckDBResource(
                 database=str(settings.warehouse_path), connection_config=duckdb_config()
             ),
+            # privacy receipts: any destination holding a person, variables read per call
             "destinations": DestinationsResource(config_path=str(settings.config_path)),
+            # syncs and their checks: destination_<name>, EnvVar fields read at run start
+            **destination_resources(project),
             "sync_state": SyncStateDir(path=str(settings.state_dir)),
         },
         executor=executor_from_env(),

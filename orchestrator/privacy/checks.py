@@ -51,7 +51,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from destinations.resources import DestinationsResource
+from destinations.resources import destination_resource_key
 from orchestrator.assets import DUCKDB_POOL, audience_key, source_key, sync_key
 from orchestrator.config import (
     DestinationKind,
@@ -829,22 +829,24 @@ def _reconciliation_check(
     loaded: LoadedSegment, destination: str, audience_id: str
 ) -> dg.AssetChecksDefinition:
     sid = loaded.spec.id
+    client_key = destination_resource_key(destination)
 
     @dg.asset_check(
         asset=sync_key(sid, destination),
         name=RECONCILIATION,
+        required_resource_keys={"warehouse", client_key},
         description=(
             f"{destination}'s own member count for audience {audience_id} equals the "
             "acknowledged rows of sync_state, and where the platform lists its members, keys "
             "and statuses match (WARN; ERROR when a privacy removal is not honoured)."
         ),
     )
-    def _check(
-        warehouse: DuckDBResource, destinations: DestinationsResource
-    ) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        warehouse: DuckDBResource = context.resources.warehouse
         with connect(Path(warehouse.database)) as con:
             state = acknowledged_count(con, segment=sid, destination=destination)
-        client = destinations.client(destination)  # no warehouse connection held during HTTP
+        # no warehouse connection held during HTTP
+        client = getattr(context.resources, client_key).client()
         try:
             count = client.member_count(audience_id)
             lister = getattr(client, "member_statuses", None)
