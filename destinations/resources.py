@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import dagster as dg
+from pydantic import Field
 
 from destinations.base import Destination
 from destinations.google import GoogleAudienceClient
 from destinations.http import RetryPolicy
 from destinations.mailchimp import MailchimpClient
 from destinations.meta import MetaAudienceClient
-from destinations.redaction import MASK, redact
+from destinations.redaction import redact
 from orchestrator.config import DestinationConfig, ProjectConfig, load_project_config
 
 #: The :class:`RetryPolicy` settings a resource carries (seconds, counts).
@@ -84,11 +85,15 @@ class PlatformResource(dg.ConfigurableResource):
     platform: ClassVar[str] = ""
     kind: ClassVar[str] = ""
 
-    destination: str
-    base_url: str
-    token: str
-    base_url_env: str = ""
-    token_env: str = ""
+    destination: str = Field(description="The destination's name in activation.yaml.")
+    base_url: str = Field(description="The platform's API base URL (base_url_env).")
+    token: str = Field(
+        description="The platform's access token or API key (token_env). Secret.",
+        repr=False,
+        json_schema_extra={"dagster__is_secret": True},  # masked in the UI if given literally
+    )
+    base_url_env: str = Field(default="", description="Name of the base URL's variable.")
+    token_env: str = Field(default="", description="Name of the token's variable.")
     max_attempts: int = 6
     max_total_wait: float = 600.0
     backoff_multiplier: float = 1.0
@@ -98,10 +103,8 @@ class PlatformResource(dg.ConfigurableResource):
     read_timeout: float = 120.0
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
-        for name, value in super().__repr_args__():
-            if name == "token" and not isinstance(value, dg.EnvVar):
-                yield name, MASK
-            elif name == "base_url" and not isinstance(value, dg.EnvVar):
+        for name, value in super().__repr_args__():  # the token is left out (repr=False)
+            if name == "base_url" and not isinstance(value, dg.EnvVar):
                 yield name, redact(str(value), [str(self.token)])
             else:
                 yield name, value
