@@ -126,8 +126,18 @@ class PlatformResource(dg.ConfigurableResource):
         """The :class:`RetryPolicy` of these settings."""
         return RetryPolicy(**{setting: getattr(self, setting) for setting in RETRY_FIELDS})
 
-    def client(self) -> Destination:
-        """A new client (close it when done: ``client.close()``)."""
+    def client(self, name: str | None = None) -> Destination:
+        """A new client (close it when done: ``client.close()``). ``name``, when given, must be
+        this resource's destination (the call shape of :meth:`DestinationsResource.client`).
+
+        Raises:
+            KeyError: ``name`` is another destination.
+        """
+        if name is not None and name != self.destination:
+            raise KeyError(f"this resource is destination {self.destination!r}, not {name!r}")
+        return self._build()
+
+    def _build(self) -> Destination:
         raise NotImplementedError
 
 
@@ -137,7 +147,7 @@ class MetaResource(PlatformResource):
     platform: ClassVar[str] = "meta"
     kind: ClassVar[str] = MetaAudienceClient.kind
 
-    def client(self) -> Destination:
+    def _build(self) -> Destination:
         return MetaAudienceClient(
             self.destination, self.base_url.strip(), self.token.strip(), policy=self.policy()
         )
@@ -149,7 +159,7 @@ class MailchimpResource(PlatformResource):
     platform: ClassVar[str] = "mailchimp"
     kind: ClassVar[str] = MailchimpClient.kind
 
-    def client(self) -> Destination:
+    def _build(self) -> Destination:
         return MailchimpClient(
             self.destination, self.base_url.strip(), self.token.strip(), policy=self.policy()
         )
@@ -164,7 +174,7 @@ class GoogleResource(PlatformResource):
 
     account_id: str = ""
 
-    def client(self) -> Destination:
+    def _build(self) -> Destination:
         return GoogleAudienceClient(
             self.destination,
             self.base_url.strip(),

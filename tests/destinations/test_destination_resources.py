@@ -120,5 +120,7 @@ def test_google_resource_carries_the_operating_account() -> None:
     cfg = _cfg("google", "ad", account_id="1234567890")
     resource = destination_resource("google_ads", cfg, "http://h/google", "t", max_attempts=2)
     assert isinstance(resource, GoogleResource)
-    client = resource.client()
+    client = resource.client("google_ads")
     assert isinstance(client, GoogleAudienceClient) and client._http.policy.max_attempts == 2
+    with pytest.raises(KeyError, match="meta_ads"):
+        resource.client("meta_ads")
