@@ -235,20 +235,31 @@ def destination_resources(project: ProjectConfig) -> dict[str, PlatformResource]
     }
 
 
-def unset_variables(
-    project: ProjectConfig, destinations: Iterable[str], environ: Mapping[str, str] | None = None
-) -> list[str]:
-    """The variables (names, in order, no repeats) that ``destinations`` need and that are
-    unset or empty in ``environ`` (default ``os.environ``): a run of a job syncing them would
-    fail at start. Unknown destination names are skipped."""
-    env = os.environ if environ is None else environ
-    missing: list[str] = []
+def destination_variables(project: ProjectConfig, destinations: Iterable[str]) -> list[str]:
+    """The base URL and token variable names (in order, no repeats) of ``destinations``: what
+    a job syncing them needs set when its run starts. Unknown destination names are skipped."""
+    names: list[str] = []
     for name in destinations:
         cfg = project.destinations.get(name)
         for variable in (cfg.base_url_env, cfg.token_env) if cfg else ():
-            if not env.get(variable, "").strip() and variable not in missing:
-                missing.append(variable)
-    return missing
+            if variable not in names:
+                names.append(variable)
+    return names
+
+
+def unset_in(variables: Iterable[str], environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``variables`` unset or empty in ``environ`` (default ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    return [variable for variable in variables if not env.get(variable, "").strip()]
+
+
+def unset_variables(
+    project: ProjectConfig, destinations: Iterable[str], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """The variables ``destinations`` need (:func:`destination_variables`) that are unset or
+    empty in ``environ`` (default ``os.environ``): a run of a job syncing them would be refused
+    or fail at start."""
+    return unset_in(destination_variables(project, destinations), environ)
 
 
 class DestinationsResource(dg.ConfigurableResource):
@@ -297,6 +308,8 @@ __all__ = [
     "destination_resource",
     "destination_resource_key",
     "destination_resources",
+    "destination_variables",
     "read_env",
+    "unset_in",
     "unset_variables",
 ]

@@ -11,7 +11,11 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 from dagster_duckdb import DuckDBResource
 
-from destinations.resources import DestinationsResource, destination_resources
+from destinations.resources import (
+    DestinationsResource,
+    destination_resources,
+    destination_variables,
+)
 from orchestrator.alerts import build_alerts_sensor
 from orchestrator.assets import (
     RECEIPTS_KEY,
@@ -148,6 +152,12 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
                 list(jobs),
                 job_for={sid: f"{sid}_job" for sid in loaded.specs},
                 all_job=ALL_SEGMENTS_JOB,
+                variables={
+                    sid: destination_variables(
+                        project, [e.destination for e in seg.spec.destinations]
+                    )
+                    for sid, seg in loaded.specs.items()
+                },
             )
         )
         everything = (
