@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from destinations.base import Destination, RemoveReason
 from destinations.google import GoogleAudienceClient
+from destinations.http import RetryPolicy
 from destinations.mailchimp import MailchimpClient
 from destinations.meta import MetaAudienceClient
-from destinations.resources import RETRY_FIELDS, destination_resource
 from orchestrator.config import DestinationConfig
+
+#: The :class:`RetryPolicy` settings a client takes (seconds, counts).
+RETRY_FIELDS = frozenset(f.name for f in fields(RetryPolicy))
 
 
 def platform_max_batch_size(platform: str) -> int:
@@ -59,6 +63,8 @@ def build_client(
         ValueError: unknown platform, a kind that does not match the platform, or an unknown
             retry setting.
     """
+    from destinations.resources import destination_resource  # Dagster: not for light imports
+
     return destination_resource(name, cfg, base_url, token, **retry_overrides).client()
 
 

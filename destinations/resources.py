@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,10 +34,9 @@ from destinations.http import RetryPolicy
 from destinations.mailchimp import MailchimpClient
 from destinations.meta import MetaAudienceClient
 from destinations.redaction import redact
+from destinations.registry import RETRY_FIELDS
 from orchestrator.config import DestinationConfig, ProjectConfig, load_project_config
 
-#: The :class:`RetryPolicy` settings a resource carries (seconds, counts).
-RETRY_FIELDS = frozenset(f.name for f in fields(RetryPolicy))
 #: Prefix of the resource key of one destination (``destination_meta_ads``).
 RESOURCE_KEY_PREFIX = "destination_"
 
