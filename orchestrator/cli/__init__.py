@@ -29,7 +29,7 @@ from orchestrator.segments.loader import (
     LoadResult,
     SegmentError,
     SegmentValidationError,
-    load_segment_text,
+    check_segment_text,
     load_segments,
 )
 from orchestrator.settings import Settings
@@ -148,34 +148,41 @@ def cli() -> None:
 # --- validate -----------------------------------------------------------------------------
 
 
-def _validate_file(path: Path, project: ProjectConfig) -> list[SegmentError]:
+def _validate_file(
+    path: Path, project: ProjectConfig
+) -> tuple[list[SegmentError], list[SegmentError]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        return [SegmentError(path, None, "", f"cannot read file: {error}")]
+        return [SegmentError(path, None, "", f"cannot read file: {error}")], []
     try:
-        load_segment_text(text, path, project)
+        _, warnings = check_segment_text(text, path, project)
     except SegmentValidationError as error:
-        return error.errors
-    return []
+        return error.errors, []
+    return [], warnings
 
 
-def validate_paths(paths: Sequence[Path], project: ProjectConfig) -> tuple[int, list[SegmentError]]:
+def validate_paths(
+    paths: Sequence[Path], project: ProjectConfig
+) -> tuple[int, list[SegmentError], list[SegmentError]]:
     """Validate segment files and folders (a folder: every ``*.yaml``/``*.yml`` in it, with the
-    cross-file checks). Returns (number of valid segments, errors)."""
-    valid, errors = 0, []
+    cross-file checks). Returns (number of valid segments, errors, warnings about valid
+    segments)."""
+    valid, errors, warnings = 0, [], []
     for path in paths:
         if path.is_dir():
             result = load_segments(path, project)
             valid += len(result.specs)
             errors += result.errors
+            warnings += result.warnings
         elif path.is_file():
-            found = _validate_file(path, project)
+            found, warned = _validate_file(path, project)
             valid += not found
             errors += found
+            warnings += warned
         else:
             errors.append(SegmentError(path, None, "", "no such file or directory"))
-    return valid, errors
+    return valid, errors, warnings
 
 
 @cli.command()
@@ -183,16 +190,29 @@ def validate_paths(paths: Sequence[Path], project: ProjectConfig) -> tuple[int, 
 @_format_option
 def validate(paths: tuple[Path, ...], fmt: str) -> None:
     """Check segment files (default: the segments folder). Prints each problem as
-    `file:line field: message`; exits 1 when there is any."""
+    `file:line field: message`, then each warning as `warning: file:line field: message`
+    (e.g. an ad segment reading data marked health or financial); exits 1 when there is any
+    problem (warnings alone exit 0). JSON: the problems, then the warnings with
+    `"severity": "warning"`."""
     settings = Settings.from_env()
-    valid, errors = validate_paths(list(paths) or [settings.segments_dir], _project(settings))
+    valid, errors, warnings = validate_paths(
+        list(paths) or [settings.segments_dir], _project(settings)
+    )
     if fmt == "json":
-        echo_json([error_record(error) for error in errors])
+        echo_json(
+            [error_record(error) for error in errors]
+            + [{**error_record(w), "severity": "warning"} for w in warnings]
+        )
     else:
         for error in errors:
             click.echo(str(error))
+        for warning in warnings:
+            click.echo(f"warning: {warning}")
         status = "ok" if not errors else "FAILED"
-        stderr().print(f"{status}: {valid} valid segment(s), {len(errors)} error(s)")
+        stderr().print(
+            f"{status}: {valid} valid segment(s), {len(errors)} error(s), "
+            f"{len(warnings)} warning(s)"
+        )
     if errors:
         click.get_current_context().exit(1)
 

@@ -14,6 +14,7 @@ from orchestrator.config import ProjectConfig
 from orchestrator.segments.compiler import compile_segment, conditions_summary
 from orchestrator.segments.spec import SegmentSpec
 from orchestrator.warehouse.schema import create_source_schema
+from tests.source_layout import layout_project
 
 AS_OF = datetime(2024, 6, 1)
 
@@ -49,6 +50,12 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
     connection.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", EVENTS)
     yield connection
     connection.close()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
+    """The repository's project with the model of the layout these tests build by hand."""
+    return layout_project(tmp_path_factory.mktemp("layout"))
 
 
 def _spec(project: ProjectConfig, audience_yaml: str) -> SegmentSpec:
