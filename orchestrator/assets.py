@@ -26,7 +26,11 @@ from dagster_duckdb import DuckDBResource
 
 from destinations.redaction import redact
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
-from destinations.resources import DestinationsResource
+from destinations.resources import (
+    DestinationsResource,
+    PlatformResource,
+    destination_resource_key,
+)
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
 from orchestrator.consent import segment_counted_purposes
@@ -85,21 +89,24 @@ class SegmentCheck:
     """An asset check evaluated by the step of the asset it guards, right after the asset.
 
     ``spec`` goes to the asset's ``check_specs``; ``evaluate(warehouse, destinations)`` (the
-    step's :class:`DuckDBResource` and :class:`DestinationsResource`, the latter None for a
-    step without it) returns the result. One step per asset instead of one per check keeps
+    step's :class:`DuckDBResource` and its destination resource — a sync step's own
+    :class:`PlatformResource`, or :class:`DestinationsResource`; None for a step without one)
+    returns the result. One step per asset instead of one per check keeps
     the number of Dagster definitions, and so the time to load 500 segments, down; a blocking
     check that fails still stops the assets downstream (Dagster fails the step after it).
     """
 
     spec: dg.AssetCheckSpec
-    evaluate: Callable[[DuckDBResource, DestinationsResource | None], dg.AssetCheckResult]
+    evaluate: Callable[
+        [DuckDBResource, DestinationsResource | PlatformResource | None], dg.AssetCheckResult
+    ]
 
 
 def run_checks(
     context: dg.AssetExecutionContext,
     checks: Sequence[SegmentCheck],
     warehouse: DuckDBResource,
-    destinations: DestinationsResource | None = None,
+    destinations: DestinationsResource | PlatformResource | None = None,
 ) -> Iterator[dg.AssetCheckResult]:
     """The results of the ``checks`` selected in this run (all of them in a segment's job; none
     when a run leaves checks out), in order."""
@@ -529,12 +536,17 @@ def build_sync_asset(
     steps call one platform at once, across runs (one by default), so parallel runs share its
     rate limit rather than each hitting it.
 
+    Requires the resources ``warehouse``, ``sync_state`` and ``destination_<name>`` of its own
+    destination only (:func:`destinations.resources.destination_resources`), so a segment's
+    job needs only its own destinations' environment variables, set when the run starts.
     Its ``checks`` (:func:`orchestrator.privacy.checks.sync_checks`) run in the same step,
-    after the sync; a run may select them without the sync.
+    after the sync, with that same destination resource; a run may select them without the
+    sync.
     """
     spec = loaded.spec
     sid = spec.id
     dest = project.destinations[entry.destination]
+    client_key = destination_resource_key(entry.destination)
     key = sync_key(sid, entry.destination)
     asset = dg.AssetSpec(
         key=key,
@@ -566,13 +578,15 @@ def build_sync_asset(
         can_subset=True,
         pool=destination_pool(entry.destination),
         config_schema=run_config_schema(),
+        # only its own destination's resource: a job needs only its destinations' variables
+        required_resource_keys={"warehouse", "sync_state", client_key},
     )
     def _sync_step(
         context: dg.AssetExecutionContext,
-        warehouse: DuckDBResource,
-        destinations: DestinationsResource,
-        sync_state: SyncStateDir,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        warehouse: DuckDBResource = context.resources.warehouse
+        sync_state: SyncStateDir = context.resources.sync_state
+        destinations: PlatformResource = getattr(context.resources, client_key)
         if key in context.selected_asset_keys:
             config = step_run_config(context)
             yield _sync(context, config, warehouse, destinations, sync_state)
@@ -582,7 +596,7 @@ def build_sync_asset(
         context: dg.AssetExecutionContext,
         config: RunConfig,
         warehouse: DuckDBResource,
-        destinations: DestinationsResource,
+        destinations: PlatformResource,
         sync_state: SyncStateDir,
     ) -> dg.MaterializeResult:
         as_of = resolve_as_of(config)

@@ -10,7 +10,11 @@ from collections.abc import Sequence
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from destinations.resources import DestinationsResource
+from destinations.resources import (
+    DestinationsResource,
+    destination_resources,
+    destination_variables,
+)
 from orchestrator.alerts import build_alerts_sensor
 from orchestrator.assets import (
     RECEIPTS_KEY,
@@ -166,6 +170,12 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
                 list(jobs),
                 job_for={sid: f"{sid}_job" for sid in loaded.specs},
                 all_job=ALL_SEGMENTS_JOB,
+                variables={
+                    sid: destination_variables(
+                        project, [e.destination for e in seg.spec.destinations]
+                    )
+                    for sid, seg in loaded.specs.items()
+                },
             )
         )
         everything = (
@@ -186,7 +196,10 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
             "warehouse": DuckDBResource(
                 database=str(settings.warehouse_path), connection_config=duckdb_config()
             ),
+            # privacy receipts: any destination holding a person, variables read per call
             "destinations": DestinationsResource(config_path=str(settings.config_path)),
+            # syncs and their checks: destination_<name>, EnvVar fields read at run start
+            **destination_resources(project),
             "sync_state": SyncStateDir(path=str(settings.state_dir)),
         },
         executor=executor_from_env(),

@@ -268,6 +268,21 @@ def _progress() -> Any:
 # --- run --------------------------------------------------------------------------------
 
 
+def _unset_destination_variables(project: ProjectConfig, loaded: LoadedSegment) -> str:
+    """Why ``loaded``'s job cannot start (its run reads its destinations' base URL and token
+    variables when it starts; names only, never a value), or '' when it can."""
+    from destinations.resources import unset_variables
+
+    names = [entry.destination for entry in loaded.spec.destinations]
+    missing = unset_variables(project, names)
+    if not missing:
+        return ""
+    return (
+        f"{loaded.spec.id}: not started: environment variable(s) {', '.join(missing)} not set "
+        f"(activation.yaml names them for destination(s) {', '.join(names)})"
+    )
+
+
 @cli.command(name="run")
 @click.argument("segments", nargs=-1, required=True)
 @click.option("--dry-run", is_flag=True, help="Compute and report; send nothing, write no state.")
@@ -279,8 +294,10 @@ def _progress() -> Any:
 )
 def run_(segments: tuple[str, ...], dry_run: bool, as_of: str | None) -> None:
     """Run SEGMENT...'s job on the Dagster instance (DAGSTER_HOME, default .dagster_home; the
-    run shows in the UI's run history), one run per segment, with live progress. Ctrl-C cancels
-    the run cleanly. Exits 1 when a run fails or a check fails, 130 when interrupted."""
+    run shows in the UI's run history), one run per segment, with live progress. A segment
+    whose destinations' variables are unset is not started (named; the others run). Ctrl-C
+    cancels the run cleanly. Exits 1 when a run fails, a check fails or a segment could not
+    start, 130 when interrupted."""
     from dagster import DagsterInstance
 
     from orchestrator.cli.output import stdout
@@ -304,6 +321,10 @@ def run_(segments: tuple[str, ...], dry_run: bool, as_of: str | None) -> None:
     stderr().print(f"Dagster's step-by-step log: {log} (the same events are in the UI)")
     with DagsterInstance.get() as instance:
         for n, loaded in enumerate(chosen):
+            if unset := _unset_destination_variables(project, loaded):
+                console.print(unset, style="red")
+                failed = True
+                continue
             job = f"{loaded.spec.id}_job"
             definition = reconstructable_job(job, settings).get_definition()
             config = segment_run_config(definition, dry_run=dry_run, as_of=as_of)

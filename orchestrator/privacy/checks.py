@@ -52,7 +52,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from destinations.resources import DestinationsResource
+from destinations.resources import DestinationsResource, PlatformResource
 from orchestrator.assets import DUCKDB_POOL, SegmentCheck, audience_key, source_key, sync_key
 from orchestrator.config import (
     DestinationKind,
@@ -828,7 +828,7 @@ def _reconciliation_check(
     sid = loaded.spec.id
 
     def _evaluate(
-        warehouse: DuckDBResource, destinations: DestinationsResource
+        warehouse: DuckDBResource, destinations: DestinationsResource | PlatformResource
     ) -> dg.AssetCheckResult:
         with connect(Path(warehouse.database)) as con:
             state = acknowledged_count(con, segment=sid, destination=destination)
