@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
+export ACTIVATION_PROJECT_DIR ?= $(CURDIR)
 export DAGSTER_HOME         ?= $(CURDIR)/.dagster_home
 export ACTIVATION_WAREHOUSE ?= $(CURDIR)/.data/warehouse.duckdb
 export ACTIVATION_STATE_DIR ?= $(CURDIR)/.data/state
@@ -16,12 +17,12 @@ export MAILCHIMP_API_KEY    ?= mock-mailchimp-token
 export GOOGLE_BASE_URL      ?= http://127.0.0.1:$(MOCK_PORT)/google
 export GOOGLE_ACCESS_TOKEN  ?= mock-google-token
 
-.PHONY: venv demo test lint format ui mock mock-stop clean-demo bench browser-deps
+.PHONY: venv demo test lint format ui mock mock-stop clean-demo bench browser-deps server-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo,deploy]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -36,7 +37,7 @@ demo: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m orchestrator.demo --mock-port $(MOCK_PORT) --mock-state-dir $(MOCK_STATE_DIR)
 
 ## The whole test suite (lint included), on both cores.
-test: venv browser-deps
+test: venv browser-deps server-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
@@ -46,6 +47,13 @@ test: venv browser-deps
 browser-deps:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+## PostgreSQL and Redis for tests/deploy (a real Dagster instance on Postgres with Celery
+## workers): Debian's packages, installed only when missing and we are root.
+server-deps:
+	@if [ "$$(id -u)" = 0 ] && { ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql; \
 	fi
 
 lint: venv

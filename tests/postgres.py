@@ -1,0 +1,99 @@
+"""PostgreSQL fixtures: one real server per test worker (:func:`tests.servers.running_postgres`),
+and a fresh database on it per test.
+
+``postgres_server`` starts once per worker (session scope) and stops at the end;
+``postgres_url`` creates a new database for one test (``LC_CTYPE`` ``C.UTF-8``: the server's
+default) and drops it after; ``postgres_c_locale_url`` does the same with the ``C`` locale,
+where ``lower()`` leaves every non-ASCII capital alone. The URLs are ``postgresql://`` URLs
+without the password: the password is in the environment variable
+:data:`PASSWORD_ENV` (set by the fixtures), as the product reads it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.servers import PostgresServer, running_postgres
+
+#: The environment variable the tests put the server's password in.
+PASSWORD_ENV = "ACTIVATION_TEST_PG_PASSWORD"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL 15 server started once per test worker; stopped when the session ends."""
+    with running_postgres() as server:
+        yield server
+
+
+def _admin(server: PostgresServer) -> psycopg.Connection:
+    return psycopg.connect(
+        host=server.host, port=server.port, user=server.user, password=server.password,
+        dbname="postgres", autocommit=True,
+    )  # fmt: skip
+
+
+def create_database(server: PostgresServer, locale: str | None = None) -> str:
+    """Create a new database on ``server`` (``locale`` as its ``LC_COLLATE`` and ``LC_CTYPE``,
+    the server's default when None); return its name."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    options = "" if locale is None else f" LC_COLLATE '{locale}' LC_CTYPE '{locale}'"
+    with _admin(server) as con:
+        con.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'{options}")
+    return name
+
+
+def drop_database(server: PostgresServer, name: str) -> None:
+    """Drop the database ``name``, ending its sessions first."""
+    with _admin(server) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def url_without_password(server: PostgresServer, dbname: str) -> str:
+    """``postgresql://user@host:port/dbname`` (the password comes from :data:`PASSWORD_ENV`)."""
+    return f"postgresql://{server.user}@{server.host}:{server.port}/{dbname}"
+
+
+def _database_url(
+    server: PostgresServer, monkeypatch: pytest.MonkeyPatch, locale: str | None
+) -> Iterator[str]:
+    monkeypatch.setenv(PASSWORD_ENV, server.password)
+    name = create_database(server, locale)
+    try:
+        yield url_without_password(server, name)
+    finally:
+        drop_database(server, name)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh database (server default locale) for one test; its URL, password not included."""
+    yield from _database_url(postgres_server, monkeypatch, None)
+
+
+@pytest.fixture
+def postgres_c_locale_url(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh database created with the ``C`` locale for one test (password not included)."""
+    yield from _database_url(postgres_server, monkeypatch, "C")
+
+
+def warehouse_config(url: str, **overrides: object) -> object:
+    """The ``warehouse:`` of a project on the database at ``url`` (password from
+    :data:`PASSWORD_ENV`)."""
+    from orchestrator.config import PostgresWarehouse
+
+    return PostgresWarehouse(kind="postgres", url=url, password_env=PASSWORD_ENV, **overrides)
+
+
+def open_warehouse(url: str, project: object | None = None, **overrides: object):
+    """A prepared :class:`orchestrator.warehouse.postgres.PostgresConnection` to ``url``
+    (close it)."""
+    from orchestrator.warehouse.factory import open_postgres
+
+    return open_postgres(warehouse_config(url, **overrides), project=project)
