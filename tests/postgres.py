@@ -12,7 +12,7 @@ without the password: the password is in the environment variable
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import psycopg
 import pytest
@@ -97,3 +97,35 @@ def open_warehouse(url: str, project: object | None = None, **overrides: object)
     from orchestrator.warehouse.factory import open_postgres
 
     return open_postgres(warehouse_config(url, **overrides), project=project)
+
+
+def postgres_copy_of(
+    duckdb_path: object, url: str, project: object | None = None, activation: Sequence[str] = ()
+):
+    """A prepared PostgreSQL warehouse at ``url`` holding the source tables of the DuckDB file
+    ``duckdb_path`` and the rows of its product tables ``activation`` (names in the
+    ``activation`` schema); with ``project``, its source views. Close it."""
+    import duckdb
+
+    from orchestrator.warehouse.transfer import copy_duckdb_to_postgres, copy_rows
+
+    duck = duckdb.connect(str(duckdb_path), read_only=True)
+    con = open_warehouse(url)
+    try:
+        copy_duckdb_to_postgres(duck, con)
+        for table in activation:
+            columns = [
+                d[0] for d in duck.execute(f"SELECT * FROM activation.{table} LIMIT 0").description
+            ]
+            copy_rows(duck, con, f"activation.{table}", columns)
+    finally:
+        duck.close()
+    try:
+        if project is None:  # the default model's views, as create_source_schema makes them
+            from orchestrator.model.spec import DEFAULT_MODEL
+            from orchestrator.model.views import refresh_source_views
+
+            refresh_source_views(con, DEFAULT_MODEL, ())
+    finally:
+        con.close()
+    return open_warehouse(url, project=project)

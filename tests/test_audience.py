@@ -32,6 +32,7 @@ from orchestrator.warehouse.schema import (
     create_source_schema,
 )
 from tests.oracle import address_consent_state, fold_purpose, other_marketing
+from tests.postgres import postgres_copy_of
 
 AS_OF = datetime(2024, 6, 1, 12, 0)
 CREATED = AS_OF - timedelta(days=300)
@@ -492,9 +493,17 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture()
-def con(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(str(warehouse))
+@pytest.fixture(params=["duckdb", "postgres"])
+def con(request: pytest.FixtureRequest, warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse on each backend: the DuckDB file, or a real PostgreSQL database holding
+    the same rows (tests/postgres.py)."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        connection = postgres_copy_of(
+            warehouse, url, activation=["segment_members", "suppression_list"]
+        )
+    else:
+        connection = duckdb.connect(str(warehouse))
     try:
         yield connection
     finally:

@@ -23,6 +23,10 @@ helper                    shared SQL                   what it means
                           email(x)`` (and ``_google``) address (:mod:`orchestrator.pseudonymize`)
 ``regex_replace_all``     ``regexp_replace(x, p, r,    every match replaced
                           'g')``
+``max_filtered``          ``list_max(list_filter(xs,   the largest element of a list meeting
+                          lambda v: cond))``           a condition
+``latest_by``             ``arg_max(v, (k1, k2))``     ``v`` of the row with the largest key
+``days``                  ``to_days(n)``               an interval of ``n`` days
 ========================  ===========================  =======================================
 
 Date arithmetic is written the standard way (``ts - INTERVAL (n) DAY``, ``CAST(x AS DATE)``),
@@ -90,8 +94,10 @@ def sha256_hex(arg: exp.Expression, dialect: Dialect) -> exp.Expression:
 def _anchored(pattern: exp.Expression) -> exp.Expression:
     if isinstance(pattern, exp.Literal) and pattern.is_string:
         return _literal(f"^(?:{pattern.this})$")
-    return exp.DPipe(
-        this=exp.DPipe(this=_literal("^(?:"), expression=pattern), expression=_literal(")$")
+    return exp.Paren(  # PostgreSQL: ~ and || bind alike, left to right
+        this=exp.DPipe(
+            this=exp.DPipe(this=_literal("^(?:"), expression=pattern), expression=_literal(")$")
+        )
     )
 
 
@@ -116,10 +122,14 @@ def byte_length(arg: exp.Expression, dialect: Dialect) -> exp.Expression:
 def fingerprint64(arg: exp.Expression, dialect: Dialect) -> exp.Expression:
     """A 64-bit fingerprint of ``arg`` (DuckDB ``hash``: UBIGINT; PostgreSQL
     ``hashtextextended(x, 0)``: BIGINT; Snowflake ``HASH``; BigQuery ``FARM_FINGERPRINT``).
-    Values differ between backends: only ever compared within one warehouse."""
-    if dialect == "postgres":
-        return _fn("hashtextextended", exp.Cast(this=arg, to=exp.DataType.build("TEXT")),
-                   exp.Literal.number(0))  # fmt: skip
+    Values differ between backends: only ever compared within one warehouse. DuckDB's is
+    never NULL; PostgreSQL's of NULL is taken of ``''`` (both have no address, so the same
+    keys)."""
+    if dialect == "postgres":  # NULL fingerprints as '' (both normalize to no address)
+        text = exp.Coalesce(
+            this=exp.Cast(this=arg, to=exp.DataType.build("TEXT")), expressions=[_literal("")]
+        )
+        return _fn("hashtextextended", text, exp.Literal.number(0))
     name = {"snowflake": "HASH", "bigquery": "FARM_FINGERPRINT"}.get(dialect, "hash")
     return _fn(name, arg)
 
@@ -147,6 +157,73 @@ def regex_replace_all(node: exp.RegexpReplace, dialect: Dialect) -> exp.Expressi
     return node
 
 
+def max_filtered(node: exp.ArrayMax, dialect: Dialect) -> exp.Expression:
+    """``list_max(list_filter(xs, lambda v: cond))``: the largest element of the list ``xs``
+    meeting ``cond`` (NULL when none). PostgreSQL and BigQuery: a subquery over
+    ``unnest(xs)``; Snowflake: SQLGlot's ``ARRAY_MAX(FILTER(...))``."""
+    inner = node.this
+    if dialect not in ("postgres", "bigquery") or not isinstance(inner, exp.ArrayFilter):
+        return node
+    lam = inner.expression
+    (var,) = lam.expressions
+    cond = lam.this.copy()
+    for ident in list(cond.find_all(exp.Identifier)):
+        if ident.name == var.name and not isinstance(ident.parent, exp.Column):
+            ident.replace(exp.column("_v"))
+        elif ident.name == var.name and isinstance(ident.parent, exp.Column):
+            ident.parent.replace(exp.column("_v"))
+    alias = exp.TableAlias(this=exp.to_identifier("_u"), columns=[exp.to_identifier("_v")])
+    sub = (
+        exp.select(exp.Max(this=exp.column("_v")))
+        .from_(exp.Unnest(expressions=[inner.this.copy()], alias=alias))
+        .where(cond)
+    )
+    return exp.Subquery(this=sub)
+
+
+def latest_by(
+    node: exp.ArgMax, dialect: Dialect, where: exp.Expression | None = None
+) -> exp.Expression:
+    """``arg_max(v, (k1, k2...))`` (optionally ``FILTER (WHERE ...)``): ``v`` of the row with
+    the largest key, compared element by element (NULL when no row). Elsewhere than DuckDB:
+    the first element of ``array_agg(v ORDER BY k1 DESC, k2 DESC...)`` (NULL keys last)."""
+    key = node.expression
+    keys = key.expressions if isinstance(key, exp.Tuple) else [key]
+    order = exp.Order(
+        this=node.this.copy(),
+        expressions=[exp.Ordered(this=k.copy(), desc=True, nulls_first=False) for k in keys],
+    )
+    agg: exp.Expression = exp.ArrayAgg(this=order)
+    if where is not None:
+        agg = exp.Filter(this=agg, expression=where.copy())
+    return exp.Bracket(this=exp.Paren(this=agg), expressions=[exp.Literal.number(0)])
+
+
+def days(node: exp.ToDays, dialect: Dialect) -> exp.Expression:
+    """``to_days(n)``: an interval of ``n`` days (date arithmetic: ``ts - to_days(n)``).
+    PostgreSQL: ``CAST(n AS INTEGER) * INTERVAL '1 day'``; elsewhere ``INTERVAL n DAY``."""
+    if dialect == "postgres":
+        return exp.Paren(
+            this=exp.Mul(
+                this=exp.Cast(this=node.this.copy(), to=exp.DataType.build("INT")),
+                expression=exp.Interval(this=_literal("1"), unit=exp.var("DAY")),
+            )
+        )
+    if dialect == "snowflake":  # no interval arithmetic: DATEADD at the subtraction
+        if isinstance(node.parent, (exp.Sub, exp.Add)) and node.arg_key == "expression":
+            return node
+        raise NonPortableSQL("to_days(n) outside ts - to_days(n) has no snowflake form")
+    return exp.Interval(this=node.this.copy(), unit=exp.var("DAY"))
+
+
+def _dateadd(node: exp.Sub | exp.Add) -> exp.Expression:
+    """Snowflake: ``ts - to_days(n)`` is ``DATEADD(DAY, -(n), ts)``."""
+    n: exp.Expression = exp.Paren(this=node.expression.this.copy())
+    if isinstance(node, exp.Sub):
+        n = exp.Neg(this=n)
+    return _fn("DATEADD", exp.var("DAY"), n, node.this.copy())
+
+
 #: The helpers by the DuckDB function name the shared SQL uses.
 HELPERS: dict[str, Callable[..., exp.Expression]] = {
     "sha256": sha256_hex,
@@ -163,7 +240,7 @@ DUCKDB_ONLY: dict[str, str] = {
     "struct literal": "struct literals {'a': 1}",
     "list lambda": "list functions with lambdas (list_filter, list_transform)",
     "exclude": "SELECT * EXCLUDE (...)",
-    "arg_max": "arg_max / arg_min (write a window or DISTINCT ON)",
+    "arg_min": "arg_min (write arg_max of the opposite order)",
     "using sample": "USING SAMPLE",
 }
 
@@ -200,12 +277,14 @@ def _refuse(node: exp.Expression, dialect: Dialect) -> None:
         what = DUCKDB_ONLY["insert or replace"]
     elif isinstance(node, exp.Struct):
         what = DUCKDB_ONLY["struct literal"]
-    elif isinstance(node, exp.Lambda):
+    elif isinstance(node, exp.Lambda) and not (
+        isinstance(node.parent, exp.ArrayFilter) and isinstance(node.parent.parent, exp.ArrayMax)
+    ):
         what = DUCKDB_ONLY["list lambda"]
     elif isinstance(node, exp.Star) and node.args.get("except"):
         what = DUCKDB_ONLY["exclude"]
-    elif isinstance(node, (exp.ArgMax, exp.ArgMin)):
-        what = DUCKDB_ONLY["arg_max"]
+    elif isinstance(node, exp.ArgMin):
+        what = DUCKDB_ONLY["arg_min"]
     elif isinstance(node, exp.TableSample):
         what = DUCKDB_ONLY["using sample"]
     if what:
@@ -220,6 +299,20 @@ def _helper(node: exp.Expression, dialect: Dialect) -> exp.Expression:
         return regex_full_match(node.this, node.expression, dialect)
     if isinstance(node, exp.RegexpReplace):
         return regex_replace_all(node, dialect)
+    if isinstance(node, exp.ArrayMax):
+        return max_filtered(node, dialect)
+    if isinstance(node, exp.ToDays):
+        return days(node, dialect)
+    if (
+        dialect == "snowflake"
+        and isinstance(node, (exp.Sub, exp.Add))
+        and isinstance(node.expression, exp.ToDays)
+    ):
+        return _dateadd(node)
+    if isinstance(node, exp.Filter) and isinstance(node.this, exp.ArgMax):
+        return latest_by(node.this, dialect, node.expression)
+    if isinstance(node, exp.ArgMax) and not isinstance(node.parent, exp.Filter):
+        return latest_by(node, dialect)
     if isinstance(node, exp.Anonymous):
         name = str(node.this).lower()
         if name in NORMALIZE_FUNCTIONS:

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 import psycopg.errors
+import psycopg.types.string
 
 from orchestrator.warehouse.dialect import render_with_params
 from orchestrator.warehouse.errors import (
@@ -135,6 +136,7 @@ class PostgresConnection:
     def __init__(self, raw: psycopg.Connection, target: PostgresTarget, timeout_s: float) -> None:
         self._raw = raw
         self._cursor: psycopg.RawCursor | None = None
+        self._counted: list[tuple] | None = None
         self.target = target
         self.warehouse = target.describe()
         self._timeout_s = timeout_s
@@ -158,7 +160,7 @@ class PostgresConnection:
         with self._translated():
             for statement in statements:
                 cursor.execute(statement, values if "$" in statement else None)
-        self._cursor = cursor
+        self._cursor, self._counted = cursor, None
         return self
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PostgresConnection:
@@ -167,17 +169,37 @@ class PostgresConnection:
         cursor = psycopg.RawCursor(self._raw)
         with self._translated():
             cursor.executemany(statement, [_bind(names, row) for row in rows])
-        self._cursor = cursor
+        self._cursor, self._counted = cursor, None
         return self
 
     def fetchone(self) -> tuple | None:
-        return self._need_cursor().fetchone()
+        """The next row of the last result; for an INSERT, UPDATE or DELETE, ``(rows
+        changed,)`` as DuckDB answers."""
+        rows = self._count_rows()
+        return (rows.pop(0) if rows else None) if rows is not None else self._cursor.fetchone()
 
     def fetchall(self) -> list[tuple]:
-        return self._need_cursor().fetchall()
+        rows = self._count_rows()
+        if rows is not None:
+            out, rows[:] = list(rows), []
+            return out
+        return self._cursor.fetchall()
 
     def fetchmany(self, size: int) -> list[tuple]:
-        return self._need_cursor().fetchmany(size)
+        rows = self._count_rows()
+        if rows is not None:
+            out, rows[:] = rows[:size], rows[size:]
+            return out
+        return self._cursor.fetchmany(size)
+
+    def _count_rows(self) -> list[tuple] | None:
+        """DuckDB answers a data change with one row, the count: the same here."""
+        cursor = self._need_cursor()
+        if cursor.description is not None:
+            return None
+        if self._counted is None:
+            self._counted = [(cursor.rowcount,)] if cursor.rowcount >= 0 else []
+        return self._counted
 
     @property
     def description(self) -> list[tuple[str, str]] | None:
@@ -343,6 +365,9 @@ def connect_postgres(
         )
     except psycopg.OperationalError as error:
         raise _connect_error(target, error, password_from) from None
+    # a Python str is bound as text, as DuckDB binds it (psycopg's default, "unknown", leaves
+    # unnest($1) of a list of strings ambiguous)
+    raw.adapters.register_dumper(str, psycopg.types.string.StrDumper)
     return PostgresConnection(raw, target, statement_timeout_s)
 
 

@@ -36,6 +36,25 @@ def _columns(duck: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[t
     ).fetchall()
 
 
+def copy_rows(duck: duckdb.DuckDBPyConnection, pg: Any, relation: str, columns: list[str]) -> int:
+    """Append the rows of ``relation`` (``schema.table`` in both warehouses; DuckDB's ``main``
+    is PostgreSQL's default schema) from ``duck`` to ``pg`` with ``COPY ... FROM STDIN``;
+    return the count."""
+    schema, table = relation.split(".")
+    target = (
+        quote_ident(table) if schema == "main" else f"{quote_ident(schema)}.{quote_ident(table)}"
+    )
+    cols = ", ".join(quote_ident(c) for c in columns)
+    result = duck.execute(f"SELECT {cols} FROM {quote_ident(schema)}.{quote_ident(table)}")
+    count = 0
+    with pg.raw.cursor() as cursor, cursor.copy(f"COPY {target} ({cols}) FROM STDIN") as copy:
+        while rows := result.fetchmany(_BATCH_ROWS):
+            for row in rows:
+                copy.write_row(row)
+            count += len(rows)
+    return count
+
+
 def copy_duckdb_to_postgres(duck: duckdb.DuckDBPyConnection, pg: Any) -> dict[str, int]:
     """Copy every source table of ``duck`` into ``pg`` (a :class:`orchestrator.warehouse.
     postgres.PostgresConnection`); return rows copied per ``schema.table``.
@@ -54,18 +73,10 @@ def copy_duckdb_to_postgres(duck: duckdb.DuckDBPyConnection, pg: Any) -> dict[st
         pg.execute(f"DROP TABLE IF EXISTS {name}")
         body = ", ".join(f"{quote_ident(c)} {kind}" for c, kind in columns)
         pg.execute(f"CREATE TABLE {name} ({body})")
-        target = table if schema == "main" else f"{schema}.{table}"
-        target = ".".join(quote_ident(part) for part in target.split("."))
-        cols = ", ".join(quote_ident(c) for c, _ in columns)
-        result = duck.execute(f"SELECT {cols} FROM {name}")
-        count = 0
-        with pg.raw.cursor() as cursor, cursor.copy(f"COPY {target} ({cols}) FROM STDIN") as copy:
-            while rows := result.fetchmany(_BATCH_ROWS):
-                for row in rows:
-                    copy.write_row(row)
-                count += len(rows)
-        copied[f"{schema}.{table}"] = count
+        copied[f"{schema}.{table}"] = copy_rows(
+            duck, pg, f"{schema}.{table}", [c for c, _ in columns]
+        )
     return copied
 
 
-__all__ = ["copy_duckdb_to_postgres"]
+__all__ = ["copy_duckdb_to_postgres", "copy_rows"]
