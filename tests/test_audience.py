@@ -323,10 +323,10 @@ IDN_SPELLINGS = ("ex\u00e4mple.org", "xn--exmple-cua.org", "EX\u00c4MPLE.ORG", "
 VARIANTS = {EMAIL: "Email_Marketing", ADS: "ad-targeting"}
 
 
-def add_random_customers(w: Warehouse, count: int) -> None:
+def add_random_customers(w: Warehouse, count: int, seed: int = 20240601) -> None:
     fake = Faker()
-    fake.seed_instance(20240601)
-    rng = random.Random(20240601)
+    fake.seed_instance(seed)
+    rng = random.Random(seed)
     addresses: list[str] = []
     for cid in range(1000, 1000 + count):
         if addresses and rng.random() < 0.2:

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 import psycopg.errors
 import psycopg.types.string
+from psycopg.types.array import ListDumper
 
 from orchestrator.warehouse.dialect import render_with_params
 from orchestrator.warehouse.errors import (
@@ -242,6 +243,27 @@ class PostgresConnection:
         return _Translate(self.warehouse, self._timeout_s)
 
 
+class _TextList(list):
+    """A list of strings bound as ``text[]``."""
+
+
+class _TextListDumper(ListDumper):
+    """``text[]`` (psycopg binds a str as "unknown", which leaves ``unnest($1)`` of a list of
+    strings ambiguous; a lone str stays "unknown", so the server casts it to the column's
+    type as DuckDB does)."""
+
+    def __init__(self, cls: type, context: Any = None) -> None:
+        super().__init__(cls, context)
+        self.sub_dumper = psycopg.types.string.StrDumper(str, context)
+        self.oid = psycopg.postgres.types["text"].array_oid
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return _TextList(value)
+    return value
+
+
 def _bind(
     names: Sequence[str | None], params: Sequence[Any] | Mapping[str, Any] | None
 ) -> list[Any]:
@@ -249,8 +271,8 @@ def _bind(
     if params is None:
         return []
     if isinstance(params, Mapping):
-        return [params[name] for name in names if name is not None]
-    return list(params)
+        return [_value(params[name]) for name in names if name is not None]
+    return [_value(v) for v in params]
 
 
 class _Translate:
@@ -365,9 +387,7 @@ def connect_postgres(
         )
     except psycopg.OperationalError as error:
         raise _connect_error(target, error, password_from) from None
-    # a Python str is bound as text, as DuckDB binds it (psycopg's default, "unknown", leaves
-    # unnest($1) of a list of strings ambiguous)
-    raw.adapters.register_dumper(str, psycopg.types.string.StrDumper)
+    raw.adapters.register_dumper(_TextList, _TextListDumper)
     return PostgresConnection(raw, target, statement_timeout_s)
 
 
