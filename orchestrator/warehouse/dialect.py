@@ -240,6 +240,7 @@ DUCKDB_ONLY: dict[str, str] = {
     "struct literal": "struct literals {'a': 1}",
     "list lambda": "list functions with lambdas (list_filter, list_transform)",
     "exclude": "SELECT * EXCLUDE (...)",
+    "replace": "SELECT * REPLACE (...)",
     "arg_min": "arg_min (write arg_max of the opposite order)",
     "using sample": "USING SAMPLE",
 }
@@ -281,14 +282,34 @@ def _refuse(node: exp.Expression, dialect: Dialect) -> None:
         isinstance(node.parent, exp.ArrayFilter) and isinstance(node.parent.parent, exp.ArrayMax)
     ):
         what = DUCKDB_ONLY["list lambda"]
-    elif isinstance(node, exp.Star) and node.args.get("except"):
+    elif isinstance(node, exp.Star) and (node.args.get("except_") or node.args.get("except")):
         what = DUCKDB_ONLY["exclude"]
+    elif isinstance(node, exp.Star) and node.args.get("replace"):
+        what = DUCKDB_ONLY["replace"]
     elif isinstance(node, exp.ArgMin):
         what = DUCKDB_ONLY["arg_min"]
     elif isinstance(node, exp.TableSample):
         what = DUCKDB_ONLY["using sample"]
     if what:
         raise NonPortableSQL(f"{what} is DuckDB-only; the shared SQL cannot use it ({dialect})")
+
+
+def duckdb_only_constructs(sql: str) -> list[str]:
+    """The DuckDB-only constructs (:data:`DUCKDB_ONLY`) the shared SQL ``sql`` uses, each
+    named once: empty when it is portable (the lint test's check).
+
+    Raises:
+        sqlglot.errors.ParseError: ``sql`` does not parse.
+    """
+    found: list[str] = []
+    for tree in sqlglot.parse(sql, read="duckdb"):
+        for node in tree.walk() if tree is not None else ():
+            try:
+                _refuse(node, "postgres")
+            except NonPortableSQL as error:
+                if str(error) not in found:
+                    found.append(str(error))
+    return found
 
 
 def _helper(node: exp.Expression, dialect: Dialect) -> exp.Expression:
@@ -437,6 +458,7 @@ __all__ = [
     "Dialect",
     "NonPortableSQL",
     "bulk_export_sql",
+    "duckdb_only_constructs",
     "byte_length",
     "fingerprint64",
     "regex_full_match",
