@@ -216,8 +216,9 @@ class AlertsConfig(_Strict):
 
 class DuckDBWarehouse(_Strict):
     """The embedded warehouse (the default): a DuckDB file. ``path``: the file, relative to
-    the project folder; None: ``ACTIVATION_WAREHOUSE``, else ``.data/warehouse.duckdb``. The
-    ``ACTIVATION_WAREHOUSE`` environment variable wins over ``path`` when set (tests, CI)."""
+    the project folder (:func:`orchestrator.warehouse.factory.duckdb_path_for`: the
+    ``ACTIVATION_WAREHOUSE`` environment variable wins when set); None: the file
+    ``ACTIVATION_WAREHOUSE`` names, else ``.data/warehouse.duckdb``."""
 
     kind: Literal["duckdb"] = "duckdb"
     path: str | None = None

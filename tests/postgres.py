@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -143,3 +145,28 @@ def postgres_module_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh database shared by one test module (password in :data:`PASSWORD_ENV`)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         yield from _database_url(postgres_server, monkeypatch, None)
+
+
+@dataclass(frozen=True)
+class PgWarehouse:
+    """A PostgreSQL warehouse handle for tests written against a DuckDB file path: pass it
+    where the test passes the path, and open it with :func:`connect_any`."""
+
+    url: str
+
+
+@contextmanager
+def connect_any(warehouse: object, **kwargs: object) -> Iterator[object]:
+    """:func:`orchestrator.warehouse.connect.connect` for a DuckDB path; a prepared
+    PostgreSQL connection for a :class:`PgWarehouse` (closed after the block)."""
+    if isinstance(warehouse, PgWarehouse):
+        con = open_warehouse(warehouse.url)
+        try:
+            yield con
+        finally:
+            con.close()
+        return
+    from orchestrator.warehouse.connect import connect
+
+    with connect(warehouse, **kwargs) as con:
+        yield con

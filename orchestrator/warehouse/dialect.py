@@ -49,12 +49,14 @@ PostgreSQL statement also runs against a real server in the tests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.tokens import Tokenizer, TokenType
 
 Dialect = Literal["duckdb", "postgres", "snowflake", "bigquery"]
 DIALECTS: tuple[Dialect, ...] = ("duckdb", "postgres", "snowflake", "bigquery")
@@ -379,21 +381,41 @@ def _bottom_up(
     return tree
 
 
-class _Params:
-    """Numbers each ``?`` and ``$name`` placeholder ``$1``, ``$2``... (PostgreSQL's own
-    placeholders: no ``%`` escaping, names mapped to positions in order of appearance)."""
+_MARK = "__activation_param_{}__"
+_MARK_RE = re.compile(r"__activation_param_(\w+?)__")
 
-    def __init__(self) -> None:
-        self.names: list[str | None] = []
 
-    def __call__(self, node: exp.Expression) -> exp.Expression:
-        if not isinstance(node, exp.Placeholder):
-            return node
-        name = node.name if node.name not in ("", "?") else None
-        if name is not None and name in self.names:
-            return exp.Var(this=f"${self.names.index(name) + 1}")
-        self.names.append(name)
-        return exp.Var(this=f"${len(self.names)}")
+def _name_positional(sql: str) -> str:
+    """``sql`` with its k-th ``?`` (outside literals and comments) written ``$__pos_k``, so
+    that every placeholder has a name and keeps the position it has in the shared text (a
+    rendering may move clauses: a CTE, a QUALIFY rewritten as a subquery)."""
+    out, last, k = [], 0, 0
+    for token in Tokenizer().tokenize(sql):
+        if token.token_type == TokenType.PLACEHOLDER and token.text == "?":
+            out.append(sql[last : token.start] + f"$__pos_{k}")
+            last, k = token.end + 1, k + 1
+    return "".join(out) + sql[last:]
+
+
+def _mark(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Placeholder):
+        return exp.Var(this=_MARK.format(node.name))
+    return node
+
+
+def _number(text: str, names: list[str | int]) -> str:
+    """Markers -> ``$1``, ``$2``... in order of first appearance in the rendered text; a name
+    seen again reuses its number. ``names`` receives each number's name (an int: the index of
+    a positional parameter)."""
+
+    def number(match: re.Match) -> str:
+        raw = match.group(1)
+        name: str | int = int(raw[len("__pos_") :]) if raw.startswith("__pos_") else raw
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _MARK_RE.sub(number, text)
 
 
 def _split_create_or_replace(tree: exp.Expression, dialect: Dialect) -> list[exp.Expression]:
@@ -414,13 +436,15 @@ def _split_create_or_replace(tree: exp.Expression, dialect: Dialect) -> list[exp
 @lru_cache(maxsize=4096)
 def render_with_params(
     sql: str, dialect: Dialect
-) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
-    """:func:`render`, and the placeholder names in ``$n`` order (None for a ``?``)."""
+) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
+    """:func:`render`, and what each PostgreSQL ``$n`` binds, in order: a name (DuckDB's
+    ``$name``) or an int (the index of a ``?`` among the shared text's positional ones)."""
     if dialect == "duckdb":
         return (sql,), ()
     statements: list[str] = []
-    params = _Params()
-    for tree in sqlglot.parse(sql, read="duckdb"):
+    names: list[str | int] = []
+    shared = _name_positional(sql) if dialect == "postgres" else sql
+    for tree in sqlglot.parse(shared, read="duckdb"):
         if tree is None:
             continue
         for node in tree.walk():
@@ -428,13 +452,11 @@ def render_with_params(
         tree = _bottom_up(tree, lambda n: _types(_helper(n, dialect), dialect))
         if dialect == "postgres":
             _alias_subqueries(tree)
-            for node in list(tree.walk(bfs=False)):  # text order
-                new = params(node)
-                if new is not node:
-                    node.replace(new)
+            tree = _bottom_up(tree, _mark)
         for part in _split_create_or_replace(tree, dialect):
-            statements.append(part.sql(dialect=dialect, unsupported_level=sqlglot.ErrorLevel.RAISE))
-    return tuple(statements), tuple(params.names)
+            text = part.sql(dialect=dialect, unsupported_level=sqlglot.ErrorLevel.RAISE)
+            statements.append(_number(text, names) if dialect == "postgres" else text)
+    return tuple(statements), tuple(names)
 
 
 def render(sql: str, dialect: Dialect) -> tuple[str, ...]:

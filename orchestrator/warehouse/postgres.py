@@ -265,14 +265,16 @@ def _value(value: Any) -> Any:
 
 
 def _bind(
-    names: Sequence[str | None], params: Sequence[Any] | Mapping[str, Any] | None
+    names: Sequence[str | int], params: Sequence[Any] | Mapping[str, Any] | None
 ) -> list[Any]:
-    """Values in ``$1..$n`` order: positional as given, named ones looked up by name."""
+    """Values in ``$1..$n`` order (:func:`orchestrator.warehouse.dialect.render_with_params`:
+    a name is looked up in a mapping, an int indexes the positional values)."""
     if params is None:
         return []
     if isinstance(params, Mapping):
-        return [_value(params[name]) for name in names if name is not None]
-    return [_value(v) for v in params]
+        return [_value(params[name]) for name in names]
+    values = list(params)
+    return [_value(values[name]) for name in names]
 
 
 class _Translate:
