@@ -1,5 +1,6 @@
 """Differential: the stages ported to PostgreSQL (source views, segment members, audience with
-its pseudonym cache) give identical product tables, row for row, on DuckDB and on a real
+its pseudonym cache, the diff against each destination) give identical product tables and
+send files, row for row, on DuckDB and on a real
 PostgreSQL server holding the same company tables: random warehouses (Faker, fixed seeds, the
 tricky addresses of the audience tests among them) and the demo warehouse with every shipped
 segment."""
@@ -11,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -21,6 +23,7 @@ from orchestrator.model.views import refresh_source_views
 from orchestrator.segments.loader import load_segments
 from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import SegmentSpec
+from orchestrator.sync.diff import DiffParams, compute_diff
 from orchestrator.warehouse.schema import create_activation_schema
 from tests.conftest import AS_OF, REPO
 from tests.postgres import postgres_copy_of
@@ -65,12 +68,32 @@ def _specs(project: ProjectConfig) -> list[SegmentSpec]:
     return specs
 
 
-def _run(con: object, project: ProjectConfig, specs: list[SegmentSpec], as_of: datetime) -> None:
+def _run(
+    con: object, project: ProjectConfig, specs: list[SegmentSpec], as_of: datetime, scratch: Path
+) -> dict:
+    """Every ported stage for every segment; returns each diff's plan and send files."""
     create_activation_schema(con)
     refresh_source_views(con, project.source, project.purposes)
+    diffs: dict = {}
     for spec in specs:
         write_segment_members(con, spec, as_of)
         build_segment_audience(con, spec, project, as_of)
+        for entry in spec.destinations:
+            folder = scratch / f"{spec.id}-{entry.destination}"
+            folder.mkdir(parents=True)
+            destination = project.destinations[entry.destination]
+            params = DiffParams(
+                segment=spec.id, destination=entry.destination, mode=entry.mode,
+                kind=destination.kind.value, normalization=destination.normalization,
+                purpose=spec.purpose, as_of=as_of,
+            )  # fmt: skip
+            plan = compute_diff(con, params, folder)
+            diffs[(spec.id, entry.destination)] = (
+                plan.counts,
+                plan.removes_by_reason,
+                {(a, r): pq.read_table(f).to_pylist() for a, r, f in plan.files},
+            )
+    return diffs
 
 
 def _tables(con: object) -> dict[str, list[tuple]]:
@@ -89,8 +112,10 @@ def _both(
     pg = postgres_copy_of(path, url, project=project, activation=["suppression_list"])
     duck = duckdb.connect(str(path))
     try:
-        _run(duck, project, specs, as_of)
-        _run(pg, project, specs, as_of)
+        duck_diffs = _run(duck, project, specs, as_of, path.parent / "duck")
+        pg_diffs = _run(pg, project, specs, as_of, path.parent / "pg")
+        assert pg_diffs == duck_diffs, "the diffs (counts and send files) differ"
+        assert any(files for _, _, files in duck_diffs.values()), "no diff sent anything"
         return _tables(duck), _tables(pg)
     finally:
         duck.close()

@@ -20,13 +20,14 @@ from orchestrator.model.catalog import build_catalog
 from orchestrator.model.views import refresh_source_views
 from orchestrator.segments.loader import load_segments
 from orchestrator.segments.materialize import write_segment_members
+from orchestrator.sync.diff import DiffParams, compute_diff
 from orchestrator.warehouse import postgres
 from orchestrator.warehouse.dialect import DUCKDB_ONLY, duckdb_only_constructs, render
 from tests.conftest import AS_OF, REPO
 from tests.postgres import postgres_copy_of
 
 SNAPSHOTS = Path(__file__).parent / "rendered"
-STAGES = ("views", "catalog", "segments", "audience")
+STAGES = ("views", "catalog", "segments", "audience", "diff")
 RENDERED = ("snowflake", "bigquery")
 
 
@@ -81,6 +82,18 @@ def recorded(
             for spec in specs:
                 build_segment_audience(con, spec, project, AS_OF)
             out["audience"] = recorder.take()
+            for spec in specs:
+                for entry in spec.destinations:
+                    destination = project.destinations[entry.destination]
+                    params = DiffParams(
+                        segment=spec.id, destination=entry.destination, mode=entry.mode,
+                        kind=destination.kind.value, normalization=destination.normalization,
+                        purpose=spec.purpose, as_of=AS_OF,
+                    )  # fmt: skip
+                    scratch = path.parent / f"{spec.id}-{entry.destination}"
+                    scratch.mkdir()
+                    compute_diff(con, params, scratch)
+            out["diff"] = recorder.take()
         finally:
             con.close()
     yield out
