@@ -79,6 +79,13 @@ class SyncStateDir(dg.ConfigurableResource):
     path: str
 
 
+def destination_pool(destination: str) -> str:
+    """The concurrency pool of every sync to ``destination``: ``destination_<name>`` (its
+    limit is the instance's ``concurrency.pools.default_limit`` unless set with ``dagster
+    instance concurrency set destination_<name> N``)."""
+    return f"destination_{destination}"
+
+
 def resolve_as_of(config: RunConfig) -> datetime:
     """The evaluation time for a run, as a naive UTC datetime (the warehouse stores naive UTC)."""
     if config.as_of:
@@ -449,9 +456,12 @@ def build_sync_asset(
     before the sync diffs, so the sync never removes a requester without a receipt; when the
     receipts step fails (a destination did not acknowledge), the syncs of the run are skipped.
 
-    Not in the ``duckdb`` pool: it holds the warehouse only for two short moments (diff export
-    and state fold, waiting for the lock if needed) and never during HTTP calls, so syncs to
-    different destinations run in parallel.
+    Not in the ``duckdb`` pool: it holds the warehouse only for short moments (pair lock, diff
+    export, one journal write per window of batches, state fold, each waiting for the lock if
+    needed) and never during HTTP calls, so syncs to different destinations run in parallel.
+    In the destination's pool instead (:func:`destination_pool`): the instance caps how many
+    steps call one platform at once, across runs (one by default), so parallel runs share its
+    rate limit rather than each hitting it.
     """
     spec = loaded.spec
     sid = spec.id
@@ -468,6 +478,7 @@ def build_sync_asset(
         owners=[spec.owner],
         kinds={"duckdb", dest.platform},
         tags={**_tags(loaded), "destination": entry.destination},
+        pool=destination_pool(entry.destination),
         metadata={
             **_definition_metadata(loaded),
             "destination": entry.destination,

@@ -25,7 +25,7 @@ from orchestrator.assets import (
     sync_key,
 )
 from orchestrator.config import ProjectConfig, load_project_config
-from orchestrator.executors import in_process_by_default
+from orchestrator.executors import executor_from_env
 from orchestrator.privacy.checks import privacy_checks_definitions
 from orchestrator.privacy.late_changes import build_changes_sensor
 from orchestrator.privacy.sensor import privacy_request_definitions
@@ -128,7 +128,8 @@ def segment_schedule(
 
 def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definitions:
     """Definitions for every valid segment in ``settings.segments_dir``. Every job runs its
-    steps in one process by default (:func:`orchestrator.executors.in_process_by_default`)."""
+    steps in one process by default, or as ``ACTIVATION_EXECUTOR`` selects
+    (:func:`orchestrator.executors.executor_from_env`)."""
     loaded = load_segments(settings.segments_dir, project)
     assets: list = [*source_asset_specs(project.source), segment_file_errors_asset(loaded.errors)]
     jobs, schedules = [], []
@@ -170,7 +171,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
             "destinations": DestinationsResource(config_path=str(settings.config_path)),
             "sync_state": SyncStateDir(path=str(settings.state_dir)),
         },
-        executor=in_process_by_default(),
+        executor=executor_from_env(),
     )
     syncs = [
         sync_key(sid, entry.destination)

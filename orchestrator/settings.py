@@ -2,14 +2,17 @@
 
 Environment variables (all optional; defaults suit a checkout of the repository):
 
-``ACTIVATION_PROJECT_DIR``   folder holding ``activation.yaml`` and ``segments/`` (default: the
-                             repository this package was installed from).
+``ACTIVATION_PROJECT_DIR``   the project folder: ``activation.yaml``, ``segments/`` and the
+                             demo's ``data/`` (default: the current working directory). The one
+                             setting an installed package needs: no path in the code assumes
+                             the repository's layout.
 ``ACTIVATION_SEGMENTS_DIR``  segment files folder (default: ``<project>/segments``).
 ``ACTIVATION_CONFIG``        project configuration file (default: ``<project>/activation.yaml``).
 ``ACTIVATION_WAREHOUSE``     the DuckDB warehouse file (default:
                              ``<project>/.data/warehouse.duckdb``).
-``ACTIVATION_STATE_DIR``     local sync journals and scratch files (default:
-                             ``<project>/.data/state``).
+``ACTIVATION_STATE_DIR``     scratch files of syncs (the diff's Parquet), disposable: any
+                             local folder (default: ``<project>/.data/state``). The journal and
+                             the pair locks live in the warehouse.
 ``ACTIVATION_DUCKDB_MEMORY_LIMIT``  DuckDB ``memory_limit`` of every connection the product
                              opens (default ``250MB``; DuckDB's own default is 80% of RAM,
                              which let a 1M-customer audience step peak at 756 MiB RSS; at
@@ -42,14 +45,15 @@ def duckdb_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def default_project_dir() -> Path:
-    """The repository root this package lives in (``orchestrator/..``)."""
-    return Path(__file__).resolve().parents[1]
+    """The project folder when ``ACTIVATION_PROJECT_DIR`` is unset: the current working
+    directory (``make`` and ``dagster dev`` run from the project's root)."""
+    return Path.cwd()
 
 
 @dataclass(frozen=True)
 class Settings:
     """Resolved paths: ``project_dir``, ``segments_dir``, ``config_path``, ``warehouse_path``
-    (DuckDB file) and ``state_dir`` (sync journals)."""
+    (DuckDB file) and ``state_dir`` (sync scratch files)."""
 
     project_dir: Path
     segments_dir: Path

@@ -362,3 +362,19 @@ def test_every_job_runs_its_steps_in_one_process_by_default(real_defs: dg.Defini
         field = job.executor_def.config_schema.as_field()
         assert field.default_value == {"in_process": {}}, job.name
         assert set(field.config_type.fields) == {"in_process", "multiprocess"}, job.name
+
+
+def test_the_executor_is_chosen_by_activation_executor() -> None:
+    """One module picks the executor: in process unless ``ACTIVATION_EXECUTOR`` says
+    ``multiprocess`` (a process per step) or ``celery`` (``deploy/``); a typo fails naming the
+    variable and the accepted values."""
+    from orchestrator.executors import executor_from_env
+
+    default = executor_from_env({}).config_schema.as_field().default_value
+    assert default == {"in_process": {}}
+    multi = executor_from_env({"ACTIVATION_EXECUTOR": "multiprocess"})
+    assert "multiprocess" in multi.config_schema.as_field().default_value
+    celery = executor_from_env({"ACTIVATION_EXECUTOR": "Celery"})
+    assert celery.name == "celery"
+    with pytest.raises(ValueError, match="ACTIVATION_EXECUTOR='celry' is not one of in_process"):
+        executor_from_env({"ACTIVATION_EXECUTOR": "celry"})

@@ -34,7 +34,9 @@ from destinations.mock.server import (
 PLATFORMS = ("meta", "mailchimp", "google")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The folder holding the ``destinations`` package (a checkout or site-packages): the mock's
+#: process imports it from there.
+_PACKAGES_DIR = Path(__file__).resolve().parents[2]
 
 
 class MockStartError(RuntimeError):
@@ -169,13 +171,13 @@ def running_mock(
     stderr_path = state_dir / f"mock-stderr-{ready_file.stem[6:]}.log"
     env = {**os.environ, "MOCK_META_TOKEN": meta_token, "MOCK_MAILCHIMP_TOKEN": mailchimp_token}
     env["MOCK_GOOGLE_TOKEN"] = google_token
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGES_DIR), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "destinations.mock", "--port", str(port)]
     cmd += ["--state-dir", str(state_dir), "--ready-file", str(ready_file)]
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
             cmd,
-            cwd=_REPO_ROOT,
+            cwd=_PACKAGES_DIR,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

@@ -9,10 +9,10 @@ an in-memory DuckDB database laid over the warehouse:
   (the segment's rows of per-segment tables such as ``sync_state``, its destinations' rows of
   per-destination tables such as ``destination_suppressions``, all of the others such as
   ``suppression_list``), except the segment's members, audience and exclusions, recomputed;
-- a journal left by a crashed sync is copied and folded into that in-memory state (a real run
-  folds it first too); the journal file itself stays where it is.
+- a journal left by a crashed sync (its lines of ``activation.sync_journal``) is copied and
+  folded into that in-memory state (a real run folds it first too); the warehouse keeps it.
 
-So the preview writes nothing to the warehouse or the state folder and sends nothing. It needs
+So the preview writes nothing to the warehouse and sends nothing. It needs
 the warehouse's read lock: while a run writes the file it waits (up to ``lock_timeout_s``).
 
 Shown per destination: the subjects a real sync would add, update and remove (removes by
@@ -25,7 +25,6 @@ Mailchimp archives and erasures, none for Meta updates; retries not counted). Re
 from __future__ import annotations
 
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -50,10 +49,9 @@ from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import DestinationEntry
 from orchestrator.settings import duckdb_config
-from orchestrator.sync import journal
 from orchestrator.sync.diff import DiffParams, compute_diff
 from orchestrator.sync.rejections import pending_rows, stuck_rows
-from orchestrator.sync.state import fold_journal
+from orchestrator.sync.state import fold_journal, journal_line_count
 from orchestrator.warehouse.schema import create_activation_schema
 
 WAREHOUSE_CATALOG = "wh"
@@ -229,17 +227,13 @@ def overlay(
         con.close()
 
 
-def _fold_copy(
-    con: duckdb.DuckDBPyConnection, state_dir: Path, scratch: Path, params: DiffParams
-) -> bool:
-    """Fold a copy of a crashed run's journal into the in-memory state; True when one existed."""
-    source = journal.journal_path(state_dir, params.segment, params.destination)
-    if not source.is_file() or source.stat().st_size == 0:
-        return False
-    copy = scratch / source.name
-    shutil.copyfile(source, copy)
+def _fold_copy(con: duckdb.DuckDBPyConnection, params: DiffParams) -> bool:
+    """Fold the copy of a crashed run's journal into the in-memory state; True when one
+    existed."""
     p = params
-    fold_journal(con, copy, segment=p.segment, destination=p.destination, kind=p.kind)
+    if not journal_line_count(con, [p.segment, p.destination]):
+        return False
+    fold_journal(con, segment=p.segment, destination=p.destination, kind=p.kind)
     return True
 
 
@@ -269,7 +263,7 @@ def _destination(
         signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
         phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
     )
-    folded = _fold_copy(con, state_dir, scratch, params)
+    folded = _fold_copy(con, params)
     track_departures(con, segment=spec.id, destination=entry.destination, now=as_of)
     pair_scratch = scratch / entry.destination
     pair_scratch.mkdir()

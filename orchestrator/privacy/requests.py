@@ -25,7 +25,8 @@ Handling (:func:`process_requests`), per request:
 3. For each (segment, destination) that ``sync_state`` says holds one of the keys, pending
    rows included (an unanswered send may have landed), and, for an erasure, for each email
    destination that holds the person as unsubscribed (``destination_suppressions``): take the
-   pair's :func:`~orchestrator.sync.journal.pair_lock`, fold a journal a crashed sync left,
+   pair's lock (:func:`~orchestrator.sync.pair_lock.pair_lock`), fold a journal a crashed sync
+   left,
    send the removal with :class:`~destinations.base.RemoveReason` ``ERASURE`` (Mailchimp:
    delete-permanent; Meta: remove from the audience) or ``OBJECTION`` (Mailchimp: unsubscribe,
    which Mailchimp keeps as a suppression; Meta: remove), delete the acknowledged rows from
@@ -74,6 +75,7 @@ from orchestrator.pseudonymize import (
 )
 from orchestrator.sync import journal
 from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.sync.pair_lock import SyncInProgressError, pair_lock
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
 
@@ -440,11 +442,9 @@ def _state_rows(
     ctx: _Context, target: PairTarget, keys: set[str]
 ) -> dict[str, tuple[str | None, str]]:
     """Fold the pair's leftover journal, then subject_key -> (destination_ref, fields_hash)."""
-    jpath = journal.journal_path(ctx.state_dir, target.segment, target.destination)
     with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
-        fold_journal(
-            con, jpath, segment=target.segment, destination=target.destination, kind=target.kind
-        )
+        journal.import_file_journal(con, ctx.state_dir, target.segment, target.destination)
+        fold_journal(con, segment=target.segment, destination=target.destination, kind=target.kind)
         rows = con.execute(
             "SELECT subject_key, destination_ref, fields_hash FROM activation.sync_state "
             "WHERE segment = ? AND destination = ? AND list_contains(?, subject_key)",
@@ -550,8 +550,12 @@ def _clear_pair(
     clients: dict[str, Destination],
 ) -> ReceiptLine:
     """Step 3 of the module docstring for one pair, under its lock; returns the receipt."""
-    with journal.waiting_pair_lock(
-        ctx.state_dir, target.segment, target.destination, ctx.pair_wait_s
+    with pair_lock(
+        ctx.warehouse_path,
+        target.segment,
+        target.destination,
+        wait_s=ctx.pair_wait_s,
+        lock_timeout_s=ctx.lock_timeout_s,
     ):
         state = _state_rows(ctx, target, keys)
         groups, unsendable = _plan(target, request.request_type, keys, state, subjects)
@@ -678,7 +682,7 @@ def _pair_line(
         return _unknown_pair_line(request, *pair)
     try:
         return _clear_pair(ctx, request, target, keys, subjects, clients)
-    except journal.SyncInProgressError:
+    except SyncInProgressError:
         detail = f"a sync of this pair ran for more than {ctx.pair_wait_s:.0f} s; retry later"
     except (KeyError, MissingEnvironmentVariable) as error:
         detail = f"{type(error).__name__}: {error}"
@@ -749,7 +753,8 @@ def process_requests(
 
     Args:
         warehouse_path: the DuckDB file (opened briefly, never during an HTTP call).
-        state_dir: the sync state folder (journals and pair locks, ``ACTIVATION_STATE_DIR``).
+        state_dir: the sync scratch folder (``ACTIVATION_STATE_DIR``): a journal file an earlier
+            version left there is imported into the warehouse before the pair is read.
         targets: (segment, destination) -> :class:`PairTarget` (:func:`targets_from_specs`).
         client_for: destination name -> client (closed here when done, if it has ``close``).
         request_ids: the requests to handle; None: every open (not complete) request. Ids

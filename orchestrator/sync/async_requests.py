@@ -10,15 +10,22 @@ for each request, and hands the requests still processing to the sync through
 them and, first thing in the next run, asks for the status and turns the answer into ordinary
 ``ack`` / ``reject`` journal lines.
 
-Files and tables:
+Tables (in the warehouse, like the sync journal: no step depends on a machine's own disk):
 
-- ``<state_dir>/journal/<segment>__<destination>.requests.jsonl``: append-only, ``fsync``-ed,
-  one JSON object per line: ``{"kind": "sent", "subject_keys": [...]}`` (a batch was sent for
-  these subjects: older requests no longer decide their state), ``{"kind": "submitted",
+- ``activation.destination_request_journal``: the pair's request journal, one row per line:
+  ``segment``, ``destination``, ``run`` (run id, ordered by start time), ``seq`` (batch number
+  within the run), ``pos`` (the line's place among the batch's lines), ``kind`` and ``line``
+  (JSON): ``{"kind": "sent", "subject_keys": [...]}`` (a batch is being sent for these
+  subjects: older requests no longer decide their state), ``{"kind": "submitted",
   "request_id", "audience_id", "op", "remove_reason", "at", "subject_keys", "send_keys",
   "fields_hashs", "destination_refs", "fields": [{...}]}`` and ``{"kind": "resolved",
-  "request_id"}``. Folded into ``activation.destination_requests`` in one transaction.
+  "request_id"}``. Written in the same short transactions as the sync journal's windows
+  (:mod:`orchestrator.sync.engine`), and applied and deleted in the transaction that folds the
+  sync journal (:func:`fold_requests`).
 - ``activation.destination_requests``: one row per member of each outstanding request.
+
+Earlier versions kept the request journal in ``<state_dir>/journal/<segment>__<destination>
+.requests.jsonl``; :func:`import_file_requests` moves such a file into the table.
 
 Crash safety: a request whose id was never journaled leaves its rows pending; the next diff
 sends them again (ingest and remove are idempotent). A status turned into journal lines but not
@@ -29,7 +36,6 @@ that the platform's status did not confirm.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,20 +63,45 @@ def is_async(client: object) -> bool:
     return all(hasattr(client, n) for n in ("take_submitted", "request_status", "settle"))
 
 
-def requests_path(journal_path: Path) -> Path:
-    """``<journal>.requests.jsonl`` beside the pair's sync journal."""
-    return journal_path.with_name(journal_path.stem + ".requests.jsonl")
+@dataclass(frozen=True)
+class RequestLine:
+    """One line of the request journal: ``run`` id, batch ``seq``, ``pos`` among the batch's
+    lines and the line itself (a dict with ``kind``, see the module docstring)."""
+
+    run: str
+    seq: int
+    pos: int
+    line: Mapping[str, Any]
 
 
-def _append(path: Path, lines: Iterable[Mapping[str, Any]]) -> None:
-    text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
-    if not text:
+_JOURNAL_INSERT_SQL = """
+    INSERT INTO activation.destination_request_journal
+        (segment, destination, run, seq, pos, kind, line, written_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+def append_lines(
+    con: duckdb.DuckDBPyConnection, segment: str, destination: str, lines: Sequence[RequestLine]
+) -> None:
+    """Insert ``lines`` into ``activation.destination_request_journal`` on ``con`` (in the
+    caller's transaction, if one is open: durable once it commits)."""
+    if not lines:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    now = datetime.now(UTC).replace(tzinfo=None)
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    con.executemany(
+        _JOURNAL_INSERT_SQL,
+        [
+            [segment, destination, ln.run, ln.seq, ln.pos, ln.line["kind"], encode(ln.line), now]
+            for ln in lines
+        ],
+    )
+
+
+def numbered(run: str, seq: int, lines: Iterable[Mapping[str, Any]]) -> list[RequestLine]:
+    """``lines`` as :class:`RequestLine` s of batch ``seq`` of ``run``, in order."""
+    return [RequestLine(run, seq, pos, line) for pos, line in enumerate(lines)]
 
 
 def submitted_line(
@@ -93,23 +124,35 @@ def submitted_line(
     }
 
 
-def journal_batch(
-    journal_path: Path,
-    client: object,
-    subject_keys: Sequence[str],
-    hashes: Sequence[str],
-    remove_reason: str | None,
-    at: str,
+def withdraw_unsent(
+    con: duckdb.DuckDBPyConnection, segment: str, destination: str, run: str, first_seq: int
 ) -> None:
-    """After a batch was sent: record that its subjects were sent again (older requests no
-    longer decide their state) and every request the client left processing."""
-    lines: list[dict[str, Any]] = [{"kind": "sent", "subject_keys": list(subject_keys)}]
+    """Delete the request lines of batches ``first_seq`` and later of ``run`` (journaled with
+    their intents, never sent; see :func:`orchestrator.sync.journal.withdraw_unsent`)."""
+    con.execute(
+        "DELETE FROM activation.destination_request_journal WHERE segment = ? AND destination = ?"
+        " AND run = ? AND seq >= ?",
+        [segment, destination, run, first_seq],
+    )
+
+
+def sent_line(subject_keys: Sequence[str]) -> dict[str, Any]:
+    """The ``sent`` line of a batch: its subjects' older requests no longer decide their
+    state (journaled with the batch's intent, before the call)."""
+    return {"kind": "sent", "subject_keys": list(subject_keys)}
+
+
+def submitted_lines(
+    client: object, subject_keys: Sequence[str], hashes: Sequence[str], remove_reason: str | None,
+    at: str,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """After a batch was sent: a ``submitted`` line for every request the client left
+    processing (``hashes``: the batch's fields hashes, in the order of ``subject_keys``)."""
     by_key = dict(zip(subject_keys, hashes, strict=True))
-    lines += [
+    return [
         submitted_line(s, by_key, remove_reason, at)
         for s in client.take_submitted()  # type: ignore[attr-defined]
     ]
-    _append(requests_path(journal_path), lines)
 
 
 _INSERT_SQL = """
@@ -117,30 +160,64 @@ _INSERT_SQL = """
 """
 
 
-def fold_requests(
-    con: duckdb.DuckDBPyConnection, journal_path: Path, *, segment: str, destination: str
-) -> None:
-    """Apply the pair's requests journal to ``activation.destination_requests`` in one
-    transaction, then delete the file (folding twice gives the same table)."""
-    path = requests_path(journal_path)
-    if not path.exists():
-        return
+def fold_requests(con: duckdb.DuckDBPyConnection, *, segment: str, destination: str) -> int:
+    """Apply the pair's lines of ``activation.destination_request_journal`` to
+    ``activation.destination_requests`` in order (run, batch, position) and delete them, in
+    the caller's transaction (the one folding the sync journal: see
+    :func:`orchestrator.sync.state.fold_journal`'s ``before_fold``). Folding the same lines
+    twice gives the same table. Returns the lines applied."""
+    pair = [segment, destination]
+    found = con.execute(
+        "SELECT line FROM activation.destination_request_journal"
+        " WHERE segment = ? AND destination = ? ORDER BY run, seq, pos",
+        pair,
+    ).fetchall()
+    for (raw,) in found:
+        _apply(con, pair, json.loads(raw))
+    if found:
+        con.execute(
+            "DELETE FROM activation.destination_request_journal"
+            " WHERE segment = ? AND destination = ?",
+            pair,
+        )
+    return len(found)
+
+
+#: Run id of the lines imported from a local file of an earlier version (before any run).
+_IMPORTED_RUN = "0" * 20 + "-imported"
+
+
+def file_requests_path(state_dir: Path, segment: str, destination: str) -> Path:
+    """Where earlier versions kept the pair's request journal: ``<state_dir>/journal/<segment>__
+    <destination>.requests.jsonl``."""
+    return Path(state_dir) / "journal" / f"{segment}__{destination}.requests.jsonl"
+
+
+def import_file_requests(
+    con: duckdb.DuckDBPyConnection, state_dir: Path, segment: str, destination: str
+) -> int:
+    """Move a request journal an earlier version left as a local file into the table (one
+    transaction), then delete the file; returns the lines imported (0 when there is no file).
+    A torn last line (a crash mid-write) is left out. A crash between the commit and the
+    deletion imports the lines again: applying them twice gives the same table."""
+    path = file_requests_path(state_dir, segment, destination)
+    if not path.is_file():
+        return 0
     lines = []
     for raw in path.read_text(encoding="utf-8").splitlines():
         try:
             lines.append(json.loads(raw))
         except ValueError:
-            continue  # a torn last line from a crash mid-write
-    pair = [segment, destination]
+            continue
     con.begin()
     try:
-        for line in lines:
-            _apply(con, pair, line)
+        append_lines(con, segment, destination, numbered(_IMPORTED_RUN, 0, lines))
         con.commit()
     except BaseException:
         con.rollback()
         raise
-    path.unlink(missing_ok=True)
+    path.unlink()
+    return len(lines)
 
 
 def _apply(con: duckdb.DuckDBPyConnection, pair: list[str], line: Mapping[str, Any]) -> None:
@@ -266,24 +343,24 @@ def resolve_lines(request_ids: Iterable[str]) -> list[dict[str, Any]]:
     return [{"kind": "resolved", "request_id": rid} for rid in request_ids]
 
 
-def append_lines(journal_path: Path, lines: Iterable[Mapping[str, Any]]) -> None:
-    """Append lines to the pair's requests journal (``fsync``-ed)."""
-    _append(requests_path(journal_path), lines)
-
-
 __all__ = [
     "AsyncClient",
     "Confirmation",
     "DestinationError",
     "Outstanding",
+    "RequestLine",
     "append_lines",
     "confirm",
+    "file_requests_path",
     "fold_requests",
+    "import_file_requests",
     "is_async",
-    "journal_batch",
     "now_iso",
+    "numbered",
     "outstanding",
-    "requests_path",
     "resolve_lines",
+    "sent_line",
     "submitted_line",
+    "submitted_lines",
+    "withdraw_unsent",
 ]

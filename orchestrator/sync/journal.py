@@ -1,22 +1,24 @@
-"""The local, append-only journal of one (segment, destination) sync: crash safety.
+"""The append-only journal of one (segment, destination) sync, kept in the warehouse.
 
-The sync never holds the warehouse open while it calls a destination, so what a destination
-answers is first written here, one JSON object per line, appended, flushed and ``fsync``-ed per
-batch, and folded into ``sync_state`` later (:mod:`orchestrator.sync.state`): at the end of the
-run, or first thing in the next run after a crash.
+The sync never holds the warehouse open while it calls a destination, so what it is about to
+send and what a destination answers are written to ``activation.sync_journal`` in short
+transactions of their own, and folded into ``sync_state`` later (:mod:`orchestrator.sync.state`):
+at the end of the run, or first thing in the next run after a crash, on any machine. The
+journal lives with the state it describes, so a lost machine (its disk, its folder) costs time,
+never correctness.
 
-File: ``<state_dir>/journal/<segment>__<destination>.jsonl``. One line per batch and kind (an
-``intent`` line before the call, then at most one ``ack`` and one ``reject`` line), fields:
+Table ``activation.sync_journal``, one row per line: ``segment``, ``destination`` (the pair),
+``run`` (run id, ordered by start time: ``<ns since epoch, 20 digits>-<8 hex>``), ``seq``
+(batch number within the run), ``kind`` (``intent`` | ``ack`` | ``reject``), ``line`` (the
+line's JSON text, below) and ``written_at`` (UTC). One line per batch and kind (an ``intent``
+line before the call, then at most one ``ack`` and one ``reject`` line).
 
-``run`` str: run id, ordered by start time (``<ns since epoch, 20 digits>-<8 hex>``).
-``seq`` int: batch number within the run. ``kind``: ``intent`` (written BEFORE the call: these
-rows are about to be sent), ``ack`` (the destination accepted the rows) or ``reject`` (refused).
-``op``: ``add`` | ``update`` | ``remove``. ``remove_reason`` str | null (a
-:class:`destinations.base.RemoveReason` value). ``at`` str (ISO 8601, UTC, no offset).
-Per row, arrays of the same length (one element per row of the line): ``subject_keys`` (sha256
-hex), ``fields_hashs`` (the row's hash; for removes the hash held in state),
-``destination_refs`` (str | null: platform member id, or the Google key sent to an ad
-platform), ``reasons`` (str | null: platform's words for a reject, emails masked),
+The JSON ``line`` holds: ``run``, ``seq`` and ``kind`` as above; ``op``: ``add`` | ``update`` |
+``remove``. ``remove_reason`` str | null (a :class:`destinations.base.RemoveReason` value).
+``at`` str (ISO 8601, UTC, no offset). Per row, arrays of the same length (one element per row
+of the line): ``subject_keys`` (sha256 hex), ``fields_hashs`` (the row's hash; for removes the
+hash held in state), ``destination_refs`` (str | null: platform member id, or the Google key
+sent to an ad platform), ``reasons`` (str | null: platform's words for a reject, emails masked),
 ``permanents`` (bool, or null on a reject: the answer did not confirm the row, outcome
 unknown) and ``statuses`` (str | null: the member's status as the platform reported it); a
 missing ``reasons``/``permanents``/``statuses`` array means null/false/null for every row
@@ -26,37 +28,48 @@ Compact ``ack`` (the common case: the destination accepted every row of the batc
 ``"whole_batch": true`` and no per-row arrays, except ``destination_refs`` when the platform
 named a member differently from the intent (e.g. Mailchimp's member id), in the order of the
 intent's rows. Its rows are those of the ``intent`` line of the same ``run`` and ``seq``
-(written and ``fsync``-ed before the call, so always present); with no such intent line it
-applies to nothing. About half the bytes of a per-row ``ack``.
+(written before the call, so always present); with no such intent line it applies to nothing.
 
-Older journals fold the same way: per-row ``ack`` lines (every version writes them when some
-row of a batch was refused or unanswered), and journals of the first versions, which wrote one
-line per row with the fields in the singular (``subject_key``...) as scalars.
+Journals that earlier versions kept as local files (``<state_dir>/journal/<segment>__<
+destination>.jsonl``, one line per row in the first versions, with the fields in the singular)
+are imported into the table by :func:`import_file_journal` and fold the same way.
 
-No raw email is ever written here. Only the last line can be torn (a crash mid-write);
-:func:`repair` cuts it off.
+No raw email is ever written here.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+
+import duckdb
 
 from orchestrator.config import NAME_PATTERN
 
 _NAME = re.compile(NAME_PATTERN)
 
+_INSERT_SQL = """
+    INSERT INTO activation.sync_journal (segment, destination, run, seq, kind, line, written_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
 
-class SyncInProgressError(RuntimeError):
-    """Another process is syncing the same (segment, destination) right now."""
+
+@dataclass(frozen=True)
+class JournalLine:
+    """One encoded journal line: ``run`` id, batch ``seq``, ``kind`` (``intent`` | ``ack`` |
+    ``reject``) and ``text``, its compact JSON (which repeats run, seq and kind)."""
+
+    run: str
+    seq: int
+    kind: str
+    text: str
 
 
 def new_run_id() -> str:
@@ -64,107 +77,12 @@ def new_run_id() -> str:
     return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
 
 
-def _pair_stem(segment: str, destination: str) -> str:
+def check_pair(segment: str, destination: str) -> None:
+    """Raise ``ValueError`` unless both names match ``NAME_PATTERN`` (they key the journal,
+    the pair lock and the scratch folder)."""
     for name in (segment, destination):
         if not _NAME.match(name):
             raise ValueError(f"{name!r} must match {NAME_PATTERN}")
-    return f"{segment}__{destination}"
-
-
-def journal_path(state_dir: Path, segment: str, destination: str) -> Path:
-    """``<state_dir>/journal/<segment>__<destination>.jsonl`` (names must match NAME_PATTERN).
-
-    Raises:
-        ValueError: a name that could escape the folder or clash with another pair.
-    """
-    return Path(state_dir) / "journal" / f"{_pair_stem(segment, destination)}.jsonl"
-
-
-@contextmanager
-def pair_lock(state_dir: Path, segment: str, destination: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``<journal>.lock`` so one sync per pair runs at a time.
-
-    Raises:
-        SyncInProgressError: another process holds the lock (a sync of this pair is running).
-    """
-    path = journal_path(state_dir, segment, destination).with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise SyncInProgressError(
-                f"a sync of {segment} -> {destination} is already running"
-            ) from error
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-@contextmanager
-def waiting_pair_lock(
-    state_dir: Path, segment: str, destination: str, wait_s: float
-) -> Iterator[None]:
-    """:func:`pair_lock`, waiting up to ``wait_s`` seconds (polling every half second) for a
-    running sync of the pair to finish; ``wait_s`` 0 tries once.
-
-    Raises:
-        SyncInProgressError: the other sync still runs after ``wait_s``.
-    """
-    deadline = time.monotonic() + wait_s
-    with ExitStack() as stack:
-        while True:
-            try:
-                stack.enter_context(pair_lock(state_dir, segment, destination))
-                break
-            except SyncInProgressError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
-        yield
-
-
-_TAIL_CHUNK = 64 * 1024
-
-
-def _last_line_end(handle: BinaryIO, size: int) -> int:
-    """Offset just past the last newline of the file (0 when it has none), reading backwards
-    in chunks: a torn line is short, so this reads little whatever the journal's size."""
-    end = size
-    while end > 0:
-        start = max(0, end - _TAIL_CHUNK)
-        handle.seek(start)
-        found = handle.read(end - start).rfind(b"\n")
-        if found >= 0:
-            return start + found + 1
-        end = start
-    return 0
-
-
-def repair(path: Path) -> None:
-    """Cut a torn last line (no trailing newline) left by a crash mid-write; no-op otherwise.
-
-    Reads only the file's tail (it runs before every append, and a journal can hold millions
-    of lines during a large first sync).
-    """
-    if not path.exists():
-        return
-    with open(path, "rb+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        handle.truncate(_last_line_end(handle, size))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def has_entries(path: Path) -> bool:
-    """True when the journal file exists and holds at least one complete line."""
-    return path.exists() and path.stat().st_size > 0
 
 
 def line_encoder() -> Callable[[object], str]:
@@ -173,65 +91,134 @@ def line_encoder() -> Callable[[object], str]:
     return json.JSONEncoder(separators=(",", ":")).encode
 
 
-def append(path: Path, lines: Iterable[Mapping[str, object]]) -> None:
-    """Append ``lines`` (one JSON object each), flush and ``fsync`` before returning.
-
-    Once this returns the lines survive a process kill or power loss.
-    """
-    encode = line_encoder()  # one encoder, not one per line
-    append_encoded(path, [encode(line) for line in lines])
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
-def append_encoded(path: Path, lines: Iterable[str]) -> None:
-    """Append already-encoded lines (each one compact JSON object, no newline), flush and
-    ``fsync`` before returning, like :func:`append`.
+def append_lines(
+    con: duckdb.DuckDBPyConnection, segment: str, destination: str, lines: Sequence[JournalLine]
+) -> None:
+    """Insert ``lines`` into ``activation.sync_journal`` on ``con`` (in the caller's
+    transaction, if one is open: durable once it commits).
 
     Raises:
-        ValueError: a line holds a newline (it would split into two journal lines).
+        ValueError: a bad pair name.
     """
-    parts = []
-    for line in lines:
-        if "\n" in line:
-            raise ValueError("a journal line must not contain a newline")
-        parts.append(line + "\n")
-    text = "".join(parts)
-    if not text:
+    check_pair(segment, destination)
+    if not lines:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    repair(path)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    now = _utc_now()
+    con.executemany(
+        _INSERT_SQL,
+        [[segment, destination, ln.run, ln.seq, ln.kind, ln.text, now] for ln in lines],
+    )
 
 
-def discard(path: Path) -> None:
-    """Delete the journal once folded (and ``fsync`` the folder so the deletion is durable).
+def append(
+    con: duckdb.DuckDBPyConnection,
+    segment: str,
+    destination: str,
+    lines: Iterable[Mapping[str, object]],
+) -> None:
+    """Encode ``lines`` (dicts with at least ``run``, ``seq`` and ``kind``) and append them
+    (see :func:`append_lines`)."""
+    encode = line_encoder()
+    append_lines(
+        con,
+        segment,
+        destination,
+        [JournalLine(str(d["run"]), int(d["seq"]), str(d["kind"]), encode(d)) for d in lines],
+    )
 
-    Folding is idempotent, so a crash before the deletion only means the next run folds the
-    same lines again, harmlessly.
+
+def withdraw_unsent(
+    con: duckdb.DuckDBPyConnection, segment: str, destination: str, run: str, first_seq: int
+) -> None:
+    """Delete the ``intent`` lines of batches ``first_seq`` and later of ``run``: journaled
+    ahead of their call, never sent (the run stopped on an error first). Call it in the
+    transaction that folds the journal."""
+    con.execute(
+        "DELETE FROM activation.sync_journal WHERE segment = ? AND destination = ? "
+        "AND run = ? AND seq >= ? AND kind = 'intent'",
+        [segment, destination, run, first_seq],
+    )
+
+
+def line_count(con: duckdb.DuckDBPyConnection, segment: str, destination: str) -> int:
+    """How many journal lines the pair holds (not yet folded)."""
+    (count,) = con.execute(
+        "SELECT count(*) FROM activation.sync_journal WHERE segment = ? AND destination = ?",
+        [segment, destination],
+    ).fetchone()
+    return int(count)
+
+
+def file_journal_path(state_dir: Path, segment: str, destination: str) -> Path:
+    """Where earlier versions kept the pair's journal: ``<state_dir>/journal/<segment>__<
+    destination>.jsonl``.
+
+    Raises:
+        ValueError: a bad pair name.
     """
+    check_pair(segment, destination)
+    return Path(state_dir) / "journal" / f"{segment}__{destination}.jsonl"
+
+
+def _file_lines(path: Path) -> list[JournalLine]:
+    """The complete lines of a file journal (a torn last line, with no newline, is left out:
+    its call never got an answer journaled, or never happened)."""
+    text = path.read_text(encoding="utf-8")
+    complete = text[: text.rfind("\n") + 1]
+    lines = []
+    for raw in complete.splitlines():
+        if not raw.strip():
+            continue
+        head = json.loads(raw)
+        lines.append(JournalLine(str(head["run"]), int(head["seq"]), str(head["kind"]), raw))
+    return lines
+
+
+def import_file_journal(
+    con: duckdb.DuckDBPyConnection, state_dir: Path, segment: str, destination: str
+) -> int:
+    """Move a journal an earlier version left as a local file into the table (one transaction),
+    then delete the file; returns the lines imported (0 when there is no file).
+
+    A crash between the commit and the deletion imports the lines again next time: folding
+    duplicate lines gives the same tables.
+
+    Raises:
+        json.JSONDecodeError: a complete line of the file is not JSON (the file is kept).
+    """
+    path = file_journal_path(state_dir, segment, destination)
+    if not path.is_file():
+        return 0
+    lines = _file_lines(path)
+    con.begin()
     try:
-        path.unlink()
-    except FileNotFoundError:
-        return
+        append_lines(con, segment, destination, lines)
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    path.unlink()
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return len(lines)
 
 
 __all__ = [
-    "SyncInProgressError",
+    "JournalLine",
     "append",
-    "append_encoded",
-    "discard",
-    "has_entries",
-    "journal_path",
+    "append_lines",
+    "check_pair",
+    "file_journal_path",
+    "import_file_journal",
+    "line_count",
     "line_encoder",
     "new_run_id",
-    "pair_lock",
-    "repair",
-    "waiting_pair_lock",
+    "withdraw_unsent",
 ]

@@ -1,9 +1,9 @@
 """Fold a sync journal into ``sync_state``, ``sync_rejections`` and ``destination_suppressions``.
 
-One transaction per fold, set-based SQL over the journal file read by DuckDB (a compact
-all-acknowledged ``ack`` line stands for the rows of its batch's intent line, see
-:mod:`orchestrator.sync.journal`). For each subject the LAST journal line decides (ordered by
-run, batch, and result after intent):
+One transaction per fold, set-based SQL over the pair's lines of ``activation.sync_journal``
+(a compact all-acknowledged ``ack`` line stands for the rows of its batch's intent line, see
+:mod:`orchestrator.sync.journal`); the lines folded are deleted in the same transaction. For
+each subject the LAST journal line decides (ordered by run, batch, and result after intent):
 
 - ``ack`` of ``add``/``update``: upsert the state row (``fields_hash``, ``destination_ref`` when
   given, ``synced_at`` = the line's ``at``).
@@ -26,19 +26,18 @@ run, batch, and result after intent):
   not (mirror). Without this, a member whose add was acknowledged but not journaled would stay
   at the destination forever after leaving the segment.
 
-Folding the same journal twice gives the same tables (upserts, deletes, replace-by-key), which
-is what makes "commit, then delete the journal" crash-safe.
+Folding the same lines twice gives the same tables (upserts, deletes, replace-by-key).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 
 from destinations.base import RemoveReason
-from orchestrator.sync import journal as journal_file
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.rejections import retry_at_sql
 from orchestrator.warehouse.memory import with_memory_growth
@@ -80,26 +79,41 @@ def _row_value(name: str) -> str:
     return f"unnest(coalesce({', '.join(sources)})) AS {name}"
 
 
+#: The pair's journal lines as they are when the fold starts (the ones it deletes at the end).
+_SNAPSHOT_SQL = """
+    CREATE OR REPLACE TEMP TABLE sync_journal_lines AS
+    SELECT run, seq, kind, line FROM activation.sync_journal
+    WHERE segment = ? AND destination = ?
+"""
+
+_DELETE_FOLDED_SQL = """
+    DELETE FROM activation.sync_journal j
+    WHERE j.segment = ? AND j.destination = ? AND EXISTS (
+        SELECT 1 FROM sync_journal_lines t
+        WHERE t.run = j.run AND t.seq = j.seq AND t.kind = j.kind AND t.line = j.line
+    )
+"""
+
+
 def _load_sql() -> str:
-    """Temp table ``sync_journal``: one row per (journal line, row of that line). The arrays of
+    """Temp table ``sync_journal``: one row per (journal line, row of that line), from the
+    lines of ``sync_journal_lines`` parsed by ``from_json``. The arrays of
     a batch line are unnested side by side (same length); a per-row line is its own row. A
     compact ``ack`` line (``whole_batch``) is not a row of its own: the rows of the intent
     line of the same (run, seq) become ``ack`` rows, at the ack's time and with its
     ``destination_refs`` when it has them (else the intent's).
 
-    A line of 10,000 rows (Meta's largest batch) is about 2 MB, under ``read_json``'s
-    default 16 MB ``maximum_object_size`` (raising it makes DuckDB reserve that much memory
-    per thread up front)."""
-    columns = dict(_BATCH_COLUMNS)
+    A line of 10,000 rows (Meta's largest batch) is about 2 MB."""
+    columns: dict[str, object] = dict(_BATCH_COLUMNS)
     for name, sql_type in _ROW_COLUMNS.items():
         columns[name] = sql_type
-        columns[_plural(name)] = f"{sql_type}[]"
-    spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in columns.items()) + "}"
+        columns[_plural(name)] = [sql_type]
+    spec = json.dumps(columns, separators=(",", ":"))
     rows = ", ".join(_row_value(name) for name in _ROW_COLUMNS)
     return f"""
     CREATE OR REPLACE TEMP TABLE sync_journal AS
     WITH lines AS MATERIALIZED (
-        SELECT * FROM read_json(?, format = 'newline_delimited', columns = {spec})
+        SELECT unnest(from_json(line, '{spec}')) FROM sync_journal_lines
     ),
     whole AS (
         SELECT run, seq, "at", destination_refs FROM lines WHERE kind = 'ack' AND whole_batch
@@ -292,10 +306,12 @@ class FoldStats:
     pending: int = 0
 
 
-def _load(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[FoldStats, str]:
-    """Load the journal; returns the stats and the name of the relation holding the last row
-    per subject (``sync_journal`` when no subject has two rows, else ``sync_journal_last``)."""
-    con.execute(_load_sql(), [str(path)])
+def _load(con: duckdb.DuckDBPyConnection, pair: list[str]) -> tuple[FoldStats, str]:
+    """Load the pair's journal; returns the stats and the name of the relation holding the
+    last row per subject (``sync_journal`` when no subject has two rows, else
+    ``sync_journal_last``)."""
+    con.execute(_SNAPSHOT_SQL, pair)
+    con.execute(_load_sql())
     acked, rejected, pending, rows, subjects = con.execute(_COUNT_SQL).fetchone()
     if rows == subjects:
         return FoldStats(acked, rejected, pending), "sync_journal"
@@ -361,40 +377,55 @@ def _apply(
 
 
 def fold_journal(
-    con: duckdb.DuckDBPyConnection, path: Path, *, segment: str, destination: str, kind: str
+    con: duckdb.DuckDBPyConnection,
+    *,
+    segment: str,
+    destination: str,
+    kind: str,
+    before_fold: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> FoldStats:
-    """Apply the journal at ``path`` to the warehouse in one transaction, then delete it.
+    """Apply the pair's lines of ``activation.sync_journal`` to the warehouse and delete them,
+    in one transaction.
 
     ``kind`` is the destination kind (``ad`` | ``email``): suppressions are recorded for email
-    destinations only. A missing or empty journal is a no-op. A torn last line is cut off
-    first. Out of DuckDB memory, the fold is retried with a larger limit
+    destinations only. ``before_fold``, if given, runs first in the same transaction (the sync
+    writes its last answers and withdraws the intents of batches it never sent there). A pair
+    with no lines is a no-op. Out of DuckDB memory, the fold is retried with a larger limit
     (:func:`orchestrator.warehouse.memory.with_memory_growth`). Returns the
     :class:`FoldStats` (all zero when there was nothing to fold).
 
     Raises:
-        duckdb.Error: the journal holds a malformed line (other than a torn last line); nothing
-            is applied and the journal is kept for inspection.
+        duckdb.Error: the journal holds a malformed line; nothing is applied and the lines
+            are kept for inspection.
     """
-    path = Path(path)
-    journal_file.repair(path)
-    if not journal_file.has_entries(path):
-        journal_file.discard(path)
-        return FoldStats()
+    pair = [segment, destination]
 
     def fold() -> FoldStats:
-        stats, last = _load(con, path)
         con.begin()
         try:
-            _apply(con, segment, destination, kind, last, stats.acked)
+            if before_fold is not None:
+                before_fold(con)
+            stats = FoldStats()
+            if journal_line_count(con, pair):
+                stats, last = _load(con, pair)
+                _apply(con, segment, destination, kind, last, stats.acked)
+                con.execute(_DELETE_FOLDED_SQL, pair)
             con.commit()
         except BaseException:
             con.rollback()
             raise
         return stats
 
-    stats = with_memory_growth(con, fold, what=f"fold {segment} -> {destination}")
-    journal_file.discard(path)
-    return stats
+    return with_memory_growth(con, fold, what=f"fold {segment} -> {destination}")
 
 
-__all__ = ["FoldStats", "fold_journal"]
+def journal_line_count(con: duckdb.DuckDBPyConnection, pair: list[str]) -> int:
+    """Lines of ``activation.sync_journal`` for ``pair`` = [segment, destination]."""
+    (count,) = con.execute(
+        "SELECT count(*) FROM activation.sync_journal WHERE segment = ? AND destination = ?",
+        pair,
+    ).fetchone()
+    return int(count)
+
+
+__all__ = ["FoldStats", "fold_journal", "journal_line_count"]

@@ -77,12 +77,15 @@ class BuildReport:
 
 
 def default_source_csv() -> Path:
-    """The sample shipped in the repository: ``<repo>/data/uci_online_retail_sample_20k.csv``.
+    """The sample in the project folder: ``<project>/data/uci_online_retail_sample_20k.csv``
+    (``ACTIVATION_PROJECT_DIR``, see :mod:`orchestrator.settings`).
 
     Raises:
-        FileNotFoundError: the file is not there (for example in an installed wheel).
+        FileNotFoundError: the file is not there.
     """
-    path = Path(__file__).resolve().parents[2] / "data" / SOURCE_FILE_NAME
+    from orchestrator.settings import Settings
+
+    path = Settings.from_env().project_dir / "data" / SOURCE_FILE_NAME
     if not path.is_file():
         raise FileNotFoundError(
             f"demo source data not found at {path}; pass source_csv= (or --source) pointing at "

@@ -166,6 +166,37 @@ CREATE TABLE IF NOT EXISTS activation.sync_rejections (
     retry_at        TIMESTAMP,
     platform_status VARCHAR
 );
+CREATE TABLE IF NOT EXISTS activation.sync_journal (
+    segment     VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    run         VARCHAR NOT NULL,
+    seq         BIGINT NOT NULL,
+    kind        VARCHAR NOT NULL,
+    line        VARCHAR NOT NULL,
+    written_at  TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activation.pair_locks (
+    segment         VARCHAR NOT NULL,
+    destination     VARCHAR NOT NULL,
+    owner           VARCHAR NOT NULL,
+    host            VARCHAR NOT NULL,
+    pid             BIGINT NOT NULL,
+    process_started VARCHAR,
+    acquired_at     TIMESTAMP NOT NULL,
+    heartbeat_at    TIMESTAMP NOT NULL,
+    lease_s         DOUBLE NOT NULL,
+    PRIMARY KEY (segment, destination)
+);
+CREATE TABLE IF NOT EXISTS activation.destination_request_journal (
+    segment     VARCHAR NOT NULL,
+    destination VARCHAR NOT NULL,
+    run         VARCHAR NOT NULL,
+    seq         BIGINT NOT NULL,
+    pos         BIGINT NOT NULL,
+    kind        VARCHAR NOT NULL,
+    line        VARCHAR NOT NULL,
+    written_at  TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS activation.destination_requests (
     segment         VARCHAR NOT NULL,
     destination     VARCHAR NOT NULL,
@@ -299,6 +330,10 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     not sent again before it, unless its reason changes: ``orchestrator.sync.rejections``) and
     ``platform_status`` (the status the platform reports the contact in, e.g. ``unsubscribed``
     or ``cleaned`` for a contact it keeps).
+    ``sync_journal``: what a sync is about to send and what destinations answered, one row
+    per journal line, until folded into ``sync_state`` (``orchestrator.sync.journal``).
+    ``pair_locks``: one row per (segment, destination) being synced, with its holder and lease
+    (``orchestrator.sync.pair_lock``).
     ``customer_phone_keys``: each customer's phone hashes (Google with ``+``, Meta without), NULL
     for an invalid phone, re-hashed when the phone or country changes
     (``orchestrator.phone_keys``).
@@ -307,6 +342,8 @@ def create_activation_schema(con: duckdb.DuckDBPyConnection) -> None:
     Manager API); the member is ``pending`` in ``sync_state`` until a later run reads the
     request's status (``orchestrator.sync.async_requests``). Hashes only (``send_key`` is
     what was sent to an ad platform, ``fields_json`` its consent signals).
+    ``destination_request_journal``: the journal of those requests, one row per line, until
+    folded into ``destination_requests`` with the sync journal (same transactions).
     ``departures``: members a destination still holds after they left the audience, with the
     time they were first seen gone (``left_at``); the retention clock of modes other than mirror.
     ``destination_suppressions``: subjects a destination holds as unsubscribed, cleaned or

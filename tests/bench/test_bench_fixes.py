@@ -2,8 +2,8 @@
 
 - ``orchestrator.pseudonymize``: trim only values whose first or last character is one of
   ``TRIM_CHARS`` (DuckDB's ``trim(x, chars)`` is slow); results must equal a plain trim.
-- ``orchestrator.sync.journal.repair``: reads only the tail of the journal; it must still cut
-  exactly the torn last line, however long it is.
+(The second, a tail-only repair of the local journal file, went with the file: the journal is a
+table of the warehouse now, written in transactions.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from orchestrator.pseudonymize import (
     TRIM_CHARS,
@@ -21,7 +20,6 @@ from orchestrator.pseudonymize import (
     subject_key,
     subject_key_sql,
 )
-from orchestrator.sync import journal
 
 
 def _inputs() -> list[str | None]:
@@ -58,29 +56,6 @@ def test_fast_trim_gives_the_same_keys_as_a_plain_trim() -> None:
         assert trimmed == expected_trim, repr(raw)
         assert key == subject_key(raw), repr(raw)
         assert (normalized is None) == (key is None), repr(raw)
-
-
-def test_a_torn_line_longer_than_the_tail_chunk_is_cut(tmp_path: Path) -> None:
-    path = tmp_path / "j.jsonl"
-    journal.append(path, [{"n": i} for i in range(3)])
-    whole = path.read_bytes()
-    with path.open("ab") as handle:
-        handle.write(b'{"n": "' + b"x" * 200_000)  # a crash mid-write, no newline
-    journal.repair(path)
-    assert path.read_bytes() == whole
-    journal.append(path, [{"n": 3}])
-    assert path.read_text().splitlines()[-1] == '{"n":3}'
-
-
-@pytest.mark.parametrize("content", [b"", b"no newline at all", b"{}\n"])
-def test_repair_of_small_files(tmp_path: Path, content: bytes) -> None:
-    path = tmp_path / "j.jsonl"
-    path.write_bytes(content)
-    journal.repair(path)
-    expected = content if content.endswith(b"\n") or not content else b""
-    assert path.read_bytes() == expected
-    journal.repair(tmp_path / "missing.jsonl")  # no file: nothing to do
-    assert not (tmp_path / "missing.jsonl").exists()
 
 
 def test_a_source_of_unicode_blanks_is_unproven_consent() -> None:

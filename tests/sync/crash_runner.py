@@ -3,7 +3,8 @@
     python -m tests.sync.crash_runner WAREHOUSE STATE_DIR META_URL TOKEN AUDIENCE \
         BATCH_SIZE CRASH_AFTER {after_journal|before_journal}
 
-``after_journal``: die right after the CRASH_AFTER-th batch's answers were journaled.
+``after_journal``: die from the engine's ``on_batch`` hook after the CRASH_AFTER-th call (its
+answers are journaled with the next window's intents or the fold, so they may be lost too).
 ``before_journal``: die right after the CRASH_AFTER-th call returned, before its answers were
 journaled (the destination applied the batch, the journal only holds the intent).
 """

@@ -4,9 +4,10 @@
         STATUS_WAIT_S {after_submit|after_journal|in_confirm}
 
 ``after_submit``: die right after Google accepted the first upload (a request id in hand, not
-journaled). ``after_journal``: die after the first batch and its outstanding request were
-journaled, before the fold. ``in_confirm``: die while the run reads the status of a request
-left by an earlier run, before anything about it is journaled.
+journaled). ``after_journal``: die after the first batch was sent and its outstanding request
+taken from the client, before its answers and request lines were written (they go with the
+next journal window or the final fold). ``in_confirm``: die while the run reads the status of
+a request left by an earlier run, before anything about it is journaled.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -145,3 +146,31 @@ class MemoryDestination:
 
     def member_count(self, audience_id: str) -> int | None:
         return len(self.members)
+
+
+def write_journal(path: Path, segment: str, destination: str, lines: Iterable[dict | str]) -> None:
+    """Append journal lines (dicts, or encoded JSON text) to the warehouse's journal table."""
+    from orchestrator.sync import journal
+    from orchestrator.warehouse.connect import connect
+
+    encoded = []
+    for line in lines:
+        text = line if isinstance(line, str) else journal.line_encoder()(line)
+        head = json.loads(text)
+        encoded.append(journal.JournalLine(head["run"], head["seq"], head["kind"], text))
+    with connect(path) as con:
+        journal.append_lines(con, segment, destination, encoded)
+
+
+def journal_texts(path: Path, segment: str, destination: str) -> list[str]:
+    """The pair's journal lines not yet folded, in the order written."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT line FROM activation.sync_journal WHERE segment = ? AND destination = ? "
+            "ORDER BY rowid",
+            [segment, destination],
+        ).fetchall()
+    finally:
+        con.close()
+    return [text for (text,) in rows]

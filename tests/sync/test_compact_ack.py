@@ -15,8 +15,16 @@ from destinations.base import RemoveReason, Row, RowResult
 from orchestrator.sync import journal
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.engine import _intent_line, _make_batch, _result_lines
-from tests.sync.test_state import K, fold, line, tables
+from tests.sync.helpers import write_journal
+from tests.sync.test_state import DEST, SEG, K, fold, line, tables
 from tests.sync.test_state import wh as wh
+
+
+def result_texts(*args) -> tuple[list[str], int]:
+    """``_result_lines`` with each line's JSON text."""
+    lines, rejected = _result_lines(*args)
+    return [ln.text for ln in lines], rejected
+
 
 AT = "2025-01-16T10:00:00"
 
@@ -62,16 +70,15 @@ def fold_copy(wh: Path, tmp_path: Path, name: str, lines: list[str], kind: str):
     """Fold ``lines`` into a copy of ``wh``; returns the copy's tables and the stats."""
     copy = tmp_path / f"{name}.duckdb"
     shutil.copy(wh, copy)
-    jpath = tmp_path / name / "j.jsonl"
-    journal.append_encoded(jpath, lines)
-    stats = fold(copy, jpath, kind=kind)
+    write_journal(copy, SEG, DEST, lines)
+    stats = fold(copy, kind=kind)
     return full_tables(copy), stats
 
 
 @pytest.mark.parametrize("kind", ["ad", "email"])
 def test_an_all_acknowledged_batch_writes_a_compact_line(kind):
     batch = make_batch(kind)
-    (compact,), rejected = _result_lines("r", 3, batch, answers(batch, kind), AT)
+    (compact,), rejected = result_texts("r", 3, batch, answers(batch, kind), AT)
     fields = json.loads(compact)
     assert rejected == 0 and fields["whole_batch"] is True and fields["kind"] == "ack"
     assert "subject_keys" not in fields and "fields_hashs" not in fields
@@ -90,8 +97,8 @@ def test_the_compact_line_folds_like_the_per_row_line(wh, tmp_path, kind, op):
     batch = make_batch(kind, op, reason, keys=[K[2], K[3], K[5], K[0]])
     acked = answers(batch, kind)
     intent = _intent_line("r", 0, batch, AT)
-    (compact,), _ = _result_lines("r", 0, batch, acked, "2025-01-16T10:00:05")
-    per_row, _ = _result_lines("r", 0, batch, acked[::-1], "2025-01-16T10:00:05")
+    (compact,), _ = result_texts("r", 0, batch, acked, "2025-01-16T10:00:05")
+    per_row, _ = result_texts("r", 0, batch, acked[::-1], "2025-01-16T10:00:05")
     assert "subject_keys" in json.loads(per_row[0])  # reversed answers: the per-row path
     new, new_stats = fold_copy(wh, tmp_path, "compact", [intent, compact], kind)
     old, old_stats = fold_copy(wh, tmp_path, "per_row", [intent, *per_row], kind)
@@ -116,14 +123,11 @@ def test_compact_lines_next_to_older_lines_and_a_crash(wh, tmp_path):
         encode(line("intent", "add", K[6], run="r0")),
         encode(line("ack", "add", K[6], run="r0", fields_hash="h-old6")),
         _intent_line("r1", 0, first, AT),
-        *_result_lines("r1", 0, first, answers(first, "email"), AT)[0],
+        *result_texts("r1", 0, first, answers(first, "email"), AT)[0],
         _intent_line("r1", 1, second, AT),
     ]
-    jpath = tmp_path / "j.jsonl"
-    journal.append_encoded(jpath, lines)
-    keep = tmp_path / "copy.jsonl"
-    shutil.copy(jpath, keep)
-    stats = fold(wh, jpath)
+    write_journal(wh, SEG, DEST, lines)
+    stats = fold(wh)
     state = {row[2]: (row[3], row[4]) for row in tables(wh)["sync_state"]}
     assert state == {
         K[0]: (None, "h0"),  # r1's compact ack wins over r0's line (only the last counts)
@@ -136,19 +140,18 @@ def test_compact_lines_next_to_older_lines_and_a_crash(wh, tmp_path):
     }
     assert (stats.acked, stats.pending) == (2, 2)
     once = full_tables(wh)
-    shutil.copy(keep, jpath)  # a crash between commit and delete: folding again is harmless
-    fold(wh, jpath)
+    write_journal(wh, SEG, DEST, lines)  # the same lines again: folding again is harmless
+    fold(wh)
     assert full_tables(wh) == once
 
 
 def test_a_compact_ack_without_its_intent_claims_nothing(wh, tmp_path):
     batch = make_batch("ad")
-    jpath = tmp_path / "j.jsonl"
-    (compact,), _ = _result_lines("r", 7, batch, answers(batch, "ad"), AT)
+    (compact,), _ = result_texts("r", 7, batch, answers(batch, "ad"), AT)
     other = _intent_line("r", 6, batch, AT)  # another batch's intent: not this line's rows
-    journal.append_encoded(jpath, [other, compact])
+    write_journal(wh, SEG, DEST, [other, compact])
     before = tables(wh)["sync_state"]
-    stats = fold(wh, jpath)
+    stats = fold(wh)
     assert stats.acked == 0 and stats.pending == 4
     after = {row[2]: row[4] for row in tables(wh)["sync_state"]}
     assert {after[k] for k in batch.subject_keys} == {PENDING_HASH}

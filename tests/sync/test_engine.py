@@ -13,13 +13,14 @@ import duckdb
 import pytest
 
 from destinations.errors import TransientError
-from orchestrator.sync import journal
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.engine import MassRemovalError, preview_diff, run_sync
+from orchestrator.sync.pair_lock import SyncInProgressError, pair_lock
 from orchestrator.warehouse.connect import connect
 from tests.sync.helpers import (
     MemoryDestination,
     fake_emails,
+    journal_texts,
     key_of,
     new_warehouse,
     set_audience,
@@ -50,7 +51,7 @@ def test_sync_sends_in_batches_and_records_what_was_acknowledged(wh, tmp_path):
     assert client.calls == [("add", 2, None), ("add", 2, None), ("add", 1, None)]
     assert report.adds == 5 and report.api_calls == report.min_api_calls == 3
     assert set(state_keys(wh, SEG, DEST)) == set(client.members)
-    assert not journal.journal_path(tmp_path / "state", SEG, DEST).exists()
+    assert journal_texts(wh, SEG, DEST) == []  # folded and deleted
     assert not any((tmp_path / "state" / "scratch").rglob("*.parquet"))
 
 
@@ -137,10 +138,11 @@ def test_a_few_members_leaving_is_not_a_mass_removal(wh, tmp_path):
 
 def test_a_second_sync_of_the_same_pair_is_refused_while_one_runs(wh, tmp_path):
     with (
-        journal.pair_lock(tmp_path / "state", SEG, DEST),
-        pytest.raises(journal.SyncInProgressError),
+        pair_lock(wh, SEG, DEST),
+        pytest.raises(SyncInProgressError, match=r"already running \(held by process \d+"),
     ):
         sync(wh, tmp_path, MemoryDestination())
+    assert sync(wh, tmp_path, MemoryDestination()).adds == 5  # released on exit
 
 
 def test_the_warehouse_is_not_held_during_calls(wh, tmp_path):

@@ -7,10 +7,11 @@ import shutil
 
 import pytest
 
-from orchestrator.sync import journal, state
+from orchestrator.sync import state
 from orchestrator.sync.diff import PENDING_HASH
+from tests.sync.helpers import write_journal
 from tests.sync.test_compact_ack import full_tables
-from tests.sync.test_state import K, fold, line
+from tests.sync.test_state import DEST, SEG, K, fold, line
 from tests.sync.test_state import wh as wh
 
 
@@ -36,10 +37,9 @@ def test_both_ways_of_writing_acks_give_the_same_tables(wh, tmp_path, monkeypatc
     for split in (False, True):
         copy = tmp_path / f"{split}.duckdb"
         shutil.copy(wh, copy)
-        jpath = tmp_path / f"{split}" / "j.jsonl"
-        journal.append(jpath, lines)
+        write_journal(copy, SEG, DEST, lines)
         monkeypatch.setattr(state, "_prefers_split", lambda *_a, split=split: split)
-        stats = fold(copy, jpath)
+        stats = fold(copy)
         results[split] = (full_tables(copy), stats)
     assert results[False] == results[True]
     held = {row[2]: (row[3], row[4]) for row in results[True][0]["sync_state"]}
@@ -53,8 +53,7 @@ def test_a_journal_acknowledging_most_of_the_pair_takes_the_split(wh, tmp_path, 
     seen: list[bool] = []
     real = state._prefers_split
     monkeypatch.setattr(state, "_prefers_split", lambda *a: seen.append(real(*a)) or seen[-1])
-    for n, name in ((2, "few"), (1, "one")):
-        jpath = tmp_path / name / "j.jsonl"
-        journal.append(jpath, [line("ack", "add", K[i]) for i in range(n)])
-        fold(wh, jpath)
+    for n in (2, 1):
+        write_journal(wh, SEG, DEST, [line("ack", "add", K[i]) for i in range(n)])
+        fold(wh)
     assert seen == [True, False]  # 2 acks for 3 rows held; then 1 ack for 4 held

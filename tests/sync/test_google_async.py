@@ -8,11 +8,14 @@ failure rejects exactly the failed members with Google's reason, found by splitt
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -21,8 +24,7 @@ import pytest
 from destinations.google import GoogleAudienceClient
 from destinations.http import RetryPolicy
 from destinations.mock.testing import running_mock
-from orchestrator.sync import journal
-from orchestrator.sync.async_requests import fold_requests
+from orchestrator.sync.async_requests import file_requests_path, fold_requests
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.engine import run_sync
 from orchestrator.sync.state import fold_journal
@@ -51,14 +53,14 @@ def wh(tmp_path: Path, mock) -> Path:
     return path
 
 
-def google_sync(wh: Path, tmp_path: Path, mock, *, wait_s: float = 5.0):
+def google_sync(wh: Path, tmp_path: Path, mock, *, wait_s: float = 5.0, state: str = "state"):
     client = GoogleAudienceClient(
         GOOGLE, mock.google_url, mock.google_token, account_id="1234567890",
         policy=FAST, status_wait_s=wait_s, poll_interval_s=0.05,
     )  # fmt: skip
     with client:
         return run_sync(
-            wh, tmp_path / "state", segment=SEG, destination=GOOGLE, audience_id=AUDIENCE,
+            wh, tmp_path / state, segment=SEG, destination=GOOGLE, audience_id=AUDIENCE,
             mode="mirror", fields={}, kind="ad", normalization="google", client=client,
         )  # fmt: skip
 
@@ -123,6 +125,65 @@ def test_processing_at_end_of_run_stays_pending_and_next_run_confirms(
     assert calls == ["/google/v1/requestStatus:retrieve"]
 
 
+def test_a_request_left_processing_is_confirmed_from_another_machine(
+    wh: Path, tmp_path: Path, mock
+) -> None:
+    """The request journal lives in the warehouse: a run with an empty state folder (another
+    machine, the first one's disk lost) confirms what the first run left processing, and no
+    run leaves a file of its own behind but disposable scratch."""
+    mock.google_settings(processing_delay_s=0.3)
+    first = google_sync(wh, tmp_path, mock, wait_s=0.02, state="machine_a")
+    assert first.requests_processing == 1 and outstanding(wh) == 8
+    assert [p for p in (tmp_path / "machine_a").rglob("*") if p.is_file()] == []
+    shutil.rmtree(tmp_path / "machine_a")  # the machine is gone
+    time.sleep(0.4)
+    since = mock.requests_log("google")[-1]["id"]
+    second = google_sync(wh, tmp_path, mock, wait_s=0.1, state="machine_b")
+    assert second.adds == 0 and second.requests_processing == 0  # confirmed, not re-sent
+    assert PENDING_HASH not in state_keys(wh, SEG, GOOGLE).values()
+    assert held(mock) == sorted(google_keys(wh).values())
+    calls = [r["path"] for r in mock.requests_log("google", since_id=since)]
+    assert calls == ["/google/v1/requestStatus:retrieve"]
+    con = duckdb.connect(str(wh))
+    left = con.execute("SELECT count(*) FROM activation.destination_request_journal").fetchone()
+    con.close()
+    assert left == (0,)  # folded with the sync journal
+
+
+def test_a_request_journal_file_of_an_earlier_version_is_imported(
+    wh: Path, tmp_path: Path, mock
+) -> None:
+    """A local request journal an earlier version left is moved into the warehouse and
+    confirmed like any other outstanding request."""
+    mock.google_settings(processing_delay_s=0.3)
+    google_sync(wh, tmp_path, mock, wait_s=0.02)
+    con = duckdb.connect(str(wh))
+    rows = con.execute(
+        "SELECT request_id, audience_id, op, remove_reason, submitted_at, subject_key, send_key,"
+        " fields_hash, destination_ref, fields_json FROM activation.destination_requests"
+        " ORDER BY subject_key"
+    ).fetchall()
+    con.execute("DELETE FROM activation.destination_requests")
+    con.close()
+    rid, audience, op, reason, at = rows[0][:5]
+    line = {
+        "kind": "submitted", "request_id": rid, "audience_id": audience, "op": op,
+        "remove_reason": reason, "at": at.isoformat(),
+        "subject_keys": [r[5] for r in rows], "send_keys": [r[6] for r in rows],
+        "fields_hashs": [r[7] for r in rows], "destination_refs": [r[8] for r in rows],
+        "fields": [json.loads(r[9]) for r in rows],
+    }  # fmt: skip
+    path = file_requests_path(tmp_path / "state", SEG, GOOGLE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(line) + "\n" + '{"kind": "resol', encoding="utf-8")  # torn tail
+    time.sleep(0.4)
+    report = google_sync(wh, tmp_path, mock, wait_s=0.1)
+    assert not path.exists()
+    assert report.adds == 0 and report.requests_processing == 0  # confirmed from the file
+    assert PENDING_HASH not in state_keys(wh, SEG, GOOGLE).values()
+    assert outstanding(wh) == 0
+
+
 def test_partial_failure_rejects_exactly_the_failed_members(wh: Path, tmp_path: Path, mock) -> None:
     keys = google_keys(wh)
     failing = sorted(keys)[2:4]
@@ -185,11 +246,12 @@ def _crash(wh: Path, tmp_path: Path, mock, point: str, wait_s: float) -> int:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=60).returncode
 
 
-def _fold_like_next_run(wh: Path, tmp_path: Path) -> None:
-    path = journal.journal_path(tmp_path / "state", SEG, GOOGLE)
+def _fold_like_next_run(wh: Path) -> None:
     with connect(wh) as con:
-        fold_journal(con, path, segment=SEG, destination=GOOGLE, kind="ad")
-        fold_requests(con, path, segment=SEG, destination=GOOGLE)
+        fold_journal(
+            con, segment=SEG, destination=GOOGLE, kind="ad",
+            before_fold=partial(fold_requests, segment=SEG, destination=GOOGLE),
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("point", ["after_submit", "after_journal", "in_confirm"])
@@ -201,7 +263,7 @@ def test_a_killed_google_sync_never_over_claims_and_converges(
         google_sync(wh, tmp_path, mock, wait_s=0.02)
         assert outstanding(wh) == 8
     assert _crash(wh, tmp_path, mock, point, 0.02) == -signal.SIGKILL
-    _fold_like_next_run(wh, tmp_path)
+    _fold_like_next_run(wh)
     time.sleep(0.4)  # whatever Google accepted is processed by now
     keys = google_keys(wh)
     state = state_keys(wh, SEG, GOOGLE)

@@ -20,7 +20,6 @@ from destinations.mailchimp import MailchimpClient
 from destinations.meta import MetaAudienceClient
 from destinations.mock.testing import running_mock
 from orchestrator.pseudonymize import normalize_email
-from orchestrator.sync import journal
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.engine import run_sync
 from orchestrator.sync.state import fold_journal
@@ -137,10 +136,7 @@ def test_a_killed_sync_never_over_claims_and_the_next_run_converges(
 
     assert _crash_run(wh, tmp_path / "state", mock, crash_after, point) == -signal.SIGKILL
     with connect(wh) as con:  # what the next run does first
-        fold_journal(
-            con, journal.journal_path(tmp_path / "state", SEG, META),
-            segment=SEG, destination=META, kind="ad",
-        )  # fmt: skip
+        fold_journal(con, segment=SEG, destination=META, kind="ad")
     held = state_keys(wh, SEG, META)
     at_meta = set(mock.meta_members(AUDIENCE))
     synced = {k for k, h in held.items() if h != PENDING_HASH}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -12,7 +11,7 @@ from orchestrator.sync import journal
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
-from tests.sync.helpers import T0, new_warehouse
+from tests.sync.helpers import T0, journal_texts, new_warehouse, write_journal
 
 SEG, DEST = "loyal", "news"
 K = [f"{i:064x}" for i in range(1, 8)]  # stand-in subject keys
@@ -65,15 +64,16 @@ def tables(path: Path) -> dict[str, list]:
         con.close()
 
 
-def fold(wh: Path, jpath: Path, kind: str = "email"):
+def fold(wh: Path, kind: str = "email"):
     with connect(wh) as con:
-        return fold_journal(con, jpath, segment=SEG, destination=DEST, kind=kind)
+        return fold_journal(con, segment=SEG, destination=DEST, kind=kind)
 
 
 def test_fold_applies_acks_rejects_and_unknown_outcomes(wh, tmp_path):
-    jpath = journal.journal_path(tmp_path, SEG, DEST)
-    journal.append(
-        jpath,
+    write_journal(
+        wh,
+        SEG,
+        DEST,
         [
             line("intent", "add", K[0]),
             line("ack", "add", K[0], destination_ref="ref0"),
@@ -87,7 +87,7 @@ def test_fold_applies_acks_rejects_and_unknown_outcomes(wh, tmp_path):
             line("intent", "remove", K[4], seq=3, remove_reason="left_segment"),  # same
         ],
     )
-    stats = fold(wh, jpath)
+    stats = fold(wh)
     state = {row[2]: (row[3], row[4]) for row in tables(wh)["sync_state"]}
     assert state == {
         K[0]: ("ref0", "h-new"),
@@ -98,13 +98,14 @@ def test_fold_applies_acks_rejects_and_unknown_outcomes(wh, tmp_path):
     assert tables(wh)["sync_rejections"] == [(SEG, DEST, K[1], "h-new", "add", "looks fake", True)]
     assert tables(wh)["destination_suppressions"] == [(DEST, K[2], "forgotten")]
     assert (stats.acked, stats.rejected, stats.pending) == (3, 1, 2)
-    assert not jpath.exists()
+    assert journal_texts(wh, SEG, DEST) == []
 
 
 def test_folding_the_same_journal_twice_changes_nothing(wh, tmp_path):
-    jpath = journal.journal_path(tmp_path, SEG, DEST)
-    journal.append(
-        jpath,
+    write_journal(
+        wh,
+        SEG,
+        DEST,
         [
             line("ack", "add", K[0]),
             line("reject", "add", K[1], reason="no", permanent=True),
@@ -112,65 +113,70 @@ def test_folding_the_same_journal_twice_changes_nothing(wh, tmp_path):
             line("intent", "add", K[5]),
         ],
     )
-    keep = tmp_path / "copy.jsonl"
-    shutil.copy(jpath, keep)
-    fold(wh, jpath)
+    keep = journal_texts(wh, SEG, DEST)
+    fold(wh)
     once = tables(wh)
-    shutil.copy(keep, jpath)  # a crash between commit and delete
-    fold(wh, jpath)
+    write_journal(wh, SEG, DEST, keep)  # the same lines again (a file journal imported twice)
+    fold(wh)
     assert tables(wh) == once
     assert once["destination_suppressions"] == [(DEST, K[2], "unsubscribed")]
 
 
-def test_a_torn_last_line_is_ignored_and_the_rest_applied(wh, tmp_path):
-    jpath = journal.journal_path(tmp_path, SEG, DEST)
-    journal.append(jpath, [line("ack", "add", K[0])])
-    with open(jpath, "a") as handle:
-        handle.write('{"run":"r1","seq":1,"kind":"ack","op":"add","subject_key":"')
-    fold(wh, jpath)
+def test_a_file_journal_of_an_earlier_version_is_imported_torn_last_line_left_out(wh, tmp_path):
+    path = journal.file_journal_path(tmp_path / "state", SEG, DEST)
+    path.parent.mkdir(parents=True)
+    encode = journal.line_encoder()
+    path.write_text(
+        encode(line("ack", "add", K[0])) + "\n"
+        + '{"run":"r1","seq":1,"kind":"ack","op":"add","subject_key":"'
+    )  # fmt: skip
+    with connect(wh) as con:
+        assert journal.import_file_journal(con, tmp_path / "state", SEG, DEST) == 1
+    assert not path.exists()
+    fold(wh)
     assert {row[2] for row in tables(wh)["sync_state"]} == {K[0], K[2], K[3], K[4]}
 
 
 def test_ad_destinations_record_no_suppressions(wh, tmp_path):
-    jpath = journal.journal_path(tmp_path, SEG, DEST)
-    journal.append(jpath, [line("ack", "remove", K[2], remove_reason="erasure")])
-    fold(wh, jpath, kind="ad")
+    write_journal(wh, SEG, DEST, [line("ack", "remove", K[2], remove_reason="erasure")])
+    fold(wh, kind="ad")
     assert tables(wh)["destination_suppressions"] == []
     assert K[2] not in {row[2] for row in tables(wh)["sync_state"]}
 
 
 def test_later_lines_win_across_runs(wh, tmp_path):
-    jpath = journal.journal_path(tmp_path, SEG, DEST)
-    journal.append(
-        jpath,
+    write_journal(
+        wh,
+        SEG,
+        DEST,
         [
             line("ack", "add", K[0], run="r1"),
             line("intent", "remove", K[0], run="r2", remove_reason="left_segment"),
             line("ack", "remove", K[0], run="r2", remove_reason="left_segment"),
         ],
     )
-    fold(wh, jpath)
+    fold(wh)
     assert K[0] not in {row[2] for row in tables(wh)["sync_state"]}
 
 
 def test_a_malformed_journal_is_kept_and_nothing_applied(wh, tmp_path):
-    jpath = journal.journal_path(tmp_path, SEG, DEST)
-    journal.append(jpath, [line("ack", "add", K[0])])
-    with open(jpath, "a") as handle:
-        handle.write("not json\n")
+    write_journal(wh, SEG, DEST, [line("ack", "add", K[0])])
+    with connect(wh) as con:
+        journal.append_lines(con, SEG, DEST, [journal.JournalLine("r1", 1, "ack", "not json")])
     before = tables(wh)
     with pytest.raises(duckdb.Error):
-        fold(wh, jpath)
-    assert tables(wh) == before and jpath.exists()
+        fold(wh)
+    assert tables(wh) == before and len(journal_texts(wh, SEG, DEST)) == 2
 
 
 def test_a_refused_remove_that_later_goes_through_leaves_no_rejection(wh, tmp_path):
     # found by a trial: the retried remove succeeded, the destination and sync_state agreed,
     # and the rejection report still said the destination refused it
-    jpath = journal.journal_path(tmp_path, SEG, DEST)
     refusal = {"remove_reason": "consent_withdrawn", "fields_hash": "h-old"}
-    journal.append(
-        jpath,
+    write_journal(
+        wh,
+        SEG,
+        DEST,
         [
             line("intent", "remove", K[2], **refusal),
             line("reject", "remove", K[2], reason="cannot remove", permanent=True, **refusal),
@@ -178,11 +184,13 @@ def test_a_refused_remove_that_later_goes_through_leaves_no_rejection(wh, tmp_pa
             line("reject", "add", K[6], fields_hash="h-a", reason="bad value", permanent=True),
         ],
     )
-    fold(wh, jpath, kind="ad")
+    fold(wh, kind="ad")
     refused = [(r[2], r[4]) for r in tables(wh)["sync_rejections"]]
     assert refused == sorted([(K[2], "remove"), (K[6], "add")])
-    journal.append(
-        jpath,
+    write_journal(
+        wh,
+        SEG,
+        DEST,
         [
             line("intent", "remove", K[2], run="r2", **refusal),
             line("ack", "remove", K[2], run="r2", **refusal),
@@ -190,7 +198,7 @@ def test_a_refused_remove_that_later_goes_through_leaves_no_rejection(wh, tmp_pa
             line("ack", "add", K[6], run="r2", fields_hash="h-b"),
         ],
     )
-    fold(wh, jpath, kind="ad")
+    fold(wh, kind="ad")
     assert tables(wh)["sync_rejections"] == []
     assert {row[2]: row[4] for row in tables(wh)["sync_state"]} == {
         K[3]: "h-old",
@@ -200,13 +208,14 @@ def test_a_refused_remove_that_later_goes_through_leaves_no_rejection(wh, tmp_pa
 
 
 def test_a_rejection_after_an_ack_in_the_same_journal_is_kept(wh, tmp_path):
-    jpath = journal.journal_path(tmp_path, SEG, DEST)
-    journal.append(
-        jpath,
+    write_journal(
+        wh,
+        SEG,
+        DEST,
         [
             line("ack", "add", K[0], fields_hash="h-a"),
             line("reject", "update", K[0], seq=1, fields_hash="h-b", reason="no", permanent=True),
         ],
     )
-    fold(wh, jpath, kind="ad")
+    fold(wh, kind="ad")
     assert [(r[2], r[3], r[4]) for r in tables(wh)["sync_rejections"]] == [(K[0], "h-b", "update")]
