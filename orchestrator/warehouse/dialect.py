@@ -434,9 +434,7 @@ def _split_create_or_replace(tree: exp.Expression, dialect: Dialect) -> list[exp
 
 
 @lru_cache(maxsize=4096)
-def render_with_params(
-    sql: str, dialect: Dialect
-) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
+def render_with_params(sql: str, dialect: Dialect) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
     """:func:`render`, and what each PostgreSQL ``$n`` binds, in order: a name (DuckDB's
     ``$name``) or an int (the index of a ``?`` among the shared text's positional ones)."""
     if dialect == "duckdb":
