@@ -20,6 +20,12 @@ CREATE TABLE IF NOT EXISTS activation.sync_state (segment VARCHAR NOT NULL, dest
 
 CREATE TABLE IF NOT EXISTS activation.sync_rejections (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, subject_key VARCHAR NOT NULL, fields_hash VARCHAR NOT NULL, operation VARCHAR NOT NULL, reason VARCHAR NOT NULL, permanent BOOLEAN NOT NULL, rejected_at TIMESTAMPNTZ NOT NULL, remove_reason VARCHAR, attempts INT NOT NULL DEFAULT 1, retry_at TIMESTAMPNTZ, platform_status VARCHAR);
 
+CREATE TABLE IF NOT EXISTS activation.sync_journal (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, run VARCHAR NOT NULL, seq BIGINT NOT NULL, kind VARCHAR NOT NULL, line VARCHAR NOT NULL, written_at TIMESTAMPNTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.pair_locks (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, owner VARCHAR NOT NULL, host VARCHAR NOT NULL, pid BIGINT NOT NULL, process_started VARCHAR, acquired_at TIMESTAMPNTZ NOT NULL, heartbeat_at TIMESTAMPNTZ NOT NULL, lease_s DOUBLE NOT NULL, PRIMARY KEY (segment, destination));
+
+CREATE TABLE IF NOT EXISTS activation.destination_request_journal (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, run VARCHAR NOT NULL, seq BIGINT NOT NULL, pos BIGINT NOT NULL, kind VARCHAR NOT NULL, line VARCHAR NOT NULL, written_at TIMESTAMPNTZ NOT NULL);
+
 CREATE TABLE IF NOT EXISTS activation.destination_requests (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, request_id VARCHAR NOT NULL, audience_id VARCHAR NOT NULL, op VARCHAR NOT NULL, remove_reason VARCHAR, subject_key VARCHAR NOT NULL, send_key VARCHAR NOT NULL, fields_hash VARCHAR NOT NULL, destination_ref VARCHAR, fields_json VARCHAR NOT NULL, submitted_at TIMESTAMPNTZ NOT NULL);
 
 CREATE TABLE IF NOT EXISTS activation.customer_phone_keys (customer_id BIGINT PRIMARY KEY, fingerprint BIGINT NOT NULL, google_hash VARCHAR, meta_hash VARCHAR);
