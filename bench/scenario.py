@@ -15,6 +15,8 @@ from typing import Any
 
 from bench.generator import SEGMENT_COUNTRIES
 from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.model.spec import DEFAULT_MODEL
+from orchestrator.segments.catalog import DEFAULT_CATALOG
 from orchestrator.segments.spec import SegmentSpec
 
 #: The instant every run evaluates at (naive UTC); the warehouse is generated for it.
@@ -70,8 +72,12 @@ SEGMENT_NAMES: tuple[str, ...] = tuple(_SEGMENTS)
 
 
 def project_config() -> ProjectConfig:
-    """The repository's ``activation.yaml`` (purposes and destinations)."""
-    return load_project_config(PROJECT_FILE)
+    """The repository's ``activation.yaml`` (purposes and destinations) with the source model
+    of the tables the generator writes (:data:`orchestrator.model.spec.DEFAULT_MODEL`, the
+    layout of ``create_source_schema``; the demo's model maps a retailer's tables instead)
+    and its catalog."""
+    project = load_project_config(PROJECT_FILE).model_copy(update={"source": DEFAULT_MODEL})
+    return project.with_catalog(DEFAULT_CATALOG)
 
 
 def segment_spec(name: str, project: ProjectConfig) -> SegmentSpec:

@@ -12,6 +12,7 @@ from destinations.mailchimp import MailchimpClient
 from destinations.meta import MetaAudienceClient
 from orchestrator.config import DestinationConfig
 
+#: The :class:`RetryPolicy` settings a client takes (seconds, counts).
 RETRY_FIELDS = frozenset(f.name for f in fields(RetryPolicy))
 
 
@@ -51,37 +52,20 @@ def build_client(
     name: str, cfg: DestinationConfig, base_url: str, token: str, **retry_overrides: Any
 ) -> Destination:
     """A client for destination ``name`` of platform ``cfg.platform`` (``meta``, ``mailchimp``
-    or ``google``) talking to ``base_url`` with ``token``.
+    or ``google``) talking to ``base_url`` with ``token``, built by its platform resource
+    (:func:`destinations.resources.destination_resource`, the one place that does it).
 
-    ``retry_overrides``: :class:`RetryPolicy` fields (``max_attempts``, ``max_total_wait``,
-    ``backoff_multiplier``, ``backoff_max``, ``max_hint_wait``, ``connect_timeout``,
-    ``read_timeout``; seconds) replacing the defaults.
+    ``retry_overrides``: :class:`~destinations.http.RetryPolicy` fields (``max_attempts``,
+    ``max_total_wait``, ``backoff_multiplier``, ``backoff_max``, ``max_hint_wait``,
+    ``connect_timeout``, ``read_timeout``; seconds) replacing the defaults.
 
     Raises:
         ValueError: unknown platform, a kind that does not match the platform, or an unknown
             retry setting.
     """
-    unknown = set(retry_overrides) - RETRY_FIELDS
-    if unknown:
-        raise ValueError(f"unknown retry settings: {sorted(unknown)}")
-    policy = RetryPolicy(**retry_overrides)
-    client: Destination
-    if cfg.platform == "meta":
-        client = MetaAudienceClient(name, base_url, token, policy=policy)
-    elif cfg.platform == "mailchimp":
-        client = MailchimpClient(name, base_url, token, policy=policy)
-    elif cfg.platform == "google":
-        client = GoogleAudienceClient(
-            name, base_url, token, account_id=cfg.account_id or "", policy=policy
-        )
-    else:
-        raise ValueError(f"destination {name!r}: unknown platform {cfg.platform!r}")
-    if client.kind != cfg.kind:
-        raise ValueError(
-            f"destination {name!r}: platform {cfg.platform!r} is kind {client.kind!r}, "
-            f"activation.yaml says {cfg.kind!r}"
-        )
-    return client
+    from destinations.resources import destination_resource  # Dagster: not for light imports
+
+    return destination_resource(name, cfg, base_url, token, **retry_overrides).client()
 
 
 __all__ = ["RETRY_FIELDS", "build_client", "platform_max_batch_size", "platform_rows_per_call"]

@@ -14,9 +14,10 @@ Every asset that writes the DuckDB file is in pool ``duckdb`` (one writer at a t
 """
 
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +26,11 @@ from dagster_duckdb import DuckDBResource
 
 from destinations.redaction import redact
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
-from destinations.resources import DestinationsResource
+from destinations.resources import (
+    DestinationsResource,
+    PlatformResource,
+    destination_resource_key,
+)
 from orchestrator.audience import EXCLUSION_REASONS, build_segment_audience
 from orchestrator.config import DestinationConfig, DestinationKind, ProjectConfig
 from orchestrator.consent import segment_counted_purposes
@@ -77,6 +82,51 @@ class SyncStateDir(dg.ConfigurableResource):
     """
 
     path: str
+
+
+@dataclass(frozen=True)
+class SegmentCheck:
+    """An asset check evaluated by the step of the asset it guards, right after the asset.
+
+    ``spec`` goes to the asset's ``check_specs``; ``evaluate(warehouse, destinations)`` (the
+    step's :class:`DuckDBResource` and its destination resource — a sync step's own
+    :class:`PlatformResource`, or :class:`DestinationsResource`; None for a step without one)
+    returns the result. One step per asset instead of one per check keeps
+    the number of Dagster definitions, and so the time to load 500 segments, down; a blocking
+    check that fails still stops the assets downstream (Dagster fails the step after it).
+    """
+
+    spec: dg.AssetCheckSpec
+    evaluate: Callable[
+        [DuckDBResource, DestinationsResource | PlatformResource | None], dg.AssetCheckResult
+    ]
+
+
+def run_checks(
+    context: dg.AssetExecutionContext,
+    checks: Sequence[SegmentCheck],
+    warehouse: DuckDBResource,
+    destinations: DestinationsResource | PlatformResource | None = None,
+) -> Iterator[dg.AssetCheckResult]:
+    """The results of the ``checks`` selected in this run (all of them in a segment's job; none
+    when a run leaves checks out), in order."""
+    selected = context.selected_asset_check_keys
+    for check in checks:
+        if check.spec.key in selected:
+            result = check.evaluate(warehouse, destinations)
+            yield result._replace(asset_key=check.spec.asset_key, check_name=check.spec.name)
+
+
+@cache
+def run_config_schema() -> dict[str, dg.Field]:
+    """:class:`RunConfig` as a Dagster config schema, inferred once per process: inferring it
+    for each of the segments' steps was a sixth of building 500 segments' definitions."""
+    return RunConfig.to_fields_dict()
+
+
+def step_run_config(context: dg.AssetExecutionContext) -> RunConfig:
+    """The step's :class:`RunConfig` (its op config, defaults filled in by Dagster)."""
+    return RunConfig(**(context.op_execution_context.op_config or {}))
 
 
 def destination_pool(destination: str) -> str:
@@ -186,10 +236,9 @@ def audience_column_lineage(model: SourceModel = DEFAULT_MODEL) -> dg.TableColum
     status = dg.TableColumnDep(
         asset_key=source_key("consents"), column_name=consents.column("status")
     )
-    purchase = [
-        dg.TableColumnDep(asset_key=source_key("events"), column_name=source.id)
-        for source in model.events
-        if source.id
+    purchase = [  # one dep per column: two sources over one table share their id column
+        dg.TableColumnDep(asset_key=source_key("events"), column_name=column)
+        for column in dict.fromkeys(source.id for source in model.events if source.id)
     ]
     return dg.TableColumnLineage(
         deps_by_column={
@@ -238,11 +287,12 @@ def build_segment_asset(
             "dagster/column_lineage": segment_column_lineage(model),
         },
         pool=DUCKDB_POOL,
+        config_schema=run_config_schema(),
     )
     def _segment(
-        context: dg.AssetExecutionContext, config: RunConfig, warehouse: DuckDBResource
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource
     ) -> dg.MaterializeResult:
-        as_of = resolve_as_of(config)
+        as_of = resolve_as_of(step_run_config(context))
         query = compile_segment(spec, as_of)
         drift_warnings: list[str] = []
         with warehouse.get_connection() as con:
@@ -290,13 +340,17 @@ def _check_drift(
     return drift.warnings
 
 
-def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.AssetsDefinition:
-    """The ``audience/<sid>`` asset: consent filter and pseudonymization of the members."""
+def build_audience_asset(
+    loaded: LoadedSegment, project: ProjectConfig, checks: Sequence[SegmentCheck] = ()
+) -> dg.AssetsDefinition:
+    """The ``audience/<sid>`` asset: consent filter and pseudonymization of the members, then
+    its ``checks`` (:func:`orchestrator.privacy.checks.audience_checks`) in the same step. A run
+    may select the checks without the asset (the asset is then left as it is)."""
     spec = loaded.spec
     sid = spec.id
-
-    @dg.asset(
-        key=audience_key(sid),
+    key = audience_key(sid)
+    asset = dg.AssetSpec(
+        key=key,
         deps=[
             segment_key(sid),
             source_key("customers"),
@@ -317,9 +371,24 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
             "dagster/column_schema": AUDIENCE_SCHEMA,
             "dagster/column_lineage": audience_column_lineage(project.source),
         },
+    )
+
+    @dg.multi_asset(
+        name=key.to_python_identifier(),
+        specs=[asset],
+        check_specs=[check.spec for check in checks],
+        can_subset=True,
         pool=DUCKDB_POOL,
+        config_schema=run_config_schema(),
     )
     def _audience(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        if key in context.selected_asset_keys:
+            yield _build_audience(context, step_run_config(context), warehouse)
+        yield from run_checks(context, checks, warehouse)
+
+    def _build_audience(
         context: dg.AssetExecutionContext, config: RunConfig, warehouse: DuckDBResource
     ) -> dg.MaterializeResult:
         as_of = resolve_as_of(config)
@@ -332,6 +401,7 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
         for match in stats.unmatched_purposes:
             context.log.warning(f"consent log purpose {match.describe()}")
         return dg.MaterializeResult(
+            asset_key=key,
             metadata={
                 "dagster/row_count": stats.members,
                 "excluded_total": sum(excluded.values()),
@@ -350,7 +420,7 @@ def build_audience_asset(loaded: LoadedSegment, project: ProjectConfig) -> dg.As
                 "retention_days": spec.retention_days,
                 "dagster/column_schema": AUDIENCE_SCHEMA,
                 "dagster/column_lineage": audience_column_lineage(project.source),
-            }
+            },
         )
 
     return _audience
@@ -446,7 +516,10 @@ def _sync_metadata(report: object) -> dict[str, object]:
 
 
 def build_sync_asset(
-    loaded: LoadedSegment, entry: DestinationEntry, project: ProjectConfig
+    loaded: LoadedSegment,
+    entry: DestinationEntry,
+    project: ProjectConfig,
+    checks: Sequence[SegmentCheck] = (),
 ) -> dg.AssetsDefinition:
     """The ``sync/<sid>/<destination>`` asset: diff the audience against what the destination
     acknowledged and send only the changes (removes, then adds, then updates).
@@ -462,13 +535,21 @@ def build_sync_asset(
     In the destination's pool instead (:func:`destination_pool`): the instance caps how many
     steps call one platform at once, across runs (one by default), so parallel runs share its
     rate limit rather than each hitting it.
+
+    Requires the resources ``warehouse``, ``sync_state`` and ``destination_<name>`` of its own
+    destination only (:func:`destinations.resources.destination_resources`), so a segment's
+    job needs only its own destinations' environment variables, set when the run starts.
+    Its ``checks`` (:func:`orchestrator.privacy.checks.sync_checks`) run in the same step,
+    after the sync, with that same destination resource; a run may select them without the
+    sync.
     """
     spec = loaded.spec
     sid = spec.id
     dest = project.destinations[entry.destination]
-
-    @dg.asset(
-        key=sync_key(sid, entry.destination),
+    client_key = destination_resource_key(entry.destination)
+    key = sync_key(sid, entry.destination)
+    asset = dg.AssetSpec(
+        key=key,
         deps=[audience_key(sid), RECEIPTS_KEY],
         group_name=sid,
         description=(
@@ -478,7 +559,6 @@ def build_sync_asset(
         owners=[spec.owner],
         kinds={"duckdb", dest.platform},
         tags={**_tags(loaded), "destination": entry.destination},
-        pool=destination_pool(entry.destination),
         metadata={
             **_definition_metadata(loaded),
             "destination": entry.destination,
@@ -490,11 +570,33 @@ def build_sync_asset(
             "dagster/column_lineage": sync_column_lineage(sid, entry, dest),
         },
     )
+
+    @dg.multi_asset(
+        name=key.to_python_identifier(),
+        specs=[asset],
+        check_specs=[check.spec for check in checks],
+        can_subset=True,
+        pool=destination_pool(entry.destination),
+        config_schema=run_config_schema(),
+        # only its own destination's resource: a job needs only its destinations' variables
+        required_resource_keys={"warehouse", "sync_state", client_key},
+    )
+    def _sync_step(
+        context: dg.AssetExecutionContext,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        warehouse: DuckDBResource = context.resources.warehouse
+        sync_state: SyncStateDir = context.resources.sync_state
+        destinations: PlatformResource = getattr(context.resources, client_key)
+        if key in context.selected_asset_keys:
+            config = step_run_config(context)
+            yield _sync(context, config, warehouse, destinations, sync_state)
+        yield from run_checks(context, checks, warehouse, destinations)
+
     def _sync(
         context: dg.AssetExecutionContext,
         config: RunConfig,
         warehouse: DuckDBResource,
-        destinations: DestinationsResource,
+        destinations: PlatformResource,
         sync_state: SyncStateDir,
     ) -> dg.MaterializeResult:
         as_of = resolve_as_of(config)
@@ -521,6 +623,7 @@ def build_sync_asset(
                 lock_wait_s=0 if config.dry_run else SYNC_LOCK_WAIT_S,
                 signals=as_mapping(signals_for(project, spec.purpose, dest.platform)),
                 phone_platform=phone_platform_for(dest.platform, str(dest.kind)),
+                project=project,
                 batch_size=platform_max_batch_size(dest.platform) if config.dry_run else None,
                 rows_per_call=(
                     partial(platform_rows_per_call, dest.platform) if config.dry_run else None
@@ -536,6 +639,8 @@ def build_sync_asset(
         )
         with connect(Path(warehouse.database)) as con:
             refused = summarize_rejections(con, segment=sid, destination=entry.destination)
-        return dg.MaterializeResult(metadata={**_sync_metadata(report), **_refusals(refused)})
+        return dg.MaterializeResult(
+            asset_key=key, metadata={**_sync_metadata(report), **_refusals(refused)}
+        )
 
-    return _sync
+    return _sync_step

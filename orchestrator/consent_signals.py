@@ -19,10 +19,25 @@ purpose ``P`` is:
 - ``CONSENT_DENIED`` otherwise: no record, a withdrawal, an expired grant, or a legal basis
   that is not a consent (soft opt-in).
 
-Every member gets explicit values, EEA or not: that satisfies the EEA requirement without
-relying on the country trait, and never lets Google assume a consent we cannot show. Removals
-carry no consent (the API needs none to remove). Signals are fields of the sync's rows, so a
-change of consent is an ``update`` (a new ingest with the new values).
+Who is sent signals, from the customer's ``country`` trait (the source model's ``customers``
+column of that name, an ISO 3166-1 alpha-2 code, case and spaces ignored):
+
+- a country of the EEA, the United Kingdom or Switzerland (:data:`CONSENT_REGIONS`): explicit
+  values as above. Google's EU user consent policy covers end users there
+  (https://www.google.com/about/company/user-consent-policy/; Switzerland since 31 July 2024),
+  and "both types of consent must be granted ... to use data from users in the EEA for
+  Customer Match lists" (https://support.google.com/displayvideo/answer/14673239);
+- a known country outside them (a region code ``phonenumbers`` knows): no consent fields at
+  all. The API's ``Consent`` fields are optional and default to unspecified
+  (https://developers.google.com/data-manager/api/reference/rest/v1/Consent): these members
+  are not subject to the EEA requirement, and a ``DENIED`` we have no basis to claim would
+  only wrongly restrict Google's use;
+- an unknown country (empty, or not a region code, such as ``France`` spelled out): explicit
+  values, as for the EEA. The protective choice: Google may place the person in the EEA, and
+  then an upload without both signals is refused or the data unused.
+
+Removals carry no consent (the API needs none to remove). Signals are fields of the sync's
+rows, so a change of consent or of country is an ``update`` (a new ingest with the new values).
 """
 
 from __future__ import annotations
@@ -39,6 +54,71 @@ from orchestrator.consent import CONSENT_ORDER_SQL, purpose_key, purpose_key_sql
 
 GRANTED = "CONSENT_GRANTED"
 DENIED = "CONSENT_DENIED"
+
+#: The EEA (the 27 EU member states, Iceland, Liechtenstein, Norway).
+EEA = frozenset(
+    {
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "HU",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+        "IS",
+        "LI",
+        "NO",
+    }
+)
+#: Where Google's EU user consent policy applies: the EEA, the United Kingdom, Switzerland.
+CONSENT_REGIONS = EEA | {"GB", "CH"}
+
+
+def _known_outside() -> list[str]:
+    """Region codes known to ``phonenumbers`` (ISO 3166-1 alpha-2) outside
+    :data:`CONSENT_REGIONS`, sorted."""
+    import phonenumbers
+
+    return sorted(set(phonenumbers.SUPPORTED_REGIONS) - CONSENT_REGIONS)
+
+
+def signals_required(country: str | None) -> bool:
+    """Whether a member of ``country`` (the trait's raw value) is sent explicit consent
+    signals: True in :data:`CONSENT_REGIONS` and when the country is unknown (None, empty, not
+    a region code); False for a known country outside them. The Python reference of
+    :func:`outside_regions_sql`."""
+    import phonenumbers
+
+    code = (country or "").strip().upper()
+    return code in CONSENT_REGIONS or code not in phonenumbers.SUPPORTED_REGIONS
+
+
+def outside_regions_sql(column: str) -> tuple[str, list[object]]:
+    """SQL boolean over ``column`` (a trusted column expression): the country is a known
+    region code outside :data:`CONSENT_REGIONS` (see :func:`signals_required`), and its
+    parameter."""
+    code = f"upper(trim(CAST({column} AS VARCHAR)))"
+    return f"coalesce(list_contains(?, {code}), false)", [_known_outside()]
 
 
 @dataclass(frozen=True)
@@ -97,16 +177,25 @@ def grants_table_sql(
     return sql, params
 
 
-def signal_column_sql(signal: Signal, segment_purpose: str | None) -> tuple[str, list[object]]:
+def signal_column_sql(
+    signal: Signal, segment_purpose: str | None, country: str | None = None
+) -> tuple[str, list[object]]:
     """The SQL value (over ``activation.audience_members am``) of one signal and its
-    parameters: ``'CONSENT_GRANTED'`` or ``'CONSENT_DENIED'``."""
+    parameters: ``'CONSENT_GRANTED'`` or ``'CONSENT_DENIED'``; NULL (not sent) when
+    ``country`` (a trusted column expression of the member's country trait) is a known
+    country outside :data:`CONSENT_REGIONS`."""
     if signal.purpose == segment_purpose:
-        return "CASE WHEN am.legal_basis = 'consent' THEN ? ELSE ? END", [GRANTED, DENIED]
-    sql = (
-        "CASE WHEN EXISTS (SELECT 1 FROM sync_signal_grants g WHERE g.subject_key = "
-        "am.subject_key AND g.purpose = ?) THEN ? ELSE ? END"
-    )
-    return sql, [signal.purpose, GRANTED, DENIED]
+        sql, params = "CASE WHEN am.legal_basis = 'consent' THEN ? ELSE ? END", [GRANTED, DENIED]
+    else:
+        sql = (
+            "CASE WHEN EXISTS (SELECT 1 FROM sync_signal_grants g WHERE g.subject_key = "
+            "am.subject_key AND g.purpose = ?) THEN ? ELSE ? END"
+        )
+        params = [signal.purpose, GRANTED, DENIED]
+    if country is None:
+        return sql, params
+    outside, outside_params = outside_regions_sql(country)
+    return f"CASE WHEN {outside} THEN NULL ELSE {sql} END", [*outside_params, *params]
 
 
 def explain_signals(
@@ -118,10 +207,20 @@ def explain_signals(
     legal_basis: str | None,
     consent_ref: str | None,
     as_of: datetime,
+    region_column: str = "country",
 ) -> list[dict[str, Any]]:
     """Each signal's value for one audience member and the consent record that decided it:
     ``[{"name", "value", "purpose", "record"}]`` (``record``: the consent id, status and time,
-    or None when the member has no record for the purpose). Same rules as the sync."""
+    or None when the member has no record for the purpose). Same rules as the sync: a member
+    of a known country outside the EEA, UK and Switzerland (trait ``region_column``) is sent
+    none (``value`` ``"not sent"``, ``record`` saying why)."""
+    country = _member_country(con, customer_id, region_column)
+    if not signals_required(country):
+        why = f"country {country} is outside the EEA, UK and Switzerland"
+        return [
+            {"name": s.name, "value": "not sent", "purpose": s.purpose, "record": why}
+            for s in signals
+        ]
     out: list[dict[str, Any]] = []
     for signal in signals:
         if signal.purpose == segment_purpose:
@@ -158,6 +257,25 @@ def explain_signals(
     return out
 
 
+def _member_country(
+    con: duckdb.DuckDBPyConnection, customer_id: int | None, region_column: str
+) -> str | None:
+    """The member's country trait, or None (no such column, no customer)."""
+    (found,) = con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'activation'"
+        " AND table_name = 'src_customers' AND column_name = ?",
+        [region_column],
+    ).fetchone()
+    if not found or customer_id is None:
+        return None
+    row = con.execute(
+        f'SELECT CAST("{region_column}" AS VARCHAR) FROM activation.src_customers'
+        " WHERE customer_id = ?",
+        [customer_id],
+    ).fetchone()
+    return row[0] if row else None
+
+
 def register_lines(project: ProjectConfig) -> dict[str, list[str]]:
     """Per destination name: the consent signals it is sent, as ``"<signal> from consent for
     <purpose> (segments for <segment purpose>)"`` lines (for the processing register)."""
@@ -182,13 +300,17 @@ def as_mapping(signals: list[Signal]) -> Mapping[str, tuple[str, int]]:
 
 
 __all__ = [
+    "CONSENT_REGIONS",
     "DENIED",
+    "EEA",
     "GRANTED",
     "Signal",
     "as_mapping",
     "explain_signals",
     "grants_table_sql",
+    "outside_regions_sql",
     "register_lines",
     "signal_column_sql",
     "signals_for",
+    "signals_required",
 ]

@@ -36,11 +36,19 @@ DEMO_PID_TAG = "activation/demo_pid"
 
 
 def ensure_warehouse(settings: Settings, console: Console) -> None:
-    """Build the demo warehouse from the shipped real data if the file does not exist."""
+    """Build the demo warehouse from the shipped real data if the file does not exist, or
+    rebuild it when it predates the retailer's layout the demo's model maps (its tables of
+    :data:`orchestrator.warehouse.demo.DEMO_TABLES` missing)."""
+    from orchestrator.warehouse.demo import build_demo_warehouse, has_demo_layout
+
     if settings.warehouse_path.exists():
-        console.print(f"warehouse: reusing {settings.warehouse_path}")
-        return
-    from orchestrator.warehouse.demo import build_demo_warehouse
+        if has_demo_layout(settings.warehouse_path):
+            console.print(f"warehouse: reusing {settings.warehouse_path}")
+            return
+        console.print(
+            f"warehouse: {settings.warehouse_path} has an older layout; rebuilding it "
+            "(its activation tables go too)"
+        )
 
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     report = build_demo_warehouse(settings.warehouse_path, as_of=datetime.now(UTC).date())

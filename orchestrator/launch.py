@@ -247,10 +247,7 @@ def summary_lines(outcome: LaunchOutcome) -> list[str]:
     lines += [
         f"  {step_label(key, p.segment)}: {step.detail}"
         for key, step in p.steps.items()
-        if key.startswith("sync__")
-        and step.detail
-        and step.detail != "passed"
-        and not step.detail.startswith("FAILED")
+        if key.startswith("sync__") and step.detail
     ]
     lines += [f"  step failed: {error}" for error in p.errors]
     lines += [f"  check failed: {check}" for check in p.failed_checks]

@@ -53,11 +53,24 @@ _SYNC_COUNTS = ("adds", "removes", "updates", "rejected")
 
 @dataclass
 class StepProgress:
-    """One step: ``state``, ``batches`` sent (syncs), ``detail`` (a short result line)."""
+    """One step: ``state``, ``batches`` sent (syncs), ``detail`` (what its asset did, a short
+    line), and the checks it evaluated (a segment's checks run in the step of the asset they
+    guard): ``checks_passed`` (count), ``checks_failed`` (``check (severity)``)."""
 
     state: StepState = StepState.RUNNING
     batches: int = 0
     detail: str = ""
+    checks_passed: int = 0
+    checks_failed: list[str] = field(default_factory=list)
+
+    @property
+    def result(self) -> str:
+        """``detail``, then the checks: ``N check(s) passed`` and each failed one."""
+        parts = [self.detail] if self.detail else []
+        if self.checks_passed:
+            parts.append(f"{self.checks_passed} check(s) passed")
+        parts += [f"{check} FAILED" for check in self.checks_failed]
+        return "; ".join(parts)
 
 
 @dataclass
@@ -136,8 +149,11 @@ def _apply_event(progress: RunProgress, event: dg.DagsterEvent) -> None:
     elif kind == T.ASSET_CHECK_EVALUATION:
         check = event.event_specific_data
         severity = check.severity.value.lower()
-        progress.step(key).detail = "passed" if check.passed else f"FAILED ({severity})"
-        if not check.passed:
+        step = progress.step(key)
+        if check.passed:
+            step.checks_passed += 1
+        else:
+            step.checks_failed.append(f"{check.check_name} ({severity})")
             name = f"{check.asset_key.to_user_string()}:{check.check_name}"
             progress.failed_checks.append(f"{name} ({severity})")
 
@@ -174,7 +190,7 @@ def render(progress: RunProgress) -> Group:
             step_label(key, progress.segment),
             Text(step.state.value, style=_STYLE[step.state]),
             str(step.batches) if step.batches else "",
-            step.detail,
+            step.result,
         )
     done = sum(s.state is not StepState.RUNNING for s in progress.steps.values())
     footer = Text(

@@ -19,11 +19,19 @@ AS_OF = datetime(2026, 11, 29, 6, 0, 0)
 
 @pytest.fixture(scope="session")
 def demo_warehouse_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo warehouse built once per test session (read it, never write it)."""
+    """The demo warehouse built once per test session (read it, never write it), with the
+    views of the demo's source model made (and the intake tables they read), no run yet."""
+    import duckdb
+
+    from orchestrator.config import load_project_config
+    from orchestrator.model.views import refresh_source_views
     from orchestrator.warehouse.demo import build_demo_warehouse
 
     path = tmp_path_factory.mktemp("template") / "warehouse.duckdb"
     build_demo_warehouse(path, as_of=BUILD_DATE)
+    project = load_project_config(REPO / "activation.yaml")
+    with duckdb.connect(str(path)) as con:  # the views and intake tables only: no run yet
+        refresh_source_views(con, project.source, project.purposes)
     return path
 
 

@@ -22,6 +22,8 @@ import yaml
 from orchestrator.phone import google_phone_hash, meta_phone_hash
 from orchestrator.pseudonymize import google_key
 from tests.conftest import AS_OF, REPO
+from tests.demo_layout import emails as demo_emails
+from tests.demo_layout import insert_consent, insert_request
 from tests.e2e_harness import E2EProject, _definitions_module, e2e_project, run_assets
 
 SID = "mug_buyers_60d"
@@ -49,9 +51,8 @@ def _project_files(root: Path) -> tuple[Path, Path]:
         "token_env": "GOOGLE_ACCESS_TOKEN",
         "account_id": "1234567890",
     }
-    # the source model declares the CRM's phone column (added by _prepare_warehouse)
-    customers = config["source"]["customers"]
-    customers["select"] = customers["select"].replace("c.email,", "c.email, c.phone,")
+    # the CRM's phone column added by _prepare_warehouse is a trait of crm.contacts (the
+    # model takes every column but phone_number)
     config_path = root / "activation.yaml"
     config_path.write_text(yaml.safe_dump(config))
     segments = root / "segments"
@@ -92,9 +93,11 @@ def _members(wh: Path) -> list[tuple]:
         return con.execute(
             """
             SELECT am.customer_id, am.subject_key, am.google_key, c.phone, c.country,
-                   EXISTS (SELECT 1 FROM consents k WHERE k.customer_id = am.customer_id
+                   EXISTS (SELECT 1 FROM activation.src_consents k
+                           WHERE k.customer_id = am.customer_id
                            AND k.purpose = 'ad_personalization') AS personalized
-            FROM activation.audience_members am JOIN customers c USING (customer_id)
+            FROM activation.audience_members am
+            JOIN activation.src_customers c USING (customer_id)
             WHERE am.segment = ? ORDER BY am.customer_id
             """,
             [SID],
@@ -108,16 +111,16 @@ def _prepare_warehouse(wh: Path) -> None:
     ``ad_personalization`` grant for every other customer."""
     con = duckdb.connect(str(wh))
     try:
-        con.execute("ALTER TABLE customers ADD COLUMN phone VARCHAR")
+        con.execute("ALTER TABLE crm.contacts ADD COLUMN phone VARCHAR")
         con.execute(
-            "UPDATE customers SET phone = CASE WHEN customer_id % 5 = 0 THEN '0612' "
-            "WHEN customer_id % 3 = 0 THEN '+33 6 ' || lpad(CAST(customer_id AS VARCHAR), 8, '0') "
+            "UPDATE crm.contacts SET phone = CASE WHEN contact_id % 5 = 0 THEN '0612' "
+            "WHEN contact_id % 3 = 0 THEN '+33 6 ' || lpad(CAST(contact_id AS VARCHAR), 8, '0') "
             "END"
         )
         con.execute(
-            "INSERT INTO consents SELECT 'adp-' || customer_id, customer_id, "
-            "'ad_personalization', 'granted', ?, 'test', 'v1' FROM customers "
-            "WHERE customer_id % 2 = 0",
+            "INSERT INTO cmp.consent_events SELECT 'adp-' || contact_id, contact_id, "
+            "'ad_personalization', 'OPT_IN', ?, 'preference_center', 'v1' FROM crm.contacts "
+            "WHERE contact_id % 2 = 0",
             [AS_OF - timedelta(days=3)],
         )
     finally:
@@ -129,11 +132,17 @@ def _expected_google(members: list[tuple]) -> list[dict]:
     for _cid, _subject, gkey, phone, country, personalized in members:
         ids = [gkey] + ([h] if (h := google_phone_hash(phone, country)) else [])
         consent = {"adUserData": GRANTED, "adPersonalization": GRANTED if personalized else DENIED}
-        out.append({"identifiers": sorted(ids), "consent": consent})
+        # no consent fields for a known country outside the EEA, UK and Switzerland
+        out.append({"identifiers": sorted(ids), "consent": consent if _eea(country) else {}})
     return sorted(out, key=lambda m: m["identifiers"][0])
 
 
 EEA = "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO"
+
+
+def _eea(country: str | None) -> bool:
+    """Consent signals are sent: EEA, UK, Switzerland, or an unknown country."""
+    return country is None or country in [*EEA.split(), "GB", "CH"] or len(country) != 2
 
 
 def _mark_eea_users(project: E2EProject) -> int:
@@ -142,7 +151,8 @@ def _mark_eea_users(project: E2EProject) -> int:
     con = duckdb.connect(str(project.warehouse))
     try:
         emails = con.execute(
-            "SELECT email FROM customers WHERE email IS NOT NULL AND list_contains(?, country)",
+            "SELECT email_address FROM crm.contacts WHERE email_address IS NOT NULL "
+            "AND list_contains(?, country)",
             [EEA.split()],
         ).fetchall()
     finally:
@@ -162,7 +172,7 @@ def _assert_explain_shows_the_signals(project: E2EProject, members: list[tuple])
     config = load_project_config(settings.config_path)
     specs = load_segments(settings.segments_dir, config).specs
     con = duckdb.connect(str(project.warehouse), read_only=True)
-    emails = dict(con.execute("SELECT customer_id, email FROM customers").fetchall())
+    emails = dict(demo_emails(con))
     con.close()
     for cid, *_rest, personalized in members[:4]:
         text = format_explanation(
@@ -218,10 +228,7 @@ def test_segment_to_google_and_meta_then_withdrawal_and_erasure(project: E2EProj
     # a withdrawal removes the member from both platforms, with the phone it was added with
     leaving = next(m for m in members if google_phone_hash(m[3], m[4]))
     con = duckdb.connect(str(project.warehouse))
-    con.execute(
-        "INSERT INTO consents VALUES ('w-1', ?, 'ad_targeting', 'withdrawn', ?, 'test', 'v1')",
-        [leaving[0], AS_OF - timedelta(hours=1)],
-    )
+    insert_consent(con, "w-1", leaving[0], "ad_targeting", "withdrawn", AS_OF - timedelta(hours=1))
     con.close()
     second = run_assets(project.warehouse, AS_OF, selection=_keys())
     assert second.success, second.failed
@@ -235,10 +242,7 @@ def test_segment_to_google_and_meta_then_withdrawal_and_erasure(project: E2EProj
     # an erasure reaches Google with a receipt
     erased = next(m for m in members if m[0] != leaving[0])
     con = duckdb.connect(str(project.warehouse))
-    con.execute(
-        "INSERT INTO privacy_requests VALUES ('req-g1', ?, NULL, 'erasure', ?)",
-        [erased[0], AS_OF - timedelta(minutes=5)],
-    )
+    insert_request(con, "req-g1", erased[0], "erasure", AS_OF - timedelta(minutes=5))
     con.close()
     module = _definitions_module(project.warehouse)
     with dg.DagsterInstance.get() as instance:
@@ -267,4 +271,5 @@ def test_register_lists_the_consent_signals_sent_to_each_recipient(tmp_path: Pat
     meta = next(r for r in activity.recipients if r.startswith("meta_ads"))
     assert "consent signals sent: ad_personalization (granted by a valid consent for " in google
     assert "ad_user_data (granted by a valid consent for ad_targeting, else denied)" in google
+    assert "to members of the EEA, the UK, Switzerland or an unknown country" in google
     assert "consent signals" not in meta

@@ -33,6 +33,7 @@ import pytest
 from orchestrator.config import ProjectConfig
 from orchestrator.segments.spec import SegmentSpec
 from tests.conftest import AS_OF
+from tests.demo_layout import insert_consent
 from tests.e2e_harness import (
     E2EProject,
     RunOutcome,
@@ -119,9 +120,15 @@ def choose_withdrawing_member(s: Scenario) -> ExpectedMember:
 def withdraw(warehouse: Path, member: ExpectedMember, purpose: str) -> None:
     con = duckdb.connect(str(warehouse))
     try:
-        con.execute(
-            "INSERT INTO consents VALUES (?, ?, ?, 'withdrawn', ?, 'preference_center', 'v3')",
-            ["e2e-withdrawal", member.customer_id, purpose, AS_OF - timedelta(hours=1)],
+        insert_consent(
+            con,
+            "e2e-withdrawal",
+            member.customer_id,
+            purpose,
+            "withdrawn",
+            AS_OF - timedelta(hours=1),
+            "preference_center",
+            "v3",
         )
     finally:
         con.close()

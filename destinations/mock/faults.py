@@ -37,7 +37,8 @@ other). Actions (``type``):
 
 A ``status`` action with ``"echo_request": true`` puts the request line and its
 ``Authorization`` header (as received) in the error body, as some gateways do: the client must
-never let it out.
+never let it out. Each platform's error shape carries it: Meta's ``error.message``, Mailchimp's
+problem ``detail``, Google's ``error.message`` (``PERMISSION_DENIED``).
 """
 
 from __future__ import annotations
@@ -166,6 +167,12 @@ def status_response(
         if platform == "meta":
             message = f"(#200) Permissions error for request {echo}"
             return meta_api.meta_error(status, 200, message, headers=headers)
+        if platform == "google":
+            response = google_api.google_error(
+                status, "PERMISSION_DENIED", f"The caller does not have permission: {echo}"
+            )
+            response.headers.update(headers)
+            return response
         doc = mailchimp_api.problem(status, "Forbidden", f"Request refused: {echo}")
         return json_response(
             status, json.loads(doc.body), content_type=doc.content_type, headers=headers

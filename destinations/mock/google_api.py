@@ -39,9 +39,15 @@ What the real API does and this mock copies (sources):
   (https://cloud.google.com/apis/design/errors).
 - Consent (``adUserData``, ``adPersonalization``: ``CONSENT_GRANTED`` | ``CONSENT_DENIED``),
   request-level and overridden per member: https://developers.google.com/data-manager/api/reference/rest/v1/Consent.
-  Users in the EEA need both signals (EU user consent policy); this mock refuses a member it
-  knows as an EEA user (control ``eea_users``) whose effective consent lacks either one, with
-  ``REQUIRED_FIELD_MISSING`` on ``consent``.
+  Users in the EEA need both signals (EU user consent policy,
+  https://www.google.com/about/company/user-consent-policy/; "both types of consent must be
+  granted ... to use data from users in the EEA for Customer Match lists",
+  https://support.google.com/displayvideo/answer/14673239). The API takes no country: Google
+  places each user itself, so the decision is per member. This mock refuses a member it knows
+  as an EEA user (control ``eea_users``, by any of the member's identifier hashes) whose
+  effective consent (the request's, overridden field by field by the member's) lacks either
+  one, with ``REQUIRED_FIELD_MISSING`` on ``consent``; a member it does not place there needs
+  none.
 - Customer Match lists need at least 100 active members to serve (Google Ads Help, "About
   Customer Match"): :data:`MIN_TARGETABLE`.
 

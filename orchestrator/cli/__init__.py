@@ -29,7 +29,7 @@ from orchestrator.segments.loader import (
     LoadResult,
     SegmentError,
     SegmentValidationError,
-    load_segment_text,
+    check_segment_text,
     load_segments,
 )
 from orchestrator.settings import Settings
@@ -148,34 +148,41 @@ def cli() -> None:
 # --- validate -----------------------------------------------------------------------------
 
 
-def _validate_file(path: Path, project: ProjectConfig) -> list[SegmentError]:
+def _validate_file(
+    path: Path, project: ProjectConfig
+) -> tuple[list[SegmentError], list[SegmentError]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        return [SegmentError(path, None, "", f"cannot read file: {error}")]
+        return [SegmentError(path, None, "", f"cannot read file: {error}")], []
     try:
-        load_segment_text(text, path, project)
+        _, warnings = check_segment_text(text, path, project)
     except SegmentValidationError as error:
-        return error.errors
-    return []
+        return error.errors, []
+    return [], warnings
 
 
-def validate_paths(paths: Sequence[Path], project: ProjectConfig) -> tuple[int, list[SegmentError]]:
+def validate_paths(
+    paths: Sequence[Path], project: ProjectConfig
+) -> tuple[int, list[SegmentError], list[SegmentError]]:
     """Validate segment files and folders (a folder: every ``*.yaml``/``*.yml`` in it, with the
-    cross-file checks). Returns (number of valid segments, errors)."""
-    valid, errors = 0, []
+    cross-file checks). Returns (number of valid segments, errors, warnings about valid
+    segments)."""
+    valid, errors, warnings = 0, [], []
     for path in paths:
         if path.is_dir():
             result = load_segments(path, project)
             valid += len(result.specs)
             errors += result.errors
+            warnings += result.warnings
         elif path.is_file():
-            found = _validate_file(path, project)
+            found, warned = _validate_file(path, project)
             valid += not found
             errors += found
+            warnings += warned
         else:
             errors.append(SegmentError(path, None, "", "no such file or directory"))
-    return valid, errors
+    return valid, errors, warnings
 
 
 @cli.command()
@@ -183,16 +190,29 @@ def validate_paths(paths: Sequence[Path], project: ProjectConfig) -> tuple[int, 
 @_format_option
 def validate(paths: tuple[Path, ...], fmt: str) -> None:
     """Check segment files (default: the segments folder). Prints each problem as
-    `file:line field: message`; exits 1 when there is any."""
+    `file:line field: message`, then each warning as `warning: file:line field: message`
+    (e.g. an ad segment reading data marked health or financial); exits 1 when there is any
+    problem (warnings alone exit 0). JSON: the problems, then the warnings with
+    `"severity": "warning"`."""
     settings = Settings.from_env()
-    valid, errors = validate_paths(list(paths) or [settings.segments_dir], _project(settings))
+    valid, errors, warnings = validate_paths(
+        list(paths) or [settings.segments_dir], _project(settings)
+    )
     if fmt == "json":
-        echo_json([error_record(error) for error in errors])
+        echo_json(
+            [error_record(error) for error in errors]
+            + [{**error_record(w), "severity": "warning"} for w in warnings]
+        )
     else:
         for error in errors:
             click.echo(str(error))
+        for warning in warnings:
+            click.echo(f"warning: {warning}")
         status = "ok" if not errors else "FAILED"
-        stderr().print(f"{status}: {valid} valid segment(s), {len(errors)} error(s)")
+        stderr().print(
+            f"{status}: {valid} valid segment(s), {len(errors)} error(s), "
+            f"{len(warnings)} warning(s)"
+        )
     if errors:
         click.get_current_context().exit(1)
 
@@ -248,6 +268,21 @@ def _progress() -> Any:
 # --- run --------------------------------------------------------------------------------
 
 
+def _unset_destination_variables(project: ProjectConfig, loaded: LoadedSegment) -> str:
+    """Why ``loaded``'s job cannot start (its run reads its destinations' base URL and token
+    variables when it starts; names only, never a value), or '' when it can."""
+    from destinations.resources import unset_variables
+
+    names = [entry.destination for entry in loaded.spec.destinations]
+    missing = unset_variables(project, names)
+    if not missing:
+        return ""
+    return (
+        f"{loaded.spec.id}: not started: environment variable(s) {', '.join(missing)} not set "
+        f"(activation.yaml names them for destination(s) {', '.join(names)})"
+    )
+
+
 @cli.command(name="run")
 @click.argument("segments", nargs=-1, required=True)
 @click.option("--dry-run", is_flag=True, help="Compute and report; send nothing, write no state.")
@@ -259,8 +294,10 @@ def _progress() -> Any:
 )
 def run_(segments: tuple[str, ...], dry_run: bool, as_of: str | None) -> None:
     """Run SEGMENT...'s job on the Dagster instance (DAGSTER_HOME, default .dagster_home; the
-    run shows in the UI's run history), one run per segment, with live progress. Ctrl-C cancels
-    the run cleanly. Exits 1 when a run fails or a check fails, 130 when interrupted."""
+    run shows in the UI's run history), one run per segment, with live progress. A segment
+    whose destinations' variables are unset is not started (named; the others run). Ctrl-C
+    cancels the run cleanly. Exits 1 when a run fails, a check fails or a segment could not
+    start, 130 when interrupted."""
     from dagster import DagsterInstance
 
     from orchestrator.cli.output import stdout
@@ -284,6 +321,10 @@ def run_(segments: tuple[str, ...], dry_run: bool, as_of: str | None) -> None:
     stderr().print(f"Dagster's step-by-step log: {log} (the same events are in the UI)")
     with DagsterInstance.get() as instance:
         for n, loaded in enumerate(chosen):
+            if unset := _unset_destination_variables(project, loaded):
+                console.print(unset, style="red")
+                failed = True
+                continue
             job = f"{loaded.spec.id}_job"
             definition = reconstructable_job(job, settings).get_definition()
             config = segment_run_config(definition, dry_run=dry_run, as_of=as_of)

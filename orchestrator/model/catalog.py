@@ -96,16 +96,17 @@ def build_catalog(
     fields = _typed(
         {name: events[name] for name in declared if name in events}, NOT_FIELDS, "events", skipped
     )
-    types, capped = _event_types(con, model, cap)
+    by_source, capped = _event_types(con, model, cap)
     catalog = Catalog(
         traits=traits,
-        event_types=types,
+        event_types=tuple(sorted({t for types in by_source.values() for t in types})),
         event_types_capped=bool(capped),
         event_fields=fields,
         columns={"customers": customers, "events": events},
         relations=_relations(model),
         sensitive=project.catalog.sensitive,
         sensitive_values=project.catalog.sensitive_values,
+        event_sources=by_source,
     )
     return CatalogBuild(catalog, capped, skipped, unmapped_counts(con, model, project.purposes))
 
@@ -127,14 +128,14 @@ def _typed(
 
 def _event_types(
     con: duckdb.DuckDBPyConnection, model: SourceModel, cap: int
-) -> tuple[tuple[str, ...], dict[str, int]]:
-    """Sorted event types (fixed types and the type columns' values, at most ``cap`` per
-    column) and the capped columns (source name -> distinct count)."""
-    types: set[str] = set()
+) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
+    """Event source name -> its sorted event types (the fixed type, or the type column's
+    values, at most ``cap``), and the capped columns (source name -> distinct count)."""
+    by_source: dict[str, tuple[str, ...]] = {}
     capped: dict[str, int] = {}
     for source in model.events:
         if source.type is not None:
-            types.add(source.type)
+            by_source[source.name] = (source.type,)
             continue
         column = '"' + str(source.type_column).replace('"', '""') + '"'
         rows = con.execute(
@@ -148,8 +149,8 @@ def _event_types(
             ).fetchone()
             capped[source.name] = int(count)
             values = values[:cap]
-        types.update(values)
-    return tuple(sorted(types)), capped
+        by_source[source.name] = tuple(values)
+    return by_source, capped
 
 
 def _relations(model: SourceModel) -> dict[str, tuple[str, ...]]:

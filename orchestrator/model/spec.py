@@ -259,9 +259,33 @@ class SensitiveRule(_Strict):
     values: dict[str, tuple[str, ...]] = {}
 
 
+class RestrictedCategory(StrEnum):
+    """Data that is not a special category of GDPR Art. 9 but that ad platforms restrict in
+    audiences. ``financial``: financial status (income, credit score, debt, solvency). Meta
+    flags custom audiences that suggest "specific health conditions" or "financial status
+    (e.g., 'credit score', 'high income')" and blocks their use and updates (since 2 September
+    2025; https://developers.facebook.com/docs/marketing-api/reference/custom-audience/).
+    Health is marked as a special category (:class:`SpecialCategory`)."""
+
+    FINANCIAL = "financial"
+
+
+class RestrictedRule(_Strict):
+    """Data that suggests a :class:`RestrictedCategory` (same shape as :class:`SensitiveRule`:
+    whole ``traits`` or event ``fields``, or ``values``: column -> words). Unlike Art. 9 data
+    it is not refused: a segment bound for an ad platform that reads it gets a warning
+    (:mod:`orchestrator.segments.restricted`)."""
+
+    category: RestrictedCategory
+    traits: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    values: dict[str, tuple[str, ...]] = {}
+
+
 class SourceModel(_Strict):
     """The whole ``source:`` section. See the module docstring. ``sensitive``: the
-    special-category data of the model (:class:`SensitiveRule`)."""
+    special-category data of the model (:class:`SensitiveRule`); ``restricted``: data ad
+    platforms restrict in audiences, such as financial status (:class:`RestrictedRule`)."""
 
     customers: CustomersModel
     events: tuple[EventSource, ...] = Field(min_length=1)
@@ -270,6 +294,7 @@ class SourceModel(_Strict):
     consents: ConsentsModel
     privacy_requests: RequestsModel | None = None
     sensitive: tuple[SensitiveRule, ...] = ()
+    restricted: tuple[RestrictedRule, ...] = ()
 
     @model_validator(mode="after")
     def _unique_sources(self) -> SourceModel:

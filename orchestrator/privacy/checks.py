@@ -1,6 +1,7 @@
 """Privacy checks: Dagster asset checks beside the assets they guard, named for the rule.
 
-Per segment ``<sid>`` (:func:`build_segment_checks`):
+Per segment ``<sid>`` (:func:`audience_checks`, :func:`sync_checks`; each evaluated by the step
+of the asset it guards, right after it):
 
 ``legal_basis_valid`` on ``audience/<sid>`` (blocking, ERROR)
     every member re-verified against the consent log by SQL written independently of the
@@ -51,8 +52,8 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from destinations.resources import DestinationsResource
-from orchestrator.assets import DUCKDB_POOL, audience_key, source_key, sync_key
+from destinations.resources import DestinationsResource, PlatformResource
+from orchestrator.assets import DUCKDB_POOL, SegmentCheck, audience_key, source_key, sync_key
 from orchestrator.config import (
     DestinationKind,
     LegalBasis,
@@ -77,6 +78,7 @@ from orchestrator.privacy.retention import (
 )
 from orchestrator.pseudonymize import TRIM_CHARS
 from orchestrator.segments.loader import LoadedSegment
+from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
@@ -295,7 +297,7 @@ def evaluate_legal_basis(
 
     Metadata: ``members_checked``, ``members_without_basis``, ``without_basis_<problem>`` per
     :data:`BASIS_PROBLEMS`, ``oldest_offending_basis_at``, ``offending_hash_prefixes``.
-    Severity ERROR (blocking where built by :func:`build_segment_checks`).
+    Severity ERROR (blocking where built by :func:`audience_checks`).
     """
     declared = purposes[purpose]
     soft_opt_in = (
@@ -744,7 +746,7 @@ def evaluate_unregistered_state(
 # --- Dagster builders -----------------------------------------------------------------------
 
 
-def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> dg.AssetChecksDefinition:
+def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> SegmentCheck:
     spec = loaded.spec
     served = [
         project.destinations[e.destination].purposes
@@ -753,18 +755,7 @@ def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> dg.Asse
     ]
     marketing = is_marketing_segment(spec.purpose, served, project.purposes)
 
-    @dg.asset_check(
-        asset=audience_key(spec.id),
-        name=LEGAL_BASIS_VALID,
-        blocking=True,
-        pool=DUCKDB_POOL,
-        description=(
-            "ERROR, blocking: every member re-verified against the consent log, independently "
-            f"of the audience query ({spec.purpose}, {spec.legal_basis}); one member without a "
-            "valid basis stops this segment's syncs."
-        ),
-    )
-    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
         with connect(Path(warehouse.database), project=project) as con:
             return evaluate_legal_basis(
                 con,
@@ -775,44 +766,42 @@ def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> dg.Asse
                 marketing=marketing,
             )
 
-    return _check
+    check = dg.AssetCheckSpec(
+        name=LEGAL_BASIS_VALID,
+        asset=audience_key(spec.id),
+        blocking=True,
+        description=(
+            "ERROR, blocking: every member re-verified against the consent log, independently "
+            f"of the audience query ({spec.purpose}, {spec.legal_basis}); one member without a "
+            "valid basis stops this segment's syncs."
+        ),
+    )
+    return SegmentCheck(check, _evaluate)
 
 
-def _raw_identifier_check(loaded: LoadedSegment) -> dg.AssetChecksDefinition:
+def _raw_identifier_check(loaded: LoadedSegment) -> SegmentCheck:
     sid = loaded.spec.id
 
-    @dg.asset_check(
-        asset=audience_key(sid),
+    def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            return evaluate_no_raw_identifier(con, segment=sid)
+
+    check = dg.AssetCheckSpec(
         name=NO_RAW_IDENTIFIER,
+        asset=audience_key(sid),
         blocking=True,
-        pool=DUCKDB_POOL,
         description=(
             "ERROR, blocking: every key bound for an ad platform is a SHA-256 in lowercase hex."
         ),
     )
-    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
-            return evaluate_no_raw_identifier(con, segment=sid)
-
-    return _check
+    return SegmentCheck(check, _evaluate)
 
 
-def _destination_retention_check(
-    loaded: LoadedSegment, destination: str
-) -> dg.AssetChecksDefinition:
+def _destination_retention_check(loaded: LoadedSegment, destination: str) -> SegmentCheck:
     spec = loaded.spec
     configured = [entry.destination for entry in spec.destinations]
 
-    @dg.asset_check(
-        asset=sync_key(spec.id, destination),
-        name=DESTINATION_RETENTION,
-        pool=DUCKDB_POOL,
-        description=(
-            f"ERROR: no member stays at {destination} {spec.retention_days} days or more after "
-            "leaving the segment; no state kept for a destination the segment no longer lists."
-        ),
-    )
-    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
         with connect(Path(warehouse.database)) as con:
             return evaluate_destination_retention(
                 con,
@@ -822,25 +811,24 @@ def _destination_retention_check(
                 retention_days=spec.retention_days,
             )
 
-    return _check
+    check = dg.AssetCheckSpec(
+        name=DESTINATION_RETENTION,
+        asset=sync_key(spec.id, destination),
+        description=(
+            f"ERROR: no member stays at {destination} {spec.retention_days} days or more after "
+            "leaving the segment; no state kept for a destination the segment no longer lists."
+        ),
+    )
+    return SegmentCheck(check, _evaluate)
 
 
 def _reconciliation_check(
     loaded: LoadedSegment, destination: str, audience_id: str
-) -> dg.AssetChecksDefinition:
+) -> SegmentCheck:
     sid = loaded.spec.id
 
-    @dg.asset_check(
-        asset=sync_key(sid, destination),
-        name=RECONCILIATION,
-        description=(
-            f"{destination}'s own member count for audience {audience_id} equals the "
-            "acknowledged rows of sync_state, and where the platform lists its members, keys "
-            "and statuses match (WARN; ERROR when a privacy removal is not honoured)."
-        ),
-    )
-    def _check(
-        warehouse: DuckDBResource, destinations: DestinationsResource
+    def _evaluate(
+        warehouse: DuckDBResource, destinations: DestinationsResource | PlatformResource
     ) -> dg.AssetCheckResult:
         with connect(Path(warehouse.database)) as con:
             state = acknowledged_count(con, segment=sid, destination=destination)
@@ -864,17 +852,31 @@ def _reconciliation_check(
             state, count, audience_id=audience_id, members=members, targetable=eligible
         )
 
-    return _check
+    check = dg.AssetCheckSpec(
+        name=RECONCILIATION,
+        asset=sync_key(sid, destination),
+        description=(
+            f"{destination}'s own member count for audience {audience_id} equals the "
+            "acknowledged rows of sync_state, and where the platform lists its members, keys "
+            "and statuses match (WARN; ERROR when a privacy removal is not honoured)."
+        ),
+    )
+    return SegmentCheck(check, _evaluate)
 
 
 def _rejections_check(
     loaded: LoadedSegment, destination: str, policy: RejectionPolicy
-) -> dg.AssetChecksDefinition:
+) -> SegmentCheck:
     sid = loaded.spec.id
 
-    @dg.asset_check(
-        asset=sync_key(sid, destination),
+    def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
+        with connect(Path(warehouse.database)) as con:
+            summary = summarize_rejections(con, segment=sid, destination=destination)
+        return evaluate_rejections(summary, policy)
+
+    check = dg.AssetCheckSpec(
         name=REJECTIONS,
+        asset=sync_key(sid, destination),
         description=(
             f"{policy.permanent_severity.upper()} when {destination} holds more than "
             f"{policy.max_permanent} permanent refusal(s); "
@@ -882,31 +884,32 @@ def _rejections_check(
             "asked for erasure or objected. Counts by reason and hash samples in the metadata."
         ),
     )
-    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
-            summary = summarize_rejections(con, segment=sid, destination=destination)
-        return evaluate_rejections(summary, policy)
-
-    return _check
+    return SegmentCheck(check, _evaluate)
 
 
-def build_segment_checks(
-    loaded: LoadedSegment, project: ProjectConfig
-) -> list[dg.AssetChecksDefinition]:
-    """The checks of one segment: ``legal_basis_valid`` (and ``no_raw_identifier`` when it
-    syncs to an ad destination) on ``audience/<sid>``; ``destination_retention`` and
-    ``reconciliation`` and ``rejections`` on each ``sync/<sid>/<destination>``."""
+def audience_checks(loaded: LoadedSegment, project: ProjectConfig) -> list[SegmentCheck]:
+    """The checks on ``audience/<sid>``, evaluated by the audience's own step after it (see
+    :class:`orchestrator.assets.SegmentCheck`): ``legal_basis_valid`` and, when the segment
+    syncs to an ad destination, ``no_raw_identifier`` (both blocking, ERROR)."""
     spec = loaded.spec
     checks = [_legal_basis_check(loaded, project)]
     kinds = {project.destinations[e.destination].kind for e in spec.destinations}
     if DestinationKind.AD in kinds:
         checks.append(_raw_identifier_check(loaded))
-    for entry in spec.destinations:
-        checks.append(_destination_retention_check(loaded, entry.destination))
-        checks.append(_reconciliation_check(loaded, entry.destination, entry.audience_id))
-        policy = project.destinations[entry.destination].rejections
-        checks.append(_rejections_check(loaded, entry.destination, policy))
     return checks
+
+
+def sync_checks(
+    loaded: LoadedSegment, entry: DestinationEntry, project: ProjectConfig
+) -> list[SegmentCheck]:
+    """The checks on ``sync/<sid>/<destination>``, evaluated by the sync's own step after it:
+    ``destination_retention``, ``reconciliation`` and ``rejections``."""
+    policy = project.destinations[entry.destination].rejections
+    return [
+        _destination_retention_check(loaded, entry.destination),
+        _reconciliation_check(loaded, entry.destination, entry.audience_id),
+        _rejections_check(loaded, entry.destination, policy),
+    ]
 
 
 def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition]:
@@ -976,16 +979,14 @@ def _unregistered_state_check(pairs: list[tuple[str, str]]) -> dg.AssetChecksDef
 def privacy_checks_definitions(
     specs: Mapping[str, LoadedSegment], project: ProjectConfig, project_dir: Path | None = None
 ) -> dg.Definitions:
-    """Everything of this module for ``Definitions.merge``: the checks of every segment, the
-    source checks, the ``privacy/processing_register`` asset with its
-    ``no_unregistered_sync_state`` check, ``privacy_checks_job`` (the register, the source
+    """Everything of this module for ``Definitions.merge`` but the checks of each segment (built
+    into the segment's assets: :func:`audience_checks`, :func:`sync_checks`): the source
+    checks, the ``privacy/processing_register`` asset with its ``no_unregistered_sync_state``
+    check, ``privacy_checks_job`` (the register, the source
     checks and ``segment_files_valid``; segment checks run with their segment's jobs) and its
     ``privacy_checks_schedule`` (daily, RUNNING by default). Uses the ``warehouse`` and
     ``destinations`` resources of the segment definitions."""
-    checks: list[dg.AssetChecksDefinition] = []
-    for sid in sorted(specs):
-        checks += build_segment_checks(specs[sid], project)
-    checks += build_source_checks(project)
+    checks = build_source_checks(project)
     pairs = [(sid, e.destination) for sid in sorted(specs) for e in specs[sid].spec.destinations]
     checks.append(_unregistered_state_check(pairs))
     selection = dg.AssetSelection.assets(REGISTER_KEY) | dg.AssetSelection.checks_for_assets(
@@ -1022,7 +1023,7 @@ __all__ = [
     "REJECTIONS",
     "SOURCE_RETENTION",
     "acknowledged_count",
-    "build_segment_checks",
+    "audience_checks",
     "build_source_checks",
     "evaluate_consent_proof",
     "evaluate_consent_purposes",
@@ -1035,4 +1036,5 @@ __all__ = [
     "evaluate_unregistered_state",
     "pipeline_time",
     "privacy_checks_definitions",
+    "sync_checks",
 ]

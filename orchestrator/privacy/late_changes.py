@@ -36,6 +36,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from destinations.resources import unset_in
 from orchestrator.consent import purpose_key, purpose_key_sql
 from orchestrator.privacy.receipts import utc_now
 from orchestrator.warehouse.connect import connect
@@ -164,11 +165,16 @@ def build_changes_sensor(
     *,
     job_for: Mapping[str, str],
     all_job: str | None = None,
+    variables: Mapping[str, Sequence[str]] | None = None,
 ) -> dg.SensorDefinition:
     """The sensor (module docstring). ``segment_purposes``: segment id -> purpose;
     ``jobs``: the segment jobs it may launch; ``job_for``: segment id -> job name;
-    ``all_job``: the job refreshing every segment (a run of it counts as active for all).
-    Needs the ``warehouse`` resource."""
+    ``all_job``: the job refreshing every segment (a run of it counts as active for all);
+    ``variables``: segment id -> the environment variables its job needs at run start (its
+    destinations' base URLs and tokens). A segment whose variables are unset is not launched
+    (a warning names them; it is looked at again next tick): Dagster would refuse that run, and
+    one refused request would stop the tick's other launches. Needs the ``warehouse``
+    resource."""
 
     @dg.sensor(
         name=CHANGES_SENSOR,
@@ -196,8 +202,20 @@ def build_changes_sensor(
         launch, remembered = plan_follow_ups(
             waiting, launched, active, now, timedelta(seconds=FOLLOW_UP_AFTER_S)
         )
+        blocked = {s: unset_in((variables or {}).get(s, ())) for s in launch}
+        for segment, missing in blocked.items():
+            if missing:
+                context.log.warning(
+                    f"{segment}: not launched, environment variable(s) {', '.join(missing)} "
+                    "not set (its destinations' base URL and token)"
+                )
+                launch.remove(segment)
+                remembered.pop(segment, None)
         if remembered != launched:
             context.update_cursor(format_launches(remembered))
+        unset = sorted({v for missing in blocked.values() for v in missing})
+        if not launch and unset:
+            return dg.SkipReason(f"withdrawals waiting; not launched: {', '.join(unset)} not set")
         if not launch:
             return dg.SkipReason(
                 f"no withdrawal waiting ({len(waiting)} segment(s) waiting on a running or"

@@ -26,44 +26,17 @@ import dagster as dg
 from orchestrator.config import DestinationKind, LegalBasis, ProjectConfig
 from orchestrator.consent_signals import signals_for
 from orchestrator.csv_output import csv_writer
+from orchestrator.privacy.reads import segment_reads
 from orchestrator.segments.loader import LoadedSegment
 from orchestrator.segments.sensitive import categories_used
 from orchestrator.segments.spec import (
     AllCondition,
     AnyCondition,
     EventCondition,
-    NotCondition,
     SegmentSpec,
-    TraitCondition,
 )
-from orchestrator.warehouse.schema import SOURCE_COLUMNS
 
 REGISTER_KEY = dg.AssetKey(["privacy", "processing_register"])
-
-#: Columns the source model's canonical views add (``orchestrator.model.views``), which a
-#: ``sql:`` segment may read.
-_VIEW_COLUMNS: Mapping[str, tuple[str, ...]] = {"customers": (), "events": ("order_id",)}
-
-#: Words for the register, per source column (table.column).
-COLUMN_LABELS: Mapping[str, str] = {
-    "customers.customer_id": "customer id",
-    "events.customer_id": "customer id",
-    "events.event_id": "purchase ids",
-    "customers.email": "email address",
-    "customers.country": "country",
-    "customers.country_name": "country",
-    "customers.created_at": "date of collection",
-    "customers.last_contact_at": "date of last contact",
-    "events.event_type": "purchases and refunds",
-    "events.occurred_at": "dates of purchases and refunds",
-    "events.invoice_no": "order numbers",
-    "events.order_id": "order numbers",
-    "events.stock_code": "product codes bought",
-    "events.description": "products bought",
-    "events.quantity": "quantities bought",
-    "events.unit_price": "prices paid",
-    "events.value": "amounts spent (GBP)",
-}
 
 SECURITY_MEASURES: tuple[str, ...] = (
     "Pseudonymization: the email is normalized then hashed with SHA-256 before any upload to an "
@@ -136,48 +109,15 @@ class Activity:
     retention_days: int
 
 
-def _condition_columns(condition: object) -> list[str]:
-    """``table.column`` names a condition reads, in the order met."""
-    if isinstance(condition, TraitCondition):
-        return [f"customers.{condition.trait}"]
+def _requires_purchase(condition: object, purchase: str) -> bool:
+    """True when every member must have a purchase (the model's ``purchase`` event type; then
+    the subjects are customers only)."""
     if isinstance(condition, EventCondition):
-        cols = ["events.event_type", "events.occurred_at"]
-        if condition.at_least > 1:
-            cols.append("events.invoice_no")
-        if condition.total_value is not None:
-            cols.append("events.value")
-        cols += [f"events.{where.field}" for where in condition.where or []]
-        return cols
+        return condition.event == purchase
     if isinstance(condition, AllCondition):
-        return [c for child in condition.all_ for c in _condition_columns(child)]
+        return any(_requires_purchase(child, purchase) for child in condition.all_)
     if isinstance(condition, AnyCondition):
-        return [c for child in condition.any_ for c in _condition_columns(child)]
-    if isinstance(condition, NotCondition):
-        return _condition_columns(condition.not_)
-    return []
-
-
-def _sql_columns(spec: SegmentSpec) -> list[str]:
-    """Columns a ``sql:`` segment reads, from its parsed and planned query
-    (:attr:`SegmentSpec.sql_reads`: whole-row references read every column; ``customers`` and
-    ``events`` are the source model's views), the known ones in table order, then any other
-    column of a declared model sorted."""
-    known = [
-        f"{table}.{column}"
-        for table in ("customers", "events")
-        for column in (*SOURCE_COLUMNS[table], *_VIEW_COLUMNS[table])
-    ]
-    return [c for c in known if c in spec.sql_reads] + sorted(spec.sql_reads - set(known))
-
-
-def _requires_purchase(condition: object) -> bool:
-    """True when every member must have a purchase (then the subjects are customers only)."""
-    if isinstance(condition, EventCondition):
-        return condition.event == "purchase"
-    if isinstance(condition, AllCondition):
-        return any(_requires_purchase(child) for child in condition.all_)
-    if isinstance(condition, AnyCondition):
-        return all(_requires_purchase(child) for child in condition.any_)
+        return all(_requires_purchase(child, purchase) for child in condition.any_)
     return False
 
 
@@ -188,13 +128,11 @@ def _personal_data(spec: SegmentSpec, project: ProjectConfig) -> tuple[str, ...]
         items.append("email address, pseudonymized (SHA-256) for ad platforms")
     if DestinationKind.EMAIL in kinds:
         items.append("email address (sent to email platforms for delivery)")
-    columns = _condition_columns(spec.audience) if spec.audience else _sql_columns(spec)
-    used = [COLUMN_LABELS.get(c, c) for c in columns if c != "customers.email"]
-    items += [f"used to select: {label}" for label in dict.fromkeys(used)]
+    used = segment_reads(spec, project.source, project.catalog)
+    items += [f"used to select: {label}" for label in used]
     for entry in spec.destinations:
         for tag, trait in sorted(entry.fields.items()):
-            label = COLUMN_LABELS.get(f"customers.{trait}", trait)
-            items.append(f"sent to {entry.destination} as {tag}: {label}")
+            items.append(f"sent to {entry.destination} as {tag}: {trait}")
     items.append(f"consent records for {spec.purpose} (status, date, source, notice version)")
     items.append("erasure and objection requests")
     categories = categories_used(spec, project.source.sensitive)
@@ -210,8 +148,16 @@ def _recipients(spec: SegmentSpec, project: ProjectConfig) -> tuple[tuple[str, .
     for entry in spec.destinations:
         dest = project.destinations[entry.destination]
         signals = signals_for(project, spec.purpose, dest.platform)
-        sent = "; consent signals sent: " + ", ".join(
-            f"{s.name} (granted by a valid consent for {s.purpose}, else denied)" for s in signals
+        sent = (
+            "; consent signals sent: "
+            + ", ".join(
+                f"{s.name} (granted by a valid consent for {s.purpose}, else denied)"
+                for s in signals
+            )
+            + (
+                " to members of the EEA, the UK, Switzerland or an unknown country (none to a"
+                " known country outside them)"
+            )
         )
         recipients.append(
             f"{entry.destination} ({dest.platform}, {dest.kind} platform, audience "
@@ -262,9 +208,10 @@ def register_activities(
     for spec, source_file in _pairs(specs):
         purpose = project.purposes[spec.purpose]
         recipients, transfers = _recipients(spec, project)
+        purchase = project.source.purchase_event
         subjects = (
             "customers (at least one purchase)"
-            if spec.audience is not None and _requires_purchase(spec.audience)
+            if spec.audience is not None and _requires_purchase(spec.audience, purchase)
             else "customers (at least one purchase); prospects (no purchase yet)"
         )
         activities.append(

@@ -166,32 +166,42 @@ def build_receipts_asset(
     return _receipts
 
 
-@dg.asset_check(
-    asset=RECEIPTS_KEY,
-    name="requests_deadline",
-    description=(
-        "ERROR when an erasure or objection request is open for more than one month "
-        "(GDPR Art. 12(3)) without a complete receipt."
-    ),
-)
-def requests_deadline(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-    """Severity ERROR: GDPR Art. 12(3) gives one month from receipt to act on a request.
+def build_requests_deadline(project: ProjectConfig | None = None) -> dg.AssetChecksDefinition:
+    """The ``requests_deadline`` check, reading the requests through ``project``'s source model
+    (its views made current first, like every other reader; None: the views as they are)."""
 
-    Metadata: ``count`` (overdue requests), ``oldest_received_at`` (ISO, '' when none),
-    ``request_ids`` (at most 20, oldest first).
-    """
-    with connect(Path(warehouse.database)) as con:
-        late = overdue_requests(con, utc_now())
-    oldest = late.oldest_received_at.isoformat() if late.oldest_received_at else ""
-    return dg.AssetCheckResult(
-        passed=late.count == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "count": late.count,
-            "oldest_received_at": oldest,
-            "request_ids": dg.MetadataValue.json(late.request_ids[:20]),
-        },
+    @dg.asset_check(
+        asset=RECEIPTS_KEY,
+        name="requests_deadline",
+        description=(
+            "ERROR when an erasure or objection request is open for more than one month "
+            "(GDPR Art. 12(3)) without a complete receipt."
+        ),
     )
+    def requests_deadline(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        """Severity ERROR: GDPR Art. 12(3) gives one month from receipt to act on a request.
+
+        Metadata: ``count`` (overdue requests), ``oldest_received_at`` (ISO, '' when none),
+        ``request_ids`` (at most 20, oldest first).
+        """
+        with connect(Path(warehouse.database), project=project) as con:
+            late = overdue_requests(con, utc_now())
+        oldest = late.oldest_received_at.isoformat() if late.oldest_received_at else ""
+        return dg.AssetCheckResult(
+            passed=late.count == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "count": late.count,
+                "oldest_received_at": oldest,
+                "request_ids": dg.MetadataValue.json(late.request_ids[:20]),
+            },
+        )
+
+    return requests_deadline
+
+
+#: The check without a project (the views as they are), for callers that have none.
+requests_deadline = build_requests_deadline()
 
 
 def parse_cursor(cursor: str | None) -> dict[str, datetime]:
@@ -375,7 +385,7 @@ def privacy_request_definitions(
     )
     return dg.Definitions(
         assets=[build_receipts_asset(targets_from_specs(specs, project), project)],
-        asset_checks=[requests_deadline],
+        asset_checks=[build_requests_deadline(project)],
         jobs=[job],
         sensors=[build_privacy_requests_sensor(project)],
     )
@@ -392,6 +402,7 @@ __all__ = [
     "ReceiptsConfig",
     "build_privacy_requests_sensor",
     "build_receipts_asset",
+    "build_requests_deadline",
     "format_cursor",
     "launchable_requests",
     "parse_cursor",

@@ -234,7 +234,9 @@ class Catalog(BaseModel):
     (``customers``, ``events``) -> column -> warehouse type, for the drift check.
     ``relations``: role -> the company's tables it reads (for messages and lineage).
     ``sensitive``: trait or field -> special-category label (GDPR Art. 9), and
-    ``sensitive_values``: field -> {label: words}.
+    ``sensitive_values``: field -> {label: words}. ``event_sources``: event source name (the
+    model's) -> the event types it holds, sorted (at most the cap per type column; empty in a
+    catalog written before it existed: every source with a type column may hold any type).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -248,6 +250,7 @@ class Catalog(BaseModel):
     relations: dict[str, tuple[str, ...]] = {}
     sensitive: dict[str, str] = {}
     sensitive_values: dict[str, dict[str, tuple[str, ...]]] = {}
+    event_sources: dict[str, tuple[str, ...]] = {}
 
 
 #: The catalog of the default source tables, for a project without a catalog file.

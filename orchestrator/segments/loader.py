@@ -86,10 +86,13 @@ class LoadedSegment:
 
 @dataclass
 class LoadResult:
-    """Outcome of :func:`load_segments`: valid segments by id and errors of the others."""
+    """Outcome of :func:`load_segments`: valid segments by id, errors of the others, and
+    ``warnings`` about valid segments (located like errors; they do not stop a segment:
+    :func:`segment_warnings`)."""
 
     specs: dict[str, LoadedSegment] = field(default_factory=dict)
     errors: list[SegmentError] = field(default_factory=list)
+    warnings: list[SegmentError] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -128,10 +131,38 @@ def load_segments(directory: Path, project: ProjectConfig) -> LoadResult:
             loaded.append((LoadedSegment(spec, path), root))
     rejected = _cross_file_errors(loaded, project)
     result.errors.extend(error for errors in rejected.values() for error in errors)
-    for segment, _ in loaded:
+    for segment, root in loaded:
         if segment.path not in rejected:
             result.specs[segment.spec.id] = segment
+            result.warnings += segment_warnings(segment.spec, root, segment.path, project)
     return result
+
+
+def segment_warnings(
+    spec: SegmentSpec, root: Node, path: Path, project: ProjectConfig
+) -> list[SegmentError]:
+    """Warnings about a valid segment, each with its file, line and field: a segment bound for
+    an ad platform that uses data the source model marks health or financial
+    (:mod:`orchestrator.segments.restricted`)."""
+    from orchestrator.segments.restricted import restricted_audience_warnings
+
+    return [
+        SegmentError(path, node_line(root, loc), field_path(loc), message)
+        for loc, message in restricted_audience_warnings(spec, project)
+    ]
+
+
+def check_segment_text(
+    text: str, path: str | Path, project: ProjectConfig
+) -> tuple[SegmentSpec, list[SegmentError]]:
+    """:func:`load_segment_text` and the segment's warnings (:func:`segment_warnings`).
+
+    Raises:
+        SegmentValidationError: as :func:`load_segment_text`.
+    """
+    with SqlSandbox(catalog_from_context({"project": project})) as sandbox:
+        spec, root = _parse(text, Path(path), project, sandbox)
+    return spec, segment_warnings(spec, root, Path(path), project)
 
 
 def load_segment_text(text: str, path: str | Path, project: ProjectConfig) -> SegmentSpec:

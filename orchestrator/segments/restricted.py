@@ -1,90 +1,64 @@
 """Warn when a segment bound for an ad platform selects people by health or financial data.
 
-Since September 2025 Meta flags custom audiences that suggest health or financial status and
-then refuses membership edits ("Audience Upload Blocked", code 100, subcode 1713230; the
-audience's ``operation_status`` is 471); the sync reports such an audience as blocked
-(:mod:`destinations.meta`). Better to know before: a segment with an ad destination whose
-conditions read a trait or event field marked health or financial, or compare a field with
-words marked so, gets a warning naming the segment, the field and the label.
+Since 2 September 2025 Meta flags custom audiences that suggest "specific health conditions
+(e.g., 'arthritis', 'diabetes') or financial status (e.g., 'credit score', 'high income')"
+and then refuses their use and their membership edits ("Audience Upload Blocked", code 100,
+subcode 1713230; the audience's ``operation_status`` is 471): Marketing API, Custom Audience,
+https://developers.facebook.com/docs/marketing-api/reference/custom-audience/. The sync
+reports such an audience as blocked (:mod:`destinations.meta`); better to know before.
 
-The marking comes from the source model (``sensitive``: trait or field -> special-category
-label; ``sensitive_values``: field -> {label: words}); until the catalog carries it, callers
-pass empty mappings and no warning is raised.
+The source model marks the data: health as a special category (``source.sensitive`` with
+``category: health``, GDPR Art. 9, refused outright in marketing segments by
+:mod:`orchestrator.segments.sensitive`), financial status under ``source.restricted`` with
+``category: financial`` (not an Art. 9 category: not refused, only warned about). A segment
+with an ad destination whose conditions (or ``sql:``) read a trait or event field so marked,
+or compare a column with words so marked, gets one warning per use, located in its file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from orchestrator.config import DestinationKind, ProjectConfig
-from orchestrator.segments.spec import (
-    AllCondition,
-    AnyCondition,
-    EventCondition,
-    NotCondition,
-    SegmentSpec,
-    TraitCondition,
-)
+from orchestrator.model.spec import RestrictedCategory, SpecialCategory
+from orchestrator.segments.sensitive import data_uses
 
 #: Labels whose use in an ad audience Meta restricts (health, financial status).
-RESTRICTED_LABELS = frozenset({"health", "financial"})
+RESTRICTED_LABELS = frozenset({str(SpecialCategory.HEALTH), str(RestrictedCategory.FINANCIAL)})
+
+Problem = tuple[tuple[str | int, ...], str]
 
 
-def _reads(condition: object) -> Iterator[tuple[str, list[str]]]:
-    """(trait or event field, the text values it is compared with) for every condition."""
-    if isinstance(condition, TraitCondition):
-        values = [condition.eq] if condition.eq is not None else list(condition.in_ or [])
-        yield condition.trait, [str(v) for v in values]
-    elif isinstance(condition, EventCondition):
-        for where in condition.where or []:
-            words = [where.contains] if where.contains else []
-            words += [str(where.eq)] if where.eq is not None else []
-            words += [str(v) for v in where.in_ or []]
-            yield where.field, words
-    elif isinstance(condition, AllCondition):
-        for child in condition.all_:
-            yield from _reads(child)
-    elif isinstance(condition, AnyCondition):
-        for child in condition.any_:
-            yield from _reads(child)
-    elif isinstance(condition, NotCondition):
-        yield from _reads(condition.not_)
+def restricted_rules(project: ProjectConfig) -> list[Any]:
+    """The source model's rules marking health (``sensitive``) or financial status
+    (``restricted``) data."""
+    source = project.source
+    marked = [*source.sensitive, *source.restricted]
+    return [rule for rule in marked if str(rule.category) in RESTRICTED_LABELS]
 
 
-def restricted_audience_warnings(
-    spec: SegmentSpec,
-    project: ProjectConfig,
-    sensitive: Mapping[str, str],
-    sensitive_values: Mapping[str, Mapping[str, Sequence[str]]],
-) -> list[str]:
-    """Warnings for ``spec`` when it has an ad destination and reads a field marked health or
-    financial (``sensitive``: field -> label) or compares a field with words marked so
-    (``sensitive_values``: field -> {label: words}, case-insensitive substring). [] otherwise,
-    and always for segments written in SQL (their columns are not parsed here)."""
+def restricted_audience_warnings(spec: Any, project: ProjectConfig) -> list[Problem]:
+    """Warnings (location in the segment file, message) for ``spec`` when it has an ad
+    destination and uses data the source model marks health or financial; [] otherwise.
+    Never raises for a valid spec."""
     ads = [
         e.destination
         for e in spec.destinations
-        if project.destinations[e.destination].kind is DestinationKind.AD
+        if e.destination in project.destinations
+        and project.destinations[e.destination].kind is DestinationKind.AD
     ]
-    if not ads or spec.audience is None:
+    rules = restricted_rules(project)
+    if not ads or not rules:
         return []
-    found: list[str] = []
-    for name, values in _reads(spec.audience):
-        label = sensitive.get(name)
-        if label in RESTRICTED_LABELS:
-            found.append(f"{name} is marked {label}")
-        for value_label, words in (sensitive_values.get(name) or {}).items():
-            if value_label not in RESTRICTED_LABELS:
-                continue
-            hits = [v for v in values for w in words if w.lower() in v.lower()]
-            if hits:
-                found.append(f"{name} compared with {hits[0]!r}, marked {value_label}")
-    return [
-        f"segment {spec.id}: {reason}; ad destinations {', '.join(ads)} may flag the audience "
-        "as suggesting health or financial status and refuse its updates (Meta: 'Audience "
-        "Upload Blocked')"
-        for reason in dict.fromkeys(found)
-    ]
+    found: dict[tuple, str] = {}
+    for loc, label, what in data_uses(spec, rules):
+        found.setdefault(
+            (loc, what),
+            f"{what} is marked {label} data: ad platforms restrict audiences that suggest "
+            f"health or financial status (Meta flags them, then refuses their updates: "
+            f"'Audience Upload Blocked'); ad destinations {', '.join(ads)}",
+        )
+    return [(loc, message) for (loc, _), message in found.items()]
 
 
-__all__ = ["RESTRICTED_LABELS", "restricted_audience_warnings"]
+__all__ = ["RESTRICTED_LABELS", "restricted_audience_warnings", "restricted_rules"]

@@ -109,6 +109,13 @@ def _hits(spec: Any, rules: Sequence[SensitiveRule]) -> Iterator[tuple[tuple, st
                 yield loc, category, f"{name} compared with {found!r}"
 
 
+def data_uses(spec: Any, rules: Sequence[Any]) -> list[tuple[tuple, str, str]]:
+    """(location in the segment file, the rule's ``category``, what is used) for every use
+    ``spec`` makes of data a rule marks; ``rules``: :class:`SensitiveRule` or anything of its
+    shape (``category``, ``traits``, ``fields``, ``values``)."""
+    return list(_hits(spec, rules))
+
+
 def sensitive_problems(spec: Any, rules: Sequence[SensitiveRule], marketing: bool) -> list[Problem]:
     """Problems for a segment of a marketing purpose that uses special-category data (none
     when ``marketing`` is False: the register then lists the categories)."""

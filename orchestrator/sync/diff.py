@@ -107,7 +107,9 @@ class DiffParams:
     ``region_column``) as a second identifier hashed by that platform's rules
     (:mod:`orchestrator.phone`) when ``customers`` has that column; the send key is then
     ``<email hash>|<phone hash>`` (:mod:`destinations.identifiers`), email alone when the phone
-    is missing or invalid.
+    is missing or invalid. ``region_column`` is the customers' country trait: the phone's
+    default region, and whether consent ``signals`` are sent to the member (not to a known
+    country outside the EEA, UK and Switzerland, :mod:`orchestrator.consent_signals`).
     """
 
     segment: str
@@ -193,11 +195,16 @@ def _phone_send_key_sql(p: DiffParams) -> str:
     return f"coalesce({base} || '{SEPARATOR}' || pk.{p.phone_platform}_hash, {base})"
 
 
-def _target_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[object]]:
+def _target_sql(
+    p: DiffParams, use_phone: bool = False, use_country: bool = False
+) -> tuple[str, list[object]]:
     """SELECT of the target audience (see module docstring) and its parameters. Members on
     ``activation.suppression_list`` (by subject key or Google key) are left out whenever they
     got there: a request recorded after the audience step must not be sent. ``use_phone``:
-    append the phone hash to the send key (the caller checked the column exists)."""
+    append the phone hash to the send key (the caller checked the column exists);
+    ``use_country``: consent signals are not sent to members of a known country outside the
+    EEA, UK and Switzerland (``region_column``, checked to exist; without it every member is
+    sent them, :mod:`orchestrator.consent_signals`)."""
     names = p.field_names
     merge = sorted(p.fields)
     cols = "".join(
@@ -206,10 +213,13 @@ def _target_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[objec
     signal_params: list[object] = []
     for j, name in enumerate(sorted(p.signals), start=len(merge)):
         purpose, days = p.signals[name]
-        value, params = signal_column_sql(Signal(name, purpose, days), p.purpose)
+        country = f'cty."{p.region_column}"' if use_country else None
+        value, params = signal_column_sql(Signal(name, purpose, days), p.purpose, country)
         cols += f", {value} AS f{j}"
         signal_params += params
     join = "LEFT JOIN activation.src_customers c ON c.customer_id = am.customer_id" if merge else ""
+    if use_country and p.signals:
+        join += " LEFT JOIN activation.src_customers cty ON cty.customer_id = am.customer_id"
     if use_phone:
         join += " LEFT JOIN activation.customer_phone_keys pk ON pk.customer_id = am.customer_id"
     send_key = _phone_send_key_sql(p) if use_phone else _send_key_sql(p)
@@ -229,13 +239,15 @@ def _target_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[objec
     return sql, [*names, *signal_params, p.segment]
 
 
-def _target_table_sql(p: DiffParams, use_phone: bool = False) -> tuple[str, list[object]]:
+def _target_table_sql(
+    p: DiffParams, use_phone: bool = False, use_country: bool = False
+) -> tuple[str, list[object]]:
     """Temp table ``sync_target`` (subject_key, send_key, f0..fN, fields_hash) from
     :func:`_target_sql`. A statement of its own: inside the diff's one statement, the
     ``customers`` join for the merge fields, the full join with the state and the target rows
     were all held at once, and at 2M customers (535k members) DuckDB could not stay within
     250MB (``failed to pin block``: the limit had to double); apart, each step fits."""
-    target, params = _target_sql(p, use_phone)
+    target, params = _target_sql(p, use_phone, use_country)
     return f"CREATE OR REPLACE TEMP TABLE sync_target AS {target}", params
 
 
@@ -634,9 +646,10 @@ def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -
     con.execute(*_person_acts_sql(p))
     refresh_customer_keys(con, within="sync_person_acts")
     use_phone = _prepare_identifiers(con, p)
+    use_country = bool(p.signals) and _has_customer_column(con, p.region_column)
     steps = (
         _must_leave_sql(p),
-        _target_table_sql(p, use_phone),
+        _target_table_sql(p, use_phone, use_country),
         _classify_sql(p),
         _reasons_sql(),
     )

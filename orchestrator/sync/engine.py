@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow.parquet as pq
@@ -59,6 +60,9 @@ from orchestrator.sync.prefetch import prefetched
 from orchestrator.sync.rejections import pending_rows, stuck_rows
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
+
+if TYPE_CHECKING:
+    from orchestrator.config import ProjectConfig
 
 #: Called after each batch is journaled with the number of batches journaled so far in this
 #: run (tests use it to kill the process at a chosen point).
@@ -713,6 +717,7 @@ def run_sync(
     lock_wait_s: float = 0,
     signals: Mapping[str, tuple[str, int]] | None = None,
     phone_platform: str | None = None,
+    project: ProjectConfig | None = None,
 ) -> SyncReport:
     """Bring ``audience_id`` at ``destination`` in line with the segment's audience.
 
@@ -757,6 +762,9 @@ def run_sync(
             (:mod:`orchestrator.consent_signals`).
         phone_platform: ``google`` | ``meta``: send the customer's phone as a second
             identifier, hashed by that platform's rules, when ``customers`` has a phone column.
+        project: the project whose source model's views the diff reads (made current before
+            the diff, like every other reader: :func:`orchestrator.warehouse.connect.connect`);
+            None: the views as they are.
 
     Returns:
         The :class:`SyncReport`.
@@ -815,7 +823,7 @@ def run_sync(
                 async_requests.import_file_requests(con, Path(state_dir), segment, destination)
             if client is not None and not dry_run and async_requests.is_async(client):
                 _confirm_requests(job, client)
-            with connect(job.warehouse_path, timeout_s=lock_timeout_s) as con:
+            with connect(job.warehouse_path, timeout_s=lock_timeout_s, project=project) as con:
                 recovered = fold_journal(
                     con,
                     segment=segment,

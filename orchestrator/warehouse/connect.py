@@ -59,6 +59,16 @@ def _ensure_views(path: Path, project: ProjectConfig, timeout_s: float) -> None:
         con.close()
 
 
+def _has_product_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when the product's own tables exist (a warehouse whose views were made before any
+    run may lack them; a reader then gets them made, empty, with the views)."""
+    [(found,)] = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'activation' "
+        "AND table_name = 'audience_members'"
+    ).fetchall()  # fetchall: no open result left behind on the caller's connection
+    return bool(found)
+
+
 @contextmanager
 def connect(
     path: Path,
@@ -93,7 +103,9 @@ def connect(
     con = _open_with_retry(path, read_only, timeout_s)
     try:
         stale = project is not None and read_only
-        if stale and not source_views_current(con, project.source, project.purposes):
+        if stale and not (
+            source_views_current(con, project.source, project.purposes) and _has_product_tables(con)
+        ):
             con.close()
             _ensure_views(path, project, timeout_s)
             con = _open_with_retry(path, read_only, timeout_s)

@@ -1,13 +1,20 @@
-"""Build the demo warehouse: real UCI Online Retail transactions plus synthetic CRM data.
+"""Build the demo warehouse: a retailer's own warehouse, from real UCI Online Retail
+transactions plus synthetic CRM, web and consent data.
 
-``build_demo_warehouse`` writes a fresh DuckDB file holding the source tables of
-:mod:`orchestrator.warehouse.schema`:
+The tables are laid out and named the way a retailer's warehouse is, not the way the product
+reads them: only the source model declared in the demo's ``activation.yaml`` maps them
+(:mod:`orchestrator.model`). ``build_demo_warehouse`` writes a fresh DuckDB file holding
+(:data:`DEMO_DDL`):
 
-- ``events`` and the customer facts (country, first and last event) come from the real sample in
-  ``data/uci_online_retail_sample_20k.csv`` (see ``data/ATTRIBUTION.md``), shifted in time so the
-  newest event falls on the day before ``as_of``;
-- ``customers.email``, ``consents`` and ``privacy_requests`` are synthetic, made from ``seed`` and
-  the customer ids only, and deliberately messy the way real CRM exports are.
+- ``shop.order_lines``, one row per real invoice line of a known customer, and the contacts'
+  facts (country, first and last order) from the sample in
+  ``data/uci_online_retail_sample_20k.csv`` (see ``data/ATTRIBUTION.md``), shifted in time so
+  the newest line falls on the day before ``as_of``;
+- ``crm.contacts`` (email, phone, loyalty tier, lifetime value, preferred store),
+  ``web.events`` (page views, cart adds, checkouts started), ``cmp.consent_events`` (the
+  consent platform's export, in its own words) and ``support.privacy_tickets`` (privacy
+  requests as the support desk files them) are synthetic, made from ``seed`` and the customer
+  ids only, and deliberately messy the way real CRM exports are.
 
 The build is deterministic: the same source, ``as_of`` and ``seed`` give identical tables. It
 never reads the clock; only the command line (``python -m orchestrator.warehouse.demo``) defaults
@@ -31,11 +38,94 @@ import duckdb
 import pyarrow as pa
 
 from orchestrator.warehouse.countries import DATASET_COUNTRY_CODES, unmapped_country_names
-from orchestrator.warehouse.schema import create_source_schema
 
 DEFAULT_SEED = 20261129
 SOURCE_FILE_NAME = "uci_online_retail_sample_20k.csv"
-SOURCE_TABLES = ("customers", "events", "consents", "privacy_requests")
+#: The retailer's tables the demo builds, in build order.
+DEMO_TABLES = (
+    "crm.contacts",
+    "shop.order_lines",
+    "web.events",
+    "cmp.consent_events",
+    "support.privacy_tickets",
+)
+
+#: The retailer's warehouse. ``crm.contacts``: contact_id BIGINT, email_address (raw, messy or
+#: NULL), phone_number (national format, NULL when unknown), country (ISO 3166-1 alpha-2, NULL
+#: when unknown), country_name (as recorded), signed_up_at (collection of the record),
+#: last_interaction_at (last order), loyalty_tier (``gold``/``silver``/``bronze``: lifetime
+#: value from 1,000 / 300 GBP), lifetime_value DECIMAL GBP (purchases less refunds, never
+#: negative), preferred_store. ``shop.order_lines``: line_id (``<order_no>-<row in the CSV>``),
+#: order_no (the invoice, ``C...`` for a cancellation), contact_id, ordered_at, line_type
+#: (``SALE`` | ``RETURN``), stock_code, description, quantity (negative on returns),
+#: unit_price_gbp, line_total_gbp (quantity * unit price). ``web.events``: event_uuid,
+#: visitor_customer_id, action (``page_view`` | ``add_to_cart`` | ``checkout_started``),
+#: happened_at, sku, page_path. ``cmp.consent_events`` (append-only): record_id, contact_id,
+#: purpose_name (``newsletter`` | ``personalised_ads``), consent_status (``OPT_IN`` |
+#: ``OPT_OUT``), captured_at, collection_point (the form or channel; ``partner_coregistration``
+#: for consents a partner collected under its own notice), policy_version. ``support.
+#: privacy_tickets``: ticket_id, contact_id, requester_email (NULL: filed by contact id),
+#: ticket_type (``DELETE_MY_DATA``: erasure, GDPR Art. 17; ``STOP_MARKETING``: objection, Art.
+#: 21), opened_at. ``main.warehouse_build``: how the file was built (key, value).
+DEMO_DDL = """
+CREATE SCHEMA crm;
+CREATE TABLE crm.contacts (
+    contact_id          BIGINT PRIMARY KEY,
+    email_address       VARCHAR,
+    phone_number        VARCHAR,
+    country             VARCHAR,
+    country_name        VARCHAR,
+    signed_up_at        TIMESTAMP NOT NULL,
+    last_interaction_at TIMESTAMP,
+    loyalty_tier        VARCHAR NOT NULL,
+    lifetime_value      DECIMAL(12, 2) NOT NULL,
+    preferred_store     VARCHAR
+);
+CREATE SCHEMA shop;
+CREATE TABLE shop.order_lines (
+    line_id        VARCHAR PRIMARY KEY,
+    order_no       VARCHAR NOT NULL,
+    contact_id     BIGINT NOT NULL,
+    ordered_at     TIMESTAMP NOT NULL,
+    line_type      VARCHAR NOT NULL,
+    stock_code     VARCHAR,
+    description    VARCHAR,
+    quantity       INTEGER,
+    unit_price_gbp DOUBLE,
+    line_total_gbp DOUBLE
+);
+CREATE SCHEMA web;
+CREATE TABLE web.events (
+    event_uuid          VARCHAR PRIMARY KEY,
+    visitor_customer_id BIGINT NOT NULL,
+    action              VARCHAR NOT NULL,
+    happened_at         TIMESTAMP NOT NULL,
+    sku                 VARCHAR,
+    page_path           VARCHAR
+);
+CREATE SCHEMA cmp;
+CREATE TABLE cmp.consent_events (
+    record_id        VARCHAR PRIMARY KEY,
+    contact_id       BIGINT NOT NULL,
+    purpose_name     VARCHAR NOT NULL,
+    consent_status   VARCHAR NOT NULL,
+    captured_at      TIMESTAMP NOT NULL,
+    collection_point VARCHAR,
+    policy_version   VARCHAR
+);
+CREATE SCHEMA support;
+CREATE TABLE support.privacy_tickets (
+    ticket_id       VARCHAR PRIMARY KEY,
+    contact_id      BIGINT,
+    requester_email VARCHAR,
+    ticket_type     VARCHAR NOT NULL,
+    opened_at       TIMESTAMP NOT NULL
+);
+CREATE TABLE main.warehouse_build (
+    key   VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+"""
 
 #: Column types of the UCI Online Retail CSV. InvoiceNo stays text: ``C`` marks a cancellation.
 _CSV_TYPES = {
@@ -54,7 +144,7 @@ _CSV_TYPES = {
 class BuildReport:
     """What :func:`build_demo_warehouse` wrote.
 
-    ``customers``/``events``/``consents``/``privacy_requests``: row counts of those tables.
+    ``counts``: row count per table of :data:`DEMO_TABLES` (schema-qualified name -> rows).
     ``shift_days``: whole days added to every source timestamp (newest event -> as_of - 1 day).
     ``dropped_rows``: source lines left out because they have no CustomerID.
     ``source_sha256``: lowercase hex SHA-256 of the source CSV bytes.
@@ -64,16 +154,13 @@ class BuildReport:
     as_of: date
     seed: int
     shift_days: int
-    customers: int
-    events: int
-    consents: int
-    privacy_requests: int
+    counts: Mapping[str, int]
     dropped_rows: int
     source_sha256: str
 
     def table_counts(self) -> dict[str, int]:
-        """Row count per source table, in :data:`SOURCE_TABLES` order."""
-        return {table: getattr(self, table) for table in SOURCE_TABLES}
+        """Row count per table, in :data:`DEMO_TABLES` order."""
+        return {table: self.counts[table] for table in DEMO_TABLES}
 
 
 def default_source_csv() -> Path:
@@ -92,6 +179,23 @@ def default_source_csv() -> Path:
             f"a copy of {SOURCE_FILE_NAME} (see data/ATTRIBUTION.md)"
         )
     return path
+
+
+def has_demo_layout(path: Path) -> bool:
+    """True when the DuckDB file at ``path`` holds every table of :data:`DEMO_TABLES` (it is
+    opened read-only; a file another process holds open raises ``duckdb.Error``)."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        found = {
+            f"{schema}.{table}"
+            for schema, table in con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() "
+                "WHERE database_name = current_database()"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+    return set(DEMO_TABLES) <= found
 
 
 def build_demo_warehouse(
@@ -153,32 +257,32 @@ def _remove_db_files(db: Path) -> None:
 def _populate(
     con: duckdb.DuckDBPyConnection, path: Path, source: Path, digest: str, as_of: date, seed: int
 ) -> BuildReport:
-    create_source_schema(con)
+    con.execute(DEMO_DDL)
     total_rows, dropped = _load_source(con, source)
     shift_days = _shift_days(con, as_of)
-    _insert_events(con, shift_days)
+    _insert_order_lines(con, shift_days)
     customers = _customer_facts(con)
-    emails = _synthesize_emails([cid for cid, _ in customers], seed)
+    ids = [cid for cid, _ in customers]
+    emails = _synthesize_emails(ids, seed)
     shared = _share_one_address(emails, seed)
     consents = _synthesize_consents(customers, as_of, seed, always_valid=shared)
     requests = _synthesize_privacy_requests(
         _request_candidates(consents, emails, as_of, exclude=shared), as_of, seed
     )
-    _insert_customers(con, emails)
+    _insert_contacts(con, emails, _synthesize_phones(ids, seed), seed)
     _insert_consents(con, consents)
     _insert_privacy_requests(con, requests)
-    _insert_loyalty(con, seed)
-    _insert_web_events(con, [cid for cid, _ in customers], as_of, seed)
+    _insert_web_events(con, ids, as_of, seed)
     _insert_build_info(con, as_of, shift_days, seed, source.name, digest, total_rows, dropped)
-    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SOURCE_TABLES}
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in DEMO_TABLES}
     return BuildReport(
         path=path,
         as_of=as_of,
         seed=seed,
         shift_days=shift_days,
+        counts=counts,
         dropped_rows=dropped,
         source_sha256=digest,
-        **counts,
     )
 
 
@@ -221,24 +325,26 @@ def _shift_days(con: duckdb.DuckDBPyConnection, as_of: date) -> int:
     return (as_of - timedelta(days=1) - newest.date()).days
 
 
-_EVENTS_SQL = """
-INSERT INTO events
-SELECT InvoiceNo || '-' || CAST(row_no AS VARCHAR)                       AS event_id,
-       CustomerID                                                        AS customer_id,
-       CASE WHEN starts_with(InvoiceNo, 'C') THEN 'refund' ELSE 'purchase' END AS event_type,
-       InvoiceDate + to_days(CAST(? AS INTEGER))                         AS occurred_at,
-       InvoiceNo, StockCode, Description,
+_ORDER_LINES_SQL = """
+INSERT INTO shop.order_lines
+SELECT InvoiceNo || '-' || CAST(row_no AS VARCHAR)                       AS line_id,
+       InvoiceNo                                                         AS order_no,
+       CustomerID                                                        AS contact_id,
+       InvoiceDate + to_days(CAST(? AS INTEGER))                         AS ordered_at,
+       CASE WHEN starts_with(InvoiceNo, 'C') THEN 'RETURN' ELSE 'SALE' END AS line_type,
+       StockCode, Description,
        CAST(Quantity AS INTEGER), UnitPrice,
-       round(Quantity * UnitPrice, 2)                                    AS value
+       round(Quantity * UnitPrice, 2)                                    AS line_total_gbp
 FROM source_rows
 WHERE CustomerID IS NOT NULL
 ORDER BY row_no
 """
 
 
-def _insert_events(con: duckdb.DuckDBPyConnection, shift_days: int) -> None:
-    """One event per invoice line of a known customer; id ``<InvoiceNo>-<row_no>``."""
-    con.execute(_EVENTS_SQL, [shift_days])
+def _insert_order_lines(con: duckdb.DuckDBPyConnection, shift_days: int) -> None:
+    """One order line per invoice line of a known customer; id ``<InvoiceNo>-<row_no>``; a
+    cancelled invoice (``C...``) is a ``RETURN``."""
+    con.execute(_ORDER_LINES_SQL, [shift_days])
 
 
 _CUSTOMER_FACTS_SQL = """
@@ -256,9 +362,10 @@ chosen AS (  -- a customer recorded under two countries: the most frequent, then
         PARTITION BY customer_id ORDER BY lines DESC, country_name ASC NULLS LAST) = 1
 ),
 times AS (
-    SELECT customer_id, min(occurred_at) AS created_at, max(occurred_at) AS last_contact_at
-    FROM events
-    GROUP BY customer_id
+    SELECT contact_id AS customer_id, min(ordered_at) AS created_at,
+           max(ordered_at) AS last_contact_at
+    FROM shop.order_lines
+    GROUP BY contact_id
 )
 SELECT t.customer_id, m.code AS country, c.country_name, t.created_at, t.last_contact_at
 FROM times AS t
@@ -468,6 +575,25 @@ def _granted_at(rng: random.Random, source: str, created_at: datetime, end: date
     return created_at
 
 
+#: A partner's co-registration form: its notice did not name us, so its grants are no consent
+#: for us (CNIL, SAN-2023-015, Canal+); the demo's model lists only our own collection points.
+PARTNER_SOURCE = "partner_coregistration"
+_P_PARTNER = 0.04
+
+
+def _partner_grant(
+    rng: random.Random, cid: int, created_at: datetime, end: datetime
+) -> list[_Consent]:
+    """An ad-targeting grant collected by a partner, for about 4% of customers, at some time
+    after their first order (the newest record then decides, and is unproven for us)."""
+    if rng.random() >= _P_PARTNER or end - created_at <= 2 * _ONE_DAY:
+        return []
+    at = _between(rng, created_at + _ONE_DAY, end)
+    return [
+        _Consent(cid, "ad_targeting", "granted", at, PARTNER_SOURCE, "partner-" + at.strftime("%Y"))
+    ]
+
+
 def _synthesize_consents(
     customers: Sequence[tuple[int, datetime]],
     as_of: date,
@@ -490,6 +616,10 @@ def _synthesize_consents(
                 )
             else:
                 records.extend(_history(rng, cid, plan, created_at, end))
+        if cid not in forced:
+            records.extend(
+                _partner_grant(random.Random(f"{seed}:partner:{cid}"), cid, created_at, end)
+            )
     records.sort(key=lambda r: (r.recorded_at, r.customer_id, r.purpose, r.status))
     return [(f"c-{i:06d}", r) for i, r in enumerate(records, start=1)]
 
@@ -506,8 +636,8 @@ def _request_candidates(
     as_of: date,
     exclude: Iterable[int],
 ) -> list[int]:
-    """Customers with a currently valid grant for some purpose and a usable email, so that a
-    request against them visibly removes someone from an audience."""
+    """Customers with a currently valid grant of our own for some purpose and a usable email,
+    so that a request against them visibly removes someone from an audience."""
     end = datetime.combine(as_of, time.min)
     validity = {p.purpose: timedelta(days=p.validity_days) for p in _PLANS}
     latest: dict[tuple[int, str], _Consent] = {}
@@ -519,6 +649,7 @@ def _request_candidates(
             r.customer_id
             for r in latest.values()
             if r.status == "granted"
+            and r.source != PARTNER_SOURCE
             and r.recorded_at > end - validity[r.purpose]
             and r.customer_id not in skip
             and _looks_valid(emails.get(r.customer_id))
@@ -543,29 +674,67 @@ def _synthesize_privacy_requests(
     return [(f"pr-{i:04d}", cid, kind, at) for i, (cid, kind, at) in enumerate(rows, start=1)]
 
 
-# --- the loyalty programme and the website (synthetic, their own tables and names) ------------
+# --- the contacts table: CRM, loyalty programme, phones (synthetic) ---------------------------
 
 _STORES = ("London Covent Garden", "Manchester Arndale", "Edinburgh Princes St", "Online")
+_P_NO_PHONE = 0.3
 
-_LOYALTY_SQL = """
-INSERT INTO crm.loyalty
-SELECT customer_id AS customer_ref,
-       CASE WHEN spent >= 1000 THEN 'gold' WHEN spent >= 300 THEN 'silver' ELSE 'bronze' END,
-       CAST(round(spent, 2) AS DECIMAL(12, 2)),
-       stores[1 + CAST(hash(customer_id, $seed) % 4 AS INTEGER)]
-FROM (
-    SELECT customer_id, greatest(coalesce(sum(value), 0), 0) AS spent
-    FROM events GROUP BY customer_id
-), (SELECT $stores AS stores)
-ORDER BY customer_ref
+_CONTACTS_SQL = """
+INSERT INTO crm.contacts
+SELECT f.customer_id, e.email, e.phone, f.country, f.country_name, f.created_at,
+       f.last_contact_at,
+       CASE WHEN v.spent >= 1000 THEN 'gold' WHEN v.spent >= 300 THEN 'silver' ELSE 'bronze' END,
+       CAST(round(v.spent, 2) AS DECIMAL(12, 2)),
+       s.stores[1 + CAST(hash(f.customer_id, $seed) % 4 AS INTEGER)]
+FROM customer_facts AS f
+JOIN new_contacts AS e USING (customer_id)
+JOIN (
+    SELECT contact_id AS customer_id, greatest(coalesce(sum(line_total_gbp), 0), 0) AS spent
+    FROM shop.order_lines GROUP BY contact_id
+) AS v USING (customer_id), (SELECT $stores AS stores) AS s
+ORDER BY f.customer_id
 """
 
 
-def _insert_loyalty(con: duckdb.DuckDBPyConnection, seed: int) -> None:
-    """``crm.loyalty``: every customer's tier from their lifetime value (GBP, purchases less
-    refunds: gold from 1,000, silver from 300), and a preferred store (seeded)."""
-    con.execute(_LOYALTY_SQL, {"seed": seed, "stores": list(_STORES)})
+def _synthesize_phones(customer_ids: Sequence[int], seed: int) -> dict[int, str | None]:
+    """customer_id -> a UK phone number in national format as a CRM holds it (None for about
+    a third: never given). Faker ``en_GB``, re-seeded per customer."""
+    from faker import Faker  # demo-only dependency (extra "demo")
 
+    fake = Faker("en_GB")
+    phones: dict[int, str | None] = {}
+    for cid in customer_ids:
+        fake.seed_instance(f"{seed}:phone:{cid}")
+        rng = random.Random(f"{seed}:phone:{cid}")
+        phones[cid] = None if rng.random() < _P_NO_PHONE else fake.cellphone_number()
+    return phones
+
+
+def _insert_contacts(
+    con: duckdb.DuckDBPyConnection,
+    emails: Mapping[int, str | None],
+    phones: Mapping[int, str | None],
+    seed: int,
+) -> None:
+    """``crm.contacts``: the facts of each customer, their email and phone, and the loyalty
+    programme: tier from the lifetime value (GBP, sales less returns, never negative: gold from
+    1,000, silver from 300) and a preferred store (seeded)."""
+    ids = sorted(emails)
+    table = pa.table(
+        {
+            "customer_id": pa.array(ids, pa.int64()),
+            "email": pa.array([emails[c] for c in ids], pa.string()),
+            "phone": pa.array([phones.get(c) for c in ids], pa.string()),
+        }
+    )
+    con.register("new_contacts", table)
+    try:
+        con.execute(_CONTACTS_SQL, {"seed": seed, "stores": list(_STORES)})
+    finally:
+        con.unregister("new_contacts")
+
+
+# --- the website (synthetic, shaped on the real REES46 event mix) -------------------------------
 
 #: Events per session of the synthetic website, shaped on the real REES46 October 2019 sample
 #: (``../shared/data/real``: 4,895 views, 50 carts, 54 purchases in 4,999 events): about 1%
@@ -581,7 +750,10 @@ def _insert_web_events(
     ``as_of``: sessions of page views, some with a cart add and a checkout started."""
     end = datetime.combine(as_of, time())
     skus = [
-        s for (s,) in con.execute("SELECT DISTINCT stock_code FROM events ORDER BY 1").fetchall()
+        s
+        for (s,) in con.execute(
+            "SELECT DISTINCT stock_code FROM shop.order_lines ORDER BY 1"
+        ).fetchall()
     ]
     rows: list[tuple] = []
     for cid in customer_ids:
@@ -628,44 +800,46 @@ def _insert_arrow(
         con.unregister(view)
 
 
-def _insert_customers(con: duckdb.DuckDBPyConnection, emails: Mapping[int, str | None]) -> None:
-    ids = sorted(emails)
-    table = pa.table({"customer_id": pa.array(ids, pa.int64()), "email": [emails[c] for c in ids]})
-    _insert_arrow(
-        con,
-        table,
-        "INSERT INTO customers SELECT f.customer_id, e.email, f.country, f.country_name, "
-        "f.created_at, f.last_contact_at FROM customer_facts AS f "
-        "JOIN new_emails AS e USING (customer_id) ORDER BY f.customer_id",
-        "new_emails",
-    )
+#: The consent platform's words: purpose names and statuses (mapped back by the model in
+#: ``activation.yaml``: ``purpose_values`` and ``status_values``).
+CMP_PURPOSES = {"email_marketing": "newsletter", "ad_targeting": "personalised_ads"}
+CMP_STATUSES = {"granted": "OPT_IN", "withdrawn": "OPT_OUT"}
+#: The support desk's words for privacy requests (``type_values`` in ``activation.yaml``).
+TICKET_TYPES = {"erasure": "DELETE_MY_DATA", "objection": "STOP_MARKETING"}
 
 
 def _insert_consents(
     con: duckdb.DuckDBPyConnection, consents: Sequence[tuple[str, _Consent]]
 ) -> None:
+    """``cmp.consent_events`` in the consent platform's words (:data:`CMP_PURPOSES`,
+    :data:`CMP_STATUSES`), ids ``cmp-000001``..."""
     table = pa.table(
         {
-            "consent_id": [cid for cid, _ in consents],
-            "customer_id": pa.array([r.customer_id for _, r in consents], pa.int64()),
-            "purpose": [r.purpose for _, r in consents],
-            "status": [r.status for _, r in consents],
-            "recorded_at": pa.array([r.recorded_at for _, r in consents], pa.timestamp("us")),
-            "source": pa.array([r.source for _, r in consents], pa.string()),
-            "notice_version": pa.array([r.notice_version for _, r in consents], pa.string()),
+            "record_id": ["cmp-" + cid.removeprefix("c-") for cid, _ in consents],
+            "contact_id": pa.array([r.customer_id for _, r in consents], pa.int64()),
+            "purpose_name": [CMP_PURPOSES[r.purpose] for _, r in consents],
+            "consent_status": [CMP_STATUSES[r.status] for _, r in consents],
+            "captured_at": pa.array([r.recorded_at for _, r in consents], pa.timestamp("us")),
+            "collection_point": pa.array([r.source for _, r in consents], pa.string()),
+            "policy_version": pa.array([r.notice_version for _, r in consents], pa.string()),
         }
     )
-    sql = "INSERT INTO consents SELECT * FROM new_consents ORDER BY consent_id"
+    sql = "INSERT INTO cmp.consent_events SELECT * FROM new_consents ORDER BY record_id"
     _insert_arrow(con, table, sql, "new_consents")
 
 
 def _insert_privacy_requests(
     con: duckdb.DuckDBPyConnection, requests: Sequence[tuple[str, int, str, datetime]]
 ) -> None:
+    """``support.privacy_tickets`` in the support desk's words (:data:`TICKET_TYPES`), ids
+    ``PRIV-0001``..., filed by contact id (no requester email)."""
     con.executemany(
-        "INSERT INTO privacy_requests (request_id, customer_id, subject_key, request_type, "
-        "received_at) VALUES (?, ?, NULL, ?, ?)",
-        [list(r) for r in requests],
+        "INSERT INTO support.privacy_tickets (ticket_id, contact_id, requester_email, "
+        "ticket_type, opened_at) VALUES (?, ?, NULL, ?, ?)",
+        [
+            ["PRIV-" + rid.removeprefix("pr-"), cid, TICKET_TYPES[kind], at]
+            for rid, cid, kind, at in requests
+        ],
     )
 
 
@@ -688,9 +862,10 @@ def _insert_build_info(
         "source_rows": str(total_rows),
         "dropped_rows_without_customer_id": str(dropped),
         "dataset": "UCI Online Retail (doi:10.24432/C5BW33), CC BY 4.0; see data/ATTRIBUTION.md",
-        "synthetic": "customers.email, consents, privacy_requests, crm.loyalty, web.events",
+        "synthetic": "crm.contacts (email, phone, loyalty), web.events, cmp.consent_events, "
+        "support.privacy_tickets",
     }
-    con.executemany("INSERT INTO warehouse_build VALUES (?, ?)", sorted(info.items()))
+    con.executemany("INSERT INTO main.warehouse_build VALUES (?, ?)", sorted(info.items()))
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Warehouse tables: the source tables the product reads and the tables it writes.
 
-Source tables (schema ``main``, written by the data team or by the demo builder):
+Source tables in the product's own names (schema ``main``): the layout the benchmark's
+generator and the tests' small warehouses build, mapped by
+:data:`orchestrator.model.spec.DEFAULT_MODEL`. A company's warehouse (the demo's included:
+:mod:`orchestrator.warehouse.demo`) keeps its own layout, mapped by its source model:
 
 ``customers``
     customer_id BIGINT primary key, email VARCHAR (raw, as the CRM holds it: may be messy or

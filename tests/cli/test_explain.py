@@ -19,8 +19,8 @@ EMAIL = "Jane.Roe.Cli@Example.com"  # synthetic, not in the demo warehouse
 def _customer_email(warehouse: Path) -> str:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         (email,) = con.execute(
-            "SELECT email FROM customers WHERE email LIKE '%@example.%' ORDER BY customer_id"
-            " LIMIT 1"
+            "SELECT email_address FROM crm.contacts WHERE email_address LIKE '%@example.%' "
+            "ORDER BY contact_id LIMIT 1"
         ).fetchone()
     return email
 

@@ -41,7 +41,7 @@ def _real_run(warehouse: Path, state_dir: Path, mock: object, as_of: datetime) -
     project = load_project_config(REPO / "activation.yaml")
     spec = load_segments(REPO / "segments", project).specs[SEGMENT].spec
     query = compile_segment(spec, as_of)
-    with connect(warehouse) as con:
+    with connect(warehouse, project=project) as con:  # the model's views, as the steps make them
         con.execute("DELETE FROM activation.segment_members WHERE segment = ?", [SEGMENT])
         con.execute(
             f"INSERT INTO activation.segment_members SELECT ?, customer_id, ? FROM ({query.sql})",

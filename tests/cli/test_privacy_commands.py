@@ -37,7 +37,7 @@ def test_forget_records_a_hashed_request_and_shows_no_email(
     assert rows == [(key, "erasure")]
     with duckdb.connect(str(warehouse), read_only=True) as con:  # the company's table untouched
         (source,) = con.execute(
-            "SELECT count(*) FROM main.privacy_requests WHERE request_id = ?", [request_id]
+            "SELECT count(*) FROM support.privacy_tickets WHERE ticket_id = ?", [request_id]
         ).fetchone()
     assert source == 0
 

@@ -56,6 +56,9 @@ def test_run_sends_shows_progress_and_is_in_the_run_history(
     members = mock_destinations.mailchimp_members(LIST_ID)
     assert len(members) > 0
     assert f"+{len(members)} -0 ~0, 0 rejected" in result.output, result.output
+    # the sync's checks run in its step: the row keeps the counts and says how the checks went
+    assert f"sync/mailchimp: +{len(members)} -0 ~0, 0 rejected" in result.output  # summary
+    assert "0 rejected;" in result.output and "3 check(s)" in result.output  # table (wrapped)
     (run,) = _runs(run_env["DAGSTER_HOME"])
     assert run.job_name == f"{SEGMENT}_job"
     assert run.status == dg.DagsterRunStatus.SUCCESS

@@ -37,12 +37,12 @@ def test_withdraw_is_recorded_hashed_and_seen_through_the_consent_view(
 ) -> None:
     customer, email = _granted_customer(warehouse)
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        before = con.execute("SELECT count(*) FROM main.consents").fetchone()
+        before = con.execute("SELECT count(*) FROM cmp.consent_events").fetchone()
     result = runner.invoke(cli, ["withdraw", email, "--purpose", "email_marketing"])
     assert result.exit_code == 0, result.output
     assert subject_key(email)[:12] in result.stdout and email.lower() not in result.output.lower()
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM main.consents").fetchone() == before
+        assert con.execute("SELECT count(*) FROM cmp.consent_events").fetchone() == before
         stored = con.execute("SELECT * FROM activation.consent_intake").fetchall()
         latest = con.execute(
             "SELECT status, source FROM activation.src_consents "

@@ -128,13 +128,22 @@ def test_json_schema_follows_the_catalog_names_and_column_types(project_dir: Pat
     assert boolean == ["trait", "eq", "is_null"]
 
 
-def test_definitions_load_from_the_catalog_with_the_warehouse_absent(project_dir: Path) -> None:
+def test_validation_schema_and_definitions_load_with_the_warehouse_absent(
+    project_dir: Path,
+) -> None:
     from orchestrator.definitions import build_definitions
 
     assert _catalog(CliRunner()).exit_code == 0
     settings = Settings.from_env()
     settings.warehouse_path.unlink()
-    defs = build_definitions(settings, load_project_config(settings.config_path))
+    project = load_project_config(settings.config_path)
+    spec = load_segment_text(TIER_SEGMENT, "gold_tier.yaml", project)
+    assert spec.catalog.traits["loyalty_tier"] == "text"
+    with pytest.raises(SegmentValidationError, match="unknown trait 'tier'"):
+        load_segment_text(TIER_SEGMENT.replace("loyalty_tier\n", "tier\n"), "t.yaml", project)
+    trait = segment_json_schema(project.catalog)["$defs"]["TraitCondition"]
+    assert "loyalty_tier" in trait["properties"]["trait"]["enum"]
+    defs = build_definitions(settings, project)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
     assert "segment/gold_tier" in keys and "audience/gold_tier" in keys
     assert not settings.warehouse_path.exists()

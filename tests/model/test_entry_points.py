@@ -5,6 +5,7 @@ on a warehouse laid out differently, privacy commands and the privacy sensor wor
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -16,9 +17,12 @@ from dagster_duckdb import DuckDBResource
 
 from orchestrator.cli import cli
 from orchestrator.config import load_project_config
-from orchestrator.privacy.sensor import privacy_request_definitions
-from orchestrator.pseudonymize import subject_key
+from orchestrator.privacy.receipts import utc_now
+from orchestrator.privacy.sensor import build_requests_deadline, privacy_request_definitions
+from orchestrator.pseudonymize import google_key, normalize_email, subject_key
+from orchestrator.sync.engine import run_sync
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.schema import create_activation_schema
 from tests.conftest import REPO
 from tests.model.test_views import RELAYOUT_MODEL, RELAYOUT_SQL
 
@@ -33,8 +37,8 @@ def relaid(
     ``activation.yaml`` whose model maps it; (config path, a customer's email, their id)."""
     with duckdb.connect(str(warehouse)) as con:
         customer_id, email = con.execute(
-            "SELECT customer_id, email FROM main.customers WHERE email LIKE '%@example.%' "
-            "ORDER BY customer_id LIMIT 1"
+            "SELECT contact_id, email_address FROM crm.contacts "
+            "WHERE email_address LIKE '%@example.%' ORDER BY contact_id LIMIT 1"
         ).fetchone()
         con.execute(RELAYOUT_SQL)
     config = yaml.safe_load((REPO / "activation.yaml").read_text(encoding="utf-8"))
@@ -110,3 +114,55 @@ def test_unchanged_views_are_not_rewritten(relaid: tuple[Path, str, int], wareho
     with duckdb.connect(str(warehouse), read_only=True) as con:
         after = con.execute("SELECT * FROM duckdb_views() WHERE schema_name = 'activation'")
         assert after.fetchall() == before
+
+
+def test_the_deadline_check_reads_requests_through_the_declared_model(
+    relaid: tuple[Path, str, int], warehouse: Path
+) -> None:
+    config, _, customer_id = relaid
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "INSERT INTO dpo.requests VALUES ('tk-old', ?, NULL, 'DELETE_ME', ?)",
+            [customer_id, utc_now() - timedelta(days=40)],
+        )
+    check = build_requests_deadline(load_project_config(config))
+    result = check(warehouse=DuckDBResource(database=str(warehouse)))
+    assert not result.passed
+    assert result.metadata["count"].value == 1
+    assert result.metadata["request_ids"].value == ["tk-old"]
+
+
+def test_the_sync_diffs_through_the_declared_model_before_any_segment_run(
+    relaid: tuple[Path, str, int], warehouse: Path, tmp_path: Path
+) -> None:
+    """A merge field from a trait of the model's own table, on a warehouse whose views were
+    never made for this model: the sync makes them current before it diffs."""
+    config, email, customer_id = relaid
+    with duckdb.connect(str(warehouse)) as con:
+        create_activation_schema(con)
+        (tier,) = con.execute(
+            "SELECT loyalty_tier FROM crm.people WHERE person_no = ?", [customer_id]
+        ).fetchone()
+        con.execute(
+            "INSERT INTO activation.audience_members VALUES "
+            "('gold', ?, ?, ?, ?, 'consent', 'c-1', ?)",
+            [subject_key(email), google_key(email), customer_id, normalize_email(email), utc_now()],
+        )
+    report = run_sync(
+        warehouse,
+        tmp_path / "sync_state",
+        segment="gold",
+        destination="mailchimp",
+        audience_id="list1",
+        mode="mirror",
+        fields={"TIER": "loyalty_tier"},
+        kind="email",
+        dry_run=True,
+        project=load_project_config(config),
+    )
+    assert report.adds == 1
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute(
+            "SELECT loyalty_tier FROM activation.src_customers WHERE customer_id = ?",
+            [customer_id],
+        ).fetchone() == (tier,)

@@ -21,40 +21,42 @@ from tests.conftest import AS_OF, REPO
 #: The demo's tables as another company would hold them: other schemas, other table and column
 #: names, the consent platform's own words for statuses and purposes.
 RELAYOUT_SQL = """
-CREATE SCHEMA shop; CREATE SCHEMA cmp; CREATE SCHEMA dpo; CREATE SCHEMA site;
+CREATE SCHEMA dpo; CREATE SCHEMA site; CREATE SCHEMA consent;
 CREATE TABLE crm.people AS
-    SELECT c.customer_id AS person_no, c.email AS mail, c.country, c.country_name,
-           c.created_at, c.last_contact_at, now() AS imported_at,
-           l.loyalty_tier, l.lifetime_value, l.preferred_store,
-           c.customer_id % 2 = 0 AS vip
-    FROM main.customers AS c LEFT JOIN crm.loyalty AS l ON l.customer_ref = c.customer_id;
+    SELECT contact_id AS person_no, email_address AS mail, country, country_name,
+           signed_up_at AS created_at, last_interaction_at AS last_contact_at,
+           now() AS imported_at, loyalty_tier, lifetime_value, preferred_store,
+           contact_id % 2 = 0 AS vip
+    FROM crm.contacts;
 CREATE TABLE site.clicks AS
     SELECT event_uuid AS click_id, visitor_customer_id AS person_no, action AS what,
            happened_at AS at, sku, page_path
     FROM web.events;
 CREATE TABLE shop.lines AS
-    SELECT event_id AS line_id, customer_id AS person_no, event_type AS kind,
-           occurred_at AS ts, invoice_no, stock_code, description, quantity, unit_price,
-           value AS amount
-    FROM main.events;
-CREATE TABLE cmp.consent_events AS
-    SELECT consent_id AS id, customer_id AS person_no,
-           CASE purpose WHEN 'email_marketing' THEN 'NEWSLETTER' ELSE 'ADS_PERSONALISATION' END
+    SELECT line_id, contact_id AS person_no,
+           CASE line_type WHEN 'SALE' THEN 'purchase' ELSE 'refund' END AS kind,
+           ordered_at AS ts, order_no AS invoice_no, stock_code, description, quantity,
+           unit_price_gbp AS unit_price, line_total_gbp AS amount
+    FROM shop.order_lines;
+CREATE TABLE consent.log AS
+    SELECT record_id AS id, contact_id AS person_no,
+           CASE purpose_name WHEN 'newsletter' THEN 'NEWSLETTER' ELSE 'ADS_PERSONALISATION' END
                AS purpose_name,
-           CASE status WHEN 'granted' THEN 'OPT_IN' ELSE 'OPT_OUT' END AS state,
-           recorded_at AS at, source AS channel, notice_version AS notice
-    FROM main.consents
+           consent_status AS state, captured_at AS at, collection_point AS channel,
+           policy_version AS notice
+    FROM cmp.consent_events
     UNION ALL
-    SELECT 'unmapped-' || consent_id, customer_id, 'NEWSLETTER', 'PENDING', recorded_at
-           + INTERVAL 1 SECOND, source, notice_version
-    FROM main.consents;
+    SELECT 'unmapped-' || record_id, contact_id, 'NEWSLETTER', 'PENDING', captured_at
+           + INTERVAL 1 SECOND, collection_point, policy_version
+    FROM cmp.consent_events;
 CREATE TABLE dpo.requests AS
-    SELECT request_id AS ticket, customer_id AS person_no, subject_key AS hashed_mail,
-           CASE request_type WHEN 'erasure' THEN 'DELETE_ME' ELSE 'STOP_MARKETING' END AS kind,
-           received_at AS opened_at
-    FROM main.privacy_requests;
-DROP TABLE main.customers; DROP TABLE main.events; DROP TABLE main.consents;
-DROP TABLE main.privacy_requests; DROP TABLE web.events; DROP TABLE crm.loyalty;
+    SELECT ticket_id AS ticket, contact_id AS person_no, requester_email AS hashed_mail,
+           CASE ticket_type WHEN 'DELETE_MY_DATA' THEN 'DELETE_ME' ELSE 'STOP_MARKETING' END
+               AS kind,
+           opened_at
+    FROM support.privacy_tickets;
+DROP TABLE crm.contacts; DROP TABLE shop.order_lines; DROP TABLE web.events;
+DROP TABLE cmp.consent_events; DROP TABLE support.privacy_tickets;
 """
 
 RELAYOUT_MODEL = {
@@ -90,7 +92,7 @@ RELAYOUT_MODEL = {
     ],
     "own_action_events": ["purchase", "add_to_cart", "checkout_started"],
     "consents": {
-        "table": "cmp.consent_events",
+        "table": "consent.log",
         "columns": {
             "consent_id": "id",
             "customer_id": "person_no",
@@ -104,6 +106,9 @@ RELAYOUT_MODEL = {
         "purpose_values": {
             "email_marketing": ["NEWSLETTER"],
             "ad_targeting": ["ADS_PERSONALISATION"],
+        },
+        "ours": {
+            "sources": ["checkout_form", "preference_center", "cookie_banner", "unsubscribe_link"]
         },
     },
     "privacy_requests": {

@@ -19,6 +19,7 @@ from orchestrator.config import load_project_config
 from orchestrator.definitions import ALL_SEGMENTS_JOB, build_definitions
 from orchestrator.settings import Settings
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
+from tests.source_layout import repo_config, write_layout_config
 
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = datetime(2026, 11, 29, 6, 0, 0)
@@ -38,7 +39,7 @@ def md5(text: str) -> str:
 
 def write_config(path: Path) -> Path:
     """activation.yaml plus a third destination ``meta_ads_eu`` (Google normalization)."""
-    data = yaml.safe_load((REPO / "activation.yaml").read_text())
+    data = repo_config()  # the hand-built layout's model
     data["destinations"]["meta_ads_eu"] = {
         "platform": "meta",
         "kind": "ad",
@@ -49,8 +50,7 @@ def write_config(path: Path) -> Path:
         "token_env": "META_ACCESS_TOKEN",
         "normalization": "google",
     }
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_layout_config(path, data)
 
 
 def _segment(name: str, purpose: str, destinations: list[dict]) -> str:

@@ -34,6 +34,7 @@ from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import LoadedSegment, load_segments
 from orchestrator.warehouse.schema import create_activation_schema
 from tests.conftest import AS_OF, REPO
+from tests.demo_layout import insert_consent, insert_request
 
 ADS_SEGMENT, EMAIL_SEGMENT, SOFT_SEGMENT = "mug_buyers_60d", "recent_buyers_eu", "one_time_buyers"
 EMAIL_PATTERN = re.compile(r"[^\s@]+@[^\s@]+\.[a-z]{2,}", re.IGNORECASE)
@@ -136,8 +137,9 @@ def test_legal_basis_holds_for_every_demo_audience(con, sid: str) -> None:
 def test_a_withdrawn_consent_ref_fails_with_error(con) -> None:
     key, _ = a_member(con, ADS_SEGMENT)
     (withdrawn,) = con.execute(
-        "SELECT consent_id FROM consents WHERE status = 'withdrawn' AND purpose = 'ad_targeting' "
-        "ORDER BY consent_id LIMIT 1"
+        "SELECT record_id FROM cmp.consent_events WHERE consent_status = 'OPT_OUT' "
+        "AND purpose_name = 'personalised_ads' "
+        "ORDER BY record_id LIMIT 1"
     ).fetchone()
     # the member now claims a withdrawal record (of someone, for the purpose) as its basis
     con.execute(
@@ -170,16 +172,10 @@ def test_each_broken_basis_is_named(con) -> None:
         [EMAIL_SEGMENT, first],
     )
     later = AS_OF - timedelta(hours=1)  # a newer granted record without proof supersedes
+    insert_consent(con, "zz-newer", cid2, "email_marketing", "granted", later, None, "v")
+    insert_request(con, "zz-objection", cid3, "objection", later)
     con.execute(
-        "INSERT INTO consents VALUES ('zz-newer', ?, 'email_marketing', 'granted', ?, NULL, 'v')",
-        [cid2, later],
-    )
-    con.execute(
-        "INSERT INTO privacy_requests VALUES ('zz-objection', ?, NULL, 'objection', ?)",
-        [cid3, later],
-    )
-    con.execute(
-        "UPDATE consents SET notice_version = ' ' WHERE consent_id = ("
+        "UPDATE cmp.consent_events SET policy_version = ' ' WHERE record_id = ("
         "SELECT consent_ref FROM activation.audience_members WHERE segment = ? "
         "AND subject_key = ?)",
         [EMAIL_SEGMENT, fourth],
@@ -198,10 +194,15 @@ def test_soft_opt_in_member_is_reverified(con) -> None:
         [SOFT_SEGMENT],
     ).fetchone()
     assert legal_basis(con, SOFT_SEGMENT).passed
-    con.execute(
-        "INSERT INTO consents VALUES ('zz-withdrawal', ?, 'email_marketing', 'withdrawn', ?, "
-        "'unsubscribe_link', 'v')",
-        [cid, AS_OF - timedelta(minutes=5)],
+    insert_consent(
+        con,
+        "zz-withdrawal",
+        cid,
+        "email_marketing",
+        "withdrawn",
+        AS_OF - timedelta(minutes=5),
+        "unsubscribe_link",
+        "v",
     )
     result = legal_basis(con, SOFT_SEGMENT)
     assert not result.passed
@@ -212,7 +213,7 @@ def test_soft_opt_in_member_is_reverified(con) -> None:
 def test_soft_opt_in_is_refused_for_a_consent_only_segment(con) -> None:
     key, _ = a_member(con, ADS_SEGMENT)
     (event_id,) = con.execute(
-        "SELECT e.event_id FROM events e JOIN activation.audience_members m "
+        "SELECT e.event_id FROM activation.src_events e JOIN activation.audience_members m "
         "ON m.customer_id = e.customer_id WHERE m.segment = ? AND m.subject_key = ? "
         "AND e.event_type = 'purchase' LIMIT 1",
         [ADS_SEGMENT, key],
@@ -270,7 +271,8 @@ def test_consent_proof_counts_unproven_records_no_member_uses_them(con) -> None:
     assert meta(result, "members_on_unproven") == 0
     key, _ = a_member(con, EMAIL_SEGMENT)
     con.execute(
-        "UPDATE consents SET source = NULL WHERE consent_id = (SELECT consent_ref FROM "
+        "UPDATE cmp.consent_events SET collection_point = NULL WHERE record_id = ("
+        "SELECT consent_ref FROM "
         "activation.audience_members WHERE segment = ? AND subject_key = ?)",
         [EMAIL_SEGMENT, key],
     )
@@ -282,10 +284,15 @@ def test_consent_proof_counts_unproven_records_no_member_uses_them(con) -> None:
 
 def test_unproven_latest_grant_is_excluded_by_the_audience(con) -> None:
     _, cid = a_member(con, EMAIL_SEGMENT)
-    con.execute(
-        "INSERT INTO consents VALUES ('zz-unproven', ?, 'email_marketing', 'granted', ?, "
-        "'checkout_form', NULL)",
-        [cid, AS_OF - timedelta(minutes=1)],
+    insert_consent(
+        con,
+        "zz-unproven",
+        cid,
+        "email_marketing",
+        "granted",
+        AS_OF - timedelta(minutes=1),
+        "checkout_form",
+        None,
     )
     build_segment(con, segments()[EMAIL_SEGMENT], project())
     (reason,) = con.execute(
@@ -305,7 +312,9 @@ def test_source_retention_passes_on_demo_and_warns_on_old_subjects(con) -> None:
     assert result.passed and meta(result, "subjects_past_retention") == 0
     old = AS_OF - timedelta(days=cfg.retention.prospect_days + 30)
     con.execute(
-        "INSERT INTO customers VALUES (990001, 'old@example.com', 'FR', 'France', ?, NULL)", [old]
+        "INSERT INTO crm.contacts VALUES (990001, 'old@example.com', NULL, 'FR', 'France', ?, "
+        "NULL, 'bronze', 0, NULL)",
+        [old],
     )
     result = evaluate_source_retention(con, cfg.retention, AS_OF)
     assert not result.passed and result.severity is dg.AssetCheckSeverity.WARN
@@ -472,10 +481,15 @@ def test_blocking_legal_basis_check_stops_only_the_corrupted_segments_sync(
 
         with duckdb.connect(str(settings.warehouse_path)) as con:  # corrupt one member
             key, cid = a_member(con, bad)
-            con.execute(
-                "INSERT INTO consents VALUES ('zz-withdrawn', ?, 'ad_targeting', 'withdrawn', "
-                "?, 'cookie_banner', 'v')",
-                [cid, AS_OF - timedelta(hours=2)],
+            insert_consent(
+                con,
+                "zz-withdrawn",
+                cid,
+                "ad_targeting",
+                "withdrawn",
+                AS_OF - timedelta(hours=2),
+                "cookie_banner",
+                "v",
             )
             con.execute(
                 "UPDATE activation.audience_members SET consent_ref = 'zz-withdrawn' "

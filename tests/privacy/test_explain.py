@@ -10,14 +10,15 @@ import duckdb
 import pytest
 
 from orchestrator.audience import build_audience
-from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.config import ProjectConfig
 from orchestrator.privacy.explain import explain, format_explanation
 from orchestrator.pseudonymize import subject_key
 from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import load_segment_text
 from orchestrator.segments.spec import SegmentSpec
 from orchestrator.sync.diff import PENDING_HASH
-from tests.privacy.helpers import AS_OF, ERIN, REPO, write_warehouse
+from tests.privacy.helpers import AS_OF, ERIN, write_warehouse
+from tests.source_layout import layout_project
 
 SEGMENT = """
 name: fr_recent_buyers
@@ -47,7 +48,7 @@ def setup(tmp_path: Path) -> tuple[Path, dict[int, str], ProjectConfig, dict[str
     mailchimp, 3 as pending."""
     wh = tmp_path / "warehouse.duckdb"
     emails = write_warehouse(wh)
-    project = load_project_config(REPO / "activation.yaml")
+    project = layout_project(tmp_path)  # the hand-built layout's model
     spec = load_segment_text(SEGMENT, "fr_recent_buyers.yaml", project)
     con = duckdb.connect(str(wh))
     try:

@@ -246,3 +246,26 @@ def test_follow_ups_wait_for_running_jobs_and_are_spaced() -> None:
     assert plan_follow_ups({"a": 1}, recent, set(), now, five) == ([], recent)
     old = {"a": now - timedelta(minutes=6), "gone": now}
     assert plan_follow_ups({"a": 1}, old, set(), now, five) == (["a"], {"a": now})
+
+
+def test_a_segment_whose_token_is_unset_is_not_launched_and_the_others_are(
+    privacy_project: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster refuses a run whose destination variable is unset, and one refused request
+    would stop the tick's other launches: the sensor leaves that segment out, naming the
+    variable, and launches it once the variable is set."""
+    defs = load_defs()
+    with dg.DagsterInstance.get() as instance:
+        run_segments(defs, instance)
+        for purpose in ("ad_targeting", "email_marketing"):
+            _write(
+                privacy_project,
+                "INSERT INTO consents VALUES (?, ?, ?, 'withdrawn', ?, 'crm', 'v3')",
+                [f"w-{purpose}", ERIN_ID, purpose, AS_OF - timedelta(minutes=5)],
+            )
+        monkeypatch.delenv("META_ACCESS_TOKEN")
+        requests, cursor = _tick(defs, instance, privacy_project)
+        assert [r.job_name for r in requests] == [f"{MAIL}_job"]
+        monkeypatch.setenv("META_ACCESS_TOKEN", "set-again")
+        later, _ = _tick(defs, instance, privacy_project, cursor)
+    assert [r.job_name for r in later] == [f"{ADS}_job"]

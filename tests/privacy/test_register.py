@@ -80,7 +80,8 @@ def test_every_segment_is_an_activity_with_purpose_basis_recipients_retention() 
 def test_personal_data_follow_the_fields_actually_used() -> None:
     rows = csv_rows(render_register_csv(PROJECT, specs()))
     ads = rows["mug_buyers_60d"]["personal_data"]
-    assert "pseudonymized (SHA-256)" in ads and "products bought" in ads
+    assert "pseudonymized (SHA-256)" in ads
+    assert "used to select: purchase events: description (sales.description)" in ads
     assert "email address (sent to email platforms" not in ads
     assert "country" not in ads  # neither a condition nor a field of that segment
     email = rows["recent_buyers_eu"]["personal_data"]
@@ -88,7 +89,9 @@ def test_personal_data_follow_the_fields_actually_used() -> None:
     assert "sent to mailchimp as COUNTRY: country" in email
     assert "pseudonymized" not in email
     sql = rows["loyal_no_refund_sql"]["personal_data"]
-    assert "order numbers" in sql and "purchases and refunds" in sql
+    assert "events: order_id (sales.order_no, returns.order_no)" in sql
+    # a query over the events view reads every event source, the web's included
+    assert "events: event_type (" in sql and "web.events.action" in sql
     assert rows["mug_buyers_60d"]["data_subjects"] == "customers (at least one purchase)"
     assert "prospects" in rows["loyal_no_refund_sql"]["data_subjects"]
 
@@ -211,4 +214,20 @@ def test_every_segment_asset_has_definition_metadata_and_lineage(
         assert lineage.deps_by_column, key
     segment = graph.get(dg.AssetKey(["segment", "winter_prospects"])).metadata
     deps = segment["dagster/column_lineage"].deps_by_column["customer_id"]
-    assert dg.TableColumnDep(dg.AssetKey(["warehouse", "customers"]), "customer_id") in deps
+    assert dg.TableColumnDep(dg.AssetKey(["warehouse", "customers"]), "contact_id") in deps
+
+
+def test_what_each_segment_reads_comes_from_every_event_source_it_reaches() -> None:
+    """The cart abandoners read web events and order lines: the record of their purpose lists
+    both sources' own columns, not purchases only."""
+    rows = csv_rows(render_register_csv(PROJECT, specs()))
+    carts = rows["cart_abandoners"]["personal_data"]
+    assert (
+        "used to select: add_to_cart events and when (web.events.visitor_customer_id, "
+        "web.events.happened_at, web.events.action)" in carts
+    )
+    assert "used to select: purchase events and when (sales.contact_id, sales.ordered_at)" in carts
+    assert "refund" not in carts and "returns." not in carts  # no return is read
+    record = render_register_markdown(PROJECT, specs())
+    carts_md = record.split("### cart_abandoners", 1)[1].split("\n### ", 1)[0]
+    assert "web.events.action" in carts_md

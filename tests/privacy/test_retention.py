@@ -119,7 +119,7 @@ def test_audience_asset_excludes_expired_people_with_the_configured_duration(
     short = shipped.model_copy(update={"retention": SourceRetention(customer_days=60)})
     loaded = load_segments(REPO / "segments", short).specs["one_time_buyers"]
     result = dg.materialize(
-        [build_segment_asset(loaded), build_audience_asset(loaded, short)],
+        [build_segment_asset(loaded, short), build_audience_asset(loaded, short)],
         resources={"warehouse": DuckDBResource(database=str(path))},
         run_config={
             "ops": {
@@ -138,14 +138,14 @@ def test_audience_asset_excludes_expired_people_with_the_configured_duration(
             """
             SELECT count(*) FROM activation.audience_members m
             WHERE m.segment = 'one_time_buyers' AND NOT EXISTS (
-                SELECT 1 FROM events e WHERE e.customer_id = m.customer_id
-                  AND e.event_type = 'purchase' AND e.occurred_at > ? AND e.occurred_at <= ?)
+                SELECT 1 FROM shop.order_lines e WHERE e.contact_id = m.customer_id
+                  AND e.line_type = 'SALE' AND e.ordered_at > ? AND e.ordered_at <= ?)
               AND NOT EXISTS (  -- the website's own actions (the model's own_action_events)
                 SELECT 1 FROM web.events w WHERE w.visitor_customer_id = m.customer_id
                   AND w.action IN ('add_to_cart', 'checkout_started')
                   AND w.happened_at > ? AND w.happened_at <= ?)
-              AND coalesce((SELECT last_contact_at FROM customers c
-                            WHERE c.customer_id = m.customer_id), TIMESTAMP '1900-01-01') <= ?
+              AND coalesce((SELECT last_interaction_at FROM crm.contacts c
+                            WHERE c.contact_id = m.customer_id), TIMESTAMP '1900-01-01') <= ?
             """,
             [ago(60), AS_OF, ago(60), AS_OF, ago(60)],
         ).fetchone()

@@ -28,6 +28,7 @@ from orchestrator.privacy.requests import record_request
 from orchestrator.settings import Settings
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
 from tests.privacy.helpers import REPO, load_defs
+from tests.source_layout import repo_config, write_layout_config
 
 AS_OF = datetime(2026, 11, 29, 6, 0, 0)
 BEFORE = AS_OF - timedelta(days=10)
@@ -60,15 +61,14 @@ def sha(text: str) -> str:
 def write_config(path: Path) -> Path:
     """The P1 case's project: purpose ``service`` (legitimate interest, ``marketing`` left to
     its default) that ``mailchimp`` serves beside ``email_marketing``."""
-    data = yaml.safe_load((REPO / "activation.yaml").read_text())
+    data = repo_config()  # the hand-built layout's model
     data["purposes"]["service"] = {
         "description": "Order and account messages",
         "consent_validity_days": 365,
         "legal_bases": ["legitimate_interest"],
     }
     data["destinations"]["mailchimp"]["purposes"] = ["email_marketing", "service"]
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_layout_config(path, data)
 
 
 def _segment(name: str, purpose: str, basis: str, ids: list[int], destination: dict) -> str:

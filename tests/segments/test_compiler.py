@@ -15,6 +15,7 @@ from orchestrator.segments.compiler import compile_segment, conditions_summary
 from orchestrator.segments.spec import SegmentSpec
 from orchestrator.warehouse.schema import create_source_schema
 from tests.postgres import open_warehouse
+from tests.source_layout import layout_project
 
 AS_OF = datetime(2024, 6, 1)
 
@@ -54,6 +55,12 @@ def con(request: pytest.FixtureRequest) -> Iterator[duckdb.DuckDBPyConnection]:
     connection.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", EVENTS)
     yield connection
     connection.close()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
+    """The repository's project with the model of the layout these tests build by hand."""
+    return layout_project(tmp_path_factory.mktemp("layout"))
 
 
 def _spec(project: ProjectConfig, audience_yaml: str) -> SegmentSpec:

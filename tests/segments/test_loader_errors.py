@@ -54,8 +54,8 @@ audience:
 """
         + MAILCHIMP,
         "audience.all[0].trait",
-        "unknown trait 'contry'; valid traits: customer_id, country, country_name, created_at,"
-        " last_contact_at",
+        "unknown trait 'contry'; valid traits: customer_id, country, country_name, signed_up_at,"
+        " last_interaction_at, loyalty_tier, lifetime_value, preferred_store",
     ),
     case(
         EMAIL_HEAD
@@ -352,7 +352,7 @@ audience:
         EMAIL_HEAD
         + """\
 audience:
-  trait: last_contact_at
+  trait: last_interaction_at
   eq:  # <-
 """
         + MAILCHIMP,
@@ -363,7 +363,7 @@ audience:
         EMAIL_HEAD
         + """\
 audience:
-  trait: created_at
+  trait: signed_up_at
   gte: 2024-02-30  # <-
 """
         + MAILCHIMP,
@@ -403,8 +403,8 @@ audience:
 """
         + MAILCHIMP,
         "audience.where[0].field",
-        "unknown event field 'colour'; valid event fields: invoice_no, stock_code, description,"
-        " quantity, unit_price, value",
+        "unknown event field 'colour'; valid event fields: order_no, stock_code, description,"
+        " quantity, unit_price_gbp, sku, page_path",
     ),
     case(
         EMAIL_HEAD

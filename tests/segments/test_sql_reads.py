@@ -91,8 +91,8 @@ def test_the_register_lists_what_a_query_really_reads(
         " JOIN activation.src_customers USING (customer_id)"
         " WHERE e::VARCHAR LIKE '%MUG%' AND country = 'FR'",
         # Words in a comment or a string are not columns read.
-        "SELECT customer_id FROM activation.src_customers -- collected_at, last_contact_at\n"
-        "WHERE country_name = 'created_at'",
+        "SELECT customer_id FROM activation.src_customers -- signed_up_at, last_interaction_at\n"
+        "WHERE country_name = 'signed_up_at'",
     )
     # the per-campaign entries (the record's detail) name what each query reads
     settings = Settings.from_env()
@@ -101,15 +101,16 @@ def test_the_register_lists_what_a_query_really_reads(
     text = render_register_markdown(project, loaded.specs)
     first, second = text.split("### probe0", 1)[1].split("### probe1")
     for label in (
-        "products bought",
-        "product codes bought",
-        "prices paid",
-        "amounts spent (GBP)",
-        "order numbers",
+        "events: description (sales.description, returns.description)",
+        "events: stock_code (sales.stock_code, returns.stock_code)",
+        "events: unit_price_gbp (sales.unit_price_gbp, returns.unit_price_gbp)",
+        "events: value (sales.line_total_gbp, returns.line_total_gbp)",
+        "events: order_id (sales.order_no, returns.order_no)",
+        "events: sku (web.events.sku)",
         "country",
     ):
         assert f"used to select: {label}" in first
-    assert "date of collection" not in second and "date of last contact" not in second
+    assert "signed_up_at" not in second and "last_interaction_at" not in second
     assert "used to select: country" in second
 
 

@@ -75,7 +75,7 @@ def test_trait_dates_numbers_and_counts_are_bounded(
     - event: purchase
       between: ['2024-01-01', '9999-12-31']
 """,
-        f"""    - trait: created_at
+        f"""    - trait: signed_up_at
       gte: '0001-01-01'
     - trait: customer_id
       eq: {HUGE}
@@ -83,7 +83,7 @@ def test_trait_dates_numbers_and_counts_are_bounded(
       at_least: {HUGE}
       total_value: {{gte: .inf}}
       where:
-        - field: unit_price
+        - field: unit_price_gbp
           between: [1, 1.0e+300]
 """,
     )
@@ -163,7 +163,7 @@ def _bounded_segment(draw: st.DrawFn) -> dict:
                     "total_value": {"between": [low, high]},
                     "where": [{"field": "quantity", "gte": draw(st.integers(-(10**15), 10**15))}],
                 },
-                {"trait": "created_at", "between": [d.isoformat() for d in created]},
+                {"trait": "signed_up_at", "between": [d.isoformat() for d in created]},
                 {"trait": "customer_id", "lte": draw(st.integers(-(10**15), 10**15))},
             ]
         },

@@ -1,6 +1,8 @@
 """A small project for end-to-end tests of what destinations answer: a synthetic warehouse
 (Faker, example.com), two SQL segments (``ads_fr`` -> Meta, ``mail_fr`` -> Mailchimp, members:
-customers in FR), the real Definitions and job, the mock destinations.
+customers in FR), the real Definitions and job, the mock destinations. With ``google=True`` the
+ads segment also goes to ``google_ads`` (Google's Data Manager API, both consent signals from
+the ``ad_targeting`` consent) and the customers get a ``phone`` column the source model reads.
 
 The segment modes and the Meta normalization are parameters, so one test covers every mode.
 Leaving a segment = moving out of FR; withdrawing = a newer ``withdrawn`` consent.
@@ -9,6 +11,7 @@ Leaving a segment = moving out of FR; withdrawing = a newer ``withdrawn`` consen
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,11 +28,11 @@ from orchestrator.definitions import ALL_SEGMENTS_JOB, build_definitions
 from orchestrator.settings import Settings
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
 from tests.conftest import REPO
+from tests.source_layout import repo_config
 
 AS_OF = datetime(2026, 11, 29, 6, 0, 0)
 ADS, MAIL = "ads_fr", "mail_fr"
-META_AUD, LIST = "120210000000777", "answerslist01"
-SEGMENT_DESTINATIONS = {ADS: ["meta_ads"], MAIL: ["mailchimp"]}
+META_AUD, LIST, GOOGLE_AUD = "120210000000777", "answerslist01", "5550077"
 
 
 def md5(email: str) -> str:
@@ -52,10 +55,28 @@ class AnswersProject:
     mock: object
 
 
-def write_config(path: Path, *, normalization: str = "base") -> Path:
-    """activation.yaml of the repository with ``meta_ads`` normalized as asked."""
-    data = yaml.safe_load((REPO / "activation.yaml").read_text())
+def write_config(path: Path, *, normalization: str = "base", google: bool = False) -> Path:
+    """activation.yaml of the repository, with the hand-built layout's model, ``meta_ads``
+    normalized as asked; ``google``: a ``google_ads`` destination and the customers' ``phone``
+    column in the source model."""
+    data = repo_config()  # the hand-built layout's model
     data["destinations"]["meta_ads"]["normalization"] = normalization
+    if google:
+        data["purposes"]["ad_targeting"]["consent_signals"] = {
+            "google": {"ad_user_data": "ad_targeting", "ad_personalization": "ad_targeting"}
+        }
+        data["destinations"]["google_ads"] = {
+            "platform": "google",
+            "kind": "ad",
+            "purposes": ["ad_targeting"],
+            "country": "US",
+            "transfer_safeguard": "EU-US Data Privacy Framework (adequacy decision, 2023)",
+            "base_url_env": "GOOGLE_BASE_URL",
+            "token_env": "GOOGLE_ACCESS_TOKEN",
+            "account_id": "1234567890",
+        }
+        customers = data["source"]["customers"]
+        customers["select"] = customers["select"].replace("c.email,", "c.email, c.phone,")
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -76,9 +97,13 @@ def _segment(name: str, purpose: str, destinations: list[dict]) -> str:
     )
 
 
-def write_segments(folder: Path, *, ads_mode: str = "mirror", mail_mode: str = "mirror") -> Path:
+def write_segments(
+    folder: Path, *, ads_mode: str = "mirror", mail_mode: str = "mirror", google: bool = False
+) -> Path:
     folder.mkdir(exist_ok=True)
     ads = [{"destination": "meta_ads", "audience_id": META_AUD, "mode": ads_mode}]
+    if google:
+        ads.append({"destination": "google_ads", "audience_id": GOOGLE_AUD, "mode": ads_mode})
     mail = [
         {
             "destination": "mailchimp",
@@ -94,7 +119,11 @@ def write_segments(folder: Path, *, ads_mode: str = "mirror", mail_mode: str = "
 
 def add_customer(con: duckdb.DuckDBPyConnection, cid: int, email: str, at: datetime) -> None:
     """A customer in FR with a granted consent for both purposes at ``at``."""
-    con.execute("INSERT INTO customers VALUES (?, ?, 'FR', 'France', ?, ?)", [cid, email, at, at])
+    con.execute(
+        "INSERT INTO customers (customer_id, email, country, country_name, created_at,"
+        " last_contact_at) VALUES (?, ?, 'FR', 'France', ?, ?)",
+        [cid, email, at, at],
+    )
     for purpose in ("email_marketing", "ad_targeting"):
         con.execute(
             "INSERT INTO consents VALUES (?, ?, ?, 'granted', ?, 'signup_form', 'v3')",
@@ -102,11 +131,13 @@ def add_customer(con: duckdb.DuckDBPyConnection, cid: int, email: str, at: datet
         )
 
 
-def write_warehouse(path: Path, emails: dict[int, str]) -> None:
+def write_warehouse(path: Path, emails: dict[int, str], *, phone: bool = False) -> None:
     con = duckdb.connect(str(path))
     try:
         create_source_schema(con)
         create_activation_schema(con)
+        if phone:
+            con.execute("ALTER TABLE customers ADD COLUMN phone VARCHAR")
         for cid, email in emails.items():
             add_customer(con, cid, email, AS_OF - timedelta(days=10))
     finally:
@@ -134,9 +165,18 @@ def load_defs() -> dg.Definitions:
     return build_definitions(settings, load_project_config(settings.config_path))
 
 
+def segment_destinations() -> dict[str, list[str]]:
+    """Segment id -> its destinations, read from the segment files the Definitions read."""
+    out = {}
+    for path in sorted(Path(os.environ["ACTIVATION_SEGMENTS_DIR"]).glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        out[spec["name"]] = [d["destination"] for d in spec["destinations"]]
+    return out
+
+
 def run_config(as_of: datetime) -> dict:
     keys = []
-    for sid, destinations in SEGMENT_DESTINATIONS.items():
+    for sid, destinations in segment_destinations().items():
         keys += [segment_key(sid), audience_key(sid), *(sync_key(sid, d) for d in destinations)]
     config = {"config": {"as_of": as_of.isoformat()}}
     return {"ops": {key.to_python_identifier(): config for key in keys}}
@@ -179,12 +219,20 @@ def project_maker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dagster_home:
     environment of the real Definitions at it (the ``answers_env`` fixture)."""
 
     def make(
-        mock, emails: dict[int, str], *, ads_mode="mirror", mail_mode="mirror", normalization="base"
+        mock,
+        emails: dict[int, str],
+        *,
+        ads_mode="mirror",
+        mail_mode="mirror",
+        normalization="base",
+        google=False,
     ) -> AnswersProject:
         project = AnswersProject(
             tmp_path / "warehouse.duckdb",
-            write_config(tmp_path / "activation.yaml", normalization=normalization),
-            write_segments(tmp_path / "segments", ads_mode=ads_mode, mail_mode=mail_mode),
+            write_config(tmp_path / "activation.yaml", normalization=normalization, google=google),
+            write_segments(
+                tmp_path / "segments", ads_mode=ads_mode, mail_mode=mail_mode, google=google
+            ),
             mock,
         )
         env = {
@@ -198,10 +246,12 @@ def project_maker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dagster_home:
             "META_ACCESS_TOKEN": mock.meta_token,
             "MAILCHIMP_BASE_URL": mock.mailchimp_url,
             "MAILCHIMP_API_KEY": mock.mailchimp_token,
+            "GOOGLE_BASE_URL": mock.google_url,
+            "GOOGLE_ACCESS_TOKEN": mock.google_token,
         }
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        write_warehouse(project.warehouse, emails)
+        write_warehouse(project.warehouse, emails, phone=google)
         return project
 
     return make

@@ -1,7 +1,8 @@
 """Meta's restricted audiences: an audience flagged for suggesting health or financial status
 refuses every edit ("Audience Upload Blocked", code 100, subcode 1713230). The sync records the
-refusal per row with Meta's words, does not resend it, and other audiences are unaffected; a
-segment reading a field marked health or financial is warned about before any sync."""
+refusal per row with Meta's words, does not resend it, and other audiences are unaffected.
+The warning before any sync about a segment reading data marked health or financial:
+tests/segments/test_restricted_warnings.py."""
 
 from __future__ import annotations
 
@@ -9,16 +10,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import yaml
 
 from destinations.http import RetryPolicy
 from destinations.meta import MetaAudienceClient
 from destinations.mock.testing import running_mock
-from orchestrator.config import load_project_config
-from orchestrator.segments.restricted import restricted_audience_warnings
-from orchestrator.segments.spec import SegmentSpec
 from orchestrator.sync.engine import run_sync
-from tests.conftest import REPO
 from tests.sync.helpers import fake_emails, new_warehouse, set_audience
 
 BLOCKED, FREE = "120210000000471", "120210000000200"
@@ -65,25 +61,3 @@ def test_blocked_audience_is_reported_not_retried_and_others_sync(tmp_path: Path
     again = sync(wh, tmp_path / "state", mock, "vitamins", BLOCKED)
     assert again.skipped_rejected == 3 and again.api_calls == 0
     assert mock.requests_log("meta", since_id=since) == []
-
-
-def test_segment_reading_health_or_financial_fields_is_warned(tmp_path: Path) -> None:
-    project = load_project_config(REPO / "activation.yaml")
-    spec = SegmentSpec.model_validate(
-        yaml.safe_load((REPO / "segments" / "mug_buyers_60d.yaml").read_text()),
-        context={"project": project},
-    )
-    values = {"description": {"health": ("vitamin", "MUG"), "religion": ("mug",)}}
-    warnings = restricted_audience_warnings(spec, project, {}, values)
-    assert warnings == [
-        "segment mug_buyers_60d: description compared with 'mug', marked health; ad "
-        "destinations meta_ads may flag the audience as suggesting health or financial status "
-        "and refuse its updates (Meta: 'Audience Upload Blocked')"
-    ]
-    assert restricted_audience_warnings(spec, project, {"description": "financial"}, {})
-    assert restricted_audience_warnings(spec, project, {"description": "religion"}, {}) == []
-    email_spec = SegmentSpec.model_validate(
-        yaml.safe_load((REPO / "segments" / "recent_buyers_eu.yaml").read_text()),
-        context={"project": project},
-    )
-    assert restricted_audience_warnings(email_spec, project, {"country": "health"}, {}) == []
