@@ -66,7 +66,7 @@ def recorded(
     loaded = load_segments(REPO / "segments", project)
     path = tmp_path_factory.mktemp("rendered") / "demo.duckdb"
     path.write_bytes(demo_warehouse_template.read_bytes())
-    con = postgres_copy_of(path, postgres_module_url)
+    con = postgres_copy_of(path, postgres_module_url, project=project)
     out: dict[str, list[str]] = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
         recorder = _Recorder(monkeypatch)

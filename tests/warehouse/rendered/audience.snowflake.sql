@@ -1,4 +1,4 @@
--- 59 statements of the shared SQL, rendered for snowflake
+-- 60 statements of the shared SQL, rendered for snowflake
 
 CREATE SCHEMA IF NOT EXISTS activation;
 
@@ -8,15 +8,17 @@ CREATE TABLE IF NOT EXISTS activation.source_views (view_name VARCHAR PRIMARY KE
 
 CREATE TABLE IF NOT EXISTS activation.request_intake (request_id VARCHAR PRIMARY KEY, customer_id BIGINT, subject_key VARCHAR, request_type VARCHAR NOT NULL, received_at TIMESTAMPNTZ NOT NULL);
 
-SELECT * FROM (SELECT c.customer_id, c.email, c.country, c.country_name, c.created_at, c.last_contact_at, l.loyalty_tier, l.lifetime_value, l.preferred_store FROM customers AS c LEFT JOIN crm.loyalty AS l ON l.customer_ref = c.customer_id) AS s LIMIT 0;
+SELECT * FROM crm.contacts AS s LIMIT 0;
 
-SELECT * FROM events AS s LIMIT 0;
+SELECT * FROM (SELECT * FROM shop.order_lines WHERE line_type = 'SALE') AS s LIMIT 0;
+
+SELECT * FROM (SELECT * FROM shop.order_lines WHERE line_type = 'RETURN') AS s LIMIT 0;
 
 SELECT * FROM web.events AS s LIMIT 0;
 
-SELECT * FROM consents AS s LIMIT 0;
+SELECT * FROM cmp.consent_events AS s LIMIT 0;
 
-SELECT * FROM privacy_requests AS s LIMIT 0;
+SELECT * FROM support.privacy_tickets AS s LIMIT 0;
 
 SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_catalog = CURRENT_DATABASE() AND table_schema = ? AND table_type = 'VIEW';
 

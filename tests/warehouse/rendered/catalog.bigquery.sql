@@ -1,4 +1,4 @@
--- 14 statements of the shared SQL, rendered for bigquery
+-- 15 statements of the shared SQL, rendered for bigquery
 
 CREATE SCHEMA IF NOT EXISTS activation;
 
@@ -8,28 +8,30 @@ CREATE TABLE IF NOT EXISTS activation.source_views (view_name STRING PRIMARY KEY
 
 CREATE TABLE IF NOT EXISTS activation.request_intake (request_id STRING PRIMARY KEY, customer_id INT64, subject_key STRING, request_type STRING NOT NULL, received_at DATETIME NOT NULL);
 
-SELECT * FROM (SELECT c.customer_id, c.email, c.country, c.country_name, c.created_at, c.last_contact_at, l.loyalty_tier, l.lifetime_value, l.preferred_store FROM customers AS c LEFT JOIN crm.loyalty AS l ON l.customer_ref = c.customer_id) AS s LIMIT 0;
+SELECT * FROM crm.contacts AS s LIMIT 0;
 
-SELECT * FROM events AS s LIMIT 0;
+SELECT * FROM (SELECT * FROM shop.order_lines WHERE line_type = 'SALE') AS s LIMIT 0;
+
+SELECT * FROM (SELECT * FROM shop.order_lines WHERE line_type = 'RETURN') AS s LIMIT 0;
 
 SELECT * FROM web.events AS s LIMIT 0;
 
-SELECT * FROM consents AS s LIMIT 0;
+SELECT * FROM cmp.consent_events AS s LIMIT 0;
 
-SELECT * FROM privacy_requests AS s LIMIT 0;
+SELECT * FROM support.privacy_tickets AS s LIMIT 0;
 
 SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_catalog = CURRENT_DATABASE() AND table_schema = ? AND table_type = 'VIEW';
 
 SELECT view_name, definition FROM activation.source_views;
 
-SELECT COUNT(*), MIN(k) FROM (SELECT s.`customer_id` AS k FROM (SELECT c.customer_id, c.email, c.country, c.country_name, c.created_at, c.last_contact_at, l.loyalty_tier, l.lifetime_value, l.preferred_store FROM customers AS c LEFT JOIN crm.loyalty AS l ON l.customer_ref = c.customer_id) AS s WHERE NOT s.`customer_id` IS NULL GROUP BY s.`customer_id` HAVING COUNT(*) > 1);
+SELECT COUNT(*), MIN(k) FROM (SELECT s.`contact_id` AS k FROM crm.contacts AS s WHERE NOT s.`contact_id` IS NULL GROUP BY s.`contact_id` HAVING COUNT(*) > 1);
 
 SELECT * FROM activation.src_customers LIMIT 0;
 
 SELECT * FROM activation.src_events LIMIT 0;
 
-SELECT DISTINCT CAST(`event_type` AS STRING) AS t FROM events AS s WHERE NOT `event_type` IS NULL ORDER BY t NULLS LAST LIMIT 201;
-
 SELECT DISTINCT CAST(`action` AS STRING) AS t FROM web.events AS s WHERE NOT `action` IS NULL ORDER BY t NULLS LAST LIMIT 201;
 
-SELECT CAST(s.`status` AS STRING) AS v, COUNT(*) FROM consents AS s WHERE CAST(s.`status` AS STRING) IS NULL OR NOT CAST(s.`status` AS STRING) IN ('granted', 'withdrawn') GROUP BY v ORDER BY v NULLS LAST;
+SELECT CAST(s.`consent_status` AS STRING) AS v, COUNT(*) FROM cmp.consent_events AS s WHERE CAST(s.`consent_status` AS STRING) IS NULL OR NOT CAST(s.`consent_status` AS STRING) IN ('OPT_IN', 'OPT_OUT') GROUP BY v ORDER BY v NULLS LAST;
+
+SELECT CAST(s.`purpose_name` AS STRING) AS v, COUNT(*) FROM cmp.consent_events AS s WHERE CAST(s.`purpose_name` AS STRING) IS NULL OR NOT CAST(s.`purpose_name` AS STRING) IN ('newsletter', 'personalised_ads') GROUP BY v ORDER BY v NULLS LAST;
