@@ -56,6 +56,38 @@ def run(
     click.echo(f"wrote {json_path} and {md_path}")
 
 
+@main.command()
+@click.option("--customers", type=click.IntRange(min=100), default=100_000, show_default=True)
+@click.option("--seed", type=int, default=None, help="Default: the scenario's fixed seed.")
+@click.option(
+    "--postgres-url",
+    default=None,
+    help="postgresql://user@host:port/db (password in BENCH_PG_PASSWORD); default: a "
+    "server started for the run.",
+)
+@click.option(
+    "--results-dir", type=click.Path(path_type=Path), default=RESULTS_DIR, show_default=True
+)
+def warehouses(
+    customers: int, seed: int | None, postgres_url: str | None, results_dir: Path
+) -> None:
+    """The segment, audience and diff stages on DuckDB and on PostgreSQL, side by side."""
+    from bench.scenario import DEFAULT_SEED
+    from bench.warehouses import compare_warehouses, render_markdown, write_results
+
+    work = Path(tempfile.mkdtemp(prefix="activation-bench-wh-"))
+    try:
+        results = compare_warehouses(
+            customers, work, seed=DEFAULT_SEED if seed is None else seed,
+            postgres_url=postgres_url,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    json_path, md_path = write_results(results, results_dir)
+    click.echo(render_markdown(results))
+    click.echo(f"wrote {json_path} and {md_path}")
+
+
 @main.command(hidden=True)
 @click.argument("kind")
 @click.argument("job_file", type=click.Path(path_type=Path, exists=True))

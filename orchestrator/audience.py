@@ -197,8 +197,8 @@ other_withdrawals AS (
     WHERE withdrawn_at >= coalesce(granted_at, withdrawn_at)
     GROUP BY address_id
 ),
-consent AS (
-    SELECT m.customer_id, l.consent_id,
+own_states AS (
+    SELECT m.customer_id, l.consent_id, l.recorded_at, o.withdrawn_at,
            CASE
                WHEN l.address_id IS NULL THEN 'none'
                WHEN l.status <> 'granted' THEN 'withdrawn'
@@ -207,15 +207,19 @@ consent AS (
                  THEN 'unproven'
                WHEN l.recorded_at <= $cutoff THEN 'expired'
                ELSE 'valid'
-           END AS own_state,
-           CASE
-               WHEN o.withdrawn_at IS NULL THEN own_state
-               WHEN own_state = 'valid' AND o.withdrawn_at < l.recorded_at THEN 'valid'
-               ELSE 'withdrawn'
-           END AS consent_state
+           END AS own_state
     FROM members AS m
     LEFT JOIN own AS l USING (address_id)
     LEFT JOIN other_withdrawals AS o USING (address_id)
+),
+consent AS (
+    SELECT customer_id, consent_id,
+           CASE
+               WHEN withdrawn_at IS NULL THEN own_state
+               WHEN own_state = 'valid' AND withdrawn_at < recorded_at THEN 'valid'
+               ELSE 'withdrawn'
+           END AS consent_state
+    FROM own_states
 ),
 last_purchases AS (
     -- arg_max, not a row_number() window: same row (event_id is unique), without sorting
@@ -328,9 +332,9 @@ kept_per_address AS (
     GROUP BY subject_key
     HAVING count(*) > 1
 )
-SELECT c.* REPLACE (
-    CASE WHEN d.kept_customer_id IS NOT NULL AND c.customer_id <> d.kept_customer_id
-         THEN 'duplicate_address' ELSE c.reason END AS reason)
+SELECT c.customer_id, c.subject_key, c.legal_basis, c.consent_ref,
+       CASE WHEN d.kept_customer_id IS NOT NULL AND c.customer_id <> d.kept_customer_id
+            THEN 'duplicate_address' ELSE c.reason END AS reason
 FROM classified AS c
 LEFT JOIN kept_per_address AS d ON c.reason IS NULL AND d.subject_key = c.subject_key
 """

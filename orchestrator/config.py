@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, Literal, NoReturn
 
 from pydantic import (
     BaseModel,
@@ -214,11 +214,58 @@ class AlertsConfig(_Strict):
     webhook_url_env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
 
 
+class DuckDBWarehouse(_Strict):
+    """The embedded warehouse (the default): a DuckDB file. ``path``: the file, relative to
+    the project folder (:func:`orchestrator.warehouse.factory.duckdb_path_for`: the
+    ``ACTIVATION_WAREHOUSE`` environment variable wins when set); None: the file
+    ``ACTIVATION_WAREHOUSE`` names, else ``.data/warehouse.duckdb``."""
+
+    kind: Literal["duckdb"] = "duckdb"
+    path: str | None = None
+
+
+class PostgresWarehouse(_Strict):
+    """A PostgreSQL server (15 or later) as the warehouse.
+
+    ``url``: ``postgresql://user@host:port/database`` (query options such as ``sslmode``
+    allowed); a password written in it is refused. ``password_env``: the environment
+    variable holding the password (a secret: never in this file). ``statement_timeout_s``:
+    a statement running longer is cancelled and the stage fails, rolled back (seconds; 0:
+    none). ``connect_timeout_s``: how long to wait for the server (seconds).
+    ``search_path``: schemas (comma-separated) where unqualified table names of the source
+    model are found (default ``public``). The product's
+    tables live in the schema ``activation`` of that database (created by the product: the
+    user needs ``CREATE`` on the database, or the schema created and granted to it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    kind: Literal["postgres"]
+    url: str = Field(pattern=r"^postgres(ql)?://")
+    password_env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    statement_timeout_s: float = Field(default=600, ge=0)
+    connect_timeout_s: float = Field(default=10, gt=0)
+    search_path: str = Field(default="public", pattern=r"^[a-z_][a-z0-9_]*(,[a-z_][a-z0-9_]*)*$")
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, value: str) -> str:
+        from orchestrator.warehouse.postgres import PostgresTarget
+
+        PostgresTarget.from_url(value)  # raises ValueError naming the problem (never a value)
+        return value
+
+
+#: ``warehouse:`` of ``activation.yaml``: which backend, and how to reach it.
+WarehouseConfig = Annotated[DuckDBWarehouse | PostgresWarehouse, Field(discriminator="kind")]
+
+
 class ProjectConfig(_Strict):
     """The whole ``activation.yaml``. ``retention`` is optional (CNIL defaults); ``alerts``
     is optional (no alerts sensor without it); ``source`` is the declared source model
     (:mod:`orchestrator.model.spec`; default: the tables
-    ``orchestrator.warehouse.schema.create_source_schema`` creates).
+    ``orchestrator.warehouse.schema.create_source_schema`` creates); ``warehouse`` chooses
+    the backend (:class:`DuckDBWarehouse`, the default, or :class:`PostgresWarehouse`).
 
     Cross-field rules: every purpose a destination serves is declared; a destination that
     serves a marketing purpose (:attr:`Purpose.marketing`) serves only marketing purposes, so a
@@ -232,6 +279,7 @@ class ProjectConfig(_Strict):
     retention: SourceRetention = SourceRetention()
     alerts: AlertsConfig | None = None
     source: SourceModel = DEFAULT_MODEL
+    warehouse: WarehouseConfig = DuckDBWarehouse()
     _catalog: Catalog = PrivateAttr(default=DEFAULT_CATALOG)
 
     @property

@@ -297,10 +297,19 @@ def register_sql_functions(con: duckdb.DuckDBPyConnection) -> None:
     registered in a transaction that is rolled back, while the connection still refuses to
     register the name again.
 
+    On a PostgreSQL warehouse (any connection that is not DuckDB's) the same names are SQL
+    functions reading the reference's results, prepared here for the values the key SQL
+    reads (:func:`orchestrator.warehouse.address_forms.prepare_address_forms`).
+
     Raises:
         RuntimeError: the functions were registered in a transaction that was rolled back.
         duckdb.Error: the connection is closed.
     """
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        from orchestrator.warehouse.address_forms import prepare_address_forms
+
+        prepare_address_forms(con)
+        return
     for name, function in SQL_FUNCTIONS.items():
         try:
             con.create_function(

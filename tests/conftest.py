@@ -81,3 +81,12 @@ def project_env(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+# PostgreSQL: one real server per test worker, a fresh database per test (tests/postgres.py)
+from tests.postgres import (  # noqa: E402, F401
+    postgres_c_locale_url,
+    postgres_module_url,
+    postgres_server,
+    postgres_url,
+)

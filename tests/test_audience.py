@@ -32,6 +32,7 @@ from orchestrator.warehouse.schema import (
     create_source_schema,
 )
 from tests.oracle import address_consent_state, fold_purpose, other_marketing
+from tests.postgres import postgres_copy_of
 
 AS_OF = datetime(2024, 6, 1, 12, 0)
 CREATED = AS_OF - timedelta(days=300)
@@ -322,10 +323,10 @@ IDN_SPELLINGS = ("ex\u00e4mple.org", "xn--exmple-cua.org", "EX\u00c4MPLE.ORG", "
 VARIANTS = {EMAIL: "Email_Marketing", ADS: "ad-targeting"}
 
 
-def add_random_customers(w: Warehouse, count: int) -> None:
+def add_random_customers(w: Warehouse, count: int, seed: int = 20240601) -> None:
     fake = Faker()
-    fake.seed_instance(20240601)
-    rng = random.Random(20240601)
+    fake.seed_instance(seed)
+    rng = random.Random(seed)
     addresses: list[str] = []
     for cid in range(1000, 1000 + count):
         if addresses and rng.random() < 0.2:
@@ -492,9 +493,17 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture()
-def con(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(str(warehouse))
+@pytest.fixture(params=["duckdb", "postgres"])
+def con(request: pytest.FixtureRequest, warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse on each backend: the DuckDB file, or a real PostgreSQL database holding
+    the same rows (tests/postgres.py)."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        connection = postgres_copy_of(
+            warehouse, url, activation=["segment_members", "suppression_list"]
+        )
+    else:
+        connection = duckdb.connect(str(warehouse))
     try:
         yield connection
     finally:

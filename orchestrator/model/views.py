@@ -53,6 +53,7 @@ from orchestrator.model.spec import (
     SourceModel,
     _Relation,
 )
+from orchestrator.warehouse.errors import DATABASE_ERRORS, MISSING_RELATION_ERRORS
 
 SCHEMA = "activation"
 CUSTOMERS_VIEW = f"{SCHEMA}.src_customers"
@@ -185,7 +186,7 @@ def introspect(con: duckdb.DuckDBPyConnection, model: SourceModel) -> Introspect
     def read(relation: _Relation, loc: tuple[str | int, ...]) -> dict[str, str]:
         try:
             return describe_relation(con, relation)
-        except duckdb.Error as error:
+        except DATABASE_ERRORS as error:
             first = str(error).strip().splitlines()[0]
             what = "table" if relation.table else "select"
             problems.append(
@@ -586,7 +587,8 @@ def unmapped_counts(
         column = f"CAST({_col(consents.column(role))} AS VARCHAR)"
         rows = con.execute(
             f"SELECT {column} AS v, count(*) FROM {consents.relation_sql()} AS s "
-            f"WHERE v IS NULL OR v NOT IN ({_words(mapping)}) GROUP BY v ORDER BY v"
+            f"WHERE {column} IS NULL OR {column} NOT IN ({_words(mapping)}) "
+            f"GROUP BY {column} ORDER BY v"
         ).fetchall()
         out.update({f"{consents.column(role)}={value!r}": count for value, count in rows})
     return out
@@ -609,8 +611,9 @@ def _installed(con: duckdb.DuckDBPyConnection) -> tuple[set[str], dict[str, str]
     views = {
         name
         for (name,) in con.execute(
-            "SELECT schema_name || '.' || view_name FROM duckdb_views() "
-            "WHERE database_name = current_database() AND schema_name = ? AND NOT internal",
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema = ? "
+            "AND table_type = 'VIEW'",
             [SCHEMA],
         ).fetchall()
     }
@@ -618,7 +621,7 @@ def _installed(con: duckdb.DuckDBPyConnection) -> tuple[set[str], dict[str, str]
         rendered = dict(
             con.execute(f"SELECT view_name, definition FROM {SCHEMA}.source_views").fetchall()
         )
-    except duckdb.CatalogException:  # a warehouse no step has written to yet
+    except MISSING_RELATION_ERRORS:  # a warehouse no step has written to yet
         rendered = {}
     return views, rendered
 
@@ -643,7 +646,7 @@ def source_views_current(
     match the warehouse, so that :func:`refresh_source_views` says what is wrong."""
     try:
         return not _stale_views(con, model, list(purposes))
-    except (ValueError, KeyError, duckdb.Error):  # SourceModelError is a ValueError
+    except (ValueError, KeyError, *DATABASE_ERRORS):  # SourceModelError is a ValueError
         return False
 
 
@@ -668,6 +671,10 @@ def refresh_source_views(
         if name == CUSTOMERS_VIEW:
             check_unique_key(con, model.customers)
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
-        con.execute(f"INSERT OR REPLACE INTO {SCHEMA}.source_views VALUES (?, ?)", [name, select])
+        con.execute(
+            f"INSERT INTO {SCHEMA}.source_views VALUES (?, ?) ON CONFLICT (view_name) "
+            "DO UPDATE SET definition = excluded.definition",
+            [name, select],
+        )
         changed = True
     return changed

@@ -60,6 +60,7 @@ from orchestrator.customer_keys import refresh_customer_keys
 from orchestrator.phone_keys import refresh_phone_keys
 from orchestrator.pseudonymize import normalized_email_sql, subject_key_sql
 from orchestrator.sync.rejections import deferred_removes_sql
+from orchestrator.warehouse.export import export_parquet
 from orchestrator.warehouse.memory import with_memory_growth
 
 #: ``sync_state.fields_hash`` of a row whose last send has an unknown outcome (sent, but the
@@ -301,7 +302,7 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
             WHERE segment = ? AND destination = ? AND permanent
         ),
         awaiting AS (
-            SELECT subject_key, max(fields_hash) FILTER (op <> 'remove') AS add_hash,
+            SELECT subject_key, max(fields_hash) FILTER (WHERE op <> 'remove') AS add_hash,
                    bool_or(op = 'remove') AS removing
             FROM activation.destination_requests WHERE segment = ? AND destination = ?
             GROUP BY subject_key
@@ -354,7 +355,9 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
             END AS wanted
             FROM joined
         )
-        SELECT * EXCLUDE (wanted), CASE
+        SELECT subject_key, send_key, destination_ref, fields_hash, in_target, in_state,
+               pending, changed, is_suppressed, rekeyed, is_refused, must_leave,
+               retention_over, awaiting_add, awaiting_remove{fcols.replace("t.", "")}, CASE
             WHEN wanted IN ('add', 'update', 'rekey') AND is_suppressed THEN 'suppressed'
             WHEN wanted IN ('add', 'update') AND is_refused THEN 'skipped_rejected'
             ELSE wanted
@@ -756,9 +759,7 @@ def _compute(con: duckdb.DuckDBPyConnection, p: DiffParams, scratch_dir: Path) -
             continue
         path = Path(scratch_dir) / (f"{action}_{reason}.parquet" if reason else f"{action}.parquet")
         params = [reason] if reason else [action, action]
-        con.execute(
-            f"COPY ({_export_sql(p, action, reason)}) TO ? (FORMAT parquet)", [*params, str(path)]
-        )
+        export_parquet(con, _export_sql(p, action, reason), params, path)
         files.append((action, reason, path))
     return DiffPlan(counts, by_reason, files, p.field_names)
 

@@ -94,6 +94,8 @@ def with_memory_growth(
     Raises:
         duckdb.OutOfMemoryException: still out of memory at ``ACTIVATION_DUCKDB_MEMORY_MAX``.
     """
+    if not isinstance(con, duckdb.DuckDBPyConnection):  # a server manages its own memory
+        return work()
     ceiling = memory_max_bytes(environ)
     current = memory_limit_bytes(con)  # DuckDB reports a rounded value: track our own after
     while True:

@@ -417,8 +417,10 @@ def drop_audience_primary_key(con: duckdb.DuckDBPyConnection) -> bool:
     schema (``NOT NULL`` columns, no key), the old table dropped and the new one renamed, in
     the caller's transaction: open one, so that it is all or nothing (the audience step, the
     table's only writer, runs it in its own). A copy of every row, once per warehouse; nothing
-    when there is no key.
+    when there is no key. A warehouse on a server never had the key (nothing to do).
     """
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return False
     [(keyed,)] = con.execute(
         "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = 'activation' "
         "AND table_name = 'audience_members' AND constraint_type = 'PRIMARY KEY'"

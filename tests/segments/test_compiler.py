@@ -14,6 +14,7 @@ from orchestrator.config import ProjectConfig
 from orchestrator.segments.compiler import compile_segment, conditions_summary
 from orchestrator.segments.spec import SegmentSpec
 from orchestrator.warehouse.schema import create_source_schema
+from tests.postgres import open_warehouse
 from tests.source_layout import layout_project
 
 AS_OF = datetime(2024, 6, 1)
@@ -39,9 +40,13 @@ EVENTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def con() -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(":memory:")
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def con(request: pytest.FixtureRequest) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The hand-written rows in DuckDB, and in a real PostgreSQL (tests/postgres.py)."""
+    if request.param == "postgres":
+        connection = open_warehouse(request.getfixturevalue("postgres_module_url"))
+    else:
+        connection = duckdb.connect(":memory:")
     create_source_schema(connection)
     connection.executemany(
         "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?)",

@@ -12,16 +12,23 @@ import yaml
 from orchestrator.config import ProjectConfig
 from orchestrator.segments.materialize import write_segment_members
 from orchestrator.segments.spec import SegmentSpec
+from orchestrator.warehouse.errors import DATABASE_ERRORS
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
+from tests.postgres import open_warehouse
 from tests.segments.conftest import VALID_SEGMENT
 
 T1 = datetime(2026, 6, 1, 6, 0)
 T2 = datetime(2026, 6, 2, 6, 0)
 
 
-@pytest.fixture
-def con() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
+@pytest.fixture(params=["duckdb", "postgres"])
+def con(request: pytest.FixtureRequest) -> duckdb.DuckDBPyConnection:
+    """DuckDB in memory, or a real PostgreSQL database (tests/postgres.py)."""
+    if request.param == "postgres":
+        con = open_warehouse(request.getfixturevalue("postgres_url"))
+        request.addfinalizer(con.close)
+    else:
+        con = duckdb.connect(":memory:")
     create_source_schema(con)
     create_activation_schema(con)
     for cid, country in [(1, "FR"), (2, "FR"), (3, "DE"), (4, "FR")]:
@@ -92,7 +99,7 @@ def test_a_failing_segment_writes_nothing(con, project: ProjectConfig) -> None:
         audience=None,
         sql="SELECT CAST(country AS BIGINT) AS customer_id FROM activation.src_customers",
     )
-    with pytest.raises(duckdb.Error):
+    with pytest.raises(DATABASE_ERRORS):
         write_segment_members(con, broken, T2)
     assert _rows(con) == before
     assert write_segment_members(con, spec, T2) == 2  # the connection is usable afterwards

@@ -10,14 +10,26 @@ import pytest
 
 from orchestrator.pseudonymize import google_key, normalize_email
 from orchestrator.sync.diff import PENDING_HASH, DiffParams, DiffPlan, compute_diff
-from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.schema import create_source_schema
+from tests.postgres import PgWarehouse
+from tests.postgres import connect_any as connect
 from tests.sync.helpers import T0, fake_emails, key_of, new_warehouse, set_audience
 
 SEG, DEST = "loyal", "ads"
 
 
-@pytest.fixture
-def wh(tmp_path: Path) -> Path:
+@pytest.fixture(params=["duckdb", "postgres"])
+def wh(request: pytest.FixtureRequest, tmp_path: Path) -> Path | PgWarehouse:
+    """The warehouse as a DuckDB file, or as a real PostgreSQL database (tests/postgres.py)."""
+    if request.param == "postgres":
+        warehouse = PgWarehouse(request.getfixturevalue("postgres_url"))
+        with connect(warehouse) as con:
+            create_source_schema(con)
+            con.executemany(
+                "INSERT INTO customers VALUES (?, ?, 'GB', 'United Kingdom', ?, NULL)",
+                [(i + 1, e, T0) for i, e in enumerate(fake_emails(12))],
+            )
+        return warehouse
     path = tmp_path / "wh.duckdb"
     new_warehouse(path, fake_emails(12))
     return path

@@ -1,0 +1,75 @@
+"""Dagster resources for the warehouse: ``DuckDBResource`` (``dagster-duckdb``) for the
+embedded default, :class:`PostgresResource` for a PostgreSQL server, chosen by
+:func:`warehouse_resource` from ``warehouse:`` of ``activation.yaml``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from orchestrator.config import DuckDBWarehouse, PostgresWarehouse, WarehouseConfig
+from orchestrator.settings import duckdb_config
+from orchestrator.warehouse.postgres import PostgresConnection
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """A PostgreSQL warehouse: ``url`` (``postgresql://user@host:port/db``, no password),
+    ``password`` (give it as ``dg.EnvVar(<password_env>)``: read at run time, masked by
+    Dagster), ``statement_timeout_s`` and ``connect_timeout_s`` (seconds).
+
+    :meth:`get_connection` yields a prepared :class:`~orchestrator.warehouse.postgres.
+    PostgresConnection` and closes it, like ``DuckDBResource.get_connection``.
+    """
+
+    url: str
+    password: str
+    statement_timeout_s: float = 600
+    connect_timeout_s: float = 10
+
+    def config(self) -> PostgresWarehouse:
+        """This resource as the ``warehouse:`` it came from (the password stays here)."""
+        return PostgresWarehouse(
+            kind="postgres",
+            url=self.url,
+            password_env="UNUSED",  # the password is this resource's own field
+            statement_timeout_s=self.statement_timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
+        )
+
+    @contextmanager
+    def get_connection(self) -> Iterator[PostgresConnection]:
+        """A connection to the warehouse, its product tables and address functions ready.
+
+        Raises:
+            orchestrator.warehouse.errors.WarehouseError: unreachable, wrong password,
+                missing grant, timeout (naming the warehouse, never the password).
+        """
+        from orchestrator.warehouse.factory import open_postgres
+
+        con = open_postgres(
+            self.config(), password=self.password, password_from="the resource's password"
+        )
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def warehouse_resource(config: WarehouseConfig, duckdb_path: str) -> dg.ConfigurableResource:
+    """The Dagster resource for ``config``: ``DuckDBResource(database=duckdb_path)`` with the
+    product's DuckDB settings, or a :class:`PostgresResource` whose password is
+    ``dg.EnvVar(config.password_env)``."""
+    if isinstance(config, DuckDBWarehouse):
+        return DuckDBResource(database=duckdb_path, connection_config=duckdb_config())
+    return PostgresResource(
+        url=config.url,
+        password=dg.EnvVar(config.password_env),
+        statement_timeout_s=config.statement_timeout_s,
+        connect_timeout_s=config.connect_timeout_s,
+    )
+
+
+__all__ = ["PostgresResource", "warehouse_resource"]

@@ -1,0 +1,117 @@
+-- 37 statements of the shared SQL, rendered for snowflake
+
+CREATE OR REPLACE TEMPORARY TABLE sync_person_acts AS SELECT customer_id, request_type AS act FROM activation.src_privacy_requests WHERE request_type IN ('erasure', 'objection') AND NOT customer_id IS NULL UNION ALL SELECT customer_id, 'withdrawn' AS act FROM activation.audience_exclusions WHERE segment = :segment AND ARRAY_CONTAINS(CAST(reason AS VARIANT), :withdrawn) UNION ALL SELECT DISTINCT l.customer_id, 'withdrawn' AS act FROM (/* only customers with some non-grant record can have one as their latest: the */ /* window then sorts their records alone (a fifth of them in the benchmark) */ SELECT c.customer_id, pm.purpose, c.status, c.recorded_at FROM activation.src_consents AS c JOIN (SELECT p.raw, d.name AS purpose, p.raw = d.name AS exact FROM (SELECT DISTINCT purpose AS raw FROM activation.src_consents WHERE NOT purpose IS NULL) AS p JOIN (SELECT IFF(_u.pos = _u_2.pos_2, _u_2.name, NULL) AS name, IFF(_u.pos = _u_3.pos_3, _u_3.key, NULL) AS key FROM TABLE(FLATTEN(INPUT => ARRAY_GENERATE_RANGE(0, (GREATEST(ARRAY_SIZE(:purposes), ARRAY_SIZE(:purpose_keys)) - 1) + 1))) AS _u(seq, key, path, index, pos, this) CROSS JOIN TABLE(FLATTEN(INPUT => :purposes)) AS _u_2(seq, key, path, pos_2, name, this) CROSS JOIN TABLE(FLATTEN(INPUT => :purpose_keys)) AS _u_3(seq, key, path, pos_3, key, this) WHERE (_u.pos = _u_2.pos_2 OR (_u.pos > (ARRAY_SIZE(:purposes) - 1) AND _u_2.pos_2 = (ARRAY_SIZE(:purposes) - 1))) AND (_u.pos = _u_3.pos_3 OR (_u.pos > (ARRAY_SIZE(:purpose_keys) - 1) AND _u_3.pos_3 = (ARRAY_SIZE(:purpose_keys) - 1)))) AS d ON TRIM(REGEXP_REPLACE(LOWER(p.raw), '[ \t\n\r\f\x0b_-]+', '_'), '_') = d.key) AS pm ON pm.raw = c.purpose WHERE (pm.exact OR c.status <> 'granted') AND c.customer_id IN (SELECT customer_id FROM activation.src_consents WHERE status <> 'granted') QUALIFY ROW_NUMBER() OVER (PARTITION BY c.customer_id, pm.purpose ORDER BY recorded_at DESC NULLS LAST, (status = 'granted') ASC, consent_id DESC NULLS LAST) = 1) AS l LEFT JOIN (SELECT customer_id, recorded_at FROM activation.src_consents WHERE purpose = :purpose AND status = 'granted') AS g ON g.customer_id = l.customer_id AND g.recorded_at > l.recorded_at WHERE l.status <> 'granted' AND (l.purpose = :purpose OR g.customer_id IS NULL);
+
+CREATE SCHEMA IF NOT EXISTS activation;
+
+CREATE TABLE IF NOT EXISTS activation.segment_members (segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL, computed_at TIMESTAMPNTZ NOT NULL, PRIMARY KEY (segment, customer_id));
+
+CREATE TABLE IF NOT EXISTS activation.audience_members (segment VARCHAR NOT NULL, subject_key VARCHAR NOT NULL, google_key VARCHAR NOT NULL, customer_id BIGINT NOT NULL, email VARCHAR NOT NULL, legal_basis VARCHAR NOT NULL, consent_ref VARCHAR NOT NULL, computed_at TIMESTAMPNTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.audience_exclusions (segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL, reason VARCHAR NOT NULL, computed_at TIMESTAMPNTZ NOT NULL, PRIMARY KEY (segment, customer_id));
+
+CREATE TABLE IF NOT EXISTS activation.customer_keys (customer_id BIGINT NOT NULL, email_fingerprint BIGINT NOT NULL, email VARCHAR, subject_key VARCHAR, google_key VARCHAR, address_id BIGINT);
+
+CREATE TABLE IF NOT EXISTS activation.customer_keys_rules (version INT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.customer_key_history (customer_id BIGINT NOT NULL, subject_key VARCHAR NOT NULL, google_key VARCHAR, superseded_at TIMESTAMPNTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.sync_state (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, subject_key VARCHAR NOT NULL, destination_ref VARCHAR, fields_hash VARCHAR NOT NULL, synced_at TIMESTAMPNTZ NOT NULL, PRIMARY KEY (segment, destination, subject_key));
+
+CREATE TABLE IF NOT EXISTS activation.sync_rejections (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, subject_key VARCHAR NOT NULL, fields_hash VARCHAR NOT NULL, operation VARCHAR NOT NULL, reason VARCHAR NOT NULL, permanent BOOLEAN NOT NULL, rejected_at TIMESTAMPNTZ NOT NULL, remove_reason VARCHAR, attempts INT NOT NULL DEFAULT 1, retry_at TIMESTAMPNTZ, platform_status VARCHAR);
+
+CREATE TABLE IF NOT EXISTS activation.sync_journal (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, run VARCHAR NOT NULL, seq BIGINT NOT NULL, kind VARCHAR NOT NULL, line VARCHAR NOT NULL, written_at TIMESTAMPNTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.pair_locks (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, owner VARCHAR NOT NULL, host VARCHAR NOT NULL, pid BIGINT NOT NULL, process_started VARCHAR, acquired_at TIMESTAMPNTZ NOT NULL, heartbeat_at TIMESTAMPNTZ NOT NULL, lease_s DOUBLE NOT NULL, PRIMARY KEY (segment, destination));
+
+CREATE TABLE IF NOT EXISTS activation.destination_request_journal (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, run VARCHAR NOT NULL, seq BIGINT NOT NULL, pos BIGINT NOT NULL, kind VARCHAR NOT NULL, line VARCHAR NOT NULL, written_at TIMESTAMPNTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.destination_requests (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, request_id VARCHAR NOT NULL, audience_id VARCHAR NOT NULL, op VARCHAR NOT NULL, remove_reason VARCHAR, subject_key VARCHAR NOT NULL, send_key VARCHAR NOT NULL, fields_hash VARCHAR NOT NULL, destination_ref VARCHAR, fields_json VARCHAR NOT NULL, submitted_at TIMESTAMPNTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.customer_phone_keys (customer_id BIGINT PRIMARY KEY, fingerprint BIGINT NOT NULL, google_hash VARCHAR, meta_hash VARCHAR);
+
+CREATE TABLE IF NOT EXISTS activation.departures (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, subject_key VARCHAR NOT NULL, left_at TIMESTAMPNTZ NOT NULL, PRIMARY KEY (segment, destination, subject_key));
+
+CREATE TABLE IF NOT EXISTS activation.destination_suppressions (destination VARCHAR NOT NULL, subject_key VARCHAR NOT NULL, status VARCHAR NOT NULL, suppressed_at TIMESTAMPNTZ NOT NULL, destination_ref VARCHAR, PRIMARY KEY (destination, subject_key));
+
+CREATE TABLE IF NOT EXISTS activation.suppression_list (subject_key VARCHAR NOT NULL PRIMARY KEY, google_key VARCHAR, request_type VARCHAR NOT NULL, suppressed_at TIMESTAMPNTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.erasure_receipts (request_id VARCHAR NOT NULL, segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, audience_id VARCHAR NOT NULL, action VARCHAR NOT NULL, outcome VARCHAR NOT NULL, detail VARCHAR NOT NULL, sent_at TIMESTAMPNTZ NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.request_processing (request_id VARCHAR NOT NULL PRIMARY KEY, subjects INT NOT NULL, purged_rows INT NOT NULL, processed_at TIMESTAMPNTZ NOT NULL, matched BOOLEAN);
+
+ALTER TABLE activation.sync_rejections ADD IF NOT EXISTS remove_reason VARCHAR;
+
+ALTER TABLE activation.sync_rejections ADD IF NOT EXISTS attempts INT DEFAULT 1;
+
+ALTER TABLE activation.sync_rejections ADD IF NOT EXISTS retry_at TIMESTAMPNTZ;
+
+ALTER TABLE activation.sync_rejections ADD IF NOT EXISTS platform_status VARCHAR;
+
+ALTER TABLE activation.destination_suppressions ADD IF NOT EXISTS destination_ref VARCHAR;
+
+CREATE SCHEMA IF NOT EXISTS activation;
+
+CREATE TABLE IF NOT EXISTS activation.consent_intake (consent_id VARCHAR PRIMARY KEY, customer_id BIGINT, subject_key VARCHAR NOT NULL, purpose VARCHAR NOT NULL, status VARCHAR NOT NULL, recorded_at TIMESTAMPNTZ NOT NULL, source VARCHAR, notice_version VARCHAR);
+
+CREATE TABLE IF NOT EXISTS activation.source_views (view_name VARCHAR PRIMARY KEY, definition VARCHAR NOT NULL);
+
+CREATE TABLE IF NOT EXISTS activation.request_intake (request_id VARCHAR PRIMARY KEY, customer_id BIGINT, subject_key VARCHAR, request_type VARCHAR NOT NULL, received_at TIMESTAMPNTZ NOT NULL);
+
+ALTER TABLE activation.request_processing ADD IF NOT EXISTS matched BOOLEAN;
+
+ALTER TABLE activation.customer_keys ADD IF NOT EXISTS address_id BIGINT;
+
+SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?;
+
+CREATE TEMPORARY TABLE IF NOT EXISTS _address_raw (raw VARCHAR);
+
+DELETE FROM _address_raw;
+
+INSERT INTO _address_raw SELECT CAST(email AS VARCHAR) AS raw FROM activation.src_customers WHERE NOT email IS NULL AND OCTET_LENGTH(CAST(email AS VARCHAR)) <> LENGTH(CAST(email AS VARCHAR)) UNION SELECT CAST(subject_key AS VARCHAR) AS raw FROM activation.src_privacy_requests WHERE NOT subject_key IS NULL AND OCTET_LENGTH(CAST(subject_key AS VARCHAR)) <> LENGTH(CAST(subject_key AS VARCHAR)) UNION SELECT CAST(subject_key AS VARCHAR) AS raw FROM activation.consent_intake WHERE NOT subject_key IS NULL AND OCTET_LENGTH(CAST(subject_key AS VARCHAR)) <> LENGTH(CAST(subject_key AS VARCHAR));
+
+DELETE FROM activation.address_forms WHERE NOT raw IN (SELECT raw FROM _address_raw);
+
+SELECT raw FROM _address_raw WHERE NOT raw IN (SELECT raw FROM activation.address_forms);
+
+DROP TABLE _address_raw;
+
+CREATE OR REPLACE TEMPORARY TABLE _customer_key_changes AS SELECT COALESCE(c.customer_id, k.customer_id) AS customer_id, NOT c.customer_id IS NULL AS present FROM (SELECT customer_id, HASH(email) AS fingerprint FROM activation.src_customers) AS c FULL JOIN activation.customer_keys AS k ON k.customer_id = c.customer_id AND k.email_fingerprint = c.fingerprint WHERE (k.customer_id IS NULL AND c.customer_id IN (SELECT customer_id FROM sync_person_acts)) OR c.customer_id IS NULL;
+
+SELECT version FROM activation.customer_keys_rules;
+
+SELECT COUNT(*) FROM _customer_key_changes;
+
+DELETE FROM activation.customer_key_history AS h WHERE NOT EXISTS(SELECT 1 FROM activation.sync_state AS s WHERE s.subject_key = h.subject_key);
+
+CREATE OR REPLACE TEMPORARY TABLE _customer_key_addresses AS SELECT subject_key FROM activation.customer_keys WHERE customer_id IN (SELECT customer_id FROM _customer_key_changes) AND NOT subject_key IS NULL;
+
+INSERT INTO _customer_key_addresses SELECT subject_key FROM activation.customer_keys WHERE NOT subject_key IS NULL AND (address_id IS NULL OR customer_id IN (SELECT customer_id FROM _customer_key_changes WHERE present));
+
+UPDATE activation.customer_keys AS k SET address_id = a.address_id FROM (SELECT subject_key, MIN(customer_id) AS address_id FROM activation.customer_keys WHERE subject_key IN (SELECT subject_key FROM _customer_key_addresses) GROUP BY subject_key) AS a WHERE k.subject_key = a.subject_key AND k.address_id IS DISTINCT FROM a.address_id;
+
+UPDATE activation.customer_keys SET address_id = customer_id WHERE address_id IS NULL AND subject_key IS NULL;
+
+DROP TABLE _customer_key_addresses;
+
+DROP TABLE _customer_key_changes;
+
+CREATE OR REPLACE TEMPORARY TABLE sync_must_leave AS WITH held AS (SELECT subject_key FROM activation.sync_state WHERE segment = ? AND destination = ?), key_acts AS (SELECT k.subject_key, a.act FROM sync_person_acts AS a JOIN (SELECT customer_id, subject_key FROM activation.customer_keys UNION ALL SELECT customer_id, subject_key FROM activation.customer_key_history) AS k USING (customer_id) UNION ALL SELECT subject_key, request_type AS act FROM activation.src_privacy_requests WHERE request_type IN ('erasure', 'objection') AND NOT subject_key IS NULL UNION ALL SELECT subject_key, request_type AS act FROM activation.suppression_list), acts AS (SELECT subject_key, BOOLOR_AGG(act = 'erasure') AS erased, BOOLOR_AGG(act = 'objection') AS objected FROM key_acts GROUP BY subject_key) SELECT h.subject_key, CASE WHEN a.erased THEN ? WHEN a.objected THEN ? ELSE ? END AS reason FROM held AS h JOIN acts AS a USING (subject_key);
+
+CREATE OR REPLACE TEMPORARY TABLE sync_target AS SELECT *, SHA2(CAST(TO_JSON([send_key]) AS VARCHAR), 256) AS fields_hash FROM (SELECT am.subject_key, am.subject_key AS send_key FROM activation.audience_members AS am WHERE am.segment = ? AND NOT am.subject_key IN (SELECT subject_key FROM activation.suppression_list) AND NOT am.google_key IN (SELECT google_key FROM activation.suppression_list WHERE NOT google_key IS NULL));
+
+CREATE OR REPLACE TEMPORARY TABLE sync_diff AS WITH target AS (SELECT * FROM sync_target), state AS (SELECT subject_key, destination_ref, fields_hash FROM activation.sync_state WHERE segment = ? AND destination = ?), suppressed AS (SELECT DISTINCT subject_key FROM activation.destination_suppressions WHERE destination = ?), refused AS (SELECT DISTINCT subject_key, fields_hash FROM activation.sync_rejections WHERE segment = ? AND destination = ? AND permanent), awaiting AS (SELECT subject_key, MAX(IFF(op <> 'remove', fields_hash, NULL)) AS add_hash, BOOLOR_AGG(op = 'remove') AS removing FROM activation.destination_requests WHERE segment = ? AND destination = ? GROUP BY subject_key), joined AS (SELECT COALESCE(t.subject_key, s.subject_key) AS subject_key, t.send_key, s.destination_ref, COALESCE(t.fields_hash, s.fields_hash) AS fields_hash, NOT t.subject_key IS NULL AS in_target, NOT s.subject_key IS NULL AS in_state, s.fields_hash = ? AS pending, s.fields_hash IS DISTINCT FROM t.fields_hash AS changed, NOT sp.subject_key IS NULL AS is_suppressed, ? = 'ad' AND s.fields_hash <> ? AND t.send_key <> COALESCE(s.destination_ref, s.subject_key) AS rekeyed, NOT rf.subject_key IS NULL AS is_refused, NOT ml.subject_key IS NULL AS must_leave, COALESCE(dp.left_at <= ?, FALSE) AS retention_over, COALESCE(aw.add_hash = t.fields_hash, FALSE) AS awaiting_add, COALESCE(aw.removing, FALSE) AS awaiting_remove FROM target AS t FULL OUTER JOIN state AS s ON s.subject_key = t.subject_key LEFT JOIN suppressed AS sp ON sp.subject_key = COALESCE(t.subject_key, s.subject_key) LEFT JOIN sync_must_leave AS ml ON ml.subject_key = s.subject_key LEFT JOIN activation.departures AS dp ON dp.segment = ? AND dp.destination = ? AND dp.subject_key = s.subject_key LEFT JOIN refused AS rf ON rf.subject_key = t.subject_key AND rf.fields_hash = t.fields_hash LEFT JOIN awaiting AS aw ON aw.subject_key = COALESCE(t.subject_key, s.subject_key)), wanted AS (SELECT *, CASE WHEN in_target AND pending AND awaiting_add THEN 'awaiting' WHEN in_target AND (NOT in_state OR pending) THEN 'add' WHEN in_target AND rekeyed THEN 'rekey' WHEN in_target AND changed AND ? <> 'add_only' THEN 'update' WHEN in_target THEN 'unchanged' WHEN pending AND awaiting_remove THEN 'awaiting' WHEN ? = 'mirror' OR must_leave OR retention_over THEN 'remove' ELSE 'kept' END AS wanted FROM joined) SELECT subject_key, send_key, destination_ref, fields_hash, in_target, in_state, pending, changed, is_suppressed, rekeyed, is_refused, must_leave, retention_over, awaiting_add, awaiting_remove, CASE WHEN wanted IN ('add', 'update', 'rekey') AND is_suppressed THEN 'suppressed' WHEN wanted IN ('add', 'update') AND is_refused THEN 'skipped_rejected' ELSE wanted END AS action FROM wanted;
+
+CREATE OR REPLACE TEMPORARY TABLE sync_remove_reasons AS SELECT d.subject_key, COALESCE(ml.reason, ?) AS reason FROM sync_diff AS d LEFT JOIN sync_must_leave AS ml ON ml.subject_key = d.subject_key WHERE d.action = 'remove' UNION ALL SELECT subject_key, ? FROM sync_diff WHERE action = 'rekey';
+
+UPDATE sync_diff SET action = 'remove_deferred' WHERE action = 'remove' AND subject_key IN (SELECT r.subject_key FROM sync_remove_reasons AS r JOIN activation.sync_rejections AS j ON j.subject_key = r.subject_key AND j.operation = 'remove' AND j.remove_reason = r.reason WHERE j.segment = ? AND j.destination = ? AND j.retry_at > ?);
+
+DELETE FROM sync_remove_reasons WHERE subject_key IN (SELECT subject_key FROM sync_diff WHERE action = 'remove_deferred');
+
+DROP TABLE sync_target;
+
+SELECT action, COUNT(*) FROM sync_diff GROUP BY 1;
+
+SELECT reason, COUNT(*) FROM sync_remove_reasons GROUP BY 1;
+
+CREATE OR REPLACE TEMPORARY TABLE sync_target AS SELECT *, SHA2(CAST(TO_JSON([send_key]) AS VARCHAR), 256) AS fields_hash FROM (SELECT am.subject_key, am.email AS send_key FROM activation.audience_members AS am WHERE am.segment = ? AND NOT am.subject_key IN (SELECT subject_key FROM activation.suppression_list) AND NOT am.google_key IN (SELECT google_key FROM activation.suppression_list WHERE NOT google_key IS NULL));
