@@ -356,7 +356,7 @@ def _classify_sql(p: DiffParams) -> tuple[str, list[object]]:
             FROM joined
         )
         SELECT subject_key, send_key, destination_ref, fields_hash, in_target, in_state,
-               pending, changed, is_suppressed, rekeyed, is_refused, must_leave,
+               pending, changed, is_suppressed, key_changed, has_retired, is_refused, must_leave,
                retention_over, awaiting_add, awaiting_remove{fcols.replace("t.", "")}, CASE
             WHEN wanted IN ('add', 'update', 'rekey') AND is_suppressed THEN 'suppressed'
             WHEN wanted IN ('add', 'update') AND is_refused THEN 'skipped_rejected'
@@ -558,7 +558,7 @@ def _rekey_removes_sql() -> tuple[str, list[object]]:
             FROM sync_retired r LEFT JOIN sync_diff d USING (subject_key)
             WHERE r.identifiers IS DISTINCT FROM d.send_key
         )
-        GROUP BY ALL
+        GROUP BY subject_key, identifiers
     """
     return sql, [PENDING_HASH, PENDING_HASH]
 

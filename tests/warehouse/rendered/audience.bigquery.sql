@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS activation.sync_state (segment STRING NOT NULL, desti
 
 CREATE TABLE IF NOT EXISTS activation.sync_rejections (segment STRING NOT NULL, destination STRING NOT NULL, subject_key STRING NOT NULL, fields_hash STRING NOT NULL, operation STRING NOT NULL, reason STRING NOT NULL, permanent BOOL NOT NULL, rejected_at DATETIME NOT NULL, remove_reason STRING, attempts INT64 NOT NULL DEFAULT 1, retry_at DATETIME, platform_status STRING);
 
+CREATE TABLE IF NOT EXISTS activation.sync_retired_keys (segment STRING NOT NULL, destination STRING NOT NULL, subject_key STRING NOT NULL, identifiers STRING NOT NULL, retired_at DATETIME NOT NULL, PRIMARY KEY (segment, destination, subject_key, identifiers));
+
 CREATE TABLE IF NOT EXISTS activation.sync_journal (segment STRING NOT NULL, destination STRING NOT NULL, run STRING NOT NULL, seq INT64 NOT NULL, kind STRING NOT NULL, line STRING NOT NULL, written_at DATETIME NOT NULL);
 
 CREATE TABLE IF NOT EXISTS activation.pair_locks (segment STRING NOT NULL, destination STRING NOT NULL, owner STRING NOT NULL, host STRING NOT NULL, pid INT64 NOT NULL, process_started STRING, acquired_at DATETIME NOT NULL, heartbeat_at DATETIME NOT NULL, lease_s FLOAT64 NOT NULL, PRIMARY KEY (segment, destination));

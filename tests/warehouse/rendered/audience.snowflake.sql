@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS activation.sync_state (segment VARCHAR NOT NULL, dest
 
 CREATE TABLE IF NOT EXISTS activation.sync_rejections (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, subject_key VARCHAR NOT NULL, fields_hash VARCHAR NOT NULL, operation VARCHAR NOT NULL, reason VARCHAR NOT NULL, permanent BOOLEAN NOT NULL, rejected_at TIMESTAMPNTZ NOT NULL, remove_reason VARCHAR, attempts INT NOT NULL DEFAULT 1, retry_at TIMESTAMPNTZ, platform_status VARCHAR);
 
+CREATE TABLE IF NOT EXISTS activation.sync_retired_keys (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, subject_key VARCHAR NOT NULL, identifiers VARCHAR NOT NULL, retired_at TIMESTAMPNTZ NOT NULL, PRIMARY KEY (segment, destination, subject_key, identifiers));
+
 CREATE TABLE IF NOT EXISTS activation.sync_journal (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, run VARCHAR NOT NULL, seq BIGINT NOT NULL, kind VARCHAR NOT NULL, line VARCHAR NOT NULL, written_at TIMESTAMPNTZ NOT NULL);
 
 CREATE TABLE IF NOT EXISTS activation.pair_locks (segment VARCHAR NOT NULL, destination VARCHAR NOT NULL, owner VARCHAR NOT NULL, host VARCHAR NOT NULL, pid BIGINT NOT NULL, process_started VARCHAR, acquired_at TIMESTAMPNTZ NOT NULL, heartbeat_at TIMESTAMPNTZ NOT NULL, lease_s DOUBLE NOT NULL, PRIMARY KEY (segment, destination));
