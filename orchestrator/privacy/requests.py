@@ -626,14 +626,6 @@ def _resolve_all(ctx: _Context, requests: Sequence[_Request]) -> dict[str, _Reso
     return {rid: _Resolved(subjects, rid in matched) for rid, subjects in resolved.items()}
 
 
-@dataclass(frozen=True)
-class _Resolved:
-    """A request's subjects, and whether a customer has or had one of their keys."""
-
-    subjects: list[Subject]
-    customer_found: bool
-
-
 def _prepare(
     ctx: _Context, request: _Request, subjects: list[Subject]
 ) -> tuple[dict[tuple[str, str], set[str]], int]:

@@ -82,8 +82,6 @@ def _tail(path: Path, limit: int = 3000) -> str:
 @pytest.fixture
 def webserver(tmp_path: Path, project_env: dict[str, str], mock_destinations: Any) -> Iterator[str]:
     """``dagster dev`` in its own process group; yields its base URL."""
-    port = _free_port()
-    log = tmp_path / "dagster-dev.log"
     env = {
         **os.environ,
         **project_env,
@@ -92,6 +90,16 @@ def webserver(tmp_path: Path, project_env: dict[str, str], mock_destinations: An
         "META_BASE_URL": mock_destinations.meta_url,
         "META_ACCESS_TOKEN": mock_destinations.meta_token,
     }
+    with dagster_dev(env, tmp_path / "dagster-dev.log") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def dagster_dev(env: dict[str, str], log: Path) -> Iterator[str]:
+    """``dagster dev`` on the repository's workspace with ``env``, on a free port, in its own
+    process group (output to ``log``); yields its base URL once the code location has loaded,
+    and stops the whole group at the end."""
+    port = _free_port()
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     with log.open("wb") as out:

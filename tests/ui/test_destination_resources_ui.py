@@ -8,8 +8,6 @@ variables when it plans the run)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +16,13 @@ import pytest
 import requests
 
 from destinations.redaction import leaked_forms
-from tests.conftest import AS_OF, REPO
+from tests.conftest import AS_OF
 from tests.ui.test_browser import (
     LIST_ID,
     LOCATION,
-    _free_port,
     _graphql,
-    _stop,
-    _wait_for_location,
     _wait_for_run,
+    dagster_dev,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -46,8 +42,6 @@ def webserver_without_meta_token(
     tmp_path: Path, project_env: dict[str, str], mock_destinations: Any
 ) -> Iterator[str]:
     """``dagster dev`` with Mailchimp's variables set and Meta's token unset."""
-    port = _free_port()
-    log = tmp_path / "dagster-dev.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("META_", "MAILCHIMP_"))}
     env |= {
         **project_env,
@@ -55,18 +49,8 @@ def webserver_without_meta_token(
         "MAILCHIMP_API_KEY": mock_destinations.mailchimp_token,
         "META_BASE_URL": mock_destinations.meta_url,
     }
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_location(url, proc, log)
+    with dagster_dev(env, tmp_path / "dagster-dev.log") as url:
         yield url
-    finally:
-        _stop(proc)
 
 
 def _launch(url: str, segment: str, destination: str) -> dict[str, Any]:
