@@ -26,6 +26,7 @@ from rich.console import Console, Group
 from orchestrator.config import load_project_config
 from orchestrator.segments.loader import load_segments
 from orchestrator.settings import Settings
+from orchestrator.warehouse.local_postgres import DEFAULT_PORT as DEFAULT_PG_PORT
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -54,6 +55,29 @@ def ensure_warehouse(settings: Settings, console: Console) -> None:
     report = build_demo_warehouse(settings.warehouse_path, as_of=datetime.now(UTC).date())
     counts = ", ".join(f"{n:,} {table}" for table, n in report.table_counts().items())
     console.print(f"warehouse: built {settings.warehouse_path} ({counts})")
+
+
+def ensure_postgres_demo(folder: Path, port: int, console: Console) -> None:
+    """The demo's warehouse on a local PostgreSQL server kept in ``folder`` (started, its
+    config and password set for this process, the demo tables built when missing:
+    :mod:`orchestrator.demo_postgres`).
+
+    Raises:
+        click.ClickException: the server did not start or refused the demo's tables.
+    """
+    from orchestrator.demo_postgres import (
+        demo_warehouse_config,
+        ensure_postgres_warehouse,
+        prepare_postgres_demo,
+    )
+    from orchestrator.warehouse.errors import WarehouseError
+    from orchestrator.warehouse.local_postgres import LocalPostgresError
+
+    try:
+        server = prepare_postgres_demo(folder, port, console)
+        ensure_postgres_warehouse(demo_warehouse_config(server), server.folder, console)
+    except (LocalPostgresError, WarehouseError) as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _healthy(port: int) -> bool:
@@ -197,7 +221,25 @@ def summary_table(console: Console, run_id: str) -> Group:
 @click.option("--mock-state-dir", type=click.Path(path_type=Path), default=Path(".data/mock"))
 @click.option("--only-mock", is_flag=True, help="Only start the mock destinations.")
 @click.option("--stop-mock", "stop", is_flag=True, help="Stop the mock destinations.")
-def main(mock_port: int, mock_state_dir: Path, only_mock: bool, stop: bool) -> None:
+@click.option(
+    "--warehouse",
+    type=click.Choice(["duckdb", "postgres"]),
+    default="duckdb",
+    show_default=True,
+    help="duckdb: the file ACTIVATION_WAREHOUSE names; postgres: a local server started in "
+    "--postgres-dir (orchestrator/demo_postgres.py).",
+)
+@click.option("--postgres-dir", type=click.Path(path_type=Path), default=Path(".data/postgres"))
+@click.option("--postgres-port", type=int, default=DEFAULT_PG_PORT, show_default=True)
+def main(
+    mock_port: int,
+    mock_state_dir: Path,
+    only_mock: bool,
+    stop: bool,
+    warehouse: str,
+    postgres_dir: Path,
+    postgres_port: int,
+) -> None:
     """Run the whole demo."""
     console = Console()
     if not console.is_terminal:  # piped or in CI: do not squeeze the tables into 80 columns
@@ -208,7 +250,10 @@ def main(mock_port: int, mock_state_dir: Path, only_mock: bool, stop: bool) -> N
     start_mock(mock_port, mock_state_dir, console)
     if only_mock:
         return
-    ensure_warehouse(Settings.from_env(), console)
+    if warehouse == "postgres":
+        ensure_postgres_demo(postgres_dir, postgres_port, console)
+    else:
+        ensure_warehouse(Settings.from_env(), console)
     settings = Settings.from_env()
     broken = report_segment_errors(settings, console)
     log = settings.state_dir.parent / "dagster-run.log"
@@ -220,10 +265,15 @@ def main(mock_port: int, mock_state_dir: Path, only_mock: bool, stop: bool) -> N
         console, log, PRIVACY_CHECKS_JOB, "privacy checks: register, consent proof, retention"
     )
     ok = ok and checked
+    make_args = " WAREHOUSE=postgres" if warehouse == "postgres" else ""
     console.print(
         f"Mock destinations keep running on http://127.0.0.1:{mock_port} "
-        "(`make mock-stop` stops them). `make ui` opens the Dagster UI."
+        f"(`make mock-stop{make_args}` stops them). `make ui{make_args}` opens the Dagster UI."
     )
+    if warehouse == "postgres":
+        console.print(
+            f"PostgreSQL keeps running on 127.0.0.1:{postgres_port} (`make pg-stop` stops it)."
+        )
     if not ok or broken:
         raise SystemExit(1)
 
