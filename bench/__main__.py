@@ -33,27 +33,54 @@ def main() -> None:
     "--results-dir", type=click.Path(path_type=Path), default=RESULTS_DIR, show_default=True
 )
 @click.option("--keep", is_flag=True, help="Keep the work folder (warehouse, logs).")
+@click.option(
+    "--warehouse",
+    "backend",
+    type=click.Choice(["duckdb", "postgres"]),
+    default="duckdb",
+    show_default=True,
+    help="postgres: the stages and the naive baselines on a copy of the generated warehouse "
+    "in PostgreSQL (bench/backend.py).",
+)
+@click.option(
+    "--postgres-url",
+    default=None,
+    help="With --warehouse postgres: postgresql://user@host:port/db (password in "
+    "ACTIVATION_DEMO_PG_PASSWORD); default: a local server started in the work folder.",
+)
 def run(
-    customers: int, seed: int | None, workdir: Path | None, results_dir: Path, keep: bool
+    customers: int,
+    seed: int | None,
+    workdir: Path | None,
+    results_dir: Path,
+    keep: bool,
+    backend: str,
+    postgres_url: str | None,
 ) -> None:
     """Generate, run the full, incremental and no-change syncs, write the results."""
-    from bench.report import latest_smaller, write_results
+    from bench.report import latest_at, latest_smaller, write_results
     from bench.runner import run_benchmark
     from bench.scenario import DEFAULT_SEED
+    from bench.side_by_side import write_side_by_side
 
     owned = workdir is None
     work = Path(tempfile.mkdtemp(prefix="activation-bench-")) if owned else workdir
     try:
         results = run_benchmark(
-            customers, work, seed=DEFAULT_SEED if seed is None else seed, log=click.echo
-        )
-        smaller = latest_smaller(results_dir, customers)
+            customers, work, seed=DEFAULT_SEED if seed is None else seed, log=click.echo,
+            backend=backend, postgres_url=postgres_url,
+        )  # fmt: skip
+        smaller = latest_smaller(results_dir, customers, backend)
         json_path, md_path, text = write_results(results, results_dir, smaller)
     finally:
         if owned and not keep:
             shutil.rmtree(work, ignore_errors=True)
     click.echo(text)
     click.echo(f"wrote {json_path} and {md_path}")
+    other = latest_at(results_dir, customers, "duckdb" if backend == "postgres" else "postgres")
+    if other is not None:
+        duck, pg = (other, results) if backend == "postgres" else (results, other)
+        click.echo(f"wrote {write_side_by_side(duck, pg, results_dir)}")
 
 
 @main.command()

@@ -31,9 +31,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
+from bench.backend import reading
 from orchestrator.pseudonymize import (
     normalize_email,
     register_sql_functions,
@@ -41,6 +43,7 @@ from orchestrator.pseudonymize import (
     subject_key_sql,
 )
 from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.warehouse.target import WarehouseTarget
 
 _OPS = ("add", "remove", "update")
 
@@ -106,7 +109,7 @@ def set_diff(
 
 
 def diff_against_state(
-    con: duckdb.DuckDBPyConnection,
+    con: Any,
     segment: str,
     destination: str,
     target: dict[str, str],
@@ -129,7 +132,7 @@ def diff_against_state(
 
 
 def naive_diff(
-    warehouse: Path,
+    warehouse: Path | WarehouseTarget,
     *,
     segment: str,
     destination: str,
@@ -140,11 +143,11 @@ def naive_diff(
 ) -> NaiveResult:
     """Compute the pair's diff the naive way (see module docstring), reading the warehouse
     read-only. ``fields``: merge field name -> ``customers`` column (trusted: from the bench's
-    own segment specs, checked against the product's allowed columns by ``DiffParams``)."""
+    own segment specs, checked against the product's allowed columns by ``DiffParams``).
+    ``warehouse``: the DuckDB file, or a PostgreSQL target (:mod:`bench.backend`)."""
     names = sorted(fields)
     columns = "".join(f', c."{fields[n]}"' for n in names)
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
+    with reading(warehouse) as con:
         started = time.perf_counter()
         rows = con.execute(
             f"SELECT c.email{columns} FROM activation.audience_members am "
@@ -158,8 +161,6 @@ def naive_diff(
             con, segment, destination, target, mode, batch_size
         )
         done = time.perf_counter()
-    finally:
-        con.close()
     return NaiveResult(
         keys, batches, len(rows), len(state), pulled - started, hashed - pulled, done - hashed
     )

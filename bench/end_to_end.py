@@ -33,9 +33,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
+from bench.backend import reading
 from bench.baseline import diff_against_state, fields_hash
 from bench.model import BLOCKING_REQUESTS, ModelQuery, model_query
 from orchestrator.config import ProjectConfig
@@ -49,6 +51,7 @@ from orchestrator.pseudonymize import (
     subject_key_sql,
 )
 from orchestrator.segments.spec import SegmentSpec
+from orchestrator.warehouse.target import WarehouseTarget
 
 _MODEL_TABLE = "naive_model"
 
@@ -80,7 +83,7 @@ class EndToEndResult:
         return self.query_s + self.pull_s + self.hash_s + self.diff_s
 
 
-def _blocked_keys(con: duckdb.DuckDBPyConnection, as_of: datetime) -> tuple[set[str], set[str]]:
+def _blocked_keys(con: Any, as_of: datetime) -> tuple[set[str], set[str]]:
     """(subject keys, Google keys) that keep a subject out: requests matched by key, and the
     suppression list."""
     requests = con.execute(
@@ -132,7 +135,7 @@ def target_from_rows(
 
 
 def naive_end_to_end(
-    warehouse: Path,
+    warehouse: Path | WarehouseTarget,
     *,
     spec: SegmentSpec,
     project: ProjectConfig,
@@ -145,7 +148,8 @@ def naive_end_to_end(
 ) -> EndToEndResult:
     """The naive tool's diff for one (segment, destination), from the source tables (see
     module docstring), reading the warehouse read-only. ``fields``: merge field name ->
-    ``customers`` column.
+    ``customers`` column. ``warehouse``: the DuckDB file, or a PostgreSQL target
+    (:mod:`bench.backend`; the model's SQL is rendered for it like the product's).
 
     Raises:
         ValueError: see :func:`bench.model.model_query`.
@@ -153,8 +157,7 @@ def naive_end_to_end(
     names = sorted(fields)
     model = model_query(spec, project, as_of, [fields[n] for n in names])
     columns = ", ".join(f'"{c}"' for c in model.columns)
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
+    with reading(warehouse) as con:
         started = time.perf_counter()
         con.execute(f"CREATE TEMP TABLE {_MODEL_TABLE} AS {model.sql}", model.params)
         queried = time.perf_counter()
@@ -169,8 +172,6 @@ def naive_end_to_end(
             con, spec.id, destination, target, mode, batch_size
         )
         done = time.perf_counter()
-    finally:
-        con.close()
     return EndToEndResult(
         keys,
         batches,

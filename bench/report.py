@@ -35,13 +35,25 @@ def _pairs(run: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return list(run["pairs"].items())
 
 
+def _floor_sum(pairs: list[dict[str, Any]], key: str) -> float | None:
+    """Seconds of a DuckDB floor over the pairs; None when not run (a PostgreSQL run)."""
+    if not all(key in p for p in pairs):
+        return None
+    return sum(p[key]["seconds"] for p in pairs)
+
+
+def backend(results: dict[str, Any]) -> str:
+    """``duckdb`` or ``postgres`` (results from before the option are DuckDB's)."""
+    return results.get("backend") or "duckdb"
+
+
 def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     """Per-run sums and ratios (see module docstring); all times in seconds."""
     pairs = [p for _, p in _pairs(run)]
     ours = sum(p[s]["seconds"] for p in pairs for s in ("segment", "audience", "diff"))
     ours_cpu = sum(p[s].get("cpu_s", 0.0) for p in pairs for s in ("segment", "audience", "diff"))
-    floor = sum(p["floor"]["seconds"] for p in pairs)
-    floor_same = sum(p["floor_same"]["seconds"] for p in pairs)
+    floor = _floor_sum(pairs, "floor")
+    floor_same = _floor_sum(pairs, "floor_same")
     naive_e2e = sum(p["naive_e2e"]["seconds"] for p in pairs)
     naive_hash = sum(p["naive"]["hashing_s"] for p in pairs)
     naive_diff = sum(p["naive"]["diff_s"] for p in pairs)
@@ -129,6 +141,7 @@ def _speed_targets(inc: dict[str, Any]) -> list[dict[str, Any]]:
             inc[f"{key}_multiple"] is not None and inc[f"{key}_multiple"] <= FLOOR_LIMIT,
         )
         for label, key in floors
+        if inc[f"{key}_s"] is not None  # DuckDB's own SQL: not run on PostgreSQL
     ]
     naives = [
         ("naive baseline from our audience (issue's)", "naive"),
@@ -277,8 +290,8 @@ def _compare_table(results: dict[str, Any]) -> list[str]:
     for run in results["runs"]:
         s = run_summary(run)
         lines.append(
-            f"| {run['name']} | {s['ours_s']:.2f} | {s['floor_s']:.2f} "
-            f"| {_ratio(s['floor_multiple'], 1)} | {s['floor_same_s']:.2f} "
+            f"| {run['name']} | {s['ours_s']:.2f} | {_ratio(s['floor_s'])} "
+            f"| {_ratio(s['floor_multiple'], 1)} | {_ratio(s['floor_same_s'])} "
             f"| {_ratio(s['floor_same_multiple'], 1)} | {s['naive_s']:.2f} "
             f"| {_ratio(s['naive_speedup'], 1)} | {s['naive_e2e_s']:.2f} "
             f"| {_ratio(s['naive_e2e_speedup'], 1)} | {_ratio(s['hashing_ratio'])} "
@@ -295,11 +308,11 @@ def _detail_table(results: dict[str, Any]) -> list[str]:
     ]
     for run in results["runs"]:
         for seg, p in _pairs(run):
-            n, f = p["naive"], p["floor"]
+            n, f = p["naive"], p.get("floor", {})
             lines.append(
                 f"| {run['name']} | {seg} | {n['pull_s']:.3f} | {n['hash_s']:.3f} "
-                f"| {n['diff_s']:.3f} | {f['sha256_s']:.3f} | {f['our_key_expr_s']:.3f} "
-                f"| {f['antijoin_s']:.3f} |"
+                f"| {n['diff_s']:.3f} | {_ratio(f.get('sha256_s'), 3)} "
+                f"| {_ratio(f.get('our_key_expr_s'), 3)} | {_ratio(f.get('antijoin_s'), 3)} |"
             )
     return lines
 
@@ -312,12 +325,17 @@ def _end_to_end_table(results: dict[str, Any]) -> list[str]:
     ]
     for run in results["runs"]:
         for seg, p in _pairs(run):
-            n, f, r = p["naive_e2e"], p["floor_same"], p["report"]
+            n, f, r = p["naive_e2e"], p.get("floor_same"), p["report"]
+            floor = (
+                "n/a | n/a"
+                if f is None
+                else (f"{f['seconds']:.3f} | {f['adds']:,} / {f['removes']:,}")
+            )
             lines.append(
                 f"| {run['name']} | {seg} | {n['model_rows']:,} | {n['rows']:,} "
                 f"| {n['query_s']:.3f} | {n['pull_s']:.3f} | {n['hash_s']:.3f} "
-                f"| {n['diff_s']:.3f} | {n['seconds']:.3f} | {f['seconds']:.3f} "
-                f"| {f['adds']:,} / {f['removes']:,} | {r['adds']:,} / {r['removes']:,} |"
+                f"| {n['diff_s']:.3f} | {n['seconds']:.3f} | {floor} "
+                f"| {r['adds']:,} / {r['removes']:,} |"
             )
     return lines
 
@@ -372,6 +390,24 @@ def memory_growths(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _backend_line(results: dict[str, Any]) -> str:
+    """Which warehouse the stages ran on (and, on PostgreSQL, the copy's cost)."""
+    loaded = results.get("postgres")
+    if backend(results) != "postgres" or not loaded:
+        return "Warehouse backend: DuckDB (the generated file)."
+    rows = sum(loaded["rows"].values())
+    reload = (
+        f", changed tables reloaded in {loaded['reload_s']:.1f} s" if "reload_s" in loaded else ""
+    )
+    return (
+        f"Warehouse backend: PostgreSQL {loaded['server_version']} (a local server on this "
+        f"machine, untuned, sharing its cores), holding a copy of the generated file "
+        f"({rows:,} rows copied in {loaded['load_s']:.1f} s{reload}; not in any timing). "
+        "The naive baselines run on the same server; the DuckDB floors are DuckDB's own "
+        "SQL and are not run."
+    )
+
+
 def _memory_line(results: dict[str, Any]) -> str:
     limit = results["machine"].get("duckdb_memory_limit", "not recorded")
     grown = memory_growths(results)
@@ -391,6 +427,8 @@ def markdown(results: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
         f"generated in {w['seconds']:.1f} s. Changes before the incremental run: "
         f"{c['left']:,} customers left the segment countries, {c['joined']:,} joined, "
         f"{c['withdrew']:,} withdrew consent. Whole benchmark: {results['wall_s']:.0f} s.",
+        "",
+        _backend_line(results),
         "",
         _memory_line(results),
         "",
@@ -418,7 +456,8 @@ def write_results(
     verdicts = targets(results, smaller)
     results["summary"] = {r["name"]: run_summary(r) for r in results["runs"]}
     results["targets"] = verdicts
-    stem = f"{date.today().isoformat()}-{results['customers']}"
+    suffix = "-postgres" if backend(results) == "postgres" else ""
+    stem = f"{date.today().isoformat()}-{results['customers']}{suffix}"
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     text = markdown(results, verdicts)
@@ -427,20 +466,35 @@ def write_results(
     return json_path, md_path, text
 
 
-def latest_smaller(out_dir: Path, customers: int) -> dict[str, Any] | None:
-    """The newest results document in ``out_dir`` with fewer customers, or None."""
+def _documents(out_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """The benchmark results documents in ``out_dir`` run on backend ``kind``."""
     found = []
     for path in sorted(out_dir.glob("*.json")):
         try:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(doc, dict) and doc.get("customers", customers) < customers:
-            found.append((doc.get("started_at", ""), doc))
-    return max(found, key=lambda item: item[0])[1] if found else None
+        if isinstance(doc, dict) and "runs" in doc and backend(doc) == kind:
+            found.append(doc)
+    return found
+
+
+def latest_smaller(out_dir: Path, customers: int, kind: str = "duckdb") -> dict[str, Any] | None:
+    """The newest results document in ``out_dir`` with fewer customers on backend ``kind``,
+    or None."""
+    found = [d for d in _documents(out_dir, kind) if d.get("customers", customers) < customers]
+    return max(found, key=lambda d: d.get("started_at", "")) if found else None
+
+
+def latest_at(out_dir: Path, customers: int, kind: str) -> dict[str, Any] | None:
+    """The newest results document in ``out_dir`` at ``customers`` on backend ``kind``."""
+    found = [d for d in _documents(out_dir, kind) if d.get("customers") == customers]
+    return max(found, key=lambda d: d.get("started_at", "")) if found else None
 
 
 __all__ = [
+    "backend",
+    "latest_at",
     "latest_smaller",
     "markdown",
     "memory_growths",

@@ -21,6 +21,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import duckdb
 
 from bench import measure
+from bench.backend import postgres_server, reload_tables
 from bench.generator import apply_changes
 from bench.scenario import AS_OF, SEGMENT_NAMES
 from destinations.mock.testing import MockHandle, running_mock
@@ -110,6 +112,14 @@ def _pair_result(
     }
 
 
+def _compared_kinds(job: dict[str, Any]) -> tuple[str, ...]:
+    """The comparisons run beside the sync: both naive baselines on either backend; the two
+    DuckDB floors (DuckDB's own SQL, by definition) on DuckDB only."""
+    if job.get("postgres_url"):
+        return ("naive", "naive_e2e")
+    return ("naive", "naive_e2e", "floor", "floor_same")
+
+
 def _run(
     name: str, job: dict[str, Any], workdir: Path, log: Log, run_stage: StageRunner
 ) -> dict[str, Any]:
@@ -128,7 +138,7 @@ def _run(
         seg_job = {**job, "segment": seg}
         compared = {
             kind: run_stage(kind, {**seg_job, "keys_dir": str(keys / kind)}, jobs, f"{seg}.{kind}")
-            for kind in ("naive", "naive_e2e", "floor", "floor_same")
+            for kind in _compared_kinds(job)
         }
         sync_job = {**seg_job, "keys_dir": str(keys / "ours")}
         sync = run_stage("sync", sync_job, jobs, f"{seg}.sync")
@@ -153,9 +163,12 @@ def _probe(
     return run_stage("mock_probe", probe_job, workdir / "jobs", "mock_probe")
 
 
-def _base_job(warehouse: Path, workdir: Path, mock: MockHandle) -> dict[str, Any]:
+def _base_job(
+    warehouse: Path, workdir: Path, mock: MockHandle, postgres_url: str | None
+) -> dict[str, Any]:
     return {
         "warehouse": str(warehouse),
+        "postgres_url": postgres_url,
         "state_dir": str(workdir / "state"),
         "as_of": AS_OF.isoformat(),
         "meta_url": mock.meta_url,
@@ -186,16 +199,22 @@ def run_benchmark(
     seed: int,
     log: Log = print,
     run_stage: StageRunner = measure.run_stage,
+    backend: str = "duckdb",
+    postgres_url: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole benchmark in ``workdir`` (created; must not hold a warehouse yet).
 
     ``run_stage`` runs each stage; the default starts a fresh process per stage (the only way
     the per-stage peak RSS means anything). Tests pass an in-process runner for speed.
+    ``backend``: ``duckdb`` (the generated file) or ``postgres`` (a copy of it on the server
+    at ``postgres_url``, password in the environment, or on a local server started in
+    ``workdir``: :mod:`bench.backend`); on PostgreSQL the DuckDB floors are not run.
 
     Returns the results document (JSON-able): ``customers``, ``seed``, ``as_of``,
     ``started_at``, ``machine``, ``warehouse`` (row counts, build seconds), ``changes``,
-    ``mock_probe``, ``runs`` (list of ``{"name", "pairs": {segment: ...}}``), ``wall_s`` and
-    ``parent_peak_rss_mib``.
+    ``mock_probe``, ``runs`` (list of ``{"name", "pairs": {segment: ...}}``), ``wall_s``,
+    ``parent_peak_rss_mib``, ``backend`` and, on PostgreSQL, ``postgres`` (the load's
+    seconds and rows, the server's version, the reload after the changes).
 
     Raises:
         FileExistsError: ``workdir`` already holds a warehouse.
@@ -209,13 +228,22 @@ def run_benchmark(
     gen_job = {"warehouse": str(warehouse), "customers": customers, "seed": seed}
     built = run_stage("generate", {**gen_job, "as_of": AS_OF.isoformat()}, workdir, "generate")
     log(f"  {built['events']:,} events, {built['consents']:,} consents in {built['seconds']:.1f} s")
-    runs, changes, probe = [], None, None
-    with running_mock(workdir / "mock") as mock:
-        job = _base_job(warehouse, workdir, mock)
+    runs, changes, probe, loaded = [], None, None, None
+    with ExitStack() as stack:
+        url = None
+        if backend == "postgres":
+            url = stack.enter_context(postgres_server(workdir, postgres_url))
+            load_job = {"warehouse": str(warehouse), "postgres_url": url}
+            loaded = run_stage("load_postgres", load_job, workdir, "load_postgres")
+            log(f"  copied into PostgreSQL {loaded['server_version']} in {loaded['load_s']:.1f} s")
+        mock = stack.enter_context(running_mock(workdir / "mock"))
+        job = _base_job(warehouse, workdir, mock, url)
         for name in RUNS:
             if name == "incremental":
                 changes = apply_changes(warehouse, seed=seed, as_of=AS_OF)
                 log(f"changes: {changes}")
+                if url is not None:
+                    loaded["reload_s"] = reload_tables(warehouse, url)
             log(f"run {name}")
             runs.append(_run(name, job, workdir, log, run_stage))
             if name == "full":
@@ -233,6 +261,8 @@ def run_benchmark(
         "runs": runs,
         "wall_s": time.perf_counter() - started,
         "parent_peak_rss_mib": measure.peak_rss_mib(),
+        "backend": backend,
+        "postgres": loaded,
     }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import measure
+from bench.backend import load_postgres, warehouse_of
 from bench.baseline import duckdb_floor, naive_diff
 from bench.end_to_end import naive_end_to_end, same_work_floor
 from bench.generator import generate_warehouse
@@ -57,13 +58,21 @@ def generate_stage(job: Job) -> dict[str, Any]:
     return {**vars(stats), "peak_rss_mib": measure.peak_rss_mib()}
 
 
+def load_postgres_stage(job: Job) -> dict[str, Any]:
+    """Copy the generated warehouse (``warehouse``) into the server at ``postgres_url``
+    (:func:`bench.backend.load_postgres`). Returns ``load_s``, ``rows`` per table and the
+    server's version."""
+    loaded = load_postgres(Path(job["warehouse"]), job["postgres_url"])
+    return {**loaded, "seconds": loaded["load_s"], "peak_rss_mib": measure.peak_rss_mib()}
+
+
 def segment_stage(job: Job) -> dict[str, Any]:
     """:func:`orchestrator.segments.materialize.write_segment_members` (the ``segment/<id>``
     asset's body). ``rows``: customers scanned; ``members`` written."""
     spec = segment_spec(job["segment"], project_config())
     as_of = _as_of(job)
     started = time.perf_counter()
-    with connect(Path(job["warehouse"])) as con:
+    with connect(warehouse_of(job)) as con:
         members = write_segment_members(con, spec, as_of)
         (customers,) = con.execute("SELECT count(*) FROM customers").fetchone()
     return _result(time.perf_counter() - started, customers, members=members)
@@ -75,7 +84,7 @@ def audience_stage(job: Job) -> dict[str, Any]:
     project = project_config()
     spec = segment_spec(job["segment"], project)
     started = time.perf_counter()
-    with connect(Path(job["warehouse"])) as con:
+    with connect(warehouse_of(job)) as con:
         stats = build_segment_audience(con, spec, project, _as_of(job))
     rows = stats.members + sum(stats.excluded.values())
     return _result(
@@ -196,7 +205,7 @@ def sync_stage(job: Job) -> dict[str, Any]:
     started, started_cpu = time.perf_counter(), measure.cpu_s()
     try:
         report = run_sync(
-            Path(job["warehouse"]),
+            warehouse_of(job),
             Path(job["state_dir"]),
             segment=spec.id,
             destination=entry.destination,
@@ -257,7 +266,7 @@ def naive_stage(job: Job) -> dict[str, Any]:
     definition) for the pair; writes its keys to ``<keys_dir>/<op>.keys``."""
     _project, spec, entry, dest = _pair(job)
     result = naive_diff(
-        Path(job["warehouse"]),
+        warehouse_of(job),
         segment=spec.id,
         destination=entry.destination,
         kind=str(dest.kind),
@@ -291,7 +300,7 @@ def naive_e2e_stage(job: Job) -> dict[str, Any]:
     query + pull + hash + diff; ``rows``: subjects in its target."""
     project, spec, entry, dest = _pair(job)
     result = naive_end_to_end(
-        Path(job["warehouse"]),
+        warehouse_of(job),
         spec=spec,
         project=project,
         as_of=_as_of(job),
@@ -356,6 +365,7 @@ def floor_stage(job: Job) -> dict[str, Any]:
 
 STAGES: dict[str, Callable[[Job], dict[str, Any]]] = {
     "generate": generate_stage,
+    "load_postgres": load_postgres_stage,
     "segment": segment_stage,
     "audience": audience_stage,
     "sync": sync_stage,

@@ -21,6 +21,7 @@ import glob
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,13 @@ PASSWORD_ENV = "ACTIVATION_DEMO_PG_PASSWORD"
 DEFAULT_PORT = 55432
 USER = "activation"
 DATABASE = "activation"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server started for one run)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class LocalPostgresError(RuntimeError):
