@@ -57,25 +57,22 @@ def ensure_warehouse(settings: Settings, console: Console) -> None:
     console.print(f"warehouse: built {settings.warehouse_path} ({counts})")
 
 
-def ensure_postgres_demo(folder: Path, port: int, console: Console) -> None:
+def ensure_postgres_demo(folder: Path, port: int, console: Console, url: str | None) -> None:
     """The demo's warehouse on a local PostgreSQL server kept in ``folder`` (started, its
     config and password set for this process, the demo tables built when missing:
-    :mod:`orchestrator.demo_postgres`).
+    :mod:`orchestrator.demo_postgres`), or on the running server at ``url`` (its password in
+    ``ACTIVATION_DEMO_PG_PASSWORD``).
 
     Raises:
         click.ClickException: the server did not start or refused the demo's tables.
     """
-    from orchestrator.demo_postgres import (
-        demo_warehouse_config,
-        ensure_postgres_warehouse,
-        prepare_postgres_demo,
-    )
+    from orchestrator.demo_postgres import ensure_postgres_warehouse, prepare_postgres_demo
     from orchestrator.warehouse.errors import WarehouseError
     from orchestrator.warehouse.local_postgres import LocalPostgresError
 
     try:
-        server = prepare_postgres_demo(folder, port, console)
-        ensure_postgres_warehouse(demo_warehouse_config(server), server.folder, console)
+        config = prepare_postgres_demo(folder, port, console, url)
+        ensure_postgres_warehouse(config, folder, console)
     except (LocalPostgresError, WarehouseError) as error:
         raise click.ClickException(str(error)) from None
 
@@ -231,6 +228,12 @@ def summary_table(console: Console, run_id: str) -> Group:
 )
 @click.option("--postgres-dir", type=click.Path(path_type=Path), default=Path(".data/postgres"))
 @click.option("--postgres-port", type=int, default=DEFAULT_PG_PORT, show_default=True)
+@click.option(
+    "--postgres-url",
+    default=None,
+    help="A running server instead of the local one: postgresql://user@host:port/db "
+    "(password in ACTIVATION_DEMO_PG_PASSWORD).",
+)
 def main(
     mock_port: int,
     mock_state_dir: Path,
@@ -239,6 +242,7 @@ def main(
     warehouse: str,
     postgres_dir: Path,
     postgres_port: int,
+    postgres_url: str | None,
 ) -> None:
     """Run the whole demo."""
     console = Console()
@@ -251,7 +255,7 @@ def main(
     if only_mock:
         return
     if warehouse == "postgres":
-        ensure_postgres_demo(postgres_dir, postgres_port, console)
+        ensure_postgres_demo(postgres_dir, postgres_port, console, postgres_url)
     else:
         ensure_warehouse(Settings.from_env(), console)
     settings = Settings.from_env()
@@ -270,7 +274,7 @@ def main(
         f"Mock destinations keep running on http://127.0.0.1:{mock_port} "
         f"(`make mock-stop{make_args}` stops them). `make ui{make_args}` opens the Dagster UI."
     )
-    if warehouse == "postgres":
+    if warehouse == "postgres" and postgres_url is None:
         console.print(
             f"PostgreSQL keeps running on 127.0.0.1:{postgres_port} (`make pg-stop` stops it)."
         )

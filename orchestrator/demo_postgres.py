@@ -31,7 +31,7 @@ from rich.console import Console
 
 from orchestrator.config import PostgresWarehouse
 from orchestrator.settings import Settings
-from orchestrator.warehouse.local_postgres import PASSWORD_ENV, LocalPostgres
+from orchestrator.warehouse.local_postgres import PASSWORD_ENV, LocalPostgres, LocalPostgresError
 
 
 def write_postgres_config(source: Path, target: Path, url: str) -> Path:
@@ -52,31 +52,34 @@ def write_postgres_config(source: Path, target: Path, url: str) -> Path:
     return target
 
 
-def demo_warehouse_config(server: LocalPostgres) -> PostgresWarehouse:
-    """The ``warehouse:`` of the demo on ``server`` (password from :data:`PASSWORD_ENV`)."""
-    return PostgresWarehouse(kind="postgres", url=server.url(), password_env=PASSWORD_ENV)
-
-
-def prepare_postgres_demo(folder: Path, port: int, console: Console) -> LocalPostgres:
-    """Steps 1 to 3 of the module docstring; returns the running server. Sets
+def prepare_postgres_demo(
+    folder: Path, port: int, console: Console, url: str | None = None
+) -> PostgresWarehouse:
+    """Steps 1 to 3 of the module docstring; returns the demo's ``warehouse:``. Sets
     ``os.environ`` (:data:`PASSWORD_ENV`, ``ACTIVATION_CONFIG``, ``ACTIVATION_CATALOG``) for
-    this process and the Dagster processes it starts.
+    this process and the Dagster processes it starts. ``url``: a server already running
+    (``postgresql://user@host:port/db``, its password in :data:`PASSWORD_ENV`) instead of
+    the local one; ``folder`` then keeps only the written config.
 
     Raises:
-        orchestrator.warehouse.local_postgres.LocalPostgresError: the server did not start.
+        orchestrator.warehouse.local_postgres.LocalPostgresError: the server did not start,
+            or ``url`` is given without :data:`PASSWORD_ENV` set.
     """
-    server = LocalPostgres(folder.resolve(), port)
-    started = server.start()
-    verb = "started" if started else "running"
-    console.print(f"PostgreSQL: {verb} on 127.0.0.1:{port}, data in {server.data_dir}")
-    os.environ[PASSWORD_ENV] = server.password()
+    folder = folder.resolve()
+    if url is None:
+        server = LocalPostgres(folder, port)
+        started = server.start()
+        verb = "started" if started else "running"
+        console.print(f"PostgreSQL: {verb} on 127.0.0.1:{port}, data in {server.data_dir}")
+        os.environ[PASSWORD_ENV] = server.password()
+        url = server.url()
+    elif not os.environ.get(PASSWORD_ENV):
+        raise LocalPostgresError(f"set {PASSWORD_ENV} to the password of {url}")
     project = Settings.from_env({**os.environ, "ACTIVATION_CONFIG": ""})
-    config = write_postgres_config(
-        project.config_path, server.folder / "activation.yaml", server.url()
-    )
+    config = write_postgres_config(project.config_path, folder / "activation.yaml", url)
     os.environ.setdefault("ACTIVATION_CATALOG", str(project.config_path.parent / "catalog.json"))
     os.environ["ACTIVATION_CONFIG"] = str(config)
-    return server
+    return PostgresWarehouse(kind="postgres", url=url, password_env=PASSWORD_ENV)
 
 
 def has_demo_tables(con: object) -> bool:
@@ -139,7 +142,6 @@ def ensure_postgres_warehouse(
 
 
 __all__ = [
-    "demo_warehouse_config",
     "ensure_postgres_warehouse",
     "has_demo_tables",
     "prepare_postgres_demo",
