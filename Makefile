@@ -102,9 +102,10 @@ ui: venv $(DAGSTER_HOME)/dagster.yaml $(if $(DEMO_ARGS),pg-start)
 
 ## Benchmark at BENCH_CUSTOMERS customers (try 1000000): full, incremental and no-change syncs
 ## against the mock destinations; results in bench/results/ (see bench/README.md).
+## WAREHOUSE=postgres: the same on a PostgreSQL server the bench starts in its work folder.
 BENCH_CUSTOMERS ?= 100000
-bench: venv
-	$(BIN)/python -m bench run --customers $(BENCH_CUSTOMERS)
+bench: venv $(if $(DEMO_ARGS),server-deps)
+	$(BIN)/python -m bench run --customers $(BENCH_CUSTOMERS) $(if $(DEMO_ARGS),--warehouse postgres)
 
 ## Start / stop the mock destinations in the background.
 mock: venv
