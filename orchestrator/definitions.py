@@ -8,7 +8,6 @@ on the ``segment_file_errors`` asset in the UI, whose materialization fails with
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from destinations.resources import (
     DestinationsResource,
@@ -35,6 +34,7 @@ from orchestrator.privacy.sensor import privacy_request_definitions
 from orchestrator.scoped_jobs import ScopedAssetJob, scoped_asset_job
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
 from orchestrator.settings import Settings, duckdb_config
+from orchestrator.warehouse.resources import ProductDuckDBResource
 
 DEFAULT_TIMEZONE = "Europe/Paris"
 ALL_SEGMENTS_JOB = "all_segments_job"
@@ -147,7 +147,10 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
     steps in one process by default, or as ``ACTIVATION_EXECUTOR`` selects
     (:func:`orchestrator.executors.executor_from_env`)."""
     loaded = load_segments(settings.segments_dir, project)
-    assets: list = [*source_asset_specs(project.source), segment_file_errors_asset(loaded.errors)]
+    assets: list = [
+        *source_asset_specs(project.source, project.product_schema),
+        segment_file_errors_asset(loaded.errors),
+    ]
     jobs, schedules = [], []
     for sid in sorted(loaded.specs):
         seg = loaded.specs[sid]
@@ -193,8 +196,10 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         schedules=schedules,
         sensors=sensors,
         resources={
-            "warehouse": DuckDBResource(
-                database=str(settings.warehouse_path), connection_config=duckdb_config()
+            "warehouse": ProductDuckDBResource(
+                database=str(settings.warehouse_path),
+                connection_config=duckdb_config(),
+                product_schema=project.product_schema,
             ),
             # privacy receipts: any destination holding a person, variables read per call
             "destinations": DestinationsResource(config_path=str(settings.config_path)),

@@ -414,7 +414,12 @@ def members(segment: str, destination: str | None, fmt: str) -> None:
             f"{', '.join(names)}"
         )
     warehouse = _require_warehouse(settings)
-    with _warehouse_errors(), connect(warehouse, read_only=True, timeout_s=30) as con:
+    with (
+        _warehouse_errors(),
+        connect(
+            warehouse, read_only=True, timeout_s=30, product_schema=project.product_schema
+        ) as con,
+    ):
         rows = list_members(con, segment=segment, destination=destination)
     columns = [*BASE_COLUMNS, *(DESTINATION_COLUMNS if destination else ())]
     if fmt == "json":
@@ -534,7 +539,7 @@ def _record(email: str, request_type: str, fmt: str) -> None:
         request_id = existing or module.record_request(
             warehouse, address, request_type, project=project
         )
-        matched = module.subject_known(warehouse, address)
+        matched = module.subject_known(warehouse, address, product_schema=project.product_schema)
     if fmt == "json":
         echo_json(
             {

@@ -31,7 +31,7 @@ def catalog_command(check: bool, fmt: str) -> None:
         raise click.ClickException(f"warehouse not found: {settings.warehouse_path}")
     path = catalog_path_for(settings.config_path)
     try:
-        with connect(settings.warehouse_path) as con:
+        with connect(settings.warehouse_path, product_schema=project.product_schema) as con:
             built = build_catalog(con, project)
     except SourceModelError as error:
         for line in error.located(settings.config_path):

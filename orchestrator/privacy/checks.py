@@ -82,6 +82,7 @@ from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.product_schema import product_schema_of
 
 LEGAL_BASIS_VALID = "legal_basis_valid"
 NO_RAW_IDENTIFIER = "no_raw_identifier"
@@ -783,7 +784,7 @@ def _raw_identifier_check(loaded: LoadedSegment) -> SegmentCheck:
     sid = loaded.spec.id
 
     def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), product_schema=product_schema_of(warehouse)) as con:
             return evaluate_no_raw_identifier(con, segment=sid)
 
     check = dg.AssetCheckSpec(
@@ -802,7 +803,7 @@ def _destination_retention_check(loaded: LoadedSegment, destination: str) -> Seg
     configured = [entry.destination for entry in spec.destinations]
 
     def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), product_schema=product_schema_of(warehouse)) as con:
             return evaluate_destination_retention(
                 con,
                 segment=spec.id,
@@ -830,7 +831,7 @@ def _reconciliation_check(
     def _evaluate(
         warehouse: DuckDBResource, destinations: DestinationsResource | PlatformResource
     ) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), product_schema=product_schema_of(warehouse)) as con:
             state = acknowledged_count(con, segment=sid, destination=destination)
         client = destinations.client(destination)  # no warehouse connection held during HTTP
         try:
@@ -844,7 +845,9 @@ def _reconciliation_check(
                 client.close()
         members = None
         if statuses is not None:
-            with connect(Path(warehouse.database)) as con:
+            with connect(
+                Path(warehouse.database), product_schema=product_schema_of(warehouse)
+            ) as con:
                 members = compare_members(
                     con, segment=sid, destination=destination, statuses=statuses
                 )
@@ -870,7 +873,7 @@ def _rejections_check(
     sid = loaded.spec.id
 
     def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), product_schema=product_schema_of(warehouse)) as con:
             summary = summarize_rejections(con, segment=sid, destination=destination)
         return evaluate_rejections(summary, policy)
 
@@ -970,7 +973,7 @@ def _unregistered_state_check(pairs: list[tuple[str, str]]) -> dg.AssetChecksDef
         ),
     )
     def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), product_schema=product_schema_of(warehouse)) as con:
             return evaluate_unregistered_state(con, pairs)
 
     return _check

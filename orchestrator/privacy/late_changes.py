@@ -40,6 +40,7 @@ from destinations.resources import unset_in
 from orchestrator.consent import purpose_key, purpose_key_sql
 from orchestrator.privacy.receipts import utc_now
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.product_schema import product_schema_of
 
 CHANGES_SENSOR = "privacy_changes_sensor"
 SENSOR_INTERVAL_S = 30
@@ -191,7 +192,10 @@ def build_changes_sensor(
     ) -> list[dg.RunRequest] | dg.SkipReason:
         try:
             with connect(
-                Path(warehouse.database), read_only=True, timeout_s=SENSOR_LOCK_TIMEOUT_S
+                Path(warehouse.database),
+                read_only=True,
+                timeout_s=SENSOR_LOCK_TIMEOUT_S,
+                product_schema=product_schema_of(warehouse),
             ) as con:
                 waiting = held_withdrawn(con, segment_purposes)
         except duckdb.Error as error:

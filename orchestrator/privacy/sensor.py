@@ -57,6 +57,7 @@ from orchestrator.privacy.receipts import (
 )
 from orchestrator.privacy.requests import PairTarget, process_requests, targets_from_specs
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.product_schema import product_schema_of
 
 PRIVACY_JOB = "privacy_requests_job"
 SENSOR_NAME = "privacy_requests_sensor"
@@ -140,7 +141,7 @@ def build_receipts_asset(
             request_ids=config.request_ids,
             project=project,
         )
-        with connect(Path(warehouse.database)) as con:
+        with connect(Path(warehouse.database), product_schema=product_schema_of(warehouse)) as con:
             still_open = len(open_requests(con))
         acknowledged = sum(o.acknowledged for o in outcomes)
         failed = sum(o.pairs - o.acknowledged for o in outcomes)

@@ -60,6 +60,7 @@ from orchestrator.sync.prefetch import prefetched
 from orchestrator.sync.rejections import pending_rows, stuck_rows
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA
 
 if TYPE_CHECKING:
     from orchestrator.config import ProjectConfig
@@ -397,6 +398,7 @@ class _Job:
     lock_timeout_s: float
     on_batch: BatchHook | None
     lock: HeldPairLock
+    product_schema: str = DEFAULT_PRODUCT_SCHEMA
 
     def write(
         self, lines: Sequence[JournalLine], requests: Sequence[async_requests.RequestLine] = ()
@@ -408,7 +410,9 @@ class _Job:
             PairLockLost: another run took the pair over (nothing written).
         """
         p = self.params
-        with connect(self.warehouse_path, timeout_s=self.lock_timeout_s) as con:
+        with connect(
+            self.warehouse_path, timeout_s=self.lock_timeout_s, product_schema=self.product_schema
+        ) as con:
             con.begin()
             try:
                 self.lock.fence(con)
@@ -439,7 +443,9 @@ class _Job:
                 )
             async_requests.fold_requests(con, segment=p.segment, destination=p.destination)
 
-        with connect(self.warehouse_path, timeout_s=self.lock_timeout_s) as con:
+        with connect(
+            self.warehouse_path, timeout_s=self.lock_timeout_s, product_schema=self.product_schema
+        ) as con:
             stats = fold_journal(
                 con, segment=p.segment, destination=p.destination, kind=p.kind, before_fold=finish
             )
@@ -505,7 +511,9 @@ def _confirm_requests(job: _Job, client: Destination) -> int:
     connection is open while the platform is asked."""
     p = job.params
     job.fold(_Progress())
-    with connect(job.warehouse_path, timeout_s=job.lock_timeout_s) as con:
+    with connect(
+        job.warehouse_path, timeout_s=job.lock_timeout_s, product_schema=job.product_schema
+    ) as con:
         waiting = async_requests.outstanding(con, segment=p.segment, destination=p.destination)
     if not waiting:
         return 0
@@ -613,7 +621,9 @@ def _fill_stuck(con: object, segment: str, destination: str, report: SyncReport)
 def _count_outstanding(job: _Job) -> int:
     """Requests of the pair the platform had not finished processing."""
     p = job.params
-    with connect(job.warehouse_path, timeout_s=job.lock_timeout_s) as con:
+    with connect(
+        job.warehouse_path, timeout_s=job.lock_timeout_s, product_schema=job.product_schema
+    ) as con:
         waiting = async_requests.outstanding(con, segment=p.segment, destination=p.destination)
     return len(waiting)
 
@@ -804,20 +814,32 @@ def run_sync(
         raise ValueError("batch_size must be at least 1")
     journal.check_pair(segment, destination)
     scratch = Path(state_dir) / "scratch" / f"{segment}__{destination}"
+    schema = project.product_schema if project is not None else DEFAULT_PRODUCT_SCHEMA
     with pair_lock(
         Path(warehouse_path),
         segment,
         destination,
         lease_s=lease_s,
         lock_timeout_s=lock_timeout_s,
+        product_schema=schema,
     ) as lock:
         job = _Job(
-            Path(warehouse_path), params, audience_id, size, as_of, lock_timeout_s, on_batch, lock
+            Path(warehouse_path),
+            params,
+            audience_id,
+            size,
+            as_of,
+            lock_timeout_s,
+            on_batch,
+            lock,
+            schema,
         )
         shutil.rmtree(scratch, ignore_errors=True)  # a crashed run's files (may hold emails)
         scratch.mkdir(parents=True)
         try:
-            with connect(job.warehouse_path, timeout_s=lock_timeout_s) as con:
+            with connect(
+                job.warehouse_path, timeout_s=lock_timeout_s, product_schema=job.product_schema
+            ) as con:
                 # journals earlier versions kept as local files
                 journal.import_file_journal(con, Path(state_dir), segment, destination)
                 async_requests.import_file_requests(con, Path(state_dir), segment, destination)

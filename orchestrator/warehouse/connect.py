@@ -21,6 +21,7 @@ import duckdb
 from orchestrator.model.views import refresh_source_views, source_views_current
 from orchestrator.pseudonymize import register_sql_functions
 from orchestrator.settings import duckdb_config
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA, with_product_schema
 from orchestrator.warehouse.schema import create_activation_schema
 
 if TYPE_CHECKING:
@@ -35,12 +36,15 @@ def _is_lock_error(error: duckdb.Error) -> bool:
     return "lock" in text or "conflicting" in text
 
 
-def _open_with_retry(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+def _open_with_retry(
+    path: Path, read_only: bool, timeout_s: float, schema: str = DEFAULT_PRODUCT_SCHEMA
+) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout_s
     delay = _FIRST_DELAY_S
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=duckdb_config())
+            con = duckdb.connect(str(path), read_only=read_only, config=duckdb_config())
+            return with_product_schema(con, schema)
         except duckdb.IOException as error:
             remaining = deadline - time.monotonic()
             if not _is_lock_error(error) or remaining <= 0:
@@ -51,7 +55,7 @@ def _open_with_retry(path: Path, read_only: bool, timeout_s: float) -> duckdb.Du
 
 def _ensure_views(path: Path, project: ProjectConfig, timeout_s: float) -> None:
     """Recreate the canonical views in a short read-write open (for a read-only caller)."""
-    con = _open_with_retry(path, False, timeout_s)
+    con = _open_with_retry(path, False, timeout_s, project.product_schema)
     try:
         create_activation_schema(con)
         refresh_source_views(con, project.source, project.purposes)
@@ -76,6 +80,7 @@ def connect(
     read_only: bool = False,
     timeout_s: float = 60,
     project: ProjectConfig | None = None,
+    product_schema: str | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the DuckDB file at ``path`` for the duration of a ``with`` block.
 
@@ -93,6 +98,11 @@ def connect(
     (:func:`orchestrator.pseudonymize.register_sql_functions`). The connection is closed on
     exit, also on error.
 
+    ``product_schema``: the schema of the product's tables (``warehouse.product_schema``);
+    None: ``project``'s, else ``activation``. Another name than ``activation`` gets a
+    :class:`orchestrator.warehouse.product_schema.ProductSchemaConnection`, whose statements
+    (written ``activation.<table>``) name that schema.
+
     Raises:
         duckdb.IOException: the lock was still held after ``timeout_s`` seconds, or the file
             cannot be opened for another reason (e.g. ``read_only`` and the file is missing).
@@ -100,7 +110,9 @@ def connect(
             the warehouse.
     """
     path = Path(path)
-    con = _open_with_retry(path, read_only, timeout_s)
+    if product_schema is None:
+        product_schema = project.product_schema if project is not None else DEFAULT_PRODUCT_SCHEMA
+    con = _open_with_retry(path, read_only, timeout_s, product_schema)
     try:
         stale = project is not None and read_only
         if stale and not (
@@ -108,7 +120,7 @@ def connect(
         ):
             con.close()
             _ensure_views(path, project, timeout_s)
-            con = _open_with_retry(path, read_only, timeout_s)
+            con = _open_with_retry(path, read_only, timeout_s, product_schema)
         register_sql_functions(con)
         if not read_only:
             create_activation_schema(con)

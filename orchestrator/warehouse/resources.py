@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -13,6 +14,20 @@ from dagster_duckdb import DuckDBResource
 from orchestrator.config import DuckDBWarehouse, PostgresWarehouse, WarehouseConfig
 from orchestrator.settings import duckdb_config
 from orchestrator.warehouse.postgres import PostgresConnection
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA, with_product_schema
+
+
+class ProductDuckDBResource(DuckDBResource):
+    """``DuckDBResource`` whose connections name the product schema ``product_schema``
+    (``warehouse.product_schema``; default ``activation``): :meth:`get_connection` yields
+    :func:`orchestrator.warehouse.product_schema.with_product_schema` of DuckDB's."""
+
+    product_schema: str = DEFAULT_PRODUCT_SCHEMA
+
+    @contextmanager
+    def get_connection(self) -> Iterator[Any]:
+        with super().get_connection() as con:
+            yield with_product_schema(con, self.product_schema)
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -28,6 +43,7 @@ class PostgresResource(dg.ConfigurableResource):
     password: str
     statement_timeout_s: float = 600
     connect_timeout_s: float = 10
+    product_schema: str = DEFAULT_PRODUCT_SCHEMA
 
     def config(self) -> PostgresWarehouse:
         """This resource as the ``warehouse:`` it came from (the password stays here)."""
@@ -37,6 +53,7 @@ class PostgresResource(dg.ConfigurableResource):
             password_env="UNUSED",  # the password is this resource's own field
             statement_timeout_s=self.statement_timeout_s,
             connect_timeout_s=self.connect_timeout_s,
+            product_schema=self.product_schema,
         )
 
     @contextmanager
@@ -63,13 +80,18 @@ def warehouse_resource(config: WarehouseConfig, duckdb_path: str) -> dg.Configur
     product's DuckDB settings, or a :class:`PostgresResource` whose password is
     ``dg.EnvVar(config.password_env)``."""
     if isinstance(config, DuckDBWarehouse):
-        return DuckDBResource(database=duckdb_path, connection_config=duckdb_config())
+        return ProductDuckDBResource(
+            database=duckdb_path,
+            connection_config=duckdb_config(),
+            product_schema=config.product_schema,
+        )
     return PostgresResource(
         url=config.url,
         password=dg.EnvVar(config.password_env),
         statement_timeout_s=config.statement_timeout_s,
         connect_timeout_s=config.connect_timeout_s,
+        product_schema=config.product_schema,
     )
 
 
-__all__ = ["PostgresResource", "warehouse_resource"]
+__all__ = ["PostgresResource", "ProductDuckDBResource", "warehouse_resource"]
