@@ -15,16 +15,19 @@ import pytest
 import yaml
 from faker import Faker
 
+from orchestrator.cli.preview import preview_segment
 from orchestrator.config import load_project_config
 from orchestrator.privacy.receipts import receipt_for
 from orchestrator.privacy.register import render_register_markdown
 from orchestrator.privacy.requests import record_request
 from orchestrator.privacy.sensor import PRIVACY_JOB, SENSOR_NAME
 from orchestrator.pseudonymize import subject_key
+from orchestrator.segments.loader import load_segments
 from orchestrator.settings import Settings
 from orchestrator.warehouse.resources import ProductDuckDBResource
 from orchestrator.warehouse.schema import SOURCE_DDL
 from tests.privacy.helpers import (
+    ADS,
     AS_OF,
     ERIN,
     ERIN_ID,
@@ -174,6 +177,14 @@ def test_a_configured_product_schema_holds_every_product_table_end_to_end(
     finally:
         con.close()
     assert suppressed == 1
+
+    # the preview reads the sync state from the configured schema: nothing left to send
+    loaded = load_segments(settings.segments_dir, project).specs[ADS]
+    preview = preview_segment(wh, settings.state_dir, loaded, project, AS_OF)
+    assert preview.audience == len(OTHERS) and preview.excluded["erasure_requested"] == 1
+    for destination in preview.destinations:
+        assert (destination.adds, destination.updates, destination.removes) == (0, 0, 0)
+    assert "activation" not in _tables_by_schema(wh)
 
 
 def test_lineage_metadata_and_register_name_the_configured_schema(
