@@ -22,7 +22,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_duckdb import DuckDBResource
 
 from destinations.redaction import redact
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
@@ -47,8 +46,10 @@ from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.engine import BatchHook, run_sync
 from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
-from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA, product_schema_of
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA
+from orchestrator.warehouse.resources import WarehouseResource
 from orchestrator.warehouse.schema import create_activation_schema
+from orchestrator.warehouse.target import WarehouseTarget
 
 DUCKDB_POOL = "duckdb"
 SOURCE_TABLES = ("customers", "events", "consents", "privacy_requests")
@@ -99,14 +100,14 @@ class SegmentCheck:
 
     spec: dg.AssetCheckSpec
     evaluate: Callable[
-        [DuckDBResource, DestinationsResource | PlatformResource | None], dg.AssetCheckResult
+        [WarehouseResource, DestinationsResource | PlatformResource | None], dg.AssetCheckResult
     ]
 
 
 def run_checks(
     context: dg.AssetExecutionContext,
     checks: Sequence[SegmentCheck],
-    warehouse: DuckDBResource,
+    warehouse: WarehouseResource,
     destinations: DestinationsResource | PlatformResource | None = None,
 ) -> Iterator[dg.AssetCheckResult]:
     """The results of the ``checks`` selected in this run (all of them in a segment's job; none
@@ -294,7 +295,7 @@ def build_segment_asset(
         config_schema=run_config_schema(),
     )
     def _segment(
-        context: dg.AssetExecutionContext, warehouse: DuckDBResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         as_of = resolve_as_of(step_run_config(context))
         query = compile_segment(spec, as_of)
@@ -386,14 +387,14 @@ def build_audience_asset(
         config_schema=run_config_schema(),
     )
     def _audience(
-        context: dg.AssetExecutionContext, warehouse: DuckDBResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         if key in context.selected_asset_keys:
             yield _build_audience(context, step_run_config(context), warehouse)
         yield from run_checks(context, checks, warehouse)
 
     def _build_audience(
-        context: dg.AssetExecutionContext, config: RunConfig, warehouse: DuckDBResource
+        context: dg.AssetExecutionContext, config: RunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         as_of = resolve_as_of(config)
         with warehouse.get_connection() as con:
@@ -588,7 +589,7 @@ def build_sync_asset(
     def _sync_step(
         context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        warehouse: DuckDBResource = context.resources.warehouse
+        warehouse: WarehouseResource = context.resources.warehouse
         sync_state: SyncStateDir = context.resources.sync_state
         destinations: PlatformResource = getattr(context.resources, client_key)
         if key in context.selected_asset_keys:
@@ -599,7 +600,7 @@ def build_sync_asset(
     def _sync(
         context: dg.AssetExecutionContext,
         config: RunConfig,
-        warehouse: DuckDBResource,
+        warehouse: WarehouseResource,
         destinations: PlatformResource,
         sync_state: SyncStateDir,
     ) -> dg.MaterializeResult:
@@ -607,7 +608,7 @@ def build_sync_asset(
         client = None if config.dry_run else destinations.client(entry.destination)
         try:
             report = run_sync(
-                Path(warehouse.database),
+                WarehouseTarget.from_resource(warehouse),
                 Path(sync_state.path),
                 segment=sid,
                 destination=entry.destination,
@@ -641,7 +642,7 @@ def build_sync_asset(
             f"~{report.updates}, rejected {report.rejected}, "
             f"{report.api_calls} API calls (minimum {report.min_api_calls})"
         )
-        with connect(Path(warehouse.database), product_schema=product_schema_of(warehouse)) as con:
+        with connect(WarehouseTarget.from_resource(warehouse)) as con:
             refused = summarize_rejections(con, segment=sid, destination=entry.destination)
         return dg.MaterializeResult(
             asset_key=key, metadata={**_sync_metadata(report), **_refusals(refused)}

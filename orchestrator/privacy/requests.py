@@ -78,7 +78,7 @@ from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.pair_lock import SyncInProgressError, pair_lock
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
-from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA
+from orchestrator.warehouse.target import Warehouse, as_target
 
 #: Builds a client for a destination name (``DestinationsResource.client``).
 ClientFactory = Callable[[str], Destination]
@@ -166,7 +166,7 @@ def _suppress(
 
 
 def record_request(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     email: str,
     request_type: str,
     *,
@@ -198,7 +198,7 @@ def record_request(
     key, gkey = address_keys(email)
     at = received_at or utc_now()
     request_id = new_request_id()
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
+    with connect(as_target(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         con.begin()
         (customer_id,) = con.execute(
             "SELECT min(customer_id) FROM activation.src_customers "
@@ -216,7 +216,7 @@ def record_request(
 
 
 def open_request_for(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     email: str,
     request_type: str,
     *,
@@ -235,7 +235,7 @@ def open_request_for(
         key, _ = address_keys(email)
     except ValueError:
         return None
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
+    with connect(as_target(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         still_open = {rid for rid, rtype, _ in open_requests(con) if rtype == request_type}
         rows = con.execute(
             "SELECT request_id FROM activation.src_privacy_requests "
@@ -245,13 +245,7 @@ def open_request_for(
     return next((rid for (rid,) in rows if rid in still_open), None)
 
 
-def subject_known(
-    warehouse_path: Path,
-    email: str,
-    *,
-    lock_timeout_s: float = 30,
-    product_schema: str = DEFAULT_PRODUCT_SCHEMA,
-) -> bool:
+def subject_known(warehouse_path: Warehouse, email: str, *, lock_timeout_s: float = 30) -> bool:
     """Whether a request for ``email`` names anyone we hold: a customer has or had the address
     (or the same Gmail mailbox), or a destination holds its key. What the command line says
     right after recording; the receipt's ``no_match`` status is decided when the request is
@@ -263,9 +257,7 @@ def subject_known(
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
     key, gkey = address_keys(email)
-    with connect(
-        Path(warehouse_path), timeout_s=lock_timeout_s, product_schema=product_schema
-    ) as con:
+    with connect(as_target(warehouse_path), timeout_s=lock_timeout_s) as con:
         (found,) = con.execute(
             f"""
             SELECT EXISTS (SELECT 1 FROM activation.src_customers
@@ -438,7 +430,7 @@ def _purge_audiences(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> int
 
 @dataclass(frozen=True)
 class _Context:
-    warehouse_path: Path
+    warehouse_path: Warehouse
     state_dir: Path
     targets: Mapping[tuple[str, str], PairTarget]
     client_for: ClientFactory
@@ -446,18 +438,12 @@ class _Context:
     pair_wait_s: float
     project: ProjectConfig | None = None
 
-    @property
-    def product_schema(self) -> str:
-        return self.project.product_schema if self.project else DEFAULT_PRODUCT_SCHEMA
-
 
 def _state_rows(
     ctx: _Context, target: PairTarget, keys: set[str]
 ) -> dict[str, tuple[str | None, str]]:
     """Fold the pair's leftover journal, then subject_key -> (destination_ref, fields_hash)."""
-    with connect(
-        ctx.warehouse_path, timeout_s=ctx.lock_timeout_s, product_schema=ctx.product_schema
-    ) as con:
+    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         journal.import_file_journal(con, ctx.state_dir, target.segment, target.destination)
         fold_journal(con, segment=target.segment, destination=target.destination, kind=target.kind)
         rows = con.execute(
@@ -523,9 +509,7 @@ def _record_acks(
     """Delete acknowledged rows from the pair's state; objection on email: suppressed."""
     if not acked:
         return
-    with connect(
-        ctx.warehouse_path, timeout_s=ctx.lock_timeout_s, product_schema=ctx.product_schema
-    ) as con:
+    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         con.begin()
         for table in ("sync_state", "destination_requests"):  # the remove supersedes both
             con.execute(
@@ -573,7 +557,6 @@ def _clear_pair(
         target.destination,
         wait_s=ctx.pair_wait_s,
         lock_timeout_s=ctx.lock_timeout_s,
-        product_schema=ctx.product_schema,
     ):
         state = _state_rows(ctx, target, keys)
         groups, unsendable = _plan(target, request.request_type, keys, state, subjects)
@@ -635,9 +618,7 @@ def _resolve_all(ctx: _Context, requests: Sequence[_Request]) -> dict[str, _Reso
     whose extra keys are suppressed and removed too."""
     if not requests:
         return {}
-    with connect(
-        ctx.warehouse_path, timeout_s=ctx.lock_timeout_s, product_schema=ctx.product_schema
-    ) as con:
+    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         _hash_customers(con)
         resolved = {r.request_id: _resolve(con, r) for r in requests}
         matched = {
@@ -651,9 +632,7 @@ def _prepare(
 ) -> tuple[dict[tuple[str, str], set[str]], int]:
     """Step 2 and the pairs of step 3 for the resolved ``subjects``: suppress, find the pairs
     holding them, purge audiences; returns pairs and purged rows."""
-    with connect(
-        ctx.warehouse_path, timeout_s=ctx.lock_timeout_s, product_schema=ctx.product_schema
-    ) as con:
+    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         con.begin()
         keys = [s.subject_key for s in subjects]
         rows = [(s.subject_key, s.google_key) for s in subjects]
@@ -669,9 +648,7 @@ def _purge_erased(ctx: _Context, keys: Sequence[str]) -> int:
     still outstanding at an asynchronous platform."""
     if not keys:
         return 0
-    with connect(
-        ctx.warehouse_path, timeout_s=ctx.lock_timeout_s, product_schema=ctx.product_schema
-    ) as con:
+    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         con.begin()
         total = 0
         for table in ("sync_rejections", "destination_suppressions", "destination_requests"):
@@ -720,9 +697,7 @@ def _handle(
     complete = matched and acknowledged == len(lines)
     if complete and request.request_type == "erasure":
         purged += _purge_erased(ctx, list(by_key))
-    with connect(
-        ctx.warehouse_path, timeout_s=ctx.lock_timeout_s, product_schema=ctx.product_schema
-    ) as con:
+    with connect(ctx.warehouse_path, timeout_s=ctx.lock_timeout_s) as con:
         write_receipts(con, lines)
         mark_processed(con, request.request_id, len(subjects), purged, utc_now(), matched=matched)
     return RequestOutcome(
@@ -756,7 +731,7 @@ def _load_requests(ctx: _Context, request_ids: Sequence[str] | None) -> list[_Re
 
 
 def process_requests(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     state_dir: Path,
     *,
     targets: Mapping[tuple[str, str], PairTarget],
@@ -792,7 +767,7 @@ def process_requests(
         raised: it becomes an ``error`` receipt and the request stays open.
     """
     ctx = _Context(
-        Path(warehouse_path),
+        as_target(warehouse_path, project),
         Path(state_dir),
         targets,
         client_for,

@@ -60,7 +60,7 @@ from orchestrator.sync.prefetch import prefetched
 from orchestrator.sync.rejections import pending_rows, stuck_rows
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
-from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA
+from orchestrator.warehouse.target import Warehouse, as_target
 
 if TYPE_CHECKING:
     from orchestrator.config import ProjectConfig
@@ -390,7 +390,7 @@ def _call(client: Destination, audience_id: str, batch: _Batch) -> list[RowResul
 class _Job:
     """Everything one run needs besides the plan (paths, pair, lock, batching, hooks)."""
 
-    warehouse_path: Path
+    warehouse_path: Warehouse
     params: DiffParams
     audience_id: str
     batch_size: int
@@ -398,7 +398,6 @@ class _Job:
     lock_timeout_s: float
     on_batch: BatchHook | None
     lock: HeldPairLock
-    product_schema: str = DEFAULT_PRODUCT_SCHEMA
 
     def write(
         self, lines: Sequence[JournalLine], requests: Sequence[async_requests.RequestLine] = ()
@@ -410,9 +409,7 @@ class _Job:
             PairLockLost: another run took the pair over (nothing written).
         """
         p = self.params
-        with connect(
-            self.warehouse_path, timeout_s=self.lock_timeout_s, product_schema=self.product_schema
-        ) as con:
+        with connect(self.warehouse_path, timeout_s=self.lock_timeout_s) as con:
             con.begin()
             try:
                 self.lock.fence(con)
@@ -443,9 +440,7 @@ class _Job:
                 )
             async_requests.fold_requests(con, segment=p.segment, destination=p.destination)
 
-        with connect(
-            self.warehouse_path, timeout_s=self.lock_timeout_s, product_schema=self.product_schema
-        ) as con:
+        with connect(self.warehouse_path, timeout_s=self.lock_timeout_s) as con:
             stats = fold_journal(
                 con, segment=p.segment, destination=p.destination, kind=p.kind, before_fold=finish
             )
@@ -511,9 +506,7 @@ def _confirm_requests(job: _Job, client: Destination) -> int:
     connection is open while the platform is asked."""
     p = job.params
     job.fold(_Progress())
-    with connect(
-        job.warehouse_path, timeout_s=job.lock_timeout_s, product_schema=job.product_schema
-    ) as con:
+    with connect(job.warehouse_path, timeout_s=job.lock_timeout_s) as con:
         waiting = async_requests.outstanding(con, segment=p.segment, destination=p.destination)
     if not waiting:
         return 0
@@ -621,9 +614,7 @@ def _fill_stuck(con: object, segment: str, destination: str, report: SyncReport)
 def _count_outstanding(job: _Job) -> int:
     """Requests of the pair the platform had not finished processing."""
     p = job.params
-    with connect(
-        job.warehouse_path, timeout_s=job.lock_timeout_s, product_schema=job.product_schema
-    ) as con:
+    with connect(job.warehouse_path, timeout_s=job.lock_timeout_s) as con:
         waiting = async_requests.outstanding(con, segment=p.segment, destination=p.destination)
     return len(waiting)
 
@@ -702,7 +693,7 @@ def _naive_utc(moment: datetime) -> datetime:
 
 
 def run_sync(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     state_dir: Path,
     *,
     segment: str,
@@ -814,17 +805,15 @@ def run_sync(
         raise ValueError("batch_size must be at least 1")
     journal.check_pair(segment, destination)
     scratch = Path(state_dir) / "scratch" / f"{segment}__{destination}"
-    schema = project.product_schema if project is not None else DEFAULT_PRODUCT_SCHEMA
     with pair_lock(
-        Path(warehouse_path),
+        as_target(warehouse_path, project),
         segment,
         destination,
         lease_s=lease_s,
         lock_timeout_s=lock_timeout_s,
-        product_schema=schema,
     ) as lock:
         job = _Job(
-            Path(warehouse_path),
+            as_target(warehouse_path, project),
             params,
             audience_id,
             size,
@@ -832,14 +821,11 @@ def run_sync(
             lock_timeout_s,
             on_batch,
             lock,
-            schema,
         )
         shutil.rmtree(scratch, ignore_errors=True)  # a crashed run's files (may hold emails)
         scratch.mkdir(parents=True)
         try:
-            with connect(
-                job.warehouse_path, timeout_s=lock_timeout_s, product_schema=job.product_schema
-            ) as con:
+            with connect(job.warehouse_path, timeout_s=lock_timeout_s) as con:
                 # journals earlier versions kept as local files
                 journal.import_file_journal(con, Path(state_dir), segment, destination)
                 async_requests.import_file_requests(con, Path(state_dir), segment, destination)
@@ -874,7 +860,7 @@ def run_sync(
 
 
 def preview_diff(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     state_dir: Path,
     *,
     segment: str,

@@ -51,7 +51,7 @@ import duckdb
 
 from orchestrator.sync.journal import check_pair
 from orchestrator.warehouse.connect import connect
-from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA
+from orchestrator.warehouse.target import Warehouse, as_target
 
 #: Seconds a holder's row stays valid without a heartbeat (then another run may take it).
 DEFAULT_LEASE_S = 120.0
@@ -137,13 +137,12 @@ _SELECT_SQL = """
 class HeldPairLock:
     """The pair lock this process holds (from :func:`pair_lock`)."""
 
-    warehouse_path: Path
+    warehouse_path: Warehouse
     segment: str
     destination: str
     owner: str
     lease_s: float
     lock_timeout_s: float
-    product_schema: str = DEFAULT_PRODUCT_SCHEMA
 
     def fence(self, con: duckdb.DuckDBPyConnection) -> None:
         """Check on ``con`` (inside the caller's transaction) that this holder still owns the
@@ -167,9 +166,7 @@ class HeldPairLock:
         Raises:
             PairLockLost: the lock was taken over.
         """
-        with connect(
-            self.warehouse_path, timeout_s=self.lock_timeout_s, product_schema=self.product_schema
-        ) as con:
+        with connect(self.warehouse_path, timeout_s=self.lock_timeout_s) as con:
             (count,) = con.execute(
                 "UPDATE activation.pair_locks SET heartbeat_at = ? "
                 "WHERE segment = ? AND destination = ? AND owner = ?",
@@ -180,9 +177,7 @@ class HeldPairLock:
 
     def release(self) -> None:
         """Delete the row if it is still ours."""
-        with connect(
-            self.warehouse_path, timeout_s=self.lock_timeout_s, product_schema=self.product_schema
-        ) as con:
+        with connect(self.warehouse_path, timeout_s=self.lock_timeout_s) as con:
             con.execute(
                 "DELETE FROM activation.pair_locks "
                 "WHERE segment = ? AND destination = ? AND owner = ?",
@@ -226,14 +221,13 @@ def _try_acquire(
 
 
 def acquire(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     segment: str,
     destination: str,
     *,
     lease_s: float = DEFAULT_LEASE_S,
     wait_s: float = 0.0,
     lock_timeout_s: float = 60,
-    product_schema: str = DEFAULT_PRODUCT_SCHEMA,
 ) -> HeldPairLock:
     """Take the pair's lock (see the module docstring), waiting up to ``wait_s`` seconds for a
     live holder to finish. Call :meth:`HeldPairLock.release` when done (or use
@@ -249,20 +243,17 @@ def acquire(
     if lease_s < 1:
         raise ValueError("lease_s must be at least 1 second")
     lock = HeldPairLock(
-        Path(warehouse_path),
+        as_target(warehouse_path),
         segment,
         destination,
         secrets.token_hex(16),
         lease_s,
         lock_timeout_s,
-        product_schema,
     )
     host, pid = socket.gethostname(), os.getpid()
     deadline = time.monotonic() + wait_s
     while True:
-        with connect(
-            lock.warehouse_path, timeout_s=lock_timeout_s, product_schema=lock.product_schema
-        ) as con:
+        with connect(lock.warehouse_path, timeout_s=lock_timeout_s) as con:
             holder = _try_acquire(con, lock, host, pid)
         if holder is None:
             return lock
@@ -289,14 +280,13 @@ def _beat(lock: HeldPairLock, stop: threading.Event) -> None:
 
 @contextmanager
 def pair_lock(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     segment: str,
     destination: str,
     *,
     lease_s: float = DEFAULT_LEASE_S,
     wait_s: float = 0.0,
     lock_timeout_s: float = 60,
-    product_schema: str = DEFAULT_PRODUCT_SCHEMA,
 ) -> Iterator[HeldPairLock]:
     """Hold the pair's lock for a ``with`` block, renewing its lease in a daemon thread; the row
     is deleted on exit (a failed deletion leaves it to expire). Raises as :func:`acquire`."""
@@ -307,7 +297,6 @@ def pair_lock(
         lease_s=lease_s,
         wait_s=wait_s,
         lock_timeout_s=lock_timeout_s,
-        product_schema=product_schema,
     )
     stop = threading.Event()
     beat = threading.Thread(target=_beat, args=(lock, stop), name="pair-lock-heartbeat")

@@ -6,15 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from orchestrator.config import DuckDBWarehouse, PostgresWarehouse, WarehouseConfig
 from orchestrator.settings import duckdb_config
-from orchestrator.warehouse.postgres import PostgresConnection
 from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA, with_product_schema
+
+if TYPE_CHECKING:
+    from orchestrator.warehouse.postgres import PostgresConnection
+
+#: The type of a step's ``warehouse`` resource: ``DuckDBResource`` or :class:`PostgresResource`
+#: (both give ``get_connection()``; :meth:`orchestrator.warehouse.target.WarehouseTarget.
+#: from_resource` turns either into the target the briefly-opening stages take). Dagster
+#: injects a resource parameter by its annotation, which must be a resource class: their
+#: common base.
+WarehouseResource = dg.ConfigurableResource
 
 
 class ProductDuckDBResource(DuckDBResource):
@@ -43,6 +52,7 @@ class PostgresResource(dg.ConfigurableResource):
     password: str
     statement_timeout_s: float = 600
     connect_timeout_s: float = 10
+    search_path: str = "public"
     product_schema: str = DEFAULT_PRODUCT_SCHEMA
 
     def config(self) -> PostgresWarehouse:
@@ -53,6 +63,7 @@ class PostgresResource(dg.ConfigurableResource):
             password_env="UNUSED",  # the password is this resource's own field
             statement_timeout_s=self.statement_timeout_s,
             connect_timeout_s=self.connect_timeout_s,
+            search_path=self.search_path,
             product_schema=self.product_schema,
         )
 
@@ -90,8 +101,9 @@ def warehouse_resource(config: WarehouseConfig, duckdb_path: str) -> dg.Configur
         password=dg.EnvVar(config.password_env),
         statement_timeout_s=config.statement_timeout_s,
         connect_timeout_s=config.connect_timeout_s,
+        search_path=config.search_path,
         product_schema=config.product_schema,
     )
 
 
-__all__ = ["PostgresResource", "ProductDuckDBResource", "warehouse_resource"]
+__all__ = ["PostgresResource", "ProductDuckDBResource", "WarehouseResource", "warehouse_resource"]
