@@ -3,20 +3,25 @@ end on DuckDB through the real Definitions: segments, audiences, diffs and syncs
 destinations, then an erasure request carried to every destination by the privacy sensor and
 job. Every product table lives in the configured schema; no ``activation`` schema is ever
 made; the company's tables are byte for byte what they were; the lineage metadata and the
-register name the configured schema."""
+register name the configured schema. On a real PostgreSQL server, the stages ported to it
+(segment, audience and their checks) through the same Dagster definitions."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import psycopg
 import pytest
 import yaml
 from faker import Faker
 
+from orchestrator.assets import audience_key, segment_key
 from orchestrator.cli.preview import preview_segment
 from orchestrator.config import load_project_config
+from orchestrator.definitions import ALL_SEGMENTS_JOB
 from orchestrator.privacy.receipts import receipt_for
 from orchestrator.privacy.register import render_register_markdown
 from orchestrator.privacy.requests import record_request
@@ -24,13 +29,17 @@ from orchestrator.privacy.sensor import PRIVACY_JOB, SENSOR_NAME
 from orchestrator.pseudonymize import subject_key
 from orchestrator.segments.loader import load_segments
 from orchestrator.settings import Settings
-from orchestrator.warehouse.resources import ProductDuckDBResource
+from orchestrator.warehouse.postgres import PostgresTarget, connect_postgres
+from orchestrator.warehouse.resources import PostgresResource, ProductDuckDBResource
 from orchestrator.warehouse.schema import SOURCE_DDL
+from orchestrator.warehouse.transfer import copy_duckdb_to_postgres
+from tests.postgres import PASSWORD_ENV
 from tests.privacy.helpers import (
     ADS,
     AS_OF,
     ERIN,
     ERIN_ID,
+    MAIL,
     META_AUD,
     OTHERS,
     add_customer,
@@ -199,3 +208,128 @@ def test_lineage_metadata_and_register_name_the_configured_schema(
     assert "activation." not in consents + requests
     register = render_register_markdown(project, [])
     assert f"{OURS}.customer_keys" in register and "activation.customer_keys" not in register
+
+
+@pytest.fixture
+def custom_postgres_project(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dagster_home: Path,
+    mock_destinations,
+    postgres_url: str,
+) -> Settings:
+    """The same project on a real PostgreSQL server holding the company's tables (copied from
+    the DuckDB fixture through a session that prepares nothing of the product's)."""
+    config = write_config(tmp_path / "activation.yaml")
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["warehouse"] = {
+        "kind": "postgres",
+        "url": postgres_url,
+        "password_env": PASSWORD_ENV,
+        "product_schema": OURS,
+    }
+    config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    mock = mock_destinations
+    env = {
+        "ACTIVATION_PROJECT_DIR": str(tmp_path),
+        "ACTIVATION_STATE_DIR": str(tmp_path / "state"),
+        "ACTIVATION_SEGMENTS_DIR": str(write_segments(tmp_path / "segments")),
+        "ACTIVATION_CONFIG": str(config),
+        "DAGSTER_HOME": str(dagster_home),
+        "META_BASE_URL": mock.meta_url,
+        "META_ACCESS_TOKEN": mock.meta_token,
+        "MAILCHIMP_BASE_URL": mock.mailchimp_url,
+        "MAILCHIMP_API_KEY": mock.mailchimp_token,
+    }
+    monkeypatch.delenv("ACTIVATION_WAREHOUSE", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    source = tmp_path / "company.duckdb"
+    _write_warehouse(source)
+    duck = duckdb.connect(str(source), read_only=True)
+    plain = connect_postgres(postgres_url, os.environ[PASSWORD_ENV])
+    try:
+        copy_duckdb_to_postgres(duck, plain)
+    finally:
+        duck.close()
+        plain.close()
+    return Settings.from_env()
+
+
+def _postgres_state(url: str) -> tuple[set[str], set[str], dict[str, str]]:
+    """Schemas, tables of the product schema, and md5 of every company table's rows, read
+    through a plain psycopg session (no rewrite)."""
+    target = PostgresTarget.from_url(url)
+    with psycopg.connect(
+        host=target.host, port=target.port, dbname=target.dbname, user=target.user,
+        password=os.environ[PASSWORD_ENV], autocommit=True,
+    ) as raw:  # fmt: skip
+        schemas = {s for (s,) in raw.execute("SELECT nspname FROM pg_namespace").fetchall()}
+        ours = {
+            t
+            for (t,) in raw.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [OURS]
+            ).fetchall()
+        }
+        company = raw.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN "
+            "('pg_catalog', 'information_schema', %s)",
+            [OURS],
+        ).fetchall()
+        digests = {
+            f"{s}.{t}": raw.execute(
+                f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) "
+                f'FROM "{s}"."{t}" AS x'
+            ).fetchone()[0]
+            for s, t in company
+        }
+    return schemas, ours, digests
+
+
+def test_a_configured_product_schema_on_postgres_through_dagster(
+    custom_postgres_project: Settings, postgres_url: str
+) -> None:
+    """The segment and audience steps and their checks on PostgreSQL (the stages ported to
+    it; the sync's SQL is not yet): the Dagster resource carries the product schema."""
+    _, _, before = _postgres_state(postgres_url)
+    assert set(USER_TABLES) <= {name.split(".")[1] for name in before}
+    defs = load_defs()
+    resource = defs.resources["warehouse"]
+    assert isinstance(resource, PostgresResource) and resource.product_schema == OURS
+    keys = [key(sid) for sid in (ADS, MAIL) for key in (segment_key, audience_key)]
+    config = {"config": {"as_of": AS_OF.isoformat()}}
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(ALL_SEGMENTS_JOB).execute_in_process(
+            run_config={"ops": {k.to_python_identifier(): config for k in keys}},
+            instance=instance,
+            asset_selection=keys,
+        )
+    assert result.success
+    checks = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    assert checks and all(check.passed for check in checks)
+
+    schemas, ours, after = _postgres_state(postgres_url)
+    assert "activation" not in schemas, "the default-named schema was made"
+    assert {
+        "segment_members",
+        "audience_members",
+        "customer_keys",
+        "address_forms",
+        "src_customers",
+        "suppression_list",
+    } <= ours
+    assert after == before  # the company's tables: the same tables, the same rows
+    target = PostgresTarget.from_url(postgres_url)
+    with psycopg.connect(
+        host=target.host, port=target.port, dbname=target.dbname, user=target.user,
+        password=os.environ[PASSWORD_ENV], autocommit=True,
+    ) as raw:  # fmt: skip
+        members = raw.execute(
+            f"SELECT segment, count(*) FROM {OURS}.audience_members GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert members == [(ADS, 1 + len(OTHERS)), (MAIL, 1 + len(OTHERS))]
