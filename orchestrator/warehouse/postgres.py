@@ -129,6 +129,14 @@ def duckdb_type_name(display: str) -> str:
     return out + ("[]" if array else "")
 
 
+#: A rendered ``CREATE [TEMPORARY] TABLE [IF NOT EXISTS] <name> AS ...``; group 1: the name.
+_CREATED_AS = re.compile(
+    r"CREATE\s+(?:TEMPORARY\s+|TEMP\s+|UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"((?:\"[^\"]+\"|[\w]+)(?:\.(?:\"[^\"]+\"|[\w]+))?)\s+AS\b",
+    re.IGNORECASE,
+)
+
+
 class PostgresConnection:
     """One PostgreSQL session running the shared SQL (module docstring). ``warehouse``: the
     description errors name; ``dialect``: ``"postgres"``; ``product_schema``: the schema of the
@@ -171,8 +179,19 @@ class PostgresConnection:
         with self._translated():
             for statement in statements:
                 cursor.execute(statement, values if "$" in statement else None)
+                self._analyze_created(statement)
         self._cursor, self._counted = cursor, None
         return self
+
+    def _analyze_created(self, statement: str) -> None:
+        """``ANALYZE`` a table a ``CREATE TABLE ... AS`` just filled. PostgreSQL never
+        analyzes a temporary table by itself, and without statistics it estimates one row
+        for the stages' scratch tables: a join against one was planned as a nested loop over
+        a sequential scan of the other side, quadratic in the rows (bench/README.md). Costs
+        one sample of at most 30,000 rows per table created."""
+        created = _CREATED_AS.match(statement)
+        if created is not None:
+            psycopg.RawCursor(self._raw).execute(f"ANALYZE {created.group(1)}")
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PostgresConnection:
         """Run one shared statement once per row of parameters (a pipeline of round trips)."""
