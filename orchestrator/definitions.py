@@ -20,7 +20,6 @@ from orchestrator.assets import (
     RECEIPTS_KEY,
     SyncStateDir,
     audience_key,
-    build_audience_asset,
     build_segment_asset,
     build_sync_asset,
     segment_key,
@@ -152,10 +151,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
     jobs, schedules = [], []
     for sid in sorted(loaded.specs):
         seg = loaded.specs[sid]
-        assets += [
-            build_segment_asset(seg, project),
-            build_audience_asset(seg, project, audience_checks(seg, project)),
-        ]
+        assets.append(build_segment_asset(seg, project, audience_checks(seg, project)))
         assets += [
             build_sync_asset(seg, entry, project, sync_checks(seg, entry, project))
             for entry in seg.spec.destinations

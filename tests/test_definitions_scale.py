@@ -61,12 +61,13 @@ def shape(defs: dg.Definitions) -> dict[str, int]:
 
 
 def test_each_segment_adds_a_fixed_number_of_definitions(built) -> None:
-    """A segment with one destination adds three assets definitions (segment, audience, sync),
-    each holding its own checks, one job and one schedule; nothing else grows."""
+    """A segment with one destination adds three assets (segment, audience, sync) in two
+    assets definitions, one step each (segment and audience together, then the sync), each
+    holding its own checks, one job and one schedule; nothing else grows."""
     small, large = (shape(built[count]) for count in COUNTS)
     added = COUNTS[1] - COUNTS[0]
     per_segment = {name: (large[name] - small[name]) / added for name in small}
-    assert per_segment["assets_definitions"] == 3
+    assert per_segment["assets_definitions"] == 2
     assert per_segment["asset_keys"] == 3
     assert per_segment["jobs"] == per_segment["schedules"] == 1
     # legal_basis_valid (and no_raw_identifier when the destination is an ad platform) on the
