@@ -35,7 +35,6 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 import requests
@@ -43,6 +42,7 @@ import requests
 from orchestrator.config import AlertsConfig
 from orchestrator.privacy.receipts import one_month_after, open_requests, utc_now
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.target import Warehouse
 
 SENSOR_NAME = "activation_alerts_sensor"
 INTERVAL_S = 30
@@ -179,7 +179,7 @@ def _read_runs(
     return last
 
 
-def _open_requests(warehouse: Path) -> list[tuple[str, str, datetime]] | None:
+def _open_requests(warehouse: Warehouse) -> list[tuple[str, str, datetime]] | None:
     """Open requests, or None when the warehouse cannot be read now (locked, not built)."""
     try:
         with connect(warehouse, read_only=True, timeout_s=2) as con:
@@ -191,7 +191,7 @@ def _open_requests(warehouse: Path) -> list[tuple[str, str, datetime]] | None:
 def evaluate(
     cursor: str | None,
     instance: dg.DagsterInstance,
-    warehouse: Path,
+    warehouse: Warehouse,
     now: datetime,
     sync_steps: frozenset,
 ) -> tuple[dict, list[Change]]:
@@ -211,7 +211,7 @@ def evaluate(
 
 
 def build_alerts_sensor(
-    config: AlertsConfig, warehouse: Path, sync_assets: Iterable[dg.AssetKey]
+    config: AlertsConfig, warehouse: Warehouse, sync_assets: Iterable[dg.AssetKey]
 ) -> dg.SensorDefinition:
     """The alerts sensor (RUNNING by default, every :data:`INTERVAL_S` seconds) watching the
     ``sync_assets`` (``sync/<segment>/<destination>``) and every check and request."""

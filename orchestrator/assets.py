@@ -22,7 +22,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_duckdb import DuckDBResource
 
 from destinations.redaction import redact
 from destinations.registry import platform_max_batch_size, platform_rows_per_call
@@ -47,7 +46,9 @@ from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.engine import BatchHook, run_sync
 from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.resources import WarehouseResource
 from orchestrator.warehouse.schema import create_activation_schema
+from orchestrator.warehouse.target import WarehouseTarget
 
 DUCKDB_POOL = "duckdb"
 SOURCE_TABLES = ("customers", "events", "consents", "privacy_requests")
@@ -89,7 +90,7 @@ class SegmentCheck:
     """An asset check evaluated by the step of the asset it guards, right after the asset.
 
     ``spec`` goes to the asset's ``check_specs``; ``evaluate(warehouse, destinations)`` (the
-    step's :class:`DuckDBResource` and its destination resource — a sync step's own
+    step's :class:`WarehouseResource` and its destination resource — a sync step's own
     :class:`PlatformResource`, or :class:`DestinationsResource`; None for a step without one)
     returns the result. One step per asset instead of one per check keeps
     the number of Dagster definitions, and so the time to load 500 segments, down; a blocking
@@ -98,14 +99,14 @@ class SegmentCheck:
 
     spec: dg.AssetCheckSpec
     evaluate: Callable[
-        [DuckDBResource, DestinationsResource | PlatformResource | None], dg.AssetCheckResult
+        [WarehouseResource, DestinationsResource | PlatformResource | None], dg.AssetCheckResult
     ]
 
 
 def run_checks(
     context: dg.AssetExecutionContext,
     checks: Sequence[SegmentCheck],
-    warehouse: DuckDBResource,
+    warehouse: WarehouseResource,
     destinations: DestinationsResource | PlatformResource | None = None,
 ) -> Iterator[dg.AssetCheckResult]:
     """The results of the ``checks`` selected in this run (all of them in a segment's job; none
@@ -345,7 +346,7 @@ def build_segment_asset(
         config_schema=run_config_schema(),
     )
     def _segment_and_audience(
-        context: dg.AssetExecutionContext, warehouse: DuckDBResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         selected = context.selected_asset_keys
         if keys[0] in selected:
@@ -361,7 +362,7 @@ def _build_segment(
     context: dg.AssetExecutionContext,
     loaded: LoadedSegment,
     project: ProjectConfig,
-    warehouse: DuckDBResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     spec = loaded.spec
     as_of = resolve_as_of(step_run_config(context))
@@ -413,7 +414,7 @@ def _build_audience(
     context: dg.AssetExecutionContext,
     loaded: LoadedSegment,
     project: ProjectConfig,
-    warehouse: DuckDBResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     spec = loaded.spec
     sid = spec.id
@@ -606,7 +607,7 @@ def build_sync_asset(
     def _sync_step(
         context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        warehouse: DuckDBResource = context.resources.warehouse
+        warehouse: WarehouseResource = context.resources.warehouse
         sync_state: SyncStateDir = context.resources.sync_state
         destinations: PlatformResource = getattr(context.resources, client_key)
         if key in context.selected_asset_keys:
@@ -617,7 +618,7 @@ def build_sync_asset(
     def _sync(
         context: dg.AssetExecutionContext,
         config: RunConfig,
-        warehouse: DuckDBResource,
+        warehouse: WarehouseResource,
         destinations: PlatformResource,
         sync_state: SyncStateDir,
     ) -> dg.MaterializeResult:
@@ -625,7 +626,7 @@ def build_sync_asset(
         client = None if config.dry_run else destinations.client(entry.destination)
         try:
             report = run_sync(
-                Path(warehouse.database),
+                WarehouseTarget.from_resource(warehouse),
                 Path(sync_state.path),
                 segment=sid,
                 destination=entry.destination,
@@ -659,7 +660,7 @@ def build_sync_asset(
             f"~{report.updates}, rejected {report.rejected}, "
             f"{report.api_calls} API calls (minimum {report.min_api_calls})"
         )
-        with connect(Path(warehouse.database)) as con:
+        with connect(WarehouseTarget.from_resource(warehouse)) as con:
             refused = summarize_rejections(con, segment=sid, destination=entry.destination)
         return dg.MaterializeResult(
             asset_key=key, metadata={**_sync_metadata(report), **_refusals(refused)}

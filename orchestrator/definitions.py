@@ -8,7 +8,6 @@ on the ``segment_file_errors`` asset in the UI, whose materialization fails with
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from destinations.resources import (
     DestinationsResource,
@@ -34,7 +33,9 @@ from orchestrator.privacy.late_changes import build_changes_sensor
 from orchestrator.privacy.sensor import privacy_request_definitions
 from orchestrator.scoped_jobs import ScopedAssetJob, scoped_asset_job
 from orchestrator.segments.loader import LoadedSegment, SegmentError, load_segments
-from orchestrator.settings import Settings, duckdb_config
+from orchestrator.settings import Settings
+from orchestrator.warehouse.factory import target_for
+from orchestrator.warehouse.resources import warehouse_resource
 
 DEFAULT_TIMEZONE = "Europe/Paris"
 ALL_SEGMENTS_JOB = "all_segments_job"
@@ -183,6 +184,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
             )
         )
         jobs.append(dg.define_asset_job(name=ALL_SEGMENTS_JOB, selection=everything))
+    target = target_for(project.warehouse, settings.project_dir, settings.warehouse_path)
     segments = dg.Definitions(
         assets=assets,
         asset_checks=[segment_files_check(loaded.errors, loaded.warnings)],
@@ -190,9 +192,8 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         schedules=schedules,
         sensors=sensors,
         resources={
-            "warehouse": DuckDBResource(
-                database=str(settings.warehouse_path), connection_config=duckdb_config()
-            ),
+            # DuckDBResource or PostgresResource, as ``warehouse:`` of activation.yaml says
+            "warehouse": warehouse_resource(project.warehouse, str(target.duckdb_path or "")),
             # privacy receipts: any destination holding a person, variables read per call
             "destinations": DestinationsResource(config_path=str(settings.config_path)),
             # syncs and their checks: destination_<name>, EnvVar fields read at run start
@@ -206,11 +207,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
         for sid, seg in loaded.specs.items()
         for entry in seg.spec.destinations
     ]
-    alerts = (
-        [build_alerts_sensor(project.alerts, settings.warehouse_path, syncs)]
-        if project.alerts
-        else []
-    )
+    alerts = [build_alerts_sensor(project.alerts, target, syncs)] if project.alerts else []
     return dg.Definitions.merge(
         segments,
         dg.Definitions(sensors=alerts),

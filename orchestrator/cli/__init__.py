@@ -33,6 +33,7 @@ from orchestrator.segments.loader import (
     load_segments,
 )
 from orchestrator.settings import Settings
+from orchestrator.warehouse.target import WarehouseTarget
 
 #: Characters of the subject key shown for a person (enough to find them, not to guess them;
 #: the same as ``orchestrator.privacy.receipts.PREFIX_LENGTH``).
@@ -107,24 +108,33 @@ def _privacy(module: str, command: str) -> ModuleType:
         ) from None
 
 
-def _require_warehouse(settings: Settings) -> Path:
-    if not settings.warehouse_path.is_file():
+def _require_warehouse(settings: Settings, project: ProjectConfig) -> WarehouseTarget:
+    """The project's warehouse (``warehouse:`` of ``activation.yaml``); a DuckDB file must
+    exist (a PostgreSQL server is reached, and its errors reported, when first opened)."""
+    from orchestrator.warehouse.factory import target_for
+
+    target = target_for(project.warehouse, settings.project_dir, settings.warehouse_path)
+    if target.duckdb_path is not None and not target.duckdb_path.is_file():
         raise click.ClickException(
-            f"warehouse not found: {settings.warehouse_path} "
+            f"warehouse not found: {target.duckdb_path} "
             "(build the demo with `make demo` or set ACTIVATION_WAREHOUSE)"
         )
-    return settings.warehouse_path
+    return target
 
 
 @contextmanager
 def _warehouse_errors() -> Iterator[None]:
-    """Turn DuckDB's lock and missing-table errors into one-line messages (exit 1)."""
+    """Turn DuckDB's lock and missing-table errors, and a PostgreSQL warehouse's connection,
+    grant and timeout errors, into one-line messages (exit 1)."""
     import duckdb
 
     from orchestrator.model.views import SourceModelError
+    from orchestrator.warehouse.errors import WarehouseError
 
     try:
         yield
+    except WarehouseError as error:
+        raise click.ClickException(str(error)) from None
     except duckdb.IOException as error:
         first = str(error).splitlines()[0]
         raise click.ClickException(f"warehouse unavailable (locked by a run?): {first}") from None
@@ -233,7 +243,9 @@ def preview(segments: tuple[str, ...], as_of: datetime, fmt: str) -> None:
     settings = Settings.from_env()
     project = _project(settings)
     chosen = _choose(_segments(settings, project), segments)
-    warehouse = _require_warehouse(settings)
+    warehouse = _require_warehouse(settings, project)
+    if warehouse.duckdb_path is None:
+        raise click.ClickException("`activation preview` reads a DuckDB warehouse only, for now")
     results = []
     with _progress() as progress:
         task = progress.add_task("previewing", total=len(chosen))
@@ -241,7 +253,9 @@ def preview(segments: tuple[str, ...], as_of: datetime, fmt: str) -> None:
             progress.update(task, description=f"previewing {loaded.spec.id}")
             with _warehouse_errors():
                 results.append(
-                    preview_segment(warehouse, settings.state_dir, loaded, project, as_of)
+                    preview_segment(
+                        warehouse.duckdb_path, settings.state_dir, loaded, project, as_of
+                    )
                 )
             progress.advance(task)
     if fmt == "json":
@@ -314,7 +328,7 @@ def run_(segments: tuple[str, ...], dry_run: bool, as_of: str | None) -> None:
     settings = Settings.from_env()
     project = _project(settings)
     chosen = _choose(_segments(settings, project), segments)
-    _require_warehouse(settings)
+    _require_warehouse(settings, project)
     ensure_dagster_home(settings)
     console, failed = stdout(), False
     log = settings.state_dir.parent / "dagster-run.log"
@@ -368,7 +382,7 @@ def explain(email: str, segment: str | None, as_of: datetime, fmt: str) -> None:
     result = _segments(settings, project)
     if segment is not None:
         _choose(result, [segment])
-    warehouse = _require_warehouse(settings)
+    warehouse = _require_warehouse(settings, project)
     with _warehouse_errors():
         if segment is None:
             found = module.explain_everywhere(warehouse, email, project, result.specs, as_of)
@@ -413,7 +427,7 @@ def members(segment: str, destination: str | None, fmt: str) -> None:
             f"segment {segment!r} does not sync to {destination!r}; its destinations: "
             f"{', '.join(names)}"
         )
-    warehouse = _require_warehouse(settings)
+    warehouse = _require_warehouse(settings, project)
     with _warehouse_errors(), connect(warehouse, read_only=True, timeout_s=30) as con:
         rows = list_members(con, segment=segment, destination=destination)
     columns = [*BASE_COLUMNS, *(DESTINATION_COLUMNS if destination else ())]
@@ -493,7 +507,7 @@ def receipt(request_id: str, fmt: str) -> None:
     module = _privacy("receipts", "receipt")
     settings = Settings.from_env()
     project = _project(settings)
-    warehouse = _require_warehouse(settings)
+    warehouse = _require_warehouse(settings, project)
     try:
         with _warehouse_errors():
             found = module.receipt_for(warehouse, request_id, project=project)
@@ -527,7 +541,7 @@ def _record(email: str, request_type: str, fmt: str) -> None:
     module = _privacy("requests", "forget" if request_type == "erasure" else "object")
     settings = Settings.from_env()
     project = _project(settings)
-    warehouse = _require_warehouse(settings)
+    warehouse = _require_warehouse(settings, project)
     prefix = (subject_key(address) or "")[:HASH_PREFIX]
     with _warehouse_errors():
         existing = module.open_request_for(warehouse, address, request_type, project=project)

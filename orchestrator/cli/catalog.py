@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from orchestrator.cli import _require_warehouse
 from orchestrator.cli.output import FORMATS, echo_json, stderr
 from orchestrator.config import catalog_path_for, load_project_config
 from orchestrator.model.catalog import build_catalog, compare, write_catalog
@@ -18,6 +19,7 @@ from orchestrator.model.views import SourceModelError
 from orchestrator.segments.loader import display_path, load_segments
 from orchestrator.settings import Settings
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.errors import WarehouseError
 
 
 @click.command(name="catalog")
@@ -27,16 +29,17 @@ def catalog_command(check: bool, fmt: str) -> None:
     """Write (or with --check, verify) the catalog file of the source model."""
     settings = Settings.from_env()
     project = load_project_config(settings.config_path)
-    if not settings.warehouse_path.is_file():
-        raise click.ClickException(f"warehouse not found: {settings.warehouse_path}")
+    warehouse = _require_warehouse(settings, project)
     path = catalog_path_for(settings.config_path)
     try:
-        with connect(settings.warehouse_path) as con:
+        with connect(warehouse) as con:
             built = build_catalog(con, project)
     except SourceModelError as error:
         for line in error.located(settings.config_path):
             click.echo(line, err=True)
         raise click.ClickException("the source model does not match the warehouse") from None
+    except WarehouseError as error:
+        raise click.ClickException(str(error)) from None
     if not check:
         write_catalog(path, built.catalog)
         _report_build(built, path, fmt)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from orchestrator.cli import _require_warehouse, _warehouse_errors
 from orchestrator.cli.output import FORMATS, echo_json
 from orchestrator.config import load_project_config
 from orchestrator.settings import Settings
@@ -31,7 +32,6 @@ HASH_PREFIX = 12
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def withdraw_command(email: str, purposes: tuple[str, ...], all_purposes: bool, fmt: str) -> None:
     """Record that EMAIL withdraws consent for PURPOSE (GDPR Article 7(3))."""
-    import duckdb
 
     from orchestrator.privacy.intake import address_keys, record_withdrawal
 
@@ -48,14 +48,10 @@ def withdraw_command(email: str, purposes: tuple[str, ...], all_purposes: bool, 
         address_keys(email)
     except ValueError as error:
         raise click.ClickException(f"EMAIL: {error}") from None
-    if not settings.warehouse_path.is_file():
-        raise click.ClickException(f"warehouse not found: {settings.warehouse_path}")
+    warehouse = _require_warehouse(settings, project)
     chosen = tuple(project.purposes) if all_purposes else tuple(dict.fromkeys(purposes))
-    try:
-        done = record_withdrawal(settings.warehouse_path, email, chosen, project=project)
-    except duckdb.IOException as error:
-        first = str(error).splitlines()[0]
-        raise click.ClickException(f"warehouse unavailable (locked by a run?): {first}") from None
+    with _warehouse_errors():
+        done = record_withdrawal(warehouse, email, chosen, project=project)
     record = {
         "withdrawal_id": done.withdrawal_id,
         "subject": done.subject[:HASH_PREFIX],

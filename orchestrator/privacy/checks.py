@@ -50,7 +50,6 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-from dagster_duckdb import DuckDBResource
 
 from destinations.resources import DestinationsResource, PlatformResource
 from orchestrator.assets import DUCKDB_POOL, SegmentCheck, audience_key, source_key, sync_key
@@ -82,6 +81,8 @@ from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.resources import WarehouseResource
+from orchestrator.warehouse.target import WarehouseTarget
 
 LEGAL_BASIS_VALID = "legal_basis_valid"
 NO_RAW_IDENTIFIER = "no_raw_identifier"
@@ -755,8 +756,8 @@ def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> Segment
     ]
     marketing = is_marketing_segment(spec.purpose, served, project.purposes)
 
-    def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database), project=project) as con:
+    def _evaluate(warehouse: WarehouseResource, _: object) -> dg.AssetCheckResult:
+        with connect(WarehouseTarget.from_resource(warehouse), project=project) as con:
             return evaluate_legal_basis(
                 con,
                 segment=spec.id,
@@ -782,8 +783,8 @@ def _legal_basis_check(loaded: LoadedSegment, project: ProjectConfig) -> Segment
 def _raw_identifier_check(loaded: LoadedSegment) -> SegmentCheck:
     sid = loaded.spec.id
 
-    def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+    def _evaluate(warehouse: WarehouseResource, _: object) -> dg.AssetCheckResult:
+        with connect(WarehouseTarget.from_resource(warehouse)) as con:
             return evaluate_no_raw_identifier(con, segment=sid)
 
     check = dg.AssetCheckSpec(
@@ -801,8 +802,8 @@ def _destination_retention_check(loaded: LoadedSegment, destination: str) -> Seg
     spec = loaded.spec
     configured = [entry.destination for entry in spec.destinations]
 
-    def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+    def _evaluate(warehouse: WarehouseResource, _: object) -> dg.AssetCheckResult:
+        with connect(WarehouseTarget.from_resource(warehouse)) as con:
             return evaluate_destination_retention(
                 con,
                 segment=spec.id,
@@ -828,9 +829,9 @@ def _reconciliation_check(
     sid = loaded.spec.id
 
     def _evaluate(
-        warehouse: DuckDBResource, destinations: DestinationsResource | PlatformResource
+        warehouse: WarehouseResource, destinations: DestinationsResource | PlatformResource
     ) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+        with connect(WarehouseTarget.from_resource(warehouse)) as con:
             state = acknowledged_count(con, segment=sid, destination=destination)
         client = destinations.client(destination)  # no warehouse connection held during HTTP
         try:
@@ -844,7 +845,7 @@ def _reconciliation_check(
                 client.close()
         members = None
         if statuses is not None:
-            with connect(Path(warehouse.database)) as con:
+            with connect(WarehouseTarget.from_resource(warehouse)) as con:
                 members = compare_members(
                     con, segment=sid, destination=destination, statuses=statuses
                 )
@@ -869,8 +870,8 @@ def _rejections_check(
 ) -> SegmentCheck:
     sid = loaded.spec.id
 
-    def _evaluate(warehouse: DuckDBResource, _: object) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+    def _evaluate(warehouse: WarehouseResource, _: object) -> dg.AssetCheckResult:
+        with connect(WarehouseTarget.from_resource(warehouse)) as con:
             summary = summarize_rejections(con, segment=sid, destination=destination)
         return evaluate_rejections(summary, policy)
 
@@ -927,8 +928,8 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
             f"(prospects) or {retention.customer_days} days (customers); CNIL référentiel."
         ),
     )
-    def _source_retention(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database), project=project) as con:
+    def _source_retention(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with connect(WarehouseTarget.from_resource(warehouse), project=project) as con:
             return evaluate_source_retention(con, retention, _now())
 
     @dg.asset_check(
@@ -940,8 +941,8 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
             "an audience member relies on one."
         ),
     )
-    def _consent_proof(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database), project=project) as con:
+    def _consent_proof(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with connect(WarehouseTarget.from_resource(warehouse), project=project) as con:
             return evaluate_consent_proof(con)
 
     @dg.asset_check(
@@ -953,8 +954,8 @@ def build_source_checks(project: ProjectConfig) -> list[dg.AssetChecksDefinition
             "count for withdrawals only, unknown names not at all)."
         ),
     )
-    def _consent_purposes(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database), project=project) as con:
+    def _consent_purposes(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with connect(WarehouseTarget.from_resource(warehouse), project=project) as con:
             return evaluate_consent_purposes(con, project.purposes)
 
     return [_source_retention, _consent_proof, _consent_purposes]
@@ -969,8 +970,8 @@ def _unregistered_state_check(pairs: list[tuple[str, str]]) -> dg.AssetChecksDef
             "ERROR: no sync_state row for a segment or destination absent from the register."
         ),
     )
-    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-        with connect(Path(warehouse.database)) as con:
+    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with connect(WarehouseTarget.from_resource(warehouse)) as con:
             return evaluate_unregistered_state(con, pairs)
 
     return _check

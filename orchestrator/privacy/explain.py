@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -38,6 +37,7 @@ from orchestrator.segments.compiler import compile_segment, conditions_summary
 from orchestrator.segments.spec import AllCondition, SegmentSpec
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.target import Warehouse, as_target
 
 
 def _matches(
@@ -192,7 +192,7 @@ def _refusal_text(refusal: Mapping[str, Any]) -> str:
 
 
 def explain(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     email: str,
     segment_id: str,
     project: ProjectConfig,
@@ -238,7 +238,7 @@ def explain(
         raise ValueError("not a valid email address")
     moment = as_of or utc_now()
     with connect(
-        Path(warehouse_path), read_only=True, timeout_s=lock_timeout_s, project=project
+        as_target(warehouse_path), read_only=True, timeout_s=lock_timeout_s, project=project
     ) as con:
         ids = [
             row[0]
@@ -349,7 +349,7 @@ def format_explanation(explanation: Mapping[str, Any]) -> str:
 
 
 def explain_everywhere(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     email: str,
     project: ProjectConfig,
     specs: Mapping[str, object],

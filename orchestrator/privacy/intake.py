@@ -20,12 +20,12 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.privacy.addresses import MAX_ADDRESS_LENGTH, request_address
 from orchestrator.pseudonymize import google_key, subject_key, subject_key_sql
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.target import Warehouse, as_target
 
 if TYPE_CHECKING:
     from orchestrator.config import ProjectConfig
@@ -82,7 +82,7 @@ class Withdrawal:
 
 
 def record_withdrawal(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     email: str,
     purposes: Sequence[str],
     *,
@@ -107,7 +107,7 @@ def record_withdrawal(
         raise ValueError("name at least one purpose")
     at = recorded_at or utc_now()
     withdrawal_id = f"cw-{secrets.token_hex(6)}"
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
+    with connect(as_target(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         con.begin()
         customers = tuple(
             cid

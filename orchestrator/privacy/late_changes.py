@@ -30,16 +30,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_duckdb import DuckDBResource
 
 from destinations.resources import unset_in
 from orchestrator.consent import purpose_key, purpose_key_sql
 from orchestrator.privacy.receipts import utc_now
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.resources import WarehouseResource
+from orchestrator.warehouse.target import WarehouseTarget
 
 CHANGES_SENSOR = "privacy_changes_sensor"
 SENSOR_INTERVAL_S = 30
@@ -187,11 +187,13 @@ def build_changes_sensor(
         ),
     )
     def _sensor(
-        context: dg.SensorEvaluationContext, warehouse: DuckDBResource
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> list[dg.RunRequest] | dg.SkipReason:
         try:
             with connect(
-                Path(warehouse.database), read_only=True, timeout_s=SENSOR_LOCK_TIMEOUT_S
+                WarehouseTarget.from_resource(warehouse),
+                read_only=True,
+                timeout_s=SENSOR_LOCK_TIMEOUT_S,
             ) as con:
                 waiting = held_withdrawn(con, segment_purposes)
         except duckdb.Error as error:

@@ -31,13 +31,13 @@ import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from destinations.redaction import redact
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.target import Warehouse, as_target
 
 if TYPE_CHECKING:
     from orchestrator.config import ProjectConfig
@@ -252,7 +252,7 @@ def receipt(
 
 
 def receipt_for(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     request_id: str,
     *,
     lock_timeout_s: float = 30,
@@ -275,7 +275,7 @@ def receipt_for(
         KeyError: no erasure or objection request has this id.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
+    with connect(as_target(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         return receipt(con, request_id)
 
 

@@ -78,6 +78,7 @@ from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.pair_lock import SyncInProgressError, pair_lock
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.target import Warehouse, as_target
 
 #: Builds a client for a destination name (``DestinationsResource.client``).
 ClientFactory = Callable[[str], Destination]
@@ -165,7 +166,7 @@ def _suppress(
 
 
 def record_request(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     email: str,
     request_type: str,
     *,
@@ -197,7 +198,7 @@ def record_request(
     key, gkey = address_keys(email)
     at = received_at or utc_now()
     request_id = new_request_id()
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
+    with connect(as_target(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         con.begin()
         (customer_id,) = con.execute(
             "SELECT min(customer_id) FROM activation.src_customers "
@@ -215,7 +216,7 @@ def record_request(
 
 
 def open_request_for(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     email: str,
     request_type: str,
     *,
@@ -234,7 +235,7 @@ def open_request_for(
         key, _ = address_keys(email)
     except ValueError:
         return None
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
+    with connect(as_target(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         still_open = {rid for rid, rtype, _ in open_requests(con) if rtype == request_type}
         rows = con.execute(
             "SELECT request_id FROM activation.src_privacy_requests "
@@ -244,7 +245,7 @@ def open_request_for(
     return next((rid for (rid,) in rows if rid in still_open), None)
 
 
-def subject_known(warehouse_path: Path, email: str, *, lock_timeout_s: float = 30) -> bool:
+def subject_known(warehouse_path: Warehouse, email: str, *, lock_timeout_s: float = 30) -> bool:
     """Whether a request for ``email`` names anyone we hold: a customer has or had the address
     (or the same Gmail mailbox), or a destination holds its key. What the command line says
     right after recording; the receipt's ``no_match`` status is decided when the request is
@@ -256,7 +257,7 @@ def subject_known(warehouse_path: Path, email: str, *, lock_timeout_s: float = 3
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
     key, gkey = address_keys(email)
-    with connect(Path(warehouse_path), timeout_s=lock_timeout_s) as con:
+    with connect(as_target(warehouse_path), timeout_s=lock_timeout_s) as con:
         (found,) = con.execute(
             f"""
             SELECT EXISTS (SELECT 1 FROM activation.src_customers
@@ -429,7 +430,7 @@ def _purge_audiences(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> int
 
 @dataclass(frozen=True)
 class _Context:
-    warehouse_path: Path
+    warehouse_path: Warehouse
     state_dir: Path
     targets: Mapping[tuple[str, str], PairTarget]
     client_for: ClientFactory
@@ -730,7 +731,7 @@ def _load_requests(ctx: _Context, request_ids: Sequence[str] | None) -> list[_Re
 
 
 def process_requests(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     state_dir: Path,
     *,
     targets: Mapping[tuple[str, str], PairTarget],
@@ -766,7 +767,7 @@ def process_requests(
         raised: it becomes an ``error`` receipt and the request stays open.
     """
     ctx = _Context(
-        Path(warehouse_path),
+        as_target(warehouse_path),
         Path(state_dir),
         targets,
         client_for,

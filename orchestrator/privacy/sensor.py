@@ -43,7 +43,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_duckdb import DuckDBResource
 
 from destinations.resources import DestinationsResource
 from orchestrator.assets import RECEIPTS_KEY, SyncStateDir, source_key
@@ -57,6 +56,8 @@ from orchestrator.privacy.receipts import (
 )
 from orchestrator.privacy.requests import PairTarget, process_requests, targets_from_specs
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.resources import WarehouseResource
+from orchestrator.warehouse.target import WarehouseTarget
 
 PRIVACY_JOB = "privacy_requests_job"
 SENSOR_NAME = "privacy_requests_sensor"
@@ -123,24 +124,24 @@ def build_receipts_asset(
     def _receipts(
         context: dg.AssetExecutionContext,
         config: ReceiptsConfig,
-        warehouse: DuckDBResource,
+        warehouse: WarehouseResource,
         destinations: DestinationsResource,
         sync_state: SyncStateDir,
     ) -> dg.MaterializeResult:
         if config.dry_run:
-            with connect(Path(warehouse.database), project=project) as con:
+            with connect(WarehouseTarget.from_resource(warehouse), project=project) as con:
                 waiting = len(open_requests(con))
             context.log.info(f"dry run: {waiting} open request(s) would be handled first")
             return dg.MaterializeResult(metadata={"dry_run": True, "open_requests": waiting})
         outcomes = process_requests(
-            Path(warehouse.database),
+            WarehouseTarget.from_resource(warehouse),
             Path(sync_state.path),
             targets=targets,
             client_for=destinations.client,
             request_ids=config.request_ids,
             project=project,
         )
-        with connect(Path(warehouse.database)) as con:
+        with connect(WarehouseTarget.from_resource(warehouse)) as con:
             still_open = len(open_requests(con))
         acknowledged = sum(o.acknowledged for o in outcomes)
         failed = sum(o.pairs - o.acknowledged for o in outcomes)
@@ -178,13 +179,13 @@ def build_requests_deadline(project: ProjectConfig | None = None) -> dg.AssetChe
             "(GDPR Art. 12(3)) without a complete receipt."
         ),
     )
-    def requests_deadline(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    def requests_deadline(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         """Severity ERROR: GDPR Art. 12(3) gives one month from receipt to act on a request.
 
         Metadata: ``count`` (overdue requests), ``oldest_received_at`` (ISO, '' when none),
         ``request_ids`` (at most 20, oldest first).
         """
-        with connect(Path(warehouse.database), project=project) as con:
+        with connect(WarehouseTarget.from_resource(warehouse), project=project) as con:
             late = overdue_requests(con, utc_now())
         oldest = late.oldest_received_at.isoformat() if late.oldest_received_at else ""
         return dg.AssetCheckResult(
@@ -330,9 +331,9 @@ def build_privacy_requests_sensor(
         ),
     )
     def _sensor(
-        context: dg.SensorEvaluationContext, warehouse: DuckDBResource
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> dg.RunRequest | dg.SkipReason:
-        return _tick(context, Path(warehouse.database), project)
+        return _tick(context, WarehouseTarget.from_resource(warehouse), project)
 
     return _sensor
 

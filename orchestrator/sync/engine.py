@@ -60,6 +60,7 @@ from orchestrator.sync.prefetch import prefetched
 from orchestrator.sync.rejections import pending_rows, stuck_rows
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.target import Warehouse, as_target
 
 if TYPE_CHECKING:
     from orchestrator.config import ProjectConfig
@@ -389,7 +390,7 @@ def _call(client: Destination, audience_id: str, batch: _Batch) -> list[RowResul
 class _Job:
     """Everything one run needs besides the plan (paths, pair, lock, batching, hooks)."""
 
-    warehouse_path: Path
+    warehouse_path: Warehouse
     params: DiffParams
     audience_id: str
     batch_size: int
@@ -692,7 +693,7 @@ def _naive_utc(moment: datetime) -> datetime:
 
 
 def run_sync(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     state_dir: Path,
     *,
     segment: str,
@@ -805,14 +806,21 @@ def run_sync(
     journal.check_pair(segment, destination)
     scratch = Path(state_dir) / "scratch" / f"{segment}__{destination}"
     with pair_lock(
-        Path(warehouse_path),
+        as_target(warehouse_path),
         segment,
         destination,
         lease_s=lease_s,
         lock_timeout_s=lock_timeout_s,
     ) as lock:
         job = _Job(
-            Path(warehouse_path), params, audience_id, size, as_of, lock_timeout_s, on_batch, lock
+            as_target(warehouse_path),
+            params,
+            audience_id,
+            size,
+            as_of,
+            lock_timeout_s,
+            on_batch,
+            lock,
         )
         shutil.rmtree(scratch, ignore_errors=True)  # a crashed run's files (may hold emails)
         scratch.mkdir(parents=True)
@@ -852,7 +860,7 @@ def run_sync(
 
 
 def preview_diff(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     state_dir: Path,
     *,
     segment: str,

@@ -51,6 +51,7 @@ import duckdb
 
 from orchestrator.sync.journal import check_pair
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.target import Warehouse, as_target
 
 #: Seconds a holder's row stays valid without a heartbeat (then another run may take it).
 DEFAULT_LEASE_S = 120.0
@@ -136,7 +137,7 @@ _SELECT_SQL = """
 class HeldPairLock:
     """The pair lock this process holds (from :func:`pair_lock`)."""
 
-    warehouse_path: Path
+    warehouse_path: Warehouse
     segment: str
     destination: str
     owner: str
@@ -220,7 +221,7 @@ def _try_acquire(
 
 
 def acquire(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     segment: str,
     destination: str,
     *,
@@ -242,7 +243,12 @@ def acquire(
     if lease_s < 1:
         raise ValueError("lease_s must be at least 1 second")
     lock = HeldPairLock(
-        Path(warehouse_path), segment, destination, secrets.token_hex(16), lease_s, lock_timeout_s
+        as_target(warehouse_path),
+        segment,
+        destination,
+        secrets.token_hex(16),
+        lease_s,
+        lock_timeout_s,
     )
     host, pid = socket.gethostname(), os.getpid()
     deadline = time.monotonic() + wait_s
@@ -274,7 +280,7 @@ def _beat(lock: HeldPairLock, stop: threading.Event) -> None:
 
 @contextmanager
 def pair_lock(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     segment: str,
     destination: str,
     *,

@@ -1,10 +1,17 @@
-"""Open the warehouse DuckDB file for a short piece of work, waiting politely for its lock.
+"""Open the warehouse for a short piece of work: a DuckDB file (waiting politely for its lock)
+or, given a :class:`~orchestrator.warehouse.target.WarehouseTarget` naming one, a PostgreSQL
+server.
 
 DuckDB lets one process at a time open a file for writing (and a read-only open fails while a
 writer holds it). Dagster runs each step in its own process, so two steps touching the
 warehouse at once would make the second fail with ``IOException: Could not set lock on file``.
 :func:`connect` retries such failures with capped exponential backoff and jitter, and always
 closes the connection, so a step holds the lock only for the work it does inside the ``with``.
+
+A PostgreSQL target opens a server session instead (:func:`orchestrator.warehouse.factory.
+open_postgres`: the product's tables, address functions and, with a project, the source views
+and address forms made ready); the server serializes writers itself, so there is no file lock
+to wait for.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -22,6 +29,7 @@ from orchestrator.model.views import refresh_source_views, source_views_current
 from orchestrator.pseudonymize import register_sql_functions
 from orchestrator.settings import duckdb_config
 from orchestrator.warehouse.schema import create_activation_schema
+from orchestrator.warehouse.target import Warehouse, WarehouseTarget
 
 if TYPE_CHECKING:
     from orchestrator.config import ProjectConfig
@@ -71,13 +79,16 @@ def _has_product_tables(con: duckdb.DuckDBPyConnection) -> bool:
 
 @contextmanager
 def connect(
-    path: Path,
+    path: Warehouse,
     *,
     read_only: bool = False,
     timeout_s: float = 60,
     project: ProjectConfig | None = None,
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the DuckDB file at ``path`` for the duration of a ``with`` block.
+) -> Iterator[Any]:
+    """Open the warehouse ``path`` for the duration of a ``with`` block: a DuckDB file (a
+    path, or a :class:`~orchestrator.warehouse.target.WarehouseTarget` of kind ``duckdb``), or
+    a PostgreSQL server (a target of kind ``postgres``: see :func:`_connect_postgres`; what
+    follows is DuckDB's behaviour, ``read_only`` and ``timeout_s`` do not apply there).
 
     Retries while another process holds the file's lock (``duckdb.IOException`` mentioning the
     lock), waiting 50 ms doubling up to 2 s between attempts (with jitter), for at most
@@ -98,7 +109,15 @@ def connect(
             cannot be opened for another reason (e.g. ``read_only`` and the file is missing).
         orchestrator.model.views.SourceModelError: ``project``'s source model does not match
             the warehouse.
+        orchestrator.warehouse.errors.WarehouseError: PostgreSQL unreachable, wrong password,
+            missing grant, timeout.
     """
+    if isinstance(path, WarehouseTarget):
+        if path.kind == "postgres":
+            with _connect_postgres(path, project) as con:
+                yield con
+            return
+        path = path.duckdb_path
     path = Path(path)
     con = _open_with_retry(path, read_only, timeout_s)
     try:
@@ -114,6 +133,20 @@ def connect(
             create_activation_schema(con)
             if project is not None:
                 refresh_source_views(con, project.source, project.purposes)
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def _connect_postgres(target: WarehouseTarget, project: ProjectConfig | None) -> Iterator[Any]:
+    """A prepared PostgreSQL session for ``target`` (the password: the target's own, else its
+    environment variable), closed on exit."""
+    from orchestrator.warehouse.factory import open_postgres
+
+    password, source = target.resolved_password()
+    con = open_postgres(target.config, project=project, password=password, password_from=source)
+    try:
         yield con
     finally:
         con.close()

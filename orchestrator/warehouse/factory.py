@@ -24,6 +24,7 @@ from orchestrator.warehouse.errors import WarehouseAuthFailed
 if TYPE_CHECKING:
     from orchestrator.config import PostgresWarehouse, ProjectConfig, WarehouseConfig
     from orchestrator.warehouse.postgres import PostgresConnection
+    from orchestrator.warehouse.target import WarehouseTarget
 
 
 def postgres_password(config: PostgresWarehouse, environ: Mapping[str, str] | None = None) -> str:
@@ -129,6 +130,15 @@ def warehouse_connection(
         con.close()
 
 
+def target_for(config: WarehouseConfig, project_dir: Path, env_path: Path) -> WarehouseTarget:
+    """The :class:`~orchestrator.warehouse.target.WarehouseTarget` of ``warehouse:``
+    (``config``): PostgreSQL as configured, or the DuckDB file :func:`duckdb_path_for`
+    resolves (``project_dir``, ``env_path``: :class:`orchestrator.settings.Settings`)."""
+    from orchestrator.warehouse.target import WarehouseTarget
+
+    return WarehouseTarget.from_config(config, duckdb_path_for(config, project_dir, env_path))
+
+
 def duckdb_path_for(config: WarehouseConfig, project_dir: Path, env_path: Path) -> Path:
     """The DuckDB file: ``ACTIVATION_WAREHOUSE`` when set (``env_path`` as
     :class:`orchestrator.settings.Settings` resolved it), else ``config.path`` relative to
@@ -138,4 +148,10 @@ def duckdb_path_for(config: WarehouseConfig, project_dir: Path, env_path: Path) 
     return project_dir / config.path
 
 
-__all__ = ["duckdb_path_for", "open_postgres", "postgres_password", "warehouse_connection"]
+__all__ = [
+    "duckdb_path_for",
+    "open_postgres",
+    "postgres_password",
+    "target_for",
+    "warehouse_connection",
+]

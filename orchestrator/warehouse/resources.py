@@ -6,13 +6,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from orchestrator.config import DuckDBWarehouse, PostgresWarehouse, WarehouseConfig
 from orchestrator.settings import duckdb_config
-from orchestrator.warehouse.postgres import PostgresConnection
+
+if TYPE_CHECKING:
+    from orchestrator.warehouse.postgres import PostgresConnection
+
+#: The type of a step's ``warehouse`` resource: ``DuckDBResource`` or :class:`PostgresResource`
+#: (both give ``get_connection()``; :meth:`orchestrator.warehouse.target.WarehouseTarget.
+#: from_resource` turns either into the target the briefly-opening stages take). Dagster
+#: injects a resource parameter by its annotation, which must be a resource class: their
+#: common base.
+WarehouseResource = dg.ConfigurableResource
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -28,6 +38,7 @@ class PostgresResource(dg.ConfigurableResource):
     password: str
     statement_timeout_s: float = 600
     connect_timeout_s: float = 10
+    search_path: str = "public"
 
     def config(self) -> PostgresWarehouse:
         """This resource as the ``warehouse:`` it came from (the password stays here)."""
@@ -37,6 +48,7 @@ class PostgresResource(dg.ConfigurableResource):
             password_env="UNUSED",  # the password is this resource's own field
             statement_timeout_s=self.statement_timeout_s,
             connect_timeout_s=self.connect_timeout_s,
+            search_path=self.search_path,
         )
 
     @contextmanager
@@ -69,7 +81,8 @@ def warehouse_resource(config: WarehouseConfig, duckdb_path: str) -> dg.Configur
         password=dg.EnvVar(config.password_env),
         statement_timeout_s=config.statement_timeout_s,
         connect_timeout_s=config.connect_timeout_s,
+        search_path=config.search_path,
     )
 
 
-__all__ = ["PostgresResource", "warehouse_resource"]
+__all__ = ["PostgresResource", "WarehouseResource", "warehouse_resource"]
