@@ -9,6 +9,9 @@ For a segment with id ``<sid>`` this module builds:
     (segment, subject_key, google_key, customer_id, email, legal_basis, consent_ref) with the
     exclusions by reason in ``activation.audience_exclusions``.
 
+Both are built by one step, ``segment__<sid>`` (:func:`build_segment_asset`); each sync to a
+destination is a step of its own (:func:`build_sync_asset`).
+
 The builder never reads files: it takes a :class:`LoadedSegment` and the project config.
 Every asset that writes the DuckDB file is in pool ``duckdb`` (one writer at a time).
 """

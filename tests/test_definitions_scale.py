@@ -75,6 +75,24 @@ def test_each_segment_adds_a_fixed_number_of_definitions(built) -> None:
     assert 4 <= per_segment["check_keys"] <= 5
 
 
+def test_segment_and_audience_are_one_subsettable_step_in_pool_duckdb(built) -> None:
+    """``segment__<sid>`` builds both assets (a run may still select either, or the audience's
+    checks alone); the syncs stay steps of their own, outside pool ``duckdb``."""
+    graph = built[COUNTS[0]].get_repository_def().asset_graph
+    segments = [key for key in graph.get_all_asset_keys() if key.path[0] == "segment"]
+    assert len(segments) == COUNTS[0]
+    for key in segments:
+        sid = key.path[1]
+        step = graph.assets_def_for_key(key)
+        assert step.node_def.name == f"segment__{sid}"
+        assert step.keys == {key, dg.AssetKey(["audience", sid])}
+        assert step.can_subset and step.node_def.pool == "duckdb"
+        assert {check.asset_key for check in step.check_keys} == {dg.AssetKey(["audience", sid])}
+        syncs = [k for k in graph.get_all_asset_keys() if k.path[:2] == ["sync", sid]]
+        assert syncs and all(graph.assets_def_for_key(k) is not step for k in syncs)
+        assert all(graph.assets_def_for_key(k).node_def.pool != "duckdb" for k in syncs)
+
+
 def test_segment_checks_are_held_by_the_asset_they_guard(built) -> None:
     """No check of a segment is a definition of its own: the asset's step evaluates it."""
     graph = built[COUNTS[1]].get_repository_def().asset_graph
