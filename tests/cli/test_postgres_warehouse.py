@@ -24,6 +24,7 @@ COMMANDS = [
     ("explain", EMAIL),
     ("members", "recent_buyers_eu"),
     ("catalog", "--check"),
+    ("preview", "recent_buyers_eu"),
 ]
 
 

@@ -3,6 +3,7 @@ handling, and what happens when a destination fails (no mock server needed here)
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -182,3 +183,20 @@ def test_a_failing_destination_leaves_the_request_open_and_a_retry_completes_it(
     assert working.calls == [("remove", 1, "erasure")]
     assert receipt_for(wh, request_id)["destinations"][0]["outcome"] == "ok"
     assert rows(wh, "SELECT count(*) FROM activation.sync_state")[0][0] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_alerts_sensor_reads_late_requests_from_the_warehouse(privacy_env: Settings) -> None:
+    """A request open past half its one-month deadline fires one alert, read from either
+    backend; once it is complete the alert recovers."""
+    from orchestrator.alerts import evaluate
+
+    wh = warehouse_of(privacy_env)
+    insert_request(wh, "pr-late", 3, utc_now() - timedelta(days=20))
+    with dg.DagsterInstance.get() as instance:
+        state, fired = evaluate(None, instance, wh, utc_now(), frozenset())
+        assert [(c.key, c.firing) for c in fired] == [("request:pr-late", True)]
+        state["notified"] = dict(state["failing"])  # posted, as the sensor records it
+        process_requests(wh, privacy_env.state_dir, targets={}, client_for=pytest.fail)
+        _, recovered = evaluate(json.dumps(state), instance, wh, utc_now(), frozenset())
+    assert [(c.key, c.firing) for c in recovered] == [("request:pr-late", False)]
