@@ -4,12 +4,16 @@ job it asks for executed for real, and the destinations read through the mock's 
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import dagster as dg
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
 
+from destinations.base import Row
+from destinations.registry import build_client
+from orchestrator.config import load_project_config
 from orchestrator.privacy.receipts import format_receipt, receipt_for
 from orchestrator.privacy.requests import record_request
 from orchestrator.privacy.sensor import PRIVACY_JOB, SENSOR_NAME
@@ -247,3 +251,70 @@ def _fresh_consent(wh: Warehouse, customer_id: int) -> None:
                     AS_OF - timedelta(minutes=5),
                 ],
             )
+
+
+def _held_before_any_request(project: Settings, mock) -> None:
+    """Erin at meta_ads (by subject key) and at mailchimp (subscribed), and the warehouse's
+    sync state saying so: what acknowledged syncs leave behind."""
+    config = load_project_config(project.config_path)
+    meta = build_client("meta_ads", config.destinations["meta_ads"], mock.meta_url, mock.meta_token)
+    try:
+        (added,) = meta.add(META_AUD, [Row(ERIN_KEY, ERIN_KEY)])
+        assert added.ok
+    finally:
+        meta.close()
+    mock.seed(
+        "mailchimp",
+        {
+            "list_id": LIST,
+            "members": [{"email_address": normalize_email(ERIN), "status": "subscribed"}],
+        },
+    )
+    with opened(warehouse_of(project)) as con:
+        con.executemany(
+            "INSERT INTO activation.sync_state VALUES (?, ?, ?, ?, 'h1', ?)",
+            [
+                [ADS, "meta_ads", ERIN_KEY, None, AS_OF],
+                [MAIL, "mailchimp", ERIN_KEY, md5(normalize_email(ERIN)), AS_OF],
+            ],
+        )
+    assert ERIN_KEY in mock.meta_members(META_AUD)
+    assert mailchimp_member(mock, ERIN)["status"] == "subscribed"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_request_recorded_with_the_command_is_carried_out_and_receipted(
+    privacy_project, mock_destinations
+) -> None:
+    """``activation forget``, the sensor, the privacy job through the real Definitions (the
+    warehouse resource of the backend), the platforms over HTTP, ``activation receipt``: the
+    whole path of a request, from the state acknowledged syncs leave."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    project, mock = privacy_project, mock_destinations
+    _held_before_any_request(project, mock)
+    recorded = CliRunner().invoke(cli, ["forget", "--format", "json", f"mailto:{ERIN.upper()}"])
+    assert recorded.exit_code == 0, recorded.output
+    request_id = json.loads(recorded.stdout)["request_id"]
+    defs = load_defs()
+    with dg.DagsterInstance.get() as instance:
+        run_request = handle_request_through_dagster(project, instance, defs, in_process=True)
+    assert request_id in str(run_request.run_config)
+
+    assert ERIN_KEY not in mock.meta_members(META_AUD)
+    member = mailchimp_member(mock, ERIN)
+    assert member["status"] == "forgotten" and member["email_address"] is None
+    shown = CliRunner().invoke(cli, ["receipt", request_id, "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    receipt = json.loads(shown.stdout)
+    assert receipt["status"] == "complete"
+    assert sorted(
+        (d["destination"], d["action"], d["outcome"]) for d in receipt["destinations"]
+    ) == [
+        ("mailchimp", "delete_permanent", "ok"),
+        ("meta_ads", "remove", "ok"),
+    ]
+    assert "@" not in shown.output
+    assert own_rows(warehouse_of(project), [ERIN_KEY]) == dict.fromkeys(OWN_TABLES, 0)
