@@ -165,3 +165,24 @@ def test_a_person_the_platform_keeps_as_unsubscribed_is_said_so(setup) -> None:
     assert "kept by the platform as unsubscribed" in text
     erin = format_explanation(explain(wh, ERIN, SID, project, specs, AS_OF))
     assert "mailchimp holds this person, synced" in erin and "platform" not in erin
+
+
+def test_members_and_every_segment_explained_on_each_backend(setup) -> None:
+    from orchestrator.privacy.explain import explain_everywhere, format_everywhere
+    from orchestrator.privacy.members import list_members
+
+    wh, emails, project, specs = setup
+    with opened(wh) as con:
+        held = list_members(con, segment=SID, destination="mailchimp")
+        audience = list_members(con, segment=SID)
+    statuses = {row["subject"]: row["status"] for row in held}
+    assert statuses == {
+        subject_key(ERIN)[:12]: "held",
+        subject_key(emails[3])[:12]: "held, not in the audience",
+    }
+    assert [(r["subject"], r["legal_basis"]) for r in audience] == [
+        (subject_key(ERIN)[:12], "consent")
+    ]
+    everywhere = explain_everywhere(wh, ERIN, project, specs, AS_OF)
+    text = format_everywhere(everywhere)
+    assert SID in text and "@" not in text
