@@ -186,3 +186,14 @@ def test_members_and_every_segment_explained_on_each_backend(setup) -> None:
     everywhere = explain_everywhere(wh, ERIN, project, specs, AS_OF)
     text = format_everywhere(everywhere)
     assert SID in text and "@" not in text
+
+
+def test_the_changes_sensor_finds_the_withdrawn_person_a_destination_holds(setup) -> None:
+    """``privacy_changes_sensor``'s query on each backend: customer 3 withdrew and is still
+    held (pending) at mailchimp; Erin is held with her consent standing."""
+    from orchestrator.privacy.late_changes import held_withdrawn
+
+    wh, _, _, _ = setup
+    with opened(wh) as con:
+        assert held_withdrawn(con, {SID: "email_marketing"}) == {SID: 1}
+        assert held_withdrawn(con, {SID: "ad_targeting"}) == {}
