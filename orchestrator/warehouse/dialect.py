@@ -27,6 +27,7 @@ helper                    shared SQL                   what it means
                           lambda v: cond))``           a condition
 ``latest_by``             ``arg_max(v, (k1, k2))``     ``v`` of the row with the largest key
 ``days``                  ``to_days(n)``               an interval of ``n`` days
+``seconds``               ``to_seconds(n)``            an interval of ``n`` seconds
 ========================  ===========================  =======================================
 
 Date arithmetic is written the standard way (``ts - INTERVAL (n) DAY``, ``CAST(x AS DATE)``),
@@ -218,12 +219,40 @@ def days(node: exp.ToDays, dialect: Dialect) -> exp.Expression:
     return exp.Interval(this=node.this.copy(), unit=exp.var("DAY"))
 
 
+def _is_seconds(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Anonymous) and str(node.this).lower() == "to_seconds"
+
+
+def seconds(node: exp.Anonymous, dialect: Dialect) -> exp.Expression:
+    """``to_seconds(n)``: an interval of ``n`` seconds (``ts + to_seconds(n)``). PostgreSQL:
+    ``CAST(n AS BIGINT) * INTERVAL '1 second'``; BigQuery ``INTERVAL n SECOND``; Snowflake:
+    ``DATEADD`` at the addition."""
+    (arg,) = node.expressions
+    if dialect == "postgres":
+        return exp.Paren(
+            this=exp.Mul(
+                this=exp.Cast(this=arg.copy(), to=exp.DataType.build("BIGINT")),
+                expression=exp.Interval(this=_literal("1"), unit=exp.var("SECOND")),
+            )
+        )
+    if dialect == "snowflake":
+        if isinstance(node.parent, (exp.Sub, exp.Add)) and node.arg_key == "expression":
+            return node
+        raise NonPortableSQL("to_seconds(n) outside ts + to_seconds(n) has no snowflake form")
+    if dialect == "bigquery":
+        return exp.Interval(this=arg.copy(), unit=exp.var("SECOND"))
+    return node
+
+
 def _dateadd(node: exp.Sub | exp.Add) -> exp.Expression:
-    """Snowflake: ``ts - to_days(n)`` is ``DATEADD(DAY, -(n), ts)``."""
-    n: exp.Expression = exp.Paren(this=node.expression.this.copy())
+    """Snowflake: ``ts - to_days(n)`` is ``DATEADD(DAY, -(n), ts)`` (``to_seconds``:
+    ``SECOND``)."""
+    unit = "SECOND" if _is_seconds(node.expression) else "DAY"
+    inner = node.expression.expressions[0] if unit == "SECOND" else node.expression.this
+    n: exp.Expression = exp.Paren(this=inner.copy())
     if isinstance(node, exp.Sub):
         n = exp.Neg(this=n)
-    return _fn("DATEADD", exp.var("DAY"), n, node.this.copy())
+    return _fn("DATEADD", exp.var(unit), n, node.this.copy())
 
 
 #: The helpers by the DuckDB function name the shared SQL uses.
@@ -326,10 +355,12 @@ def _helper(node: exp.Expression, dialect: Dialect) -> exp.Expression:
         return max_filtered(node, dialect)
     if isinstance(node, exp.ToDays):
         return days(node, dialect)
+    if _is_seconds(node):
+        return seconds(node, dialect)
     if (
         dialect == "snowflake"
         and isinstance(node, (exp.Sub, exp.Add))
-        and isinstance(node.expression, exp.ToDays)
+        and (isinstance(node.expression, exp.ToDays) or _is_seconds(node.expression))
     ):
         return _dateadd(node)
     if isinstance(node, exp.Filter) and isinstance(node.this, exp.ArgMax):
@@ -343,6 +374,12 @@ def _helper(node: exp.Expression, dialect: Dialect) -> exp.Expression:
         if name in HELPERS:
             return HELPERS[name](*node.expressions, dialect)
     return node
+
+
+def dialect_of(con: object) -> Dialect:
+    """The dialect a warehouse connection runs: ``postgres`` for a
+    :class:`~orchestrator.warehouse.postgres.PostgresConnection`, else ``duckdb``."""
+    return getattr(con, "dialect", "duckdb")
 
 
 def _types(node: exp.Expression, dialect: Dialect) -> exp.Expression:
@@ -479,10 +516,12 @@ __all__ = [
     "NonPortableSQL",
     "bulk_export_sql",
     "byte_length",
+    "dialect_of",
     "duckdb_only_constructs",
     "fingerprint64",
     "regex_full_match",
     "render",
     "render_with_params",
+    "seconds",
     "sha256_hex",
 ]
