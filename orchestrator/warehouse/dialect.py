@@ -122,19 +122,31 @@ def byte_length(arg: exp.Expression, dialect: Dialect) -> exp.Expression:
     return _fn(name.get(dialect, "strlen"), arg)
 
 
-def fingerprint64(arg: exp.Expression, dialect: Dialect) -> exp.Expression:
-    """A 64-bit fingerprint of ``arg`` (DuckDB ``hash``: UBIGINT; PostgreSQL
-    ``hashtextextended(x, 0)``: BIGINT; Snowflake ``HASH``; BigQuery ``FARM_FINGERPRINT``).
-    Values differ between backends: only ever compared within one warehouse. DuckDB's is
-    never NULL; PostgreSQL's of NULL is taken of ``''`` (both have no address, so the same
-    keys)."""
-    if dialect == "postgres":  # NULL fingerprints as '' (both normalize to no address)
-        text = exp.Coalesce(
-            this=exp.Cast(this=arg, to=exp.DataType.build("TEXT")), expressions=[_literal("")]
-        )
+def fingerprint64(*args: exp.Expression | str) -> exp.Expression:
+    """A 64-bit fingerprint of one or more values ``fingerprint64(x, ..., dialect)`` (DuckDB
+    ``hash(x, ...)``: UBIGINT; PostgreSQL ``hashtextextended(x, 0)``: BIGINT; Snowflake
+    ``HASH``; BigQuery ``FARM_FINGERPRINT``). Values differ between backends: only ever
+    compared within one warehouse. DuckDB's is never NULL; PostgreSQL's of NULL is taken of
+    ``''`` (both have no address, so the same keys); several values are fingerprinted as their
+    texts joined by the unit separator (U+001F) on PostgreSQL and BigQuery."""
+    *values, dialect = args
+    if dialect == "postgres" or (dialect == "bigquery" and len(values) > 1):
+        texts = [
+            exp.Coalesce(
+                this=exp.Cast(this=v, to=exp.DataType.build("TEXT")), expressions=[_literal("")]
+            )
+            for v in values
+        ]
+        text: exp.Expression = texts[0]
+        for part in texts[1:]:
+            text = exp.DPipe(
+                this=exp.DPipe(this=text, expression=_literal("\x1f")), expression=part
+            )
+        if dialect == "bigquery":
+            return _fn("FARM_FINGERPRINT", text)
         return _fn("hashtextextended", text, exp.Literal.number(0))
     name = {"snowflake": "HASH", "bigquery": "FARM_FINGERPRINT"}.get(dialect, "hash")
-    return _fn(name, arg)
+    return _fn(name, *values)
 
 
 def normalize_email_call(name: str, arg: exp.Expression, dialect: Dialect) -> exp.Expression:

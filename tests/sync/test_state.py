@@ -220,3 +220,22 @@ def test_a_rejection_after_an_ack_in_the_same_journal_is_kept(wh, tmp_path):
     )
     fold(wh, kind="ad")
     assert [(r[2], r[3], r[4]) for r in tables(wh)["sync_rejections"]] == [(K[0], "h-b", "update")]
+
+
+def test_a_fold_failing_midway_applies_nothing_and_keeps_the_lines(wh, tmp_path):
+    write_journal(
+        wh,
+        SEG,
+        DEST,
+        [
+            line("ack", "add", K[0]),  # written to sync_state first...
+            line("ack", "remove", K[2], remove_reason="left_segment"),  # ...and this delete
+            # ...then recording this refusal fails (a row without its hash: NOT NULL)
+            line("reject", "add", K[1], fields_hash=None, reason="no", permanent=True),
+        ],
+    )
+    before, lines = tables(wh), journal_texts(wh, SEG, DEST)
+    with pytest.raises(DATABASE_ERRORS):
+        fold(wh)
+    assert tables(wh) == before
+    assert journal_texts(wh, SEG, DEST) == lines
