@@ -46,6 +46,7 @@ from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.engine import BatchHook, run_sync
 from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA
 from orchestrator.warehouse.resources import WarehouseResource
 from orchestrator.warehouse.schema import create_activation_schema
 from orchestrator.warehouse.target import WarehouseTarget
@@ -170,16 +171,19 @@ def sync_key(segment_id: str, destination: str) -> dg.AssetKey:
 RECEIPTS_KEY = dg.AssetKey(["privacy", "erasure_receipts"])
 
 
-def source_asset_specs(model: SourceModel = DEFAULT_MODEL) -> list[dg.AssetSpec]:
+def source_asset_specs(
+    model: SourceModel = DEFAULT_MODEL, product_schema: str = DEFAULT_PRODUCT_SCHEMA
+) -> list[dg.AssetSpec]:
     """One external AssetSpec per role of the source model (group ``warehouse``), its
-    description and ``tables`` metadata naming the company's own tables (or SELECTs)."""
+    description and ``tables`` metadata naming the company's own tables (or SELECTs), and the
+    product's intake tables in ``product_schema``."""
     relations: dict[str, list[str]] = {
         "customers": [model.customers.described()],
         "events": [source.described() for source in model.events],
-        "consents": [model.consents.described(), "activation.consent_intake"],
+        "consents": [model.consents.described(), f"{product_schema}.consent_intake"],
         "privacy_requests": [
             *([model.privacy_requests.described()] if model.privacy_requests else []),
-            "activation.request_intake",
+            f"{product_schema}.request_intake",
         ],
     }
     descriptions = {

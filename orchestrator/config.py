@@ -25,6 +25,12 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from orchestrator.limits import MAX_DAYS
 from orchestrator.model.spec import DEFAULT_MODEL, SourceModel
 from orchestrator.segments.catalog import DEFAULT_CATALOG, Catalog
+from orchestrator.warehouse.product_schema import (
+    DEFAULT_PRODUCT_SCHEMA,
+    PRODUCT_SCHEMA_PATTERN,
+    RESERVED_SCHEMAS,
+    is_plain_identifier,
+)
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 #: The catalog file's name, beside ``activation.yaml`` (``activation catalog`` writes it).
@@ -218,10 +224,13 @@ class DuckDBWarehouse(_Strict):
     """The embedded warehouse (the default): a DuckDB file. ``path``: the file, relative to
     the project folder (:func:`orchestrator.warehouse.factory.duckdb_path_for`: the
     ``ACTIVATION_WAREHOUSE`` environment variable wins when set); None: the file
-    ``ACTIVATION_WAREHOUSE`` names, else ``.data/warehouse.duckdb``."""
+    ``ACTIVATION_WAREHOUSE`` names, else ``.data/warehouse.duckdb``. ``product_schema``: the
+    schema of the product's own tables and views (default ``activation``; a plain lowercase
+    identifier, never a schema the source model reads from: :class:`ProjectConfig`)."""
 
     kind: Literal["duckdb"] = "duckdb"
     path: str | None = None
+    product_schema: str = DEFAULT_PRODUCT_SCHEMA  # checked by ProjectConfig (file:line)
 
 
 class PostgresWarehouse(_Strict):
@@ -233,9 +242,10 @@ class PostgresWarehouse(_Strict):
     a statement running longer is cancelled and the stage fails, rolled back (seconds; 0:
     none). ``connect_timeout_s``: how long to wait for the server (seconds).
     ``search_path``: schemas (comma-separated) where unqualified table names of the source
-    model are found (default ``public``). The product's
-    tables live in the schema ``activation`` of that database (created by the product: the
-    user needs ``CREATE`` on the database, or the schema created and granted to it).
+    model are found (default ``public``). ``product_schema``: the schema of the product's
+    own tables, views and functions in that database (default ``activation``; created by the
+    product: the user needs ``CREATE`` on the database, or the schema created and granted to
+    it; never a schema the source model reads from, nor one of ``search_path``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -246,6 +256,7 @@ class PostgresWarehouse(_Strict):
     statement_timeout_s: float = Field(default=600, ge=0)
     connect_timeout_s: float = Field(default=10, gt=0)
     search_path: str = Field(default="public", pattern=r"^[a-z_][a-z0-9_]*(,[a-z_][a-z0-9_]*)*$")
+    product_schema: str = DEFAULT_PRODUCT_SCHEMA  # checked by ProjectConfig (file:line)
 
     @field_validator("url")
     @classmethod
@@ -288,6 +299,11 @@ class ProjectConfig(_Strict):
         :data:`orchestrator.segments.catalog.DEFAULT_CATALOG` when the project has none."""
         return self._catalog
 
+    @property
+    def product_schema(self) -> str:
+        """The schema of the product's own tables (``warehouse.product_schema``)."""
+        return self.warehouse.product_schema
+
     def with_catalog(self, catalog: Catalog) -> ProjectConfig:
         """A copy of this config validating segments against ``catalog``."""
         copy = self.model_copy()
@@ -308,6 +324,42 @@ class ProjectConfig(_Strict):
         ]
         if problems:
             _fail(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _product_schema_apart(self) -> ProjectConfig:
+        """Our tables are never mixed with the user's: the product schema is none of the
+        schemas the source model reads from (nor, on PostgreSQL, of ``search_path``, where
+        its unqualified names are found), nor a backend's own or default schema."""
+        schema = self.warehouse.product_schema
+        if not is_plain_identifier(schema):
+            _fail(
+                [
+                    (
+                        ("warehouse", "product_schema"),
+                        f"{schema!r} is not a plain SQL identifier: lowercase letters, digits "
+                        f"and _, not starting with a digit, at most 63 characters "
+                        f"({PRODUCT_SCHEMA_PATTERN})",
+                    )
+                ]
+            )
+        users = user_schemas(self.source, self.warehouse)
+        if schema in users or schema in RESERVED_SCHEMAS:
+            where = (
+                f"the source model reads from the schema {schema!r}"
+                if schema in users
+                else f"{schema!r} is a schema of the warehouse itself"
+            )
+            _fail(
+                [
+                    (
+                        ("warehouse", "product_schema"),
+                        f"{where}; the product's own tables must stay apart from the "
+                        "company's: name a schema of their own (default "
+                        f"{DEFAULT_PRODUCT_SCHEMA!r})",
+                    )
+                ]
+            )
         return self
 
     @field_validator("purposes", "destinations")
@@ -348,6 +400,40 @@ class ProjectConfig(_Strict):
         if problems:
             _fail(problems)
         return self
+
+
+def user_schemas(model: SourceModel, warehouse: DuckDBWarehouse | PostgresWarehouse) -> set[str]:
+    """The schemas ``model`` reads from, lowercased: the schema of each ``table``, the tables
+    each ``select`` names (parsed with SQLGlot), and where unqualified names are found
+    (DuckDB ``main``; PostgreSQL every schema of ``search_path``). A SELECT that does not
+    parse adds nothing here (the source model's own check reports it)."""
+    import sqlglot
+    import sqlglot.errors
+
+    default = (
+        set(warehouse.search_path.split(","))
+        if isinstance(warehouse, PostgresWarehouse)
+        else {"main"}
+    )
+    found = set(default)
+    relations = [model.customers, *model.events, model.consents]
+    if model.privacy_requests is not None:
+        relations.append(model.privacy_requests)
+    for relation in relations:
+        if relation.table is not None:
+            parts = relation.table.split(".")
+            if len(parts) > 1:
+                found.add(parts[-2].lower())
+            continue
+        try:
+            trees = sqlglot.parse(str(relation.select), read="duckdb")
+        except sqlglot.errors.SqlglotError:
+            continue
+        for tree in trees:
+            for table in tree.find_all(sqlglot.exp.Table) if tree is not None else ():
+                if table.db:
+                    found.add(table.db.lower())
+    return found
 
 
 def _fail(problems: list[tuple[tuple[str | int, ...], str]]) -> NoReturn:

@@ -148,7 +148,10 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
     steps in one process by default, or as ``ACTIVATION_EXECUTOR`` selects
     (:func:`orchestrator.executors.executor_from_env`)."""
     loaded = load_segments(settings.segments_dir, project)
-    assets: list = [*source_asset_specs(project.source), segment_file_errors_asset(loaded.errors)]
+    assets: list = [
+        *source_asset_specs(project.source, project.product_schema),
+        segment_file_errors_asset(loaded.errors),
+    ]
     jobs, schedules = [], []
     for sid in sorted(loaded.specs):
         seg = loaded.specs[sid]

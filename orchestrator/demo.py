@@ -51,7 +51,8 @@ def ensure_warehouse(settings: Settings, console: Console) -> None:
         )
 
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    report = build_demo_warehouse(settings.warehouse_path, as_of=datetime.now(UTC).date())
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)  # the web events end now
+    report = build_demo_warehouse(settings.warehouse_path, as_of=now.date(), built_at=now)
     counts = ", ".join(f"{n:,} {table}" for table, n in report.table_counts().items())
     console.print(f"warehouse: built {settings.warehouse_path} ({counts})")
 

@@ -93,6 +93,8 @@ from collections.abc import Callable
 import duckdb
 import idna
 
+from orchestrator.warehouse.product_schema import is_duckdb
+
 #: Characters trimmed at both ends, and refused inside an address: the Unicode White_Space
 #: characters, plus zero-width space (U+200B), word joiner (U+2060) and the byte order mark
 #: (U+FEFF). One constant for both implementations, so Python and DuckDB trim identically.
@@ -305,7 +307,7 @@ def register_sql_functions(con: duckdb.DuckDBPyConnection) -> None:
         RuntimeError: the functions were registered in a transaction that was rolled back.
         duckdb.Error: the connection is closed.
     """
-    if not isinstance(con, duckdb.DuckDBPyConnection):
+    if not is_duckdb(con):
         from orchestrator.warehouse.address_forms import prepare_address_forms
 
         prepare_address_forms(con)

@@ -52,6 +52,11 @@ from orchestrator.settings import duckdb_config
 from orchestrator.sync.diff import DiffParams, compute_diff
 from orchestrator.sync.rejections import pending_rows, stuck_rows
 from orchestrator.sync.state import fold_journal, journal_line_count
+from orchestrator.warehouse.product_schema import (
+    DEFAULT_PRODUCT_SCHEMA,
+    product_schema_of,
+    with_product_schema,
+)
 from orchestrator.warehouse.schema import create_activation_schema
 
 WAREHOUSE_CATALOG = "wh"
@@ -172,9 +177,10 @@ def _copy_state(con: duckdb.DuckDBPyConnection, segment: str, destinations: list
     segment's rows, one with only a ``destination`` column keeps its destinations' rows. The
     segment's own :data:`RECOMPUTED` tables are not copied: the preview rebuilds them.
     """
-    ours = set(_relations(con, "memory", "activation"))
+    schema = product_schema_of(con)  # the statements below say activation: rewritten
+    ours = set(_relations(con, "memory", schema))
     marks = ", ".join("?" for _ in destinations) or "NULL"
-    for table in _warehouse_relations(con, "activation"):
+    for table in _warehouse_relations(con, schema):
         if table in RECOMPUTED or table not in ours:
             continue
         columns = _columns(con, table)
@@ -199,16 +205,20 @@ def overlay(
     *,
     model: SourceModel = DEFAULT_MODEL,
     purposes: Iterable[str] = (),
+    product_schema: str = DEFAULT_PRODUCT_SCHEMA,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory connection laid over the warehouse (see the module docstring), with the
     canonical views of ``model`` (:mod:`orchestrator.model.views`) over the company's tables.
+    ``product_schema``: the schema of the product's tables in the warehouse (and in the
+    overlay: the connection is :func:`orchestrator.warehouse.product_schema.
+    with_product_schema`'s).
 
     Raises:
         SourceModelError: ``model`` does not match the warehouse.
         FileNotFoundError: no warehouse file at ``warehouse_path``.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
     """
-    con = duckdb.connect(":memory:", config=duckdb_config())
+    con = with_product_schema(duckdb.connect(":memory:", config=duckdb_config()), product_schema)
     try:
         _attach(con, Path(warehouse_path), lock_timeout_s)
         for schema in _warehouse_schemas(con):
@@ -333,6 +343,7 @@ def preview_segment(
             lock_timeout_s,
             model=project.source,
             purposes=project.purposes,
+            product_schema=project.product_schema,
         ) as con,
     ):
         members = write_segment_members(con, loaded.spec, as_of)

@@ -54,6 +54,7 @@ from orchestrator.model.spec import (
     _Relation,
 )
 from orchestrator.warehouse.errors import DATABASE_ERRORS, MISSING_RELATION_ERRORS
+from orchestrator.warehouse.product_schema import product_schema_of
 
 SCHEMA = "activation"
 CUSTOMERS_VIEW = f"{SCHEMA}.src_customers"
@@ -609,12 +610,12 @@ def create_intake_tables(con: duckdb.DuckDBPyConnection) -> None:
 def _installed(con: duckdb.DuckDBPyConnection) -> tuple[set[str], dict[str, str]]:
     """The canonical views the warehouse has, and the SELECT each was last created from."""
     views = {
-        name
+        f"{SCHEMA}.{name}"  # as the shared SQL names it, whatever the product schema is called
         for (name,) in con.execute(
-            "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+            "SELECT table_name FROM information_schema.tables "
             "WHERE table_catalog = current_database() AND table_schema = ? "
             "AND table_type = 'VIEW'",
-            [SCHEMA],
+            [product_schema_of(con)],
         ).fetchall()
     }
     try:

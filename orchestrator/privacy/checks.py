@@ -363,7 +363,7 @@ def evaluate_no_raw_identifier(
         SELECT count(*),
                count(*) FILTER (NOT regexp_full_match(subject_key, $pattern)),
                count(*) FILTER (NOT regexp_full_match(google_key, $pattern)),
-               count(*) FILTER (subject_key LIKE '%@%' OR google_key LIKE '%@%')
+               count(*) FILTER (strpos(subject_key, '@') > 0 OR strpos(google_key, '@') > 0)
         FROM activation.audience_members WHERE segment = $segment
         """,
         {"segment": segment, "pattern": pattern},

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from orchestrator.config import Contact, ProjectConfig, RecipientRole
 from orchestrator.csv_output import csv_writer
-from orchestrator.privacy.register import SECURITY_MEASURES, Activity, register_activities
+from orchestrator.privacy.register import Activity, register_activities, security_measures
 
 _ROLE_TEXT = {
     RecipientRole.PROCESSOR: "processor (Art. 28)",
@@ -212,7 +212,9 @@ def build_record(
     )
     lines = tuple(history)
     date = lines[0][:10] if lines else (today or datetime.now(UTC)).date().isoformat()
-    return Record(*head, activities, SECURITY_MEASURES, _digest(activities, head), date, lines)
+    return Record(
+        *head, activities, security_measures(project), _digest(activities, head), date, lines
+    )
 
 
 def record_changes(previous: Mapping[str, str], current: Mapping[str, str]) -> list[str]:

@@ -55,6 +55,7 @@ SECURITY_MEASURES: tuple[str, ...] = (
     "when the source row or its address changes, and on erasure.",
 )
 
+
 _BASIS_TEXT = {
     LegalBasis.CONSENT: "Consent, GDPR Art. 6(1)(a)",
     LegalBasis.LEGITIMATE_INTEREST: (
@@ -80,6 +81,13 @@ CSV_COLUMNS: tuple[str, ...] = (
     "security_measures",
     "source_file",
 )
+
+
+def security_measures(project: ProjectConfig) -> tuple[str, ...]:
+    """:data:`SECURITY_MEASURES` naming the schema the project keeps its own tables in
+    (``warehouse.product_schema``, apart from the company's tables)."""
+    schema = project.product_schema
+    return tuple(m.replace("(activation.", f"({schema}.") for m in SECURITY_MEASURES)
 
 
 @dataclass(frozen=True)
@@ -289,7 +297,7 @@ def render_register_markdown(
     for activity in activities:
         lines += _md_activity(activity)
     lines += ["## Security measures (30(1)(g), Art. 32)", ""]
-    lines += [f"- {measure}" for measure in SECURITY_MEASURES]
+    lines += [f"- {measure}" for measure in security_measures(project)]
     return "\n".join(lines) + "\n"
 
 
@@ -320,7 +328,7 @@ def render_register_csv(
                 "; ".join(a.recipients),
                 "; ".join(a.transfers),
                 "; ".join(a.retention),
-                " ".join(SECURITY_MEASURES),  # each ends with a period
+                " ".join(security_measures(project)),  # each ends with a period
                 a.source_file,
             ]
         )

@@ -767,7 +767,7 @@ def process_requests(
         raised: it becomes an ``error`` receipt and the request stays open.
     """
     ctx = _Context(
-        as_target(warehouse_path),
+        as_target(warehouse_path, project),
         Path(state_dir),
         targets,
         client_for,

@@ -806,14 +806,14 @@ def run_sync(
     journal.check_pair(segment, destination)
     scratch = Path(state_dir) / "scratch" / f"{segment}__{destination}"
     with pair_lock(
-        as_target(warehouse_path),
+        as_target(warehouse_path, project),
         segment,
         destination,
         lease_s=lease_s,
         lock_timeout_s=lock_timeout_s,
     ) as lock:
         job = _Job(
-            as_target(warehouse_path),
+            as_target(warehouse_path, project),
             params,
             audience_id,
             size,

@@ -61,8 +61,8 @@ import duckdb
 
 from orchestrator.sync.journal import check_pair
 from orchestrator.warehouse.connect import connect
-from orchestrator.warehouse.dialect import dialect_of
 from orchestrator.warehouse.errors import DATABASE_ERRORS
+from orchestrator.warehouse.product_schema import is_duckdb
 from orchestrator.warehouse.target import Warehouse, as_target
 
 #: Seconds a holder's row stays valid without a heartbeat (then another run may take it).
@@ -170,7 +170,7 @@ class HeldPairLock:
         Raises:
             PairLockLost: the row is gone or belongs to another run.
         """
-        locking = " FOR UPDATE" if dialect_of(con) == "postgres" else ""
+        locking = "" if is_duckdb(con) else " FOR UPDATE"
         row = con.execute(_SELECT_SQL + locking, [self.segment, self.destination]).fetchone()
         if row is None or row[0] != self.owner:
             holder = "" if row is None else f" ({LockHolder(*row).describe()})"

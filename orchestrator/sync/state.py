@@ -40,8 +40,8 @@ import duckdb
 from destinations.base import RemoveReason
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.rejections import retry_at_sql
-from orchestrator.warehouse.dialect import dialect_of
 from orchestrator.warehouse.memory import with_memory_growth
+from orchestrator.warehouse.product_schema import is_duckdb
 
 #: Per-batch values of a journal line, and their types.
 _BATCH_COLUMNS = {
@@ -176,7 +176,7 @@ def _load_lines(con: duckdb.DuckDBPyConnection) -> None:
     backend branch of the fold: parsing the JSON lines, which DuckDB does with ``from_json``
     and a type spec, and PostgreSQL with ``jsonb`` (:func:`_load_sql_postgres`, run as native
     SQL on the session of the fold's transaction)."""
-    if dialect_of(con) == "postgres":
+    if not is_duckdb(con):
         con.raw.execute("DROP TABLE IF EXISTS sync_journal")
         con.raw.execute(_load_sql_postgres())
     else:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.pseudonymize import normalize_email
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA, product_schema_of
 
 #: The relations and columns whose non-ASCII values the key SQL normalizes.
 SOURCES: tuple[tuple[str, str], ...] = (
@@ -35,8 +36,8 @@ SOURCES: tuple[tuple[str, str], ...] = (
 )
 
 _DDL = """
-CREATE SCHEMA IF NOT EXISTS activation;
-CREATE TABLE IF NOT EXISTS activation.address_forms (
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.address_forms (
     raw          TEXT PRIMARY KEY,
     email        TEXT,
     google_email TEXT
@@ -44,14 +45,14 @@ CREATE TABLE IF NOT EXISTS activation.address_forms (
 """
 
 _FUNCTION = """
-CREATE OR REPLACE FUNCTION activation.{name}(value TEXT) RETURNS TEXT
+CREATE OR REPLACE FUNCTION {schema}.{name}(value TEXT) RETURNS TEXT
 LANGUAGE plpgsql STABLE STRICT AS $fn$
 DECLARE
     form TEXT;
 BEGIN
-    SELECT f.{column} INTO form FROM activation.address_forms AS f WHERE f.raw = value;
+    SELECT f.{column} INTO form FROM {schema}.address_forms AS f WHERE f.raw = value;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'activation.{name}: this non-ASCII address has no prepared form; '
+        RAISE EXCEPTION '{schema}.{name}: this non-ASCII address has no prepared form; '
             'run orchestrator.warehouse.address_forms.prepare_address_forms first';
     END IF;
     RETURN form;
@@ -60,19 +61,22 @@ $fn$
 """
 
 
-def create_address_functions(raw_con: Any) -> None:
-    """Create ``activation.address_forms`` and the two SQL functions (idempotent).
-    ``raw_con``: a psycopg connection (this DDL is PostgreSQL's own, not shared SQL)."""
-    raw_con.execute(_DDL)
+def create_address_functions(raw_con: Any, schema: str = DEFAULT_PRODUCT_SCHEMA) -> None:
+    """Create ``activation.address_forms`` and the two SQL functions (idempotent) in the
+    product schema ``schema``. ``raw_con``: a psycopg connection (this DDL is PostgreSQL's
+    own, not shared SQL)."""
+    raw_con.execute(_DDL.format(schema=schema))
     for name, column in (
         ("activation_normalize_email", "email"),
         ("activation_normalize_email_google", "google_email"),
     ):
-        raw_con.execute(_FUNCTION.format(name=name, column=column))
+        raw_con.execute(_FUNCTION.format(name=name, column=column, schema=schema))
 
 
 def _existing(con: Any, relation: str) -> bool:
     schema, name = relation.split(".")
+    if schema == DEFAULT_PRODUCT_SCHEMA:
+        schema = product_schema_of(con)
     (found,) = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
         [schema, name],

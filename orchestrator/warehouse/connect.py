@@ -28,6 +28,7 @@ import duckdb
 from orchestrator.model.views import refresh_source_views, source_views_current
 from orchestrator.pseudonymize import register_sql_functions
 from orchestrator.settings import duckdb_config
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA, with_product_schema
 from orchestrator.warehouse.schema import create_activation_schema
 from orchestrator.warehouse.target import Warehouse, WarehouseTarget
 
@@ -43,12 +44,15 @@ def _is_lock_error(error: duckdb.Error) -> bool:
     return "lock" in text or "conflicting" in text
 
 
-def _open_with_retry(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+def _open_with_retry(
+    path: Path, read_only: bool, timeout_s: float, schema: str = DEFAULT_PRODUCT_SCHEMA
+) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout_s
     delay = _FIRST_DELAY_S
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=duckdb_config())
+            con = duckdb.connect(str(path), read_only=read_only, config=duckdb_config())
+            return with_product_schema(con, schema)
         except duckdb.IOException as error:
             remaining = deadline - time.monotonic()
             if not _is_lock_error(error) or remaining <= 0:
@@ -57,9 +61,9 @@ def _open_with_retry(path: Path, read_only: bool, timeout_s: float) -> duckdb.Du
             delay = min(delay * 2, _MAX_DELAY_S)
 
 
-def _ensure_views(path: Path, project: ProjectConfig, timeout_s: float) -> None:
+def _ensure_views(path: Path, project: ProjectConfig, timeout_s: float, schema: str) -> None:
     """Recreate the canonical views in a short read-write open (for a read-only caller)."""
-    con = _open_with_retry(path, False, timeout_s)
+    con = _open_with_retry(path, False, timeout_s, schema)
     try:
         create_activation_schema(con)
         refresh_source_views(con, project.source, project.purposes)
@@ -77,6 +81,16 @@ def _has_product_tables(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(found)
 
 
+def _product_schema(where: Warehouse, project: ProjectConfig | None, explicit: str | None) -> str:
+    """The product schema a connection names: ``explicit``, else the target's
+    (``warehouse.product_schema`` it was made from), else ``project``'s, else the default."""
+    if explicit is not None:
+        return explicit
+    if isinstance(where, WarehouseTarget) and where.config.product_schema != DEFAULT_PRODUCT_SCHEMA:
+        return where.config.product_schema
+    return project.product_schema if project is not None else DEFAULT_PRODUCT_SCHEMA
+
+
 @contextmanager
 def connect(
     path: Warehouse,
@@ -84,6 +98,7 @@ def connect(
     read_only: bool = False,
     timeout_s: float = 60,
     project: ProjectConfig | None = None,
+    product_schema: str | None = None,
 ) -> Iterator[Any]:
     """Open the warehouse ``path`` for the duration of a ``with`` block: a DuckDB file (a
     path, or a :class:`~orchestrator.warehouse.target.WarehouseTarget` of kind ``duckdb``), or
@@ -104,6 +119,12 @@ def connect(
     (:func:`orchestrator.pseudonymize.register_sql_functions`). The connection is closed on
     exit, also on error.
 
+    ``product_schema``: the schema of the product's tables (``warehouse.product_schema``);
+    None: the target's, else ``project``'s, else ``activation``. Another name than
+    ``activation`` gets a :class:`orchestrator.warehouse.product_schema.
+    ProductSchemaConnection`, whose statements (written ``activation.<table>``) name that
+    schema.
+
     Raises:
         duckdb.IOException: the lock was still held after ``timeout_s`` seconds, or the file
             cannot be opened for another reason (e.g. ``read_only`` and the file is missing).
@@ -112,22 +133,23 @@ def connect(
         orchestrator.warehouse.errors.WarehouseError: PostgreSQL unreachable, wrong password,
             missing grant, timeout.
     """
+    product_schema = _product_schema(path, project, product_schema)
     if isinstance(path, WarehouseTarget):
         if path.kind == "postgres":
-            with _connect_postgres(path, project) as con:
+            with _connect_postgres(path, project, product_schema) as con:
                 yield con
             return
         path = path.duckdb_path
     path = Path(path)
-    con = _open_with_retry(path, read_only, timeout_s)
+    con = _open_with_retry(path, read_only, timeout_s, product_schema)
     try:
         stale = project is not None and read_only
         if stale and not (
             source_views_current(con, project.source, project.purposes) and _has_product_tables(con)
         ):
             con.close()
-            _ensure_views(path, project, timeout_s)
-            con = _open_with_retry(path, read_only, timeout_s)
+            _ensure_views(path, project, timeout_s, product_schema)
+            con = _open_with_retry(path, read_only, timeout_s, product_schema)
         register_sql_functions(con)
         if not read_only:
             create_activation_schema(con)
@@ -139,13 +161,16 @@ def connect(
 
 
 @contextmanager
-def _connect_postgres(target: WarehouseTarget, project: ProjectConfig | None) -> Iterator[Any]:
-    """A prepared PostgreSQL session for ``target`` (the password: the target's own, else its
-    environment variable), closed on exit."""
+def _connect_postgres(
+    target: WarehouseTarget, project: ProjectConfig | None, product_schema: str
+) -> Iterator[Any]:
+    """A prepared PostgreSQL session for ``target`` naming ``product_schema`` (the password:
+    the target's own, else its environment variable), closed on exit."""
     from orchestrator.warehouse.factory import open_postgres
 
     password, source = target.resolved_password()
-    con = open_postgres(target.config, project=project, password=password, password_from=source)
+    config = target.config.model_copy(update={"product_schema": product_schema})
+    con = open_postgres(config, project=project, password=password, password_from=source)
     try:
         yield con
     finally:

@@ -16,9 +16,12 @@ reads them: only the source model declared in the demo's ``activation.yaml`` map
   requests as the support desk files them) are synthetic, made from ``seed`` and the customer
   ids only, and deliberately messy the way real CRM exports are.
 
-The build is deterministic: the same source, ``as_of`` and ``seed`` give identical tables. It
-never reads the clock; only the command line (``python -m orchestrator.warehouse.demo``) defaults
-``as_of`` to today (UTC).
+The build is deterministic: the same source, ``as_of``, ``seed`` and ``built_at`` give identical
+tables. It never reads the clock; only the command line (``python -m orchestrator.warehouse.demo``)
+and ``make demo`` default ``as_of`` to today and ``built_at`` to now (UTC). The website's events
+end at ``built_at`` (default ``as_of`` 00:00), so a segment on the last hours of browsing (the
+example ``cart_abandoners``: added to cart within the last day) finds the same people whatever
+the time of day the demo is built and run.
 """
 
 from __future__ import annotations
@@ -203,6 +206,7 @@ def build_demo_warehouse(
     as_of: date,
     source_csv: Path | None = None,
     seed: int = DEFAULT_SEED,
+    built_at: datetime | None = None,
 ) -> BuildReport:
     """Build a fresh demo warehouse at ``path`` (replacing any file there) and report counts.
 
@@ -212,17 +216,24 @@ def build_demo_warehouse(
 
     Args:
         path: the DuckDB file to write; its folder is created if missing.
-        as_of: the demo's "today": the newest event lands on ``as_of - 1 day`` and every
-            synthetic record is dated at or before ``as_of`` 00:00.
+        as_of: the demo's "today": the newest order line lands on ``as_of - 1 day`` and every
+            synthetic consent and request is dated at or before ``as_of`` 00:00.
         source_csv: a CSV shaped like UCI Online Retail; default :func:`default_source_csv`.
         seed: seed of the synthetic emails, consents and privacy requests.
+        built_at: when the demo is built (naive UTC, on ``as_of``): the website's events
+            (30 days of sessions) end just before it, so the last day of browsing is the day
+            before the build, at any time of day. Default: ``as_of`` 00:00.
 
     Raises:
         FileNotFoundError: the source CSV is missing.
-        ValueError: the source has no row with a CustomerID, or a country name that
+        ValueError: ``built_at`` is not on ``as_of``; the source has no row with a
+            CustomerID, or a country name that
             :data:`~orchestrator.warehouse.countries.DATASET_COUNTRY_CODES` does not map.
         duckdb.Error: the CSV cannot be parsed with the expected columns.
     """
+    end = datetime.combine(as_of, time()) if built_at is None else built_at
+    if end.date() != as_of or end.tzinfo is not None:
+        raise ValueError(f"built_at {end} must be a naive UTC time on as_of {as_of}")
     source = Path(source_csv) if source_csv is not None else default_source_csv()
     if not source.is_file():
         raise FileNotFoundError(f"demo source CSV not found: {source}")
@@ -234,7 +245,7 @@ def build_demo_warehouse(
     try:
         con = duckdb.connect(str(tmp))
         try:
-            report = _populate(con, path, source, digest, as_of, seed)
+            report = _populate(con, path, source, digest, as_of, seed, end)
         finally:
             con.close()
         _remove_wal(path)  # a stale WAL of the old file must not be replayed onto the new one
@@ -255,7 +266,13 @@ def _remove_db_files(db: Path) -> None:
 
 
 def _populate(
-    con: duckdb.DuckDBPyConnection, path: Path, source: Path, digest: str, as_of: date, seed: int
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    source: Path,
+    digest: str,
+    as_of: date,
+    seed: int,
+    built_at: datetime,
 ) -> BuildReport:
     con.execute(DEMO_DDL)
     total_rows, dropped = _load_source(con, source)
@@ -272,8 +289,9 @@ def _populate(
     _insert_contacts(con, emails, _synthesize_phones(ids, seed), seed)
     _insert_consents(con, consents)
     _insert_privacy_requests(con, requests)
-    _insert_web_events(con, ids, as_of, seed)
+    _insert_web_events(con, ids, built_at, seed)
     _insert_build_info(con, as_of, shift_days, seed, source.name, digest, total_rows, dropped)
+    con.execute("INSERT INTO main.warehouse_build VALUES ('built_at', ?)", [built_at.isoformat()])
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in DEMO_TABLES}
     return BuildReport(
         path=path,
@@ -744,11 +762,12 @@ _WEB_DAYS = 30
 
 
 def _insert_web_events(
-    con: duckdb.DuckDBPyConnection, customer_ids: Sequence[int], as_of: date, seed: int
+    con: duckdb.DuckDBPyConnection, customer_ids: Sequence[int], end: datetime, seed: int
 ) -> None:
     """``web.events`` for about a third of the customers over the ``_WEB_DAYS`` days before
-    ``as_of``: sessions of page views, some with a cart add and a checkout started."""
-    end = datetime.combine(as_of, time())
+    ``end`` (the build time): sessions of page views, some with a cart add and a checkout
+    started. Each event sits at a fixed distance before ``end`` (from ``seed`` and the
+    customer id), so the events of the last day are the same people at any build time."""
     skus = [
         s
         for (s,) in con.execute(
@@ -884,7 +903,8 @@ def _insert_build_info(
     "as_of",
     type=click.DateTime(formats=["%Y-%m-%d"]),
     default=None,
-    help="The demo's today, YYYY-MM-DD (default: today, UTC).",
+    help="The demo's today, YYYY-MM-DD (default: today, UTC, the web events ending now; "
+    "given: they end at its 00:00).",
 )
 @click.option(
     "--source",
@@ -905,8 +925,9 @@ def main(path: Path, as_of: datetime | None, source: Path | None, seed: int) -> 
     from rich.console import Console
     from rich.table import Table
 
-    day = as_of.date() if as_of is not None else datetime.now(UTC).date()
-    report = build_demo_warehouse(path, day, source, seed)
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    day = as_of.date() if as_of is not None else now.date()
+    report = build_demo_warehouse(path, day, source, seed, None if as_of is not None else now)
     table = Table(title=f"demo warehouse {report.path}")
     table.add_column("table")
     table.add_column("rows", justify="right")

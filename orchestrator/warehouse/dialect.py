@@ -388,12 +388,6 @@ def _helper(node: exp.Expression, dialect: Dialect) -> exp.Expression:
     return node
 
 
-def dialect_of(con: object) -> Dialect:
-    """The dialect a warehouse connection runs: ``postgres`` for a
-    :class:`~orchestrator.warehouse.postgres.PostgresConnection`, else ``duckdb``."""
-    return getattr(con, "dialect", "duckdb")
-
-
 def _types(node: exp.Expression, dialect: Dialect) -> exp.Expression:
     """UBIGINT (DuckDB fingerprints) becomes BIGINT where unsigned integers do not exist;
     a table in ``main`` (DuckDB's name for the default schema) is named unqualified, so the
@@ -528,7 +522,6 @@ __all__ = [
     "NonPortableSQL",
     "bulk_export_sql",
     "byte_length",
-    "dialect_of",
     "duckdb_only_constructs",
     "fingerprint64",
     "regex_full_match",

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from orchestrator.warehouse.product_schema import is_duckdb
 
 _BATCH_ROWS = 50_000
 
@@ -40,13 +41,12 @@ def export_parquet(con: Any, query: str, params: Sequence[Any], path: Path) -> N
     Raises:
         duckdb.Error / psycopg.Error: the query fails (no file is left on PostgreSQL).
     """
-    if isinstance(con, duckdb.DuckDBPyConnection):
+    if is_duckdb(con):
         con.execute(f"COPY ({query}) TO ? (FORMAT parquet)", [*params, str(path)])
         return
-    from orchestrator.warehouse.dialect import render_with_params
     from orchestrator.warehouse.postgres import _bind, duckdb_type_name
 
-    (statement,), names = render_with_params(query, "postgres")
+    (statement,), names = con.rendered(query)
     idle = con.raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     # a server-side cursor lives in a transaction: the caller's (begin()), else its own
     scope = con.raw.transaction() if idle else contextlib.nullcontext()

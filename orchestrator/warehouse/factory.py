@@ -89,6 +89,7 @@ def open_postgres(
         connect_timeout_s=config.connect_timeout_s,
         search_path=config.search_path,
         password_from=password_from or "the password given",
+        product_schema=config.product_schema,
     )
     try:
         # one preparation at a time: sessions opening at once (parallel steps, a heartbeat)
@@ -96,7 +97,7 @@ def open_postgres(
         con.begin()
         con.raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_PREPARE_LOCK])
         create_activation_schema(con)
-        create_address_functions(con.raw)
+        create_address_functions(con.raw, config.product_schema)
         if project is not None:
             refresh_source_views(con, project.source, project.purposes)
             prepare_address_forms(con)
@@ -132,7 +133,12 @@ def warehouse_connection(
 
         if duckdb_path is None:
             raise ValueError("a DuckDB warehouse needs its file path")
-        with connect(duckdb_path, read_only=read_only, project=project) as con:
+        with connect(
+            duckdb_path,
+            read_only=read_only,
+            project=project,
+            product_schema=config.product_schema,
+        ) as con:
             yield con
         return
     con = open_postgres(config, project=project, environ=environ)

@@ -18,6 +18,8 @@ from typing import TypeVar
 
 import duckdb
 
+from orchestrator.warehouse.product_schema import is_duckdb
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -94,7 +96,7 @@ def with_memory_growth(
     Raises:
         duckdb.OutOfMemoryException: still out of memory at ``ACTIVATION_DUCKDB_MEMORY_MAX``.
     """
-    if not isinstance(con, duckdb.DuckDBPyConnection):  # a server manages its own memory
+    if not is_duckdb(con):  # a server manages its own memory
         return work()
     ceiling = memory_max_bytes(environ)
     current = memory_limit_bytes(con)  # DuckDB reports a rounded value: track our own after

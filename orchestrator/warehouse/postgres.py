@@ -37,6 +37,7 @@ from orchestrator.warehouse.errors import (
     WarehouseTimeout,
     WarehouseUnreachable,
 )
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA, qualify
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,21 @@ def duckdb_type_name(display: str) -> str:
 
 class PostgresConnection:
     """One PostgreSQL session running the shared SQL (module docstring). ``warehouse``: the
-    description errors name; ``dialect``: ``"postgres"``."""
+    description errors name; ``dialect``: ``"postgres"``; ``product_schema``: the schema of the
+    product's tables, which every rendered statement names instead of ``activation``
+    (:func:`orchestrator.warehouse.product_schema.qualify`)."""
 
     dialect = "postgres"
 
-    def __init__(self, raw: psycopg.Connection, target: PostgresTarget, timeout_s: float) -> None:
+    def __init__(
+        self,
+        raw: psycopg.Connection,
+        target: PostgresTarget,
+        timeout_s: float,
+        product_schema: str = DEFAULT_PRODUCT_SCHEMA,
+    ) -> None:
         self._raw = raw
+        self.product_schema = product_schema
         self._cursor: psycopg.RawCursor | None = None
         self._counted: list[tuple] | None = None
         self.target = target
@@ -155,7 +165,7 @@ class PostgresConnection:
                 or the statement timed out.
             psycopg.Error: any other refusal (syntax, constraint...).
         """
-        statements, names = render_with_params(sql, "postgres")
+        statements, names = self.rendered(sql)
         values = _bind(names, params)
         cursor = psycopg.RawCursor(self._raw)
         with self._translated():
@@ -166,7 +176,7 @@ class PostgresConnection:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PostgresConnection:
         """Run one shared statement once per row of parameters (a pipeline of round trips)."""
-        (statement,), names = render_with_params(sql, "postgres")
+        (statement,), names = self.rendered(sql)
         cursor = psycopg.RawCursor(self._raw)
         with self._translated():
             cursor.executemany(statement, [_bind(names, row) for row in rows])
@@ -231,6 +241,15 @@ class PostgresConnection:
     def raw(self) -> psycopg.Connection:
         """The psycopg connection (bulk copy, server-side features)."""
         return self._raw
+
+    def rendered(self, sql: str) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
+        """The PostgreSQL statements of the shared SQL ``sql`` naming this connection's
+        product schema, and what each ``$n`` binds (:func:`orchestrator.warehouse.dialect.
+        render_with_params`)."""
+        statements, names = render_with_params(sql, "postgres")
+        if self.product_schema != DEFAULT_PRODUCT_SCHEMA:
+            statements = tuple(qualify(s, self.product_schema, "postgres") for s in statements)
+        return statements, names
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -301,8 +320,8 @@ class _Translate:
             raise WarehouseMissingObject(
                 self.warehouse,
                 f"permission denied ({first})",
-                "GRANT USAGE and CREATE on schema activation, SELECT on the source tables, "
-                "to the warehouse user",
+                "GRANT USAGE and CREATE on the product's schema (warehouse.product_schema, "
+                "default activation), SELECT on the source tables, to the warehouse user",
             ) from None
         if isinstance(error, (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)):
             raise WarehouseMissingObject(
@@ -352,6 +371,7 @@ def connect_postgres(
     search_path: str = "public",
     application_name: str = "activation",
     password_from: str = "the password given",
+    product_schema: str = DEFAULT_PRODUCT_SCHEMA,
 ) -> PostgresConnection:
     """Open the PostgreSQL warehouse at ``url`` (no password in it) with ``password``.
 
@@ -360,6 +380,7 @@ def connect_postgres(
     server default ``"$user", public``, which would put the tables of a user named
     ``activation`` into the product's own schema). ``password_from`` says where the password
     came from in the error of a refused login (e.g. the environment variable's name).
+    ``product_schema``: the schema of the product's tables (``warehouse.product_schema``).
     Close it when done (``con.close()``) or use :func:`orchestrator.warehouse.
     factory.warehouse_connection`.
 
@@ -390,7 +411,7 @@ def connect_postgres(
     except psycopg.OperationalError as error:
         raise _connect_error(target, error, password_from) from None
     raw.adapters.register_dumper(_TextList, _TextListDumper)
-    return PostgresConnection(raw, target, statement_timeout_s)
+    return PostgresConnection(raw, target, statement_timeout_s, product_schema)
 
 
 __all__ = ["PostgresConnection", "PostgresTarget", "connect_postgres", "duckdb_type_name"]

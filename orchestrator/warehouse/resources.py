@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from orchestrator.config import DuckDBWarehouse, PostgresWarehouse, WarehouseConfig
 from orchestrator.settings import duckdb_config
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA, with_product_schema
 
 if TYPE_CHECKING:
     from orchestrator.warehouse.postgres import PostgresConnection
@@ -23,6 +24,19 @@ if TYPE_CHECKING:
 #: injects a resource parameter by its annotation, which must be a resource class: their
 #: common base.
 WarehouseResource = dg.ConfigurableResource
+
+
+class ProductDuckDBResource(DuckDBResource):
+    """``DuckDBResource`` whose connections name the product schema ``product_schema``
+    (``warehouse.product_schema``; default ``activation``): :meth:`get_connection` yields
+    :func:`orchestrator.warehouse.product_schema.with_product_schema` of DuckDB's."""
+
+    product_schema: str = DEFAULT_PRODUCT_SCHEMA
+
+    @contextmanager
+    def get_connection(self) -> Iterator[Any]:
+        with super().get_connection() as con:
+            yield with_product_schema(con, self.product_schema)
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -39,6 +53,7 @@ class PostgresResource(dg.ConfigurableResource):
     statement_timeout_s: float = 600
     connect_timeout_s: float = 10
     search_path: str = "public"
+    product_schema: str = DEFAULT_PRODUCT_SCHEMA
 
     def config(self) -> PostgresWarehouse:
         """This resource as the ``warehouse:`` it came from (the password stays here)."""
@@ -49,6 +64,7 @@ class PostgresResource(dg.ConfigurableResource):
             statement_timeout_s=self.statement_timeout_s,
             connect_timeout_s=self.connect_timeout_s,
             search_path=self.search_path,
+            product_schema=self.product_schema,
         )
 
     @contextmanager
@@ -75,14 +91,19 @@ def warehouse_resource(config: WarehouseConfig, duckdb_path: str) -> dg.Configur
     product's DuckDB settings, or a :class:`PostgresResource` whose password is
     ``dg.EnvVar(config.password_env)``."""
     if isinstance(config, DuckDBWarehouse):
-        return DuckDBResource(database=duckdb_path, connection_config=duckdb_config())
+        return ProductDuckDBResource(
+            database=duckdb_path,
+            connection_config=duckdb_config(),
+            product_schema=config.product_schema,
+        )
     return PostgresResource(
         url=config.url,
         password=dg.EnvVar(config.password_env),
         statement_timeout_s=config.statement_timeout_s,
         connect_timeout_s=config.connect_timeout_s,
         search_path=config.search_path,
+        product_schema=config.product_schema,
     )
 
 
-__all__ = ["PostgresResource", "WarehouseResource", "warehouse_resource"]
+__all__ = ["PostgresResource", "ProductDuckDBResource", "WarehouseResource", "warehouse_resource"]

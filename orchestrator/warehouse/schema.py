@@ -44,6 +44,7 @@ import duckdb
 
 from orchestrator.model.spec import DEFAULT_MODEL
 from orchestrator.model.views import create_intake_tables, refresh_source_views
+from orchestrator.warehouse.product_schema import is_duckdb
 
 SOURCE_DDL = """
 CREATE TABLE IF NOT EXISTS customers (
@@ -419,7 +420,7 @@ def drop_audience_primary_key(con: duckdb.DuckDBPyConnection) -> bool:
     table's only writer, runs it in its own). A copy of every row, once per warehouse; nothing
     when there is no key. A warehouse on a server never had the key (nothing to do).
     """
-    if not isinstance(con, duckdb.DuckDBPyConnection):
+    if not is_duckdb(con):
         return False
     [(keyed,)] = con.execute(
         "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = 'activation' "

@@ -16,14 +16,17 @@ its ``EnvVar``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from orchestrator.config import DuckDBWarehouse, PostgresWarehouse
+from orchestrator.warehouse.product_schema import DEFAULT_PRODUCT_SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from orchestrator.config import ProjectConfig
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,9 @@ class WarehouseTarget:
             TypeError: any other resource.
         """
         database = getattr(resource, "database", None)
-        if isinstance(database, str):
-            return cls.duckdb(database)
+        if isinstance(database, str):  # ProductDuckDBResource carries the product schema
+            schema = getattr(resource, "product_schema", DEFAULT_PRODUCT_SCHEMA)
+            return cls(DuckDBWarehouse(product_schema=schema), Path(database))
         to_config = getattr(resource, "config", None)
         if callable(to_config):
             return cls(to_config(), password=resource.password)
@@ -106,9 +110,15 @@ class WarehouseTarget:
 Warehouse = WarehouseTarget | Path | str
 
 
-def as_target(where: Warehouse) -> WarehouseTarget:
-    """``where`` as a :class:`WarehouseTarget` (a path means a DuckDB file)."""
-    return where if isinstance(where, WarehouseTarget) else WarehouseTarget.duckdb(where)
+def as_target(where: Warehouse, project: ProjectConfig | None = None) -> WarehouseTarget:
+    """``where`` as a :class:`WarehouseTarget` (a path means a DuckDB file). With ``project``,
+    a target that names no product schema of its own (the default ``activation``) takes the
+    project's (``warehouse.product_schema``), so every connection the target opens names it."""
+    target = where if isinstance(where, WarehouseTarget) else WarehouseTarget.duckdb(where)
+    if project is None or target.config.product_schema != DEFAULT_PRODUCT_SCHEMA:
+        return target
+    config = target.config.model_copy(update={"product_schema": project.product_schema})
+    return replace(target, config=config)
 
 
 __all__ = ["Warehouse", "WarehouseTarget", "as_target"]

@@ -23,8 +23,8 @@ import duckdb
 import pyarrow as pa
 
 from orchestrator.model.views import quote_ident
-from orchestrator.warehouse.dialect import dialect_of
 from orchestrator.warehouse.errors import DATABASE_ERRORS
+from orchestrator.warehouse.product_schema import is_duckdb
 
 _BATCH_ROWS = 10_000
 
@@ -117,7 +117,7 @@ def temp_relation(
         KeyError: a type outside :data:`_ARROW_TYPES` (DuckDB).
         psycopg.Error: the server refused the table or the rows.
     """
-    if dialect_of(con) == "duckdb":
+    if is_duckdb(con):
         table = pa.table({c: pa.array(values[c], _ARROW_TYPES[t]) for c, t in columns.items()})
         con.register(name, table)
         try:

@@ -20,6 +20,6 @@ SELECT * FROM cmp.consent_events AS s LIMIT 0;
 
 SELECT * FROM support.privacy_tickets AS s LIMIT 0;
 
-SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_catalog = CURRENT_DATABASE() AND table_schema = ? AND table_type = 'VIEW';
+SELECT table_name FROM information_schema.tables WHERE table_catalog = CURRENT_DATABASE() AND table_schema = ? AND table_type = 'VIEW';
 
 SELECT view_name, definition FROM activation.source_views;
