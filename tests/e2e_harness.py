@@ -179,12 +179,12 @@ def run_assets(
     """
     module = _definitions_module(warehouse)
     names = set(module.all_segments_job_def().graph.node_names())
+    graph = module.defs.get_repository_def().asset_graph
     keys = selection or [
-        key
-        for key in module.defs.get_repository_def().asset_graph.get_all_asset_keys()
-        if key.path[0] in ("segment", "audience", "sync")
+        key for key in graph.get_all_asset_keys() if key.path[0] in ("segment", "audience", "sync")
     ]
-    selected = {"__".join(key.path) for key in keys}  # the op name of an asset
+    # the op of each asset (segment/<sid> and audience/<sid> share segment__<sid>)
+    selected = {graph.assets_def_for_key(key).node_def.name for key in keys}
     assert selected <= names, sorted(selected - names)
     executor = {"multiprocess": {"max_concurrent": 2}} if multiprocess else {"in_process": {}}
     run_config = {

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from faker import Faker
 
-from orchestrator.assets import audience_key, segment_key, sync_key
+from orchestrator.assets import segment_key, sync_key
 from orchestrator.config import load_project_config
 from orchestrator.definitions import ALL_SEGMENTS_JOB, build_definitions
 from orchestrator.settings import Settings
@@ -186,7 +186,7 @@ def segment_destinations() -> dict[str, list[str]]:
 def run_config(as_of: datetime) -> dict:
     keys = []
     for sid, destinations in segment_destinations().items():
-        keys += [segment_key(sid), audience_key(sid), *(sync_key(sid, d) for d in destinations)]
+        keys += [segment_key(sid), *(sync_key(sid, d) for d in destinations)]
     config = {"config": {"as_of": as_of.isoformat()}}
     return {"ops": {key.to_python_identifier(): config for key in keys}}
 
