@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from orchestrator.assets import audience_key, segment_key, sync_key
+from orchestrator.launch import segment_run_config
 from orchestrator.pseudonymize import subject_key
 from orchestrator.warehouse.resources import PostgresResource
 from tests.e2e_harness import event_log_text
@@ -47,12 +47,10 @@ def test_a_segment_job_runs_on_the_postgres_warehouse_of_activation_yaml(
     assert isinstance(resource, PostgresResource)
     assert isinstance(resource.password, dg.EnvVar) and resource.password == PASSWORD_ENV
 
-    ops = [segment_key(ADS), audience_key(ADS), sync_key(ADS, "meta_ads")]
-    config = {"config": {"as_of": AS_OF.isoformat()}}
+    job = defs.resolve_job_def(f"{ADS}_job")
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(f"{ADS}_job").execute_in_process(
-            run_config={"ops": {key.to_python_identifier(): config for key in ops}},
-            instance=instance,
+        result = job.execute_in_process(
+            run_config=segment_run_config(job, as_of=AS_OF.isoformat()), instance=instance
         )
     assert result.success
     expected = sorted(subject_key(e) for e in emails.values())
