@@ -9,6 +9,9 @@ For a segment with id ``<sid>`` this module builds:
     (segment, subject_key, google_key, customer_id, email, legal_basis, consent_ref) with the
     exclusions by reason in ``activation.audience_exclusions``.
 
+Both are built by one step, ``segment__<sid>`` (:func:`build_segment_asset`); each sync to a
+destination is a step of its own (:func:`build_sync_asset`).
+
 The builder never reads files: it takes a :class:`LoadedSegment` and the project config.
 Every asset that writes the DuckDB file is in pool ``duckdb`` (one writer at a time).
 """
@@ -91,7 +94,7 @@ class SegmentCheck:
     """An asset check evaluated by the step of the asset it guards, right after the asset.
 
     ``spec`` goes to the asset's ``check_specs``; ``evaluate(warehouse, destinations)`` (the
-    step's :class:`DuckDBResource` and its destination resource — a sync step's own
+    step's :class:`WarehouseResource` and its destination resource — a sync step's own
     :class:`PlatformResource`, or :class:`DestinationsResource`; None for a step without one)
     returns the result. One step per asset instead of one per check keeps
     the number of Dagster definitions, and so the time to load 500 segments, down; a blocking
@@ -269,21 +272,14 @@ AUDIENCE_SCHEMA = dg.TableSchema(
 )
 
 
-def build_segment_asset(
-    loaded: LoadedSegment, project: ProjectConfig | None = None
-) -> dg.AssetsDefinition:
-    """The ``segment/<sid>`` asset: refreshes the canonical views of the project's source model
-    (:func:`orchestrator.model.views.refresh_source_views`; ``project`` None: the views are
-    left as they are), runs the compiled segment query, stores its members."""
-    model = project.source if project is not None else DEFAULT_MODEL
+def segment_spec(loaded: LoadedSegment, model: SourceModel = DEFAULT_MODEL) -> dg.AssetSpec:
+    """The ``segment/<sid>`` asset: the members of the segment (``activation.segment_members``)."""
     spec = loaded.spec
-    sid = spec.id
-
-    @dg.asset(
-        key=segment_key(sid),
+    return dg.AssetSpec(
+        key=segment_key(spec.id),
         deps=[source_key("customers"), source_key("events")],
-        group_name=sid,
-        description=f"Members of segment {sid}: {spec.description}",
+        group_name=spec.id,
+        description=f"Members of segment {spec.id}: {spec.description}",
         owners=[spec.owner],
         kinds={"duckdb"},
         tags=_tags(loaded),
@@ -291,33 +287,109 @@ def build_segment_asset(
             **_definition_metadata(loaded),
             "dagster/column_lineage": segment_column_lineage(model),
         },
+    )
+
+
+def audience_spec(loaded: LoadedSegment, model: SourceModel = DEFAULT_MODEL) -> dg.AssetSpec:
+    """The ``audience/<sid>`` asset: consent-filtered, pseudonymized members."""
+    spec = loaded.spec
+    sid = spec.id
+    return dg.AssetSpec(
+        key=audience_key(sid),
+        deps=[
+            segment_key(sid),
+            source_key("customers"),
+            source_key("events"),
+            source_key("consents"),
+            source_key("privacy_requests"),
+        ],
+        group_name=sid,
+        description=(
+            f"Audience of {sid}: members with a valid legal basis ({spec.legal_basis}) for "
+            f"{spec.purpose}, pseudonymized (SHA-256 of the normalized email)."
+        ),
+        owners=[spec.owner],
+        kinds={"duckdb"},
+        tags=_tags(loaded),
+        metadata={
+            **_definition_metadata(loaded),
+            "dagster/column_schema": AUDIENCE_SCHEMA,
+            "dagster/column_lineage": audience_column_lineage(model),
+        },
+    )
+
+
+def segment_op_name(segment_id: str) -> str:
+    """The op (and step) that builds ``segment/<sid>`` and ``audience/<sid>``:
+    ``segment__<sid>``; its run config goes under that name."""
+    return segment_key(segment_id).to_python_identifier()
+
+
+def build_segment_asset(
+    loaded: LoadedSegment, project: ProjectConfig, checks: Sequence[SegmentCheck] = ()
+) -> dg.AssetsDefinition:
+    """The ``segment/<sid>`` and ``audience/<sid>`` assets, built in one step (op
+    :func:`segment_op_name`, pool ``duckdb``), then the audience's ``checks``
+    (:func:`orchestrator.privacy.checks.audience_checks`).
+
+    ``segment/<sid>`` refreshes the canonical views of the project's source model
+    (:func:`orchestrator.model.views.refresh_source_views`), checks the catalog for drift, runs
+    the compiled segment query and stores its members; ``audience/<sid>`` applies the consent
+    filter and pseudonymizes them. A subsettable multi-asset: a run may select either asset, or
+    the checks alone (what is not selected is left as it is). One step instead of two keeps the
+    definitions of 500 segments small (``bench/README.md``); both were in pool ``duckdb``
+    anyway, and a failed segment still leaves the audience unbuilt (the step fails before it).
+    """
+    model = project.source
+    sid = loaded.spec.id
+    keys = segment_key(sid), audience_key(sid)
+
+    @dg.multi_asset(
+        name=segment_op_name(sid),
+        specs=[segment_spec(loaded, model), audience_spec(loaded, model)],
+        check_specs=[check.spec for check in checks],
+        can_subset=True,
         pool=DUCKDB_POOL,
         config_schema=run_config_schema(),
     )
-    def _segment(
+    def _segment_and_audience(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
-        as_of = resolve_as_of(step_run_config(context))
-        query = compile_segment(spec, as_of)
-        drift_warnings: list[str] = []
-        with warehouse.get_connection() as con:
-            create_activation_schema(con)
-            if project is not None:
-                drift_warnings = _check_drift(con, project, loaded)
-            members = write_segment_members(con, spec, as_of)
-        for warning in drift_warnings:
-            context.log.warning(f"catalog drift: {warning}")
-        context.log.info(f"segment {sid}: {members} members as of {as_of.isoformat()}")
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": members,
-                "as_of": as_of.isoformat(),
-                "query": dg.MetadataValue.md(f"```sql\n{query.sql}\n```"),
-                "catalog_drift_warnings": len(drift_warnings),
-            }
-        )
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        selected = context.selected_asset_keys
+        if keys[0] in selected:
+            yield _build_segment(context, loaded, project, warehouse)
+        if keys[1] in selected:
+            yield _build_audience(context, loaded, project, warehouse)
+        yield from run_checks(context, checks, warehouse)
 
-    return _segment
+    return _segment_and_audience
+
+
+def _build_segment(
+    context: dg.AssetExecutionContext,
+    loaded: LoadedSegment,
+    project: ProjectConfig,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    spec = loaded.spec
+    as_of = resolve_as_of(step_run_config(context))
+    query = compile_segment(spec, as_of)
+    with warehouse.get_connection() as con:
+        create_activation_schema(con)
+        drift_warnings = _check_drift(con, project, loaded)
+        members = write_segment_members(con, spec, as_of)
+    for warning in drift_warnings:
+        context.log.warning(f"catalog drift: {warning}")
+    context.log.info(f"segment {spec.id}: {members} members as of {as_of.isoformat()}")
+    return dg.MaterializeResult(
+        asset_key=segment_key(spec.id),
+        metadata={
+            "dagster/row_count": members,
+            "as_of": as_of.isoformat(),
+            "query": dg.MetadataValue.md(f"```sql\n{query.sql}\n```"),
+            "catalog_drift_warnings": len(drift_warnings),
+        },
+    )
 
 
 def _check_drift(
@@ -345,90 +417,43 @@ def _check_drift(
     return drift.warnings
 
 
-def build_audience_asset(
-    loaded: LoadedSegment, project: ProjectConfig, checks: Sequence[SegmentCheck] = ()
-) -> dg.AssetsDefinition:
-    """The ``audience/<sid>`` asset: consent filter and pseudonymization of the members, then
-    its ``checks`` (:func:`orchestrator.privacy.checks.audience_checks`) in the same step. A run
-    may select the checks without the asset (the asset is then left as it is)."""
+def _build_audience(
+    context: dg.AssetExecutionContext,
+    loaded: LoadedSegment,
+    project: ProjectConfig,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
     spec = loaded.spec
     sid = spec.id
-    key = audience_key(sid)
-    asset = dg.AssetSpec(
-        key=key,
-        deps=[
-            segment_key(sid),
-            source_key("customers"),
-            source_key("events"),
-            source_key("consents"),
-            source_key("privacy_requests"),
-        ],
-        group_name=sid,
-        description=(
-            f"Audience of {sid}: members with a valid legal basis ({spec.legal_basis}) for "
-            f"{spec.purpose}, pseudonymized (SHA-256 of the normalized email)."
-        ),
-        owners=[spec.owner],
-        kinds={"duckdb"},
-        tags=_tags(loaded),
+    as_of = resolve_as_of(step_run_config(context))
+    with warehouse.get_connection() as con:
+        stats = build_segment_audience(con, spec, project, as_of)
+    excluded = {reason: stats.excluded.get(reason, 0) for reason in EXCLUSION_REASONS}
+    context.log.info(f"audience {sid}: {stats.members} members, {sum(excluded.values())} excluded")
+    for match in stats.unmatched_purposes:
+        context.log.warning(f"consent log purpose {match.describe()}")
+    return dg.MaterializeResult(
+        asset_key=audience_key(sid),
         metadata={
-            **_definition_metadata(loaded),
+            "dagster/row_count": stats.members,
+            "excluded_total": sum(excluded.values()),
+            **{f"excluded_{reason}": count for reason, count in excluded.items()},
+            # purpose names of the consent log that are not a declared purpose: never
+            # silently ignored (orchestrator.consent; check consent_purposes_declared)
+            "consent_purposes_unmatched": len(stats.unmatched_purposes),
+            "consent_purposes_unmatched_detail": "; ".join(
+                match.describe() for match in stats.unmatched_purposes
+            )
+            or "none",
+            "as_of": as_of.isoformat(),
+            # Recorded on each event too: the event log is the record of processing.
+            "purpose": spec.purpose,
+            "legal_basis": str(spec.legal_basis),
+            "retention_days": spec.retention_days,
             "dagster/column_schema": AUDIENCE_SCHEMA,
             "dagster/column_lineage": audience_column_lineage(project.source),
         },
     )
-
-    @dg.multi_asset(
-        name=key.to_python_identifier(),
-        specs=[asset],
-        check_specs=[check.spec for check in checks],
-        can_subset=True,
-        pool=DUCKDB_POOL,
-        config_schema=run_config_schema(),
-    )
-    def _audience(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        if key in context.selected_asset_keys:
-            yield _build_audience(context, step_run_config(context), warehouse)
-        yield from run_checks(context, checks, warehouse)
-
-    def _build_audience(
-        context: dg.AssetExecutionContext, config: RunConfig, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
-        as_of = resolve_as_of(config)
-        with warehouse.get_connection() as con:
-            stats = build_segment_audience(con, spec, project, as_of)
-        excluded = {reason: stats.excluded.get(reason, 0) for reason in EXCLUSION_REASONS}
-        context.log.info(
-            f"audience {sid}: {stats.members} members, {sum(excluded.values())} excluded"
-        )
-        for match in stats.unmatched_purposes:
-            context.log.warning(f"consent log purpose {match.describe()}")
-        return dg.MaterializeResult(
-            asset_key=key,
-            metadata={
-                "dagster/row_count": stats.members,
-                "excluded_total": sum(excluded.values()),
-                **{f"excluded_{reason}": count for reason, count in excluded.items()},
-                # purpose names of the consent log that are not a declared purpose: never
-                # silently ignored (orchestrator.consent; check consent_purposes_declared)
-                "consent_purposes_unmatched": len(stats.unmatched_purposes),
-                "consent_purposes_unmatched_detail": "; ".join(
-                    match.describe() for match in stats.unmatched_purposes
-                )
-                or "none",
-                "as_of": as_of.isoformat(),
-                # Recorded on each event too: the event log is the record of processing.
-                "purpose": spec.purpose,
-                "legal_basis": str(spec.legal_basis),
-                "retention_days": spec.retention_days,
-                "dagster/column_schema": AUDIENCE_SCHEMA,
-                "dagster/column_lineage": audience_column_lineage(project.source),
-            },
-        )
-
-    return _audience
 
 
 def sync_column_lineage(
@@ -562,7 +587,7 @@ def build_sync_asset(
             f"audience {entry.audience_id}, mode {entry.mode}."
         ),
         owners=[spec.owner],
-        kinds={"duckdb", dest.platform},
+        kinds={project.warehouse.kind, dest.platform},  # duckdb or postgres
         tags={**_tags(loaded), "destination": entry.destination},
         metadata={
             **_definition_metadata(loaded),

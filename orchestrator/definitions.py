@@ -19,7 +19,6 @@ from orchestrator.assets import (
     RECEIPTS_KEY,
     SyncStateDir,
     audience_key,
-    build_audience_asset,
     build_segment_asset,
     build_sync_asset,
     segment_key,
@@ -28,6 +27,7 @@ from orchestrator.assets import (
 )
 from orchestrator.config import ProjectConfig, load_project_config
 from orchestrator.executors import executor_from_env
+from orchestrator.long_lived import built_to_live
 from orchestrator.privacy.checks import audience_checks, privacy_checks_definitions, sync_checks
 from orchestrator.privacy.late_changes import build_changes_sensor
 from orchestrator.privacy.sensor import privacy_request_definitions
@@ -155,10 +155,7 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
     jobs, schedules = [], []
     for sid in sorted(loaded.specs):
         seg = loaded.specs[sid]
-        assets += [
-            build_segment_asset(seg, project),
-            build_audience_asset(seg, project, audience_checks(seg, project)),
-        ]
+        assets.append(build_segment_asset(seg, project, audience_checks(seg, project)))
         assets += [
             build_sync_asset(seg, entry, project, sync_checks(seg, entry, project))
             for entry in seg.spec.destinations
@@ -223,9 +220,12 @@ def build_definitions(settings: Settings, project: ProjectConfig) -> dg.Definiti
 
 
 def load_definitions() -> dg.Definitions:
-    """Definitions from the environment (``orchestrator.settings``)."""
+    """Definitions from the environment (``orchestrator.settings``), built once per process
+    and kept for its life: built with the cyclic garbage collector paused and frozen after
+    (:func:`orchestrator.long_lived.built_to_live`)."""
     settings = Settings.from_env()
-    return build_definitions(settings, load_project_config(settings.config_path))
+    with built_to_live():
+        return build_definitions(settings, load_project_config(settings.config_path))
 
 
 defs = load_definitions()

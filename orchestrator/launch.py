@@ -43,8 +43,9 @@ from orchestrator.settings import Settings
 POLL_S = 0.5
 #: The tag that lets the display find the run this process launched.
 LAUNCH_TAG = "activation/launch"
-#: The ops that take the segment assets' run config (``as_of``, ``dry_run``).
-SEGMENT_OP_PREFIXES = ("segment", "audience", "sync")
+#: The ops that take the segment assets' run config (``as_of``, ``dry_run``): ``segment__<sid>``
+#: (which builds the audience too) and ``sync__<sid>__<destination>``.
+SEGMENT_OP_PREFIXES = ("segment", "sync")
 RECEIPTS_OP = "privacy__erasure_receipts"
 #: Instance settings every ``DAGSTER_HOME`` of this project needs (pool ``duckdb``).
 INSTANCE_TEMPLATE = Path(__file__).parent / "dagster_home" / "dagster.yaml"
@@ -81,9 +82,9 @@ def ensure_dagster_home(settings: Settings, environ: dict[str, str] | None = Non
 def segment_run_config(
     job: dg.JobDefinition, *, dry_run: bool = False, as_of: str | None = None
 ) -> dict[str, Any]:
-    """Run config setting ``dry_run`` (and ``as_of`` when given) on every segment, audience and
-    sync op of ``job`` and ``dry_run`` on the privacy receipts op (which only counts open
-    requests in a dry run). Empty when there is nothing to set."""
+    """Run config setting ``dry_run`` (and ``as_of`` when given) on every segment (and
+    audience) and sync op of ``job`` and ``dry_run`` on the privacy receipts op (which only
+    counts open requests in a dry run). Empty when there is nothing to set."""
     config: dict[str, Any] = {"dry_run": True} if dry_run else {}
     if as_of:
         config["as_of"] = as_of

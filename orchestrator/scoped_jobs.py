@@ -9,6 +9,10 @@ the checks on them and their direct upstream assets), so resolving one job costs
 holds. Same steps, same assets and checks, same run config: ``tests/test_scoped_jobs.py``
 compares every such job of the real definitions with Dagster's own resolution.
 
+A resolved job lives as long as its repository (Dagster caches it): it is resolved under
+:func:`orchestrator.long_lived.built_to_live`, so the garbage collector does not walk it again
+while Dagster resolves and snapshots the other 500.
+
 Relies on Dagster's ``UnresolvedAssetJobDefinition.resolve`` and ``AssetGraph`` (internal,
 hence the pinned ``dagster`` version in ``pyproject.toml``).
 """
@@ -23,6 +27,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
+from orchestrator.long_lived import built_to_live
+
 
 class ScopedAssetJob(UnresolvedAssetJobDefinition):
     """An :class:`UnresolvedAssetJobDefinition` resolved in :func:`job_scope` of its
@@ -35,8 +41,9 @@ class ScopedAssetJob(UnresolvedAssetJobDefinition):
         resource_defs: Mapping[str, dg.ResourceDefinition] | None = None,
     ) -> dg.JobDefinition:
         keys = getattr(self, "scope_keys", None)
-        graph = asset_graph if keys is None else job_scope(asset_graph, keys)
-        return super().resolve(graph, default_executor_def, resource_defs)
+        with built_to_live():
+            graph = asset_graph if keys is None else job_scope(asset_graph, keys)
+            return super().resolve(graph, default_executor_def, resource_defs)
 
 
 def job_scope(asset_graph: AssetGraph, keys: Iterable[dg.AssetKey]) -> AssetGraph:

@@ -61,17 +61,36 @@ def shape(defs: dg.Definitions) -> dict[str, int]:
 
 
 def test_each_segment_adds_a_fixed_number_of_definitions(built) -> None:
-    """A segment with one destination adds three assets definitions (segment, audience, sync),
-    each holding its own checks, one job and one schedule; nothing else grows."""
+    """A segment with one destination adds three assets (segment, audience, sync) in two
+    assets definitions, one step each (segment and audience together, then the sync), each
+    holding its own checks, one job and one schedule; nothing else grows."""
     small, large = (shape(built[count]) for count in COUNTS)
     added = COUNTS[1] - COUNTS[0]
     per_segment = {name: (large[name] - small[name]) / added for name in small}
-    assert per_segment["assets_definitions"] == 3
+    assert per_segment["assets_definitions"] == 2
     assert per_segment["asset_keys"] == 3
     assert per_segment["jobs"] == per_segment["schedules"] == 1
     # legal_basis_valid (and no_raw_identifier when the destination is an ad platform) on the
     # audience; destination_retention, reconciliation and rejections on the sync
     assert 4 <= per_segment["check_keys"] <= 5
+
+
+def test_segment_and_audience_are_one_subsettable_step_in_pool_duckdb(built) -> None:
+    """``segment__<sid>`` builds both assets (a run may still select either, or the audience's
+    checks alone); the syncs stay steps of their own, outside pool ``duckdb``."""
+    graph = built[COUNTS[0]].get_repository_def().asset_graph
+    segments = [key for key in graph.get_all_asset_keys() if key.path[0] == "segment"]
+    assert len(segments) == COUNTS[0]
+    for key in segments:
+        sid = key.path[1]
+        step = graph.assets_def_for_key(key)
+        assert step.node_def.name == f"segment__{sid}"
+        assert step.keys == {key, dg.AssetKey(["audience", sid])}
+        assert step.can_subset and step.node_def.pool == "duckdb"
+        assert {check.asset_key for check in step.check_keys} == {dg.AssetKey(["audience", sid])}
+        syncs = [k for k in graph.get_all_asset_keys() if k.path[:2] == ["sync", sid]]
+        assert syncs and all(graph.assets_def_for_key(k) is not step for k in syncs)
+        assert all(graph.assets_def_for_key(k).node_def.pool != "duckdb" for k in syncs)
 
 
 def test_segment_checks_are_held_by_the_asset_they_guard(built) -> None:

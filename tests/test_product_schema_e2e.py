@@ -301,7 +301,10 @@ def test_a_configured_product_schema_on_postgres_through_dagster(
     config = {"config": {"as_of": AS_OF.isoformat()}}
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(ALL_SEGMENTS_JOB).execute_in_process(
-            run_config={"ops": {k.to_python_identifier(): config for k in keys}},
+            # segment__<sid> builds both assets: its config serves the audience too
+            run_config={
+                "ops": {segment_key(sid).to_python_identifier(): config for sid in (ADS, MAIL)}
+            },
             instance=instance,
             asset_selection=keys,
         )

@@ -65,7 +65,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _run_config(sid: str, spec) -> dict:
-    ops = [f"segment__{sid}", f"audience__{sid}"]
+    ops = [f"segment__{sid}"]  # builds segment/<sid> and audience/<sid>
     ops += [f"sync__{sid}__{entry.destination}" for entry in spec.destinations]
     return {"ops": {op: {"config": {"as_of": AS_OF.isoformat()}} for op in ops}}
 

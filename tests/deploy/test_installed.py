@@ -71,7 +71,7 @@ def test_the_installed_package_validates_and_runs_a_job_from_elsewhere(
     assert validate.returncode == 0, validate.stdout[-2000:] + validate.stderr[-2000:]
 
     config, specs = project_specs()
-    ops = [f"segment__{SEGMENT}", f"audience__{SEGMENT}"]
+    ops = [f"segment__{SEGMENT}"]  # builds segment/<sid> and audience/<sid>
     ops += [f"sync__{SEGMENT}__{entry.destination}" for entry in specs[SEGMENT].destinations]
     run_config = elsewhere / "run.yaml"
     run_config.write_text(

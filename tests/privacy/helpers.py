@@ -18,7 +18,7 @@ import yaml
 from dagster_duckdb import DuckDBResource
 from faker import Faker
 
-from orchestrator.assets import audience_key, segment_key, sync_key
+from orchestrator.assets import segment_key, sync_key
 from orchestrator.config import load_project_config
 from orchestrator.definitions import ALL_SEGMENTS_JOB, build_definitions
 from orchestrator.settings import Settings
@@ -137,10 +137,10 @@ SEGMENT_DESTINATIONS = {ADS: ["meta_ads", "meta_ads_eu"], MAIL: ["mailchimp"]}
 
 
 def segments_run_config(as_of: datetime = AS_OF) -> dict:
-    """Run config giving ``as_of`` to every segment, audience and sync asset."""
+    """Run config giving ``as_of`` to every segment (and audience) and sync step."""
     keys = []
     for sid, destinations in SEGMENT_DESTINATIONS.items():
-        keys += [segment_key(sid), audience_key(sid), *(sync_key(sid, d) for d in destinations)]
+        keys += [segment_key(sid), *(sync_key(sid, d) for d in destinations)]
     config = {"config": {"as_of": as_of.isoformat()}}
     return {"ops": {key.to_python_identifier(): config for key in keys}}
 

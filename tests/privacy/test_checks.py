@@ -516,7 +516,7 @@ def test_blocking_legal_basis_check_stops_only_the_corrupted_segments_sync(
     )
     with dg.DagsterInstance.get() as instance:
         first = defs.resolve_job_def("build_audiences").execute_in_process(
-            run_config=_ops_config(upstream), instance=instance
+            run_config=_ops_config([segment_key(bad), segment_key(good)]), instance=instance
         )
         assert first.success
         passed = _evaluations(first)

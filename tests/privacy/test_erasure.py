@@ -42,8 +42,6 @@ from tests.privacy.helpers import (
 )
 
 ERIN_KEY, ERIN_GOOGLE = subject_key(ERIN), google_key(ERIN)
-#: The end-to-end runs need the sync stage on each backend (PostgreSQL: not yet).
-E2E_BACKENDS = [b for b in BACKENDS if b == "duckdb"]
 OWN_TABLES = ("sync_state", "sync_rejections", "destination_suppressions", "audience_members")
 
 
@@ -119,7 +117,7 @@ def reimport(wh: Warehouse, spellings: dict[int, str]) -> None:
             add_customer(con, cid, email, AS_OF - timedelta(hours=1))
 
 
-@pytest.mark.parametrize("backend", E2E_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_erasure_reaches_three_destinations_and_the_person_never_returns(
     privacy_project, mock_destinations
 ) -> None:
@@ -189,7 +187,7 @@ def test_erasure_reaches_three_destinations_and_the_person_never_returns(
     assert own_rows(wh, [ERIN_KEY, *variant_keys]) == dict.fromkeys(OWN_TABLES, 0)
 
 
-@pytest.mark.parametrize("backend", E2E_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_objection_unsubscribes_suppresses_and_never_resubscribes(
     privacy_project, mock_destinations
 ) -> None:

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from orchestrator.assets import audience_key, segment_key, sync_key
+from orchestrator.assets import segment_key, sync_key
 from orchestrator.privacy.late_changes import (
     CHANGES_SENSOR,
     held_withdrawn,
@@ -50,7 +50,7 @@ CASES = {
 
 def _run_config(sid: str) -> dict:
     destinations = {MAIL: ["mailchimp"], ADS: ["meta_ads", "meta_ads_eu"]}[sid]
-    keys = [segment_key(sid), audience_key(sid), *(sync_key(sid, d) for d in destinations)]
+    keys = [segment_key(sid), *(sync_key(sid, d) for d in destinations)]
     config = {"config": {"as_of": AS_OF.isoformat()}}
     return {"ops": {key.to_python_identifier(): config for key in keys}}
 

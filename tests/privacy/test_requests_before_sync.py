@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestrator.assets import audience_key, segment_key, sync_key
+from orchestrator.assets import segment_key, sync_key
 from orchestrator.privacy.receipts import receipt_for
 from orchestrator.privacy.requests import record_request
 from orchestrator.pseudonymize import google_key, subject_key
@@ -34,7 +34,7 @@ def ads_job() -> dg.JobDefinition:
 
 def ads_run_config() -> dict:
     """``as_of`` for the ads segment's assets, in process (child processes take a minute)."""
-    keys = [segment_key(ADS), audience_key(ADS)]
+    keys = [segment_key(ADS)]  # its op builds the audience too
     keys += [sync_key(ADS, d) for d in SEGMENT_DESTINATIONS[ADS]]
     config = {"config": {"as_of": AS_OF.isoformat()}}
     return {

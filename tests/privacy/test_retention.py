@@ -14,7 +14,7 @@ import yaml
 from dagster_duckdb import DuckDBResource
 from pydantic import ValidationError
 
-from orchestrator.assets import build_audience_asset, build_segment_asset
+from orchestrator.assets import build_segment_asset, segment_op_name
 from orchestrator.config import ProjectConfig, SourceRetention, load_project_config
 from orchestrator.privacy.retention import (
     source_retention_summary,
@@ -126,13 +126,10 @@ def test_audience_asset_excludes_expired_people_with_the_configured_duration(
     short = shipped.model_copy(update={"retention": SourceRetention(customer_days=60)})
     loaded = load_segments(REPO / "segments", short).specs["one_time_buyers"]
     result = dg.materialize(
-        [build_segment_asset(loaded, short), build_audience_asset(loaded, short)],
+        [build_segment_asset(loaded, short)],
         resources={"warehouse": DuckDBResource(database=str(path))},
         run_config={
-            "ops": {
-                f"{kind}__one_time_buyers": {"config": {"as_of": AS_OF.isoformat()}}
-                for kind in ("segment", "audience")
-            }
+            "ops": {segment_op_name("one_time_buyers"): {"config": {"as_of": AS_OF.isoformat()}}}
         },
     )
     (audience,) = [

@@ -22,7 +22,7 @@ import duckdb
 import pytest
 import yaml
 
-from orchestrator.assets import audience_key, segment_key, sync_key
+from orchestrator.assets import segment_key, sync_key
 from orchestrator.definitions import ALL_SEGMENTS_JOB
 from orchestrator.privacy.requests import record_request
 from orchestrator.settings import Settings
@@ -172,8 +172,7 @@ def project(
 
 def run(as_of: datetime = AS_OF) -> dg.ExecuteInProcessResult:
     pairs = {ADS: "meta_ads", MAIL: "mailchimp", SERVICE: "mailchimp"}
-    keys = [k for sid, d in pairs.items() for k in (segment_key(sid), audience_key(sid),
-                                                     sync_key(sid, d))]  # fmt: skip
+    keys = [k for sid, d in pairs.items() for k in (segment_key(sid), sync_key(sid, d))]
     config = {"config": {"as_of": as_of.isoformat()}}
     run_config = {"ops": {key.to_python_identifier(): config for key in keys}}
     with dg.DagsterInstance.get() as instance:

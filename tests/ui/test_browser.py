@@ -161,7 +161,7 @@ def _launch(url: str, job: str) -> str:
     } }"""
     selector = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__"}
     config = {"config": {"as_of": AS_OF.isoformat()}}
-    ops = {f"{kind}__{SEGMENT}": config for kind in ("segment", "audience")}
+    ops = {f"segment__{SEGMENT}": config}  # builds segment/<sid> and audience/<sid>
     ops[f"sync__{SEGMENT}__mailchimp"] = config
     # One process for every step: the default executor starts a Python process per step,
     # which on two busy cores takes longer than the run itself.

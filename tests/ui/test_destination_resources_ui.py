@@ -55,7 +55,7 @@ def webserver_without_meta_token(
 
 def _launch(url: str, segment: str, destination: str) -> dict[str, Any]:
     config = {"config": {"as_of": AS_OF.isoformat()}}
-    ops = {f"{kind}__{segment}": config for kind in ("segment", "audience")}
+    ops = {f"segment__{segment}": config}  # builds segment/<sid> and audience/<sid>
     ops[f"sync__{segment}__{destination}"] = config
     run_config = {"ops": ops, "execution": {"config": {"in_process": {}}}}
     params = {"selector": {**SELECTOR, "jobName": f"{segment}_job"}, "runConfigData": run_config}
