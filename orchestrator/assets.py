@@ -587,7 +587,7 @@ def build_sync_asset(
             f"audience {entry.audience_id}, mode {entry.mode}."
         ),
         owners=[spec.owner],
-        kinds={"duckdb", dest.platform},
+        kinds={project.warehouse.kind, dest.platform},  # duckdb or postgres
         tags={**_tags(loaded), "destination": entry.destination},
         metadata={
             **_definition_metadata(loaded),

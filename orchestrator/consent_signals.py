@@ -185,11 +185,15 @@ def signal_column_sql(
     ``country`` (a trusted column expression of the member's country trait) is a known
     country outside :data:`CONSENT_REGIONS`."""
     if signal.purpose == segment_purpose:
-        sql, params = "CASE WHEN am.legal_basis = 'consent' THEN ? ELSE ? END", [GRANTED, DENIED]
+        sql = (
+            "CASE WHEN am.legal_basis = 'consent' "
+            "THEN CAST(? AS VARCHAR) ELSE CAST(? AS VARCHAR) END"
+        )
+        params = [GRANTED, DENIED]
     else:
         sql = (
             "CASE WHEN EXISTS (SELECT 1 FROM sync_signal_grants g WHERE g.subject_key = "
-            "am.subject_key AND g.purpose = ?) THEN ? ELSE ? END"
+            "am.subject_key AND g.purpose = ?) THEN CAST(? AS VARCHAR) ELSE CAST(? AS VARCHAR) END"
         )
         params = [signal.purpose, GRANTED, DENIED]
     if country is None:

@@ -16,9 +16,9 @@ changed; the diff reads the cache (a LEFT JOIN), never the raw number.
 from __future__ import annotations
 
 import duckdb
-import pyarrow as pa
 
 from orchestrator.phone import google_e164_hash, meta_e164_hash, to_e164
+from orchestrator.warehouse.transfer import temp_relation
 
 DDL = """
 CREATE TABLE IF NOT EXISTS activation.customer_phone_keys (
@@ -28,6 +28,15 @@ CREATE TABLE IF NOT EXISTS activation.customer_phone_keys (
     meta_hash   VARCHAR
 )
 """
+
+
+#: The phone keys computed in Python, as the relation the upsert reads.
+_FRESH_COLUMNS = {
+    "customer_id": "BIGINT",
+    "fingerprint": "UBIGINT",  # the warehouse's own 64-bit hash (signed on PostgreSQL)
+    "google_hash": "VARCHAR",
+    "meta_hash": "VARCHAR",
+}
 
 
 def _fingerprint_sql(phone_column: str, region_column: str) -> str:
@@ -61,16 +70,13 @@ def refresh_phone_keys(
     if not changed:
         return 0
     numbers = [to_e164(r[1], r[2]) for r in changed]  # the costly step, once per number
-    fresh = pa.table(
-        {
-            "customer_id": pa.array([r[0] for r in changed], pa.int64()),
-            "fingerprint": pa.array([r[3] for r in changed], pa.uint64()),
-            "google_hash": [google_e164_hash(n) for n in numbers],
-            "meta_hash": [meta_e164_hash(n) for n in numbers],
-        }
-    )
-    con.register("fresh_phone_keys", fresh)
-    try:
+    fresh = {
+        "customer_id": [r[0] for r in changed],
+        "fingerprint": [r[3] for r in changed],
+        "google_hash": [google_e164_hash(n) for n in numbers],
+        "meta_hash": [meta_e164_hash(n) for n in numbers],
+    }
+    with temp_relation(con, "fresh_phone_keys", _FRESH_COLUMNS, fresh):
         con.execute(
             """
             INSERT INTO activation.customer_phone_keys
@@ -79,8 +85,6 @@ def refresh_phone_keys(
                 google_hash = excluded.google_hash, meta_hash = excluded.meta_hash
             """
         )
-    finally:
-        con.unregister("fresh_phone_keys")
     return len(changed)
 
 

@@ -85,6 +85,8 @@ def project_env(
 
 # PostgreSQL: one real server per test worker, a fresh database per test (tests/postgres.py)
 from tests.postgres import (  # noqa: E402, F401
+    backend,
+    empty_warehouse,
     postgres_c_locale_url,
     postgres_module_url,
     postgres_server,

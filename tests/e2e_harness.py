@@ -22,13 +22,16 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from dagster._serdes import serialize_value
 
 from destinations.mock.testing import MockHandle, running_mock
-from orchestrator.config import ProjectConfig, load_project_config
+from orchestrator.config import CATALOG_FILE, ProjectConfig, load_project_config
 from orchestrator.segments.loader import load_segments
 from orchestrator.segments.spec import SegmentSpec
+from orchestrator.warehouse.resources import PostgresResource
+from orchestrator.warehouse.target import Warehouse, WarehouseTarget
 from tests.conftest import REPO
 
 #: The example segments shipped in ``segments/`` (a test checks the list is complete).
@@ -47,13 +50,21 @@ EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.
 
 @dataclass(frozen=True)
 class E2EProject:
-    """Paths of one end-to-end test project and the running mock."""
+    """Paths of one end-to-end test project and the running mock. ``warehouse``: the DuckDB
+    copy of the demo warehouse (what the oracle reads); ``target``: the warehouse the product
+    runs on (that file, or a PostgreSQL database holding the same rows)."""
 
     root: Path
     warehouse: Path
     state_dir: Path
     dagster_home: Path
     mock: MockHandle
+    target: Warehouse | None = None
+
+    @property
+    def product_warehouse(self) -> Warehouse:
+        """Where the product's stages run: :attr:`target`, else :attr:`warehouse`."""
+        return self.target if self.target is not None else self.warehouse
 
 
 @dataclass(frozen=True)
@@ -82,10 +93,27 @@ def project_specs() -> tuple[ProjectConfig, dict[str, SegmentSpec]]:
     return project, {sid: segment.spec for sid, segment in loaded.specs.items()}
 
 
+def _postgres_config(root: Path, url: str) -> Path:
+    """The repository's ``activation.yaml`` (and its catalog) in ``root``, its ``warehouse:``
+    the PostgreSQL database at ``url`` (password from the tests' environment variable)."""
+    from tests.postgres import PASSWORD_ENV
+
+    data = yaml.safe_load((REPO / "activation.yaml").read_text())
+    data["warehouse"] = {"kind": "postgres", "url": url, "password_env": PASSWORD_ENV}
+    config = root / "activation.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    shutil.copyfile(REPO / CATALOG_FILE, root / CATALOG_FILE)
+    return config
+
+
 @contextmanager
-def e2e_project(root: Path, template: Path) -> Iterator[E2EProject]:
+def e2e_project(
+    root: Path, template: Path, postgres_url: str | None = None
+) -> Iterator[E2EProject]:
     """A private warehouse copy, state folder, Dagster home and mock, with the environment
-    pointing at them for the duration of the block (restored afterwards)."""
+    pointing at them for the duration of the block (restored afterwards). ``postgres_url``:
+    the project's ``warehouse:`` is that PostgreSQL database, filled with the demo
+    warehouse's rows (the DuckDB copy stays, for the oracle)."""
     warehouse, home = root / "warehouse.duckdb", root / "dagster_home"
     shutil.copyfile(template, warehouse)
     home.mkdir()
@@ -103,12 +131,20 @@ def e2e_project(root: Path, template: Path) -> Iterator[E2EProject]:
         }
         for name in ("ACTIVATION_SEGMENTS_DIR", "ACTIVATION_CONFIG"):
             patch.delenv(name, raising=False)
+        target: Warehouse | None = None
+        if postgres_url is not None:
+            from tests.postgres import postgres_copy_of, warehouse_target
+
+            env["ACTIVATION_CONFIG"] = str(_postgres_config(root, postgres_url))
+            project = load_project_config(Path(env["ACTIVATION_CONFIG"]))
+            postgres_copy_of(warehouse, postgres_url, project).close()
+            target = warehouse_target(postgres_url)
         for name, value in env.items():
             patch.setenv(name, value)
-        yield E2EProject(root, warehouse, root / "state", home, mock)
+        yield E2EProject(root, warehouse, root / "state", home, mock, target)
 
 
-def _definitions_module(warehouse: Path) -> Any:
+def _definitions_module(warehouse: Warehouse) -> Any:
     """``orchestrator.definitions`` built from the current environment.
 
     The module builds its ``Definitions`` at import; another test in this process may have
@@ -116,7 +152,11 @@ def _definitions_module(warehouse: Path) -> Any:
     steps here, the multiprocess one imports it afresh in each child).
     """
     module = importlib.reload(importlib.import_module("orchestrator.definitions"))
-    assert module.defs.resources["warehouse"].database == str(warehouse)
+    resource = module.defs.resources["warehouse"]
+    if isinstance(warehouse, WarehouseTarget) and warehouse.kind == "postgres":
+        assert isinstance(resource, PostgresResource) and resource.url == warehouse.config.url
+    else:
+        assert resource.database == str(warehouse)
     # Dagster keeps the last job loaded through a pointer (lru_cache, keyed by the pointer):
     # forget it, or an in-process run would use the definitions of an earlier environment.
     ReconstructableJob.get_definition.cache_clear()
@@ -125,7 +165,7 @@ def _definitions_module(warehouse: Path) -> Any:
 
 
 def run_assets(
-    warehouse: Path,
+    warehouse: Warehouse,
     as_of: datetime,
     *,
     selection: Sequence[dg.AssetKey] | None = None,

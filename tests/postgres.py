@@ -49,6 +49,15 @@ def create_database(server: PostgresServer, locale: str | None = None) -> str:
     return name
 
 
+def clone_database(server: PostgresServer, template: str) -> str:
+    """A new database on ``server`` copied from the database ``template`` (which no session
+    may hold open); return its name. Cheaper than loading the same rows again per test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    with _admin(server) as con:
+        con.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name
+
+
 def drop_database(server: PostgresServer, name: str) -> None:
     """Drop the database ``name``, ending its sessions first."""
     with _admin(server) as con:
@@ -170,3 +179,32 @@ def connect_any(warehouse: object, **kwargs: object) -> Iterator[object]:
 
     with connect(warehouse, **kwargs) as con:
         yield con
+
+
+def warehouse_target(url: str) -> object:
+    """The :class:`orchestrator.warehouse.target.WarehouseTarget` of the database at ``url``
+    (what the product's stages take; its password is read from :data:`PASSWORD_ENV` when a
+    connection opens, in this process or a child)."""
+    from orchestrator.warehouse.target import WarehouseTarget
+
+    return WarehouseTarget(warehouse_config(url))
+
+
+#: Runs a test once per backend: its ``backend`` fixture is ``duckdb``, then ``postgres``.
+both_backends = pytest.mark.parametrize("backend", ["duckdb", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The warehouse backend of a test: ``duckdb`` unless :data:`both_backends` (or an
+    indirect parametrization) says ``postgres``."""
+    return getattr(request, "param", "duckdb")
+
+
+@pytest.fixture
+def empty_warehouse(backend: str, tmp_path: object, request: pytest.FixtureRequest) -> object:
+    """Where a test's warehouse lives, nothing in it yet: a DuckDB file path in ``tmp_path``,
+    or the target of a fresh PostgreSQL database (``backend``)."""
+    if backend == "postgres":
+        return warehouse_target(request.getfixturevalue("postgres_url"))
+    return tmp_path / "wh.duckdb"

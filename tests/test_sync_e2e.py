@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import pytest
 
 from orchestrator.config import ProjectConfig
 from orchestrator.segments.spec import SegmentSpec
+from orchestrator.warehouse.connect import connect
 from tests.conftest import AS_OF
 from tests.demo_layout import insert_consent
 from tests.e2e_harness import (
@@ -117,32 +117,38 @@ def choose_withdrawing_member(s: Scenario) -> ExpectedMember:
     return min(candidates, key=lambda m: m.customer_id)
 
 
-def withdraw(warehouse: Path, member: ExpectedMember, purpose: str) -> None:
-    con = duckdb.connect(str(warehouse))
-    try:
-        insert_consent(
-            con,
-            "e2e-withdrawal",
-            member.customer_id,
-            purpose,
-            "withdrawn",
-            AS_OF - timedelta(hours=1),
-            "preference_center",
-            "v3",
-        )
-    finally:
-        con.close()
+def withdraw(project: E2EProject, member: ExpectedMember, purpose: str) -> None:
+    """The member withdraws: in the product's warehouse, and in the oracle's copy."""
+    places = {project.warehouse, project.product_warehouse}
+    for where in places:
+        with connect(where) as con:
+            insert_consent(
+                con,
+                "e2e-withdrawal",
+                member.customer_id,
+                purpose,
+                "withdrawn",
+                AS_OF - timedelta(hours=1),
+                "preference_center",
+                "v3",
+            )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
 def scenario(
-    tmp_path_factory: pytest.TempPathFactory, demo_warehouse_template: Path
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_warehouse_template: Path,
 ) -> Iterator[Scenario]:
+    """The scenario on a DuckDB warehouse, then on a PostgreSQL one (``warehouse:`` of the
+    project's config), the same steps and expectations."""
     config, specs = project_specs()
-    with e2e_project(tmp_path_factory.mktemp("sync_e2e"), demo_warehouse_template) as project:
+    url = request.getfixturevalue("postgres_module_url") if request.param == "postgres" else None
+    root = tmp_path_factory.mktemp("sync_e2e")
+    with e2e_project(root, demo_warehouse_template, url) as project:
         s = Scenario(project, config, specs)
-        wh = project.warehouse
-        s.expected["before"] = expected_audiences(wh, specs, config, AS_OF)
+        oracle, wh = project.warehouse, project.product_warehouse
+        s.expected["before"] = expected_audiences(oracle, specs, config, AS_OF)
         audiences = [key for sid in sorted(specs) for key in segment_keys(sid)]
         s.runs["audiences"] = run_assets(wh, AS_OF, selection=audiences)
         queue_faults(s)
@@ -156,8 +162,8 @@ def scenario(
         s.runs["second"] = run_assets(wh, AS_OF)
         s.held["second"], s.marks["second"] = snapshot(s), last_request_ids(s)
         s.withdrawn = choose_withdrawing_member(s)
-        withdraw(wh, s.withdrawn, specs[WITHDRAWING_SEGMENT].purpose)
-        s.expected["after"] = expected_audiences(wh, specs, config, AS_OF)
+        withdraw(project, s.withdrawn, specs[WITHDRAWING_SEGMENT].purpose)
+        s.expected["after"] = expected_audiences(oracle, specs, config, AS_OF)
         withdrawing = segment_keys(WITHDRAWING_SEGMENT)
         withdrawing += [k for k in sync_keys(specs) if k.path[1] == WITHDRAWING_SEGMENT]
         s.runs["withdrawal"] = run_assets(wh, AS_OF, selection=withdrawing)

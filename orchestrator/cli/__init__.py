@@ -244,8 +244,6 @@ def preview(segments: tuple[str, ...], as_of: datetime, fmt: str) -> None:
     project = _project(settings)
     chosen = _choose(_segments(settings, project), segments)
     warehouse = _require_warehouse(settings, project)
-    if warehouse.duckdb_path is None:
-        raise click.ClickException("`activation preview` reads a DuckDB warehouse only, for now")
     results = []
     with _progress() as progress:
         task = progress.add_task("previewing", total=len(chosen))
@@ -253,9 +251,7 @@ def preview(segments: tuple[str, ...], as_of: datetime, fmt: str) -> None:
             progress.update(task, description=f"previewing {loaded.spec.id}")
             with _warehouse_errors():
                 results.append(
-                    preview_segment(
-                        warehouse.duckdb_path, settings.state_dir, loaded, project, as_of
-                    )
+                    preview_segment(warehouse, settings.state_dir, loaded, project, as_of)
                 )
             progress.advance(task)
     if fmt == "json":

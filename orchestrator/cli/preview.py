@@ -1,7 +1,8 @@
 """``activation preview``: what a segment's run would do, computed without changing anything.
 
-The same code as a real run (``compile_segment``, ``build_audience``, ``compute_diff``) works in
-an in-memory DuckDB database laid over the warehouse:
+The same code as a real run (``compile_segment``, ``build_audience``, ``compute_diff``) works
+on the warehouse's own data, in a place whose changes are thrown away. On DuckDB that is an
+in-memory database laid over the warehouse (:func:`overlay`):
 
 - the warehouse file is attached READ_ONLY (catalog ``wh``) and every table or view of its
   ``main`` schema is a view of the same name in the in-memory ``main`` schema;
@@ -14,6 +15,15 @@ an in-memory DuckDB database laid over the warehouse:
 
 So the preview writes nothing to the warehouse and sends nothing. It needs
 the warehouse's read lock: while a run writes the file it waits (up to ``lock_timeout_s``).
+
+On PostgreSQL (:func:`rolled_back`) the stages run in ONE transaction of their own on the
+server, rolled back at the end whatever happens: the source views, the address forms, the
+segment's members, audience and exclusions, a folded journal, the departures and the diff's
+temporary tables are written there and seen only by that transaction (PostgreSQL's DDL is
+transactional), then discarded. The stages' own transactions become savepoints inside it
+(:class:`_Savepoints`), so none of their commits reaches the server. Other sessions never see
+the preview's rows; a sync running meanwhile is not blocked by it (row locks only on the rows
+the preview rewrites: the segment's audience rows, which a sync reads without locking).
 
 Shown per destination: the subjects a real sync would add, update and remove (removes by
 reason), and ``api_calls``, the fewest calls a real sync would make (the sum over send groups
@@ -32,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -58,6 +69,7 @@ from orchestrator.warehouse.product_schema import (
     with_product_schema,
 )
 from orchestrator.warehouse.schema import create_activation_schema
+from orchestrator.warehouse.target import Warehouse, WarehouseTarget, as_target
 
 WAREHOUSE_CATALOG = "wh"
 #: ``activation`` tables the preview recomputes for the segment instead of copying.
@@ -237,6 +249,94 @@ def overlay(
         con.close()
 
 
+class _Savepoints:
+    """A PostgreSQL connection inside the preview's transaction whose ``begin`` / ``commit``
+    / ``rollback`` (the methods, or the statements ``BEGIN`` / ``COMMIT`` / ``ROLLBACK``) are
+    ``SAVEPOINT`` / ``RELEASE`` / ``ROLLBACK TO`` (a stage's transaction nested in the
+    preview's, never committing it); everything else is the connection's."""
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+        self._depth = 0
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        control = {"BEGIN": self.begin, "COMMIT": self.commit, "ROLLBACK": self.rollback}
+        word = sql.strip().rstrip(";").strip().upper()
+        if word in control:
+            control[word]()
+            return self
+        return self._con.execute(sql, params)
+
+    def begin(self) -> None:
+        self._depth += 1
+        self._con.raw.execute(f"SAVEPOINT preview_{self._depth}")
+
+    def commit(self) -> None:
+        self._con.raw.execute(f"RELEASE SAVEPOINT preview_{self._depth}")
+        self._depth -= 1
+
+    def rollback(self) -> None:
+        self._con.raw.execute(f"ROLLBACK TO SAVEPOINT preview_{self._depth}")
+        self._con.raw.execute(f"RELEASE SAVEPOINT preview_{self._depth}")
+        self._depth -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+@contextmanager
+def rolled_back(target: WarehouseTarget, project: ProjectConfig) -> Iterator[Any]:
+    """A PostgreSQL session of ``target`` inside one transaction that is rolled back when the
+    block ends (see the module docstring), with ``project``'s source views and address forms
+    made there first.
+
+    Raises:
+        orchestrator.warehouse.errors.WarehouseError: unreachable, wrong password, missing
+            grant, timeout (naming the warehouse, never the password).
+        SourceModelError: the source model does not match the warehouse.
+    """
+    from orchestrator.warehouse.address_forms import prepare_address_forms
+    from orchestrator.warehouse.connect import connect
+
+    with connect(target) as con:  # the product's tables and functions only: no project yet
+        con.begin()
+        try:
+            nested = _Savepoints(con)
+            refresh_source_views(nested, project.source, project.purposes)
+            prepare_address_forms(nested)
+            create_departures_table(nested)
+            yield nested
+        finally:
+            con.rollback()
+
+
+@contextmanager
+def _session(
+    warehouse: Warehouse,
+    loaded: LoadedSegment,
+    project: ProjectConfig,
+    lock_timeout_s: float,
+) -> Iterator[Any]:
+    """Where the preview of ``loaded`` runs: the DuckDB :func:`overlay`, or the PostgreSQL
+    transaction of :func:`rolled_back`."""
+    target = as_target(warehouse, project)
+    if target.kind == "postgres":
+        with rolled_back(target, project) as con:
+            yield con
+        return
+    names = [entry.destination for entry in loaded.spec.destinations]
+    with overlay(
+        target.duckdb_path,
+        loaded.spec.id,
+        names,
+        lock_timeout_s,
+        model=project.source,
+        purposes=project.purposes,
+        product_schema=project.product_schema,
+    ) as con:
+        yield con
+
+
 def _fold_copy(con: duckdb.DuckDBPyConnection, params: DiffParams) -> bool:
     """Fold the copy of a crashed run's journal into the in-memory state; True when one
     existed."""
@@ -316,7 +416,7 @@ def _destination(
 
 
 def preview_segment(
-    warehouse_path: Path,
+    warehouse_path: Warehouse,
     state_dir: Path,
     loaded: LoadedSegment,
     project: ProjectConfig,
@@ -327,24 +427,20 @@ def preview_segment(
     """Members, audience, exclusions by reason and, per destination, the sends a run of
     ``loaded`` at ``as_of`` (naive UTC) would make. Changes nothing (see the module docstring).
 
+    ``warehouse_path``: a DuckDB file, or a :class:`~orchestrator.warehouse.target.
+    WarehouseTarget` (DuckDB or PostgreSQL).
+
     Raises:
         FileNotFoundError: no warehouse file.
         ValueError: the segment's purpose does not accept its legal basis.
         duckdb.Error: the warehouse is locked for ``lock_timeout_s`` or a table is missing.
+        orchestrator.warehouse.errors.WarehouseError: a PostgreSQL warehouse unreachable,
+            refusing the password or a grant, or timed out.
     """
     spec = loaded.spec
-    names = [entry.destination for entry in spec.destinations]
     with (
         tempfile.TemporaryDirectory(prefix="activation-preview-") as tmp,
-        overlay(
-            warehouse_path,
-            spec.id,
-            names,
-            lock_timeout_s,
-            model=project.source,
-            purposes=project.purposes,
-            product_schema=project.product_schema,
-        ) as con,
+        _session(warehouse_path, loaded, project, lock_timeout_s) as con,
     ):
         members = write_segment_members(con, loaded.spec, as_of)
         stats = build_segment_audience(con, spec, project, as_of)
@@ -361,4 +457,5 @@ __all__ = [
     "overlay",
     "platform_max_batch_size",
     "preview_segment",
+    "rolled_back",
 ]

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 
 from destinations.resources import DestinationsResource, PlatformResource
 from orchestrator.assets import DUCKDB_POOL, SegmentCheck, audience_key, source_key, sync_key
@@ -81,6 +80,7 @@ from orchestrator.segments.spec import DestinationEntry
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.rejection_summary import RejectionSummary, summarize_rejections
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.connection import WarehouseConnection
 from orchestrator.warehouse.resources import WarehouseResource
 from orchestrator.warehouse.target import WarehouseTarget
 
@@ -268,7 +268,7 @@ def _iso(moment: datetime | None) -> str:
 
 
 def evaluate_legal_basis(
-    con: duckdb.DuckDBPyConnection,
+    con: WarehouseConnection,
     *,
     segment: str,
     purpose: str,
@@ -346,9 +346,7 @@ def evaluate_legal_basis(
 # --- raw identifiers ------------------------------------------------------------------------
 
 
-def evaluate_no_raw_identifier(
-    con: duckdb.DuckDBPyConnection, *, segment: str
-) -> dg.AssetCheckResult:
+def evaluate_no_raw_identifier(con: WarehouseConnection, *, segment: str) -> dg.AssetCheckResult:
     """``no_raw_identifier``: every ``subject_key`` and ``google_key`` of the segment's audience
     is a SHA-256 in lowercase hex (64 characters ``[0-9a-f]``), the only form the ad platforms
     accept (Meta Marketing API, Custom Audiences: "EMAIL_SHA256", hashed before upload).
@@ -394,7 +392,7 @@ def evaluate_no_raw_identifier(
 # --- retention ------------------------------------------------------------------------------
 
 
-def pipeline_time(con: duckdb.DuckDBPyConnection, segment: str) -> datetime:
+def pipeline_time(con: WarehouseConnection, segment: str) -> datetime:
     """The instant the segment's pipeline last evaluated (its run's ``as_of``): the latest
     ``computed_at`` of its audience, exclusions or members; the wall clock (naive UTC) when the
     segment was never computed."""
@@ -413,7 +411,7 @@ def pipeline_time(con: duckdb.DuckDBPyConnection, segment: str) -> datetime:
 
 
 def evaluate_destination_retention(
-    con: duckdb.DuckDBPyConnection,
+    con: WarehouseConnection,
     *,
     segment: str,
     destination: str,
@@ -456,7 +454,7 @@ def evaluate_destination_retention(
 
 
 def evaluate_source_retention(
-    con: duckdb.DuckDBPyConnection, retention: SourceRetention, as_of: datetime
+    con: WarehouseConnection, retention: SourceRetention, as_of: datetime
 ) -> dg.AssetCheckResult:
     """``source_retention``: subjects of ``customers`` past their retention date at ``as_of``
     (rule and source in :mod:`orchestrator.privacy.retention`). Metadata: ``customers_checked``,
@@ -505,7 +503,7 @@ def _unproven_sql(alias: str) -> str:
     return " OR ".join(f"({_missing_sql(field, alias)})" for field in PROOF_FIELDS)
 
 
-def evaluate_consent_proof(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
+def evaluate_consent_proof(con: WarehouseConnection) -> dg.AssetCheckResult:
     """``consent_proof``: a consent record proves consent only if it says who
     (``customer_id``), when (``recorded_at``), how (``source``), for what (``purpose``) and
     under which notice (``notice_version``) — GDPR Art. 7(1), the controller must be able to
@@ -546,7 +544,7 @@ def evaluate_consent_proof(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResul
 
 
 def evaluate_consent_purposes(
-    con: duckdb.DuckDBPyConnection, purposes: Mapping[str, Purpose]
+    con: WarehouseConnection, purposes: Mapping[str, Purpose]
 ) -> dg.AssetCheckResult:
     """``consent_purposes_declared``: every ``consents.purpose`` is exactly a declared purpose.
 
@@ -580,7 +578,7 @@ def evaluate_consent_purposes(
 # --- reconciliation -------------------------------------------------------------------------
 
 
-def acknowledged_count(con: duckdb.DuckDBPyConnection, *, segment: str, destination: str) -> int:
+def acknowledged_count(con: WarehouseConnection, *, segment: str, destination: str) -> int:
     """Rows of ``sync_state`` for (segment, destination) the destination acknowledged (rows of
     unknown outcome, ``fields_hash = 'pending'``, are left out)."""
     (count,) = con.execute(
@@ -611,7 +609,7 @@ class MemberComparison:
 
 
 def compare_members(
-    con: duckdb.DuckDBPyConnection,
+    con: WarehouseConnection,
     *,
     segment: str,
     destination: str,
@@ -725,7 +723,7 @@ def evaluate_rejections(summary: RejectionSummary, policy: RejectionPolicy) -> d
 
 
 def evaluate_unregistered_state(
-    con: duckdb.DuckDBPyConnection, pairs: list[tuple[str, str]]
+    con: WarehouseConnection, pairs: list[tuple[str, str]]
 ) -> dg.AssetCheckResult:
     """``no_unregistered_sync_state``: every ``sync_state`` row belongs to a (segment,
     destination) of ``pairs`` (the register's activities). Metadata: ``unregistered_rows``,

@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import duckdb
-
 from destinations.redaction import redact
 from orchestrator.config import ProjectConfig
 from orchestrator.consent_signals import explain_signals, signals_for
@@ -37,12 +35,11 @@ from orchestrator.segments.compiler import compile_segment, conditions_summary
 from orchestrator.segments.spec import AllCondition, SegmentSpec
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.connection import WarehouseConnection
 from orchestrator.warehouse.target import Warehouse, as_target
 
 
-def _matches(
-    con: duckdb.DuckDBPyConnection, spec: SegmentSpec, as_of: datetime, ids: list[int]
-) -> bool:
+def _matches(con: WarehouseConnection, spec: SegmentSpec, as_of: datetime, ids: list[int]) -> bool:
     """Whether any of ``ids`` is selected by ``spec`` as of ``as_of``."""
     if not ids:
         return False
@@ -55,7 +52,7 @@ def _matches(
 
 
 def _conditions(
-    con: duckdb.DuckDBPyConnection, spec: SegmentSpec, as_of: datetime, ids: list[int]
+    con: WarehouseConnection, spec: SegmentSpec, as_of: datetime, ids: list[int]
 ) -> list[dict[str, Any]]:
     """Each top-level condition evaluated alone: ``{"condition": text, "matched": bool}``."""
     texts = conditions_summary(spec)
@@ -70,7 +67,7 @@ def _conditions(
     return out
 
 
-def _consent(con: duckdb.DuckDBPyConnection, consent_ref: str) -> dict[str, Any]:
+def _consent(con: WarehouseConnection, consent_ref: str) -> dict[str, Any]:
     if consent_ref.startswith("purchase:"):
         return {"purchase_event_id": consent_ref.removeprefix("purchase:")}
     row = con.execute(
@@ -82,9 +79,7 @@ def _consent(con: duckdb.DuckDBPyConnection, consent_ref: str) -> dict[str, Any]
     return dict(zip(names, row, strict=True)) if row else {"consent_id": consent_ref}
 
 
-def _audience(
-    con: duckdb.DuckDBPyConnection, segment: str, key: str, ids: list[int]
-) -> dict[str, Any]:
+def _audience(con: WarehouseConnection, segment: str, key: str, ids: list[int]) -> dict[str, Any]:
     row = con.execute(
         "SELECT customer_id, legal_basis, consent_ref, computed_at "
         "FROM activation.audience_members WHERE segment = ? AND subject_key = ?",
@@ -106,9 +101,7 @@ def _audience(
     return out
 
 
-def _suppression(
-    con: duckdb.DuckDBPyConnection, key: str, gkey: str | None
-) -> dict[str, Any] | None:
+def _suppression(con: WarehouseConnection, key: str, gkey: str | None) -> dict[str, Any] | None:
     row = con.execute(
         "SELECT request_type, suppressed_at FROM activation.suppression_list "
         "WHERE subject_key = ? OR google_key = ? ORDER BY request_type LIMIT 1",
@@ -117,9 +110,7 @@ def _suppression(
     return {"request_type": row[0], "suppressed_at": row[1]} if row else None
 
 
-def _destinations(
-    con: duckdb.DuckDBPyConnection, spec: SegmentSpec, key: str
-) -> list[dict[str, Any]]:
+def _destinations(con: WarehouseConnection, spec: SegmentSpec, key: str) -> list[dict[str, Any]]:
     held = {
         dest: (synced_at, fields_hash == PENDING_HASH)
         for dest, synced_at, fields_hash in con.execute(
@@ -267,7 +258,7 @@ def explain(
 
 
 def _add_signals(
-    con: duckdb.DuckDBPyConnection,
+    con: WarehouseConnection,
     result: dict[str, Any],
     spec: SegmentSpec,
     project: ProjectConfig,

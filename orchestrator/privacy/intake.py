@@ -99,6 +99,8 @@ def record_withdrawal(
     Raises:
         ValueError: the address fails :func:`address_keys`, or ``purposes`` is empty.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
+        orchestrator.warehouse.errors.WarehouseError: a PostgreSQL warehouse is
+            unreachable, refuses the password or a grant, or timed out.
     """
     from orchestrator.privacy.receipts import utc_now
 

@@ -32,12 +32,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 import dagster as dg
-import duckdb
 
 from destinations.resources import unset_in
 from orchestrator.consent import purpose_key, purpose_key_sql
 from orchestrator.privacy.receipts import utc_now
+from orchestrator.privacy.sensor import unreadable
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.connection import WarehouseConnection
+from orchestrator.warehouse.errors import DATABASE_ERRORS
 from orchestrator.warehouse.resources import WarehouseResource
 from orchestrator.warehouse.target import WarehouseTarget
 
@@ -83,15 +85,13 @@ SELECT segment, count(*) FROM latest WHERE status = 'withdrawn' GROUP BY segment
 """.replace("{purpose_key}", purpose_key_sql("c.purpose"))
 
 
-def held_withdrawn(
-    con: duckdb.DuckDBPyConnection, segment_purposes: Mapping[str, str]
-) -> dict[str, int]:
+def held_withdrawn(con: WarehouseConnection, segment_purposes: Mapping[str, str]) -> dict[str, int]:
     """Segment id -> number of subjects a destination holds for it whose latest consent for the
     segment's purpose is ``withdrawn`` (module docstring). ``segment_purposes``: segment id
     -> purpose. Segments with none are absent.
 
     Raises:
-        duckdb.Error: a table cannot be read (the sensor skips the tick).
+        duckdb.Error, psycopg.Error: a table cannot be read (the sensor skips the tick).
     """
     if not segment_purposes:
         return {}
@@ -196,8 +196,8 @@ def build_changes_sensor(
                 timeout_s=SENSOR_LOCK_TIMEOUT_S,
             ) as con:
                 waiting = held_withdrawn(con, segment_purposes)
-        except duckdb.Error as error:
-            return dg.SkipReason(f"warehouse not readable now ({type(error).__name__}); next tick")
+        except DATABASE_ERRORS as error:
+            return dg.SkipReason(f"warehouse not readable now ({unreadable(error)}); next tick")
         launched = parse_launches(context.cursor)
         active = _active_segments(context.instance, job_for, all_job) if waiting else set()
         now = utc_now()

@@ -15,10 +15,9 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-import duckdb
-
 from orchestrator.csv_output import csv_writer
 from orchestrator.sync.diff import PENDING_HASH
+from orchestrator.warehouse.connection import WarehouseConnection
 
 #: Characters of the subject key shown (the same as every command).
 PREFIX = 12
@@ -61,7 +60,7 @@ _DESTINATION_SQL = """
 
 
 def list_members(
-    con: duckdb.DuckDBPyConnection, *, segment: str, destination: str | None = None
+    con: WarehouseConnection, *, segment: str, destination: str | None = None
 ) -> list[dict[str, Any]]:
     """The audience of ``segment``, one dict per subject: ``subject`` (hash prefix),
     ``legal_basis``, ``consent_ref`` (consent_id, or ``purchase:<event_id>`` for soft opt-in),

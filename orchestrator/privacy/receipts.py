@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from destinations.redaction import redact
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.connection import WarehouseConnection
 from orchestrator.warehouse.target import Warehouse, as_target
 
 if TYPE_CHECKING:
@@ -113,7 +112,7 @@ def one_month_after(moment: datetime) -> datetime:
     return moment.replace(year=year, month=month, day=day)
 
 
-def write_receipts(con: duckdb.DuckDBPyConnection, lines: Sequence[ReceiptLine]) -> None:
+def write_receipts(con: WarehouseConnection, lines: Sequence[ReceiptLine]) -> None:
     """Append receipt rows (addresses in ``detail`` masked); a no-op for no lines."""
     if not lines:
         return
@@ -137,7 +136,7 @@ def write_receipts(con: duckdb.DuckDBPyConnection, lines: Sequence[ReceiptLine])
 
 
 def mark_processed(
-    con: duckdb.DuckDBPyConnection,
+    con: WarehouseConnection,
     request_id: str,
     subjects: int,
     purged_rows: int,
@@ -175,7 +174,7 @@ _STATUS_SQL = f"""
 """
 
 
-def open_requests(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, datetime]]:
+def open_requests(con: WarehouseConnection) -> list[tuple[str, str, datetime]]:
     """Erasure/objection requests not complete yet: (request_id, request_type, received_at),
     oldest first."""
     return con.execute(
@@ -184,7 +183,7 @@ def open_requests(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, dateti
     ).fetchall()
 
 
-def overdue_requests(con: duckdb.DuckDBPyConnection, now: datetime) -> Overdue:
+def overdue_requests(con: WarehouseConnection, now: datetime) -> Overdue:
     """Open requests whose one-month deadline (:func:`one_month_after` ``received_at``) is
     before ``now`` (naive UTC)."""
     late = [
@@ -195,7 +194,7 @@ def overdue_requests(con: duckdb.DuckDBPyConnection, now: datetime) -> Overdue:
     return Overdue(len(late), late[0][1] if late else None, [rid for rid, _ in late])
 
 
-def _request_row(con: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, Any]:
+def _request_row(con: WarehouseConnection, request_id: str) -> dict[str, Any]:
     row = con.execute(
         "SELECT r.request_type, r.received_at, lower(r.subject_key), s.complete, "
         "p.processed_at, p.subjects, p.purged_rows, coalesce(p.matched, true) "
@@ -221,7 +220,7 @@ def _request_row(con: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, A
     }
 
 
-def _destination_rows(con: duckdb.DuckDBPyConnection, request_id: str) -> list[dict[str, Any]]:
+def _destination_rows(con: WarehouseConnection, request_id: str) -> list[dict[str, Any]]:
     columns = ("segment", "destination", "audience_id", "action", "outcome", "detail", "sent_at")
     rows = con.execute(
         f"SELECT {', '.join(columns)} FROM ({_LATEST_SQL}) WHERE request_id = ? "
@@ -232,7 +231,7 @@ def _destination_rows(con: duckdb.DuckDBPyConnection, request_id: str) -> list[d
 
 
 def receipt(
-    con: duckdb.DuckDBPyConnection, request_id: str, now: datetime | None = None
+    con: WarehouseConnection, request_id: str, now: datetime | None = None
 ) -> dict[str, Any]:
     """The receipt of one request on an open connection (see :func:`receipt_for`)."""
     out = _request_row(con, request_id)
@@ -274,6 +273,8 @@ def receipt_for(
     Raises:
         KeyError: no erasure or objection request has this id.
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
+        orchestrator.warehouse.errors.WarehouseError: a PostgreSQL warehouse is
+            unreachable, refuses the password or a grant, or timed out.
     """
     with connect(as_target(warehouse_path), timeout_s=lock_timeout_s, project=project) as con:
         return receipt(con, request_id)

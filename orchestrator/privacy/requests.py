@@ -52,8 +52,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
-
 from destinations.base import Destination, RemoveReason, Row, RowResult
 from destinations.errors import DestinationError
 from destinations.resources import MissingEnvironmentVariable
@@ -78,6 +76,7 @@ from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.pair_lock import SyncInProgressError, pair_lock
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.connection import WarehouseConnection
 from orchestrator.warehouse.target import Warehouse, as_target
 
 #: Builds a client for a destination name (``DestinationsResource.client``).
@@ -147,7 +146,7 @@ def new_request_id() -> str:
 
 
 def _suppress(
-    con: duckdb.DuckDBPyConnection,
+    con: WarehouseConnection,
     rows: Sequence[tuple[str, str | None]],
     request_type: str,
     at: datetime,
@@ -192,6 +191,8 @@ def record_request(
         ValueError: ``request_type`` is not ``erasure`` or ``objection``, or ``email`` names no
             valid address (the message never repeats it).
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
+        orchestrator.warehouse.errors.WarehouseError: a PostgreSQL warehouse is
+            unreachable, refuses the password or a grant, or timed out.
     """
     if request_type not in REQUEST_TYPES:
         raise ValueError(f"request_type must be one of {REQUEST_TYPES}, got {request_type!r}")
@@ -230,6 +231,8 @@ def open_request_for(
 
     Raises:
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
+        orchestrator.warehouse.errors.WarehouseError: a PostgreSQL warehouse is
+            unreachable, refuses the password or a grant, or timed out.
     """
     try:
         key, _ = address_keys(email)
@@ -255,6 +258,8 @@ def subject_known(warehouse_path: Warehouse, email: str, *, lock_timeout_s: floa
         ValueError: ``email`` names no valid address
             (:func:`orchestrator.privacy.intake.address_keys`).
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s`` seconds.
+        orchestrator.warehouse.errors.WarehouseError: a PostgreSQL warehouse is
+            unreachable, refuses the password or a grant, or timed out.
     """
     key, gkey = address_keys(email)
     with connect(as_target(warehouse_path), timeout_s=lock_timeout_s) as con:
@@ -342,13 +347,13 @@ _RESOLVE_SQL = f"""
 """
 
 
-def _hash_customers(con: duckdb.DuckDBPyConnection) -> None:
+def _hash_customers(con: WarehouseConnection) -> None:
     """Write :data:`_CUSTOMERS`: every customer's subject key, Google key and normalized email
     (a temp table: this connection only, gone when it closes). About 5 s at 2M customers."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {_CUSTOMERS} AS {_CUSTOMER_KEYS_SQL}")
 
 
-def _resolve(con: duckdb.DuckDBPyConnection, request: _Request) -> list[Subject]:
+def _resolve(con: WarehouseConnection, request: _Request) -> list[Subject]:
     """Every key of the person named by ``request`` (see the module docstring, step 1), read
     from :data:`_CUSTOMERS`: :func:`_hash_customers` must have run on this connection."""
     key = subject_key(request.subject_key) if request.subject_key else None
@@ -368,7 +373,7 @@ _MATCHED_SQL = f"""
 
 
 def _matches_a_customer(
-    con: duckdb.DuckDBPyConnection, request: _Request, subjects: Sequence[Subject]
+    con: WarehouseConnection, request: _Request, subjects: Sequence[Subject]
 ) -> bool:
     """True when a customer has or had one of the person's keys (or is named by id)."""
     keys = [s.subject_key for s in subjects]
@@ -379,7 +384,7 @@ def _matches_a_customer(
 
 
 def _held_pairs(
-    con: duckdb.DuckDBPyConnection,
+    con: WarehouseConnection,
     keys: Sequence[str],
     request_type: str,
     targets: Mapping[tuple[str, str], PairTarget],
@@ -408,7 +413,7 @@ def _held_pairs(
     return pairs
 
 
-def _purge_audiences(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> int:
+def _purge_audiences(con: WarehouseConnection, keys: Sequence[str]) -> int:
     """Delete the subjects' audience rows and pseudonym-cache rows; returns rows deleted.
 
     The cache row (``activation.customer_keys``) comes back at the next refresh while
@@ -762,6 +767,8 @@ def process_requests(
 
     Raises:
         duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s``.
+        orchestrator.warehouse.errors.WarehouseError: a PostgreSQL warehouse is
+            unreachable, refuses the password or a grant, or timed out.
         A destination's failure (``DestinationError``), a sync of the pair running longer than
         ``pair_wait_s``, an unknown destination or a missing environment variable is not
         raised: it becomes an ``error`` receipt and the request stays open.

@@ -36,9 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import duckdb
-
 from orchestrator.config import SourceRetention
+from orchestrator.warehouse.connection import WarehouseConnection
 from orchestrator.warehouse.schema import create_activation_schema
 
 _CLOCK_TEMPLATE = """
@@ -130,7 +129,7 @@ class SourceRetentionSummary:
 
 
 def source_retention_summary(
-    con: duckdb.DuckDBPyConnection, retention: SourceRetention, as_of: datetime
+    con: WarehouseConnection, retention: SourceRetention, as_of: datetime
 ) -> SourceRetentionSummary:
     """Count the subjects past their retention date at ``as_of`` (naive UTC).
 
@@ -150,7 +149,7 @@ def source_retention_summary(
     return SourceRetentionSummary(*row)
 
 
-def create_departures_table(con: duckdb.DuckDBPyConnection) -> None:
+def create_departures_table(con: WarehouseConnection) -> None:
     """Create ``activation.departures`` if missing (idempotent): one row per (segment,
     destination, subject_key) acknowledged by the destination and absent from the audience,
     ``left_at`` = when the absence was first seen (naive UTC). The table's DDL lives with the
@@ -159,7 +158,7 @@ def create_departures_table(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def track_departures(
-    con: duckdb.DuckDBPyConnection, *, segment: str, destination: str, now: datetime
+    con: WarehouseConnection, *, segment: str, destination: str, now: datetime
 ) -> None:
     """Bring ``activation.departures`` of one (segment, destination) up to date, in one
     transaction: forget subjects no longer held (not in ``sync_state``) or back in the audience;
@@ -218,7 +217,7 @@ class DestinationRetentionSummary:
 
 
 def destination_retention_summary(
-    con: duckdb.DuckDBPyConnection,
+    con: WarehouseConnection,
     *,
     segment: str,
     destination: str,
@@ -252,7 +251,7 @@ def destination_retention_summary(
 
 
 def unregistered_state_rows(
-    con: duckdb.DuckDBPyConnection, pairs: list[tuple[str, str]]
+    con: WarehouseConnection, pairs: list[tuple[str, str]]
 ) -> tuple[int, datetime | None]:
     """``sync_state`` rows whose (segment, destination) is not among ``pairs`` (the pairs the
     segment files declare): (row count, oldest ``synced_at`` or None). Such rows outlive the

@@ -42,7 +42,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
 from destinations.resources import DestinationsResource
 from orchestrator.assets import RECEIPTS_KEY, SyncStateDir, source_key
@@ -56,8 +55,10 @@ from orchestrator.privacy.receipts import (
 )
 from orchestrator.privacy.requests import PairTarget, process_requests, targets_from_specs
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.connection import WarehouseConnection
+from orchestrator.warehouse.errors import DATABASE_ERRORS, MISSING_RELATION_ERRORS, WarehouseError
 from orchestrator.warehouse.resources import WarehouseResource
-from orchestrator.warehouse.target import WarehouseTarget
+from orchestrator.warehouse.target import Warehouse, WarehouseTarget
 
 PRIVACY_JOB = "privacy_requests_job"
 SENSOR_NAME = "privacy_requests_sensor"
@@ -114,7 +115,7 @@ def build_receipts_asset(
         key=RECEIPTS_KEY,
         deps=[source_key("privacy_requests")],
         group_name="privacy",
-        kinds={"duckdb"},
+        kinds={project.warehouse.kind if project is not None else "duckdb"},
         description=(
             "Erasure (GDPR Art. 17) and objection (Art. 21) requests carried to every "
             "destination holding the person: one receipt per request and (segment, "
@@ -269,18 +270,19 @@ def plan_launch(
     return launch, pending
 
 
-def launchable_requests(con: duckdb.DuckDBPyConnection) -> list[str]:
+def launchable_requests(con: WarehouseConnection) -> list[str]:
     """Ids of the open erasure/objection requests, oldest ``received_at`` first (one query).
 
     While the ``activation`` tables do not exist yet (a read-only open does not create them),
     no request was handled, so every erasure/objection request is open.
 
     Raises:
-        duckdb.Error: ``privacy_requests`` cannot be read (the sensor skips the tick).
+        duckdb.Error, psycopg.Error: ``privacy_requests`` cannot be read (the sensor skips
+            the tick).
     """
     try:
         return [request_id for request_id, _, _ in open_requests(con)]
-    except duckdb.CatalogException:
+    except MISSING_RELATION_ERRORS:
         rows = con.execute(
             "SELECT request_id FROM activation.src_privacy_requests "
             "WHERE list_contains(?, request_type) "
@@ -339,7 +341,7 @@ def build_privacy_requests_sensor(
 
 
 def _tick(
-    context: dg.SensorEvaluationContext, path: Path, project: ProjectConfig | None
+    context: dg.SensorEvaluationContext, path: Warehouse, project: ProjectConfig | None
 ) -> dg.RunRequest | dg.SkipReason:
     """One run of :data:`PRIVACY_JOB` for the open requests not in flight (module docstring)."""
     in_flight = parse_cursor(context.cursor)
@@ -348,8 +350,8 @@ def _tick(
             open_ids = launchable_requests(con)
     except SourceModelError as error:
         return dg.SkipReason(f"the source model does not match the warehouse: {error}")
-    except duckdb.Error as error:
-        return dg.SkipReason(f"warehouse not readable now ({type(error).__name__}); next tick")
+    except DATABASE_ERRORS as error:
+        return dg.SkipReason(f"warehouse not readable now ({unreadable(error)}); next tick")
     now = utc_now()
     idle = in_flight and not _privacy_runs_active(context)
     launch, pending = plan_launch(
@@ -371,6 +373,16 @@ def _tick(
         run_config=receipts_run_config(launch),
         tags={"privacy_requests": str(len(launch))},
     )
+
+
+def unreadable(error: Exception) -> str:
+    """Why a sensor tick could not read the warehouse, in one line: a
+    :class:`~orchestrator.warehouse.errors.WarehouseError`'s own message (it names the
+    warehouse and what to check, never the password), else the error's type (a DuckDB lock
+    message names the file's path and the holder's process, which a skip need not show)."""
+    if isinstance(error, WarehouseError):
+        return str(error)
+    return type(error).__name__
 
 
 def privacy_request_definitions(
@@ -411,4 +423,5 @@ __all__ = [
     "privacy_request_definitions",
     "receipts_run_config",
     "requests_deadline",
+    "unreadable",
 ]

@@ -231,7 +231,7 @@ def _apply(con: duckdb.DuckDBPyConnection, pair: list[str], line: Mapping[str, A
     elif kind == "sent":
         con.execute(
             "DELETE FROM activation.destination_requests WHERE segment = ? AND destination = ?"
-            " AND list_contains(?, subject_key)",
+            " AND subject_key IN (SELECT unnest(?))",
             [*pair, line["subject_keys"]],
         )
     elif kind == "submitted":

@@ -231,7 +231,8 @@ def _target_sql(
     if use_phone:
         join += " LEFT JOIN activation.customer_phone_keys pk ON pk.customer_id = am.customer_id"
     send_key = _phone_send_key_sql(p) if use_phone else _send_key_sql(p)
-    hash_items = "".join(f", ?, f{i}" for i in range(len(names)))
+    # typed: a server cannot infer a parameter's type inside an array constructor
+    hash_items = "".join(f", CAST(? AS VARCHAR), f{i}" for i in range(len(names)))
     sql = f"""
         SELECT *, sha256(CAST(to_json([send_key{hash_items}]) AS VARCHAR)) AS fields_hash
         FROM (
@@ -650,7 +651,7 @@ def _export_sql(p: DiffParams, action: str, reason: str | None = None) -> str:
             SELECT k.subject_key, k.identifiers AS send_key, k.identifiers AS destination_ref,
                    k.fields_hash{blank}
             FROM sync_rekey_removes k LEFT JOIN sync_diff d USING (subject_key)
-            WHERE ? IS NOT NULL
+            WHERE CAST(? AS VARCHAR) IS NOT NULL
             ORDER BY k.subject_key, k.identifiers
         """
     if action == "remove":

@@ -1,4 +1,4 @@
-"""One sync per (segment, destination) at a time, across processes and machines: a lock row.
+"""One sync per (segment, destination) at a time, across processes and machines: a lease row.
 
 The lock is a row of ``activation.pair_locks`` in the warehouse, beside the state and journal
 it protects: ``segment``, ``destination`` (primary key), ``owner`` (a random token per holder),
@@ -6,31 +6,41 @@ it protects: ``segment``, ``destination`` (primary key), ``owner`` (a random tok
 ``/proc/<pid>/stat``, so a reused pid is not mistaken for it; NULL off Linux),
 ``acquired_at`` and ``heartbeat_at`` (naive UTC) and ``lease_s`` (seconds).
 
-- **Acquire**: insert the row; if another holder's row is there, take it over only when its
-  holder is gone: its heartbeat is older than its lease (any machine), or it names this host
-  and its process no longer runs (a crash here is recovered at once, without waiting out the
-  lease). Otherwise :class:`SyncInProgressError` names the holder and when its lease ends.
+- **Acquire** (compare-and-swap, no transaction needed): ``INSERT ... ON CONFLICT DO
+  NOTHING`` creates the row when nobody holds the pair (one statement: of two runs inserting at
+  once, the server lets exactly one in). Otherwise the holder's row is read; it is taken over
+  only when its holder is gone: its heartbeat is older than its lease (any machine), or it
+  names this host and its process no longer runs (a crash here is recovered at once, without
+  waiting out the lease). The takeover is ``UPDATE ... WHERE owner = <theirs> AND heartbeat_at
+  = <theirs>``: it changes one row only if nobody took or renewed the row since it was read
+  (on PostgreSQL, a second taker waits for the first's row lock, then finds the row changed
+  and updates nothing). A live holder: :class:`SyncInProgressError` names it and when its
+  lease ends.
 - **Heartbeat**: while held, a daemon thread renews ``heartbeat_at`` every quarter lease, in
   short connections (never across the holder's HTTP calls).
 - **Fence**: every journal write checks, in its own transaction, that this holder still owns
   the row (:meth:`HeldPairLock.fence`); a holder whose lease was taken over (paused for longer
   than its lease, cut off from the warehouse) stops before its next call instead of writing
-  next to the new holder. Its call in flight, if any, was journaled as an intent, which the new
-  holder folds as ``pending`` (unknown outcome) and resends: time, never correctness.
+  next to the new holder. On PostgreSQL the check is ``SELECT ... FOR UPDATE``: the row stays
+  locked until the journal write commits, so a takeover waits for it and the new holder's first
+  fold sees those lines (DuckDB needs no row lock: one process at a time opens the file for
+  writing). Its call in flight, if any, was journaled as an intent, which the new holder folds
+  as ``pending`` (unknown outcome) and resends: time, never correctness.
 - **Release**: delete the row (only if still ours).
 
-Why a row rather than the alternatives: DuckDB has no advisory locks; PostgreSQL's advisory
-locks belong to a session, so holding one across a sync means keeping a connection open across
-every HTTP call (what the sync must never do on DuckDB, and what a transaction-pooling proxy
-such as PgBouncer breaks on Postgres), and they carry no owner to name in an error. Dagster's
-concurrency pools (the ``deploy/`` instance sets one per destination) only order runs launched
-by one Dagster instance: the CLI, privacy request handling and the bench call the sync directly,
-and a pool slot of a run whose machine vanished is only freed when run monitoring marks the run
-failed. The row works the same on every warehouse backend (a PostgreSQL backend may take it in
-a transaction with ``SELECT ... FOR UPDATE`` or swap :func:`pair_lock` for an advisory lock
-held by the heartbeat's connection) and serves every caller. Clocks: the lease is compared
-with this machine's clock, so machines sharing a warehouse should keep their clocks within a
-small fraction of the lease (NTP).
+Why a lease row rather than the alternatives: DuckDB has no advisory locks; PostgreSQL's
+advisory locks belong to a session, so holding one across a sync means keeping a connection
+open across every HTTP call (what the sync must never do on DuckDB, and what a
+transaction-pooling proxy such as PgBouncer breaks on Postgres), a machine that vanishes holds
+it until the server notices the dead TCP connection, and they carry no owner to name in an
+error. A row lock (``SELECT ... FOR UPDATE``) held for the whole sync has the same session
+problem. Dagster's concurrency pools (the ``deploy/`` instance sets one per destination) only
+order runs launched by one Dagster instance: the CLI, privacy request handling and the bench
+call the sync directly, and a pool slot of a run whose machine vanished is only freed when run
+monitoring marks the run failed. The row works the same on both backends with the same
+statements (the fence's row lock is the one PostgreSQL-only clause) and serves every caller.
+Clocks: the lease is compared with this machine's clock, so machines sharing a warehouse should
+keep their clocks within a small fraction of the lease (NTP).
 """
 
 from __future__ import annotations
@@ -51,6 +61,8 @@ import duckdb
 
 from orchestrator.sync.journal import check_pair
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.errors import DATABASE_ERRORS
+from orchestrator.warehouse.product_schema import is_duckdb
 from orchestrator.warehouse.target import Warehouse, as_target
 
 #: Seconds a holder's row stays valid without a heartbeat (then another run may take it).
@@ -125,6 +137,13 @@ _INSERT_SQL = """
     INSERT INTO activation.pair_locks (segment, destination, owner, host, pid, process_started,
                                        acquired_at, heartbeat_at, lease_s)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (segment, destination) DO NOTHING
+"""
+
+_TAKE_OVER_SQL = """
+    UPDATE activation.pair_locks SET owner = ?, host = ?, pid = ?, process_started = ?,
+        acquired_at = ?, heartbeat_at = ?, lease_s = ?
+    WHERE segment = ? AND destination = ? AND owner = ? AND heartbeat_at = ?
 """
 
 _SELECT_SQL = """
@@ -151,7 +170,8 @@ class HeldPairLock:
         Raises:
             PairLockLost: the row is gone or belongs to another run.
         """
-        row = con.execute(_SELECT_SQL, [self.segment, self.destination]).fetchone()
+        locking = "" if is_duckdb(con) else " FOR UPDATE"
+        row = con.execute(_SELECT_SQL + locking, [self.segment, self.destination]).fetchone()
         if row is None or row[0] != self.owner:
             holder = "" if row is None else f" ({LockHolder(*row).describe()})"
             raise PairLockLost(
@@ -188,36 +208,29 @@ class HeldPairLock:
 def _try_acquire(
     con: duckdb.DuckDBPyConnection, lock: HeldPairLock, host: str, pid: int
 ) -> LockHolder | None:
-    """One attempt in one transaction; returns None when acquired, else the live holder."""
+    """One attempt (see the module docstring); returns None when acquired, else the live
+    holder (a holder with an empty owner: the row changed under this attempt, try again)."""
     pair = [lock.segment, lock.destination]
     now = _utc_now()
     mine = [lock.owner, host, pid, process_started(pid), now, now, lock.lease_s]
-    con.begin()
+    changed = LockHolder("", host, pid, None, now, now, 0.0)
     try:
+        (inserted,) = con.execute(_INSERT_SQL, [*pair, *mine]).fetchone()
+        if inserted:
+            return None
         row = con.execute(_SELECT_SQL, pair).fetchone()
-        if row is None:
-            con.execute(_INSERT_SQL, [*pair, *mine])
-        else:
-            holder = LockHolder(*row)
-            if not _stale(holder, host, now):
-                con.rollback()
-                return holder
-            con.execute(
-                "UPDATE activation.pair_locks SET owner = ?, host = ?, pid = ?, "
-                "process_started = ?, acquired_at = ?, heartbeat_at = ?, lease_s = ? "
-                "WHERE segment = ? AND destination = ? AND owner = ?",
-                [*mine, *pair, holder.owner],
-            )
-        con.commit()
-    except duckdb.TransactionException:
-        # another connection of this process changed the row first: try again
-        with contextlib.suppress(duckdb.Error):
-            con.rollback()
-        return LockHolder("", host, pid, None, now, now, 0.0)
-    except BaseException:
-        con.rollback()
-        raise
-    return None
+        if row is None:  # released since the insert: try again
+            return changed
+        holder = LockHolder(*row)
+        if not _stale(holder, host, now):
+            return holder
+        (taken,) = con.execute(
+            _TAKE_OVER_SQL, [*mine, *pair, holder.owner, holder.heartbeat_at]
+        ).fetchone()
+    except (duckdb.TransactionException, duckdb.ConstraintException):
+        # DuckDB: another connection of this process wrote the row first: try again
+        return changed
+    return None if taken else changed
 
 
 def acquire(
@@ -237,7 +250,8 @@ def acquire(
         SyncInProgressError: a live holder still had it after ``wait_s`` (the message names its
             host, process and lease).
         ValueError: a bad pair name or a lease under one second.
-        duckdb.IOException: the warehouse stayed locked for ``lock_timeout_s``.
+        duckdb.IOException: the DuckDB file stayed locked for ``lock_timeout_s``.
+        orchestrator.warehouse.errors.WarehouseError: PostgreSQL unreachable, refused.
     """
     check_pair(segment, destination)
     if lease_s < 1:
@@ -274,7 +288,7 @@ def _beat(lock: HeldPairLock, stop: threading.Event) -> None:
             lock.heartbeat()
         except PairLockLost:
             return
-        except duckdb.Error:
+        except DATABASE_ERRORS:
             continue
 
 
@@ -307,7 +321,7 @@ def pair_lock(
     finally:
         stop.set()
         beat.join()
-        with contextlib.suppress(duckdb.Error):
+        with contextlib.suppress(*DATABASE_ERRORS):
             lock.release()
 
 

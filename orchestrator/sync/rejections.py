@@ -67,7 +67,7 @@ _STUCK_SQL = """
            bool_or(permanent), min(retry_at)
     FROM activation.sync_rejections
     WHERE segment = ? AND destination = ?
-    GROUP BY ALL
+    GROUP BY operation, remove_reason, reason, platform_status
     ORDER BY operation, remove_reason NULLS FIRST, n DESC, reason
 """
 

@@ -41,6 +41,7 @@ from destinations.base import RemoveReason
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.rejections import retry_at_sql
 from orchestrator.warehouse.memory import with_memory_growth
+from orchestrator.warehouse.product_schema import is_duckdb
 
 #: Per-batch values of a journal line, and their types.
 _BATCH_COLUMNS = {
@@ -123,6 +124,63 @@ def _load_sql() -> str:
     FROM lines l LEFT JOIN whole w ON l.kind = 'intent' AND w.run = l.run AND w.seq = l.seq
     WHERE l.whole_batch IS NOT TRUE
 """
+
+
+def _pg_array(name: str) -> str:
+    """PostgreSQL: the JSON array ``<name>s`` of line ``l`` (NULL when missing or null), else
+    its scalar ``<name>`` as a one-element array, as :func:`_row_value`."""
+    plural = _plural(name)
+    sources = [f"nullif(l.j -> '{plural}', 'null'::jsonb)", f"jsonb_build_array(l.j -> '{name}')"]
+    if name == "destination_ref":
+        sources.insert(0, "w.refs")
+    return f"jsonb_array_elements_text(coalesce({', '.join(sources)}))"
+
+
+def _load_sql_postgres() -> str:
+    """PostgreSQL's statement for :func:`_load_sql` (native SQL: ``jsonb``): the same rows and
+    types. The arrays of a line are zipped by ``ROWS FROM`` (padded with NULL, as DuckDB's
+    ``unnest`` side by side); a JSON null and a missing member both read as NULL."""
+    arrays = ",\n            ".join(_pg_array(name) for name in _ROW_COLUMNS)
+    names = ", ".join(_ROW_COLUMNS)
+    casts = ", ".join(
+        f"CAST(r.{name} AS {'BOOLEAN' if sql_type == 'BOOLEAN' else 'TEXT'}) AS {name}"
+        for name, sql_type in _ROW_COLUMNS.items()
+    )
+    return f"""
+    CREATE TEMP TABLE sync_journal AS
+    WITH lines AS MATERIALIZED (
+        SELECT line::jsonb AS j FROM sync_journal_lines
+    ),
+    whole AS (
+        SELECT j ->> 'run' AS run, CAST(j ->> 'seq' AS BIGINT) AS seq, j ->> 'at' AS "at",
+               nullif(j -> 'destination_refs', 'null'::jsonb) AS refs
+        FROM lines WHERE j ->> 'kind' = 'ack' AND CAST(j ->> 'whole_batch' AS BOOLEAN)
+    )
+    SELECT l.j ->> 'run' AS run, CAST(l.j ->> 'seq' AS BIGINT) AS seq,
+           CASE WHEN w.run IS NULL THEN l.j ->> 'kind' ELSE 'ack' END AS kind,
+           l.j ->> 'op' AS op, l.j ->> 'remove_reason' AS remove_reason,
+           CAST(coalesce(w."at", l.j ->> 'at') AS TIMESTAMP) AS "at", {casts}
+    FROM lines l
+    LEFT JOIN whole w
+      ON l.j ->> 'kind' = 'intent' AND w.run = l.j ->> 'run'
+     AND w.seq = CAST(l.j ->> 'seq' AS BIGINT)
+    CROSS JOIN LATERAL ROWS FROM (
+            {arrays}
+    ) AS r({names})
+    WHERE CAST(l.j ->> 'whole_batch' AS BOOLEAN) IS NOT TRUE
+"""
+
+
+def _load_lines(con: duckdb.DuckDBPyConnection) -> None:
+    """Fill temp table ``sync_journal`` from ``sync_journal_lines`` (:func:`_load_sql`). The one
+    backend branch of the fold: parsing the JSON lines, which DuckDB does with ``from_json``
+    and a type spec, and PostgreSQL with ``jsonb`` (:func:`_load_sql_postgres`, run as native
+    SQL on the session of the fold's transaction)."""
+    if not is_duckdb(con):
+        con.raw.execute("DROP TABLE IF EXISTS sync_journal")
+        con.raw.execute(_load_sql_postgres())
+    else:
+        con.execute(_load_sql())
 
 
 #: The rows of re-key removes (an old identifier set of a subject, reason ``rekey``) are
@@ -268,7 +326,7 @@ _REJECTIONS_NEW_SQL = f"""
         SELECT subject_key, operation, remove_reason, max(attempts) AS attempts,
                max(rejected_at) AS rejected_at
         FROM activation.sync_rejections WHERE segment = ? AND destination = ?
-        GROUP BY ALL
+        GROUP BY subject_key, operation, remove_reason
     ),
     counted AS (
         SELECT l.*, CASE
@@ -384,7 +442,7 @@ def _load(con: duckdb.DuckDBPyConnection, pair: list[str]) -> tuple[FoldStats, s
     last row per subject (``sync_journal`` when no subject has two rows, else
     ``sync_journal_last``). Re-key removes are set apart first (``sync_journal_rekey``)."""
     con.execute(_SNAPSHOT_SQL, pair)
-    con.execute(_load_sql())
+    _load_lines(con)
     for statement in _SPLIT_REKEY_SQL:
         con.execute(statement, [RemoveReason.REKEY.value])
     acked, rejected, pending, rows, subjects = con.execute(_COUNT_SQL).fetchone()

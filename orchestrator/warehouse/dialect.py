@@ -27,6 +27,7 @@ helper                    shared SQL                   what it means
                           lambda v: cond))``           a condition
 ``latest_by``             ``arg_max(v, (k1, k2))``     ``v`` of the row with the largest key
 ``days``                  ``to_days(n)``               an interval of ``n`` days
+``seconds``               ``to_seconds(n)``            an interval of ``n`` seconds
 ========================  ===========================  =======================================
 
 Date arithmetic is written the standard way (``ts - INTERVAL (n) DAY``, ``CAST(x AS DATE)``),
@@ -121,19 +122,31 @@ def byte_length(arg: exp.Expression, dialect: Dialect) -> exp.Expression:
     return _fn(name.get(dialect, "strlen"), arg)
 
 
-def fingerprint64(arg: exp.Expression, dialect: Dialect) -> exp.Expression:
-    """A 64-bit fingerprint of ``arg`` (DuckDB ``hash``: UBIGINT; PostgreSQL
-    ``hashtextextended(x, 0)``: BIGINT; Snowflake ``HASH``; BigQuery ``FARM_FINGERPRINT``).
-    Values differ between backends: only ever compared within one warehouse. DuckDB's is
-    never NULL; PostgreSQL's of NULL is taken of ``''`` (both have no address, so the same
-    keys)."""
-    if dialect == "postgres":  # NULL fingerprints as '' (both normalize to no address)
-        text = exp.Coalesce(
-            this=exp.Cast(this=arg, to=exp.DataType.build("TEXT")), expressions=[_literal("")]
-        )
+def fingerprint64(*args: exp.Expression | str) -> exp.Expression:
+    """A 64-bit fingerprint of one or more values ``fingerprint64(x, ..., dialect)`` (DuckDB
+    ``hash(x, ...)``: UBIGINT; PostgreSQL ``hashtextextended(x, 0)``: BIGINT; Snowflake
+    ``HASH``; BigQuery ``FARM_FINGERPRINT``). Values differ between backends: only ever
+    compared within one warehouse. DuckDB's is never NULL; PostgreSQL's of NULL is taken of
+    ``''`` (both have no address, so the same keys); several values are fingerprinted as their
+    texts joined by the unit separator (U+001F) on PostgreSQL and BigQuery."""
+    *values, dialect = args
+    if dialect == "postgres" or (dialect == "bigquery" and len(values) > 1):
+        texts = [
+            exp.Coalesce(
+                this=exp.Cast(this=v, to=exp.DataType.build("TEXT")), expressions=[_literal("")]
+            )
+            for v in values
+        ]
+        text: exp.Expression = texts[0]
+        for part in texts[1:]:
+            text = exp.DPipe(
+                this=exp.DPipe(this=text, expression=_literal("\x1f")), expression=part
+            )
+        if dialect == "bigquery":
+            return _fn("FARM_FINGERPRINT", text)
         return _fn("hashtextextended", text, exp.Literal.number(0))
     name = {"snowflake": "HASH", "bigquery": "FARM_FINGERPRINT"}.get(dialect, "hash")
-    return _fn(name, arg)
+    return _fn(name, *values)
 
 
 def normalize_email_call(name: str, arg: exp.Expression, dialect: Dialect) -> exp.Expression:
@@ -218,12 +231,40 @@ def days(node: exp.ToDays, dialect: Dialect) -> exp.Expression:
     return exp.Interval(this=node.this.copy(), unit=exp.var("DAY"))
 
 
+def _is_seconds(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Anonymous) and str(node.this).lower() == "to_seconds"
+
+
+def seconds(node: exp.Anonymous, dialect: Dialect) -> exp.Expression:
+    """``to_seconds(n)``: an interval of ``n`` seconds (``ts + to_seconds(n)``). PostgreSQL:
+    ``CAST(n AS BIGINT) * INTERVAL '1 second'``; BigQuery ``INTERVAL n SECOND``; Snowflake:
+    ``DATEADD`` at the addition."""
+    (arg,) = node.expressions
+    if dialect == "postgres":
+        return exp.Paren(
+            this=exp.Mul(
+                this=exp.Cast(this=arg.copy(), to=exp.DataType.build("BIGINT")),
+                expression=exp.Interval(this=_literal("1"), unit=exp.var("SECOND")),
+            )
+        )
+    if dialect == "snowflake":
+        if isinstance(node.parent, (exp.Sub, exp.Add)) and node.arg_key == "expression":
+            return node
+        raise NonPortableSQL("to_seconds(n) outside ts + to_seconds(n) has no snowflake form")
+    if dialect == "bigquery":
+        return exp.Interval(this=arg.copy(), unit=exp.var("SECOND"))
+    return node
+
+
 def _dateadd(node: exp.Sub | exp.Add) -> exp.Expression:
-    """Snowflake: ``ts - to_days(n)`` is ``DATEADD(DAY, -(n), ts)``."""
-    n: exp.Expression = exp.Paren(this=node.expression.this.copy())
+    """Snowflake: ``ts - to_days(n)`` is ``DATEADD(DAY, -(n), ts)`` (``to_seconds``:
+    ``SECOND``)."""
+    unit = "SECOND" if _is_seconds(node.expression) else "DAY"
+    inner = node.expression.expressions[0] if unit == "SECOND" else node.expression.this
+    n: exp.Expression = exp.Paren(this=inner.copy())
     if isinstance(node, exp.Sub):
         n = exp.Neg(this=n)
-    return _fn("DATEADD", exp.var("DAY"), n, node.this.copy())
+    return _fn("DATEADD", exp.var(unit), n, node.this.copy())
 
 
 #: The helpers by the DuckDB function name the shared SQL uses.
@@ -326,10 +367,12 @@ def _helper(node: exp.Expression, dialect: Dialect) -> exp.Expression:
         return max_filtered(node, dialect)
     if isinstance(node, exp.ToDays):
         return days(node, dialect)
+    if _is_seconds(node):
+        return seconds(node, dialect)
     if (
         dialect == "snowflake"
         and isinstance(node, (exp.Sub, exp.Add))
-        and isinstance(node.expression, exp.ToDays)
+        and (isinstance(node.expression, exp.ToDays) or _is_seconds(node.expression))
     ):
         return _dateadd(node)
     if isinstance(node, exp.Filter) and isinstance(node.this, exp.ArgMax):
@@ -484,5 +527,6 @@ __all__ = [
     "regex_full_match",
     "render",
     "render_with_params",
+    "seconds",
     "sha256_hex",
 ]

@@ -46,6 +46,11 @@ def postgres_password(config: PostgresWarehouse, environ: Mapping[str, str] | No
     return value
 
 
+#: The advisory lock (its key hashed by the server) held while a session prepares the
+#: warehouse: the product's tables, address functions, source views and address forms.
+_PREPARE_LOCK = "activation: prepare the warehouse"
+
+
 def open_postgres(
     config: PostgresWarehouse,
     *,
@@ -56,7 +61,9 @@ def open_postgres(
 ) -> PostgresConnection:
     """Connect to the PostgreSQL warehouse of ``config`` and prepare it: the product's
     tables (created or migrated), the address functions, and with ``project`` its source
-    views and the address forms of its sources. The caller closes the connection.
+    views and the address forms of its sources, in one transaction under an advisory lock
+    (sessions opening at once prepare one after the other). The caller closes the
+    connection.
     ``password``: given by the caller (a Dagster resource's ``EnvVar``, named by
     ``password_from`` in errors); None: read from ``config.password_env``.
 
@@ -85,13 +92,18 @@ def open_postgres(
         product_schema=config.product_schema,
     )
     try:
+        # one preparation at a time: sessions opening at once (parallel steps, a heartbeat)
+        # would otherwise collide on the same DDL ("tuple concurrently updated")
+        con.begin()
+        con.raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_PREPARE_LOCK])
         create_activation_schema(con)
         create_address_functions(con.raw, config.product_schema)
         if project is not None:
             refresh_source_views(con, project.source, project.purposes)
             prepare_address_forms(con)
+        con.commit()
     except BaseException:
-        con.close()
+        con.close()  # an open transaction ends with the session: nothing of it is kept
         raise
     return con
 

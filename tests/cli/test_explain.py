@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import duckdb
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from orchestrator.pseudonymize import subject_key
+from orchestrator.warehouse.target import Warehouse
+from tests.privacy.helpers import rows
 
 from .conftest import AS_OF_TEXT
 
 EMAIL = "Jane.Roe.Cli@Example.com"  # synthetic, not in the demo warehouse
 
 
-def _customer_email(warehouse: Path) -> str:
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        (email,) = con.execute(
-            "SELECT email_address FROM crm.contacts WHERE email_address LIKE '%@example.%' "
-            "ORDER BY contact_id LIMIT 1"
-        ).fetchone()
+def _customer_email(warehouse: Warehouse) -> str:
+    ((email,),) = rows(
+        warehouse,
+        "SELECT email_address FROM crm.contacts WHERE email_address LIKE '%@example.%' "
+        "ORDER BY contact_id LIMIT 1",
+    )
     return email
 
 
 def test_explain_a_customer_without_showing_the_address(
-    runner: CliRunner, project_env: dict[str, str], warehouse: Path
+    runner: CliRunner, cli_warehouse: Warehouse
 ) -> None:
-    email = _customer_email(warehouse)
+    email = _customer_email(cli_warehouse)
     args = ["explain", email, "recent_buyers_eu", "--as-of", AS_OF_TEXT, "--format", "json"]
     # No segment ever ran: explain makes the model's views current and answers at once.
     result = runner.invoke(cli, args)

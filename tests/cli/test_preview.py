@@ -19,9 +19,12 @@ from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import load_segments
 from orchestrator.sync.engine import SyncReport, run_sync
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.target import WarehouseTarget
 from tests.conftest import AS_OF, REPO
+from tests.postgres import postgres_copy_of, warehouse_config
+from tests.privacy.helpers import opened
 
-from .conftest import AS_OF_TEXT, run_activation
+from .conftest import AS_OF_TEXT, postgres_project, run_activation
 
 SEGMENT = "recent_buyers_eu"  # mailchimp, mirror
 
@@ -170,3 +173,49 @@ def test_subprocess_preview_and_unknown_segment(project_env: dict[str, str]) -> 
     assert unknown.returncode == 1
     assert unknown.stderr.strip().splitlines() == [unknown.stderr.strip()]
     assert "valid segments:" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def _server_state(warehouse: object) -> dict[str, object]:
+    """Every relation of the PostgreSQL warehouse outside the server's own schemas: its kind,
+    a view's definition, a table's rows (sorted), so any write shows up as a difference."""
+    with opened(warehouse) as con:
+        relations = con.raw.execute(
+            "SELECT table_schema, table_name, table_type FROM information_schema.tables "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') "
+            "ORDER BY table_schema, table_name"
+        ).fetchall()
+        state: dict[str, object] = {}
+        for schema, name, kind in relations:
+            relation = f'"{schema}"."{name}"'
+            if kind == "VIEW":
+                (state[relation],) = con.raw.execute(
+                    "SELECT view_definition FROM information_schema.views "
+                    "WHERE table_schema = %s AND table_name = %s",
+                    [schema, name],
+                ).fetchone()
+            else:
+                rows = con.raw.execute(f"SELECT * FROM {relation}").fetchall()
+                state[relation] = sorted(map(repr, rows))
+    return state
+
+
+def test_preview_on_postgres_writes_nothing_and_agrees_with_duckdb(
+    runner: CliRunner,
+    project_env: dict[str, str],
+    warehouse: Path,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch,
+) -> None:
+    on_duckdb = _preview(runner, SEGMENT, "mug_buyers_60d")
+    config = postgres_project(tmp_path / "pg_project", postgres_url)
+    postgres_copy_of(warehouse, postgres_url, load_project_config(config)).close()
+    monkeypatch.setenv("ACTIVATION_CONFIG", str(config))
+    target = WarehouseTarget(warehouse_config(postgres_url))
+    before = _server_state(target)
+    assert before['"activation"."audience_members"'] == []  # no run yet
+    on_postgres = _preview(runner, SEGMENT, "mug_buyers_60d")
+    assert _server_state(target) == before
+    assert on_postgres == on_duckdb
+    assert on_postgres[0]["audience"] > 0 and on_postgres[1]["destinations"][0]["adds"] > 0
+    assert not Path(project_env["ACTIVATION_STATE_DIR"]).exists()

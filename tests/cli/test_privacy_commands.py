@@ -8,12 +8,13 @@ import io
 import json
 from pathlib import Path
 
-import duckdb
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from orchestrator.pseudonymize import subject_key
+from orchestrator.warehouse.target import Warehouse
 from tests.conftest import REPO
+from tests.privacy.helpers import rows as read
 
 from .conftest import run_activation
 
@@ -21,7 +22,7 @@ EMAIL = "Jane.Roe.Cli@Example.com"  # synthetic, not in the demo warehouse
 
 
 def test_forget_records_a_hashed_request_and_shows_no_email(
-    runner: CliRunner, project_env: dict[str, str], warehouse: Path
+    runner: CliRunner, cli_warehouse: Warehouse
 ) -> None:
     result = runner.invoke(cli, ["forget", EMAIL])
     assert result.exit_code == 0, result.output
@@ -29,20 +30,20 @@ def test_forget_records_a_hashed_request_and_shows_no_email(
     assert key[:12] in result.stdout
     assert EMAIL.lower() not in result.output.lower()
     request_id = result.stdout.split("request ", 1)[1].split()[0]
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows = con.execute(
-            "SELECT subject_key, request_type FROM activation.request_intake WHERE request_id = ?",
-            [request_id],
-        ).fetchall()
+    rows = read(
+        cli_warehouse,
+        "SELECT subject_key, request_type FROM activation.request_intake WHERE request_id = ?",
+        [request_id],
+    )
     assert rows == [(key, "erasure")]
-    with duckdb.connect(str(warehouse), read_only=True) as con:  # the company's table untouched
-        (source,) = con.execute(
-            "SELECT count(*) FROM support.privacy_tickets WHERE ticket_id = ?", [request_id]
-        ).fetchone()
-    assert source == 0
+    source = read(  # the company's table untouched
+        cli_warehouse, "SELECT count(*) FROM support.privacy_tickets WHERE ticket_id = ?",
+        [request_id],
+    )  # fmt: skip
+    assert source == [(0,)]
 
 
-def test_object_json_and_receipt(runner: CliRunner, project_env: dict[str, str]) -> None:
+def test_object_json_and_receipt(runner: CliRunner, cli_warehouse: Warehouse) -> None:
     recorded = runner.invoke(cli, ["object", "--format", "json", EMAIL])
     assert recorded.exit_code == 0, recorded.output
     body = json.loads(recorded.stdout)
@@ -92,9 +93,7 @@ def test_subprocess_forget_and_bad_email(project_env: dict[str, str]) -> None:
     assert "Traceback" not in bad.stderr
 
 
-def test_forget_twice_keeps_one_open_request(
-    runner: CliRunner, project_env: dict[str, str], warehouse: Path
-) -> None:
+def test_forget_twice_keeps_one_open_request(runner: CliRunner, cli_warehouse: Warehouse) -> None:
     first = runner.invoke(cli, ["forget", "--format", "json", EMAIL])
     again = runner.invoke(cli, ["forget", EMAIL.upper()])  # another spelling, same person
     assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
@@ -104,10 +103,10 @@ def test_forget_twice_keeps_one_open_request(
     assert EMAIL.lower() not in again.output.lower()
     objection = runner.invoke(cli, ["object", "--format", "json", EMAIL])
     assert json.loads(objection.stdout)["already_open"] is False
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows = con.execute(
-            "SELECT request_type, count(*) FROM activation.request_intake WHERE subject_key = ? "
-            "GROUP BY 1 ORDER BY 1",
-            [subject_key(EMAIL)],
-        ).fetchall()
+    rows = read(
+        cli_warehouse,
+        "SELECT request_type, count(*) FROM activation.request_intake WHERE subject_key = ? "
+        "GROUP BY request_type ORDER BY request_type",
+        [subject_key(EMAIL)],
+    )
     assert rows == [("erasure", 1), ("objection", 1)]

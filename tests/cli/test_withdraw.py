@@ -13,35 +13,38 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 from orchestrator.pseudonymize import subject_key
+from orchestrator.warehouse.target import Warehouse
+from tests.privacy.helpers import opened, rows
 
 from .conftest import run_activation
 
 
-def _granted_customer(warehouse: Path) -> tuple[int, str]:
+def _granted_customer(warehouse: Warehouse) -> tuple[int, str]:
     """A customer whose latest email_marketing record is a grant, and their raw address."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        return con.execute(
-            """
-            SELECT c.customer_id, c.email FROM activation.src_customers c
-            JOIN (SELECT customer_id, arg_max(status, (recorded_at, consent_id)) AS status
-                  FROM activation.src_consents WHERE purpose = 'email_marketing'
-                  GROUP BY customer_id) l USING (customer_id)
-            WHERE l.status = 'granted' AND c.email LIKE '%@example.com'
-            ORDER BY c.customer_id LIMIT 1
-            """
-        ).fetchone()
+    (found,) = rows(
+        warehouse,
+        """
+        SELECT c.customer_id, c.email FROM activation.src_customers c
+        JOIN (SELECT customer_id, arg_max(status, (recorded_at, consent_id)) AS status
+              FROM activation.src_consents WHERE purpose = 'email_marketing'
+              GROUP BY customer_id) l USING (customer_id)
+        WHERE l.status = 'granted' AND c.email LIKE '%@example.com'
+        ORDER BY c.customer_id LIMIT 1
+        """,
+    )
+    return found
 
 
 def test_withdraw_is_recorded_hashed_and_seen_through_the_consent_view(
-    runner: CliRunner, project_env: dict[str, str], warehouse: Path
+    runner: CliRunner, cli_warehouse: Warehouse
 ) -> None:
+    warehouse = cli_warehouse
     customer, email = _granted_customer(warehouse)
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        before = con.execute("SELECT count(*) FROM cmp.consent_events").fetchone()
+    (before,) = rows(warehouse, "SELECT count(*) FROM cmp.consent_events")
     result = runner.invoke(cli, ["withdraw", email, "--purpose", "email_marketing"])
     assert result.exit_code == 0, result.output
     assert subject_key(email)[:12] in result.stdout and email.lower() not in result.output.lower()
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with opened(warehouse) as con:
         assert con.execute("SELECT count(*) FROM cmp.consent_events").fetchone() == before
         stored = con.execute("SELECT * FROM activation.consent_intake").fetchall()
         latest = con.execute(

@@ -6,19 +6,26 @@ gmail.com address because Gmail variants are the point)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
 import yaml
+from dagster_duckdb import DuckDBResource
 from faker import Faker
 
 from orchestrator.assets import segment_key, sync_key
 from orchestrator.config import load_project_config
 from orchestrator.definitions import ALL_SEGMENTS_JOB, build_definitions
 from orchestrator.settings import Settings
+from orchestrator.warehouse.factory import open_postgres, target_for
+from orchestrator.warehouse.resources import PostgresResource
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
+from orchestrator.warehouse.target import Warehouse, WarehouseTarget, as_target
 from tests.source_layout import repo_config, write_layout_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,9 +44,12 @@ def md5(text: str) -> str:
     return hashlib.md5(text.lower().encode(), usedforsecurity=False).hexdigest()
 
 
-def write_config(path: Path) -> Path:
-    """activation.yaml plus a third destination ``meta_ads_eu`` (Google normalization)."""
+def write_config(path: Path, warehouse: dict[str, Any] | None = None) -> Path:
+    """activation.yaml plus a third destination ``meta_ads_eu`` (Google normalization);
+    ``warehouse``: its ``warehouse:`` section (default: the DuckDB file of the environment)."""
     data = repo_config()  # the hand-built layout's model
+    if warehouse is not None:
+        data["warehouse"] = warehouse
     data["destinations"]["meta_ads_eu"] = {
         "platform": "meta",
         "kind": "ad",
@@ -143,9 +153,41 @@ def run_segments(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
     assert result.success
 
 
-def rows(path: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(path), read_only=True)
+def warehouse_of(settings: Settings) -> WarehouseTarget:
+    """The warehouse the project of ``settings`` names (a DuckDB file or a PostgreSQL
+    database), as the product's stages take it."""
+    project = load_project_config(settings.config_path)
+    return target_for(project.warehouse, settings.project_dir, settings.warehouse_path)
+
+
+@contextmanager
+def opened(wh: Warehouse) -> Iterator[Any]:
+    """A plain connection to ``wh`` (a DuckDB path or a target), for a test's own reads and
+    writes in the shared SQL: DuckDB opened as is, PostgreSQL with the product's tables
+    ready. Closed after the block."""
+    target = as_target(wh)
+    if target.kind == "postgres":
+        password, source = target.resolved_password()
+        con = open_postgres(target.config, password=password, password_from=source)
+    else:
+        con = duckdb.connect(str(target.duckdb_path))
     try:
-        return con.execute(sql, params or []).fetchall()
+        yield con
     finally:
         con.close()
+
+
+def resource_of(wh: Warehouse) -> dg.ConfigurableResource:
+    """The Dagster ``warehouse`` resource of ``wh`` (what the Definitions bind)."""
+    target = as_target(wh)
+    if target.kind == "postgres":
+        password, _ = target.resolved_password()
+        config = target.config
+        return PostgresResource(url=config.url, password=password)
+    return DuckDBResource(database=str(target.duckdb_path))
+
+
+def rows(wh: Warehouse, sql: str, params: list | None = None) -> list[tuple]:
+    """The rows of ``sql`` (shared SQL) on ``wh``."""
+    with opened(wh) as con:
+        return con.execute(sql, params or []).fetchall()

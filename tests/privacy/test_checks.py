@@ -35,6 +35,16 @@ from orchestrator.segments.loader import LoadedSegment, load_segments
 from orchestrator.warehouse.schema import create_activation_schema
 from tests.conftest import AS_OF, REPO
 from tests.demo_layout import insert_consent, insert_request
+from tests.postgres import (
+    PASSWORD_ENV,
+    clone_database,
+    create_database,
+    drop_database,
+    open_warehouse,
+    postgres_copy_of,
+    url_without_password,
+)
+from tests.servers import PostgresServer
 
 ADS_SEGMENT, EMAIL_SEGMENT, SOFT_SEGMENT = "mug_buyers_60d", "recent_buyers_eu", "one_time_buyers"
 EMAIL_PATTERN = re.compile(r"[^\s@]+@[^\s@]+\.[a-z]{2,}", re.IGNORECASE)
@@ -84,10 +94,44 @@ def built_warehouse(tmp_path_factory: pytest.TempPathFactory, demo_warehouse_tem
     return path
 
 
-@pytest.fixture
-def con(tmp_path: Path, built_warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+@pytest.fixture(scope="module")
+def built_postgres(postgres_server: PostgresServer, demo_warehouse_template: Path) -> Iterator[str]:
+    """The name of a PostgreSQL database holding the demo's tables with every segment's
+    audience built there by the same stages (a template each test copies)."""
+    name = create_database(postgres_server)
+    cfg = project()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv(PASSWORD_ENV, postgres_server.password)
+        con = postgres_copy_of(
+            demo_warehouse_template, url_without_password(postgres_server, name), cfg
+        )
+        try:
+            for loaded in segments().values():
+                assert build_segment(con, loaded, cfg).members > 0
+        finally:
+            con.close()
+    yield name
+    drop_database(postgres_server, name)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def con(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A private copy of the built warehouse: a DuckDB file, or a PostgreSQL database."""
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        name = clone_database(server, request.getfixturevalue("built_postgres"))
+        monkeypatch.setenv(PASSWORD_ENV, server.password)
+        connection = open_warehouse(url_without_password(server, name))
+        try:
+            yield connection
+        finally:
+            connection.close()
+            drop_database(server, name)
+        return
     path = tmp_path / "warehouse.duckdb"
-    shutil.copyfile(built_warehouse, path)
+    shutil.copyfile(request.getfixturevalue("built_warehouse"), path)
     connection = duckdb.connect(str(path))
     try:
         yield connection

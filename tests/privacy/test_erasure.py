@@ -4,19 +4,23 @@ job it asks for executed for real, and the destinations read through the mock's 
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
-import duckdb
+import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
-from dagster_duckdb import DuckDBResource
 
+from destinations.base import Row
+from destinations.registry import build_client
+from orchestrator.config import load_project_config
 from orchestrator.privacy.receipts import format_receipt, receipt_for
 from orchestrator.privacy.requests import record_request
 from orchestrator.privacy.sensor import PRIVACY_JOB, SENSOR_NAME
 from orchestrator.pseudonymize import google_key, normalize_email, subject_key
 from orchestrator.settings import Settings
+from orchestrator.warehouse.target import Warehouse
+from tests.privacy.conftest import BACKENDS
 from tests.privacy.helpers import (
     ADS,
     AS_OF,
@@ -30,8 +34,11 @@ from tests.privacy.helpers import (
     add_customer,
     load_defs,
     md5,
+    opened,
+    resource_of,
     rows,
     run_segments,
+    warehouse_of,
 )
 
 ERIN_KEY, ERIN_GOOGLE = subject_key(ERIN), google_key(ERIN)
@@ -43,10 +50,10 @@ def privacy_job() -> dg.JobDefinition:
     return load_defs().resolve_job_def(PRIVACY_JOB)
 
 
-def evaluate_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, wh: Path, cursor=None):
+def evaluate_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, wh: Warehouse, cursor=None):
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"warehouse": DuckDBResource(database=str(wh))}
+        instance=instance, cursor=cursor, resources={"warehouse": resource_of(wh)}
     )
     return sensor(context), context.cursor
 
@@ -62,7 +69,7 @@ def assert_everywhere_before(mock) -> None:
     assert mailchimp_member(mock, ERIN)["status"] == "subscribed"
 
 
-def own_rows(wh: Path, keys: list[str]) -> dict[str, int]:
+def own_rows(wh: Warehouse, keys: list[str]) -> dict[str, int]:
     return {
         table: rows(
             wh,
@@ -78,7 +85,7 @@ def handle_request_through_dagster(
 ) -> dg.RunRequest:
     """Evaluate the sensor, execute its run request's job (reconstructed from its module, as
     Dagster runs it, unless ``in_process``); return the run request."""
-    wh = project.warehouse_path
+    wh = warehouse_of(project)
     run_request, cursor = evaluate_sensor(defs, instance, wh)
     assert isinstance(run_request, dg.RunRequest)
     if in_process:
@@ -103,21 +110,19 @@ def handle_request_through_dagster(
     return run_request
 
 
-def reimport(wh: Path, spellings: dict[int, str]) -> None:
+def reimport(wh: Warehouse, spellings: dict[int, str]) -> None:
     """New customer rows for the same person, consenting an hour before AS_OF."""
-    con = duckdb.connect(str(wh))
-    try:
+    with opened(wh) as con:
         for cid, email in spellings.items():
             add_customer(con, cid, email, AS_OF - timedelta(hours=1))
-    finally:
-        con.close()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_erasure_reaches_three_destinations_and_the_person_never_returns(
     privacy_project, mock_destinations
 ) -> None:
     project = privacy_project
-    wh = project.warehouse_path
+    wh = warehouse_of(project)
     mock = mock_destinations
     defs = load_defs()
     with dg.DagsterInstance.get() as instance:
@@ -167,7 +172,7 @@ def test_erasure_reaches_three_destinations_and_the_person_never_returns(
     excluded = rows(
         wh,
         "SELECT segment, customer_id, reason FROM activation.audience_exclusions "
-        "WHERE customer_id IN (1, 101, 102) ORDER BY ALL",
+        "WHERE customer_id IN (1, 101, 102) ORDER BY segment, customer_id, reason",
     )
     assert excluded == [
         (seg, cid, "erasure_requested") for seg in (ADS, MAIL) for cid in (ERIN_ID, 101, 102)
@@ -182,11 +187,12 @@ def test_erasure_reaches_three_destinations_and_the_person_never_returns(
     assert own_rows(wh, [ERIN_KEY, *variant_keys]) == dict.fromkeys(OWN_TABLES, 0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_objection_unsubscribes_suppresses_and_never_resubscribes(
     privacy_project, mock_destinations
 ) -> None:
     project = privacy_project
-    wh = project.warehouse_path
+    wh = warehouse_of(project)
     mock = mock_destinations
     defs = load_defs()
     objector_id = OTHERS[0]
@@ -231,9 +237,8 @@ def test_objection_unsubscribes_suppresses_and_never_resubscribes(
     assert own_rows(wh, [key])["sync_state"] == 0
 
 
-def _fresh_consent(wh: Path, customer_id: int) -> None:
-    con = duckdb.connect(str(wh))
-    try:
+def _fresh_consent(wh: Warehouse, customer_id: int) -> None:
+    with opened(wh) as con:
         for purpose in ("email_marketing", "ad_targeting"):
             con.execute(
                 "INSERT INTO consents VALUES (?, ?, ?, 'granted', ?, 'signup_form', 'v4')",
@@ -244,5 +249,70 @@ def _fresh_consent(wh: Path, customer_id: int) -> None:
                     AS_OF - timedelta(minutes=5),
                 ],
             )
+
+
+def _held_before_any_request(project: Settings, mock) -> None:
+    """Erin at meta_ads (by subject key) and at mailchimp (subscribed), and the warehouse's
+    sync state saying so: what acknowledged syncs leave behind."""
+    config = load_project_config(project.config_path)
+    meta = build_client("meta_ads", config.destinations["meta_ads"], mock.meta_url, mock.meta_token)
+    try:
+        (added,) = meta.add(META_AUD, [Row(ERIN_KEY, ERIN_KEY)])
+        assert added.ok
     finally:
-        con.close()
+        meta.close()
+    mock.seed(
+        "mailchimp",
+        {
+            "list_id": LIST,
+            "members": [{"email_address": normalize_email(ERIN), "status": "subscribed"}],
+        },
+    )
+    with opened(warehouse_of(project)) as con:
+        con.executemany(
+            "INSERT INTO activation.sync_state VALUES (?, ?, ?, ?, 'h1', ?)",
+            [
+                [ADS, "meta_ads", ERIN_KEY, None, AS_OF],
+                [MAIL, "mailchimp", ERIN_KEY, md5(normalize_email(ERIN)), AS_OF],
+            ],
+        )
+    assert ERIN_KEY in mock.meta_members(META_AUD)
+    assert mailchimp_member(mock, ERIN)["status"] == "subscribed"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_request_recorded_with_the_command_is_carried_out_and_receipted(
+    privacy_project, mock_destinations
+) -> None:
+    """``activation forget``, the sensor, the privacy job through the real Definitions (the
+    warehouse resource of the backend), the platforms over HTTP, ``activation receipt``: the
+    whole path of a request, from the state acknowledged syncs leave."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    project, mock = privacy_project, mock_destinations
+    _held_before_any_request(project, mock)
+    recorded = CliRunner().invoke(cli, ["forget", "--format", "json", f"mailto:{ERIN.upper()}"])
+    assert recorded.exit_code == 0, recorded.output
+    request_id = json.loads(recorded.stdout)["request_id"]
+    defs = load_defs()
+    with dg.DagsterInstance.get() as instance:
+        run_request = handle_request_through_dagster(project, instance, defs, in_process=True)
+    assert request_id in str(run_request.run_config)
+
+    assert ERIN_KEY not in mock.meta_members(META_AUD)
+    member = mailchimp_member(mock, ERIN)
+    assert member["status"] == "forgotten" and member["email_address"] is None
+    shown = CliRunner().invoke(cli, ["receipt", request_id, "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    receipt = json.loads(shown.stdout)
+    assert receipt["status"] == "complete"
+    assert sorted(
+        (d["destination"], d["action"], d["outcome"]) for d in receipt["destinations"]
+    ) == [
+        ("mailchimp", "delete_permanent", "ok"),
+        ("meta_ads", "remove", "ok"),
+    ]
+    assert "@" not in shown.output
+    assert own_rows(warehouse_of(project), [ERIN_KEY]) == dict.fromkeys(OWN_TABLES, 0)

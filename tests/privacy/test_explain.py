@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from orchestrator.audience import build_audience
@@ -17,7 +16,9 @@ from orchestrator.segments.compiler import compile_segment
 from orchestrator.segments.loader import load_segment_text
 from orchestrator.segments.spec import SegmentSpec
 from orchestrator.sync.diff import PENDING_HASH
-from tests.privacy.helpers import AS_OF, ERIN, write_warehouse
+from orchestrator.warehouse.target import Warehouse
+from tests.privacy.conftest import BACKENDS, privacy_warehouse
+from tests.privacy.helpers import AS_OF, ERIN, opened
 from tests.source_layout import layout_project
 
 SEGMENT = """
@@ -42,16 +43,16 @@ destinations:
 SID = "fr_recent_buyers"
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> tuple[Path, dict[int, str], ProjectConfig, dict[str, SegmentSpec]]:
+@pytest.fixture(params=BACKENDS)
+def setup(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[Warehouse, dict[int, str], ProjectConfig, dict[str, SegmentSpec]]:
     """Erin (1) bought and consents; 2 never bought; 3 bought but withdrew; Erin is held by
-    mailchimp, 3 as pending."""
-    wh = tmp_path / "warehouse.duckdb"
-    emails = write_warehouse(wh)
+    mailchimp, 3 as pending. On DuckDB and on PostgreSQL."""
     project = layout_project(tmp_path)  # the hand-built layout's model
+    wh, emails = privacy_warehouse(request.param, tmp_path, request, project)
     spec = load_segment_text(SEGMENT, "fr_recent_buyers.yaml", project)
-    con = duckdb.connect(str(wh))
-    try:
+    with opened(wh) as con:
         for cid in (1, 3):
             con.execute(
                 "INSERT INTO events VALUES (?, ?, 'purchase', ?, 'inv', 'sku', 'mug', 1, 5, 5)",
@@ -76,8 +77,6 @@ def setup(tmp_path: Path) -> tuple[Path, dict[int, str], ProjectConfig, dict[str
                 [SID, subject_key(emails[3]), PENDING_HASH, AS_OF],
             ],
         )
-    finally:
-        con.close()
     return wh, emails, project, {SID: spec}
 
 
@@ -148,8 +147,7 @@ def test_a_person_the_platform_keeps_as_unsubscribed_is_said_so(setup) -> None:
     # found by an upgrade trial: "mailchimp does not hold this person" while the platform
     # still lists the contact, unsubscribed, as its suppression
     wh, emails, project, specs = setup
-    con = duckdb.connect(str(wh))
-    try:
+    with opened(wh) as con:
         con.execute(
             "DELETE FROM activation.sync_state WHERE subject_key = ?", [subject_key(emails[3])]
         )
@@ -159,8 +157,6 @@ def test_a_person_the_platform_keeps_as_unsubscribed_is_said_so(setup) -> None:
             "VALUES ('mailchimp', ?, 'unsubscribed', ?)",
             [subject_key(emails[3]), AS_OF],
         )
-    finally:
-        con.close()
     result = explain(wh, emails[3], SID, project, specs, AS_OF)
     assert result["destinations"][0]["platform_status"] == "unsubscribed"
     assert not result["destinations"][0]["held"]
@@ -169,3 +165,35 @@ def test_a_person_the_platform_keeps_as_unsubscribed_is_said_so(setup) -> None:
     assert "kept by the platform as unsubscribed" in text
     erin = format_explanation(explain(wh, ERIN, SID, project, specs, AS_OF))
     assert "mailchimp holds this person, synced" in erin and "platform" not in erin
+
+
+def test_members_and_every_segment_explained_on_each_backend(setup) -> None:
+    from orchestrator.privacy.explain import explain_everywhere, format_everywhere
+    from orchestrator.privacy.members import list_members
+
+    wh, emails, project, specs = setup
+    with opened(wh) as con:
+        held = list_members(con, segment=SID, destination="mailchimp")
+        audience = list_members(con, segment=SID)
+    statuses = {row["subject"]: row["status"] for row in held}
+    assert statuses == {
+        subject_key(ERIN)[:12]: "held",
+        subject_key(emails[3])[:12]: "held, not in the audience",
+    }
+    assert [(r["subject"], r["legal_basis"]) for r in audience] == [
+        (subject_key(ERIN)[:12], "consent")
+    ]
+    everywhere = explain_everywhere(wh, ERIN, project, specs, AS_OF)
+    text = format_everywhere(everywhere)
+    assert SID in text and "@" not in text
+
+
+def test_the_changes_sensor_finds_the_withdrawn_person_a_destination_holds(setup) -> None:
+    """``privacy_changes_sensor``'s query on each backend: customer 3 withdrew and is still
+    held (pending) at mailchimp; Erin is held with her consent standing."""
+    from orchestrator.privacy.late_changes import held_withdrawn
+
+    wh, _, _, _ = setup
+    with opened(wh) as con:
+        assert held_withdrawn(con, {SID: "email_marketing"}) == {SID: 1}
+        assert held_withdrawn(con, {SID: "ad_targeting"}) == {}

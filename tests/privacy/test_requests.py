@@ -3,6 +3,7 @@ handling, and what happens when a destination fails (no mock server needed here)
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -10,7 +11,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
@@ -26,23 +26,32 @@ from orchestrator.privacy.sensor import (
 from orchestrator.pseudonymize import subject_key
 from orchestrator.settings import Settings
 from orchestrator.sync.diff import PENDING_HASH
-from tests.privacy.helpers import ADS, ERIN, ERIN_ID, META_AUD, load_defs, rows
+from orchestrator.warehouse.target import Warehouse
+from tests.privacy.conftest import BACKENDS
+from tests.privacy.helpers import (
+    ADS,
+    ERIN,
+    ERIN_ID,
+    META_AUD,
+    load_defs,
+    opened,
+    rows,
+    warehouse_of,
+)
 from tests.sync.helpers import MemoryDestination
 
 
-def insert_request(wh: Path, request_id: str, customer_id: int, received_at: datetime) -> None:
-    con = duckdb.connect(str(wh))
-    try:
+def insert_request(wh: Warehouse, request_id: str, customer_id: int, received_at: datetime) -> None:
+    with opened(wh) as con:
         con.execute(
             "INSERT INTO privacy_requests VALUES (?, ?, NULL, 'erasure', ?)",
             [request_id, customer_id, received_at],
         )
-    finally:
-        con.close()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_record_request_keeps_only_the_hash(privacy_env: Settings) -> None:
-    wh = privacy_env.warehouse_path
+    wh = warehouse_of(privacy_env)
     request_id = record_request(wh, "\u00a0erin.tester@GMAIL.com ", "objection")
     stored = rows(wh, "SELECT * FROM activation.request_intake WHERE request_id = ?", [request_id])
     assert stored[0][1:4] == (ERIN_ID, subject_key(ERIN), "objection")
@@ -74,8 +83,9 @@ def deadline_result(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluatio
     return evaluation
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_deadline_check_fails_for_an_old_request_without_receipt(privacy_env: Settings) -> None:
-    wh = privacy_env.warehouse_path
+    wh = warehouse_of(privacy_env)
     old_at = utc_now() - timedelta(days=40)
     insert_request(wh, "pr-old", 3, old_at)
     insert_request(wh, "pr-new", 4, utc_now() - timedelta(days=1))
@@ -140,21 +150,19 @@ def test_sensor_skips_while_the_warehouse_is_locked_and_keeps_its_cursor(
     assert again.run_config == receipts_run_config([second])  # only the new one
 
 
-def seed_state(wh: Path, rows_: list[tuple[str, str, str, str | None, str]]) -> None:
-    con = duckdb.connect(str(wh))
-    try:
+def seed_state(wh: Warehouse, rows_: list[tuple[str, str, str, str | None, str]]) -> None:
+    with opened(wh) as con:
         con.executemany(
             "INSERT INTO activation.sync_state VALUES (?, ?, ?, ?, ?, ?)",
             [[*r, datetime(2026, 11, 1)] for r in rows_],
         )
-    finally:
-        con.close()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_failing_destination_leaves_the_request_open_and_a_retry_completes_it(
     privacy_env: Settings,
 ) -> None:
-    wh, state = privacy_env.warehouse_path, privacy_env.state_dir
+    wh, state = warehouse_of(privacy_env), privacy_env.state_dir
     key = subject_key(ERIN)
     seed_state(wh, [(ADS, "meta_ads", key, None, PENDING_HASH)])  # unknown outcome: may hold
     request_id = record_request(wh, ERIN, "erasure")
@@ -175,3 +183,20 @@ def test_a_failing_destination_leaves_the_request_open_and_a_retry_completes_it(
     assert working.calls == [("remove", 1, "erasure")]
     assert receipt_for(wh, request_id)["destinations"][0]["outcome"] == "ok"
     assert rows(wh, "SELECT count(*) FROM activation.sync_state")[0][0] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_alerts_sensor_reads_late_requests_from_the_warehouse(privacy_env: Settings) -> None:
+    """A request open past half its one-month deadline fires one alert, read from either
+    backend; once it is complete the alert recovers."""
+    from orchestrator.alerts import evaluate
+
+    wh = warehouse_of(privacy_env)
+    insert_request(wh, "pr-late", 3, utc_now() - timedelta(days=20))
+    with dg.DagsterInstance.get() as instance:
+        state, fired = evaluate(None, instance, wh, utc_now(), frozenset())
+        assert [(c.key, c.firing) for c in fired] == [("request:pr-late", True)]
+        state["notified"] = dict(state["failing"])  # posted, as the sensor records it
+        process_requests(wh, privacy_env.state_dir, targets={}, client_for=pytest.fail)
+        _, recovered = evaluate(json.dumps(state), instance, wh, utc_now(), frozenset())
+    assert [(c.key, c.firing) for c in recovered] == [("request:pr-late", False)]

@@ -3,6 +3,7 @@ the durations come from activation.yaml, and expired people never enter an audie
 from a destination keep their first date."""
 
 import shutil
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from orchestrator.privacy.retention import (
 from orchestrator.segments.loader import load_segments
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
 from tests.conftest import AS_OF, REPO
+from tests.postgres import open_warehouse
 
 THREE_YEARS = SourceRetention()
 
@@ -30,9 +32,14 @@ def ago(days: float) -> datetime:
     return AS_OF - timedelta(days=days)
 
 
-@pytest.fixture
-def con() -> duckdb.DuckDBPyConnection:
-    connection = duckdb.connect(":memory:")
+@pytest.fixture(params=["duckdb", "postgres"])
+def con(request: pytest.FixtureRequest) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An empty warehouse with the default source tables: in-memory DuckDB, or a fresh
+    PostgreSQL database."""
+    if request.param == "postgres":
+        connection = open_warehouse(request.getfixturevalue("postgres_url"))
+    else:
+        connection = duckdb.connect(":memory:")
     create_source_schema(connection)
     create_activation_schema(connection)
     yield connection

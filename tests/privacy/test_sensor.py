@@ -1,7 +1,7 @@
 """The privacy requests sensor launches every open request whatever its ``received_at``, never
 twice while its run is pending, again when its run did not complete, and never a complete one.
-Ticks are evaluated with ``build_sensor_context`` against a real DuckDB warehouse; the clock of
-the sensor is moved with ``monkeypatch``."""
+Ticks are evaluated with ``build_sensor_context`` against a real DuckDB warehouse (some on a real
+PostgreSQL database too); the clock of the sensor is moved with ``monkeypatch``."""
 
 from __future__ import annotations
 
@@ -31,35 +31,44 @@ from orchestrator.settings import Settings
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.warehouse.connect import connect
 from orchestrator.warehouse.schema import create_source_schema
-from tests.privacy.helpers import ADS, ERIN, ERIN_ID, META_AUD, OTHERS, load_defs
+from orchestrator.warehouse.target import Warehouse
+from tests.privacy.conftest import BACKENDS
+from tests.privacy.helpers import (
+    ADS,
+    ERIN,
+    ERIN_ID,
+    META_AUD,
+    OTHERS,
+    load_defs,
+    opened,
+    resource_of,
+    warehouse_of,
+)
 from tests.sync.helpers import MemoryDestination
 
 RELAUNCH = timedelta(seconds=RELAUNCH_AFTER_S)
 T0 = datetime(2026, 12, 1, 9, 0, 0)
 
 
-def insert_requests(wh: Path, requests: list[tuple[str, int, datetime]]) -> None:
+def insert_requests(wh: Warehouse, requests: list[tuple[str, int, datetime]]) -> None:
     """Erasure requests (request_id, customer_id, received_at) as an import would write them."""
-    con = duckdb.connect(str(wh))
-    try:
+    with opened(wh) as con:
         con.executemany(
             "INSERT INTO privacy_requests VALUES (?, ?, NULL, 'erasure', ?)",
             [list(r) for r in requests],
         )
-    finally:
-        con.close()
 
 
 def complete(settings: Settings, request_ids: list[str]) -> None:
     """Handle the requests; no destination holds these customers, so they become complete."""
     process_requests(
-        settings.warehouse_path,
+        warehouse_of(settings),
         settings.state_dir,
         targets={},
         client_for=lambda name: pytest.fail(f"no destination should be called ({name})"),
         request_ids=request_ids,
     )
-    with connect(settings.warehouse_path, read_only=True) as con:
+    with connect(warehouse_of(settings), read_only=True) as con:
         still_open = {request_id for request_id, _, _ in open_requests(con)}
     assert not still_open & set(request_ids)
 
@@ -80,11 +89,9 @@ def tick(privacy_env: Settings) -> Callable[..., tuple[object, str | None]]:
     """Evaluate one sensor tick on the test warehouse: (RunRequest or SkipReason, new cursor)."""
     sensor = load_defs().resolve_sensor_def(SENSOR_NAME)
 
-    def evaluate(cursor: str | None, wh: Path | None = None) -> tuple[object, str | None]:
-        database = str(wh or privacy_env.warehouse_path)
-        context = dg.build_sensor_context(
-            cursor=cursor, resources={"warehouse": DuckDBResource(database=database)}
-        )
+    def evaluate(cursor: str | None, wh: Warehouse | None = None) -> tuple[object, str | None]:
+        resource = resource_of(wh or warehouse_of(privacy_env))
+        context = dg.build_sensor_context(cursor=cursor, resources={"warehouse": resource})
         return sensor(context), context.cursor
 
     return evaluate
@@ -98,8 +105,9 @@ def launched(result: object) -> list[str]:
     return ids
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_back_dated_request_is_launched_on_the_next_tick(privacy_env: Settings, tick, clock):
-    wh = privacy_env.warehouse_path
+    wh = warehouse_of(privacy_env)
     insert_requests(wh, [("pr-today", ERIN_ID, T0 - timedelta(hours=1))])
     first, cursor = tick(None)
     assert launched(first) == ["pr-today"]
@@ -133,19 +141,17 @@ def test_a_request_is_not_launched_twice_while_its_run_is_pending(
         assert same == cursor
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_an_open_request_whose_run_did_not_complete_is_relaunched(
     privacy_env: Settings, tick, clock
 ):
-    wh, state = privacy_env.warehouse_path, privacy_env.state_dir
+    wh, state = warehouse_of(privacy_env), privacy_env.state_dir
     key = subject_key(ERIN)
-    con = duckdb.connect(str(wh))
-    try:  # a send to meta_ads of unknown outcome: the platform may hold Erin
+    with opened(wh) as con:  # a send to meta_ads of unknown outcome: the platform may hold Erin
         con.execute(
             "INSERT INTO activation.sync_state VALUES (?, 'meta_ads', ?, NULL, ?, ?)",
             [ADS, key, PENDING_HASH, T0 - timedelta(days=2)],
         )
-    finally:
-        con.close()
     insert_requests(wh, [("pr-erin", ERIN_ID, T0 - timedelta(days=1))])
     first, cursor = tick(None)
     assert launched(first) == ["pr-erin"]
@@ -262,3 +268,32 @@ def test_a_request_left_open_is_relaunched_within_minutes_once_no_privacy_run_is
         instance.delete_run(run.run_id)  # no privacy run in flight any more
         retry, cursor = tick(cursor)
         assert launched(retry) == ["pr-late"]
+
+
+def test_an_unreachable_postgres_warehouse_skips_the_tick_and_keeps_the_cursor(
+    privacy_env: Settings, monkeypatch: pytest.MonkeyPatch, tick, clock
+) -> None:
+    """The server's equivalent of a locked file: the tick is skipped with one line naming the
+    warehouse (never the password), the cursor kept, and the next tick launches."""
+    import socket
+
+    from orchestrator.warehouse.resources import PostgresResource
+
+    insert_requests(privacy_env.warehouse_path, [("pr-1", ERIN_ID, T0 - timedelta(days=1))])
+    first, cursor = tick(None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    down = PostgresResource(
+        url=f"postgresql://activation@127.0.0.1:{port}/warehouse",
+        password="Sentinel-Pa55word",  # pragma: allowlist secret
+        connect_timeout_s=2,
+    )
+    sensor = load_defs().resolve_sensor_def(SENSOR_NAME)
+    context = dg.build_sensor_context(cursor=cursor, resources={"warehouse": down})
+    skipped = sensor(context)
+    assert isinstance(skipped, dg.SkipReason) and context.cursor == cursor
+    message = skipped.skip_message
+    assert f"postgres://activation@127.0.0.1:{port}/warehouse" in message
+    assert "no server answered" in message and "Sentinel" not in message
+    assert launched(first) == ["pr-1"]

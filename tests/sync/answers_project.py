@@ -26,7 +26,9 @@ from orchestrator.assets import segment_key, sync_key
 from orchestrator.config import load_project_config
 from orchestrator.definitions import ALL_SEGMENTS_JOB, build_definitions
 from orchestrator.settings import Settings
+from orchestrator.warehouse.connect import connect
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
+from orchestrator.warehouse.target import Warehouse, WarehouseTarget
 from tests.conftest import REPO
 from tests.source_layout import repo_config
 
@@ -47,19 +49,31 @@ def synthetic_emails(n: int, seed: int = 1103) -> list[str]:
 
 @dataclass(frozen=True)
 class AnswersProject:
-    """Paths and settings of one test project (``warehouse``, ``config`` path)."""
+    """Paths and settings of one test project (``warehouse``: a DuckDB file or a PostgreSQL
+    target; ``config`` path)."""
 
-    warehouse: Path
+    warehouse: Warehouse
     config: Path
     segments: Path
     mock: object
 
 
-def write_config(path: Path, *, normalization: str = "base", google: bool = False) -> Path:
+def write_config(
+    path: Path,
+    *,
+    normalization: str = "base",
+    google: bool = False,
+    warehouse: Warehouse | None = None,
+) -> Path:
     """activation.yaml of the repository, with the hand-built layout's model, ``meta_ads``
     normalized as asked; ``google``: a ``google_ads`` destination and the customers' ``phone``
-    column in the source model."""
+    column in the source model; ``warehouse``: a PostgreSQL target becomes its ``warehouse:``
+    (``kind: postgres``, the URL, the password's environment variable)."""
     data = repo_config()  # the hand-built layout's model
+    if isinstance(warehouse, WarehouseTarget) and warehouse.kind == "postgres":
+        data["warehouse"] = warehouse.config.model_dump(exclude_defaults=True) | {
+            "kind": "postgres"
+        }
     data["destinations"]["meta_ads"]["normalization"] = normalization
     if google:
         data["purposes"]["ad_targeting"]["consent_signals"] = {
@@ -131,25 +145,20 @@ def add_customer(con: duckdb.DuckDBPyConnection, cid: int, email: str, at: datet
         )
 
 
-def write_warehouse(path: Path, emails: dict[int, str], *, phone: bool = False) -> None:
-    con = duckdb.connect(str(path))
-    try:
+def write_warehouse(where: Warehouse, emails: dict[int, str], *, phone: bool = False) -> None:
+    with connect(where) as con:
         create_source_schema(con)
         create_activation_schema(con)
         if phone:
             con.execute("ALTER TABLE customers ADD COLUMN phone VARCHAR")
         for cid, email in emails.items():
             add_customer(con, cid, email, AS_OF - timedelta(days=10))
-    finally:
-        con.close()
 
 
-def sql(path: Path, statement: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(path))
-    try:
+def sql(where: Warehouse, statement: str, params: list | None = None) -> list[tuple]:
+    """The rows of ``statement`` (shared SQL) in the project's warehouse (either backend)."""
+    with connect(where) as con:
         return con.execute(statement, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def withdraw(path: Path, cid: int, purpose: str, at: datetime) -> None:
@@ -214,9 +223,15 @@ def check_results(result) -> dict[str, tuple[bool, str]]:
     return out
 
 
-def project_maker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dagster_home: Path):
+def project_maker(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dagster_home: Path,
+    warehouse: Warehouse | None = None,
+):
     """A function writing a temp project (modes, normalization, customers) and pointing the
-    environment of the real Definitions at it (the ``answers_env`` fixture)."""
+    environment of the real Definitions at it (the ``answers_env`` fixture); ``warehouse``: a
+    PostgreSQL target the project's ``warehouse:`` names (None: a DuckDB file)."""
 
     def make(
         mock,
@@ -228,8 +243,13 @@ def project_maker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dagster_home:
         google=False,
     ) -> AnswersProject:
         project = AnswersProject(
-            tmp_path / "warehouse.duckdb",
-            write_config(tmp_path / "activation.yaml", normalization=normalization, google=google),
+            warehouse or tmp_path / "warehouse.duckdb",
+            write_config(
+                tmp_path / "activation.yaml",
+                normalization=normalization,
+                google=google,
+                warehouse=warehouse,
+            ),
             write_segments(
                 tmp_path / "segments", ads_mode=ads_mode, mail_mode=mail_mode, google=google
             ),
@@ -237,7 +257,7 @@ def project_maker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dagster_home:
         )
         env = {
             "ACTIVATION_PROJECT_DIR": str(REPO),
-            "ACTIVATION_WAREHOUSE": str(project.warehouse),
+            "ACTIVATION_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
             "ACTIVATION_STATE_DIR": str(tmp_path / "state"),
             "ACTIVATION_SEGMENTS_DIR": str(project.segments),
             "ACTIVATION_CONFIG": str(project.config),

@@ -6,14 +6,15 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import duckdb
 from faker import Faker
 
 from destinations.base import CallStats, RemoveReason, Row, RowResult
 from orchestrator.pseudonymize import google_key, normalize_email, subject_key
+from orchestrator.warehouse.connect import connect
 from orchestrator.warehouse.schema import create_activation_schema, create_source_schema
+from orchestrator.warehouse.target import Warehouse, WarehouseTarget
 
 T0 = datetime(2025, 1, 15, 12, 0, 0)
 
@@ -31,10 +32,10 @@ def fake_emails(n: int, seed: int = 7) -> list[str]:
     return out
 
 
-def new_warehouse(path: Path, emails: Sequence[str]) -> None:
-    """Create source + activation tables and one customer per email (ids 1..n, country GB)."""
-    con = duckdb.connect(str(path))
-    try:
+def new_warehouse(where: Warehouse, emails: Sequence[str]) -> None:
+    """Create source + activation tables and one customer per email (ids 1..n, country GB) in
+    ``where`` (a DuckDB file or a PostgreSQL target)."""
+    with connect(where) as con:
         create_source_schema(con)
         create_activation_schema(con)
         if emails:
@@ -42,8 +43,6 @@ def new_warehouse(path: Path, emails: Sequence[str]) -> None:
                 "INSERT INTO customers VALUES (?, ?, 'GB', 'United Kingdom', ?, NULL)",
                 [(i + 1, e, T0) for i, e in enumerate(emails)],
             )
-    finally:
-        con.close()
 
 
 def set_audience(con: duckdb.DuckDBPyConnection, segment: str, customer_ids: Iterable[int]) -> None:
@@ -80,18 +79,22 @@ def key_of(con: duckdb.DuckDBPyConnection, customer_id: int) -> str:
     return subject_key(email)
 
 
-def state_keys(path: Path, segment: str, destination: str) -> dict[str, str]:
+def state_keys(where: Warehouse, segment: str, destination: str) -> dict[str, str]:
     """subject_key -> fields_hash held in sync_state for the pair."""
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        rows = con.execute(
+    return dict(
+        query(
+            where,
             "SELECT subject_key, fields_hash FROM activation.sync_state"
             " WHERE segment = ? AND destination = ?",
             [segment, destination],
-        ).fetchall()
-    finally:
-        con.close()
-    return dict(rows)
+        )
+    )
+
+
+def query(where: Warehouse, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+    """The rows of ``sql`` (shared SQL) in the warehouse ``where`` (either backend)."""
+    with connect(where) as con:
+        return con.execute(sql, list(params)).fetchall()
 
 
 @dataclass
@@ -148,10 +151,11 @@ class MemoryDestination:
         return len(self.members)
 
 
-def write_journal(path: Path, segment: str, destination: str, lines: Iterable[dict | str]) -> None:
+def write_journal(
+    path: Warehouse, segment: str, destination: str, lines: Iterable[dict | str]
+) -> None:
     """Append journal lines (dicts, or encoded JSON text) to the warehouse's journal table."""
     from orchestrator.sync import journal
-    from orchestrator.warehouse.connect import connect
 
     encoded = []
     for line in lines:
@@ -162,15 +166,18 @@ def write_journal(path: Path, segment: str, destination: str, lines: Iterable[di
         journal.append_lines(con, segment, destination, encoded)
 
 
-def journal_texts(path: Path, segment: str, destination: str) -> list[str]:
-    """The pair's journal lines not yet folded, in the order written."""
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        rows = con.execute(
-            "SELECT line FROM activation.sync_journal WHERE segment = ? AND destination = ? "
-            "ORDER BY rowid",
-            [segment, destination],
-        ).fetchall()
-    finally:
-        con.close()
+def journal_texts(where: Warehouse, segment: str, destination: str) -> list[str]:
+    """The pair's journal lines not yet folded, in the order written (DuckDB: its row ids;
+    PostgreSQL, which has none: by time written, run, batch, intent before answers)."""
+    order = (
+        "rowid"
+        if not isinstance(where, WarehouseTarget) or where.kind == "duckdb"
+        else "written_at, run, seq, CASE kind WHEN 'intent' THEN 0 WHEN 'ack' THEN 1 ELSE 2 END"
+    )
+    rows = query(
+        where,
+        f"SELECT line FROM activation.sync_journal WHERE segment = ? AND destination = ? "
+        f"ORDER BY {order}",
+        [segment, destination],
+    )
     return [text for (text,) in rows]

@@ -3,6 +3,8 @@
     python -m tests.sync.machine_runner WAREHOUSE STATE_DIR MAILCHIMP_URL TOKEN LIST \
         BATCH_SIZE DIE_AFTER CALL_DELAY_S
 
+``WAREHOUSE``: a DuckDB file, or a ``postgresql://`` URL (its password in the environment
+variable :data:`tests.postgres.PASSWORD_ENV`).
 ``STATE_DIR``: this "machine's" own scratch folder. ``DIE_AFTER``: SIGKILL the process right
 after the DIE_AFTER-th client call returned (the destination applied it; its answer is in no
 journal yet); 0: never. ``CALL_DELAY_S``: sleep before each call (so two runs overlap).
@@ -23,6 +25,7 @@ from destinations.http import RetryPolicy
 from destinations.mailchimp import MailchimpClient
 from orchestrator.sync import engine
 from orchestrator.sync.pair_lock import SyncInProgressError
+from orchestrator.warehouse.target import Warehouse
 
 SEGMENT, DESTINATION = "loyal", "mailchimp"
 
@@ -52,6 +55,14 @@ class _Machine(MailchimpClient):
         return self._around(super().remove, audience_id, rows, reason)
 
 
+def _warehouse(arg: str) -> Warehouse:
+    if arg.startswith("postgresql://"):
+        from tests.postgres import warehouse_target
+
+        return warehouse_target(arg)
+    return Path(arg)
+
+
 def main(argv: list[str]) -> int:
     warehouse, state_dir, url, token, list_id, size, die_after, delay = argv
     engine.JOURNAL_WINDOW_ROWS = 2 * int(size)  # two batches per journal window
@@ -62,7 +73,7 @@ def main(argv: list[str]) -> int:
     try:
         with client:
             report = engine.run_sync(
-                Path(warehouse),
+                _warehouse(warehouse),
                 Path(state_dir),
                 segment=SEGMENT,
                 destination=DESTINATION,

@@ -12,6 +12,7 @@ from datetime import timedelta
 import dagster as dg
 
 from orchestrator.pseudonymize import subject_key
+from tests.postgres import both_backends
 from tests.sync.answers_project import (
     ADS,
     AS_OF,
@@ -46,6 +47,7 @@ def state(wh, segment: str) -> dict[str, str]:
     return dict(rows)
 
 
+@both_backends
 def test_contacts_the_list_keeps_unsubscribed_or_cleaned_are_not_counted_as_synced(
     answers_env, mock_destinations
 ) -> None:
@@ -99,6 +101,7 @@ def test_contacts_the_list_keeps_unsubscribed_or_cleaned_are_not_counted_as_sync
     assert mock.violations("mailchimp")["resubscribe"] == 0
 
 
+@both_backends
 def test_an_unsubscribe_answered_subscribed_is_not_a_removal(
     answers_env, mock_destinations
 ) -> None:
@@ -132,6 +135,7 @@ def test_an_unsubscribe_answered_subscribed_is_not_a_removal(
     assert sql(wh, "SELECT count(*) FROM activation.sync_rejections") == [(0,)]
 
 
+@both_backends
 def test_a_meta_answer_that_is_not_the_documented_json_acknowledges_nothing(
     answers_env, mock_destinations
 ) -> None:
@@ -156,6 +160,7 @@ def test_a_meta_answer_that_is_not_the_documented_json_acknowledges_nothing(
     assert sync_metadata(again, ADS, "meta_ads")["pending"] == 0
 
 
+@both_backends
 def test_a_meta_count_short_of_the_rows_sent_leaves_them_pending(
     answers_env, mock_destinations
 ) -> None:

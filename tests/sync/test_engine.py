@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from destinations.errors import TransientError
@@ -17,12 +16,15 @@ from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.engine import MassRemovalError, preview_diff, run_sync
 from orchestrator.sync.pair_lock import SyncInProgressError, pair_lock
 from orchestrator.warehouse.connect import connect
+from orchestrator.warehouse.target import Warehouse
+from tests.postgres import both_backends
 from tests.sync.helpers import (
     MemoryDestination,
     fake_emails,
     journal_texts,
     key_of,
     new_warehouse,
+    query,
     set_audience,
     state_keys,
 )
@@ -31,8 +33,8 @@ SEG, DEST = "loyal", "ads"
 
 
 @pytest.fixture
-def wh(tmp_path: Path) -> Path:
-    path = tmp_path / "wh.duckdb"
+def wh(empty_warehouse: Warehouse) -> Warehouse:
+    path = empty_warehouse
     new_warehouse(path, fake_emails(10))
     with connect(path) as con:
         set_audience(con, SEG, range(1, 6))
@@ -45,6 +47,7 @@ def sync(wh: Path, tmp_path: Path, client: MemoryDestination, **kw):
     return run_sync(wh, tmp_path / "state", **args)
 
 
+@both_backends
 def test_sync_sends_in_batches_and_records_what_was_acknowledged(wh, tmp_path):
     client = MemoryDestination(max_batch_size=2)
     report = sync(wh, tmp_path, client)
@@ -55,6 +58,7 @@ def test_sync_sends_in_batches_and_records_what_was_acknowledged(wh, tmp_path):
     assert not any((tmp_path / "state" / "scratch").rglob("*.parquet"))
 
 
+@both_backends
 def test_dry_run_sends_nothing_and_changes_nothing(wh, tmp_path):
     report = preview_diff(
         wh, tmp_path / "state", segment=SEG, destination=DEST, mode="mirror", fields={},
@@ -64,6 +68,7 @@ def test_dry_run_sends_nothing_and_changes_nothing(wh, tmp_path):
     assert report.dry_run and state_keys(wh, SEG, DEST) == {}
 
 
+@both_backends
 def test_a_failing_call_keeps_what_was_acknowledged_and_raises(wh, tmp_path):
     error = TransientError("memory", "server error", 503)
     client = MemoryDestination(max_batch_size=2, fail_on_call=2, error=error)
@@ -80,20 +85,20 @@ def test_a_failing_call_keeps_what_was_acknowledged_and_raises(wh, tmp_path):
     assert PENDING_HASH not in state_keys(wh, SEG, DEST).values()
 
 
+@both_backends
 def test_permanent_refusals_are_recorded_and_not_retried_each_run(wh, tmp_path):
     with connect(wh) as con:
         refused = key_of(con, 3)
     client = MemoryDestination(max_batch_size=10, refuse={refused})
     report = sync(wh, tmp_path, client)
     assert report.rejected == 1 and refused not in state_keys(wh, SEG, DEST)
-    con = duckdb.connect(str(wh), read_only=True)
-    reasons = con.execute("SELECT reason, permanent FROM activation.sync_rejections").fetchall()
-    con.close()
+    reasons = query(wh, "SELECT reason, permanent FROM activation.sync_rejections")
     assert reasons == [("<email> fake", True)]  # the platform's echoed address is masked
     again = sync(wh, tmp_path, client)
     assert (again.skipped_rejected, again.adds, again.api_calls) == (1, 0, 0)
 
 
+@both_backends
 def test_removes_go_first_with_their_reason(wh, tmp_path):
     client = MemoryDestination(max_batch_size=10)
     sync(wh, tmp_path, client)
@@ -106,10 +111,13 @@ def test_removes_go_first_with_their_reason(wh, tmp_path):
     assert set(state_keys(wh, SEG, DEST)) == set(client.members)
 
 
-def test_a_segment_that_suddenly_matches_nobody_does_not_empty_the_destination(tmp_path):
+@both_backends
+def test_a_segment_that_suddenly_matches_nobody_does_not_empty_the_destination(
+    empty_warehouse, tmp_path
+):
     """A typo that empties a segment must not remove everyone from the ad account; privacy
     removals still go through, and an explicit override sends the shrink."""
-    path = tmp_path / "wh.duckdb"
+    path = empty_warehouse
     new_warehouse(path, fake_emails(30))
     with connect(path) as con:
         set_audience(con, SEG, range(1, 25))
@@ -128,6 +136,7 @@ def test_a_segment_that_suddenly_matches_nobody_does_not_empty_the_destination(t
     assert report.removes_by_reason["erasure"] == 1
 
 
+@both_backends
 def test_a_few_members_leaving_is_not_a_mass_removal(wh, tmp_path):
     client = MemoryDestination(max_batch_size=100)
     sync(wh, tmp_path, client)
@@ -136,6 +145,7 @@ def test_a_few_members_leaving_is_not_a_mass_removal(wh, tmp_path):
     assert sync(wh, tmp_path, client).removes == 5
 
 
+@both_backends
 def test_a_second_sync_of_the_same_pair_is_refused_while_one_runs(wh, tmp_path):
     with (
         pair_lock(wh, SEG, DEST),

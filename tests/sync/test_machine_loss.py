@@ -3,8 +3,9 @@ deleted is finished by another process with another folder, from what the wareho
 (journal and lock included); and two runs of one pair started at once from two processes
 with their own folders: one runs, the other stops with a clear message.
 
-Real Mailchimp client and mock server (HTTP on loopback), real DuckDB file, real processes
-(SIGKILL). What the destination holds is read through the mock's control API.
+Real Mailchimp client and mock server (HTTP on loopback), a real DuckDB file or a real
+PostgreSQL database, real processes (SIGKILL). What the destination holds is read through the
+mock's control API.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from destinations.mock.testing import running_mock
@@ -24,7 +24,9 @@ from orchestrator.pseudonymize import subject_key
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
-from tests.sync.helpers import T0, fake_emails, new_warehouse, set_audience, state_keys
+from orchestrator.warehouse.target import Warehouse, WarehouseTarget
+from tests.postgres import both_backends
+from tests.sync.helpers import T0, fake_emails, new_warehouse, query, set_audience, state_keys
 
 SEG, MC, LIST = "loyal", "mailchimp", "list01"
 REPO = Path(__file__).resolve().parents[2]
@@ -37,16 +39,17 @@ def mock(tmp_path_factory):
 
 
 @pytest.fixture
-def wh(tmp_path: Path, mock) -> Path:
+def wh(empty_warehouse: Warehouse, mock) -> Warehouse:
     mock.reset()
-    path = tmp_path / "wh.duckdb"
-    new_warehouse(path, fake_emails(24, seed=5))
-    return path
+    new_warehouse(empty_warehouse, fake_emails(24, seed=5))
+    return empty_warehouse
 
 
-def _machine(wh: Path, folder: Path, mock, *, die_after: int = 0, delay_s: float = 0.0):
-    """Start the sync in another process with its own state folder (a "machine")."""
-    cmd = [sys.executable, "-m", "tests.sync.machine_runner", str(wh), str(folder)]
+def _machine(wh: Warehouse, folder: Path, mock, *, die_after: int = 0, delay_s: float = 0.0):
+    """Start the sync in another process with its own state folder (a "machine"); a
+    PostgreSQL warehouse is passed as its URL (the password in the environment)."""
+    where = wh.config.url if isinstance(wh, WarehouseTarget) else str(wh)
+    cmd = [sys.executable, "-m", "tests.sync.machine_runner", where, str(folder)]
     cmd += [mock.mailchimp_url, mock.mailchimp_token, LIST, "2", str(die_after), str(delay_s)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
@@ -59,16 +62,11 @@ def _finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def _emails(wh: Path, customer_ids) -> dict[str, str]:
+def _emails(wh: Warehouse, customer_ids) -> dict[str, str]:
     """subject key -> email of the given customers."""
-    con = duckdb.connect(str(wh), read_only=True)
-    try:
-        rows = con.execute(
-            "SELECT email FROM customers WHERE list_contains(?, customer_id)", [list(customer_ids)]
-        ).fetchall()
-    finally:
-        con.close()
-    return {subject_key(e): e for (e,) in rows}
+    wanted = set(customer_ids)
+    rows = query(wh, "SELECT customer_id, email FROM customers")
+    return {subject_key(e): e for cid, e in rows if cid in wanted}
 
 
 def _at_mailchimp(mock) -> dict[str, str]:
@@ -80,18 +78,11 @@ def _subscribed(mock) -> set[str]:
     return {k for k, status in _at_mailchimp(mock).items() if status == "subscribed"}
 
 
-def _suppressions(wh: Path) -> dict[str, str]:
-    con = duckdb.connect(str(wh), read_only=True)
-    try:
-        rows = con.execute(
-            "SELECT subject_key, status FROM activation.destination_suppressions"
-        ).fetchall()
-    finally:
-        con.close()
-    return dict(rows)
+def _suppressions(wh: Warehouse) -> dict[str, str]:
+    return dict(query(wh, "SELECT subject_key, status FROM activation.destination_suppressions"))
 
 
-def _privacy_changes(wh: Path) -> None:
+def _privacy_changes(wh: Warehouse) -> None:
     """Customer 3 withdraws consent, customer 4 asks for erasure, 1 and 2 leave, 13-20 join."""
     with connect(wh) as con:
         con.execute(
@@ -104,6 +95,7 @@ def _privacy_changes(wh: Path) -> None:
 #: Batches of 2, removes first: [erasure 4], [withdrawn 3], [left 1, 2], [add 13, 14], ...;
 #: journal windows of two batches. 1: the erasure applied, unanswered; 4: the first window's
 #: answers written, the second's (a removal and the adds of 13 and 14) applied, unanswered.
+@both_backends
 @pytest.mark.parametrize("die_after", [1, 4])
 def test_a_sync_killed_with_its_machine_is_finished_by_another(wh, tmp_path, mock, die_after):
     with connect(wh) as con:
@@ -140,6 +132,7 @@ def test_a_sync_killed_with_its_machine_is_finished_by_another(wh, tmp_path, moc
     assert not {k for k, s in _at_mailchimp(mock).items() if s == "subscribed"} - set(audience)
 
 
+@both_backends
 def test_two_runs_of_one_pair_from_two_machines_one_runs_one_stops(wh, tmp_path, mock):
     with connect(wh) as con:
         set_audience(con, SEG, range(1, 21))  # 10 batches of 2, 0.2 s each: about 2 s

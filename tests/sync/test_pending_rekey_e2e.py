@@ -16,6 +16,7 @@ from destinations.mock.testing import running_mock
 from orchestrator.phone import google_phone_hash, meta_phone_hash
 from orchestrator.pseudonymize import google_key, subject_key
 from orchestrator.sync.diff import PENDING_HASH
+from tests.postgres import both_backends
 from tests.sync.answers_project import (
     AS_OF,
     GOOGLE_AUD,
@@ -64,6 +65,7 @@ def _retired(wh, destination: str) -> list[tuple[str, str]]:
     )
 
 
+@both_backends
 def test_meta_unconfirmed_add_then_changed_phone_removes_the_set_that_may_have_landed(
     answers_env, tmp_path, dagster_home
 ) -> None:
@@ -104,6 +106,7 @@ def test_meta_unconfirmed_add_then_changed_phone_removes_the_set_that_may_have_l
         assert mock.violations("meta")["raw_identifier"] == 0
 
 
+@both_backends
 def test_google_request_still_processing_then_changed_phone_ends_with_the_new_set_only(
     answers_env, tmp_path, dagster_home
 ) -> None:
@@ -137,6 +140,7 @@ def test_google_request_still_processing_then_changed_phone_ends_with_the_new_se
         assert mock.violations("google")["raw_identifier"] == 0
 
 
+@both_backends
 def test_a_refused_remove_of_an_old_set_is_kept_and_retried_after_its_back_off(
     answers_env, tmp_path, dagster_home
 ) -> None:
@@ -188,6 +192,7 @@ def test_a_refused_remove_of_an_old_set_is_kept_and_retried_after_its_back_off(
         assert mock.meta_members(META_AUD) == sorted(meta.values())
 
 
+@both_backends
 def test_erasure_removes_an_old_set_whose_remove_is_waiting_for_its_back_off(
     answers_env, tmp_path, dagster_home
 ) -> None:

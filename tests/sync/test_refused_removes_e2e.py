@@ -5,15 +5,20 @@ every run. A privacy removal a platform refuses keeps its request open, with the
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 
 from orchestrator.privacy.receipts import receipt_for
 from orchestrator.privacy.requests import record_request
 from orchestrator.pseudonymize import subject_key
+from orchestrator.sync.engine import run_sync
 from orchestrator.sync.rejections import REMOVE_RETRY_FIRST_S
+from orchestrator.warehouse.target import Warehouse, WarehouseTarget
 from tests.cli.conftest import run_activation
+from tests.postgres import both_backends
 from tests.sync.answers_project import (
     ADS,
     AS_OF,
@@ -52,6 +57,25 @@ def move_out(wh, ids: list[int]) -> None:
     sql(wh, "UPDATE customers SET country = 'DE' WHERE list_contains(?, customer_id)", [ids])
 
 
+def _dry_run(wh: Warehouse, as_of: datetime) -> dict:
+    """What a dry run of the ads segment's Meta sync reports: ``activation preview`` on a
+    DuckDB file; on PostgreSQL (where that command is not wired yet) the same dry run of the
+    sync engine, which the command reports."""
+    if not isinstance(wh, WarehouseTarget):
+        preview = run_activation("preview", ADS, "--format", "json", "--as-of", as_of.isoformat())
+        assert preview.returncode == 0, preview.stderr
+        (dest,) = json.loads(preview.stdout)[0]["destinations"]
+        return dest
+    report = run_sync(
+        wh, Path(os.environ["ACTIVATION_STATE_DIR"]), segment=ADS, destination="meta_ads",
+        audience_id=META_AUD, mode="mirror", fields={}, kind="ad", dry_run=True, as_of=as_of,
+        purpose="ad_targeting",
+    )  # fmt: skip
+    return {"removes_deferred": report.removes_deferred, "removes": report.removes,
+            "stuck": report.stuck}  # fmt: skip
+
+
+@both_backends
 def test_audience_size_too_low_is_recorded_the_adds_go_out_and_the_delete_backs_off(
     answers_env, mock_destinations
 ) -> None:
@@ -88,12 +112,7 @@ def test_audience_size_too_low_is_recorded_the_adds_go_out_and_the_delete_backs_
         meta = sync_metadata(result, ADS, "meta_ads")
         assert meta["stuck_rows"] == 30 and "Audience Size too low" in meta["stuck"]
         # the dry run says what is stuck and why, and that it would not resend it yet
-        preview = run_activation(
-            "preview", ADS, "--format", "json", "--as-of",
-            (AS_OF + timedelta(hours=1, minutes=10)).isoformat(),
-        )  # fmt: skip
-        assert preview.returncode == 0, preview.stderr
-        (dest,) = json.loads(preview.stdout)[0]["destinations"]
+        dest = _dry_run(wh, AS_OF + timedelta(hours=1, minutes=10))
         assert dest["removes_deferred"] == 30 and dest["removes"] == 0
         assert "Audience Size too low" in dest["stuck"][0]["reason"]
 
@@ -113,6 +132,7 @@ def test_audience_size_too_low_is_recorded_the_adds_go_out_and_the_delete_backs_
     assert len(first) == 120
 
 
+@both_backends
 def test_a_refused_archive_backs_off_doubling_and_the_other_removes_go_out(
     answers_env, mock_destinations
 ) -> None:
@@ -148,6 +168,7 @@ def test_a_refused_archive_backs_off_doubling_and_the_other_removes_go_out(
     assert members[md5(stuck)] == "archived"
 
 
+@both_backends
 def test_a_refused_remove_is_sent_at_once_when_the_person_withdraws(
     answers_env, mock_destinations
 ) -> None:
@@ -176,6 +197,7 @@ def test_a_refused_remove_is_sent_at_once_when_the_person_withdraws(
     )
 
 
+@both_backends
 def test_a_privacy_removal_the_platform_refuses_keeps_the_request_open_with_its_words(
     answers_env, mock_destinations
 ) -> None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import duckdb
 import pytest
 
 from orchestrator.sync import journal
 from orchestrator.sync.diff import PENDING_HASH
 from orchestrator.sync.state import fold_journal
 from orchestrator.warehouse.connect import connect
-from tests.sync.helpers import T0, journal_texts, new_warehouse, write_journal
+from orchestrator.warehouse.errors import DATABASE_ERRORS
+from orchestrator.warehouse.target import Warehouse
+from tests.postgres import both_backends
+from tests.sync.helpers import T0, journal_texts, new_warehouse, query, write_journal
 
 SEG, DEST = "loyal", "news"
 K = [f"{i:064x}" for i in range(1, 8)]  # stand-in subject keys
@@ -33,9 +33,12 @@ def line(kind: str, op: str, key: str, seq: int = 0, run: str = "r1", **extra) -
     }
 
 
+pytestmark = both_backends  # the fold is the one backend branch of the sync (JSON parsing)
+
+
 @pytest.fixture
-def wh(tmp_path: Path) -> Path:
-    path = tmp_path / "wh.duckdb"
+def wh(empty_warehouse: Warehouse) -> Warehouse:
+    path = empty_warehouse
     new_warehouse(path, [])
     with connect(path) as con:
         for key in (K[2], K[3], K[4]):
@@ -46,25 +49,23 @@ def wh(tmp_path: Path) -> Path:
     return path
 
 
-def tables(path: Path) -> dict[str, list]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return {
-            t: con.execute(f"SELECT * EXCLUDE ({ts}) FROM activation.{t} ORDER BY ALL").fetchall()
-            for t, ts in [
-                ("sync_state", "synced_at"),
-                (
-                    "sync_rejections",
-                    "rejected_at, remove_reason, attempts, retry_at, platform_status",
-                ),
-                ("destination_suppressions", "suppressed_at, destination_ref"),
-            ]
-        }
-    finally:
-        con.close()
+_COLUMNS = {
+    "sync_state": "segment, destination, subject_key, destination_ref, fields_hash",
+    "sync_rejections": (
+        "segment, destination, subject_key, fields_hash, operation, reason, permanent"
+    ),
+    "destination_suppressions": "destination, subject_key, status",
+}
 
 
-def fold(wh: Path, kind: str = "email"):
+def tables(path: Warehouse) -> dict[str, list]:
+    return {
+        table: query(path, f"SELECT {cols} FROM activation.{table} ORDER BY {cols}")
+        for table, cols in _COLUMNS.items()
+    }
+
+
+def fold(wh: Warehouse, kind: str = "email"):
     with connect(wh) as con:
         return fold_journal(con, segment=SEG, destination=DEST, kind=kind)
 
@@ -164,7 +165,7 @@ def test_a_malformed_journal_is_kept_and_nothing_applied(wh, tmp_path):
     with connect(wh) as con:
         journal.append_lines(con, SEG, DEST, [journal.JournalLine("r1", 1, "ack", "not json")])
     before = tables(wh)
-    with pytest.raises(duckdb.Error):
+    with pytest.raises(DATABASE_ERRORS):
         fold(wh)
     assert tables(wh) == before and len(journal_texts(wh, SEG, DEST)) == 2
 
@@ -219,3 +220,22 @@ def test_a_rejection_after_an_ack_in_the_same_journal_is_kept(wh, tmp_path):
     )
     fold(wh, kind="ad")
     assert [(r[2], r[3], r[4]) for r in tables(wh)["sync_rejections"]] == [(K[0], "h-b", "update")]
+
+
+def test_a_fold_failing_midway_applies_nothing_and_keeps_the_lines(wh, tmp_path):
+    write_journal(
+        wh,
+        SEG,
+        DEST,
+        [
+            line("ack", "add", K[0]),  # written to sync_state first...
+            line("ack", "remove", K[2], remove_reason="left_segment"),  # ...and this delete
+            # ...then recording this refusal fails (a row without its hash: NOT NULL)
+            line("reject", "add", K[1], fields_hash=None, reason="no", permanent=True),
+        ],
+    )
+    before, lines = tables(wh), journal_texts(wh, SEG, DEST)
+    with pytest.raises(DATABASE_ERRORS):
+        fold(wh)
+    assert tables(wh) == before
+    assert journal_texts(wh, SEG, DEST) == lines
