@@ -179,6 +179,10 @@ def _load_lines(con: duckdb.DuckDBPyConnection) -> None:
     if not is_duckdb(con):
         con.raw.execute("DROP TABLE IF EXISTS sync_journal")
         con.raw.execute(_load_sql_postgres())
+        # a temp table is never analyzed by the server: without statistics the fold's
+        # DELETE ... IN (SELECT ... FROM sync_journal) was planned as a nested loop (4.6 s
+        # for 5,162 rows in the bench at 100,000 customers)
+        con.raw.execute("ANALYZE sync_journal")
     else:
         con.execute(_load_sql())
 
